@@ -1,0 +1,5 @@
+//! The SMS gateway binary.
+
+fn main() {
+    println!("sms-app: not wired yet");
+}

@@ -1,0 +1,273 @@
+//! Identifiers: messages, vendors, templates, idempotency keys.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+use crate::phone::truncate_for_error;
+
+/// A message's id: a UUID v7, so ids sort by creation time and index well.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(uuid::Uuid);
+
+impl MessageId {
+    /// A new, time-ordered id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    /// Wraps an existing UUID (read back from storage).
+    pub const fn from_uuid(uuid: uuid::Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID.
+    pub const fn as_uuid(&self) -> &uuid::Uuid {
+        &self.0
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", self.0)
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self).map_err(|_| {
+            ValidationError::new(
+                "id",
+                format!("expected a UUID, found {:?}", truncate_for_error(s)),
+            )
+        })
+    }
+}
+
+/// Checks a short identifier: 1 to `max` characters of ASCII letters, digits, `_`, `-`, `.`.
+fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("expected at most {max} characters, found {}", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "unexpected character {c:?} in {:?}; use letters, digits, '_', '-' and '.'",
+                truncate_for_error(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A vendor's name as configured (`aliyun`, `tencent`, `cloopen`, …). Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VendorId(Arc<str>);
+
+impl VendorId {
+    /// Longest vendor name accepted.
+    pub const MAX_LEN: usize = 32;
+
+    /// Validates a vendor name: lower-case letters, digits, `_` and `-`.
+    pub fn new(name: &str) -> Result<Self, ValidationError> {
+        check_identifier("vendor", name, Self::MAX_LEN)?;
+        if name.chars().any(|c| c.is_ascii_uppercase() || c == '.') {
+            return Err(ValidationError::new(
+                "vendor",
+                format!("expected lower-case letters, digits, '_' or '-', found {name:?}"),
+            ));
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VendorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VendorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VendorId({})", &self.0)
+    }
+}
+
+impl TryFrom<String> for VendorId {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<VendorId> for String {
+    fn from(value: VendorId) -> Self {
+        value.0.to_string()
+    }
+}
+
+/// A template's id at the vendor (the original design's "biz"), e.g. `SMS_123456` or `login_code`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TemplateId(String);
+
+impl TemplateId {
+    /// Longest template id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates a template id.
+    pub fn new(value: &str) -> Result<Self, ValidationError> {
+        check_identifier("template", value, Self::MAX_LEN)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TemplateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for TemplateId {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<TemplateId> for String {
+    fn from(value: TemplateId) -> Self {
+        value.0
+    }
+}
+
+/// A caller's idempotency key: the same key means the same message, sent at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a key: 1 to 128 printable ASCII characters.
+    pub fn new(value: &str) -> Result<Self, ValidationError> {
+        const FIELD: &str = "idempotency_key";
+        if value.is_empty() {
+            return Err(ValidationError::new(FIELD, "must not be empty"));
+        }
+        if value.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                FIELD,
+                format!(
+                    "expected at most {} characters, found {}",
+                    Self::MAX_LEN,
+                    value.len()
+                ),
+            ));
+        }
+        if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(ValidationError::new(
+                FIELD,
+                format!("expected printable ASCII without spaces, found {c:?}"),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(value: IdempotencyKey) -> Self {
+        value.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_unique_and_time_ordered() {
+        let a = MessageId::new();
+        let b = MessageId::new();
+        assert_ne!(a, b);
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<MessageId>().unwrap(), a);
+        assert!("not-a-uuid".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn vendor_ids_are_lower_case_names() {
+        assert_eq!(VendorId::new("aliyun").unwrap().as_str(), "aliyun");
+        assert!(VendorId::new("Aliyun").is_err());
+        assert!(VendorId::new("").is_err());
+        assert!(VendorId::new("ali yun").is_err());
+        assert!(VendorId::new(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn template_and_key_errors_name_the_field() {
+        let e = TemplateId::new("").unwrap_err();
+        assert_eq!(e.field, "template");
+        assert!(TemplateId::new("SMS_123456").is_ok());
+        assert!(
+            TemplateId::new("login code")
+                .unwrap_err()
+                .problem
+                .contains("' '")
+        );
+        let e = IdempotencyKey::new("has space").unwrap_err();
+        assert_eq!(e.field, "idempotency_key");
+        assert!(IdempotencyKey::new(&"k".repeat(129)).is_err());
+        assert!(IdempotencyKey::new("order-42:login").is_ok());
+    }
+}

@@ -1,0 +1,50 @@
+//! Domain types and seams of the SMS gateway.
+//!
+//! This crate does no I/O and depends on no driver: it defines what a message is
+//! ([`SmsRequest`], [`PhoneNumber`], [`Money`]), what can go wrong ([`VendorError`],
+//! [`SendError`], [`StoreError`]), and the traits the other crates implement:
+//! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
+//! [`UsageLedger`] and [`Clock`].
+//!
+//! Features: `mocks` adds mockall mocks of every trait (`MockVendor`, `MockDeferredQueue`,
+//! …); `testing` adds in-memory fakes ([`testing::MemoryQueue`], …).
+
+mod clock;
+mod error;
+mod ids;
+mod ledger;
+mod limit;
+mod money;
+mod phone;
+mod queue;
+mod request;
+mod vendor;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use clock::{BillingPeriod, Clock, SystemClock};
+pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError, VendorError};
+pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
+pub use ledger::UsageLedger;
+pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter};
+pub use money::{Money, MoneyParseError};
+pub use phone::{PhoneNumber, PhoneNumberError};
+pub use queue::{
+    AttemptFailure, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus,
+    NewMessage, QueueReason, QueueStats, StoredMessage,
+};
+pub use request::{
+    MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, OutboundSms, RawSmsRequest, SmsRequest,
+};
+pub use vendor::{FeeSchedule, Receipt, Vendor};
+
+/// mockall mocks of every trait (feature `mocks`).
+#[cfg(any(test, feature = "mocks"))]
+pub mod mocks {
+    pub use crate::clock::MockClock;
+    pub use crate::ledger::MockUsageLedger;
+    pub use crate::limit::{MockRateLimiter, MockRecipientLimiter};
+    pub use crate::queue::MockDeferredQueue;
+    pub use crate::vendor::{MockFeeSchedule, MockVendor};
+}

@@ -1,0 +1,418 @@
+//! The deferred queue: every message the gateway could not send at once is stored here
+//! and re-sent later under a lease, with backoff and a cap on attempts.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::request::SmsRequest;
+
+/// Where a stored message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Waiting for its next attempt.
+    Queued,
+    /// Claimed by a sender under a lease.
+    Leased,
+    /// Delivered to a vendor.
+    Sent,
+    /// Out of attempts; kept for inspection and manual retry, never deleted.
+    Dead,
+    /// Past its deliver-by time; not sent.
+    Expired,
+}
+
+impl MessageStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [MessageStatus; 5] = [
+        Self::Queued,
+        Self::Leased,
+        Self::Sent,
+        Self::Dead,
+        Self::Expired,
+    ];
+
+    /// The lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Leased => "leased",
+            Self::Sent => "sent",
+            Self::Dead => "dead",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Whether nothing more will happen to the message by itself.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Sent | Self::Dead | Self::Expired)
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MessageStatus {
+    type Err = crate::ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                crate::ValidationError::new(
+                    "status",
+                    format!("expected one of queued, leased, sent, dead, expired, found {s:?}"),
+                )
+            })
+    }
+}
+
+/// Why a message went into the queue instead of straight to a vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueReason {
+    /// The global rate limit was reached.
+    RateLimited,
+    /// The vendor throttled the send.
+    VendorThrottled,
+    /// The vendor failed (5xx, network, outage).
+    VendorFailed,
+    /// The vendor timed out: the first attempt may have been delivered.
+    TimedOut,
+    /// Stored before its first attempt (requests with an idempotency key are recorded
+    /// first, so a retry of the request finds them).
+    Accepted,
+    /// An operator asked for a dead message to be retried.
+    ManualRetry,
+}
+
+impl QueueReason {
+    /// The lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::VendorThrottled => "vendor_throttled",
+            Self::VendorFailed => "vendor_failed",
+            Self::TimedOut => "timed_out",
+            Self::Accepted => "accepted",
+            Self::ManualRetry => "manual_retry",
+        }
+    }
+
+    /// Every reason.
+    pub const ALL: [QueueReason; 6] = [
+        Self::RateLimited,
+        Self::VendorThrottled,
+        Self::VendorFailed,
+        Self::TimedOut,
+        Self::Accepted,
+        Self::ManualRetry,
+    ];
+}
+
+impl fmt::Display for QueueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for QueueReason {
+    type Err = crate::ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                crate::ValidationError::new("reason", format!("unknown queue reason {s:?}"))
+            })
+    }
+}
+
+/// A claim's proof of ownership. Every claim gets a fresh token; updates carrying an
+/// older token are refused with [`StoreError::LeaseLost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(pub uuid::Uuid);
+
+impl LeaseToken {
+    /// A fresh, unique token.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for LeaseToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Who holds a message and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The claimer's name (instance id), for operators.
+    pub owner: String,
+    /// The claim's token.
+    pub token: LeaseToken,
+    /// When the lease lapses and the message becomes claimable again.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// What to send.
+    pub request: SmsRequest,
+    /// Where it is in its life.
+    pub status: MessageStatus,
+    /// Why it was queued.
+    pub reason: QueueReason,
+    /// Attempts made so far (a claim counts as one).
+    pub attempts: u32,
+    /// Attempts allowed before it is dead.
+    pub max_attempts: u32,
+    /// Not claimable before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The current lease, while leased.
+    pub lease: Option<Lease>,
+    /// The vendor of the last attempt (or the one that delivered it).
+    pub last_vendor: Option<VendorId>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// An earlier attempt timed out, so the recipient may receive it twice.
+    pub may_duplicate: bool,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The state a new message is stored in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialState {
+    /// Waiting for the drain.
+    Queued,
+    /// Already claimed by the storing sender, which will attempt it right away
+    /// (store-then-send for requests with an idempotency key).
+    Leased(Lease),
+    /// Already delivered by `vendor`; stored for status look-ups and idempotency.
+    Sent {
+        /// The vendor that delivered it.
+        vendor: VendorId,
+    },
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// What to send.
+    pub request: SmsRequest,
+    /// Why it is stored.
+    pub reason: QueueReason,
+    /// Its state on insertion.
+    pub initial: InitialState,
+    /// Attempts already made before it was stored (0 or 1).
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Not claimable before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The vendor of the attempt that failed, if one did.
+    pub last_vendor: Option<VendorId>,
+    /// That attempt's error.
+    pub last_error: Option<String>,
+    /// Whether that attempt's outcome is unknown.
+    pub may_duplicate: bool,
+    /// Now.
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewMessage {
+    /// A message queued now for its first attempt now, with `max_attempts` attempts.
+    pub fn queued(
+        id: MessageId,
+        request: SmsRequest,
+        reason: QueueReason,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            request,
+            reason,
+            initial: InitialState::Queued,
+            attempts: 0,
+            max_attempts,
+            next_attempt_at: now,
+            last_vendor: None,
+            last_error: None,
+            may_duplicate: false,
+            created_at: now,
+        }
+    }
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new row was stored.
+    Created(StoredMessage),
+    /// A message with the same idempotency key already existed; nothing was stored.
+    Existing(StoredMessage),
+}
+
+impl Enqueued {
+    /// The stored message, new or existing.
+    pub fn message(&self) -> &StoredMessage {
+        match self {
+            Self::Created(m) | Self::Existing(m) => m,
+        }
+    }
+}
+
+/// How a failed attempt is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// The vendor tried, if one was.
+    pub vendor: Option<VendorId>,
+    /// What went wrong.
+    pub error: String,
+    /// Whether the attempt's outcome is unknown (timeout).
+    pub may_duplicate: bool,
+}
+
+/// Messages per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Waiting.
+    pub queued: u64,
+    /// Claimed now.
+    pub leased: u64,
+    /// Delivered (and not yet removed by retention).
+    pub sent: u64,
+    /// Out of attempts.
+    pub dead: u64,
+    /// Past their deliver-by time.
+    pub expired: u64,
+}
+
+impl QueueStats {
+    /// The count for one status.
+    pub fn get(&self, status: MessageStatus) -> u64 {
+        match status {
+            MessageStatus::Queued => self.queued,
+            MessageStatus::Leased => self.leased,
+            MessageStatus::Sent => self.sent,
+            MessageStatus::Dead => self.dead,
+            MessageStatus::Expired => self.expired,
+        }
+    }
+}
+
+/// The durable store of messages awaiting (re)delivery.
+///
+/// Every state change of a leased message carries the lease's token and is refused
+/// with [`StoreError::LeaseLost`] when another claimer holds the message now, so a
+/// stale drainer never overwrites a newer outcome.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DeferredQueue: Send + Sync {
+    /// Stores a message. With an idempotency key already present, stores nothing and
+    /// returns the existing message.
+    async fn enqueue(&self, message: NewMessage) -> Result<Enqueued, StoreError>;
+
+    /// Claims up to `limit` due messages: queued ones whose `next_attempt_at` has come,
+    /// and leased ones whose lease lapsed at `now`. Oldest due first. Each claimed
+    /// message's `attempts` grows by one and it is leased to `owner` until
+    /// `now + lease_for` under one fresh token.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Marks a leased message sent by `vendor`.
+    async fn complete(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        vendor: &VendorId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Puts a leased message back in the queue after a failed attempt, due at `next_attempt_at`.
+    async fn fail(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        next_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a leased message dead (out of attempts, or refused for good).
+    async fn dead(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a leased message expired (past its deliver-by time).
+    async fn expire(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Gives a leased message back unattempted (shutdown): queued, due now, the claim's
+    /// attempt not counted.
+    async fn release(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Re-queues a dead or expired message for a fresh set of attempts (operator action).
+    async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError>;
+
+    /// The message with this id.
+    async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The message stored with this idempotency key.
+    async fn find_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Up to `limit` messages in `status`, oldest first.
+    async fn list(
+        &self,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Counts by status.
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Removes up to `limit` sent messages last updated before `before`; returns how many.
+    async fn purge_sent(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+}

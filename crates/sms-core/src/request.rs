@@ -1,0 +1,325 @@
+//! What a caller asks the gateway to send, validated once at the edge.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+use crate::ids::{IdempotencyKey, MessageId, TemplateId};
+use crate::phone::{PhoneNumber, parse_recipient, truncate_for_error};
+
+/// Most recipients one request may name (Aliyun's per-call cap).
+pub const MAX_RECIPIENTS: usize = 1000;
+/// Most template arguments one request may carry.
+pub const MAX_ARGS: usize = 32;
+/// Longest template argument, in characters.
+pub const MAX_ARG_CHARS: usize = 500;
+
+/// A validated request: template, ordered arguments, distinct E.164 recipients, and the
+/// optional idempotency key and deliver-by time.
+///
+/// Arguments are kept as a list of strings end to end (no separator encoding), so any
+/// text survives: `###`, `;`, quotes, emoji, empty strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSmsRequest")]
+pub struct SmsRequest {
+    template: TemplateId,
+    args: Vec<String>,
+    recipients: Vec<PhoneNumber>,
+    idempotency_key: Option<IdempotencyKey>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// The unvalidated shape of a request, as it arrives (JSON, storage rows).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RawSmsRequest {
+    /// Template id.
+    pub template: String,
+    /// Template arguments, in order.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Recipients, in any common international spelling.
+    pub recipients: Vec<String>,
+    /// Optional idempotency key.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Optional deliver-by time.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl SmsRequest {
+    /// Validates a request to `recipients` with `template` and `args`; no key, no expiry.
+    pub fn new<A, R>(template: &str, args: A, recipients: R) -> Result<Self, ValidationError>
+    where
+        A: IntoIterator,
+        A::Item: Into<String>,
+        R: IntoIterator,
+        R::Item: AsRef<str>,
+    {
+        Self::try_from(RawSmsRequest {
+            template: template.to_owned(),
+            args: args.into_iter().map(Into::into).collect(),
+            recipients: recipients
+                .into_iter()
+                .map(|r| r.as_ref().to_owned())
+                .collect(),
+            idempotency_key: None,
+            expires_at: None,
+        })
+    }
+
+    /// The same request with an idempotency key.
+    pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// The same request with a deliver-by time: after it, the message is expired, not sent.
+    pub fn with_expiry(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// The template id.
+    pub fn template(&self) -> &TemplateId {
+        &self.template
+    }
+    /// The arguments, in order.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+    /// The recipients: distinct, normalised, in the caller's order.
+    pub fn recipients(&self) -> &[PhoneNumber] {
+        &self.recipients
+    }
+    /// The idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        self.idempotency_key.as_ref()
+    }
+    /// The deliver-by time, if any.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// Whether the message is past its deliver-by time at `now`.
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// Whether two requests ask for the same message (template, arguments, recipients),
+    /// whatever their keys and expiry: a retry with the same key must match this way.
+    pub fn same_content(&self, other: &SmsRequest) -> bool {
+        self.template == other.template
+            && self.args == other.args
+            && self.recipients == other.recipients
+    }
+
+    /// The unvalidated form, for storage.
+    pub fn to_raw(&self) -> RawSmsRequest {
+        RawSmsRequest {
+            template: self.template.as_str().to_owned(),
+            args: self.args.clone(),
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            idempotency_key: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+fn check_arg(index: usize, arg: &str) -> Result<(), ValidationError> {
+    let field = || format!("args[{index}]");
+    let chars = arg.chars().count();
+    if chars > MAX_ARG_CHARS {
+        return Err(ValidationError::new(
+            field(),
+            format!("expected at most {MAX_ARG_CHARS} characters, found {chars}"),
+        ));
+    }
+    // Line breaks and tabs are fine in a message; other control characters are never
+    // wanted and NUL cannot be stored by Postgres.
+    if let Some(c) = arg
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ValidationError::new(
+            field(),
+            format!(
+                "control character U+{:04X} is not allowed (only line breaks and tabs are)",
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<RawSmsRequest> for SmsRequest {
+    type Error = ValidationError;
+
+    fn try_from(raw: RawSmsRequest) -> Result<Self, Self::Error> {
+        let template = TemplateId::new(&raw.template)?;
+        if raw.args.len() > MAX_ARGS {
+            return Err(ValidationError::new(
+                "args",
+                format!(
+                    "expected at most {MAX_ARGS} arguments, found {}",
+                    raw.args.len()
+                ),
+            ));
+        }
+        for (i, arg) in raw.args.iter().enumerate() {
+            check_arg(i, arg)?;
+        }
+        if raw.recipients.is_empty() {
+            return Err(ValidationError::new(
+                "recipients",
+                "expected at least one recipient, found none",
+            ));
+        }
+        if raw.recipients.len() > MAX_RECIPIENTS {
+            return Err(ValidationError::new(
+                "recipients",
+                format!(
+                    "expected at most {MAX_RECIPIENTS} recipients, found {}",
+                    raw.recipients.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(raw.recipients.len());
+        let mut recipients = Vec::with_capacity(raw.recipients.len());
+        for (i, input) in raw.recipients.iter().enumerate() {
+            let number = parse_recipient(i, input)?;
+            if !seen.insert(number.clone()) {
+                return Err(ValidationError::new(
+                    format!("recipients[{i}]"),
+                    format!(
+                        "duplicate recipient {}, given as {:?}",
+                        number.masked(),
+                        truncate_for_error(input)
+                    ),
+                ));
+            }
+            recipients.push(number);
+        }
+        let idempotency_key = raw
+            .idempotency_key
+            .as_deref()
+            .map(IdempotencyKey::new)
+            .transpose()?;
+        Ok(Self {
+            template,
+            args: raw.args,
+            recipients,
+            idempotency_key,
+            expires_at: raw.expires_at,
+        })
+    }
+}
+
+/// One message handed to a vendor: the gateway's id (for the vendor's `OutId` or
+/// session context, and for delivery logs) and the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundSms {
+    /// The gateway's id for this message.
+    pub id: MessageId,
+    /// What to send.
+    pub request: SmsRequest,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_duplicate_and_too_many_recipients_are_named() {
+        let e = SmsRequest::new("login", ["1"], Vec::<String>::new()).unwrap_err();
+        assert_eq!(e.field, "recipients");
+        let e =
+            SmsRequest::new("login", ["1"], ["+8613800138000", "+86 138 0013 8000"]).unwrap_err();
+        assert_eq!(e.field, "recipients[1]");
+        assert!(e.problem.contains("duplicate"), "{e}");
+        assert!(
+            !e.problem.contains("13800138000"),
+            "error must not leak the number: {e}"
+        );
+        let many: Vec<String> = (0..1001).map(|i| format!("+861380000{i:04}")).collect();
+        let e = SmsRequest::new("login", ["1"], &many).unwrap_err();
+        assert_eq!(e.field, "recipients");
+        assert!(SmsRequest::new("login", ["1"], &many[..1000]).is_ok());
+        let e = SmsRequest::new("login", ["1"], ["+8613800138000", "12345"]).unwrap_err();
+        assert_eq!(e.field, "recipients[1]");
+        assert!(e.problem.contains("\"12345\""), "{e}");
+    }
+
+    #[test]
+    fn arguments_keep_any_text() {
+        let args = [
+            "a###b",
+            "x;y",
+            "",
+            "\"quoted\" 'single'",
+            "验证码 😀",
+            "line\nbreak",
+        ];
+        let r = SmsRequest::new("login", args, ["+8613800138000"]).unwrap();
+        assert_eq!(r.args(), args);
+        let json = serde_json::to_string(&r).unwrap();
+        let back: SmsRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        // An empty string stays one empty argument; no arguments stay none.
+        let r = SmsRequest::new("login", [""], ["+8613800138000"]).unwrap();
+        assert_eq!(r.args().len(), 1);
+        let r = SmsRequest::new("login", Vec::<String>::new(), ["+8613800138000"]).unwrap();
+        assert!(r.args().is_empty());
+    }
+
+    #[test]
+    fn control_characters_and_oversized_arguments_are_refused() {
+        let e = SmsRequest::new("login", ["ok", "bad\u{7}"], ["+8613800138000"]).unwrap_err();
+        assert_eq!(e.field, "args[1]");
+        assert!(e.problem.contains("U+0007"));
+        let e = SmsRequest::new("login", ["x".repeat(501)], ["+8613800138000"]).unwrap_err();
+        assert_eq!(e.field, "args[0]");
+        let e = SmsRequest::new("login", vec!["a"; 33], ["+8613800138000"]).unwrap_err();
+        assert_eq!(e.field, "args");
+        let e = SmsRequest::new("", ["a"], ["+8613800138000"]).unwrap_err();
+        assert_eq!(e.field, "template");
+    }
+
+    #[test]
+    fn deserialising_validates() {
+        let ok = r#"{"template":"login","args":["1"],"recipients":["+8613800138000"],"idempotency_key":"k1"}"#;
+        let r: SmsRequest = serde_json::from_str(ok).unwrap();
+        assert_eq!(r.idempotency_key().unwrap().as_str(), "k1");
+        let bad = r#"{"template":"login","args":["1"],"recipients":["abc"]}"#;
+        let e = serde_json::from_str::<SmsRequest>(bad).unwrap_err();
+        assert!(e.to_string().contains("recipients[0]"), "{e}");
+    }
+
+    #[test]
+    fn same_content_ignores_key_and_expiry() {
+        let a = SmsRequest::new("login", ["1"], ["+8613800138000"]).unwrap();
+        let b = a
+            .clone()
+            .with_idempotency_key(IdempotencyKey::new("k").unwrap())
+            .with_expiry(Utc::now());
+        assert!(a.same_content(&b));
+        let c = SmsRequest::new("login", ["2"], ["+8613800138000"]).unwrap();
+        assert!(!a.same_content(&c));
+    }
+
+    proptest! {
+        #[test]
+        fn any_printable_arguments_round_trip_through_json(args in proptest::collection::vec("[^\\p{Cc}]{0,40}", 0..8)) {
+            let r = SmsRequest::new("t", args.clone(), ["+8613800138000"]).unwrap();
+            let back: SmsRequest = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            prop_assert_eq!(back.args(), &args[..]);
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! An in-memory deferred queue with the same contract as the durable ones.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::queue::{
+    AttemptFailure, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus,
+    NewMessage, QueueReason, QueueStats, StoredMessage,
+};
+
+#[derive(Debug, Default)]
+struct State {
+    messages: HashMap<MessageId, StoredMessage>,
+    by_key: HashMap<IdempotencyKey, MessageId>,
+    /// Claimable messages by the time they become claimable: `next_attempt_at` for
+    /// queued ones, lease expiry for leased ones.
+    due: BTreeSet<(DateTime<Utc>, MessageId)>,
+}
+
+fn claimable_at(m: &StoredMessage) -> Option<DateTime<Utc>> {
+    match m.status {
+        MessageStatus::Queued => Some(m.next_attempt_at),
+        MessageStatus::Leased => m.lease.as_ref().map(|l| l.expires_at),
+        _ => None,
+    }
+}
+
+impl State {
+    /// Applies `change` to a message, keeping the due index right.
+    fn update<T>(
+        &mut self,
+        id: MessageId,
+        change: impl FnOnce(&mut StoredMessage) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let m = self.messages.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        let before = claimable_at(m);
+        let out = change(m)?;
+        let after = claimable_at(m);
+        if before != after {
+            if let Some(t) = before {
+                self.due.remove(&(t, id));
+            }
+            if let Some(t) = after {
+                self.due.insert((t, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `change` to a message leased under `token`.
+    fn update_leased(
+        &mut self,
+        id: MessageId,
+        token: LeaseToken,
+        change: impl FnOnce(&mut StoredMessage),
+    ) -> Result<(), StoreError> {
+        self.update(id, |m| {
+            if m.status != MessageStatus::Leased || m.lease.as_ref().map(|l| l.token) != Some(token)
+            {
+                return Err(StoreError::LeaseLost(id));
+            }
+            change(m);
+            Ok(())
+        })
+    }
+}
+
+/// A deferred queue in memory. One mutex guards all of it: fine for tests and benchmarks
+/// of the code around it, not a production store.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    state: Mutex<State>,
+}
+
+impl MemoryQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn finish(m: &mut StoredMessage, status: MessageStatus, now: DateTime<Utc>) {
+    m.status = status;
+    m.lease = None;
+    m.updated_at = now;
+}
+
+fn record_failure(m: &mut StoredMessage, failure: AttemptFailure) {
+    if failure.vendor.is_some() {
+        m.last_vendor = failure.vendor;
+    }
+    m.last_error = Some(failure.error);
+    m.may_duplicate |= failure.may_duplicate;
+}
+
+#[async_trait]
+impl DeferredQueue for MemoryQueue {
+    async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
+        let mut state = self.state();
+        if let Some(key) = new.request.idempotency_key() {
+            if let Some(existing) = state.by_key.get(key).and_then(|id| state.messages.get(id)) {
+                return Ok(Enqueued::Existing(existing.clone()));
+            }
+        }
+        let (status, lease, last_vendor) = match new.initial {
+            InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor),
+            InitialState::Leased(lease) => (MessageStatus::Leased, Some(lease), new.last_vendor),
+            InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor)),
+        };
+        let m = StoredMessage {
+            id: new.id,
+            request: new.request,
+            status,
+            reason: new.reason,
+            attempts: new.attempts,
+            max_attempts: new.max_attempts,
+            next_attempt_at: new.next_attempt_at,
+            lease,
+            last_vendor,
+            last_error: new.last_error,
+            may_duplicate: new.may_duplicate,
+            created_at: new.created_at,
+            updated_at: new.created_at,
+        };
+        if state.messages.contains_key(&m.id) {
+            return Err(StoreError::backend(format!(
+                "message {} already stored",
+                m.id
+            )));
+        }
+        if let Some(key) = m.request.idempotency_key() {
+            state.by_key.insert(key.clone(), m.id);
+        }
+        if let Some(t) = claimable_at(&m) {
+            state.due.insert((t, m.id));
+        }
+        state.messages.insert(m.id, m.clone());
+        Ok(Enqueued::Created(m))
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut state = self.state();
+        let token = LeaseToken::new();
+        let expires_at =
+            now + chrono::Duration::from_std(lease_for).map_err(StoreError::backend)?;
+        let ids: Vec<MessageId> = state
+            .due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit as usize)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let m = state.update(id, |m| {
+                m.status = MessageStatus::Leased;
+                m.attempts += 1;
+                m.lease = Some(Lease {
+                    owner: owner.to_owned(),
+                    token,
+                    expires_at,
+                });
+                m.updated_at = now;
+                Ok(m.clone())
+            })?;
+            claimed.push(m);
+        }
+        Ok(claimed)
+    }
+
+    async fn complete(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        vendor: &VendorId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().update_leased(id, token, |m| {
+            m.last_vendor = Some(vendor.clone());
+            finish(m, MessageStatus::Sent, now);
+        })
+    }
+
+    async fn fail(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        next_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().update_leased(id, token, |m| {
+            record_failure(m, failure);
+            m.next_attempt_at = next_attempt_at;
+            finish(m, MessageStatus::Queued, now);
+        })
+    }
+
+    async fn dead(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().update_leased(id, token, |m| {
+            record_failure(m, failure);
+            finish(m, MessageStatus::Dead, now);
+        })
+    }
+
+    async fn expire(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state()
+            .update_leased(id, token, |m| finish(m, MessageStatus::Expired, now))
+    }
+
+    async fn release(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().update_leased(id, token, |m| {
+            m.attempts = m.attempts.saturating_sub(1);
+            m.next_attempt_at = now;
+            finish(m, MessageStatus::Queued, now);
+        })
+    }
+
+    async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        self.state().update(id, |m| {
+            if !matches!(m.status, MessageStatus::Dead | MessageStatus::Expired) {
+                return Err(StoreError::WrongStatus {
+                    id,
+                    status: m.status,
+                    expected: "dead or expired",
+                });
+            }
+            m.attempts = 0;
+            m.reason = QueueReason::ManualRetry;
+            m.next_attempt_at = now;
+            finish(m, MessageStatus::Queued, now);
+            Ok(m.clone())
+        })
+    }
+
+    async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self.state().messages.get(&id).cloned())
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .by_key
+            .get(key)
+            .and_then(|id| state.messages.get(id))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let state = self.state();
+        let mut found: Vec<StoredMessage> = state
+            .messages
+            .values()
+            .filter(|m| m.status == status)
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_at, m.id));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let mut stats = QueueStats::default();
+        for m in self.state().messages.values() {
+            let slot = match m.status {
+                MessageStatus::Queued => &mut stats.queued,
+                MessageStatus::Leased => &mut stats.leased,
+                MessageStatus::Sent => &mut stats.sent,
+                MessageStatus::Dead => &mut stats.dead,
+                MessageStatus::Expired => &mut stats.expired,
+            };
+            *slot += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn purge_sent(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let doomed: Vec<MessageId> = state
+            .messages
+            .values()
+            .filter(|m| m.status == MessageStatus::Sent && m.updated_at < before)
+            .take(limit as usize)
+            .map(|m| m.id)
+            .collect();
+        for id in &doomed {
+            if let Some(m) = state.messages.remove(id) {
+                if let Some(key) = m.request.idempotency_key() {
+                    state.by_key.remove(key);
+                }
+            }
+        }
+        Ok(doomed.len() as u64)
+    }
+}

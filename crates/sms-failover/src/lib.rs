@@ -1,0 +1,1 @@
+//! The send path: rate limit, vendor health, cheapest-healthy failover, deferred-queue drain.

@@ -1,0 +1,1 @@
+//! Global and per-recipient rate limits: Redis, and in-process.

@@ -1,0 +1,1 @@
+//! Simulated and real SMS vendors, and their fee schedules.

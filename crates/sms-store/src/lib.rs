@@ -1,0 +1,1 @@
+//! Durable deferred queue and usage ledger: Postgres, and embedded SQLite.
