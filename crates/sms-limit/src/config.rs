@@ -1,0 +1,313 @@
+//! Limiter settings, as read from the application's configuration file.
+//!
+//! Every field has a default, so an empty `[limit]` table gives the documented
+//! behaviour: 3000 messages per 1 s for the whole fleet, at most 1 message per
+//! recipient per 60 s and 10 per 24 h, fail open to an in-process limiter when
+//! Redis is unreachable.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Settings of the global and per-recipient limiters.
+///
+/// ```toml
+/// global_per_second = 3000       # permits per window, shared by every instance
+/// global_window_ms = 1000        # length of the sliding window
+/// recipient_windows = [{ limit = 1, window_s = 60 }, { limit = 10, window_s = 86400 }]
+/// on_redis_error = "fail_open"   # or "fail_closed"
+/// key_prefix = "sms:"
+/// command_timeout_ms = 200
+/// connect_timeout_ms = 2000
+/// instances = 1                  # used to size the fail-open fallback
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Permits per global window for the whole fleet. Default 3000.
+    pub global_per_second: u32,
+    /// Length of the global sliding window, in milliseconds. Default 1000; the
+    /// field is named after the default so `global_per_second` reads naturally.
+    pub global_window_ms: u64,
+    /// Per-recipient windows, all enforced at once. Default 1 per 60 s and 10 per 24 h.
+    pub recipient_windows: Vec<RecipientWindow>,
+    /// What to do when Redis cannot be reached. Default `fail_open`.
+    pub on_redis_error: RedisErrorPolicy,
+    /// Prefix of every Redis key the limiters write. Default `sms:`.
+    pub key_prefix: String,
+    /// Upper bound on one Redis round trip, in milliseconds. Default 200.
+    pub command_timeout_ms: u64,
+    /// How long `connect` waits for the first connection before starting degraded,
+    /// in milliseconds. Default 2000.
+    pub connect_timeout_ms: u64,
+    /// How many gateway instances share the global limit. A fail-open fallback
+    /// allows this instance `global_per_second / instances` (at least 1). Default 1.
+    pub instances: u32,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            global_per_second: 3000,
+            global_window_ms: 1000,
+            recipient_windows: vec![
+                RecipientWindow::per_seconds(1, 60),
+                RecipientWindow::per_seconds(10, 86_400),
+            ],
+            on_redis_error: RedisErrorPolicy::FailOpen,
+            key_prefix: "sms:".to_owned(),
+            command_timeout_ms: 200,
+            connect_timeout_ms: 2000,
+            instances: 1,
+        }
+    }
+}
+
+impl LimitConfig {
+    /// Checks every field; the error names the field and what was expected.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.global_per_second == 0 {
+            return Err(ConfigError::new(
+                "global_per_second",
+                "expected at least 1, found 0",
+            ));
+        }
+        if self.global_window_ms == 0 {
+            return Err(ConfigError::new(
+                "global_window_ms",
+                "expected at least 1 ms, found 0",
+            ));
+        }
+        for (index, window) in self.recipient_windows.iter().enumerate() {
+            window.validate(&format!("recipient_windows[{index}]"))?;
+        }
+        if self.key_prefix.is_empty() {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "expected a non-empty prefix such as \"sms:\"",
+            ));
+        }
+        if self.command_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "command_timeout_ms",
+                "expected at least 1 ms, found 0",
+            ));
+        }
+        if self.instances == 0 {
+            return Err(ConfigError::new(
+                "instances",
+                "expected at least 1, found 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The global window as a duration.
+    pub fn global_window(&self) -> Duration {
+        Duration::from_millis(self.global_window_ms)
+    }
+
+    /// The per-command Redis timeout as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    /// The wait for the first connection as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// This instance's share of the global limit, used while Redis is unreachable.
+    ///
+    /// Rounded down so that the fleet as a whole stays under the limit, but never 0:
+    /// an instance that may send nothing at all would be a worse outage than a
+    /// slight overshoot.
+    pub fn instance_share(&self) -> u32 {
+        (self.global_per_second / self.instances.max(1)).max(1)
+    }
+}
+
+/// At most `limit` messages to one recipient in any `window`.
+///
+/// Configuration files give the window in whole seconds (`window_s`); code and
+/// tests may use any duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientWindow {
+    /// Messages allowed per window.
+    pub limit: u32,
+    /// Window length (`window_s`, in seconds, in configuration files).
+    #[serde(rename = "window_s", deserialize_with = "seconds")]
+    pub window: Duration,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_secs)
+}
+
+impl RecipientWindow {
+    /// At most `limit` messages per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self { limit, window }
+    }
+
+    /// At most `limit` messages per `window_s` seconds.
+    pub fn per_seconds(limit: u32, window_s: u64) -> Self {
+        Self::new(limit, Duration::from_secs(window_s))
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.limit == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.limit"),
+                "expected at least 1, found 0",
+            ));
+        }
+        if self.window.is_zero() {
+            return Err(ConfigError::new(
+                format!("{field}.window_s"),
+                "expected a window longer than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a Redis-backed limiter does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisErrorPolicy {
+    /// Keep sending, limited by an in-process limiter at this instance's share of the
+    /// global limit (and in-process per-recipient windows). The default: an outage of
+    /// the limiter should not become an outage of SMS delivery.
+    #[default]
+    FailOpen,
+    /// Treat every global request as limited (so the gateway queues it), and report
+    /// per-recipient checks as unavailable.
+    FailClosed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_table_gives_the_documented_defaults() {
+        let config: LimitConfig = toml::from_str("").unwrap();
+        assert_eq!(config, LimitConfig::default());
+        assert_eq!(config.global_per_second, 3000);
+        assert_eq!(config.global_window(), Duration::from_secs(1));
+        assert_eq!(
+            config.recipient_windows,
+            vec![
+                RecipientWindow::per_seconds(1, 60),
+                RecipientWindow::per_seconds(10, 86_400)
+            ]
+        );
+        assert_eq!(config.on_redis_error, RedisErrorPolicy::FailOpen);
+        assert_eq!(config.key_prefix, "sms:");
+        assert_eq!(config.command_timeout(), Duration::from_millis(200));
+        assert_eq!(config.instances, 1);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn reads_every_field_from_toml() {
+        let config: LimitConfig = toml::from_str(
+            r#"
+            global_per_second = 100
+            global_window_ms = 500
+            recipient_windows = [{ limit = 2, window_s = 30 }]
+            on_redis_error = "fail_closed"
+            key_prefix = "test:"
+            command_timeout_ms = 50
+            connect_timeout_ms = 10
+            instances = 4
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.global_per_second, 100);
+        assert_eq!(config.global_window_ms, 500);
+        assert_eq!(
+            config.recipient_windows,
+            vec![RecipientWindow::per_seconds(2, 30)]
+        );
+        assert_eq!(config.on_redis_error, RedisErrorPolicy::FailClosed);
+        assert_eq!(config.key_prefix, "test:");
+        assert_eq!(config.instance_share(), 25);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_policies() {
+        assert!(toml::from_str::<LimitConfig>("global_per_secnd = 1").is_err());
+        assert!(toml::from_str::<LimitConfig>("on_redis_error = \"maybe\"").is_err());
+    }
+
+    #[test]
+    fn zero_limits_and_windows_are_rejected_naming_the_field() {
+        let cases: Vec<(LimitConfig, &str)> = vec![
+            (
+                LimitConfig {
+                    global_per_second: 0,
+                    ..LimitConfig::default()
+                },
+                "global_per_second",
+            ),
+            (
+                LimitConfig {
+                    global_window_ms: 0,
+                    ..LimitConfig::default()
+                },
+                "global_window_ms",
+            ),
+            (
+                LimitConfig {
+                    recipient_windows: vec![
+                        RecipientWindow::per_seconds(1, 60),
+                        RecipientWindow::per_seconds(0, 60),
+                    ],
+                    ..LimitConfig::default()
+                },
+                "recipient_windows[1].limit",
+            ),
+            (
+                LimitConfig {
+                    recipient_windows: vec![RecipientWindow::per_seconds(1, 0)],
+                    ..LimitConfig::default()
+                },
+                "recipient_windows[0].window_s",
+            ),
+            (
+                LimitConfig {
+                    instances: 0,
+                    ..LimitConfig::default()
+                },
+                "instances",
+            ),
+            (
+                LimitConfig {
+                    key_prefix: String::new(),
+                    ..LimitConfig::default()
+                },
+                "key_prefix",
+            ),
+        ];
+        for (config, field) in cases {
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+        }
+    }
+
+    #[test]
+    fn instance_share_rounds_down_but_never_to_zero() {
+        let mut config = LimitConfig {
+            instances: 7,
+            ..LimitConfig::default()
+        };
+        assert_eq!(config.instance_share(), 428);
+        config.global_per_second = 3;
+        assert_eq!(config.instance_share(), 1);
+    }
+}

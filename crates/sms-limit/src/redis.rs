@@ -1,0 +1,496 @@
+//! Redis limiters: one sliding-window log shared by every gateway instance.
+//!
+//! Each decision is one Lua script run atomically on the server, so concurrent
+//! requests from many instances cannot both see room for the last permit. The
+//! scripts read the server's clock (`TIME`), never the caller's: instances whose
+//! clocks disagree still share one window.
+//!
+//! Every permit is a sorted-set member scored by the server time in microseconds and
+//! named `<micros>-<sequence>` with a per-key `INCRBY` sequence, so members are
+//! unique. The original design used the millisecond timestamp as the member, so all
+//! requests of one millisecond collapsed into one entry and a 1 s window could never
+//! hold more than 1000: it never limited at 3000/s.
+//!
+//! Scripts are loaded once with `SCRIPT LOAD` and run with `EVALSHA`; after a Redis
+//! restart (`NOSCRIPT`) they are loaded again and the call retried. Every call carries
+//! an explicit timeout and fails fast while the connection is down, so an outage costs
+//! at most one timeout per request, and [`RedisErrorPolicy`] decides what happens then.
+//! The client reconnects by itself; the first successful call clears the degraded state.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, LuaInterface, Options, ReconnectPolicy, Value,
+};
+use fred::types::scripts::Script;
+use sms_core::{
+    LimitError, PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter,
+};
+
+use crate::config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
+use crate::error::Error;
+use crate::memory::{InProcessLimiter, InProcessRecipientLimiter, validate_windows};
+
+/// Sliding-window log for the global limit.
+///
+/// KEYS[1]: the log (sorted set); KEYS[2]: its member sequence.
+/// ARGV: limit, window in µs, permits.
+/// Returns `{1, 0}` when allowed, `{0, retry_after_µs}` when limited.
+const GLOBAL_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local permits = tonumber(ARGV[3])
+-- Scores are ~1.7e15: format them as integers, Lua's default would round them.
+local function int(x) return string.format('%.0f', x) end
+-- An entry exactly one window old has left the window.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - window))
+local count = redis.call('ZCARD', KEYS[1])
+if count + permits <= limit then
+  local last = redis.call('INCRBY', KEYS[2], permits)
+  for i = permits - 1, 0, -1 do
+    redis.call('ZADD', KEYS[1], int(now), int(now) .. '-' .. int(last - i))
+  end
+  local ttl = math.ceil(window / 1000) + 1000
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return {1, 0}
+end
+if permits > limit then
+  return {0, window}
+end
+-- The request fits once the (count + permits - limit)-th oldest entry has left.
+local index = count + permits - limit - 1
+local oldest = redis.call('ZRANGE', KEYS[1], index, index, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + window - now}
+";
+
+/// Several sliding windows per recipient, all recipients of a request in one call.
+///
+/// KEYS[1..n]: one log per recipient; KEYS[n+1]: the member sequence.
+/// ARGV: number of windows, then `limit, window_µs` per window.
+/// Returns two numbers per recipient: `0, 0` when allowed (and counted), or the
+/// 1-based index of the full window and the retry-after in µs.
+const RECIPIENT_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function int(x) return string.format('%.0f', x) end
+local windows = tonumber(ARGV[1])
+local longest = 0
+for w = 1, windows do
+  local length = tonumber(ARGV[2 * w + 1])
+  if length > longest then longest = length end
+end
+local sequence = KEYS[#KEYS]
+local out = {}
+for r = 1, #KEYS - 1 do
+  local key = KEYS[r]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now - longest))
+  -- Check every window before counting, so a limited recipient is counted in none.
+  local full, full_retry = 0, -1
+  for w = 1, windows do
+    local limit = tonumber(ARGV[2 * w])
+    local length = tonumber(ARGV[2 * w + 1])
+    local since = '(' .. int(now - length)
+    local count = redis.call('ZCOUNT', key, since, '+inf')
+    if count >= limit then
+      local entry = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+      local retry = tonumber(entry[2]) + length - now
+      -- Name the full window that frees last: that is when the recipient may receive.
+      if retry > full_retry then full, full_retry = w, retry end
+    end
+  end
+  if full == 0 then
+    local n = redis.call('INCR', sequence)
+    redis.call('ZADD', key, int(now), int(now) .. '-' .. int(n))
+    redis.call('PEXPIRE', key, math.ceil(longest / 1000) + 1000)
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = full
+    out[#out + 1] = full_retry
+  end
+end
+redis.call('PEXPIRE', sequence, math.ceil(longest / 1000) + 1000)
+return out
+";
+
+/// Builds a fred client for `url` that reconnects forever, starts connecting, and
+/// waits up to `config.connect_timeout_ms` for the first connection.
+///
+/// Redis being down is not an error here: the limiters start degraded and follow
+/// [`RedisErrorPolicy`] until the client connects. Only a malformed URL fails.
+pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, Error> {
+    config.validate()?;
+    let redis_config = Config::from_url(url).map_err(Error::Redis)?;
+    let connect_timeout = config.connect_timeout();
+    let client = Builder::from_config(redis_config)
+        .with_connection_config(|connection| {
+            connection.connection_timeout = connect_timeout;
+            connection.internal_command_timeout = connect_timeout;
+        })
+        // Unlimited attempts (0) with backoff capped at 5 s: the limiter must pick
+        // Redis up again without a restart.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(Error::Redis)?;
+    // The connection task runs until the client quits; dropping its handle detaches it.
+    let _connection_task = client.connect();
+    match tokio::time::timeout(connect_timeout, client.wait_for_connect()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "redis limiter could not connect; starting degraded")
+        }
+        Err(_) => tracing::warn!(
+            timeout_ms = config.connect_timeout_ms,
+            "redis limiter did not connect in time; starting degraded"
+        ),
+    }
+    Ok(client)
+}
+
+/// Counts of decisions, for metrics and tests. Monotonic since construction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimiterStats {
+    /// Decisions made by Redis that allowed the request (or recipient).
+    pub allowed: u64,
+    /// Decisions made by Redis that limited the request (or recipient).
+    pub limited: u64,
+    /// Requests decided while Redis was unreachable (by the fallback or the policy).
+    pub fallback: u64,
+    /// Failed Redis calls.
+    pub redis_errors: u64,
+}
+
+/// Degraded flag and counters shared by the two Redis limiters' code paths.
+#[derive(Debug, Default)]
+struct Health {
+    what: &'static str,
+    degraded: AtomicBool,
+    allowed: AtomicU64,
+    limited: AtomicU64,
+    fallback: AtomicU64,
+    redis_errors: AtomicU64,
+}
+
+impl Health {
+    fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            ..Self::default()
+        }
+    }
+
+    /// Records a failed call; logs only when the state flips, not per request.
+    fn failed(&self, error: &fred::error::Error, policy: RedisErrorPolicy) {
+        self.redis_errors.fetch_add(1, Ordering::Relaxed);
+        self.fallback.fetch_add(1, Ordering::Relaxed);
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                limiter = self.what,
+                %error,
+                ?policy,
+                "redis unreachable; rate limiter degraded"
+            );
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                limiter = self.what,
+                "redis reachable again; rate limiter restored"
+            );
+        }
+    }
+
+    fn stats(&self) -> LimiterStats {
+        LimiterStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+            fallback: self.fallback.load(Ordering::Relaxed),
+            redis_errors: self.redis_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A Lua script run with `EVALSHA` under a timeout, reloaded on `NOSCRIPT`.
+#[derive(Debug)]
+struct ScriptRunner {
+    client: Client,
+    script: Script,
+    options: Options,
+}
+
+impl ScriptRunner {
+    async fn new(client: Client, lua: &'static str, timeout: Duration) -> Self {
+        let runner = Self {
+            client,
+            script: Script::from_lua(lua),
+            options: Options {
+                timeout: Some(timeout),
+                // While disconnected, fail now rather than queue behind the reconnect:
+                // the fallback answers at once.
+                fail_fast: true,
+                ..Options::default()
+            },
+        };
+        // Load eagerly when Redis is up; if it is down, the first call loads it.
+        if runner.client.is_connected() {
+            if let Err(error) = runner.load().await {
+                tracing::debug!(%error, "could not load limiter script yet");
+            }
+        }
+        runner
+    }
+
+    async fn load(&self) -> Result<(), fred::error::Error> {
+        let lua = self.script.lua().cloned().unwrap_or_default();
+        self.client
+            .with_options(&self.options)
+            .script_load::<(), _>(lua)
+            .await
+    }
+
+    async fn run(
+        &self,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Vec<i64>, fred::error::Error> {
+        let client = self.client.with_options(&self.options);
+        let sha = self.script.sha1().clone();
+        match client
+            .evalsha(sha.clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                self.load().await?;
+                client.evalsha(sha, keys, args).await
+            }
+            result => result,
+        }
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn from_micros(micros: i64) -> Duration {
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
+fn malformed(reply: &[i64]) -> LimitError {
+    LimitError::Backend(format!("unexpected limiter script reply {reply:?}").into())
+}
+
+/// The global limit, shared through Redis by every instance using the same key prefix.
+#[derive(Debug)]
+pub struct RedisLimiter {
+    runner: ScriptRunner,
+    keys: Vec<String>,
+    limit: u32,
+    window: Duration,
+    policy: RedisErrorPolicy,
+    fallback: InProcessLimiter,
+    health: Health,
+}
+
+impl RedisLimiter {
+    /// Connects to `url` (see [`connect_client`]) and limits to
+    /// `config.global_per_second` per `config.global_window_ms`.
+    pub async fn connect(url: &str, config: &LimitConfig) -> Result<Self, Error> {
+        let client = connect_client(url, config).await?;
+        Self::from_client(client, config).await
+    }
+
+    /// Uses an existing client (shared with other users of the same Redis).
+    pub async fn from_client(client: Client, config: &LimitConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let window = config.global_window();
+        let global = format!("{}limit:{{global}}", config.key_prefix);
+        Ok(Self {
+            runner: ScriptRunner::new(client, GLOBAL_SCRIPT, config.command_timeout()).await,
+            keys: vec![global.clone(), format!("{global}:seq")],
+            limit: config.global_per_second,
+            window,
+            policy: config.on_redis_error,
+            fallback: InProcessLimiter::new(config.instance_share(), window)?,
+            health: Health::new("global"),
+        })
+    }
+
+    /// Whether the last call to Redis failed (decisions come from the policy).
+    pub fn degraded(&self) -> bool {
+        self.health.degraded.load(Ordering::Acquire)
+    }
+
+    /// Decision counts since construction.
+    pub fn stats(&self) -> LimiterStats {
+        self.health.stats()
+    }
+
+    /// The in-process limiter used while Redis is unreachable under `FailOpen`.
+    pub fn fallback(&self) -> &InProcessLimiter {
+        &self.fallback
+    }
+
+    /// The Redis keys this limiter writes.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError> {
+        if permits == 0 {
+            return Ok(RateDecision::Allowed);
+        }
+        let args = vec![
+            Value::from(i64::from(self.limit)),
+            Value::from(micros(self.window)),
+            Value::from(i64::from(permits)),
+        ];
+        match self.runner.run(self.keys.clone(), args).await {
+            Ok(reply) => {
+                self.health.succeeded();
+                match reply.as_slice() {
+                    [1, _] => {
+                        self.health.allowed.fetch_add(1, Ordering::Relaxed);
+                        Ok(RateDecision::Allowed)
+                    }
+                    [0, retry] => {
+                        self.health.limited.fetch_add(1, Ordering::Relaxed);
+                        Ok(RateDecision::Limited {
+                            retry_after: from_micros(*retry),
+                        })
+                    }
+                    _ => Err(malformed(&reply)),
+                }
+            }
+            Err(error) => {
+                self.health.failed(&error, self.policy);
+                Ok(match self.policy {
+                    RedisErrorPolicy::FailOpen => self.fallback.try_acquire(permits),
+                    RedisErrorPolicy::FailClosed => RateDecision::Limited {
+                        retry_after: self.window,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Per-recipient limits shared through Redis; all recipients of a request in one call.
+#[derive(Debug)]
+pub struct RedisRecipientLimiter {
+    runner: ScriptRunner,
+    key_prefix: String,
+    sequence_key: String,
+    windows: Vec<RecipientWindow>,
+    args: Vec<Value>,
+    policy: RedisErrorPolicy,
+    fallback: InProcessRecipientLimiter,
+    health: Health,
+}
+
+impl RedisRecipientLimiter {
+    /// Connects to `url` (see [`connect_client`]) and enforces `config.recipient_windows`.
+    pub async fn connect(url: &str, config: &LimitConfig) -> Result<Self, Error> {
+        let client = connect_client(url, config).await?;
+        Self::from_client(client, config).await
+    }
+
+    /// Uses an existing client (for example the one the global limiter uses).
+    pub async fn from_client(client: Client, config: &LimitConfig) -> Result<Self, Error> {
+        config.validate()?;
+        validate_windows(&config.recipient_windows)?;
+        let windows = config.recipient_windows.clone();
+        let mut args = vec![Value::from(windows.len() as i64)];
+        for window in &windows {
+            args.push(Value::from(i64::from(window.limit)));
+            args.push(Value::from(micros(window.window)));
+        }
+        Ok(Self {
+            runner: ScriptRunner::new(client, RECIPIENT_SCRIPT, config.command_timeout()).await,
+            key_prefix: format!("{}limit:rcpt:", config.key_prefix),
+            sequence_key: format!("{}limit:rcpt-seq", config.key_prefix),
+            fallback: InProcessRecipientLimiter::new(windows.clone())?,
+            windows,
+            args,
+            policy: config.on_redis_error,
+            health: Health::new("recipient"),
+        })
+    }
+
+    /// Whether the last call to Redis failed.
+    pub fn degraded(&self) -> bool {
+        self.health.degraded.load(Ordering::Acquire)
+    }
+
+    /// Decision counts (one per recipient) since construction.
+    pub fn stats(&self) -> LimiterStats {
+        self.health.stats()
+    }
+
+    /// The Redis key holding `recipient`'s log: the E.164 number under the prefix.
+    pub fn key_for(&self, recipient: &PhoneNumber) -> String {
+        format!("{}{}", self.key_prefix, recipient.as_str())
+    }
+}
+
+#[async_trait]
+impl RecipientLimiter for RedisRecipientLimiter {
+    async fn check(
+        &self,
+        recipients: &[PhoneNumber],
+    ) -> Result<Vec<RecipientDecision>, LimitError> {
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys: Vec<String> = recipients.iter().map(|r| self.key_for(r)).collect();
+        keys.push(self.sequence_key.clone());
+        let reply = match self.runner.run(keys, self.args.clone()).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.health.failed(&error, self.policy);
+                return match self.policy {
+                    RedisErrorPolicy::FailOpen => Ok(self.fallback.check_now(recipients)),
+                    // A limited answer would tell the user they were sent too many
+                    // messages, which is not known: report the outage instead.
+                    RedisErrorPolicy::FailClosed => Err(LimitError::Unavailable(Box::new(error))),
+                };
+            }
+        };
+        self.health.succeeded();
+        if reply.len() != recipients.len() * 2 {
+            return Err(malformed(&reply));
+        }
+        reply
+            .chunks_exact(2)
+            .map(|pair| match *pair {
+                [0, _] => {
+                    self.health.allowed.fetch_add(1, Ordering::Relaxed);
+                    Ok(RecipientDecision::Allowed)
+                }
+                [index, retry] => {
+                    let window = usize::try_from(index - 1)
+                        .ok()
+                        .and_then(|i| self.windows.get(i))
+                        .ok_or_else(|| malformed(&reply))?;
+                    self.health.limited.fetch_add(1, Ordering::Relaxed);
+                    Ok(RecipientDecision::Limited {
+                        window: window.window,
+                        limit: window.limit,
+                        retry_after: from_micros(retry),
+                    })
+                }
+                _ => Err(malformed(&reply)),
+            })
+            .collect()
+    }
+}
