@@ -1,0 +1,106 @@
+//! What the gateway tells an observer (metrics, simulations, logs) as it works.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sms_core::{MessageId, Money, QueueReason, VendorId};
+
+/// How one vendor call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// Accepted within the slow threshold.
+    Ok,
+    /// Accepted, but slower than the slow threshold: counts as one failure.
+    Slow,
+    /// No answer within the attempt timeout: the outcome is unknown.
+    TimedOut,
+    /// The vendor asked us to slow down.
+    Throttled,
+    /// The vendor refused the message for good.
+    Rejected,
+    /// A failure that may pass (5xx, network).
+    Transient,
+}
+
+impl AttemptOutcome {
+    /// The lower-case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Slow => "slow",
+            Self::TimedOut => "timed_out",
+            Self::Throttled => "throttled",
+            Self::Rejected => "rejected",
+            Self::Transient => "transient",
+        }
+    }
+}
+
+/// Something the gateway did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GatewayEvent {
+    /// One vendor call finished.
+    Attempt {
+        /// The vendor called.
+        vendor: VendorId,
+        /// How it ended.
+        outcome: AttemptOutcome,
+        /// How long it took (the timeout, for timeouts).
+        latency: Duration,
+        /// Messages billed for it (0 unless it was accepted).
+        billed_messages: u64,
+        /// What those messages cost at the vendor's tiered price.
+        cost: Money,
+        /// Whether the message came from the deferred queue.
+        drained: bool,
+    },
+    /// The current vendor changed.
+    Switched {
+        /// The vendor switched away from.
+        from: VendorId,
+        /// The new current vendor.
+        to: VendorId,
+        /// Why (failures, recovery, operator).
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A message was stored for a later attempt.
+    Queued {
+        /// The message.
+        id: MessageId,
+        /// Why.
+        reason: QueueReason,
+    },
+    /// A message reached a vendor.
+    Delivered {
+        /// The message.
+        id: MessageId,
+        /// The vendor that accepted it.
+        vendor: VendorId,
+        /// Whether it came from the deferred queue.
+        drained: bool,
+    },
+    /// A queued message ran out of attempts or was refused for good.
+    Dead {
+        /// The message.
+        id: MessageId,
+    },
+    /// A queued message passed its deliver-by time unsent.
+    Expired {
+        /// The message.
+        id: MessageId,
+    },
+    /// The global rate limit deferred a message.
+    RateLimited,
+    /// A per-recipient limit refused a request.
+    RecipientLimited,
+}
+
+/// Receives the gateway's events. Called inline on the sending task: keep it quick and
+/// never block (count, log, push to a channel).
+pub trait GatewayObserver: Send + Sync {
+    /// Called once per event.
+    fn on_event(&self, event: &GatewayEvent);
+}

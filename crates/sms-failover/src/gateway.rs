@@ -1,0 +1,890 @@
+//! The gateway: one send path for live requests and drained messages.
+//!
+//! A live request goes: expiry check → idempotency look-up → per-recipient limits →
+//! global rate limit (limited: stored, caller told "queued") → one attempt on the vendor
+//! picked by [`crate::health`] → classification → usage, health, and either "sent",
+//! "queued" (for a later attempt by the drain) or an error the caller can act on.
+//!
+//! A failed live request is *not* retried inline on another vendor (defect 9 of the
+//! original design is answered by the queue instead): it is stored at once, and when its
+//! failure made the gateway switch, it is due immediately, so the drain, which a fast
+//! success or the periodic tick starts, retries it on the new vendor. This keeps the
+//! caller's latency bounded by one attempt and gives every retry the same lease, backoff
+//! and attempt cap.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use sms_core::{
+    AttemptFailure, Clock, DeferredQueue, Enqueued, FeeSchedule, InitialState, Lease, LeaseToken,
+    MessageId, Money, NewMessage, OutboundSms, QueueReason, RateDecision, RateLimiter, Receipt,
+    RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoreError, StoredMessage,
+    UsageLedger, Vendor, VendorError, VendorId,
+};
+use tokio::sync::Notify;
+
+use crate::backoff::jittered_backoff;
+use crate::config::{FailoverConfig, TimeoutPolicy};
+use crate::error::FailoverError;
+use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
+use crate::health::{Health, Switch, Verdict};
+
+/// A vendor and its price list.
+#[derive(Clone)]
+pub struct VendorEntry {
+    /// The vendor.
+    pub vendor: Arc<dyn Vendor>,
+    /// Its tiered prices.
+    pub fees: Arc<dyn FeeSchedule>,
+}
+
+/// One vendor's state, for status pages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorSnapshot {
+    /// The vendor.
+    pub id: VendorId,
+    /// Whether live requests go to it now.
+    pub is_current: bool,
+    /// Failures in a row charged to it while current.
+    pub consecutive_failures: u32,
+    /// End of its cooldown, while it rests.
+    pub cooling_down_until: Option<DateTime<Utc>>,
+    /// Switched off by an operator.
+    pub disabled: bool,
+    /// Messages billed this period, as last read from the shared ledger.
+    pub billed_this_period: u64,
+    /// Price of its next message.
+    pub price: Money,
+    /// What was spent on it this period (as seen by this instance, plus what was billed
+    /// before it started).
+    pub spend: Money,
+}
+
+/// What happened to a request.
+// One value per request, moved once to the caller and never stored in bulk, so the size
+// of `Existing` costs nothing worth a box (and callers match on the plain message).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A vendor accepted it.
+    Sent {
+        /// The gateway's id for it.
+        id: MessageId,
+        /// The vendor that accepted it.
+        vendor: VendorId,
+        /// Messages billed (at least one per recipient).
+        billed_messages: u64,
+        /// It was accepted, but slower than the slow threshold.
+        slow: bool,
+    },
+    /// It is stored and will be attempted later.
+    Queued {
+        /// The gateway's id for it.
+        id: MessageId,
+        /// Why it was not sent now.
+        reason: QueueReason,
+        /// A timed-out attempt may have delivered it already.
+        may_duplicate: bool,
+    },
+    /// A request with the same idempotency key was seen before; nothing was sent now.
+    Existing(StoredMessage),
+}
+
+/// What one drain pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Messages claimed.
+    pub claimed: usize,
+    /// Delivered.
+    pub sent: usize,
+    /// Failed and put back with a backoff.
+    pub requeued: usize,
+    /// Out of attempts or refused for good.
+    pub dead: usize,
+    /// Past their deliver-by time.
+    pub expired: usize,
+    /// Updates refused because another claimer holds the message now.
+    pub lease_lost: usize,
+    /// Given back unattempted (rate limit reached, no vendor, lease too short, shutdown).
+    pub released: usize,
+}
+
+/// How one attempt went.
+struct Attempted {
+    vendor: VendorId,
+    result: Result<Receipt, VendorError>,
+    slow: bool,
+    billed: u64,
+    switched: bool,
+}
+
+/// What the drain should do after one message.
+enum Next {
+    Continue,
+    Halt,
+}
+
+/// The failover SMS gateway. Share it with `Arc`.
+pub struct Gateway {
+    vendors: Vec<Arc<dyn Vendor>>,
+    ids: Vec<VendorId>,
+    health: Mutex<Health>,
+    limiter: Arc<dyn RateLimiter>,
+    recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    queue: Arc<dyn DeferredQueue>,
+    ledger: Arc<dyn UsageLedger>,
+    clock: Arc<dyn Clock>,
+    config: FailoverConfig,
+    observer: Option<Arc<dyn GatewayObserver>>,
+    drain_wanted: Notify,
+    drain_running: tokio::sync::Mutex<()>,
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn outcome_of(result: &Result<Receipt, VendorError>, slow: bool) -> (AttemptOutcome, Verdict) {
+    match result {
+        Ok(_) if slow => (AttemptOutcome::Slow, Verdict::Slow),
+        Ok(_) => (AttemptOutcome::Ok, Verdict::Fast),
+        Err(VendorError::TimedOut) => (AttemptOutcome::TimedOut, Verdict::Failure),
+        Err(VendorError::Throttled { .. }) => (AttemptOutcome::Throttled, Verdict::Failure),
+        Err(VendorError::Rejected { .. }) => (AttemptOutcome::Rejected, Verdict::Neutral),
+        Err(VendorError::Transient { .. }) => (AttemptOutcome::Transient, Verdict::Failure),
+    }
+}
+
+fn queue_reason(error: &VendorError) -> QueueReason {
+    match error {
+        VendorError::TimedOut => QueueReason::TimedOut,
+        VendorError::Throttled { .. } => QueueReason::VendorThrottled,
+        _ => QueueReason::VendorFailed,
+    }
+}
+
+fn permits(request: &SmsRequest) -> u32 {
+    u32::try_from(request.recipients().len()).unwrap_or(u32::MAX)
+}
+
+impl Gateway {
+    /// A gateway over `vendors` (in configured order: it breaks price ties).
+    pub fn new(
+        vendors: Vec<VendorEntry>,
+        limiter: Arc<dyn RateLimiter>,
+        recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+        queue: Arc<dyn DeferredQueue>,
+        ledger: Arc<dyn UsageLedger>,
+        clock: Arc<dyn Clock>,
+        config: FailoverConfig,
+    ) -> Result<Self, FailoverError> {
+        config.validate()?;
+        if vendors.is_empty() {
+            return Err(FailoverError::NoVendors);
+        }
+        let ids: Vec<VendorId> = vendors.iter().map(|v| v.vendor.id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Err(FailoverError::DuplicateVendor(id.clone()));
+            }
+        }
+        let offset = FixedOffset::east_opt(config.billing_utc_offset_hours * 3600).ok_or(
+            FailoverError::InvalidConfig {
+                field: "billing_utc_offset_hours",
+                problem: "out of range".into(),
+            },
+        )?;
+        let health = Health::new(
+            vendors.iter().map(|v| v.fees.clone()).collect(),
+            &config,
+            offset,
+            clock.now(),
+        );
+        Ok(Self {
+            vendors: vendors.into_iter().map(|v| v.vendor).collect(),
+            ids,
+            health: Mutex::new(health),
+            limiter,
+            recipient_limiter,
+            queue,
+            ledger,
+            clock,
+            config,
+            observer: None,
+            drain_wanted: Notify::new(),
+            drain_running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Sends every [`GatewayEvent`] to `observer` from now on.
+    pub fn set_observer(&mut self, observer: Arc<dyn GatewayObserver>) {
+        self.observer = Some(observer);
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &FailoverConfig {
+        &self.config
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // The state is a handful of counters updated in place; a panic elsewhere
+        // cannot leave it half-written, so a poisoned lock is still usable.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: GatewayEvent) {
+        if let Some(observer) = &self.observer {
+            observer.on_event(&event);
+        }
+    }
+
+    fn announce(&self, switch: Option<Switch>) -> bool {
+        let Some(switch) = switch else {
+            return false;
+        };
+        let (from, to) = (self.ids[switch.from].clone(), self.ids[switch.to].clone());
+        tracing::warn!(%from, %to, reason = %switch.reason, "switched vendor");
+        self.emit(GatewayEvent::Switched {
+            from,
+            to,
+            reason: switch.reason,
+            at: self.clock.now(),
+        });
+        true
+    }
+
+    /// Loads this period's billed volumes from the ledger and makes the cheapest vendor
+    /// current. Call once before serving.
+    pub async fn init(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let period = self.health().period(now);
+        let totals = self.ledger.totals(&period).await?;
+        let billed: Vec<u64> = self
+            .ids
+            .iter()
+            .map(|id| totals.get(id).copied().unwrap_or(0))
+            .collect();
+        let switch = self.health().load_totals(&billed, now);
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Every vendor's state, in configured order.
+    pub fn vendors(&self) -> Vec<VendorSnapshot> {
+        let now = self.clock.now();
+        let health = self.health();
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let v = &health.vendors[i];
+                VendorSnapshot {
+                    id: id.clone(),
+                    is_current: i == health.current,
+                    consecutive_failures: v.consecutive_failures,
+                    cooling_down_until: v.cooling_until.filter(|until| *until > now),
+                    disabled: v.disabled,
+                    billed_this_period: v.billed,
+                    price: health.price(i),
+                    spend: v.spend,
+                }
+            })
+            .collect()
+    }
+
+    /// The vendor live requests go to now.
+    pub fn current_vendor(&self) -> VendorId {
+        self.ids[self.health().current].clone()
+    }
+
+    fn index_of(&self, vendor: &VendorId) -> Result<usize, FailoverError> {
+        self.ids
+            .iter()
+            .position(|id| id == vendor)
+            .ok_or_else(|| FailoverError::UnknownVendor(vendor.clone()))
+    }
+
+    /// Takes a vendor out of use (operator action); the gateway leaves it if current.
+    pub fn disable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+        let idx = self.index_of(vendor)?;
+        let switch = self.health().disable(idx, self.clock.now());
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Puts a vendor back in use (operator action). It becomes current when it is the
+    /// only enabled one; otherwise it is probed like a rested vendor when it is cheaper.
+    pub fn enable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+        let idx = self.index_of(vendor)?;
+        let switch = self.health().enable(idx);
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Asks the drainer (if started) for a pass soon. Never blocks and never drains on
+    /// the caller's task; a pass already running absorbs the request into one more pass.
+    pub fn trigger_drain(&self) {
+        self.drain_wanted.notify_one();
+    }
+
+    /// One vendor call, with its timeout, health accounting and usage.
+    async fn attempt(
+        &self,
+        id: MessageId,
+        request: &SmsRequest,
+        drained: bool,
+    ) -> Result<Attempted, SendError> {
+        let ticket = self
+            .health()
+            .begin(self.clock.now())
+            .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?;
+        let vendor = &self.vendors[ticket.idx];
+        let vendor_id = self.ids[ticket.idx].clone();
+        let sms = OutboundSms {
+            id,
+            request: request.clone(),
+        };
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(self.config.attempt_timeout, vendor.send(&sms))
+            .await
+            .unwrap_or(Err(VendorError::TimedOut));
+        let latency = started.elapsed();
+        let slow = result.is_ok() && latency > self.config.slow_threshold;
+        let (outcome, verdict) = outcome_of(&result, slow);
+
+        let (billed, cost) = match &result {
+            Ok(receipt) => {
+                // Vendors bill at least one message per recipient, whatever they report.
+                let billed = receipt
+                    .billed_messages
+                    .max(request.recipients().len() as u64);
+                let now = self.clock.now();
+                let period = self.health().period(now);
+                let total_after = match self.ledger.add(&vendor_id, &period, billed).await {
+                    Ok(total) => Some(total),
+                    Err(e) => {
+                        tracing::warn!(vendor = %vendor_id, error = %e, "could not record billed usage; counting locally");
+                        None
+                    }
+                };
+                let cost = self
+                    .health()
+                    .add_usage(ticket.idx, billed, total_after, now);
+                (billed, cost)
+            }
+            Err(_) => (0, Money::ZERO),
+        };
+        let switch = self.health().record(ticket, verdict, self.clock.now());
+        self.emit(GatewayEvent::Attempt {
+            vendor: vendor_id.clone(),
+            outcome,
+            latency,
+            billed_messages: billed,
+            cost,
+            drained,
+        });
+        let switched = self.announce(switch);
+        Ok(Attempted {
+            vendor: vendor_id,
+            result,
+            slow,
+            billed,
+            switched,
+        })
+    }
+
+    /// When a failed attempt should be retried.
+    fn retry_at(
+        &self,
+        attempted: &Attempted,
+        attempt_number: u32,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        if attempted.switched {
+            // This failure moved the gateway to another vendor: retry there right away.
+            return now;
+        }
+        let mut delay = jittered_backoff(
+            attempt_number,
+            self.config.backoff_base,
+            self.config.backoff_max,
+        );
+        if let Err(VendorError::Throttled {
+            retry_after: Some(wait),
+            ..
+        }) = &attempted.result
+        {
+            delay = delay.max(*wait);
+        }
+        after(now, delay)
+    }
+
+    async fn check_recipients(&self, request: &SmsRequest) -> Result<(), SendError> {
+        let Some(limiter) = &self.recipient_limiter else {
+            return Ok(());
+        };
+        match limiter.check(request.recipients()).await {
+            Ok(decisions) => {
+                for (recipient, decision) in request.recipients().iter().zip(decisions) {
+                    if let RecipientDecision::Limited {
+                        window,
+                        limit,
+                        retry_after,
+                    } = decision
+                    {
+                        self.emit(GatewayEvent::RecipientLimited);
+                        return Err(SendError::RecipientLimited {
+                            recipient: recipient.masked(),
+                            limit,
+                            window,
+                            retry_after,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The limiter crate already applied its fail-open/closed policy; an error
+                // that still reaches us is logged and the request goes on.
+                tracing::warn!(error = %e, "recipient limiter failed; not limiting this request");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a message that was not sent now and tells the caller so.
+    async fn store_new(&self, message: NewMessage) -> Result<SendOutcome, SendError> {
+        let (id, reason, may_duplicate) = (message.id, message.reason, message.may_duplicate);
+        match self.queue.enqueue(message).await {
+            Ok(Enqueued::Created(_)) => {
+                self.emit(GatewayEvent::Queued { id, reason });
+                Ok(SendOutcome::Queued {
+                    id,
+                    reason,
+                    may_duplicate,
+                })
+            }
+            Ok(Enqueued::Existing(m)) => Ok(SendOutcome::Existing(m)),
+            // Never lose a message silently: the caller hears it was neither sent nor kept.
+            Err(e) => Err(SendError::StorageUnavailable(e)),
+        }
+    }
+
+    /// Sends a request now, or stores it for later. See the module docs for the steps.
+    pub async fn send(&self, request: SmsRequest) -> Result<SendOutcome, SendError> {
+        let now = self.clock.now();
+        if request.is_expired_at(now) {
+            return Err(SendError::Expired);
+        }
+        if let Some(key) = request.idempotency_key() {
+            // A retried request must not be refused by the recipient limiter that
+            // counted its first try, so known keys answer before any limit.
+            match self.queue.find_by_idempotency_key(key).await {
+                Ok(Some(existing)) => return Ok(SendOutcome::Existing(existing)),
+                Ok(None) => {}
+                Err(e) => return Err(SendError::StorageUnavailable(e)),
+            }
+        }
+        self.check_recipients(&request).await?;
+        if self.health().vendors.iter().all(|v| v.disabled) {
+            return Err(SendError::NoVendor("every vendor is disabled".into()));
+        }
+
+        let id = MessageId::new();
+        let limited = match self.limiter.acquire(permits(&request)).await {
+            Ok(RateDecision::Allowed) => None,
+            Ok(RateDecision::Limited { retry_after }) => Some(retry_after),
+            Err(e) => {
+                // Queueing is the safe answer: nothing goes out above the limit, and the
+                // message is kept.
+                tracing::warn!(error = %e, "rate limiter failed; queueing the message");
+                Some(Duration::ZERO)
+            }
+        };
+        if let Some(retry_after) = limited {
+            self.emit(GatewayEvent::RateLimited);
+            let mut message = NewMessage::queued(
+                id,
+                request,
+                QueueReason::RateLimited,
+                self.config.max_attempts,
+                now,
+            );
+            message.next_attempt_at = after(now, retry_after);
+            return self.store_new(message).await;
+        }
+
+        // With an idempotency key, the message is stored (leased to us) before the
+        // attempt: a concurrent duplicate finds it, and if this process dies mid-send,
+        // the drain retries it once the lease lapses.
+        let token = if request.idempotency_key().is_some() {
+            let token = LeaseToken::new();
+            let message = NewMessage {
+                initial: InitialState::Leased(Lease {
+                    owner: self.config.instance_id.clone(),
+                    token,
+                    expires_at: after(now, self.config.lease),
+                }),
+                attempts: 1,
+                ..NewMessage::queued(
+                    id,
+                    request.clone(),
+                    QueueReason::Accepted,
+                    self.config.max_attempts,
+                    now,
+                )
+            };
+            match self.queue.enqueue(message).await {
+                Ok(Enqueued::Created(_)) => Some(token),
+                Ok(Enqueued::Existing(m)) => return Ok(SendOutcome::Existing(m)),
+                Err(e) => return Err(SendError::StorageUnavailable(e)),
+            }
+        } else {
+            None
+        };
+
+        let attempted = match self.attempt(id, &request, false).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Every vendor was disabled between the check and the attempt.
+                if let Some(token) = token {
+                    self.settle_release(id, token).await;
+                }
+                return Err(e);
+            }
+        };
+        self.finish_live(id, request, token, attempted).await
+    }
+
+    async fn finish_live(
+        &self,
+        id: MessageId,
+        request: SmsRequest,
+        token: Option<LeaseToken>,
+        attempted: Attempted,
+    ) -> Result<SendOutcome, SendError> {
+        let now = self.clock.now();
+        let vendor = attempted.vendor.clone();
+        let failure = |error: &VendorError| AttemptFailure {
+            vendor: Some(vendor.clone()),
+            error: error.to_string(),
+            may_duplicate: matches!(error, VendorError::TimedOut),
+        };
+        match &attempted.result {
+            Ok(_) => {
+                if !attempted.slow {
+                    self.trigger_drain();
+                }
+                match token {
+                    Some(token) => {
+                        if let Err(e) = self.queue.complete(id, token, &vendor, now).await {
+                            tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
+                        }
+                    }
+                    None => self.record_sent_later(id, request, &vendor, now),
+                }
+                self.emit(GatewayEvent::Delivered {
+                    id,
+                    vendor: vendor.clone(),
+                    drained: false,
+                });
+                Ok(SendOutcome::Sent {
+                    id,
+                    vendor,
+                    billed_messages: attempted.billed,
+                    slow: attempted.slow,
+                })
+            }
+            Err(error @ VendorError::Rejected { code, message }) => {
+                if let Some(token) = token {
+                    self.settle(id, self.queue.dead(id, token, failure(error), now).await);
+                }
+                Err(SendError::Rejected {
+                    vendor: vendor.clone(),
+                    code: code.clone(),
+                    message: message.clone(),
+                })
+            }
+            Err(error @ VendorError::TimedOut) if self.config.on_timeout == TimeoutPolicy::Fail => {
+                if let Some(token) = token {
+                    // The caller was told; a later automatic retry would surprise them.
+                    self.settle(id, self.queue.dead(id, token, failure(error), now).await);
+                }
+                Err(SendError::TimedOut)
+            }
+            Err(error) => {
+                let reason = queue_reason(error);
+                let may_duplicate = matches!(error, VendorError::TimedOut);
+                let next_attempt_at = self.retry_at(&attempted, 1, now);
+                match token {
+                    Some(token) => {
+                        // If this update fails the row stays leased to us and the drain
+                        // retries it when the lease lapses: it is not lost.
+                        let result = self
+                            .queue
+                            .fail(id, token, failure(error), next_attempt_at, now)
+                            .await;
+                        self.settle(id, result);
+                        self.emit(GatewayEvent::Queued { id, reason });
+                        Ok(SendOutcome::Queued {
+                            id,
+                            reason,
+                            may_duplicate,
+                        })
+                    }
+                    None => {
+                        let message = NewMessage {
+                            attempts: 1,
+                            next_attempt_at,
+                            last_vendor: Some(vendor.clone()),
+                            last_error: Some(error.to_string()),
+                            may_duplicate,
+                            ..NewMessage::queued(id, request, reason, self.config.max_attempts, now)
+                        };
+                        self.store_new(message).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a delivered message without a key for status look-ups, off the caller's path.
+    fn record_sent_later(
+        &self,
+        id: MessageId,
+        request: SmsRequest,
+        vendor: &VendorId,
+        now: DateTime<Utc>,
+    ) {
+        let message = NewMessage {
+            initial: InitialState::Sent {
+                vendor: vendor.clone(),
+            },
+            attempts: 1,
+            last_vendor: Some(vendor.clone()),
+            ..NewMessage::queued(
+                id,
+                request,
+                QueueReason::Accepted,
+                self.config.max_attempts,
+                now,
+            )
+        };
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            if let Err(e) = queue.enqueue(message).await {
+                tracing::warn!(%id, error = %e, "delivered, but could not record the message for look-ups");
+            }
+        });
+    }
+
+    /// Logs a failed update of a leased message; returns whether it succeeded.
+    fn settle(&self, id: MessageId, result: Result<(), StoreError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!(%id, "lease lost: another claimer holds the message now");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not update the message; it is retried when its lease lapses");
+                false
+            }
+        }
+    }
+
+    async fn settle_release(&self, id: MessageId, token: LeaseToken) {
+        let result = self.queue.release(id, token, self.clock.now()).await;
+        self.settle(id, result);
+    }
+
+    /// Claims due messages in batches and sends each, until none are due (at most
+    /// `drain_max_batches` batches). Only one pass runs at a time in a process.
+    pub async fn drain_once(&self) -> Result<DrainReport, StoreError> {
+        self.drain(&AtomicBool::new(false)).await
+    }
+
+    pub(crate) async fn drain(&self, stop: &AtomicBool) -> Result<DrainReport, StoreError> {
+        let _one_at_a_time = self.drain_running.lock().await;
+        let mut report = DrainReport::default();
+        for _ in 0..self.config.drain_max_batches {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            let batch = self
+                .queue
+                .claim(
+                    &self.config.instance_id,
+                    self.clock.now(),
+                    self.config.lease,
+                    self.config.drain_batch,
+                )
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() >= self.config.drain_batch as usize;
+            report.claimed += batch.len();
+            let mut messages = batch.into_iter();
+            let mut halted = false;
+            while let Some(message) = messages.next() {
+                let next = if stop.load(Ordering::Acquire) {
+                    self.release(&message, &mut report).await;
+                    Next::Halt
+                } else {
+                    self.drain_one(message, &mut report).await
+                };
+                if let Next::Halt = next {
+                    for rest in messages.by_ref() {
+                        self.release(&rest, &mut report).await;
+                    }
+                    halted = true;
+                }
+            }
+            if halted || !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn release(&self, message: &StoredMessage, report: &mut DrainReport) {
+        let Some(lease) = &message.lease else {
+            return;
+        };
+        match self
+            .queue
+            .release(message.id, lease.token, self.clock.now())
+            .await
+        {
+            Ok(()) => report.released += 1,
+            Err(StoreError::LeaseLost(_)) => report.lease_lost += 1,
+            Err(e) => {
+                tracing::warn!(id = %message.id, error = %e, "could not release the message; it is retried when its lease lapses");
+            }
+        }
+    }
+
+    fn count_update(
+        &self,
+        id: MessageId,
+        result: Result<(), StoreError>,
+        done: &mut usize,
+        report_lost: &mut usize,
+    ) {
+        match result {
+            Ok(()) => *done += 1,
+            Err(StoreError::LeaseLost(_)) => *report_lost += 1,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not update the message; it is retried when its lease lapses");
+            }
+        }
+    }
+
+    async fn drain_one(&self, message: StoredMessage, report: &mut DrainReport) -> Next {
+        let Some(lease) = message.lease.clone() else {
+            return Next::Continue;
+        };
+        let (id, token) = (message.id, lease.token);
+        let now = self.clock.now();
+        if message.request.is_expired_at(now) {
+            let result = self.queue.expire(id, token, now).await;
+            let before = report.expired;
+            self.count_update(id, result, &mut report.expired, &mut report.lease_lost);
+            if report.expired > before {
+                self.emit(GatewayEvent::Expired { id });
+            }
+            return Next::Continue;
+        }
+        if message.attempts > message.max_attempts {
+            // Claimed again after lapsed leases (crashes) without a recorded outcome.
+            let failure = AttemptFailure {
+                vendor: None,
+                error: format!(
+                    "out of attempts ({} of {})",
+                    message.attempts - 1,
+                    message.max_attempts
+                ),
+                may_duplicate: false,
+            };
+            let result = self.queue.dead(id, token, failure, now).await;
+            self.count_dead(id, result, report);
+            return Next::Continue;
+        }
+        // A lease that could lapse during the attempt would let another drainer send the
+        // message too: give it back instead.
+        if after(now, self.config.attempt_timeout) >= lease.expires_at {
+            self.release(&message, report).await;
+            return Next::Halt;
+        }
+        match self.limiter.acquire(permits(&message.request)).await {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { .. }) | Err(_) => {
+                // The limit is reached: give the message back without counting an attempt
+                // and end the pass; the next tick or trigger resumes.
+                self.emit(GatewayEvent::RateLimited);
+                self.release(&message, report).await;
+                return Next::Halt;
+            }
+        }
+        let attempted = match self.attempt(id, &message.request, true).await {
+            Ok(a) => a,
+            Err(_) => {
+                self.release(&message, report).await;
+                return Next::Halt;
+            }
+        };
+        let now = self.clock.now();
+        let vendor = attempted.vendor.clone();
+        match &attempted.result {
+            Ok(_) => {
+                let result = self.queue.complete(id, token, &vendor, now).await;
+                let before = report.sent;
+                self.count_update(id, result, &mut report.sent, &mut report.lease_lost);
+                if report.sent > before {
+                    self.emit(GatewayEvent::Delivered {
+                        id,
+                        vendor,
+                        drained: true,
+                    });
+                }
+            }
+            Err(error) => {
+                let failure = AttemptFailure {
+                    vendor: Some(vendor),
+                    error: error.to_string(),
+                    may_duplicate: matches!(error, VendorError::TimedOut),
+                };
+                let refused = matches!(error, VendorError::Rejected { .. });
+                if refused || message.attempts >= message.max_attempts {
+                    let result = self.queue.dead(id, token, failure, now).await;
+                    self.count_dead(id, result, report);
+                } else {
+                    let next_attempt_at = self.retry_at(&attempted, message.attempts, now);
+                    let result = self
+                        .queue
+                        .fail(id, token, failure, next_attempt_at, now)
+                        .await;
+                    self.count_update(id, result, &mut report.requeued, &mut report.lease_lost);
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    fn count_dead(&self, id: MessageId, result: Result<(), StoreError>, report: &mut DrainReport) {
+        let before = report.dead;
+        self.count_update(id, result, &mut report.dead, &mut report.lease_lost);
+        if report.dead > before {
+            tracing::warn!(%id, "message is dead");
+            self.emit(GatewayEvent::Dead { id });
+        }
+    }
+
+    pub(crate) fn drain_wanted(&self) -> &Notify {
+        &self.drain_wanted
+    }
+}

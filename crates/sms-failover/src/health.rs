@@ -1,0 +1,564 @@
+//! Vendor health: who is current, failure counting, switching, cooldown and recovery.
+//!
+//! All of it lives in one small struct behind one short mutex (never held across an
+//! await), which fixes the races of the original design, where the vendor index and the
+//! failure counter were separate atomics:
+//!
+//! - Every attempt is stamped with a [`Ticket`]: the vendor it went to and the *epoch*
+//!   (a counter bumped on every change of current vendor). A failure is charged only when
+//!   the ticket's vendor is still current and its epoch still matches, so failures of
+//!   requests still running on the previous vendor are never charged to the new one.
+//! - The switch happens in the same critical section as the N-th failure, which resets
+//!   the count and bumps the epoch: concurrent failures of one episode switch exactly
+//!   once, and never skip a vendor.
+//! - The switch happens on exactly the N-th consecutive failure (the original needed N+1).
+//!
+//! Recovery and flapping: a demoted vendor rests for `cooldown`. Once rested, if it is
+//! cheaper than the current vendor, one attempt in `probe_every` is sent to it as a
+//! probe; after `probe_successes` consecutive fast probe successes it becomes current
+//! again. A failed or slow probe demotes it again. A vendor demoted again within
+//! `flap_window` of its previous demotion rests twice as long as the previous time (up to
+//! `cooldown_max`), so a vendor that keeps failing is tried less and less often.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use sms_core::{BillingPeriod, FeeSchedule, Money};
+
+use crate::config::FailoverConfig;
+use crate::selection::{Candidate, cheaper, choose_vendor};
+
+/// The vendor an attempt went to, and the epoch it started in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    /// Index of the vendor.
+    pub idx: usize,
+    /// The epoch when the attempt started.
+    pub epoch: u64,
+    /// Whether the attempt is a recovery probe of a non-current vendor.
+    pub probe: bool,
+}
+
+/// What an attempt says about its vendor's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Accepted within the slow threshold.
+    Fast,
+    /// Accepted, but slowly: one failure.
+    Slow,
+    /// Timed out, throttled or failed: one failure.
+    Failure,
+    /// Refused for good: says nothing about health.
+    Neutral,
+}
+
+/// A change of current vendor, by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Switch {
+    pub from: usize,
+    pub to: usize,
+    pub reason: String,
+}
+
+/// One vendor's health and usage.
+#[derive(Debug, Clone)]
+pub(crate) struct VendorState {
+    pub consecutive_failures: u32,
+    pub cooling_until: Option<DateTime<Utc>>,
+    pub disabled: bool,
+    /// Messages billed this period (as last read from the shared ledger).
+    pub billed: u64,
+    /// What this instance saw spent this period.
+    pub spend: Money,
+    /// Demotions in a row, each within `flap_window` of the previous one.
+    demotion_streak: u32,
+    last_demoted_at: Option<DateTime<Utc>>,
+    probe_successes: u32,
+}
+
+impl VendorState {
+    fn new() -> Self {
+        Self {
+            consecutive_failures: 0,
+            cooling_until: None,
+            disabled: false,
+            billed: 0,
+            spend: Money::ZERO,
+            demotion_streak: 0,
+            last_demoted_at: None,
+            probe_successes: 0,
+        }
+    }
+}
+
+/// The health of every vendor, and which one is current.
+pub(crate) struct Health {
+    pub vendors: Vec<VendorState>,
+    fees: Vec<Arc<dyn FeeSchedule>>,
+    pub current: usize,
+    pub epoch: u64,
+    period: BillingPeriod,
+    billing_offset: FixedOffset,
+    attempts: u64,
+    threshold: u32,
+    cooldown: Duration,
+    cooldown_max: Duration,
+    flap_window: Duration,
+    probe_successes: u32,
+    probe_every: u64,
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Health {
+    /// Every vendor healthy with nothing billed; the cheapest at volume 0 is current.
+    pub fn new(
+        fees: Vec<Arc<dyn FeeSchedule>>,
+        config: &FailoverConfig,
+        billing_offset: FixedOffset,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut health = Self {
+            vendors: fees.iter().map(|_| VendorState::new()).collect(),
+            fees,
+            current: 0,
+            epoch: 0,
+            period: BillingPeriod::containing(now, billing_offset),
+            billing_offset,
+            attempts: 0,
+            threshold: config.consecutive_failures.max(1),
+            cooldown: config.cooldown,
+            cooldown_max: config.cooldown_max.max(config.cooldown),
+            flap_window: config.flap_window,
+            probe_successes: config.probe_successes.max(1),
+            probe_every: u64::from(config.probe_every.max(1)),
+        };
+        health.current = choose_vendor(&health.candidates(), None, now).unwrap_or(0);
+        health
+    }
+
+    /// The billing period usage is counted in now.
+    pub fn period(&mut self, now: DateTime<Utc>) -> BillingPeriod {
+        self.roll_period(now);
+        self.period.clone()
+    }
+
+    /// Starts a new period's counts when the calendar month (in the billing zone) changed.
+    fn roll_period(&mut self, now: DateTime<Utc>) {
+        let period = BillingPeriod::containing(now, self.billing_offset);
+        if period != self.period {
+            for v in &mut self.vendors {
+                v.billed = 0;
+                v.spend = Money::ZERO;
+            }
+            self.period = period;
+        }
+    }
+
+    /// The per-message price of vendor `idx` now.
+    pub fn price(&self, idx: usize) -> Money {
+        self.fees[idx].price_at(self.vendors[idx].billed)
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.vendors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Candidate {
+                price: self.price(i),
+                cooling_until: v.cooling_until,
+                disabled: v.disabled,
+            })
+            .collect()
+    }
+
+    /// Sets the billed volumes read from the ledger at start-up and picks the cheapest
+    /// vendor as current.
+    pub fn load_totals(&mut self, billed: &[u64], now: DateTime<Utc>) -> Option<Switch> {
+        self.roll_period(now);
+        for (i, total) in billed.iter().enumerate() {
+            let v = &mut self.vendors[i];
+            v.billed = *total;
+            v.spend = self.fees[i].cost_of(0, *total);
+        }
+        let next = choose_vendor(&self.candidates(), None, now)?;
+        self.make_current(next, "cheapest at start-up".into())
+    }
+
+    fn make_current(&mut self, next: usize, reason: String) -> Option<Switch> {
+        let from = self.current;
+        self.epoch += 1;
+        if next == from {
+            return None;
+        }
+        self.current = next;
+        self.vendors[next].consecutive_failures = 0;
+        self.vendors[next].probe_successes = 0;
+        self.vendors[from].consecutive_failures = 0;
+        Some(Switch {
+            from,
+            to: next,
+            reason,
+        })
+    }
+
+    /// A cheaper vendor that has rested and may be probed.
+    fn probe_candidate(&self, now: DateTime<Utc>) -> Option<usize> {
+        let current_price = self.price(self.current);
+        (0..self.vendors.len())
+            .filter(|&i| {
+                let v = &self.vendors[i];
+                i != self.current
+                    && !v.disabled
+                    && v.cooling_until.is_none_or(|until| until <= now)
+                    && cheaper(self.price(i), current_price)
+            })
+            .min_by_key(|&i| (crate::selection::price_rank(self.price(i)), i))
+    }
+
+    /// Picks the vendor for the next attempt; `None` when every vendor is disabled.
+    pub fn begin(&mut self, now: DateTime<Utc>) -> Option<Ticket> {
+        if self.vendors[self.current].disabled {
+            return None;
+        }
+        self.attempts = self.attempts.wrapping_add(1);
+        if self.attempts % self.probe_every == 0 {
+            if let Some(idx) = self.probe_candidate(now) {
+                return Some(Ticket {
+                    idx,
+                    epoch: self.epoch,
+                    probe: true,
+                });
+            }
+        }
+        Some(Ticket {
+            idx: self.current,
+            epoch: self.epoch,
+            probe: false,
+        })
+    }
+
+    /// Puts vendor `idx` to rest, longer when it was demoted recently too.
+    fn demote(&mut self, idx: usize, now: DateTime<Utc>) {
+        let flap_window = self.flap_window;
+        let v = &mut self.vendors[idx];
+        let recently = v
+            .last_demoted_at
+            .is_some_and(|t| (now - t).to_std().unwrap_or(Duration::ZERO) < flap_window);
+        v.demotion_streak = if recently {
+            v.demotion_streak.saturating_add(1)
+        } else {
+            0
+        };
+        let rest = self
+            .cooldown
+            .checked_mul(1u32 << v.demotion_streak.min(20))
+            .unwrap_or(self.cooldown_max)
+            .min(self.cooldown_max);
+        v.cooling_until = Some(after(now, rest));
+        v.last_demoted_at = Some(now);
+        v.probe_successes = 0;
+        v.consecutive_failures = 0;
+    }
+
+    /// Records what an attempt said about its vendor; returns the switch it caused.
+    pub fn record(
+        &mut self,
+        ticket: Ticket,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) -> Option<Switch> {
+        if ticket.probe && ticket.idx != self.current {
+            return self.record_probe(ticket.idx, verdict, now);
+        }
+        if ticket.idx != self.current || ticket.epoch != self.epoch {
+            // Stale: the attempt began before the last switch. Charging it now would
+            // blame the new vendor (or start a second switch for the same episode).
+            return None;
+        }
+        let threshold = self.threshold;
+        let v = &mut self.vendors[ticket.idx];
+        match verdict {
+            Verdict::Fast => {
+                v.consecutive_failures = 0;
+                None
+            }
+            Verdict::Neutral => None,
+            Verdict::Slow | Verdict::Failure => {
+                v.consecutive_failures += 1;
+                if v.consecutive_failures < threshold {
+                    return None;
+                }
+                let failures = v.consecutive_failures;
+                let from = self.current;
+                self.demote(from, now);
+                match choose_vendor(&self.candidates(), Some(from), now) {
+                    Some(next) => {
+                        self.make_current(next, format!("{failures} consecutive failures"))
+                    }
+                    None => {
+                        // Nowhere to go: keep the only vendor, start a new episode.
+                        self.epoch += 1;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_probe(&mut self, idx: usize, verdict: Verdict, now: DateTime<Utc>) -> Option<Switch> {
+        match verdict {
+            Verdict::Neutral => None,
+            Verdict::Slow | Verdict::Failure => {
+                self.demote(idx, now);
+                None
+            }
+            Verdict::Fast => {
+                let v = &mut self.vendors[idx];
+                v.probe_successes += 1;
+                let passed = v.probe_successes >= self.probe_successes;
+                let still_worth_it = !v.disabled
+                    && v.cooling_until.is_none_or(|until| until <= now)
+                    && cheaper(self.price(idx), self.price(self.current));
+                if passed && still_worth_it {
+                    let probes = self.probe_successes;
+                    self.make_current(idx, format!("recovered after {probes} good probes"))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Switches vendor `idx` off; leaves it if it was current.
+    pub fn disable(&mut self, idx: usize, now: DateTime<Utc>) -> Option<Switch> {
+        self.vendors[idx].disabled = true;
+        if idx != self.current {
+            return None;
+        }
+        match choose_vendor(&self.candidates(), Some(idx), now) {
+            Some(next) => self.make_current(next, "disabled by operator".into()),
+            None => {
+                self.epoch += 1;
+                None
+            }
+        }
+    }
+
+    /// Switches vendor `idx` back on; it becomes current if every other one is disabled.
+    pub fn enable(&mut self, idx: usize) -> Option<Switch> {
+        self.vendors[idx].disabled = false;
+        if self.vendors[self.current].disabled {
+            return self.make_current(idx, "enabled by operator".into());
+        }
+        None
+    }
+
+    /// Adds `billed` messages delivered by vendor `idx`; `total_after` is the shared
+    /// ledger's total including them, when the ledger answered. Returns their cost.
+    pub fn add_usage(
+        &mut self,
+        idx: usize,
+        billed: u64,
+        total_after: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Money {
+        self.roll_period(now);
+        let v = &mut self.vendors[idx];
+        // The ledger's atomic increment tells exactly where in the tiers these messages
+        // fell, even with other senders and instances billing at the same time.
+        let before = total_after.map_or(v.billed, |t| t.saturating_sub(billed));
+        let cost = self.fees[idx].cost_of(before, billed);
+        v.billed = v.billed.max(before.saturating_add(billed));
+        v.spend = v.spend.checked_add(cost).unwrap_or(v.spend);
+        cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sms_core::mocks::MockFeeSchedule;
+
+    fn flat(micros: i64) -> Arc<dyn FeeSchedule> {
+        let mut fees = MockFeeSchedule::new();
+        fees.expect_price_at()
+            .returning(move |_| Money::from_micros(micros));
+        fees.expect_cost_of()
+            .returning(move |_, n| Money::from_micros(micros) * n);
+        Arc::new(fees)
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+    }
+
+    fn health(prices: &[i64]) -> Health {
+        let config = FailoverConfig {
+            probe_every: 1,
+            ..FailoverConfig::default()
+        };
+        Health::new(
+            prices.iter().map(|p| flat(*p)).collect(),
+            &config,
+            FixedOffset::east_opt(8 * 3600).unwrap(),
+            t(0),
+        )
+    }
+
+    #[test]
+    fn starts_on_the_cheapest_vendor() {
+        assert_eq!(health(&[45, 40, 47]).current, 1);
+    }
+
+    #[test]
+    fn switches_on_exactly_the_nth_failure() {
+        let mut h = health(&[40, 45, 47]);
+        let a = h.begin(t(0)).unwrap();
+        assert_eq!(h.record(a, Verdict::Failure, t(0)), None);
+        let b = h.begin(t(0)).unwrap();
+        let switch = h.record(b, Verdict::Failure, t(0)).unwrap();
+        assert_eq!((switch.from, switch.to), (0, 1));
+        assert_eq!(h.vendors[0].cooling_until, Some(t(30)));
+    }
+
+    #[test]
+    fn a_fast_success_breaks_the_streak_and_a_slow_one_counts() {
+        let mut h = health(&[40, 45]);
+        let a = h.begin(t(0)).unwrap();
+        h.record(a, Verdict::Failure, t(0));
+        let b = h.begin(t(0)).unwrap();
+        h.record(b, Verdict::Fast, t(0));
+        let c = h.begin(t(0)).unwrap();
+        assert_eq!(h.record(c, Verdict::Slow, t(0)), None);
+        let d = h.begin(t(0)).unwrap();
+        assert!(h.record(d, Verdict::Slow, t(0)).is_some());
+    }
+
+    #[test]
+    fn rejections_say_nothing_about_health() {
+        let mut h = health(&[40, 45]);
+        for _ in 0..5 {
+            let a = h.begin(t(0)).unwrap();
+            assert_eq!(h.record(a, Verdict::Neutral, t(0)), None);
+        }
+        assert_eq!(h.vendors[0].consecutive_failures, 0);
+    }
+
+    #[test]
+    fn failures_started_before_a_switch_are_not_charged_to_the_new_vendor() {
+        let mut h = health(&[40, 45, 47]);
+        // Three attempts in flight on vendor 0.
+        let tickets: Vec<Ticket> = (0..3).map(|_| h.begin(t(0)).unwrap()).collect();
+        h.record(tickets[0], Verdict::Failure, t(0));
+        assert!(h.record(tickets[1], Verdict::Failure, t(0)).is_some());
+        assert_eq!(h.current, 1);
+        // The third one fails late: vendor 1 is not blamed and nothing switches again.
+        assert_eq!(h.record(tickets[2], Verdict::Failure, t(0)), None);
+        assert_eq!(h.vendors[1].consecutive_failures, 0);
+        assert_eq!(h.current, 1);
+    }
+
+    #[test]
+    fn when_all_others_cool_down_the_earliest_end_is_taken() {
+        let mut h = health(&[40, 45, 47]);
+        for _ in 0..2 {
+            let a = h.begin(t(0)).unwrap();
+            h.record(a, Verdict::Failure, t(0));
+        }
+        assert_eq!(h.current, 1);
+        for _ in 0..2 {
+            let a = h.begin(t(1)).unwrap();
+            h.record(a, Verdict::Failure, t(1));
+        }
+        assert_eq!(h.current, 2);
+        // Vendor 2 fails at t=2: 0 rests until 30, 1 until 31: 0 ends first.
+        for _ in 0..2 {
+            let a = h.begin(t(2)).unwrap();
+            h.record(a, Verdict::Failure, t(2));
+        }
+        assert_eq!(h.current, 0);
+    }
+
+    #[test]
+    fn a_rested_cheaper_vendor_comes_back_after_good_probes() {
+        let mut h = health(&[40, 45]);
+        for _ in 0..2 {
+            let a = h.begin(t(0)).unwrap();
+            h.record(a, Verdict::Failure, t(0));
+        }
+        assert_eq!(h.current, 1);
+        // Still resting: no probe goes to it.
+        assert!(!h.begin(t(10)).unwrap().probe);
+        // Rested: probes (probe_every = 1 here) go to it; three good ones promote it.
+        for i in 0..3 {
+            let p = h.begin(t(31)).unwrap();
+            assert!(p.probe && p.idx == 0, "probe {i}");
+            let switched = h.record(p, Verdict::Fast, t(31));
+            assert_eq!(switched.is_some(), i == 2);
+        }
+        assert_eq!(h.current, 0);
+    }
+
+    #[test]
+    fn a_failed_probe_rests_twice_as_long_so_it_does_not_flap() {
+        let mut h = health(&[40, 45]);
+        for _ in 0..2 {
+            let a = h.begin(t(0)).unwrap();
+            h.record(a, Verdict::Failure, t(0));
+        }
+        let p = h.begin(t(30)).unwrap();
+        assert!(p.probe);
+        assert_eq!(h.record(p, Verdict::Failure, t(30)), None);
+        assert_eq!(
+            h.current, 1,
+            "a failed probe does not touch the current vendor"
+        );
+        assert_eq!(h.vendors[1].consecutive_failures, 0);
+        assert_eq!(h.vendors[0].cooling_until, Some(t(30 + 60)));
+        let p = h.begin(t(90)).unwrap();
+        h.record(p, Verdict::Slow, t(90));
+        assert_eq!(h.vendors[0].cooling_until, Some(t(90 + 120)));
+        // Long after the flap window a demotion starts from the base cooldown again.
+        let p = h.begin(t(5000)).unwrap();
+        h.record(p, Verdict::Failure, t(5000));
+        assert_eq!(h.vendors[0].cooling_until, Some(t(5030)));
+    }
+
+    #[test]
+    fn usage_uses_the_ledger_total_to_place_messages_in_the_tiers() {
+        let mut fees = MockFeeSchedule::new();
+        fees.expect_price_at()
+            .returning(|_| Money::from_micros(45_000));
+        fees.expect_cost_of()
+            .withf(|before, n| *before == 98 && *n == 2)
+            .returning(|_, _| Money::from_micros(90_000));
+        let mut h = Health::new(
+            vec![Arc::new(fees)],
+            &FailoverConfig::default(),
+            FixedOffset::east_opt(8 * 3600).unwrap(),
+            t(0),
+        );
+        // Another instance billed 97 meanwhile: our two messages are numbers 98 and 99.
+        assert_eq!(
+            h.add_usage(0, 2, Some(100), t(0)),
+            Money::from_micros(90_000)
+        );
+        assert_eq!(h.vendors[0].billed, 100);
+    }
+
+    #[test]
+    fn billed_volumes_restart_each_billing_month() {
+        let mut h = health(&[40]);
+        h.add_usage(0, 5, None, t(0));
+        assert_eq!(h.vendors[0].billed, 5);
+        let next_month = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap(); // 1 Dec in UTC+8
+        assert_eq!(h.period(next_month).as_str(), "2026-12");
+        assert_eq!(h.vendors[0].billed, 0);
+        assert_eq!(h.vendors[0].spend, Money::ZERO);
+    }
+}

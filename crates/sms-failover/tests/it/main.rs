@@ -1,0 +1,7 @@
+//! Behaviour of the gateway against in-memory fakes and mocks: one binary, several modules.
+
+mod defects;
+mod drain;
+mod failover;
+mod send;
+mod support;

@@ -1,0 +1,488 @@
+//! The live send path: limits, expiry, idempotency and how each vendor answer is handled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sms_core::mocks::{MockDeferredQueue, MockRateLimiter, MockRecipientLimiter};
+use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
+use sms_core::{
+    DeferredQueue, IdempotencyKey, LimitError, MessageStatus, QueueReason, RateDecision,
+    RecipientDecision, SendError, StoreError, UsageLedger, VendorError,
+};
+use sms_failover::{
+    AttemptOutcome, Gateway, GatewayEvent, SendOutcome, TimeoutPolicy, VendorEntry,
+};
+
+use crate::support::*;
+
+fn gateway_with(
+    vendor: Arc<FakeVendor>,
+    limiter: MockRateLimiter,
+    recipients: Option<MockRecipientLimiter>,
+    queue: Arc<dyn DeferredQueue>,
+) -> Gateway {
+    Gateway::new(
+        vec![VendorEntry {
+            vendor,
+            fees: flat(45_000),
+        }],
+        Arc::new(limiter),
+        recipients.map(|r| Arc::new(r) as _),
+        queue,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap()
+}
+
+fn limited() -> MockRateLimiter {
+    let mut limiter = MockRateLimiter::new();
+    limiter.expect_acquire().returning(|_| {
+        Ok(RateDecision::Limited {
+            retry_after: Duration::from_millis(300),
+        })
+    });
+    limiter
+}
+
+#[tokio::test]
+async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_sent() {
+    let vendor = FakeVendor::new("aliyun");
+    let mut recipients = MockRecipientLimiter::new();
+    recipients.expect_check().times(1).returning(|numbers| {
+        assert_eq!(numbers.len(), 2);
+        Ok(vec![
+            RecipientDecision::Allowed,
+            RecipientDecision::Limited {
+                window: Duration::from_secs(60),
+                limit: 1,
+                retry_after: Duration::from_secs(42),
+            },
+        ])
+    });
+    let mut limiter = MockRateLimiter::new();
+    limiter.expect_acquire().never();
+    let queue = Arc::new(MemoryQueue::new());
+    let gateway = gateway_with(vendor.clone(), limiter, Some(recipients), queue.clone());
+    let err = gateway.send(request_to(2)).await.unwrap_err();
+    match &err {
+        SendError::RecipientLimited {
+            recipient,
+            limit,
+            window,
+            retry_after,
+        } => {
+            assert_eq!(recipient, "+86138****0001");
+            assert_eq!((*limit, *window), (1, Duration::from_secs(60)));
+            assert_eq!(*retry_after, Duration::from_secs(42));
+        }
+        other => panic!("expected RecipientLimited, found {other:?}"),
+    }
+    assert!(!err.to_string().contains("8613800100001"));
+    assert_eq!(vendor.calls(), 0);
+    assert_eq!(queue.stats().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_globally_limited_request_is_queued_and_the_caller_is_told_so() {
+    // Defect 7: the caller heard "error" and the message still went out later.
+    let vendor = FakeVendor::new("aliyun");
+    let queue = Arc::new(MemoryQueue::new());
+    let gateway = gateway_with(vendor.clone(), limited(), None, queue.clone());
+    let outcome = gateway.send(request()).await.unwrap();
+    let SendOutcome::Queued {
+        id,
+        reason,
+        may_duplicate,
+    } = outcome
+    else {
+        panic!("expected Queued, found {outcome:?}");
+    };
+    assert_eq!(reason, QueueReason::RateLimited);
+    assert!(!may_duplicate);
+    let stored = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Queued);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(
+        stored.next_attempt_at,
+        start() + chrono::Duration::milliseconds(300)
+    );
+    assert_eq!(vendor.calls(), 0);
+}
+
+#[tokio::test]
+async fn the_global_limiter_is_asked_for_one_permit_per_recipient() {
+    let vendor = FakeVendor::new("aliyun");
+    let mut limiter = MockRateLimiter::new();
+    limiter
+        .expect_acquire()
+        .withf(|permits| *permits == 3)
+        .times(1)
+        .returning(|_| Ok(RateDecision::Allowed));
+    let gateway = gateway_with(vendor, limiter, None, Arc::new(MemoryQueue::new()));
+    assert!(matches!(
+        gateway.send(request_to(3)).await.unwrap(),
+        SendOutcome::Sent { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_limited_request_that_cannot_be_stored_is_an_error_not_silently_lost() {
+    // Defect 6: the limited path ignored the insert error.
+    let mut queue = MockDeferredQueue::new();
+    queue
+        .expect_enqueue()
+        .times(1)
+        .returning(|_| Err(StoreError::unavailable("connection refused")));
+    let gateway = gateway_with(FakeVendor::new("aliyun"), limited(), None, Arc::new(queue));
+    let err = gateway.send(request()).await.unwrap_err();
+    assert!(matches!(err, SendError::StorageUnavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_limiter_error_queues_the_message_instead_of_sending_or_failing() {
+    let vendor = FakeVendor::new("aliyun");
+    let mut limiter = MockRateLimiter::new();
+    limiter
+        .expect_acquire()
+        .returning(|_| Err(LimitError::Unavailable("redis down".into())));
+    let queue = Arc::new(MemoryQueue::new());
+    let gateway = gateway_with(vendor.clone(), limiter, None, queue.clone());
+    let outcome = gateway.send(request()).await.unwrap();
+    assert!(matches!(
+        outcome,
+        SendOutcome::Queued {
+            reason: QueueReason::RateLimited,
+            ..
+        }
+    ));
+    assert_eq!(queue.stats().await.unwrap().queued, 1);
+    assert_eq!(vendor.calls(), 0);
+}
+
+#[tokio::test]
+async fn an_expired_request_is_refused_and_not_sent() {
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    let expired = request().with_expiry(start());
+    assert!(matches!(
+        h.gateway.send(expired).await,
+        Err(SendError::Expired)
+    ));
+    assert_eq!(h.vendor("aliyun").calls(), 0);
+    assert_eq!(h.queue.stats().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_fast_success_is_billed_per_recipient_and_recorded_for_look_ups() {
+    // Defect 13: one request to five numbers counted as one message.
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    h.vendor("aliyun").then(Step::Ok(1));
+    let outcome = h.gateway.send(request_to(5)).await.unwrap();
+    let SendOutcome::Sent {
+        id,
+        vendor,
+        billed_messages,
+        slow,
+    } = outcome
+    else {
+        panic!("expected Sent, found {outcome:?}");
+    };
+    assert_eq!(
+        (vendor.as_str(), billed_messages, slow),
+        ("aliyun", 5, false)
+    );
+    let period = sms_core::BillingPeriod::from_label("2026-11");
+    assert_eq!(h.ledger.totals(&period).await.unwrap()[&vendor], 5);
+    let snapshot = &h.gateway.vendors()[0];
+    assert_eq!(snapshot.billed_this_period, 5);
+    assert_eq!(snapshot.spend, sms_core::Money::from_micros(5 * 45_000));
+    settle().await;
+    let stored = h
+        .queue
+        .get(id)
+        .await
+        .unwrap()
+        .expect("sent message recorded");
+    assert_eq!(stored.status, MessageStatus::Sent);
+    assert_eq!(stored.last_vendor, Some(vendor));
+}
+
+#[tokio::test]
+async fn more_segments_than_recipients_are_billed_as_the_vendor_says() {
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    h.vendor("aliyun").then(Step::Ok(6));
+    let outcome = h.gateway.send(request_to(3)).await.unwrap();
+    assert!(matches!(
+        outcome,
+        SendOutcome::Sent {
+            billed_messages: 6,
+            ..
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_success_is_sent_but_counts_as_one_failure() {
+    let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
+    h.vendor("aliyun")
+        .then(Step::OkAfter(Duration::from_millis(1500)));
+    let outcome = h.gateway.send(request()).await.unwrap();
+    assert!(
+        matches!(outcome, SendOutcome::Sent { slow: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(h.failures_of("aliyun"), 1);
+    let outcomes: Vec<AttemptOutcome> = h
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            GatewayEvent::Attempt { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [AttemptOutcome::Slow]);
+    // Just under the threshold is fast and clears the count.
+    h.vendor("aliyun")
+        .then(Step::OkAfter(Duration::from_millis(999)));
+    let outcome = h.gateway.send(request()).await.unwrap();
+    assert!(matches!(outcome, SendOutcome::Sent { slow: false, .. }));
+    assert_eq!(h.failures_of("aliyun"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_is_queued_as_may_duplicate_and_stored_after_the_deadline() {
+    // Defect 6: after a timeout the insert reused the expired deadline and failed.
+    let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
+    h.vendor("aliyun").then(Step::Hang);
+    let outcome = h.gateway.send(request()).await.unwrap();
+    let SendOutcome::Queued {
+        id,
+        reason,
+        may_duplicate,
+    } = outcome
+    else {
+        panic!("expected Queued, found {outcome:?}");
+    };
+    assert_eq!((reason, may_duplicate), (QueueReason::TimedOut, true));
+    let stored = h.queue.get(id).await.unwrap().unwrap();
+    assert!(stored.may_duplicate);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.last_vendor.unwrap().as_str(), "aliyun");
+    assert_eq!(h.failures_of("aliyun"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_fail_policy_a_timeout_is_reported_and_not_retried() {
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        sms_failover::FailoverConfig {
+            on_timeout: TimeoutPolicy::Fail,
+            ..config()
+        },
+    );
+    h.vendor("aliyun").then(Step::Hang);
+    let key = IdempotencyKey::new("k-timeout").unwrap();
+    let err = h
+        .gateway
+        .send(request().with_idempotency_key(key.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::TimedOut));
+    let stored = h
+        .queue
+        .find_by_idempotency_key(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, MessageStatus::Dead);
+    assert!(stored.may_duplicate);
+    assert_eq!(h.gateway.drain_once().await.unwrap().claimed, 0);
+}
+
+#[tokio::test]
+async fn throttled_and_failed_sends_are_queued_and_counted_against_the_vendor() {
+    let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
+    h.vendor("aliyun").then(Step::Fail(VendorError::Throttled {
+        message: "slow down".into(),
+        retry_after: Some(Duration::from_secs(600)),
+    }));
+    let outcome = h.gateway.send(request()).await.unwrap();
+    let SendOutcome::Queued {
+        id,
+        reason,
+        may_duplicate,
+    } = outcome
+    else {
+        panic!("expected Queued, found {outcome:?}");
+    };
+    assert_eq!(
+        (reason, may_duplicate),
+        (QueueReason::VendorThrottled, false)
+    );
+    // The vendor's own wait is respected (the backoff alone would be at most 1 s).
+    let stored = h.queue.get(id).await.unwrap().unwrap();
+    assert!(stored.next_attempt_at >= start() + chrono::Duration::seconds(600));
+    assert_eq!(h.failures_of("aliyun"), 1);
+
+    h.vendor("aliyun").then(transient());
+    let outcome = h.gateway.send(request()).await.unwrap();
+    assert!(matches!(
+        outcome,
+        SendOutcome::Queued {
+            reason: QueueReason::VendorFailed,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_rejection_is_reported_and_neither_counted_nor_queued() {
+    let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
+    h.vendor("aliyun").always(Step::Fail(VendorError::Rejected {
+        code: "isv.MOBILE_NUMBER_ILLEGAL".into(),
+        message: "bad number".into(),
+    }));
+    for _ in 0..3 {
+        let err = h.gateway.send(request()).await.unwrap_err();
+        let SendError::Rejected { vendor, code, .. } = err else {
+            panic!("expected Rejected, found {err:?}");
+        };
+        assert_eq!(
+            (vendor.as_str(), code.as_str()),
+            ("aliyun", "isv.MOBILE_NUMBER_ILLEGAL")
+        );
+    }
+    assert_eq!(h.failures_of("aliyun"), 0);
+    assert_eq!(h.current(), "aliyun");
+    assert_eq!(h.queue.stats().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_message_without_sending() {
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    let key = IdempotencyKey::new("order-42").unwrap();
+    let first = h
+        .gateway
+        .send(request().with_idempotency_key(key.clone()))
+        .await
+        .unwrap();
+    let SendOutcome::Sent { id, .. } = first else {
+        panic!("expected Sent, found {first:?}");
+    };
+    let again = h
+        .gateway
+        .send(request().with_idempotency_key(key.clone()))
+        .await
+        .unwrap();
+    let SendOutcome::Existing(existing) = again else {
+        panic!("expected Existing, found {again:?}");
+    };
+    assert_eq!(existing.id, id);
+    assert_eq!(existing.status, MessageStatus::Sent);
+    assert_eq!(h.vendor("aliyun").calls(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_send_once() {
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    let key = IdempotencyKey::new("double-click").unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let gateway = h.gateway.clone();
+        let request = request().with_idempotency_key(key.clone());
+        tasks.push(tokio::spawn(
+            async move { gateway.send(request).await.unwrap() },
+        ));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        if let SendOutcome::Sent { .. } = t.await.unwrap() {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1);
+    assert_eq!(h.vendor("aliyun").calls(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_keyed_request_is_queued_on_its_reserved_row() {
+    let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
+    h.vendor("aliyun").then(transient());
+    let key = IdempotencyKey::new("k1").unwrap();
+    let outcome = h
+        .gateway
+        .send(request().with_idempotency_key(key.clone()))
+        .await
+        .unwrap();
+    let SendOutcome::Queued { id, .. } = outcome else {
+        panic!("expected Queued, found {outcome:?}");
+    };
+    let stored = h
+        .queue
+        .find_by_idempotency_key(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.id, id, "no second row for the same message");
+    assert_eq!(stored.status, MessageStatus::Queued);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(h.queue.stats().await.unwrap().queued, 1);
+}
+
+#[tokio::test]
+async fn a_keyed_request_that_cannot_be_reserved_is_not_sent() {
+    let mut queue = MockDeferredQueue::new();
+    queue
+        .expect_find_by_idempotency_key()
+        .returning(|_| Ok(None));
+    queue
+        .expect_enqueue()
+        .returning(|_| Err(StoreError::unavailable("down")));
+    let vendor = FakeVendor::new("aliyun");
+    let mut limiter = MockRateLimiter::new();
+    limiter
+        .expect_acquire()
+        .returning(|_| Ok(RateDecision::Allowed));
+    let gateway = gateway_with(vendor.clone(), limiter, None, Arc::new(queue));
+    let key = IdempotencyKey::new("k").unwrap();
+    let err = gateway
+        .send(request().with_idempotency_key(key))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::StorageUnavailable(_)));
+    assert_eq!(vendor.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_look_up_record_does_not_fail_a_delivered_send() {
+    let mut queue = MockDeferredQueue::new();
+    queue
+        .expect_enqueue()
+        .returning(|_| Err(StoreError::unavailable("down")));
+    let mut limiter = MockRateLimiter::new();
+    limiter
+        .expect_acquire()
+        .returning(|_| Ok(RateDecision::Allowed));
+    let gateway = gateway_with(FakeVendor::new("aliyun"), limiter, None, Arc::new(queue));
+    let outcome = gateway.send(request()).await.unwrap();
+    assert!(matches!(outcome, SendOutcome::Sent { .. }));
+    settle().await;
+}
+
+#[tokio::test]
+async fn with_every_vendor_disabled_requests_are_refused() {
+    let h = Harness::new(&[("aliyun", 45_000)], config());
+    h.gateway
+        .disable(&sms_core::VendorId::new("aliyun").unwrap())
+        .unwrap();
+    assert!(matches!(
+        h.gateway.send(request()).await,
+        Err(SendError::NoVendor(_))
+    ));
+    h.gateway
+        .enable(&sms_core::VendorId::new("aliyun").unwrap())
+        .unwrap();
+    assert!(h.gateway.send(request()).await.is_ok());
+}
