@@ -128,3 +128,70 @@ fn an_unwritable_path_is_refused_when_opening() {
     let dir = tempfile::tempdir().unwrap();
     assert!(DeliveryLog::append_to(dir.path().join("no/such/dir/log.jsonl")).is_err());
 }
+
+/// Set in the child process of [`acknowledged_deliveries_survive_a_kill`]: the file it
+/// writes to.
+const KILL_CHILD_LOG: &str = "SMS_PROVIDERS_KILL_CHILD_LOG";
+
+#[test]
+fn acknowledged_deliveries_survive_a_kill() {
+    if let Ok(path) = std::env::var(KILL_CHILD_LOG) {
+        // Child: record deliveries and acknowledge each one on stdout, until killed. The
+        // bound only matters if the parent died without killing us.
+        let log = DeliveryLog::append_to(path).unwrap();
+        let message = sms();
+        for n in 1..=1_000_000u32 {
+            log.record(delivery_log::DeliveryRecord {
+                message_id: message.id,
+                vendor: VendorId::new("aliyun").unwrap(),
+                recipient: message.request.recipients()[0].clone(),
+                vendor_message_id: format!("v-{n}"),
+                at: chrono::Utc::now(),
+            })
+            .unwrap();
+            println!("ack {n}");
+        }
+        return;
+    }
+
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deliveries.jsonl");
+    // Run this same test in a child process (the test binary re-invoked on just it).
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "delivery_log::acknowledged_deliveries_survive_a_kill",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_LOG, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut acknowledged = 0u32;
+    for line in stdout.lines() {
+        if let Some(n) = line.unwrap().strip_prefix("ack ") {
+            acknowledged = n.parse().unwrap();
+            if acknowledged >= 200 {
+                break;
+            }
+        }
+    }
+    // `Child::kill` is SIGKILL on Unix: no destructor, no flush at exit.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acknowledged, 200, "the child stopped acknowledging early");
+
+    let records = DeliveryLog::read_file(&path).unwrap();
+    assert!(
+        records.len() >= acknowledged as usize,
+        "{} acknowledged, {} in the file",
+        acknowledged,
+        records.len()
+    );
+}

@@ -179,6 +179,7 @@ async fn a_caller_that_gives_up_during_the_latency_gets_nothing_delivered() {
     assert_eq!((stats.attempted, stats.succeeded, stats.failed), (1, 0, 0));
 }
 
+/// Defect 13: one request to several numbers was counted as one message.
 #[tokio::test(start_paused = true)]
 async fn a_delivery_records_each_recipient_and_bills_them() {
     let log = DeliveryLog::in_memory();
@@ -355,4 +356,28 @@ async fn works_behind_the_vendor_trait() {
     for vendor in &vendors {
         assert!(vendor.send(&sms()).await.is_ok());
     }
+}
+
+/// Defect 15: a vendor client dropped its own error and reported success. A simulated
+/// vendor that cannot record its delivery reports a failure instead.
+#[cfg(target_os = "linux")]
+#[tokio::test(start_paused = true)]
+async fn a_vendor_that_cannot_record_the_delivery_reports_a_failure() {
+    // Every write to /dev/full fails with "no space left on device".
+    let log = match DeliveryLog::append_to("/dev/full") {
+        Ok(log) => log,
+        Err(e) => {
+            println!("skipped: /dev/full cannot be opened: {e}");
+            return;
+        }
+    };
+    let vendor = SimulatedVendor::aliyun(1, log.clone());
+    let error = vendor.send(&sms()).await.unwrap_err();
+    assert_eq!(error.kind(), "transient", "{error}");
+    assert!(log.is_empty());
+    let stats = vendor.stats();
+    assert_eq!(
+        (stats.succeeded, stats.transient, stats.billed_messages),
+        (0, 1, 0)
+    );
 }
