@@ -6,9 +6,16 @@
 //!   reproducible latency, errors, throttling, hangs, outages and scripted fault windows.
 //! - [`delivery_log`]: what the simulated vendors "delivered", in memory or as JSON lines
 //!   on disk, so a test or a simulation run can count duplicates across restarts.
+//! - [`http`]: the real vendors' HTTP adapters (Aliyun, Tencent Cloud, Cloopen), their
+//!   configuration and their request signers.
+//! - `sandbox` (feature `sandbox`): a local HTTP server speaking the three vendors'
+//!   protocols, with signature checks, a delivery log and fault controls.
 
 pub mod delivery_log;
 pub mod fees;
+pub mod http;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod simulated;
 
 /// A configuration that was refused when it was loaded: a fee schedule or simulation

@@ -1,0 +1,417 @@
+//! Aliyun (Alibaba Cloud) SMS `SendSms`, API version 2017-05-25, signed with the RPC
+//! signature v1 (HMAC-SHA1) and sent as a form-encoded POST.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::Deserialize;
+use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId};
+
+use super::sign::{aliyun_canonical_query, aliyun_signature, aliyun_timestamp, percent_encode};
+use super::{
+    DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
+    override_from_env, parse_base_url, process_env, require, status_error, transport_error,
+};
+
+/// The real endpoint.
+pub const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com/";
+/// Most numbers one `SendSms` call takes.
+pub const MAX_RECIPIENTS_PER_CALL: usize = 1000;
+/// The API version this adapter speaks.
+pub const API_VERSION: &str = "2017-05-25";
+
+const VENDOR: &str = "aliyun";
+
+/// Settings of the Aliyun adapter. Credentials may be left out and read from the
+/// environment with [`AliyunConfig::with_env`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AliyunConfig {
+    /// Where to send (`https://dysmsapi.aliyuncs.com/`, or a sandbox).
+    pub base_url: String,
+    /// AccessKey id (`SMS_ALIYUN_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// AccessKey secret (`SMS_ALIYUN_ACCESS_KEY_SECRET`).
+    pub access_key_secret: Secret,
+    /// The approved signature name shown in the message (`SMS_ALIYUN_SIGN_NAME`).
+    pub sign_name: String,
+    /// `RegionId`, `cn-hangzhou` by default.
+    pub region: String,
+    /// Aliyun templates take named variables (`${code}`) while the gateway carries
+    /// ordered arguments: for each template code, the names of its arguments in order.
+    /// Arguments without a name here are sent as `p1`, `p2`, ….
+    pub template_params: BTreeMap<String, Vec<String>>,
+    /// Per-request timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for AliyunConfig {
+    fn default() -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            access_key_id: String::new(),
+            access_key_secret: Secret::default(),
+            sign_name: String::new(),
+            region: "cn-hangzhou".to_owned(),
+            template_params: BTreeMap::new(),
+            timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+impl AliyunConfig {
+    /// Fills missing credentials and sign name from the process environment
+    /// (`SMS_ALIYUN_ACCESS_KEY_ID`, `SMS_ALIYUN_ACCESS_KEY_SECRET`, `SMS_ALIYUN_SIGN_NAME`;
+    /// `SMS_ALIYUN_BASE_URL` overrides the URL), and fails if any is still missing.
+    pub fn with_env(self) -> Result<Self, HttpConfigError> {
+        self.with_env_from(&process_env)
+    }
+
+    /// [`AliyunConfig::with_env`] with a given variable lookup (tests use a map).
+    pub fn with_env_from(
+        mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, HttpConfigError> {
+        override_from_env(&mut self.base_url, "SMS_ALIYUN_BASE_URL", lookup);
+        require(
+            &mut self.access_key_id,
+            VENDOR,
+            "access_key_id",
+            "SMS_ALIYUN_ACCESS_KEY_ID",
+            lookup,
+        )?;
+        require(
+            &mut self.access_key_secret.0,
+            VENDOR,
+            "access_key_secret",
+            "SMS_ALIYUN_ACCESS_KEY_SECRET",
+            lookup,
+        )?;
+        require(
+            &mut self.sign_name,
+            VENDOR,
+            "sign_name",
+            "SMS_ALIYUN_SIGN_NAME",
+            lookup,
+        )?;
+        Ok(self)
+    }
+}
+
+/// The Aliyun adapter: one HTTP client, reused for every send.
+#[derive(Debug)]
+pub struct AliyunVendor {
+    id: VendorId,
+    config: AliyunConfig,
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl AliyunVendor {
+    /// An adapter named `aliyun`.
+    pub fn new(config: AliyunConfig) -> Result<Self, HttpConfigError> {
+        Self::with_id(VendorId::new(VENDOR).expect("valid vendor id"), config)
+    }
+
+    /// An adapter under another vendor name (two Aliyun accounts, say).
+    pub fn with_id(id: VendorId, config: AliyunConfig) -> Result<Self, HttpConfigError> {
+        let url = parse_base_url(VENDOR, &config.base_url)?;
+        if config.access_key_id.is_empty() || config.access_key_secret.is_empty() {
+            return Err(HttpConfigError::Missing {
+                vendor: VENDOR,
+                field: "access_key_id/access_key_secret",
+                env: "SMS_ALIYUN_ACCESS_KEY_ID",
+            });
+        }
+        let client = build_client(VENDOR, Duration::from_millis(config.timeout_ms))?;
+        Ok(Self {
+            id,
+            config,
+            url,
+            client,
+        })
+    }
+
+    /// The form body of one signed `SendSms` call (parameters and `Signature`).
+    fn signed_body(&self, sms: &OutboundSms, numbers: &[PhoneNumber]) -> String {
+        let request = &sms.request;
+        let template = request.template().as_str();
+        let mut params: Vec<(&str, String)> = vec![
+            ("AccessKeyId", self.config.access_key_id.clone()),
+            ("Action", "SendSms".to_owned()),
+            ("Format", "JSON".to_owned()),
+            ("OutId", sms.id.to_string()),
+            (
+                "PhoneNumbers",
+                numbers
+                    .iter()
+                    .map(aliyun_number)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("RegionId", self.config.region.clone()),
+            ("SignName", self.config.sign_name.clone()),
+            ("SignatureMethod", "HMAC-SHA1".to_owned()),
+            ("SignatureNonce", new_nonce()),
+            ("SignatureVersion", "1.0".to_owned()),
+            ("TemplateCode", template.to_owned()),
+            ("Timestamp", aliyun_timestamp(Utc::now())),
+            ("Version", API_VERSION.to_owned()),
+        ];
+        if !request.args().is_empty() {
+            let names = self.config.template_params.get(template);
+            params.push((
+                "TemplateParam",
+                template_param_json(names.map(Vec::as_slice), request.args()),
+            ));
+        }
+        let signature = aliyun_signature("POST", &params, self.config.access_key_secret.expose());
+        format!(
+            "{}&Signature={}",
+            aliyun_canonical_query(&params),
+            percent_encode(&signature)
+        )
+    }
+
+    async fn send_call(
+        &self,
+        sms: &OutboundSms,
+        numbers: &[PhoneNumber],
+    ) -> Result<Receipt, VendorError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(self.signed_body(sms, numbers))
+            .send()
+            .await
+            .map_err(|e| transport_error(VENDOR, &e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transport_error(VENDOR, &e))?;
+        parse_answer(status, &body, numbers.len())
+    }
+}
+
+/// A number as Aliyun wants it: mainland mobiles as 11 national digits, others with
+/// their country code and no `+`.
+fn aliyun_number(number: &PhoneNumber) -> String {
+    if is_mainland_mobile(number) {
+        number.digits()[2..].to_owned()
+    } else {
+        number.digits().to_owned()
+    }
+}
+
+/// A fresh `SignatureNonce`: 128 random bits as hex.
+fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `TemplateParam`: a JSON object of the named arguments.
+fn template_param_json(names: Option<&[String]>, args: &[String]) -> String {
+    let mut map = serde_json::Map::new();
+    for (i, arg) in args.iter().enumerate() {
+        let name = names
+            .and_then(|n| n.get(i))
+            .cloned()
+            .unwrap_or_else(|| format!("p{}", i + 1));
+        map.insert(name, serde_json::Value::String(arg.clone()));
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: String,
+    #[serde(rename = "BizId", default)]
+    biz_id: String,
+}
+
+/// Reads one `SendSms` answer. Aliyun answers business errors (`isv.*`) with HTTP 200
+/// and a code, and gateway errors (signature, throttling of the API) with 4xx/5xx and a
+/// code, so the code decides when there is one.
+fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, VendorError> {
+    let answer: Answer = match serde_json::from_str(body) {
+        Ok(a) => a,
+        Err(_) => return Err(status_error(VENDOR, status, body)),
+    };
+    let Some(code) = answer.code else {
+        return Err(status_error(VENDOR, status, body));
+    };
+    if code == "OK" {
+        return Ok(Receipt {
+            vendor_message_id: answer.biz_id,
+            // SendSms does not report segments; one per recipient is the floor.
+            billed_messages: recipients as u64,
+        });
+    }
+    Err(classify(&code, answer.message, status))
+}
+
+/// Maps an Aliyun error code onto an error kind.
+pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError {
+    const THROTTLING: [&str; 3] = [
+        "isv.BUSINESS_LIMIT_CONTROL",
+        "isv.DAY_LIMIT_CONTROL",
+        "isv.MONTH_LIMIT_CONTROL",
+    ];
+    if THROTTLING.contains(&code) || code.starts_with("Throttling") {
+        return VendorError::Throttled {
+            message: format!("{code}: {message}"),
+            retry_after: None,
+        };
+    }
+    // `isp.*` are the platform's own failures; the rest of this list are the gateway's.
+    if code.starts_with("isp.")
+        || matches!(
+            code,
+            "ServiceUnavailable" | "InternalError" | "UnknownError"
+        )
+        || status >= 500
+    {
+        return VendorError::Transient {
+            message: format!("{VENDOR}: {code}: {message}"),
+        };
+    }
+    // `isv.*` are the caller's mistakes (number, template, sign name, balance), and the
+    // gateway's 4xx codes are about credentials and signatures: retrying will not help.
+    VendorError::Rejected {
+        code: code.to_owned(),
+        message,
+    }
+}
+
+#[async_trait]
+impl Vendor for AliyunVendor {
+    fn id(&self) -> VendorId {
+        self.id.clone()
+    }
+
+    async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
+        let recipients = sms.request.recipients();
+        let mut split = SplitSend::new(VENDOR, recipients.len());
+        for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
+            match self.send_call(sms, chunk).await {
+                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages),
+                Err(e) => return Err(split.fail(e)),
+            }
+        }
+        Ok(split.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_national_for_mainland_mobiles_and_international_otherwise() {
+        let n = |s: &str| aliyun_number(&PhoneNumber::parse(s).unwrap());
+        assert_eq!(n("+8613800138000"), "13800138000");
+        assert_eq!(n("+862012345678"), "862012345678");
+        assert_eq!(n("+85261234567"), "85261234567");
+    }
+
+    #[test]
+    fn template_params_use_configured_names_then_positions() {
+        let names = vec!["code".to_owned()];
+        let json = template_param_json(Some(&names), &["1234".into(), "5".into()]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["code"], "1234");
+        assert_eq!(v["p2"], "5");
+        // Text with quotes and separators survives as JSON.
+        let json = template_param_json(None, &["a\"b###c;d".into()]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["p1"], "a\"b###c;d");
+    }
+
+    #[test]
+    fn answers_map_onto_error_kinds() {
+        let ok = parse_answer(
+            200,
+            r#"{"Code":"OK","Message":"OK","BizId":"9^0","RequestId":"r"}"#,
+            3,
+        )
+        .unwrap();
+        assert_eq!(ok.vendor_message_id, "9^0");
+        assert_eq!(ok.billed_messages, 3);
+        let throttled = parse_answer(
+            200,
+            r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"flow"}"#,
+            1,
+        );
+        assert!(matches!(throttled, Err(VendorError::Throttled { .. })));
+        let bad = parse_answer(
+            200,
+            r#"{"Code":"isv.MOBILE_NUMBER_ILLEGAL","Message":"bad"}"#,
+            1,
+        );
+        assert!(
+            matches!(bad, Err(VendorError::Rejected { code, .. }) if code == "isv.MOBILE_NUMBER_ILLEGAL")
+        );
+        let auth = parse_answer(400, r#"{"Code":"SignatureDoesNotMatch","Message":"x"}"#, 1);
+        assert!(matches!(auth, Err(VendorError::Rejected { .. })));
+        let sys = parse_answer(200, r#"{"Code":"isp.SYSTEM_ERROR","Message":"x"}"#, 1);
+        assert!(matches!(sys, Err(VendorError::Transient { .. })));
+        let down = parse_answer(503, "Service Unavailable", 1);
+        assert!(matches!(down, Err(VendorError::Transient { .. })));
+        let garbled = parse_answer(200, "<html>", 1);
+        assert_eq!(garbled, Err(VendorError::TimedOut));
+    }
+
+    #[test]
+    fn config_reads_missing_credentials_from_the_environment() {
+        let env: BTreeMap<&str, &str> = [
+            ("SMS_ALIYUN_ACCESS_KEY_ID", "id-from-env"),
+            ("SMS_ALIYUN_ACCESS_KEY_SECRET", "secret-from-env"),
+            ("SMS_ALIYUN_SIGN_NAME", "sign"),
+        ]
+        .into();
+        let lookup = |k: &str| env.get(k).map(|v| (*v).to_owned());
+        let c = AliyunConfig::default().with_env_from(&lookup).unwrap();
+        assert_eq!(c.access_key_id, "id-from-env");
+        assert_eq!(c.access_key_secret.expose(), "secret-from-env");
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        // Values in the configuration win over the environment.
+        let c = AliyunConfig {
+            access_key_id: "from-config".into(),
+            ..AliyunConfig::default()
+        }
+        .with_env_from(&lookup)
+        .unwrap();
+        assert_eq!(c.access_key_id, "from-config");
+        let e = AliyunConfig::default()
+            .with_env_from(&|_| None)
+            .unwrap_err();
+        assert!(e.to_string().contains("SMS_ALIYUN_ACCESS_KEY_ID"), "{e}");
+    }
+
+    #[test]
+    fn config_deserialises_with_defaults() {
+        let c: AliyunConfig = toml::from_str(
+            r#"
+            access_key_id = "id"
+            access_key_secret = "s"
+            sign_name = "n"
+            [template_params]
+            SMS_1 = ["code"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.region, "cn-hangzhou");
+        assert_eq!(c.template_params["SMS_1"], vec!["code".to_owned()]);
+        assert!(toml::from_str::<AliyunConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! The real vendors, over HTTP: Aliyun `SendSms`, Tencent Cloud `SendSms` (2021-01-11)
+//! and Cloopen template SMS, each an [`sms_core::Vendor`].
+//!
+//! Every adapter owns one `reqwest::Client` (so connections are reused), bounds each
+//! request with its configured timeout, and maps every vendor answer onto
+//! [`VendorError`]'s kinds:
+//!
+//! | answer | kind |
+//! | --- | --- |
+//! | throttling code (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, Tencent `LimitExceeded.*`, Cloopen 160038–160041) | `Throttled` |
+//! | bad number, template, signature name, credentials | `Rejected` |
+//! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |
+//! | timeout after the request was written, or a 2xx answer that cannot be read | `TimedOut` (outcome unknown) |
+//!
+//! Requests over a vendor's recipient cap (Aliyun 1000, Tencent 200, Cloopen 100) are
+//! split into consecutive calls. Sending stops at the first call that fails. When no
+//! recipient was accepted yet, that call's error is returned as is; when some were, the
+//! send is reported as [`VendorError::Rejected`] with code [`PARTIAL_SEND`] and a message
+//! naming how many recipients were accepted and the vendor ids: retrying the whole
+//! message would send it twice to those who already have it, so the gateway must not
+//! retry it, and the caller is told plainly that part of it did not go out.
+//!
+//! Credentials live in [`Secret`]s, whose `Debug` prints `***`, and are never logged.
+
+pub mod aliyun;
+pub mod cloopen;
+pub mod sign;
+pub mod tencent;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sms_core::{PhoneNumber, Receipt, VendorError};
+
+pub use aliyun::{AliyunConfig, AliyunVendor};
+pub use cloopen::{CloopenConfig, CloopenVendor};
+pub use tencent::{TencentConfig, TencentVendor};
+
+/// The code of the [`VendorError::Rejected`] returned when a split send was accepted for
+/// some recipients and failed for the rest.
+pub const PARTIAL_SEND: &str = "PARTIAL_SEND";
+
+/// Default per-request timeout when the configuration names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A credential (access key secret, secret key, auth token). Its `Debug` and `Display`
+/// print `***`, so a stray `{:?}` of a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, for signing. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no credential was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A vendor adapter's configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpConfigError {
+    /// A required setting is missing from the configuration and from the environment.
+    #[error("{vendor}: {field} is missing; set it in the configuration or in ${env}")]
+    Missing {
+        /// The vendor (`aliyun`, `tencent`, `cloopen`).
+        vendor: &'static str,
+        /// The configuration field.
+        field: &'static str,
+        /// The environment variable that may hold it.
+        env: &'static str,
+    },
+    /// The base URL does not parse or is not http(s).
+    #[error("{vendor}: base_url {url:?} is not an http or https URL")]
+    BaseUrl {
+        /// The vendor.
+        vendor: &'static str,
+        /// The URL as given.
+        url: String,
+    },
+    /// The HTTP client could not be built (TLS setup).
+    #[error("{vendor}: cannot build the HTTP client: {message}")]
+    Client {
+        /// The vendor.
+        vendor: &'static str,
+        /// What the HTTP library said.
+        message: String,
+    },
+}
+
+/// Fills `value` from the environment variable `env` (through `lookup`) when empty, and
+/// fails when it is still empty.
+pub(crate) fn require(
+    value: &mut String,
+    vendor: &'static str,
+    field: &'static str,
+    env: &'static str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), HttpConfigError> {
+    if value.is_empty() {
+        if let Some(v) = lookup(env) {
+            *value = v;
+        }
+    }
+    if value.is_empty() {
+        return Err(HttpConfigError::Missing { vendor, field, env });
+    }
+    Ok(())
+}
+
+/// Overrides `value` from the environment when the variable is set and not empty.
+pub(crate) fn override_from_env(
+    value: &mut String,
+    env: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) {
+    if let Some(v) = lookup(env).filter(|v| !v.is_empty()) {
+        *value = v;
+    }
+}
+
+/// The process environment, as the `lookup` of `with_env_from`.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Parses and checks a base URL.
+pub(crate) fn parse_base_url(
+    vendor: &'static str,
+    url: &str,
+) -> Result<reqwest::Url, HttpConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+        _ => Err(HttpConfigError::BaseUrl {
+            vendor,
+            url: url.to_owned(),
+        }),
+    }
+}
+
+/// The value of the `Host` header reqwest sends for `url`: the host, plus `:port` when
+/// the port is not the scheme's default. Tencent signs exactly this value.
+pub(crate) fn host_header(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// One client per adapter: connections are pooled and reused across sends.
+pub(crate) fn build_client(
+    vendor: &'static str,
+    timeout: Duration,
+) -> Result<reqwest::Client, HttpConfigError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| HttpConfigError::Client {
+            vendor,
+            message: e.to_string(),
+        })
+}
+
+/// Maps a transport failure. A connection that was never made is a clean failure
+/// (`Transient`); a timeout once the request may have been written is an unknown outcome.
+pub(crate) fn transport_error(vendor: &str, error: &reqwest::Error) -> VendorError {
+    if error.is_connect() {
+        VendorError::Transient {
+            message: format!("{vendor}: cannot connect: {}", without_url(error)),
+        }
+    } else if error.is_timeout() {
+        VendorError::TimedOut
+    } else {
+        VendorError::Transient {
+            message: format!("{vendor}: request failed: {}", without_url(error)),
+        }
+    }
+}
+
+/// reqwest puts the URL in its messages; Cloopen's carries the `sig` in its query, so
+/// the URL is dropped from anything that may be logged.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut parts = Vec::new();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    if parts.is_empty() {
+        "no detail".to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// A 2xx answer whose body cannot be read: the vendor may well have sent the message,
+/// so the outcome is unknown.
+pub(crate) fn unreadable_success(vendor: &str, status: u16, body: &str) -> VendorError {
+    tracing::warn!(
+        vendor,
+        status,
+        body = %truncate(body),
+        "unreadable answer from the vendor; outcome unknown"
+    );
+    VendorError::TimedOut
+}
+
+/// An answer that is neither a known success nor carries a vendor code.
+pub(crate) fn status_error(vendor: &str, status: u16, body: &str) -> VendorError {
+    if (200..300).contains(&status) {
+        unreadable_success(vendor, status, body)
+    } else if status >= 500 || status == 429 {
+        VendorError::Transient {
+            message: format!("{vendor}: HTTP {status}: {}", truncate(body)),
+        }
+    } else {
+        VendorError::Rejected {
+            code: format!("HTTP_{status}"),
+            message: truncate(body),
+        }
+    }
+}
+
+/// Keeps vendor bodies short in errors and logs.
+pub(crate) fn truncate(body: &str) -> String {
+    const LIMIT: usize = 200;
+    if body.chars().count() <= LIMIT {
+        body.to_owned()
+    } else {
+        let mut s: String = body.chars().take(LIMIT).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Whether `number` is a mainland China mobile number (`+86` then 11 digits starting with 1).
+pub(crate) fn is_mainland_mobile(number: &PhoneNumber) -> bool {
+    let digits = number.digits();
+    digits.len() == 13 && digits.starts_with("861")
+}
+
+/// Accumulates the results of the calls a split send made, and reports a failure
+/// honestly (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct SplitSend {
+    vendor: &'static str,
+    total: usize,
+    accepted: usize,
+    billed: u64,
+    ids: Vec<String>,
+}
+
+impl SplitSend {
+    pub(crate) fn new(vendor: &'static str, total: usize) -> Self {
+        Self {
+            vendor,
+            total,
+            accepted: 0,
+            billed: 0,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Records recipients the vendor accepted under `vendor_id`, billed `billed` messages.
+    pub(crate) fn accept(&mut self, vendor_id: String, recipients: usize, billed: u64) {
+        self.accepted += recipients;
+        self.billed += billed;
+        if !vendor_id.is_empty() && !self.ids.contains(&vendor_id) {
+            self.ids.push(vendor_id);
+        }
+    }
+
+    /// The send stops here with `error`: returned as is when nobody got the message,
+    /// as a [`PARTIAL_SEND`] rejection when some did.
+    pub(crate) fn fail(self, error: VendorError) -> VendorError {
+        if self.accepted == 0 {
+            return error;
+        }
+        tracing::warn!(
+            vendor = self.vendor,
+            accepted = self.accepted,
+            total = self.total,
+            error = %error,
+            "split send failed part way; not retrying to avoid duplicates"
+        );
+        VendorError::Rejected {
+            code: PARTIAL_SEND.to_owned(),
+            message: format!(
+                "accepted for {} of {} recipients (vendor ids {}); the other {} were not sent: {error}",
+                self.accepted,
+                self.total,
+                self.ids.join(","),
+                self.total - self.accepted
+            ),
+        }
+    }
+
+    /// Every recipient was accepted.
+    pub(crate) fn finish(self) -> Receipt {
+        Receipt {
+            vendor_message_id: self.ids.join(","),
+            billed_messages: self.billed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_shows_in_debug_or_display() {
+        let secret = Secret::new("hunter2-very-secret");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(secret.expose(), "hunter2-very-secret");
+        let config = AliyunConfig {
+            access_key_id: "LTAIexample".into(),
+            access_key_secret: secret,
+            sign_name: "sign".into(),
+            ..AliyunConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("LTAIexample"),
+            "key ids are not secret: {debug}"
+        );
+    }
+
+    #[test]
+    fn split_send_reports_untouched_error_when_nothing_was_accepted() {
+        let split = SplitSend::new("tencent", 300);
+        let e = split.fail(VendorError::TimedOut);
+        assert_eq!(e, VendorError::TimedOut);
+    }
+
+    #[test]
+    fn split_send_reports_a_partial_failure_as_a_rejection_naming_the_counts() {
+        let mut split = SplitSend::new("tencent", 300);
+        split.accept("s1".into(), 200, 200);
+        let e = split.fail(VendorError::Transient {
+            message: "boom".into(),
+        });
+        match e {
+            VendorError::Rejected { code, message } => {
+                assert_eq!(code, PARTIAL_SEND);
+                assert!(message.contains("200 of 300"), "{message}");
+                assert!(message.contains("s1"), "{message}");
+                assert!(message.contains("other 100"), "{message}");
+                assert!(message.contains("boom"), "{message}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_send_sums_billing_and_joins_ids() {
+        let mut split = SplitSend::new("aliyun", 3);
+        split.accept("a".into(), 2, 2);
+        split.accept("b".into(), 1, 3);
+        let r = split.finish();
+        assert_eq!(r.vendor_message_id, "a,b");
+        assert_eq!(r.billed_messages, 5);
+    }
+
+    #[test]
+    fn status_without_vendor_code_maps_by_class() {
+        assert!(matches!(
+            status_error("x", 503, "down"),
+            VendorError::Transient { .. }
+        ));
+        assert!(matches!(
+            status_error("x", 429, ""),
+            VendorError::Transient { .. }
+        ));
+        assert_eq!(status_error("x", 200, "<html>"), VendorError::TimedOut);
+        assert!(matches!(
+            status_error("x", 403, "no"),
+            VendorError::Rejected { code, .. } if code == "HTTP_403"
+        ));
+    }
+
+    #[test]
+    fn host_header_keeps_non_default_ports_only() {
+        let u = reqwest::Url::parse("https://sms.tencentcloudapi.com/").unwrap();
+        assert_eq!(host_header(&u), "sms.tencentcloudapi.com");
+        let u = reqwest::Url::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(host_header(&u), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        assert!(parse_base_url("aliyun", "ftp://x/").is_err());
+        assert!(parse_base_url("aliyun", "not a url").is_err());
+        assert!(parse_base_url("aliyun", "http://127.0.0.1:1/").is_ok());
+    }
+
+    #[test]
+    fn mainland_mobiles_are_recognised() {
+        assert!(is_mainland_mobile(
+            &PhoneNumber::parse("+8613800138000").unwrap()
+        ));
+        assert!(!is_mainland_mobile(
+            &PhoneNumber::parse("+862012345678").unwrap()
+        ));
+        assert!(!is_mainland_mobile(
+            &PhoneNumber::parse("+14155550100").unwrap()
+        ));
+    }
+}

@@ -1,0 +1,481 @@
+//! A local stand-in for the three vendors' HTTP APIs (feature `sandbox`).
+//!
+//! [`serve`] answers Aliyun `SendSms` (`POST /` form or `GET /?…`), Tencent Cloud
+//! `SendSms` (`POST /` with `X-TC-Action`) and Cloopen template SMS
+//! (`POST /2013-12-26/Accounts/{sid}/SMS/TemplateSMS`) on one listener. It checks
+//! signatures, timestamps and nonces the way each vendor does and answers a bad one in
+//! that vendor's own error shape, so the real adapters can be tested end to end without
+//! the network. Every accepted recipient is recorded ([`Delivery`]), in memory and, when
+//! configured, as JSON lines in a file.
+//!
+//! Faults are set per vendor with `PUT /_control/{vendor}` and a JSON [`FaultControls`]
+//! (or [`SandboxHandle::set_faults`]): added latency, a rate of vendor errors, a rate of
+//! throttling answers, and a full outage (HTTP 503). `GET /_control/{vendor}` reads them
+//! back; `GET /_deliveries` lists what was delivered.
+//!
+//! Which numbers the sandbox refuses: a `+86` number that is not a mobile (11 digits
+//! starting with 1), like the landline `+862012345678`, as the real vendors do.
+
+mod handlers;
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::http::{AliyunConfig, CloopenConfig, Secret, TencentConfig};
+
+/// One of the vendors the sandbox speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxVendor {
+    /// Aliyun `SendSms`.
+    Aliyun,
+    /// Tencent Cloud `SendSms`.
+    Tencent,
+    /// Cloopen template SMS.
+    Cloopen,
+}
+
+impl SandboxVendor {
+    /// The vendor's name, as in the control path and the delivery log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aliyun => "aliyun",
+            Self::Tencent => "tencent",
+            Self::Cloopen => "cloopen",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Aliyun => 0,
+            Self::Tencent => 1,
+            Self::Cloopen => 2,
+        }
+    }
+}
+
+impl FromStr for SandboxVendor {
+    type Err = SandboxError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aliyun" => Ok(Self::Aliyun),
+            "tencent" => Ok(Self::Tencent),
+            "cloopen" => Ok(Self::Cloopen),
+            other => Err(SandboxError::UnknownVendor(other.to_owned())),
+        }
+    }
+}
+
+/// The credentials the sandbox accepts for Aliyun.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliyunCredentials {
+    /// AccessKey id.
+    pub access_key_id: String,
+    /// AccessKey secret.
+    pub access_key_secret: Secret,
+}
+
+/// The credentials the sandbox accepts for Tencent Cloud.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TencentCredentials {
+    /// SecretId.
+    pub secret_id: String,
+    /// SecretKey.
+    pub secret_key: Secret,
+    /// The only `SmsSdkAppId` accepted.
+    pub sdk_app_id: String,
+}
+
+/// The credentials the sandbox accepts for Cloopen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloopenCredentials {
+    /// ACCOUNT SID.
+    pub account_sid: String,
+    /// AUTH TOKEN.
+    pub auth_token: Secret,
+    /// The only `appId` accepted.
+    pub app_id: String,
+}
+
+/// What the sandbox accepts and where it writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Aliyun credentials.
+    pub aliyun: AliyunCredentials,
+    /// Tencent Cloud credentials.
+    pub tencent: TencentCredentials,
+    /// Cloopen credentials.
+    pub cloopen: CloopenCredentials,
+    /// JSON-lines file each delivery is appended to; none keeps them in memory only.
+    pub delivery_log: Option<PathBuf>,
+    /// Seed of the random draws behind error and throttling rates, so a run repeats.
+    pub seed: u64,
+}
+
+impl Default for SandboxConfig {
+    /// Fixed, obviously fake credentials: the sandbox is for tests and local runs.
+    fn default() -> Self {
+        Self {
+            aliyun: AliyunCredentials {
+                access_key_id: "sandbox-aliyun-id".into(),
+                access_key_secret: Secret::new("sandbox-aliyun-secret"),
+            },
+            tencent: TencentCredentials {
+                secret_id: "AKIDsandbox".into(),
+                secret_key: Secret::new("sandbox-tencent-key"),
+                sdk_app_id: "1400000000".into(),
+            },
+            cloopen: CloopenCredentials {
+                account_sid: "sandboxaccountsid".into(),
+                auth_token: Secret::new("sandbox-cloopen-token"),
+                app_id: "sandboxapp".into(),
+            },
+            delivery_log: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Faults injected into one vendor's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultControls {
+    /// Added before every answer except an outage's, in milliseconds. An accepted
+    /// message is recorded before the wait, as a vendor that answers late still sends.
+    pub latency_ms: u64,
+    /// Share of otherwise valid requests answered with the vendor's system error (0 to 1).
+    pub error_rate: f64,
+    /// Share of otherwise valid requests answered with the vendor's throttling code.
+    pub throttle_rate: f64,
+    /// Every request is answered with HTTP 503 at once.
+    pub outage: bool,
+}
+
+impl FaultControls {
+    /// Checks the rates are within 0 and 1.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(SandboxError::InvalidFaults(format!(
+                    "{name} must be between 0 and 1, found {rate}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One recipient of one accepted message, as recorded by the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `aliyun`, `tencent` or `cloopen`.
+    pub vendor: String,
+    /// The recipient, E.164.
+    pub recipient: String,
+    /// The id the sandbox answered with (`BizId`, `SerialNo`, `smsMessageSid`).
+    pub vendor_message_id: String,
+    /// The caller's reference, when the protocol carries one (`OutId`, `SessionContext`).
+    pub reference: Option<String>,
+    /// Template id or code.
+    pub template: String,
+    /// Template arguments, in order (Aliyun's named ones in name order).
+    pub args: Vec<String>,
+    /// When the sandbox accepted it.
+    pub time: DateTime<Utc>,
+}
+
+/// What can go wrong running the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The delivery log cannot be opened or written, or the listener failed.
+    #[error("sandbox I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Fault controls out of range.
+    #[error("invalid fault controls: {0}")]
+    InvalidFaults(String),
+    /// A vendor name the sandbox does not speak for.
+    #[error("unknown vendor {0:?}; expected aliyun, tencent or cloopen")]
+    UnknownVendor(String),
+}
+
+/// Shared by every request handler.
+pub(crate) struct SandboxState {
+    pub(crate) config: SandboxConfig,
+    faults: Mutex<[FaultControls; 3]>,
+    deliveries: Mutex<Vec<Delivery>>,
+    log: Mutex<Option<std::fs::File>>,
+    nonces: Mutex<HashSet<String>>,
+    rng: Mutex<StdRng>,
+    next_id: AtomicU64,
+}
+
+/// How a request's fault draw came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    Error,
+    Throttle,
+    Normal,
+}
+
+impl SandboxState {
+    pub(crate) fn faults(&self, vendor: SandboxVendor) -> FaultControls {
+        self.faults.lock().expect("faults lock")[vendor.index()]
+    }
+
+    /// Draws whether this request fails, is throttled, or goes through.
+    pub(crate) fn draw(&self, vendor: SandboxVendor) -> Fate {
+        let f = self.faults(vendor);
+        let mut rng = self.rng.lock().expect("rng lock");
+        // Rates of 0 and 1 never consult the generator's value in a way that could
+        // flip them: `random` is in [0, 1).
+        if rng.random::<f64>() < f.error_rate {
+            Fate::Error
+        } else if rng.random::<f64>() < f.throttle_rate {
+            Fate::Throttle
+        } else {
+            Fate::Normal
+        }
+    }
+
+    pub(crate) fn latency(&self, vendor: SandboxVendor) -> Duration {
+        Duration::from_millis(self.faults(vendor).latency_ms)
+    }
+
+    /// Remembers a nonce; false if it was seen before (a replay).
+    pub(crate) fn fresh_nonce(&self, nonce: &str) -> bool {
+        self.nonces
+            .lock()
+            .expect("nonce lock")
+            .insert(nonce.to_owned())
+    }
+
+    /// A new id, unique within this sandbox run.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records accepted recipients, in memory and in the log file.
+    pub(crate) fn record(&self, deliveries: Vec<Delivery>) {
+        if let Some(file) = self.log.lock().expect("log lock").as_mut() {
+            for d in &deliveries {
+                let line = serde_json::to_string(d).expect("a delivery serialises");
+                // A failed write must not fail the send the client sees succeed: the
+                // sandbox keeps the in-memory record and says so on stderr.
+                if let Err(e) = writeln!(file, "{line}").and_then(|()| file.flush()) {
+                    tracing::error!(error = %e, "sandbox: cannot append to the delivery log");
+                }
+            }
+        }
+        self.deliveries
+            .lock()
+            .expect("deliveries lock")
+            .extend(deliveries);
+    }
+}
+
+/// A running sandbox. Dropping it leaves the server running until the runtime stops;
+/// call [`SandboxHandle::stop`] to end it.
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    state: Arc<SandboxState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for SandboxHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the sandbox on `listener` and returns at once with a handle to it.
+pub async fn serve(
+    listener: TcpListener,
+    config: SandboxConfig,
+) -> Result<SandboxHandle, SandboxError> {
+    let addr = listener.local_addr()?;
+    let log = match &config.delivery_log {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        None => None,
+    };
+    let state = Arc::new(SandboxState {
+        faults: Mutex::new([FaultControls::default(); 3]),
+        deliveries: Mutex::new(Vec::new()),
+        log: Mutex::new(log),
+        nonces: Mutex::new(HashSet::new()),
+        rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+        next_id: AtomicU64::new(0),
+        config,
+    });
+    let router = handlers::router(Arc::clone(&state));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(SandboxHandle {
+        addr,
+        state,
+        shutdown: Some(shutdown),
+        task,
+    })
+}
+
+impl SandboxHandle {
+    /// The address the sandbox listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://{addr}`, the base URL to give an adapter.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets one vendor's faults (the same as `PUT /_control/{vendor}`).
+    pub fn set_faults(
+        &self,
+        vendor: SandboxVendor,
+        faults: FaultControls,
+    ) -> Result<(), SandboxError> {
+        faults.validate()?;
+        self.state.faults.lock().expect("faults lock")[vendor.index()] = faults;
+        Ok(())
+    }
+
+    /// One vendor's current faults.
+    pub fn faults(&self, vendor: SandboxVendor) -> FaultControls {
+        self.state.faults(vendor)
+    }
+
+    /// Every delivery so far, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state
+            .deliveries
+            .lock()
+            .expect("deliveries lock")
+            .clone()
+    }
+
+    /// An Aliyun adapter configuration pointing here, with the accepted credentials.
+    pub fn aliyun_config(&self) -> AliyunConfig {
+        let c = &self.state.config.aliyun;
+        AliyunConfig {
+            base_url: format!("{}/", self.base_url()),
+            access_key_id: c.access_key_id.clone(),
+            access_key_secret: c.access_key_secret.clone(),
+            sign_name: "Sandbox".into(),
+            ..AliyunConfig::default()
+        }
+    }
+
+    /// A Tencent Cloud adapter configuration pointing here, with the accepted credentials.
+    pub fn tencent_config(&self) -> TencentConfig {
+        let c = &self.state.config.tencent;
+        TencentConfig {
+            base_url: format!("{}/", self.base_url()),
+            secret_id: c.secret_id.clone(),
+            secret_key: c.secret_key.clone(),
+            sdk_app_id: c.sdk_app_id.clone(),
+            sign_name: "Sandbox".into(),
+            ..TencentConfig::default()
+        }
+    }
+
+    /// A Cloopen adapter configuration pointing here, with the accepted credentials.
+    pub fn cloopen_config(&self) -> CloopenConfig {
+        let c = &self.state.config.cloopen;
+        CloopenConfig {
+            base_url: self.base_url(),
+            account_sid: c.account_sid.clone(),
+            auth_token: c.auth_token.clone(),
+            app_id: c.app_id.clone(),
+            ..CloopenConfig::default()
+        }
+    }
+
+    /// Stops accepting requests, lets answers in flight finish for up to two seconds,
+    /// then ends the server.
+    pub async fn stop(mut self) -> Result<(), SandboxError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(2), &mut self.task).await {
+            Ok(Ok(result)) => result.map_err(SandboxError::Io),
+            // The server task panicked or was cancelled: nothing left to stop.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_rates_outside_zero_to_one_are_refused() {
+        let bad = FaultControls {
+            error_rate: 1.5,
+            ..FaultControls::default()
+        };
+        let e = bad.validate().unwrap_err();
+        assert!(e.to_string().contains("error_rate"), "{e}");
+        let bad = FaultControls {
+            throttle_rate: -0.1,
+            ..FaultControls::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(FaultControls::default().validate().is_ok());
+    }
+
+    #[test]
+    fn sandbox_config_debug_hides_credentials() {
+        let debug = format!("{:?}", SandboxConfig::default());
+        assert!(!debug.contains("sandbox-aliyun-secret"), "{debug}");
+        assert!(!debug.contains("sandbox-tencent-key"), "{debug}");
+        assert!(!debug.contains("sandbox-cloopen-token"), "{debug}");
+    }
+
+    #[test]
+    fn vendor_names_parse() {
+        assert_eq!(
+            "tencent".parse::<SandboxVendor>().unwrap(),
+            SandboxVendor::Tencent
+        );
+        assert!("twilio".parse::<SandboxVendor>().is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! The Cloopen adapter against the sandbox.
+
+use sms_core::{Vendor, VendorError};
+use sms_providers::http::{CloopenConfig, CloopenVendor, PARTIAL_SEND, Secret};
+use sms_providers::sandbox::{FaultControls, SandboxVendor};
+
+use crate::support::{mobiles, sms, start};
+
+fn vendor(config: CloopenConfig) -> CloopenVendor {
+    CloopenVendor::new(config).expect("valid config")
+}
+
+#[tokio::test]
+async fn sends_to_mainland_and_international_numbers() {
+    let sandbox = start().await;
+    let receipt = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1234", "5"], &["+8613800138000", "+14155550100"]))
+        .await
+        .unwrap();
+    assert_eq!(receipt.billed_messages, 2);
+    assert_eq!(receipt.vendor_message_id.len(), 32);
+    let delivered = sandbox.deliveries();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[1].recipient, "+14155550100");
+    assert_eq!(delivered[0].args, vec!["1234".to_owned(), "5".to_owned()]);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sending_too_often_is_throttled() {
+    let sandbox = start().await;
+    sandbox
+        .set_faults(
+            SandboxVendor::Cloopen,
+            FaultControls {
+                throttle_rate: 1.0,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1"], &["+8613800138000"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, VendorError::Throttled { message, .. } if message.starts_with("160038")),
+        "{e:?}"
+    );
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_number_is_rejected() {
+    let sandbox = start().await;
+    let e = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1"], &["+862012345678"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, VendorError::Rejected { code, .. } if code == "160042"),
+        "{e:?}"
+    );
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_sig_check() {
+    let sandbox = start().await;
+    let e = vendor(CloopenConfig {
+        auth_token: Secret::new("wrong"),
+        ..sandbox.cloopen_config()
+    })
+    .send(&sms(&["1"], &["+8613800138000"]))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, VendorError::Rejected { code, .. } if code == "111109"),
+        "{e:?}"
+    );
+    let e = vendor(CloopenConfig {
+        account_sid: "someoneelse".into(),
+        ..sandbox.cloopen_config()
+    })
+    .send(&sms(&["1"], &["+8613800138000"]))
+    .await
+    .unwrap_err();
+    assert!(matches!(&e, VendorError::Rejected { .. }), "{e:?}");
+    assert!(sandbox.deliveries().is_empty());
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn server_errors_and_outages_are_transient() {
+    let sandbox = start().await;
+    let cloopen = vendor(sandbox.cloopen_config());
+    sandbox
+        .set_faults(
+            SandboxVendor::Cloopen,
+            FaultControls {
+                error_rate: 1.0,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = cloopen
+        .send(&sms(&["1"], &["+8613800138000"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VendorError::Transient { .. }), "{e:?}");
+    sandbox
+        .set_faults(
+            SandboxVendor::Cloopen,
+            FaultControls {
+                outage: true,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = cloopen
+        .send(&sms(&["1"], &["+8613800138000"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VendorError::Transient { .. }), "{e:?}");
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_answer_in_time_is_an_unknown_outcome() {
+    let sandbox = start().await;
+    sandbox
+        .set_faults(
+            SandboxVendor::Cloopen,
+            FaultControls {
+                latency_ms: 3_000,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = vendor(CloopenConfig {
+        timeout_ms: 300,
+        ..sandbox.cloopen_config()
+    })
+    .send(&sms(&["1"], &["+8613800138000"]))
+    .await
+    .unwrap_err();
+    assert_eq!(e, VendorError::TimedOut);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_split_that_fails_in_its_second_call_reports_what_went_out() {
+    let sandbox = start().await;
+    let mut numbers = mobiles(150);
+    // The 121st number is a landline: the second call (numbers 101 to 150) is refused
+    // whole, after the first hundred were sent.
+    numbers[120] = "+862012345678".into();
+    let e = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1"], &numbers))
+        .await
+        .unwrap_err();
+    match e {
+        VendorError::Rejected { code, message } => {
+            assert_eq!(code, PARTIAL_SEND);
+            assert!(message.contains("100 of 150"), "{message}");
+            assert!(message.contains("160042"), "{message}");
+        }
+        other => panic!("expected a partial send, got {other:?}"),
+    }
+    assert_eq!(sandbox.deliveries().len(), 100);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_split_that_fails_in_its_first_call_is_that_calls_error() {
+    let sandbox = start().await;
+    let mut numbers = mobiles(150);
+    numbers[5] = "+862012345678".into();
+    let e = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1"], &numbers))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, VendorError::Rejected { code, .. } if code == "160042"),
+        "{e:?}"
+    );
+    // Sending stopped at the first refused call: the second was never made.
+    assert!(sandbox.deliveries().is_empty());
+    sandbox.stop().await.unwrap();
+}

@@ -1,0 +1,9 @@
+//! The real HTTP adapters against the local vendor sandbox on 127.0.0.1 (feature
+//! `sandbox`): success, throttling, invalid number, bad credentials, 5xx, timeout, and
+//! splits over each vendor's recipient cap.
+
+mod aliyun;
+mod cloopen;
+mod sandbox;
+mod support;
+mod tencent;
