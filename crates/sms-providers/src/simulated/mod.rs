@@ -133,41 +133,45 @@ fn rejected() -> VendorError {
 /// Decides a send's fate from the settings, the time since the vendor started and the
 /// send's draws. Pure, so the rules are tested without running anything.
 fn decide(settings: &SimulationSettings, elapsed: Duration, draws: &Draws) -> Decision {
+    // An outage refuses the connection, so it fails without the usual latency.
+    let refused = || Decision {
+        outcome: Outcome::Fail(outage()),
+        latency: Duration::ZERO,
+    };
+    // The outage switch overrides everything else, scripted windows included.
+    if settings.outage {
+        return refused();
+    }
     // `jitter` is in [0, 1), so this is uniform over 0..=jitter_ms.
     let jitter_ms = (draws.jitter * (settings.jitter_ms as f64 + 1.0)) as u64;
-    let mut base_ms = settings.latency_ms;
+    let mut slow_ms = None;
     let mut forced = None;
     for window in settings
         .schedule
         .iter()
         .filter(|w| w.is_active_at(elapsed) && draws.window < w.rate)
     {
+        // Overlapping windows: the first one listed of each sort decides.
         match window.fault {
-            FaultKind::Slow => base_ms = window.latency_ms.unwrap_or(base_ms),
+            FaultKind::Slow => {
+                slow_ms.get_or_insert(window.latency_ms.unwrap_or(settings.latency_ms));
+            }
             kind => {
-                // Overlapping windows: the first one listed decides the outcome.
                 forced.get_or_insert(kind);
             }
         }
     }
+    let base_ms = slow_ms.unwrap_or(settings.latency_ms);
     let latency = Duration::from_millis(base_ms.saturating_add(jitter_ms));
-    // An outage refuses the connection, so it fails without the usual latency.
-    let refused = Decision {
-        outcome: Outcome::Fail(outage()),
-        latency: Duration::ZERO,
-    };
     let hang = Outcome::Hang {
         delivers: settings.timeout_delivers,
     };
     let outcome = match forced {
-        Some(FaultKind::Outage) => return refused,
+        Some(FaultKind::Outage) => return refused(),
         Some(FaultKind::Throttle) => Outcome::Fail(throttled()),
         Some(FaultKind::Timeout) => hang,
         Some(FaultKind::Reject) => Outcome::Fail(rejected()),
         Some(FaultKind::Slow) | None => {
-            if settings.outage {
-                return refused;
-            }
             // The rates are exclusive bands of [0, 1), in this order.
             let bands = [
                 settings.timeout_rate,
@@ -525,6 +529,8 @@ mod tests {
     fn an_outage_fails_at_once_whatever_the_draw() {
         let mut s = SimulationSettings::healthy(100, 0);
         s.outage = true;
+        // The switch wins over scripted windows too.
+        s.schedule = vec![ScheduledFault::new(0, 10, FaultKind::Reject)];
         for outcome in [0.0, 0.5, 0.999] {
             let d = decide(&s, Duration::ZERO, &draws(0.0, outcome, 0.0));
             assert_eq!(d.outcome, Outcome::Fail(outage()));
