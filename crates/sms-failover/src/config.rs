@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FailoverError;
 
-/// What a timed-out attempt of a live request does.
+/// What a timed-out attempt of a live request does. (A drained message that times out is
+/// always requeued, marked `may_duplicate`: its caller was already told "queued".)
 ///
 /// A timeout is an unknown outcome: the vendor may have accepted the message. Requeueing
 /// gives at-least-once delivery (the recipient may get it twice, and the answer says so);
@@ -78,6 +79,9 @@ pub struct FailoverConfig {
     pub lease: Duration,
     /// Messages claimed per batch. Default 100.
     pub drain_batch: u32,
+    /// Messages of a batch sent at the same time (each lane sends its share in order).
+    /// Default 8.
+    pub drain_concurrency: u32,
     /// Most batches one drain pass claims, so a pass ends even when messages keep
     /// becoming due. Default 50.
     pub drain_max_batches: u32,
@@ -108,6 +112,7 @@ impl Default for FailoverConfig {
             backoff_max: Duration::from_secs(300),
             lease: Duration::from_secs(30),
             drain_batch: 100,
+            drain_concurrency: 8,
             drain_max_batches: 50,
             drain_interval: Duration::from_secs(1),
             billing_utc_offset_hours: 8,
@@ -152,6 +157,9 @@ impl FailoverConfig {
         }
         if self.drain_batch == 0 {
             return bad("drain_batch", "expected at least 1, found 0".into());
+        }
+        if self.drain_concurrency == 0 {
+            return bad("drain_concurrency", "expected at least 1, found 0".into());
         }
         if self.drain_max_batches == 0 {
             return bad("drain_max_batches", "expected at least 1, found 0".into());

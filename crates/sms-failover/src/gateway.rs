@@ -12,9 +12,12 @@
 //! caller's latency bounded by one attempt and gives every retry the same lease, backoff
 //! and attempt cap.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -110,6 +113,44 @@ pub struct DrainReport {
     pub lease_lost: usize,
     /// Given back unattempted (rate limit reached, no vendor, lease too short, shutdown).
     pub released: usize,
+}
+
+impl DrainReport {
+    /// Adds another report's counts to this one.
+    fn add(&mut self, other: &DrainReport) {
+        self.claimed += other.claimed;
+        self.sent += other.sent;
+        self.requeued += other.requeued;
+        self.dead += other.dead;
+        self.expired += other.expired;
+        self.lease_lost += other.lease_lost;
+        self.released += other.released;
+    }
+}
+
+/// Runs futures together on the current task and returns their outputs in order (a
+/// few lanes per drain pass do not need a dependency for this).
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// How one attempt went.
@@ -728,27 +769,49 @@ impl Gateway {
             }
             let full = batch.len() >= self.config.drain_batch as usize;
             report.claimed += batch.len();
-            let mut messages = batch.into_iter();
-            let mut halted = false;
-            while let Some(message) = messages.next() {
-                let next = if stop.load(Ordering::Acquire) {
-                    self.release(&message, &mut report).await;
-                    Next::Halt
-                } else {
-                    self.drain_one(message, &mut report).await
-                };
-                if let Next::Halt = next {
-                    for rest in messages.by_ref() {
-                        self.release(&rest, &mut report).await;
-                    }
-                    halted = true;
-                }
+            // Spread the batch over lanes round-robin (oldest first in each lane); the
+            // lanes run together, each sending its messages one after the other.
+            let lanes = (self.config.drain_concurrency.max(1) as usize).min(batch.len());
+            let mut lane_messages: Vec<Vec<StoredMessage>> =
+                (0..lanes).map(|_| Vec::new()).collect();
+            for (i, message) in batch.into_iter().enumerate() {
+                lane_messages[i % lanes].push(message);
             }
+            let halt = AtomicBool::new(false);
+            let lane_reports = join_all(
+                lane_messages
+                    .into_iter()
+                    .map(|messages| self.drain_lane(messages, stop, &halt)),
+            )
+            .await;
+            for lane in lane_reports {
+                report.add(&lane);
+            }
+            let halted = halt.load(Ordering::Acquire);
             if halted || !full {
                 break;
             }
         }
         Ok(report)
+    }
+
+    /// Sends one lane's messages in order; once the pass is halted or stopped, gives the
+    /// rest back unattempted.
+    async fn drain_lane(
+        &self,
+        messages: Vec<StoredMessage>,
+        stop: &AtomicBool,
+        halt: &AtomicBool,
+    ) -> DrainReport {
+        let mut report = DrainReport::default();
+        for message in messages {
+            if stop.load(Ordering::Acquire) || halt.load(Ordering::Acquire) {
+                self.release(&message, &mut report).await;
+            } else if let Next::Halt = self.drain_one(message, &mut report).await {
+                halt.store(true, Ordering::Release);
+            }
+        }
+        report
     }
 
     async fn release(&self, message: &StoredMessage, report: &mut DrainReport) {

@@ -1,6 +1,5 @@
-//! Defects of the original design not covered by a behaviour elsewhere, one test each.
-//! (The index of all of them, with the tests that catch each, is in the crate's README
-//! section of ARCHITECTURE.md; here the ones that need a scenario of their own.)
+//! Defects of the original design that need a scenario of their own, one test each.
+//! The index of every send-path defect and the tests that catch it is in the crate docs.
 
 use std::sync::Arc;
 use std::time::Duration;

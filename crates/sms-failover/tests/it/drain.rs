@@ -428,7 +428,13 @@ async fn a_fast_success_wakes_the_drainer_before_its_tick() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_the_send_in_flight_and_gives_back_the_rest() {
-    let h = Harness::new(&[("aliyun", 45_000)], config());
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        FailoverConfig {
+            drain_concurrency: 1,
+            ..config()
+        },
+    );
     h.vendor("aliyun")
         .then(Step::OkAfter(Duration::from_millis(500)));
     let mut ids = Vec::new();
@@ -470,4 +476,26 @@ async fn a_drained_timeout_is_requeued_as_may_duplicate() {
     let m = h.queue.get(id).await.unwrap().unwrap();
     assert!(m.may_duplicate);
     assert_eq!(m.status, MessageStatus::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_is_sent_on_several_lanes_at_once() {
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        FailoverConfig {
+            drain_concurrency: 4,
+            ..config()
+        },
+    );
+    // Each send waits until four are in flight: only concurrent lanes get through.
+    h.vendor("aliyun")
+        .gate(Arc::new(tokio::sync::Barrier::new(4)));
+    for _ in 0..8 {
+        queue_one(&h).await;
+    }
+    let report = tokio::time::timeout(Duration::from_secs(3), h.gateway.drain_once())
+        .await
+        .expect("the lanes did not run together")
+        .unwrap();
+    assert_eq!((report.claimed, report.sent), (8, 8));
 }
