@@ -1,5 +1,6 @@
 //! Behaviour of the gateway against in-memory fakes and mocks: one binary, several modules.
 
+mod collaborators;
 mod defects;
 mod drain;
 mod failover;

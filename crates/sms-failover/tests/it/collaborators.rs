@@ -1,0 +1,213 @@
+//! The gateway's conversations with its collaborators, checked with mockall mocks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use sms_core::mocks::{MockClock, MockRecipientLimiter, MockUsageLedger, MockVendor};
+use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
+use sms_core::{LimitError, Money, Receipt, StoreError, VendorId};
+use sms_failover::{Gateway, SendOutcome, VendorEntry};
+
+use crate::support::*;
+
+fn mock_vendor() -> MockVendor {
+    let mut vendor = MockVendor::new();
+    vendor
+        .expect_id()
+        .returning(|| VendorId::new("aliyun").unwrap());
+    vendor
+}
+
+#[tokio::test]
+async fn the_vendor_gets_the_gateways_id_and_the_request_once() {
+    let request = request_to(2);
+    let expected = request.clone();
+    let mut vendor = mock_vendor();
+    vendor
+        .expect_send()
+        .withf(move |sms| sms.request == expected)
+        .times(1)
+        .returning(|sms| {
+            Ok(Receipt {
+                vendor_message_id: format!("biz-{}", sms.id),
+                billed_messages: 2,
+            })
+        });
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: Arc::new(vendor),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        None,
+        Arc::new(MemoryQueue::new()),
+        Arc::new(MemoryLedger::new()),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap();
+    let outcome = gateway.send(request).await.unwrap();
+    assert!(matches!(
+        outcome,
+        SendOutcome::Sent {
+            billed_messages: 2,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
+    let mut clock = MockClock::new();
+    // 16:30 UTC on 31 October is 1 November in Beijing.
+    clock
+        .expect_now()
+        .returning(|| Utc.with_ymd_and_hms(2026, 10, 31, 16, 30, 0).unwrap());
+    let mut ledger = MockUsageLedger::new();
+    ledger
+        .expect_add()
+        .withf(|vendor, period, messages| {
+            vendor.as_str() == "aliyun" && period.as_str() == "2026-11" && *messages == 3
+        })
+        .times(1)
+        .returning(|_, _, n| Ok(n));
+    let mut vendor = mock_vendor();
+    vendor.expect_send().returning(|_| {
+        Ok(Receipt {
+            vendor_message_id: "x".into(),
+            billed_messages: 1,
+        })
+    });
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: Arc::new(vendor),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        None,
+        Arc::new(MemoryQueue::new()),
+        Arc::new(ledger),
+        Arc::new(clock),
+        config(),
+    )
+    .unwrap();
+    gateway.send(request_to(3)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_ledger_failure_does_not_fail_a_delivered_send_and_usage_is_counted_locally() {
+    let mut ledger = MockUsageLedger::new();
+    ledger
+        .expect_add()
+        .returning(|_, _, _| Err(StoreError::unavailable("down")));
+    ledger
+        .expect_totals()
+        .returning(|_| Err(StoreError::unavailable("down")));
+    let h_vendor = FakeVendor::new("aliyun");
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: h_vendor.clone(),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        None,
+        Arc::new(MemoryQueue::new()),
+        Arc::new(ledger),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap();
+    assert!(matches!(
+        gateway.send(request_to(2)).await.unwrap(),
+        SendOutcome::Sent { .. }
+    ));
+    let snapshot = &gateway.vendors()[0];
+    assert_eq!(snapshot.billed_this_period, 2);
+    assert_eq!(snapshot.spend, Money::from_micros(90_000));
+    // Start-up cannot go on without knowing the volumes: the error is the caller's.
+    assert!(gateway.init().await.is_err());
+}
+
+#[tokio::test]
+async fn init_reads_the_totals_of_the_current_period_only() {
+    let mut ledger = MockUsageLedger::new();
+    ledger
+        .expect_totals()
+        .withf(|period| period.as_str() == "2026-11")
+        .times(1)
+        .returning(|_| {
+            let mut totals = BTreeMap::new();
+            totals.insert(VendorId::new("aliyun").unwrap(), 7);
+            Ok(totals)
+        });
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: FakeVendor::new("aliyun"),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        None,
+        Arc::new(MemoryQueue::new()),
+        Arc::new(ledger),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap();
+    gateway.init().await.unwrap();
+    assert_eq!(gateway.vendors()[0].billed_this_period, 7);
+}
+
+#[tokio::test]
+async fn a_recipient_limiter_error_does_not_block_the_request() {
+    let mut recipients = MockRecipientLimiter::new();
+    recipients
+        .expect_check()
+        .returning(|_| Err(LimitError::Unavailable("redis down".into())));
+    let vendor = FakeVendor::new("aliyun");
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: vendor.clone(),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        Some(Arc::new(recipients)),
+        Arc::new(MemoryQueue::new()),
+        Arc::new(MemoryLedger::new()),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap();
+    assert!(matches!(
+        gateway.send(request()).await.unwrap(),
+        SendOutcome::Sent { .. }
+    ));
+    assert_eq!(vendor.calls(), 1);
+}
+
+#[test]
+fn building_refuses_no_vendors_and_duplicate_names() {
+    let build = |vendors: Vec<VendorEntry>| {
+        Gateway::new(
+            vendors,
+            Arc::new(AllowAll::default()),
+            None,
+            Arc::new(MemoryQueue::new()),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(ManualClock::new(start())),
+            config(),
+        )
+    };
+    assert!(matches!(
+        build(vec![]),
+        Err(sms_failover::FailoverError::NoVendors)
+    ));
+    let entry = || VendorEntry {
+        vendor: FakeVendor::new("aliyun"),
+        fees: flat(45_000),
+    };
+    assert!(matches!(
+        build(vec![entry(), entry()]),
+        Err(sms_failover::FailoverError::DuplicateVendor(_))
+    ));
+}
