@@ -397,6 +397,12 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
     }
 
+    impl VendorState {
+        fn is_cooling(&self, now: DateTime<Utc>) -> bool {
+            self.cooling_until.is_some_and(|until| until > now)
+        }
+    }
+
     fn health(prices: &[i64]) -> Health {
         let config = FailoverConfig {
             probe_every: 1,
@@ -560,5 +566,99 @@ mod tests {
         assert_eq!(h.period(next_month).as_str(), "2026-12");
         assert_eq!(h.vendors[0].billed, 0);
         assert_eq!(h.vendors[0].spend, Money::ZERO);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Start an attempt and keep its ticket.
+        Begin,
+        /// Finish the kept ticket number `n` (mod how many are kept) with a verdict.
+        Finish(usize, u8),
+        /// Let time pass.
+        Wait(u16),
+        Disable(usize),
+        Enable(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Begin),
+            6 => (0usize..8, 0u8..4).prop_map(|(n, v)| Op::Finish(n, v)),
+            1 => (0u16..120).prop_map(Op::Wait),
+            1 => (0usize..3).prop_map(Op::Disable),
+            1 => (0usize..3).prop_map(Op::Enable),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn health_invariants_hold_under_any_interleaving(
+            ops in proptest::collection::vec(op(), 1..200),
+            threshold in 1u32..4,
+        ) {
+            let config = FailoverConfig {
+                consecutive_failures: threshold,
+                probe_every: 3,
+                ..FailoverConfig::default()
+            };
+            let mut h = Health::new(
+                vec![flat(40), flat(45), flat(47)],
+                &config,
+                FixedOffset::east_opt(8 * 3600).unwrap(),
+                t(0),
+            );
+            let mut now = 0i64;
+            let mut in_flight: Vec<Ticket> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Begin => {
+                        if let Some(ticket) = h.begin(t(now)) {
+                            proptest::prop_assert!(!h.vendors[ticket.idx].disabled);
+                            in_flight.push(ticket);
+                        } else {
+                            proptest::prop_assert!(h.vendors.iter().all(|v| v.disabled));
+                        }
+                    }
+                    Op::Finish(n, v) if !in_flight.is_empty() => {
+                        let ticket = in_flight.remove(n % in_flight.len());
+                        let verdict = [Verdict::Fast, Verdict::Slow, Verdict::Failure, Verdict::Neutral][v as usize];
+                        let (current, epoch) = (h.current, h.epoch);
+                        let before = h.vendors[current].consecutive_failures;
+                        let switch = h.record(ticket, verdict, t(now));
+                        if let Some(switch) = &switch {
+                            // A switch leaves the vendor that was current and lands elsewhere.
+                            proptest::prop_assert_eq!(switch.from, current);
+                            proptest::prop_assert_ne!(switch.to, current);
+                            proptest::prop_assert!(!h.vendors[switch.to].disabled);
+                            proptest::prop_assert_eq!(h.epoch, epoch + 1);
+                            if !ticket.probe {
+                                // Failure switches happen on exactly the N-th failure.
+                                proptest::prop_assert_eq!(before + 1, threshold);
+                                proptest::prop_assert!(h.vendors[current].is_cooling(t(now)));
+                            }
+                        }
+                        let stale = ticket.idx != current || ticket.epoch != epoch;
+                        if stale && !ticket.probe {
+                            // Stale results never change anybody's count.
+                            proptest::prop_assert!(switch.is_none());
+                            proptest::prop_assert_eq!(h.vendors[current].consecutive_failures, before);
+                        }
+                    }
+                    Op::Finish(..) => {}
+                    Op::Wait(secs) => now += i64::from(secs),
+                    Op::Disable(i) => {
+                        h.disable(i, t(now));
+                    }
+                    Op::Enable(i) => {
+                        h.enable(i);
+                    }
+                }
+                proptest::prop_assert!(h.vendors[h.current].consecutive_failures < threshold);
+                if h.vendors.iter().any(|v| !v.disabled) {
+                    proptest::prop_assert!(!h.vendors[h.current].disabled);
+                }
+            }
+        }
     }
 }
