@@ -12,7 +12,8 @@ use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId}
 use super::sign::{aliyun_canonical_query, aliyun_signature, aliyun_timestamp, percent_encode};
 use super::{
     DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
-    override_from_env, parse_base_url, process_env, require, status_error, transport_error,
+    override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
+    transport_error,
 };
 
 /// The real endpoint.
@@ -192,11 +193,7 @@ impl AliyunVendor {
             .send()
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| transport_error(VENDOR, &e))?;
+        let (status, body) = read_answer_body(VENDOR, response).await?;
         parse_answer(status, &body, numbers.len())
     }
 }
@@ -369,6 +366,18 @@ mod tests {
         assert!(matches!(down, Err(VendorError::Transient { .. })));
         let garbled = parse_answer(200, "<html>", 1);
         assert_eq!(garbled, Err(VendorError::TimedOut));
+    }
+
+    #[test]
+    fn an_answer_without_a_code_is_not_a_success() {
+        assert_eq!(
+            parse_answer(200, r#"{"BizId":"1^0"}"#, 1),
+            Err(VendorError::TimedOut)
+        );
+        assert!(matches!(
+            parse_answer(500, r#"{"Message":"x"}"#, 1),
+            Err(VendorError::Transient { .. })
+        ));
     }
 
     #[test]

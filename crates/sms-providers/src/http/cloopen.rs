@@ -11,7 +11,8 @@ use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId}
 use super::sign::{cloopen_authorization, cloopen_sig, cloopen_timestamp};
 use super::{
     DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
-    override_from_env, parse_base_url, process_env, require, status_error, transport_error,
+    override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
+    transport_error,
 };
 
 /// The real endpoint.
@@ -179,11 +180,7 @@ impl CloopenVendor {
             .send()
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport_error(VENDOR, &e))?;
+        let (status, text) = read_answer_body(VENDOR, response).await?;
         parse_answer(status, &text, numbers.len())
     }
 }
@@ -323,6 +320,18 @@ mod tests {
         assert!(matches!(
             parse_answer(502, "bad gateway", 1),
             Err(VendorError::Transient { .. })
+        ));
+    }
+
+    #[test]
+    fn an_answer_without_a_status_code_is_not_a_success() {
+        assert_eq!(
+            parse_answer(200, r#"{"templateSMS":{"smsMessageSid":"x"}}"#, 1),
+            Err(VendorError::TimedOut)
+        );
+        assert!(matches!(
+            parse_answer(404, "not found", 1),
+            Err(VendorError::Rejected { .. })
         ));
     }
 

@@ -202,6 +202,23 @@ pub(crate) fn transport_error(vendor: &str, error: &reqwest::Error) -> VendorErr
     }
 }
 
+/// Reads an answer's status and body. A body that breaks off after a 2xx status is an
+/// unknown outcome, not a clean failure: the vendor said yes before the connection died.
+pub(crate) async fn read_answer_body(
+    vendor: &str,
+    response: reqwest::Response,
+) -> Result<(u16, String), VendorError> {
+    let status = response.status().as_u16();
+    match response.text().await {
+        Ok(body) => Ok((status, body)),
+        Err(e) if (200..300).contains(&status) => {
+            tracing::warn!(vendor, status, error = %without_url(&e), "answer body broke off after a success status; outcome unknown");
+            Err(VendorError::TimedOut)
+        }
+        Err(e) => Err(transport_error(vendor, &e)),
+    }
+}
+
 /// reqwest puts the URL in its messages; Cloopen's carries the `sig` in its query, so
 /// the URL is dropped from anything that may be logged.
 fn without_url(error: &reqwest::Error) -> String {

@@ -266,6 +266,30 @@ mod tests {
         assert_eq!(percent_encode(""), "");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn percent_encoding_is_reversible_and_leaves_only_unreserved_and_escapes(input in "\\PC{0,40}") {
+            let encoded = percent_encode(&input);
+            let bytes = encoded.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b == b'%' {
+                    // An escape is `%` and two upper-case hex digits.
+                    proptest::prop_assert!(i + 3 <= bytes.len(), "{}", encoded);
+                    let hex_pair = &encoded[i + 1..i + 3];
+                    proptest::prop_assert!(hex_pair.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)), "{}", encoded);
+                    i += 3;
+                } else {
+                    proptest::prop_assert!(b.is_ascii_alphanumeric() || b"-_.~".contains(&b), "{}", encoded);
+                    i += 1;
+                }
+            }
+            let decoded = percent_encoding::percent_decode_str(&encoded).decode_utf8().unwrap();
+            proptest::prop_assert_eq!(decoded, input);
+        }
+    }
+
     #[test]
     fn aliyun_canonical_query_sorts_by_key_and_encodes_both_sides() {
         let params = [("b", "x y"), ("a*", "1~2"), ("B", "*")];

@@ -11,7 +11,8 @@ use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId}
 use super::sign::{TC3_CONTENT_TYPE, Tc3Input, tc3_sign};
 use super::{
     DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, host_header,
-    override_from_env, parse_base_url, process_env, require, status_error, transport_error,
+    override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
+    transport_error,
 };
 
 /// The real endpoint.
@@ -186,11 +187,7 @@ impl TencentVendor {
             .send()
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport_error(VENDOR, &e))?;
+        let (status, text) = read_answer_body(VENDOR, response).await?;
         read_answer(status, &text, numbers.len(), split)
     }
 }
@@ -391,6 +388,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, VendorError::Throttled { .. }), "{e:?}");
+    }
+
+    /// The original design dereferenced a missing status and crashed, or read silence as
+    /// success: an answer without statuses or error must be neither.
+    #[test]
+    fn an_answer_without_statuses_is_not_a_success() {
+        let e = read(r#"{"Response":{"RequestId":"r"}}"#, 1).unwrap_err();
+        assert_eq!(
+            e,
+            VendorError::TimedOut,
+            "a 200 without a verdict is an unknown outcome"
+        );
+        let e = read(r#"{"Response":{"SendStatusSet":[],"RequestId":"r"}}"#, 2).unwrap_err();
+        assert_eq!(e, VendorError::TimedOut);
+        assert!(read("{}", 1).is_err());
     }
 
     #[test]

@@ -186,7 +186,12 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
             rid,
         );
     }
-    if !state.fresh_nonce(get("SignatureNonce").unwrap_or_default()) {
+    let nonce_window = Duration::from_secs(ALIYUN_MAX_SKEW_S as u64);
+    if !state.fresh_nonce(
+        get("SignatureNonce").unwrap_or_default(),
+        Utc::now(),
+        nonce_window,
+    ) {
         return aliyun_error(
             StatusCode::BAD_REQUEST,
             "SignatureNonceUsed",

@@ -18,7 +18,7 @@
 
 mod handlers;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -224,7 +224,8 @@ pub(crate) struct SandboxState {
     faults: Mutex<[FaultControls; 3]>,
     deliveries: Mutex<Vec<Delivery>>,
     log: Mutex<Option<std::fs::File>>,
-    nonces: Mutex<HashSet<String>>,
+    /// Nonces seen, with when: Aliyun refuses a nonce reused within 15 minutes.
+    nonces: Mutex<HashMap<String, DateTime<Utc>>>,
     rng: Mutex<StdRng>,
     next_id: AtomicU64,
 }
@@ -238,6 +239,18 @@ pub(crate) enum Fate {
 }
 
 impl SandboxState {
+    fn new(config: SandboxConfig, log: Option<std::fs::File>) -> Self {
+        Self {
+            faults: Mutex::new([FaultControls::default(); 3]),
+            deliveries: Mutex::new(Vec::new()),
+            log: Mutex::new(log),
+            nonces: Mutex::new(HashMap::new()),
+            rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            next_id: AtomicU64::new(0),
+            config,
+        }
+    }
+
     pub(crate) fn faults(&self, vendor: SandboxVendor) -> FaultControls {
         self.faults.lock().expect("faults lock")[vendor.index()]
     }
@@ -261,12 +274,22 @@ impl SandboxState {
         Duration::from_millis(self.faults(vendor).latency_ms)
     }
 
-    /// Remembers a nonce; false if it was seen before (a replay).
-    pub(crate) fn fresh_nonce(&self, nonce: &str) -> bool {
-        self.nonces
-            .lock()
-            .expect("nonce lock")
-            .insert(nonce.to_owned())
+    /// Remembers a nonce; false if it was seen within `window` (a replay). Older nonces
+    /// are forgotten, so a long-running sandbox does not grow without bound.
+    pub(crate) fn fresh_nonce(&self, nonce: &str, now: DateTime<Utc>, window: Duration) -> bool {
+        const PRUNE_ABOVE: usize = 10_000;
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let mut nonces = self.nonces.lock().expect("nonce lock");
+        if nonces.len() > PRUNE_ABOVE {
+            nonces.retain(|_, seen| now - *seen <= window);
+        }
+        match nonces.get(nonce) {
+            Some(seen) if now - *seen <= window => false,
+            _ => {
+                nonces.insert(nonce.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// A new id, unique within this sandbox run.
@@ -325,15 +348,7 @@ pub async fn serve(
         ),
         None => None,
     };
-    let state = Arc::new(SandboxState {
-        faults: Mutex::new([FaultControls::default(); 3]),
-        deliveries: Mutex::new(Vec::new()),
-        log: Mutex::new(log),
-        nonces: Mutex::new(HashSet::new()),
-        rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
-        next_id: AtomicU64::new(0),
-        config,
-    });
+    let state = Arc::new(SandboxState::new(config, log));
     let router = handlers::router(Arc::clone(&state));
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -468,6 +483,33 @@ mod tests {
         assert!(!debug.contains("sandbox-aliyun-secret"), "{debug}");
         assert!(!debug.contains("sandbox-tencent-key"), "{debug}");
         assert!(!debug.contains("sandbox-cloopen-token"), "{debug}");
+    }
+
+    #[test]
+    fn a_nonce_is_refused_within_its_window_and_forgotten_after() {
+        let state = SandboxState::new(SandboxConfig::default(), None);
+        let window = Duration::from_secs(900);
+        let t0 = Utc::now();
+        assert!(state.fresh_nonce("n1", t0, window));
+        assert!(!state.fresh_nonce("n1", t0 + chrono::Duration::seconds(899), window));
+        assert!(state.fresh_nonce("n2", t0, window));
+        // After the window the vendor no longer remembers it.
+        assert!(state.fresh_nonce("n1", t0 + chrono::Duration::seconds(901), window));
+    }
+
+    #[test]
+    fn rates_of_zero_and_one_are_never_and_always() {
+        let state = SandboxState::new(SandboxConfig::default(), None);
+        for _ in 0..200 {
+            assert_eq!(state.draw(SandboxVendor::Aliyun), Fate::Normal);
+        }
+        state.faults.lock().unwrap()[SandboxVendor::Cloopen.index()] = FaultControls {
+            throttle_rate: 1.0,
+            ..FaultControls::default()
+        };
+        for _ in 0..200 {
+            assert_eq!(state.draw(SandboxVendor::Cloopen), Fate::Throttle);
+        }
     }
 
     #[test]

@@ -183,3 +183,107 @@ async fn tencent_refuses_a_request_without_a_valid_authorization() {
     );
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn aliyun_verifies_the_method_that_was_signed() {
+    let sandbox = start().await;
+    let now = aliyun_timestamp(Utc::now());
+    let signed_for_post = aliyun_form(&now, "nonce-get-1", "sandbox-aliyun-secret");
+    let r = reqwest::Client::new()
+        .get(format!("{}/?{signed_for_post}", sandbox.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["Code"].as_str(),
+        Some("SignatureDoesNotMatch"),
+        "{body}"
+    );
+    assert!(sandbox.deliveries().is_empty());
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tencent_refuses_a_signature_older_than_five_minutes() {
+    use sms_providers::http::sign::{TC3_CONTENT_TYPE, Tc3Input, tc3_sign};
+    let sandbox = start().await;
+    let host = sandbox.local_addr().to_string();
+    let stale = Utc::now().timestamp() - 600;
+    let payload =
+        r#"{"PhoneNumberSet":["+8613800138000"],"SmsSdkAppId":"1400000000","TemplateId":"1"}"#;
+    let signed = tc3_sign(&Tc3Input {
+        secret_id: "AKIDsandbox",
+        secret_key: "sandbox-tencent-key",
+        service: "sms",
+        host: &host,
+        timestamp: stale,
+        payload,
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{}/", sandbox.base_url()))
+        .header("content-type", TC3_CONTENT_TYPE)
+        .header("authorization", signed.authorization)
+        .header("x-tc-action", "SendSms")
+        .header("x-tc-version", "2021-01-11")
+        .header("x-tc-region", "ap-guangzhou")
+        .header("x-tc-timestamp", stale.to_string())
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["Response"]["Error"]["Code"].as_str(),
+        Some("AuthFailure.SignatureExpire"),
+        "{body}"
+    );
+    sandbox.stop().await.unwrap();
+}
+
+/// Defects 14 and 15 of the original design: arguments joined with separators, and
+/// parameter order lost through a map. Every vendor must deliver the arguments intact
+/// and in order, whatever they contain.
+#[tokio::test]
+async fn arguments_reach_every_vendor_intact_and_in_order() {
+    use sms_providers::http::{CloopenVendor, TencentVendor};
+    let sandbox = start().await;
+    let args = [
+        "z-last-alphabetically",
+        "a###b",
+        "x;y,z",
+        "",
+        "\"quoted\"",
+        "验证码 😀",
+    ];
+    let message = sms(&args, &["+8613800138000"]);
+    TencentVendor::new(sandbox.tencent_config())
+        .unwrap()
+        .send(&message)
+        .await
+        .unwrap();
+    CloopenVendor::new(sandbox.cloopen_config())
+        .unwrap()
+        .send(&message)
+        .await
+        .unwrap();
+    let mut aliyun_config = sandbox.aliyun_config();
+    // Aliyun's variables are named; names in alphabetical order make the sandbox's
+    // name-ordered record comparable.
+    aliyun_config.template_params.insert(
+        "SMS_123".into(),
+        ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec(),
+    );
+    AliyunVendor::new(aliyun_config)
+        .unwrap()
+        .send(&message)
+        .await
+        .unwrap();
+    let delivered = sandbox.deliveries();
+    assert_eq!(delivered.len(), 3);
+    for d in delivered {
+        assert_eq!(d.args, args, "{}", d.vendor);
+    }
+    sandbox.stop().await.unwrap();
+}
