@@ -372,24 +372,16 @@ impl Gateway {
     }
 
     /// One vendor call, with its timeout, health accounting and usage.
-    async fn attempt(
-        &self,
-        id: MessageId,
-        request: &SmsRequest,
-        drained: bool,
-    ) -> Result<Attempted, SendError> {
+    async fn attempt(&self, sms: &OutboundSms, drained: bool) -> Result<Attempted, SendError> {
+        let request = &sms.request;
         let ticket = self
             .health()
             .begin(self.clock.now())
             .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?;
         let vendor = &self.vendors[ticket.idx];
         let vendor_id = self.ids[ticket.idx].clone();
-        let sms = OutboundSms {
-            id,
-            request: request.clone(),
-        };
         let started = tokio::time::Instant::now();
-        let result = tokio::time::timeout(self.config.attempt_timeout, vendor.send(&sms))
+        let result = tokio::time::timeout(self.config.attempt_timeout, vendor.send(sms))
             .await
             .unwrap_or(Err(VendorError::TimedOut));
         let latency = started.elapsed();
@@ -587,7 +579,8 @@ impl Gateway {
             None
         };
 
-        let attempted = match self.attempt(id, &request, false).await {
+        let sms = OutboundSms { id, request };
+        let attempted = match self.attempt(&sms, false).await {
             Ok(a) => a,
             Err(e) => {
                 // Every vendor was disabled between the check and the attempt.
@@ -597,7 +590,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        self.finish_live(id, request, token, attempted).await
+        self.finish_live(id, sms.request, token, attempted).await
     }
 
     async fn finish_live(
@@ -893,10 +886,18 @@ impl Gateway {
                 return Next::Halt;
             }
         }
-        let attempted = match self.attempt(id, &message.request, true).await {
+        let StoredMessage {
+            request,
+            attempts,
+            max_attempts,
+            ..
+        } = message;
+        let sms = OutboundSms { id, request };
+        let attempted = match self.attempt(&sms, true).await {
             Ok(a) => a,
             Err(_) => {
-                self.release(&message, report).await;
+                let result = self.queue.release(id, token, self.clock.now()).await;
+                self.count_update(id, result, &mut report.released, &mut report.lease_lost);
                 return Next::Halt;
             }
         };
@@ -922,11 +923,11 @@ impl Gateway {
                     may_duplicate: matches!(error, VendorError::TimedOut),
                 };
                 let refused = matches!(error, VendorError::Rejected { .. });
-                if refused || message.attempts >= message.max_attempts {
+                if refused || attempts >= max_attempts {
                     let result = self.queue.dead(id, token, failure, now).await;
                     self.count_dead(id, result, report);
                 } else {
-                    let next_attempt_at = self.retry_at(&attempted, message.attempts, now);
+                    let next_attempt_at = self.retry_at(&attempted, attempts, now);
                     let result = self
                         .queue
                         .fail(id, token, failure, next_attempt_at, now)
