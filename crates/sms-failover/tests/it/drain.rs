@@ -299,7 +299,8 @@ async fn a_claim_failure_is_reported_to_the_caller() {
     ));
 }
 
-#[tokio::test]
+// Worker threads make the tasks really run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_draining_one_queue_never_send_a_message_twice() {
     // Defect 2: concurrent drains and instances resent the same rows.
     let queue = Arc::new(MemoryQueue::new());

@@ -197,7 +197,8 @@ impl Harness {
     }
 }
 
-#[tokio::test]
+// Worker threads make the tasks really run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_failures_switch_exactly_once_per_episode_and_never_skip_a_vendor() {
     // Defect 8: the index and counter were read separately, so concurrent failures
     // switched several times and skipped vendors.
@@ -299,7 +300,8 @@ async fn crossing_a_price_tier_is_billed_at_each_tiers_price() {
     assert_eq!(cost, Some(Money::from_micros(3 * 50_000 + 2 * 40_000)));
 }
 
-#[tokio::test]
+// Worker threads make the tasks really run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sends_bill_exact_volumes_and_exact_spend() {
     // Defect 10 (second half): the fee was read from a counter without an atomic load.
     // The ledger's atomic add places each send exactly in the tiers.

@@ -384,7 +384,8 @@ async fn a_repeated_idempotency_key_returns_the_first_message_without_sending() 
     assert_eq!(h.vendor("aliyun").calls(), 1);
 }
 
-#[tokio::test]
+// Worker threads make the tasks really run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_with_one_key_send_once() {
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let key = IdempotencyKey::new("double-click").unwrap();
