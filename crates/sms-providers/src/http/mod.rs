@@ -28,10 +28,11 @@ pub mod sign;
 pub mod tencent;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sms_core::{PhoneNumber, Receipt, VendorError};
+use sms_core::{PhoneNumber, Receipt, Vendor, VendorError, VendorId};
 
 pub use aliyun::{AliyunConfig, AliyunVendor};
 pub use cloopen::{CloopenConfig, CloopenVendor};
@@ -100,6 +101,18 @@ pub enum HttpConfigError {
         /// The URL as given.
         url: String,
     },
+    /// The adapter kind is not one of `aliyun`, `tencent`, `cloopen`.
+    #[error("unknown real vendor kind {0:?}; expected aliyun, tencent or cloopen")]
+    UnknownKind(String),
+    /// The settings table does not have the adapter's shape (a field misspelt, a string
+    /// where a number belongs).
+    #[error("{vendor}: invalid settings: {message}")]
+    Settings {
+        /// The vendor.
+        vendor: &'static str,
+        /// What the parser said, naming the field.
+        message: String,
+    },
     /// The HTTP client could not be built (TLS setup).
     #[error("{vendor}: cannot build the HTTP client: {message}")]
     Client {
@@ -108,6 +121,58 @@ pub enum HttpConfigError {
         /// What the HTTP library said.
         message: String,
     },
+}
+
+/// Builds the real adapter `kind` (`aliyun`, `tencent` or `cloopen`) named `id` from a
+/// configuration's settings table, filling missing credentials from the environment
+/// (`SMS_ALIYUN_*`, `SMS_TENCENT_*`, `SMS_CLOOPEN_*`). No table means "all from the
+/// environment".
+pub fn build_vendor(
+    kind: &str,
+    id: VendorId,
+    settings: Option<toml::Value>,
+) -> Result<Arc<dyn Vendor>, HttpConfigError> {
+    build_vendor_with_env(kind, id, settings, &process_env)
+}
+
+/// [`build_vendor`] with a given environment lookup.
+pub fn build_vendor_with_env(
+    kind: &str,
+    id: VendorId,
+    settings: Option<toml::Value>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Vendor>, HttpConfigError> {
+    fn parse<T: serde::de::DeserializeOwned + Default>(
+        vendor: &'static str,
+        settings: Option<toml::Value>,
+    ) -> Result<T, HttpConfigError> {
+        match settings {
+            None => Ok(T::default()),
+            Some(value) => {
+                value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| HttpConfigError::Settings {
+                        vendor,
+                        message: e.to_string(),
+                    })
+            }
+        }
+    }
+    Ok(match kind {
+        "aliyun" => {
+            let config = parse::<AliyunConfig>("aliyun", settings)?.with_env_from(lookup)?;
+            Arc::new(AliyunVendor::with_id(id, config)?)
+        }
+        "tencent" => {
+            let config = parse::<TencentConfig>("tencent", settings)?.with_env_from(lookup)?;
+            Arc::new(TencentVendor::with_id(id, config)?)
+        }
+        "cloopen" => {
+            let config = parse::<CloopenConfig>("cloopen", settings)?.with_env_from(lookup)?;
+            Arc::new(CloopenVendor::with_id(id, config)?)
+        }
+        other => return Err(HttpConfigError::UnknownKind(other.to_owned())),
+    })
 }
 
 /// Fills `value` from the environment variable `env` (through `lookup`) when empty, and
@@ -368,6 +433,38 @@ mod tests {
             debug.contains("LTAIexample"),
             "key ids are not secret: {debug}"
         );
+    }
+
+    #[test]
+    fn vendors_are_built_from_a_settings_table_and_the_environment() {
+        let settings: toml::Value = toml::from_str(
+            r#"
+            base_url = "http://127.0.0.1:9/"
+            secret_id = "AKIDfromtable"
+            sdk_app_id = "1400"
+            timeout_ms = 500
+            "#,
+        )
+        .unwrap();
+        let env = |k: &str| (k == "SMS_TENCENT_SECRET_KEY").then(|| "from-env".to_owned());
+        let id = VendorId::new("tencent-backup").unwrap();
+        let vendor = build_vendor_with_env("tencent", id.clone(), Some(settings), &env).unwrap();
+        assert_eq!(vendor.id(), id);
+        // Without the secret anywhere, building fails and names the variable.
+        let e = build_vendor_with_env("cloopen", id.clone(), None, &|_| None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("SMS_CLOOPEN_ACCOUNT_SID"), "{e}");
+        let typo: toml::Value = toml::from_str("acess_key_id = \"x\"").unwrap();
+        let e = build_vendor_with_env("aliyun", id.clone(), Some(typo), &|_| None)
+            .err()
+            .unwrap();
+        assert!(matches!(e, HttpConfigError::Settings { .. }), "{e}");
+        assert!(e.to_string().contains("acess_key_id"), "{e}");
+        let e = build_vendor_with_env("twilio", id, None, &|_| None)
+            .err()
+            .unwrap();
+        assert_eq!(e, HttpConfigError::UnknownKind("twilio".into()));
     }
 
     #[test]

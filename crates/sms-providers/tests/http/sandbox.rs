@@ -90,6 +90,14 @@ async fn deliveries_are_appended_to_the_json_lines_log() {
         Some(message.id.to_string().as_str())
     );
     assert_eq!(lines, sandbox.deliveries());
+    // The same list is served over HTTP, for runs outside a test.
+    let served: Vec<Delivery> = reqwest::get(format!("{}/_deliveries", sandbox.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, lines);
     sandbox.stop().await.unwrap();
 }
 
