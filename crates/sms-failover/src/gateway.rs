@@ -879,7 +879,8 @@ impl Gateway {
         match self.limiter.acquire(permits(&message.request)).await {
             Ok(RateDecision::Allowed) => {}
             Ok(RateDecision::Limited { .. }) | Err(_) => {
-                // The limit is reached: give the message back without counting an attempt
+                // The limit is reached (or the limiter cannot tell): give the message back
+                // without counting an attempt
                 // and end the pass; the next tick or trigger resumes.
                 self.emit(GatewayEvent::RateLimited);
                 self.release(&message, report).await;
