@@ -13,6 +13,20 @@
 //! throttling answers, and a full outage (HTTP 503). `GET /_control/{vendor}` reads them
 //! back; `GET /_deliveries` lists what was delivered.
 //!
+//! A [`SandboxConfig`] in TOML (every table optional; the defaults are fixed fake
+//! credentials that [`SandboxHandle::aliyun_config`] and its siblings hand to adapters):
+//!
+//! ```toml
+//! delivery_log = "sandbox-deliveries.jsonl"
+//! seed = 7
+//! [aliyun]
+//! access_key_id = "local-id"
+//! access_key_secret = "local-secret"
+//! ```
+//!
+//! and a fault set while it runs:
+//! `curl -X PUT localhost:PORT/_control/tencent -d '{"throttle_rate": 0.3, "latency_ms": 200}'`.
+//!
 //! Which numbers the sandbox refuses: a `+86` number that is not a mobile (11 digits
 //! starting with 1), like the landline `+862012345678`, as the real vendors do.
 
@@ -510,6 +524,28 @@ mod tests {
         for _ in 0..200 {
             assert_eq!(state.draw(SandboxVendor::Cloopen), Fate::Throttle);
         }
+    }
+
+    #[test]
+    fn the_documented_toml_parses_and_keeps_other_defaults() {
+        let c: SandboxConfig = toml::from_str(
+            r#"
+            delivery_log = "sandbox-deliveries.jsonl"
+            seed = 7
+            [aliyun]
+            access_key_id = "local-id"
+            access_key_secret = "local-secret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.aliyun.access_key_id, "local-id");
+        assert_eq!(c.aliyun.access_key_secret.expose(), "local-secret");
+        assert_eq!(c.seed, 7);
+        assert_eq!(
+            c.tencent.secret_id,
+            SandboxConfig::default().tencent.secret_id
+        );
+        assert!(toml::from_str::<SandboxConfig>("sede = 7").is_err());
     }
 
     #[test]

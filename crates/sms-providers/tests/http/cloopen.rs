@@ -187,3 +187,26 @@ async fn a_split_that_fails_in_its_first_call_is_that_calls_error() {
     assert!(sandbox.deliveries().is_empty());
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_transport_error_does_not_carry_the_signed_url() {
+    let e = vendor(CloopenConfig {
+        base_url: crate::support::dead_base_url().await,
+        account_sid: "sid".into(),
+        auth_token: Secret::new("token"),
+        app_id: "app".into(),
+        ..CloopenConfig::default()
+    })
+    .send(&sms(&["1"], &["+8613800138000"]))
+    .await
+    .unwrap_err();
+    match e {
+        VendorError::Transient { message } => {
+            // The `sig` query parameter is derived from the token: it stays out of errors
+            // (and so out of logs and stored attempt records).
+            assert!(!message.contains("sig="), "{message}");
+            assert!(!message.contains("TemplateSMS"), "{message}");
+        }
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+}
