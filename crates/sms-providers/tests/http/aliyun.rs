@@ -155,13 +155,13 @@ async fn no_answer_in_time_is_an_unknown_outcome() {
         .set_faults(
             SandboxVendor::Aliyun,
             FaultControls {
-                latency_ms: 3_000,
+                latency_ms: 10_000,
                 ..FaultControls::default()
             },
         )
         .unwrap();
     let aliyun = vendor(AliyunConfig {
-        timeout_ms: 300,
+        timeout_ms: 1_000,
         ..sandbox.aliyun_config()
     });
     let e = aliyun

@@ -131,13 +131,13 @@ async fn no_answer_in_time_is_an_unknown_outcome() {
         .set_faults(
             SandboxVendor::Cloopen,
             FaultControls {
-                latency_ms: 3_000,
+                latency_ms: 10_000,
                 ..FaultControls::default()
             },
         )
         .unwrap();
     let e = vendor(CloopenConfig {
-        timeout_ms: 300,
+        timeout_ms: 1_000,
         ..sandbox.cloopen_config()
     })
     .send(&sms(&["1"], &["+8613800138000"]))
