@@ -1,1 +1,31 @@
-//! Durable deferred queue and usage ledger: Postgres, and embedded SQLite.
+//! Durable deferred queue and usage ledger: Postgres for several instances, and
+//! embedded SQLite for one.
+//!
+//! Both backends implement [`sms_core::DeferredQueue`] and [`sms_core::UsageLedger`]
+//! with the same behaviour as [`sms_core::testing::MemoryQueue`] (one contract suite in
+//! `tests/it/contract.rs` runs against all three):
+//!
+//! - a claim is one atomic step that leases up to `limit` due messages (oldest due
+//!   first) under a fresh token, so concurrent drainers never get the same message;
+//! - every later change of a leased message names that token and is refused with
+//!   [`sms_core::StoreError::LeaseLost`] once someone else holds the message;
+//! - a message with an idempotency key is stored at most once;
+//! - ledger increments are single atomic upserts, exact under concurrency.
+//!
+//! Times are kept to the microsecond (Postgres' precision) in both backends, so a time
+//! read back may be up to a microsecond earlier than the one written.
+//!
+//! Features (both on by default): `postgres` ([`postgres::PgStore`]) and `sqlite`
+//! ([`sqlite::SqliteStore`]).
+
+// Shared by the backends; with neither built there is nothing to convert.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod codec;
+mod error;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use error::Error;

@@ -1,0 +1,907 @@
+//! The contract of `DeferredQueue` and `UsageLedger`, written once and run against every
+//! backend by [`store_contract!`]: the in-memory fake, SQLite and Postgres must all pass
+//! the same cases.
+//!
+//! Times are whole seconds after a fixed start, so backends that keep microseconds
+//! return exactly what was written.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sms_core::{
+    AttemptFailure, BillingPeriod, Enqueued, IdempotencyKey, InitialState, Lease, LeaseToken,
+    MessageId, MessageStatus, NewMessage, QueueReason, SmsRequest, StoreError, StoredMessage,
+    VendorId,
+};
+
+use crate::support::{TestStore, at, keyed_request, queued, queued_request};
+
+/// Expands to one `#[tokio::test]` per contract case, each getting a fresh store from
+/// `$factory` (an async fn returning `Option<TestStore>`; `None` means skipped).
+macro_rules! store_contract {
+    ($factory:path) => {
+        store_contract!(@cases $factory;
+            enqueue_then_get_returns_the_stored_message,
+            unknown_ids_and_keys_are_absent,
+            same_idempotency_key_twice_returns_existing_and_stores_one_row,
+            concurrent_enqueues_with_one_key_store_one_row,
+            messages_without_key_never_collide,
+            reusing_a_message_id_is_an_error,
+            claim_takes_oldest_due_first_up_to_the_limit,
+            claim_breaks_due_time_ties_by_id,
+            claim_with_limit_zero_claims_nothing,
+            messages_are_not_claimable_before_their_due_time,
+            every_claim_counts_one_attempt,
+            complete_marks_sent_and_records_the_vendor,
+            fail_requeues_with_backoff_and_keeps_the_failure,
+            dead_messages_are_kept_and_never_claimed,
+            expire_marks_the_message_expired,
+            release_requeues_now_without_counting_the_attempt,
+            retry_requeues_dead_and_expired_messages_only,
+            a_lapsed_lease_is_claimed_again_and_the_old_token_is_refused,
+            a_lapsed_lease_not_yet_reclaimed_still_accepts_its_token,
+            updates_of_unknown_messages_are_not_found,
+            enqueue_leased_is_claimable_only_after_its_lease,
+            enqueue_sent_records_the_vendor_and_is_never_claimed,
+            list_returns_one_status_oldest_first_up_to_the_limit,
+            stats_count_every_status,
+            purge_sent_removes_only_old_sent_messages,
+            purge_sent_works_through_more_than_one_batch,
+            arguments_and_recipients_round_trip_exactly,
+            concurrent_claimers_never_share_a_message,
+            ledger_add_returns_the_running_total,
+            ledger_periods_and_vendors_are_separate,
+            ledger_increments_from_50_concurrent_tasks_sum_exactly,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(store) = $factory().await {
+                    $crate::contract::$case(&store).await;
+                }
+            }
+        )*
+    };
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn vendor(name: &str) -> VendorId {
+    VendorId::new(name).unwrap()
+}
+
+fn failure(vendor_name: Option<&str>, error: &str, may_duplicate: bool) -> AttemptFailure {
+    AttemptFailure {
+        vendor: vendor_name.map(vendor),
+        error: error.to_owned(),
+        may_duplicate,
+    }
+}
+
+fn created(outcome: Enqueued) -> StoredMessage {
+    match outcome {
+        Enqueued::Created(m) => m,
+        Enqueued::Existing(m) => panic!("expected a new row, found existing {}", m.id),
+    }
+}
+
+async fn enqueue(s: &TestStore, m: NewMessage) -> StoredMessage {
+    created(s.queue.enqueue(m).await.unwrap())
+}
+
+async fn get(s: &TestStore, id: MessageId) -> StoredMessage {
+    s.queue.get(id).await.unwrap().expect("message is stored")
+}
+
+async fn claim(s: &TestStore, owner: &str, now_secs: i64, limit: u32) -> Vec<StoredMessage> {
+    s.queue
+        .claim(owner, at(now_secs), LEASE, limit)
+        .await
+        .unwrap()
+}
+
+async fn claim_one(s: &TestStore, now_secs: i64) -> StoredMessage {
+    let mut claimed = claim(s, "drainer-a", now_secs, 1).await;
+    assert_eq!(claimed.len(), 1, "expected one due message at +{now_secs}s");
+    claimed.remove(0)
+}
+
+fn token(m: &StoredMessage) -> LeaseToken {
+    m.lease.as_ref().expect("claimed message has a lease").token
+}
+
+fn ids(messages: &[StoredMessage]) -> Vec<MessageId> {
+    messages.iter().map(|m| m.id).collect()
+}
+
+fn assert_lease_lost(result: Result<(), StoreError>, id: MessageId) {
+    match result {
+        Err(StoreError::LeaseLost(lost)) => assert_eq!(lost, id),
+        other => panic!("expected LeaseLost({id}), found {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, id: MessageId) {
+    match result {
+        Err(StoreError::NotFound(missing)) => assert_eq!(missing, id),
+        other => panic!("expected NotFound({id}), found {other:?}"),
+    }
+}
+
+pub async fn enqueue_then_get_returns_the_stored_message(s: &TestStore) {
+    let new = queued(at(0), at(5));
+    let stored = enqueue(s, new.clone()).await;
+    assert_eq!(stored.id, new.id);
+    assert_eq!(stored.request, new.request);
+    assert_eq!(stored.status, MessageStatus::Queued);
+    assert_eq!(stored.reason, QueueReason::RateLimited);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(stored.max_attempts, 5);
+    assert_eq!(stored.next_attempt_at, at(5));
+    assert_eq!(stored.lease, None);
+    assert_eq!(stored.last_vendor, None);
+    assert_eq!(stored.last_error, None);
+    assert!(!stored.may_duplicate);
+    assert_eq!(stored.created_at, at(0));
+    assert_eq!(stored.updated_at, at(0));
+    assert_eq!(get(s, new.id).await, stored);
+
+    // Every field of a new message is kept, including a failed first attempt.
+    let mut timed_out = queued_request(keyed_request("order-7"), at(1), at(61));
+    timed_out.reason = QueueReason::TimedOut;
+    timed_out.attempts = 1;
+    timed_out.last_vendor = Some(vendor("aliyun"));
+    timed_out.last_error = Some("timed out after 3 s".to_owned());
+    timed_out.may_duplicate = true;
+    let stored = enqueue(s, timed_out.clone()).await;
+    assert_eq!(stored.reason, QueueReason::TimedOut);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.last_vendor, Some(vendor("aliyun")));
+    assert_eq!(stored.last_error.as_deref(), Some("timed out after 3 s"));
+    assert!(stored.may_duplicate);
+    let key = IdempotencyKey::new("order-7").unwrap();
+    assert_eq!(
+        s.queue.find_by_idempotency_key(&key).await.unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!(get(s, timed_out.id).await, stored);
+}
+
+pub async fn unknown_ids_and_keys_are_absent(s: &TestStore) {
+    enqueue(s, queued(at(0), at(0))).await;
+    assert_eq!(s.queue.get(MessageId::new()).await.unwrap(), None);
+    let key = IdempotencyKey::new("never-used").unwrap();
+    assert_eq!(s.queue.find_by_idempotency_key(&key).await.unwrap(), None);
+}
+
+pub async fn same_idempotency_key_twice_returns_existing_and_stores_one_row(s: &TestStore) {
+    let first = queued_request(keyed_request("signup-42"), at(0), at(0));
+    let stored = enqueue(s, first.clone()).await;
+    // A retry of the request: new id, same key.
+    let again = queued_request(keyed_request("signup-42"), at(9), at(9));
+    match s.queue.enqueue(again.clone()).await.unwrap() {
+        Enqueued::Existing(existing) => assert_eq!(existing, stored),
+        Enqueued::Created(m) => panic!("stored a second row {} for one key", m.id),
+    }
+    assert_eq!(s.queue.get(again.id).await.unwrap(), None);
+    assert_eq!(s.queue.stats().await.unwrap().queued, 1);
+}
+
+pub async fn concurrent_enqueues_with_one_key_store_one_row(s: &TestStore) {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let queue = s.queue.clone();
+        tasks.push(tokio::spawn(async move {
+            queue
+                .enqueue(queued_request(keyed_request("race-1"), at(i), at(i)))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created_ids = Vec::new();
+    let mut seen_ids = HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Enqueued::Created(m) => {
+                created_ids.push(m.id);
+                seen_ids.insert(m.id);
+            }
+            Enqueued::Existing(m) => {
+                seen_ids.insert(m.id);
+            }
+        }
+    }
+    assert_eq!(created_ids.len(), 1, "exactly one enqueue creates the row");
+    assert_eq!(seen_ids.len(), 1, "every caller sees the same message");
+    assert_eq!(s.queue.stats().await.unwrap().queued, 1);
+}
+
+pub async fn messages_without_key_never_collide(s: &TestStore) {
+    enqueue(s, queued(at(0), at(0))).await;
+    enqueue(s, queued(at(0), at(0))).await;
+    assert_eq!(s.queue.stats().await.unwrap().queued, 2);
+}
+
+pub async fn reusing_a_message_id_is_an_error(s: &TestStore) {
+    let m = queued(at(0), at(0));
+    enqueue(s, m.clone()).await;
+    match s.queue.enqueue(m).await {
+        Err(StoreError::Backend(_)) => {}
+        other => panic!("expected a backend error for a reused id, found {other:?}"),
+    }
+    assert_eq!(s.queue.stats().await.unwrap().queued, 1);
+}
+
+pub async fn claim_takes_oldest_due_first_up_to_the_limit(s: &TestStore) {
+    let mut by_due = Vec::new();
+    for due in [5, 1, 3, 2, 4] {
+        let m = enqueue(s, queued(at(0), at(due))).await;
+        by_due.push((due, m.id));
+    }
+    by_due.sort();
+    let expected: Vec<MessageId> = by_due.iter().map(|(_, id)| *id).collect();
+
+    let first = claim(s, "drainer-a", 10, 3).await;
+    assert_eq!(ids(&first), expected[..3]);
+    let token_a = token(&first[0]);
+    for m in &first {
+        assert_eq!(m.status, MessageStatus::Leased);
+        assert_eq!(m.attempts, 1);
+        assert_eq!(m.updated_at, at(10));
+        let lease = m.lease.as_ref().unwrap();
+        assert_eq!(lease.owner, "drainer-a");
+        assert_eq!(lease.token, token_a, "one claim, one token");
+        assert_eq!(lease.expires_at, at(40));
+        assert_eq!(&get(s, m.id).await, m);
+    }
+    let second = claim(s, "drainer-b", 10, 3).await;
+    assert_eq!(ids(&second), expected[3..]);
+    assert_ne!(token(&second[0]), token_a, "every claim has a fresh token");
+    assert!(claim(s, "drainer-c", 10, 3).await.is_empty());
+    assert_eq!(s.queue.stats().await.unwrap().leased, 5);
+}
+
+pub async fn claim_breaks_due_time_ties_by_id(s: &TestStore) {
+    let mut expected = Vec::new();
+    for _ in 0..4 {
+        expected.push(enqueue(s, queued(at(0), at(1))).await.id);
+    }
+    expected.sort();
+    assert_eq!(ids(&claim(s, "a", 1, 10).await), expected);
+}
+
+pub async fn claim_with_limit_zero_claims_nothing(s: &TestStore) {
+    enqueue(s, queued(at(0), at(0))).await;
+    assert!(claim(s, "a", 1, 0).await.is_empty());
+    assert_eq!(s.queue.stats().await.unwrap().queued, 1);
+}
+
+pub async fn messages_are_not_claimable_before_their_due_time(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(60))).await;
+    assert!(claim(s, "a", 59, 10).await.is_empty());
+    assert_eq!(get(s, m.id).await.status, MessageStatus::Queued);
+    // Due exactly now counts as due.
+    assert_eq!(ids(&claim(s, "a", 60, 10).await), [m.id]);
+}
+
+pub async fn every_claim_counts_one_attempt(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    for attempt in 1..=3 {
+        let now = i64::from(attempt) * 100;
+        let claimed = claim_one(s, now).await;
+        assert_eq!(claimed.id, m.id);
+        assert_eq!(claimed.attempts, attempt);
+        s.queue
+            .fail(
+                m.id,
+                token(&claimed),
+                failure(Some("tencent"), "5xx", false),
+                at(now),
+                at(now),
+            )
+            .await
+            .unwrap();
+        assert_eq!(get(s, m.id).await.attempts, attempt);
+    }
+}
+
+pub async fn complete_marks_sent_and_records_the_vendor(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    s.queue
+        .complete(m.id, token(&claimed), &vendor("cloopen"), at(2))
+        .await
+        .unwrap();
+    let sent = get(s, m.id).await;
+    assert_eq!(sent.status, MessageStatus::Sent);
+    assert_eq!(sent.last_vendor, Some(vendor("cloopen")));
+    assert_eq!(sent.lease, None);
+    assert_eq!(sent.updated_at, at(2));
+    assert_eq!(sent.attempts, 1);
+    assert!(claim(s, "a", 10_000, 10).await.is_empty());
+    // A duplicate completion (a retried call) is refused, not applied twice.
+    assert_lease_lost(
+        s.queue
+            .complete(m.id, token(&claimed), &vendor("aliyun"), at(3))
+            .await,
+        m.id,
+    );
+    assert_eq!(get(s, m.id).await.last_vendor, Some(vendor("cloopen")));
+}
+
+pub async fn fail_requeues_with_backoff_and_keeps_the_failure(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    s.queue
+        .fail(
+            m.id,
+            token(&claimed),
+            failure(Some("aliyun"), "timed out", true),
+            at(31),
+            at(1),
+        )
+        .await
+        .unwrap();
+    let failed = get(s, m.id).await;
+    assert_eq!(failed.status, MessageStatus::Queued);
+    assert_eq!(failed.next_attempt_at, at(31));
+    assert_eq!(failed.last_vendor, Some(vendor("aliyun")));
+    assert_eq!(failed.last_error.as_deref(), Some("timed out"));
+    assert!(failed.may_duplicate);
+    assert_eq!(failed.lease, None);
+    assert_eq!(failed.updated_at, at(1));
+    // The backoff holds: not claimable a second early.
+    assert!(claim(s, "a", 30, 10).await.is_empty());
+    let again = claim_one(s, 31).await;
+    assert_eq!(again.attempts, 2);
+    // A failure before any vendor was tried keeps the last vendor, and a later clean
+    // failure does not clear the "may have been delivered" flag.
+    s.queue
+        .fail(
+            m.id,
+            token(&again),
+            failure(None, "no vendor", false),
+            at(90),
+            at(32),
+        )
+        .await
+        .unwrap();
+    let failed = get(s, m.id).await;
+    assert_eq!(failed.last_vendor, Some(vendor("aliyun")));
+    assert_eq!(failed.last_error.as_deref(), Some("no vendor"));
+    assert!(failed.may_duplicate);
+    // The old token is spent.
+    assert_lease_lost(
+        s.queue
+            .fail(
+                m.id,
+                token(&again),
+                failure(None, "x", false),
+                at(99),
+                at(33),
+            )
+            .await,
+        m.id,
+    );
+}
+
+pub async fn dead_messages_are_kept_and_never_claimed(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    s.queue
+        .dead(
+            m.id,
+            token(&claimed),
+            failure(Some("tencent"), "rejected: bad template", false),
+            at(2),
+        )
+        .await
+        .unwrap();
+    let dead = get(s, m.id).await;
+    assert_eq!(dead.status, MessageStatus::Dead);
+    assert_eq!(dead.last_error.as_deref(), Some("rejected: bad template"));
+    assert_eq!(dead.last_vendor, Some(vendor("tencent")));
+    assert_eq!(dead.lease, None);
+    assert_eq!(dead.updated_at, at(2));
+    assert!(claim(s, "a", 1_000_000, 10).await.is_empty());
+    assert_eq!(
+        ids(&s.queue.list(MessageStatus::Dead, 10).await.unwrap()),
+        [m.id]
+    );
+    // Retention never removes dead messages.
+    assert_eq!(s.queue.purge_sent(at(1_000_000), 100).await.unwrap(), 0);
+    assert!(s.queue.get(m.id).await.unwrap().is_some());
+}
+
+pub async fn expire_marks_the_message_expired(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    s.queue.expire(m.id, token(&claimed), at(2)).await.unwrap();
+    let expired = get(s, m.id).await;
+    assert_eq!(expired.status, MessageStatus::Expired);
+    assert_eq!(expired.lease, None);
+    assert_eq!(expired.updated_at, at(2));
+    assert!(claim(s, "a", 1_000_000, 10).await.is_empty());
+    assert_lease_lost(s.queue.expire(m.id, token(&claimed), at(3)).await, m.id);
+}
+
+pub async fn release_requeues_now_without_counting_the_attempt(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    assert_eq!(claimed.attempts, 1);
+    s.queue.release(m.id, token(&claimed), at(5)).await.unwrap();
+    let released = get(s, m.id).await;
+    assert_eq!(released.status, MessageStatus::Queued);
+    assert_eq!(released.attempts, 0);
+    assert_eq!(released.next_attempt_at, at(5));
+    assert_eq!(released.lease, None);
+    assert_eq!(claim_one(s, 5).await.attempts, 1);
+    assert_lease_lost(s.queue.release(m.id, token(&claimed), at(6)).await, m.id);
+}
+
+pub async fn retry_requeues_dead_and_expired_messages_only(s: &TestStore) {
+    let dead = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    s.queue
+        .dead(
+            dead.id,
+            token(&claimed),
+            failure(None, "out of attempts", false),
+            at(2),
+        )
+        .await
+        .unwrap();
+    let retried = s.queue.retry(dead.id, at(100)).await.unwrap();
+    assert_eq!(retried.status, MessageStatus::Queued);
+    assert_eq!(retried.attempts, 0);
+    assert_eq!(retried.reason, QueueReason::ManualRetry);
+    assert_eq!(retried.next_attempt_at, at(100));
+    assert_eq!(retried.updated_at, at(100));
+    assert_eq!(retried.last_error.as_deref(), Some("out of attempts"));
+    assert_eq!(get(s, dead.id).await, retried);
+    let again = claim_one(s, 100).await;
+    assert_eq!(again.attempts, 1);
+    s.queue
+        .complete(dead.id, token(&again), &vendor("aliyun"), at(101))
+        .await
+        .unwrap();
+
+    let expired = enqueue(s, queued(at(0), at(200))).await;
+    let claimed = claim_one(s, 200).await;
+    assert_eq!(claimed.id, expired.id);
+    s.queue
+        .expire(expired.id, token(&claimed), at(201))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.queue.retry(expired.id, at(300)).await.unwrap().status,
+        MessageStatus::Queued
+    );
+
+    // Queued, leased and sent messages are not retried.
+    match s.queue.retry(expired.id, at(301)).await {
+        Err(StoreError::WrongStatus { id, status, .. }) => {
+            assert_eq!(id, expired.id);
+            assert_eq!(status, MessageStatus::Queued);
+        }
+        other => panic!("expected WrongStatus, found {other:?}"),
+    }
+    let unknown = MessageId::new();
+    assert_not_found(s.queue.retry(unknown, at(301)).await, unknown);
+}
+
+pub async fn a_lapsed_lease_is_claimed_again_and_the_old_token_is_refused(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let first = claim(s, "crashed", 10, 1).await.remove(0);
+    // The lease runs 30 s: still held a second before it lapses.
+    assert!(claim(s, "rescuer", 39, 10).await.is_empty());
+    let second = claim(s, "rescuer", 40, 10).await;
+    assert_eq!(ids(&second), [m.id]);
+    let second = &second[0];
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.lease.as_ref().unwrap().owner, "rescuer");
+    assert_ne!(token(second), token(&first));
+
+    // The stale holder wakes up: every change it tries is refused.
+    let stale = token(&first);
+    assert_lease_lost(
+        s.queue
+            .complete(m.id, stale, &vendor("aliyun"), at(41))
+            .await,
+        m.id,
+    );
+    assert_lease_lost(
+        s.queue
+            .fail(m.id, stale, failure(None, "x", false), at(41), at(41))
+            .await,
+        m.id,
+    );
+    assert_lease_lost(
+        s.queue
+            .dead(m.id, stale, failure(None, "x", false), at(41))
+            .await,
+        m.id,
+    );
+    assert_lease_lost(s.queue.expire(m.id, stale, at(41)).await, m.id);
+    assert_lease_lost(s.queue.release(m.id, stale, at(41)).await, m.id);
+    assert_eq!(
+        get(s, m.id).await,
+        *second,
+        "refused updates change nothing"
+    );
+
+    s.queue
+        .complete(m.id, token(second), &vendor("tencent"), at(42))
+        .await
+        .unwrap();
+    assert_eq!(get(s, m.id).await.status, MessageStatus::Sent);
+}
+
+pub async fn a_lapsed_lease_not_yet_reclaimed_still_accepts_its_token(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 0).await;
+    // Nobody claimed it after the lease lapsed, so the slow sender's outcome is kept.
+    s.queue
+        .complete(m.id, token(&claimed), &vendor("aliyun"), at(500))
+        .await
+        .unwrap();
+    assert_eq!(get(s, m.id).await.status, MessageStatus::Sent);
+}
+
+pub async fn updates_of_unknown_messages_are_not_found(s: &TestStore) {
+    let id = MessageId::new();
+    let t = LeaseToken::new();
+    assert_not_found(s.queue.complete(id, t, &vendor("aliyun"), at(0)).await, id);
+    assert_not_found(
+        s.queue
+            .fail(id, t, failure(None, "x", false), at(0), at(0))
+            .await,
+        id,
+    );
+    assert_not_found(
+        s.queue.dead(id, t, failure(None, "x", false), at(0)).await,
+        id,
+    );
+    assert_not_found(s.queue.expire(id, t, at(0)).await, id);
+    assert_not_found(s.queue.release(id, t, at(0)).await, id);
+}
+
+pub async fn enqueue_leased_is_claimable_only_after_its_lease(s: &TestStore) {
+    let lease = Lease {
+        owner: "api-1".to_owned(),
+        token: LeaseToken::new(),
+        expires_at: at(30),
+    };
+    let mut new = queued_request(keyed_request("pay-9"), at(0), at(0));
+    new.reason = QueueReason::Accepted;
+    new.initial = InitialState::Leased(lease.clone());
+    new.attempts = 1;
+    let stored = enqueue(s, new.clone()).await;
+    assert_eq!(stored.status, MessageStatus::Leased);
+    assert_eq!(stored.lease, Some(lease.clone()));
+    assert_eq!(stored.attempts, 1);
+    assert!(claim(s, "drainer", 29, 10).await.is_empty());
+    // The storing sender finishes its attempt under the lease it stored.
+    s.queue
+        .complete(new.id, lease.token, &vendor("aliyun"), at(1))
+        .await
+        .unwrap();
+    assert_eq!(get(s, new.id).await.status, MessageStatus::Sent);
+
+    // A sender that died after storing: the drainer picks it up once the lease lapses.
+    let orphan_lease = Lease {
+        owner: "api-2".to_owned(),
+        token: LeaseToken::new(),
+        expires_at: at(30),
+    };
+    let mut orphan = queued(at(0), at(0));
+    orphan.initial = InitialState::Leased(orphan_lease);
+    orphan.attempts = 1;
+    enqueue(s, orphan.clone()).await;
+    let rescued = claim(s, "drainer", 30, 10).await;
+    assert_eq!(ids(&rescued), [orphan.id]);
+    assert_eq!(rescued[0].attempts, 2);
+}
+
+pub async fn enqueue_sent_records_the_vendor_and_is_never_claimed(s: &TestStore) {
+    let mut new = queued_request(keyed_request("otp-1"), at(0), at(0));
+    new.initial = InitialState::Sent {
+        vendor: vendor("tencent"),
+    };
+    new.attempts = 1;
+    let stored = enqueue(s, new.clone()).await;
+    assert_eq!(stored.status, MessageStatus::Sent);
+    assert_eq!(stored.last_vendor, Some(vendor("tencent")));
+    assert!(claim(s, "a", 1_000, 10).await.is_empty());
+    assert_eq!(s.queue.stats().await.unwrap().sent, 1);
+    // Its key still answers retries of the request.
+    let again = queued_request(keyed_request("otp-1"), at(5), at(5));
+    assert!(matches!(
+        s.queue.enqueue(again).await.unwrap(),
+        Enqueued::Existing(m) if m.id == new.id
+    ));
+}
+
+pub async fn list_returns_one_status_oldest_first_up_to_the_limit(s: &TestStore) {
+    let mut queued_ids = Vec::new();
+    for created in [3, 1, 2] {
+        queued_ids.push((created, enqueue(s, queued(at(created), at(1_000))).await.id));
+    }
+    queued_ids.sort();
+    let dead = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 5).await;
+    assert_eq!(claimed.id, dead.id);
+    s.queue
+        .dead(dead.id, token(&claimed), failure(None, "x", false), at(6))
+        .await
+        .unwrap();
+
+    let oldest_two = s.queue.list(MessageStatus::Queued, 2).await.unwrap();
+    assert_eq!(ids(&oldest_two), [queued_ids[0].1, queued_ids[1].1]);
+    let all = s.queue.list(MessageStatus::Queued, 100).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        queued_ids.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ids(&s.queue.list(MessageStatus::Dead, 100).await.unwrap()),
+        [dead.id]
+    );
+    assert!(
+        s.queue
+            .list(MessageStatus::Sent, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.queue
+            .list(MessageStatus::Queued, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn stats_count_every_status(s: &TestStore) {
+    assert_eq!(s.queue.stats().await.unwrap(), Default::default());
+    // Five due at once, claimed in creation order (ties broken by id, which grows).
+    let mut messages = Vec::new();
+    for _ in 0..6 {
+        messages.push(enqueue(s, queued(at(0), at(0))).await);
+    }
+    let claimed = claim(s, "a", 1, 4).await;
+    let [sent, dead, expired, _leased] = &claimed[..] else {
+        panic!("expected four claimed messages");
+    };
+    s.queue
+        .complete(sent.id, token(sent), &vendor("aliyun"), at(2))
+        .await
+        .unwrap();
+    s.queue
+        .dead(dead.id, token(dead), failure(None, "x", false), at(2))
+        .await
+        .unwrap();
+    s.queue
+        .expire(expired.id, token(expired), at(2))
+        .await
+        .unwrap();
+    let stats = s.queue.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.queued,
+            stats.leased,
+            stats.sent,
+            stats.dead,
+            stats.expired
+        ),
+        (2, 1, 1, 1, 1)
+    );
+    for status in MessageStatus::ALL {
+        let listed = s.queue.list(status, 100).await.unwrap().len() as u64;
+        assert_eq!(stats.get(status), listed, "{status}");
+    }
+}
+
+pub async fn purge_sent_removes_only_old_sent_messages(s: &TestStore) {
+    // Five messages sent at +1 … +5 s.
+    let mut sent = Vec::new();
+    for i in 1..=5 {
+        let m = enqueue(
+            s,
+            queued_request(keyed_request(&format!("k{i}")), at(0), at(0)),
+        )
+        .await;
+        let claimed = claim_one(s, i).await;
+        assert_eq!(claimed.id, m.id);
+        s.queue
+            .complete(m.id, token(&claimed), &vendor("aliyun"), at(i))
+            .await
+            .unwrap();
+        sent.push(m.id);
+    }
+    let waiting = enqueue(s, queued(at(0), at(10_000))).await;
+
+    // Sent before +4 s: three of them, removed at most two per call.
+    assert_eq!(s.queue.purge_sent(at(4), 2).await.unwrap(), 2);
+    assert_eq!(s.queue.purge_sent(at(4), 10).await.unwrap(), 1);
+    assert_eq!(s.queue.purge_sent(at(4), 10).await.unwrap(), 0);
+    for (i, id) in sent.iter().enumerate() {
+        assert_eq!(
+            s.queue.get(*id).await.unwrap().is_some(),
+            i >= 3,
+            "message sent at +{}s",
+            i + 1
+        );
+    }
+    assert!(s.queue.get(waiting.id).await.unwrap().is_some());
+    assert_eq!(s.queue.stats().await.unwrap().sent, 2);
+    // A purged message's key is free again.
+    let key = IdempotencyKey::new("k1").unwrap();
+    assert_eq!(s.queue.find_by_idempotency_key(&key).await.unwrap(), None);
+    enqueue(s, queued_request(keyed_request("k1"), at(20), at(20))).await;
+}
+
+pub async fn purge_sent_works_through_more_than_one_batch(s: &TestStore) {
+    const SENT: usize = 1_050;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let queue = s.queue.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..SENT / 10 {
+                queue.enqueue(queued(at(0), at(0))).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let claimed = s.queue.claim("a", at(1), LEASE, SENT as u32).await.unwrap();
+    assert_eq!(claimed.len(), SENT);
+    for m in &claimed {
+        s.queue
+            .complete(m.id, token(m), &vendor("aliyun"), at(2))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.queue.purge_sent(at(3), 1_040).await.unwrap(), 1_040);
+    assert_eq!(s.queue.stats().await.unwrap().sent, 10);
+    assert_eq!(s.queue.purge_sent(at(3), 1_040).await.unwrap(), 10);
+}
+
+pub async fn arguments_and_recipients_round_trip_exactly(s: &TestStore) {
+    // Everything the original `###` / `;` encoding broke, and then some.
+    let args = [
+        "a###b",
+        "x;y;z",
+        "",
+        "###",
+        "\"double\" and 'single' quotes",
+        "验证码 😀 🇨🇳",
+        "line\nbreak\ttab",
+        "back\\slash",
+        "[\"looks\", \"like json\"]",
+        "NULL",
+        "{a,b}",
+        " padded ",
+    ];
+    let recipients = ["+8613800138000", "+1 (415) 555-0100", "+447911123456"];
+    let request = SmsRequest::new("SMS_123456", args, recipients)
+        .unwrap()
+        .with_idempotency_key(IdempotencyKey::new("round-trip:1").unwrap())
+        .with_expiry(at(3_600));
+    let stored = enqueue(s, queued_request(request.clone(), at(0), at(0))).await;
+    assert_eq!(stored.request, request);
+    assert_eq!(get(s, stored.id).await.request, request);
+    assert_eq!(get(s, stored.id).await.request.args(), args);
+    let claimed = claim_one(s, 0).await;
+    assert_eq!(claimed.request, request);
+
+    // One empty argument stays one; none stay none.
+    for args in [vec![""], vec![]] {
+        let request = SmsRequest::new("login_code", args.clone(), ["+8613800138000"]).unwrap();
+        let stored = enqueue(s, queued_request(request, at(0), at(0))).await;
+        assert_eq!(get(s, stored.id).await.request.args(), args);
+    }
+}
+
+pub async fn concurrent_claimers_never_share_a_message(s: &TestStore) {
+    const MESSAGES: usize = 200;
+    for _ in 0..MESSAGES {
+        enqueue(s, queued(at(0), at(0))).await;
+    }
+    let mut claimers = Vec::new();
+    for c in 0..8 {
+        let queue = s.queue.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = queue
+                    .claim(&format!("c{c}"), at(1), LEASE, 7)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), MESSAGES, "every message claimed once");
+    assert_eq!(distinct.len(), MESSAGES, "no message claimed twice");
+}
+
+fn period(label: &str) -> BillingPeriod {
+    BillingPeriod::from_label(label)
+}
+
+pub async fn ledger_add_returns_the_running_total(s: &TestStore) {
+    let aliyun = vendor("aliyun");
+    let march = period("2026-03");
+    assert!(s.ledger.totals(&march).await.unwrap().is_empty());
+    assert_eq!(s.ledger.add(&aliyun, &march, 3).await.unwrap(), 3);
+    assert_eq!(s.ledger.add(&aliyun, &march, 5).await.unwrap(), 8);
+    // Counted per billed message: one request to 1000 numbers adds 1000.
+    assert_eq!(s.ledger.add(&aliyun, &march, 1_000).await.unwrap(), 1_008);
+    assert_eq!(
+        s.ledger.totals(&march).await.unwrap().get(&aliyun),
+        Some(&1_008)
+    );
+}
+
+pub async fn ledger_periods_and_vendors_are_separate(s: &TestStore) {
+    let (aliyun, tencent) = (vendor("aliyun"), vendor("tencent"));
+    let (march, april) = (period("2026-03"), period("2026-04"));
+    s.ledger.add(&aliyun, &march, 10).await.unwrap();
+    s.ledger.add(&tencent, &march, 20).await.unwrap();
+    // A new period starts from zero.
+    assert_eq!(s.ledger.add(&aliyun, &april, 1).await.unwrap(), 1);
+    let totals = s.ledger.totals(&march).await.unwrap();
+    assert_eq!(totals.len(), 2);
+    assert_eq!(totals[&aliyun], 10);
+    assert_eq!(totals[&tencent], 20);
+    let totals = s.ledger.totals(&april).await.unwrap();
+    assert_eq!(totals.into_iter().collect::<Vec<_>>(), [(aliyun, 1)]);
+    assert!(
+        s.ledger
+            .totals(&period("2026-05"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn ledger_increments_from_50_concurrent_tasks_sum_exactly(s: &TestStore) {
+    let cloopen = vendor("cloopen");
+    let march = period("2026-03");
+    let mut tasks = Vec::new();
+    for task in 0..50_u64 {
+        let ledger = Arc::clone(&s.ledger);
+        let (vendor, period) = (cloopen.clone(), march.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut totals = Vec::new();
+            for _ in 0..10 {
+                totals.push(ledger.add(&vendor, &period, task % 7 + 1).await.unwrap());
+            }
+            totals
+        }));
+    }
+    let mut running_totals = Vec::new();
+    for task in tasks {
+        running_totals.extend(task.await.unwrap());
+    }
+    let expected: u64 = (0..50_u64).map(|t| (t % 7 + 1) * 10).sum();
+    assert_eq!(s.ledger.totals(&march).await.unwrap()[&cloopen], expected);
+    // Each add saw its own total: no two increments were applied as one.
+    let distinct: HashSet<_> = running_totals.iter().collect();
+    assert_eq!(distinct.len(), running_totals.len());
+    assert_eq!(running_totals.iter().max(), Some(&expected));
+}

@@ -1,0 +1,361 @@
+//! The contract and the drain against Postgres, plus what only Postgres has: schemas,
+//! migrations, the claim's plan, real arrays, and outages of the server.
+
+use std::sync::Arc;
+
+use sms_core::{DeferredQueue, MessageStatus, SmsRequest, StoreError};
+use sms_store::Error;
+use sms_store::postgres::{PgConfig, PgStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::support::{
+    HANG, SchemaGuard, at, connect_or_skip, pg_config, pg_store, pg_test_store, queued,
+    queued_request,
+};
+
+store_contract!(pg_test_store);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_claimers_drain_10_000_messages_exactly_once() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    let store: Arc<dyn DeferredQueue> = Arc::new(store);
+    crate::drain::drain_exactly_once(&[store], 10_000).await;
+}
+
+#[tokio::test]
+async fn claim_walks_the_partial_index_without_sorting() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    // A realistic table: many final rows the claim must not wade through, a few due.
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
+                                   max_attempts, next_attempt_at, created_at, updated_at) \
+             SELECT gen_random_uuid(), 'login_code', ARRAY['1'], ARRAY['+8613800138000'], \
+                    CASE WHEN i % 100 = 0 THEN 'queued' ELSE 'sent' END, 'rate_limited', 1, 5, \
+                    now(), now(), now() \
+             FROM generate_series(1, 20000) AS i; \
+             ANALYZE messages;",
+        )
+        .await
+        .unwrap();
+    let plan = store.explain_claim(at(0), 100).await.unwrap().join("\n");
+    assert!(
+        plan.contains("Index Scan using messages_claim"),
+        "plan does not walk the claim index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Sort"),
+        "plan sorts instead of walking the index:\n{plan}"
+    );
+    assert!(
+        plan.contains("LockRows"),
+        "plan does not lock the picked rows:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn arguments_are_stored_as_real_arrays() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    let request = SmsRequest::new("login_code", ["a###b", "x;y", ""], ["+8613800138000"]).unwrap();
+    let m = queued_request(request, at(0), at(0));
+    store.enqueue(m.clone()).await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT cardinality(args), args[1], args[2], args[3], pg_typeof(args)::text \
+             FROM messages WHERE id = $1",
+            &[m.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    assert_eq!(row.get::<_, String>(1), "a###b");
+    assert_eq!(row.get::<_, String>(2), "x;y");
+    assert_eq!(row.get::<_, String>(3), "");
+    assert_eq!(row.get::<_, String>(4), "text[]");
+}
+
+#[tokio::test]
+async fn the_database_refuses_rows_that_break_the_lease_invariant() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    let client = store.pool().get().await.unwrap();
+    let insert = "INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
+                  max_attempts, next_attempt_at, created_at, updated_at) \
+                  VALUES (gen_random_uuid(), 't', '{}', '{+8613800138000}', $1, 'accepted', 0, 5, \
+                  now(), now(), now())";
+    // Leased without a lease, and an unknown status: both refused by CHECKs.
+    for status in ["leased", "delivered"] {
+        let e = client.execute(insert, &[&status]).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{status}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tables_live_in_the_configured_schema_with_their_migration_recorded() {
+    let Some((store, guard)) = pg_store().await else {
+        return;
+    };
+    assert_eq!(store.schema(), guard.schema());
+    let client = store.pool().get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 ORDER BY table_name",
+            &[&guard.schema()],
+        )
+        .await
+        .unwrap();
+    let tables: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(tables, ["messages", "schema_migrations", "usage"]);
+    let versions: Vec<i64> = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [PgStore::schema_version()]);
+    // Migrating again changes nothing.
+    assert!(store.migrate().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_migrate_once() {
+    let guard = SchemaGuard::fresh();
+    let config = PgConfig {
+        migrate_on_connect: false,
+        ..pg_config(&guard)
+    };
+    let Some(probe) = connect_or_skip(config.clone()).await else {
+        return;
+    };
+    drop(probe);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = PgStore::connect(config).await.unwrap();
+            store.migrate().await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for task in tasks {
+        applied.extend(task.await.unwrap());
+    }
+    assert_eq!(
+        applied,
+        [PgStore::schema_version()],
+        "exactly one instance applied it"
+    );
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_build_is_refused() {
+    let Some((store, guard)) = pg_store().await else {
+        return;
+    };
+    let client = store.pool().get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    match PgStore::connect(pg_config(&guard)).await {
+        Err(Error::SchemaTooNew { found: 9999, .. }) => {}
+        other => panic!("expected SchemaTooNew, found {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_configuration_error() {
+    match PgStore::connect(PgConfig::with_url("postgres://h:notaport/db")).await {
+        Err(Error::InvalidConfig { field: "url", .. }) => {}
+        other => panic!("expected InvalidConfig for the url, found {other:?}"),
+    }
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_not_a_panic() {
+    let port = closed_port().await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let e = PgStore::connect(PgConfig::with_url(&url))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "expected unavailable, found {e}");
+
+    // Without migrating on connect the store opens, and each operation says why it failed.
+    let store = PgStore::connect(PgConfig {
+        migrate_on_connect: false,
+        ..PgConfig::with_url(&url)
+    })
+    .await
+    .unwrap();
+    match tokio::time::timeout(HANG, store.enqueue(queued(at(0), at(0)))).await {
+        Ok(Err(StoreError::Unavailable(e))) => {
+            assert!(e.to_string().contains("connect"), "{e}");
+        }
+        other => panic!("expected Unavailable, found {other:?}"),
+    }
+    assert!(matches!(
+        store.stats().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// A TCP proxy in front of the real server that a test can cut and restore: stopping it
+/// closes its port and every connection through it, as a server crash does.
+struct Proxy {
+    port: u16,
+    upstream: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let mut proxy = Self {
+            port: 0,
+            upstream,
+            task: None,
+        };
+        proxy.listen(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        proxy
+    }
+
+    fn listen(&mut self, listener: TcpListener) {
+        self.port = listener.local_addr().unwrap().port();
+        let upstream = self.upstream.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Owned by this task: aborting the task drops the set, which aborts every
+            // forwarded connection.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        // Tokio listeners set SO_REUSEADDR, so the port is free again at once.
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.listen(listener);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_when_the_server_comes_back() {
+    let guard = SchemaGuard::fresh();
+    let direct = pg_config(&guard);
+    let pg: tokio_postgres::Config = direct.url.parse().unwrap();
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => {
+            crate::support::skip_or_fail("the test server is not reached over TCP");
+            return;
+        }
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    // Skips (or fails under CI) when the real server is down.
+    let Some(probe) = connect_or_skip(direct.clone()).await else {
+        return;
+    };
+    drop(probe);
+
+    let mut proxy = Proxy::start(format!("{host}:{port}")).await;
+    let store = PgStore::connect(PgConfig {
+        url: via_proxy(&pg, proxy.port),
+        connect_timeout_ms: 1_000,
+        wait_timeout_ms: 2_000,
+        operation_timeout_ms: 5_000,
+        ..direct.clone()
+    })
+    .await
+    .unwrap();
+    let before = queued(at(0), at(0));
+    store.enqueue(before.clone()).await.unwrap();
+
+    proxy.stop().await;
+    for _ in 0..3 {
+        match tokio::time::timeout(HANG, store.stats()).await {
+            Ok(Err(StoreError::Unavailable(_))) => {}
+            other => panic!("expected Unavailable while the server is down, found {other:?}"),
+        }
+    }
+
+    proxy.restart().await;
+    // The same pool, no restart: the first operation after the outage succeeds.
+    let stats = tokio::time::timeout(HANG, store.stats())
+        .await
+        .expect("no hang after recovery")
+        .expect("the pool reconnects by itself");
+    assert_eq!(stats.get(MessageStatus::Queued), 1);
+    assert!(store.get(before.id).await.unwrap().is_some());
+}
+
+/// Connection settings of `pg` with the proxy's address, as a key=value string.
+fn via_proxy(pg: &tokio_postgres::Config, port: u16) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut settings = format!("host=127.0.0.1 port={port}");
+    if let Some(user) = pg.get_user() {
+        settings += &format!(" user={}", quote(user));
+    }
+    if let Some(password) = pg.get_password() {
+        settings += &format!(" password={}", quote(&String::from_utf8_lossy(password)));
+    }
+    if let Some(dbname) = pg.get_dbname() {
+        settings += &format!(" dbname={}", quote(dbname));
+    }
+    if let Some(name) = pg.get_application_name() {
+        settings += &format!(" application_name={}", quote(name));
+    }
+    settings
+}

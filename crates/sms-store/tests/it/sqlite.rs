@@ -1,0 +1,124 @@
+//! The contract and the drain against SQLite files, plus what only SQLite has: the
+//! JSON columns, the claim's plan, a second connection holding the write lock.
+
+use std::sync::Arc;
+
+use sms_core::{DeferredQueue, MessageStatus, SmsRequest, StoreError};
+use sms_store::sqlite::{SqliteConfig, SqliteStore};
+
+use crate::support::{TestStore, at, queued, queued_request};
+
+async fn sqlite_store() -> Option<TestStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("gateway.db"))
+        .await
+        .unwrap();
+    Some(TestStore::new(Arc::new(store), Some(Box::new(dir))))
+}
+
+store_contract!(sqlite_store);
+
+/// The in-memory database used by other crates' tests keeps the same contract.
+mod in_memory {
+    use super::*;
+
+    async fn memory_sqlite_store() -> Option<TestStore> {
+        Some(TestStore::new(
+            Arc::new(SqliteStore::in_memory().await.unwrap()),
+            None,
+        ))
+    }
+
+    store_contract!(memory_sqlite_store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_claimers_on_two_connections_drain_10_000_messages_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two handles are two connections to one file, as two gateway processes would be.
+    let config = SqliteConfig {
+        sync_every_commit: false,
+        ..SqliteConfig::with_path(dir.path().join("gateway.db"))
+    };
+    let first: Arc<dyn DeferredQueue> =
+        Arc::new(SqliteStore::open_with(config.clone()).await.unwrap());
+    let second: Arc<dyn DeferredQueue> = Arc::new(SqliteStore::open_with(config).await.unwrap());
+    crate::drain::drain_exactly_once(&[first, second], 10_000).await;
+}
+
+#[tokio::test]
+async fn claim_walks_the_partial_index_without_sorting() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let plan = store.explain_claim().await.unwrap().join("\n");
+    assert!(
+        plan.contains("messages_claim"),
+        "plan does not use the claim index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("TEMP B-TREE"),
+        "plan sorts instead of walking the index:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn arguments_are_stored_as_json_arrays_not_joined_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let args = ["a###b", "x;y", ""];
+    let request =
+        SmsRequest::new("login_code", args, ["+8613800138000", "+8613900139000"]).unwrap();
+    let m = queued_request(request, at(0), at(0));
+    store.enqueue(m.clone()).await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (stored_args, stored_recipients): (String, String) = conn
+        .query_row(
+            "SELECT args, recipients FROM messages WHERE id = ?1",
+            [m.id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(stored_args, r#"["a###b","x;y",""]"#);
+    assert_eq!(stored_recipients, r#"["+8613800138000","+8613900139000"]"#);
+}
+
+#[tokio::test]
+async fn a_write_lock_held_too_long_is_unavailable_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = SqliteStore::open_with(SqliteConfig {
+        busy_timeout_ms: 100,
+        ..SqliteConfig::with_path(&path)
+    })
+    .await
+    .unwrap();
+    // Another process holds the write lock and does not let go.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    match store.enqueue(queued(at(0), at(0))).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable while the file is locked, found {other:?}"),
+    }
+    other.execute_batch("ROLLBACK").unwrap();
+    // Once the lock is gone the same store works again.
+    store.enqueue(queued(at(0), at(0))).await.unwrap();
+    assert_eq!(store.stats().await.unwrap().get(MessageStatus::Queued), 1);
+}
+
+#[tokio::test]
+async fn messages_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let m = queued(at(0), at(0));
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.enqueue(m.clone()).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let stored = store
+        .get(m.id)
+        .await
+        .unwrap()
+        .expect("kept across restarts");
+    assert_eq!(stored.request, m.request);
+}

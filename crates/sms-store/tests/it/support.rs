@@ -1,0 +1,250 @@
+//! Fixtures: fixed times, requests, and stores to run the suites against, including
+//! Postgres stores that each live in a schema of their own and drop it afterwards.
+
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sms_core::{
+    DeferredQueue, IdempotencyKey, MessageId, NewMessage, QueueReason, SmsRequest, UsageLedger,
+};
+use sms_store::postgres::{PgConfig, PgStore};
+
+/// A fixed start time with whole seconds, so every backend stores it exactly.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()
+}
+
+/// `secs` seconds after [`t0`].
+pub fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+/// A plain login-code request.
+pub fn request() -> SmsRequest {
+    SmsRequest::new("login_code", ["4321"], ["+8613800138000"]).unwrap()
+}
+
+/// The same request with an idempotency key.
+pub fn keyed_request(key: &str) -> SmsRequest {
+    request().with_idempotency_key(IdempotencyKey::new(key).unwrap())
+}
+
+/// A message queued at `created` and due at `due`, five attempts allowed.
+pub fn queued(created: DateTime<Utc>, due: DateTime<Utc>) -> NewMessage {
+    queued_request(request(), created, due)
+}
+
+/// `request` queued at `created` and due at `due`, five attempts allowed.
+pub fn queued_request(
+    request: SmsRequest,
+    created: DateTime<Utc>,
+    due: DateTime<Utc>,
+) -> NewMessage {
+    let mut m = NewMessage::queued(
+        MessageId::new(),
+        request,
+        QueueReason::RateLimited,
+        5,
+        created,
+    );
+    m.next_attempt_at = due;
+    m
+}
+
+/// A store under test: the queue and the ledger (often the same object), plus whatever
+/// must live as long as they do (a Postgres schema to drop, a temporary directory).
+pub struct TestStore {
+    /// The queue.
+    pub queue: Arc<dyn DeferredQueue>,
+    /// The ledger.
+    pub ledger: Arc<dyn UsageLedger>,
+    /// Dropped after the stores.
+    _keep: Option<Box<dyn Send>>,
+}
+
+impl TestStore {
+    /// A store whose queue and ledger are `store`.
+    pub fn new<S>(store: Arc<S>, keep: Option<Box<dyn Send>>) -> Self
+    where
+        S: DeferredQueue + UsageLedger + 'static,
+    {
+        Self {
+            queue: store.clone(),
+            ledger: store,
+            _keep: keep,
+        }
+    }
+
+    /// A store from separate queue and ledger objects.
+    pub fn split(queue: Arc<dyn DeferredQueue>, ledger: Arc<dyn UsageLedger>) -> Self {
+        Self {
+            queue,
+            ledger,
+            _keep: None,
+        }
+    }
+}
+
+/// The Postgres server the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("SMS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Under `CI=true` a missing service fails the test; elsewhere the test is skipped with
+/// the reason printed.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true but {reason}; start Postgres or set SMS_TEST_POSTGRES_URL");
+    }
+    eprintln!("skipped: {reason} (set CI=true to make this a failure)");
+}
+
+/// Schemas made by these tests start with this prefix, then the creation time in Unix
+/// seconds, then a random suffix.
+const SCHEMA_PREFIX: &str = "sms_store_test_";
+
+/// Drops its schema when dropped, also when the test panicked.
+pub struct SchemaGuard {
+    schema: String,
+}
+
+impl SchemaGuard {
+    /// A fresh, unused schema name (nothing is created yet).
+    pub fn fresh() -> Self {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            schema: format!("{SCHEMA_PREFIX}{secs}_{}", &suffix[..12]),
+        }
+    }
+
+    /// The schema's name.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        // The test is over, so its sessions can go: one left idle in a transaction (a
+        // test that panicked mid-way, a runtime blocked in this very `drop`) would
+        // otherwise hold locks the DROP waits for forever. The sessions are found by
+        // the application name `pg_config` gives them.
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{schema}' AND pid <> pg_backend_pid(); \
+             DROP SCHEMA IF EXISTS {schema} CASCADE",
+            schema = self.schema
+        );
+        if let Err(e) = run_sql_blocking(&sql) {
+            eprintln!("could not drop test schema {}: {e}", self.schema);
+        }
+    }
+}
+
+/// Runs `sql` on its own connection from a thread of its own, so it works from `Drop`
+/// and from inside or outside any runtime.
+pub fn run_sql_blocking(sql: &str) -> Result<(), String> {
+    let sql = sql.to_owned();
+    let url = postgres_url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            let driver = tokio::spawn(connection);
+            let outcome = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+            drop(client);
+            let _ = driver.await;
+            outcome
+        })
+    })
+    .join()
+    .map_err(|_| "cleanup thread panicked".to_owned())?
+}
+
+/// Drops schemas left behind by earlier runs that were killed before their guards ran
+/// (older than an hour, so parallel runs keep theirs).
+fn drop_stale_schemas() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let sql = format!(
+            "DO $$ DECLARE s text; BEGIN \
+               FOR s IN SELECT nspname FROM pg_namespace \
+                        WHERE nspname LIKE '{SCHEMA_PREFIX}%' \
+                          AND split_part(substr(nspname, {start}), '_', 1) ~ '^[0-9]+$' \
+                          AND split_part(substr(nspname, {start}), '_', 1)::bigint \
+                              < extract(epoch FROM now()) - 3600 \
+               LOOP \
+                 BEGIN EXECUTE format('DROP SCHEMA %I CASCADE', s); \
+                 EXCEPTION WHEN others THEN NULL; END; \
+               END LOOP; END $$",
+            start = SCHEMA_PREFIX.len() + 1
+        );
+        let _ = run_sql_blocking(&sql);
+    });
+}
+
+/// The test settings: a small pool and short timeouts, in `guard`'s schema, with
+/// sessions named after the schema so the guard can end them.
+pub fn pg_config(guard: &SchemaGuard) -> PgConfig {
+    let url = postgres_url();
+    let url = if url.contains("://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}application_name={}", guard.schema())
+    } else {
+        format!("{url} application_name={}", guard.schema())
+    };
+    PgConfig {
+        pool_size: 12,
+        connect_timeout_ms: 3_000,
+        wait_timeout_ms: 10_000,
+        operation_timeout_ms: 30_000,
+        ..PgConfig::with_url(url).schema(guard.schema())
+    }
+}
+
+/// A migrated Postgres store in a fresh schema, or `None` (after printing why) when the
+/// server is unreachable outside CI.
+pub async fn pg_store() -> Option<(PgStore, SchemaGuard)> {
+    let guard = SchemaGuard::fresh();
+    let store = connect_or_skip(pg_config(&guard)).await?;
+    Some((store, guard))
+}
+
+/// Connects with `config`; an unreachable server skips (or fails under CI).
+pub async fn connect_or_skip(config: PgConfig) -> Option<PgStore> {
+    match PgStore::connect(config).await {
+        Ok(store) => {
+            drop_stale_schemas();
+            Some(store)
+        }
+        Err(e) if e.is_unavailable() => {
+            skip_or_fail(&format!("postgres at {} is unreachable: {e}", redacted()));
+            None
+        }
+        Err(e) => panic!("connecting to postgres at {} failed: {e}", redacted()),
+    }
+}
+
+fn redacted() -> String {
+    PgConfig::with_url(postgres_url()).redacted_url()
+}
+
+/// Postgres as a contract-suite store.
+pub async fn pg_test_store() -> Option<TestStore> {
+    let (store, guard) = pg_store().await?;
+    Some(TestStore::new(Arc::new(store), Some(Box::new(guard))))
+}
+
+/// How long a test waits for something that should be immediate before calling it hung.
+pub const HANG: Duration = Duration::from_secs(60);
