@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, LuaInterface, Options, ReconnectPolicy, Value,
+    Builder, Client, ClientLike, Config, ErrorKind, LuaInterface, Options, ReconnectPolicy, Value,
 };
 use fred::types::scripts::Script;
 use sms_core::{
@@ -256,6 +256,32 @@ impl ScriptRunner {
     }
 
     async fn run(
+        &self,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Vec<i64>, fred::error::Error> {
+        // While the client is reconnecting, fred may hold commands until the
+        // connection is back; answer now instead, the fallback is ready.
+        if !self.client.is_connected() {
+            return Err(fred::error::Error::new(
+                ErrorKind::IO,
+                format!("not connected (client state {:?})", self.client.state()),
+            ));
+        }
+        let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
+        // fred applies the timeout to the reply; this outer one also bounds the time a
+        // command can wait to be written, so a call never outlives the configured limit
+        // by more than a scheduling delay.
+        match tokio::time::timeout(timeout, self.run_reloading(keys, args)).await {
+            Ok(result) => result,
+            Err(_) => Err(fred::error::Error::new(
+                ErrorKind::Timeout,
+                format!("no reply within {timeout:?}"),
+            )),
+        }
+    }
+
+    async fn run_reloading(
         &self,
         keys: Vec<String>,
         args: Vec<Value>,
