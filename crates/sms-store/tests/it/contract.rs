@@ -4,6 +4,18 @@
 //!
 //! Times are whole seconds after a fixed start, so backends that keep microseconds
 //! return exactly what was written.
+//!
+//! Defects of the original design (see the project notes) these cases would have caught:
+//! - 2, resends from concurrent drains: `concurrent_claimers_never_share_a_message`, the
+//!   lease cases, and the 10,000-message drain in `drain.rs`;
+//! - 3, send-then-delete not atomic: a sender that dies leaves a lease that lapses and
+//!   is claimed again (`a_lapsed_lease_is_claimed_again_…`), and its late outcome is
+//!   refused instead of overwriting the new holder's;
+//! - 4, endless retries: `dead_messages_are_kept_and_never_claimed`, backoff in
+//!   `fail_requeues_with_backoff_…`;
+//! - 7, late delivery: expiry is stored and `expire` takes a message out for good;
+//! - 13, usage counted per request, per instance, never per period: the ledger cases;
+//! - 14, `###` and `;` separators: `arguments_and_recipients_round_trip_exactly`.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sms_core::{DeferredQueue, MessageStatus, SmsRequest, StoreError};
+use sms_core::{
+    BillingPeriod, DeferredQueue, MessageStatus, SmsRequest, StoreError, UsageLedger, VendorId,
+};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::support::{TestStore, at, queued, queued_request};
@@ -105,14 +107,19 @@ async fn a_write_lock_held_too_long_is_unavailable_not_a_hang() {
     assert_eq!(store.stats().await.unwrap().get(MessageStatus::Queued), 1);
 }
 
+/// The original design kept volumes in memory (defect 13): a restart reset every
+/// vendor to the most expensive tier.
 #[tokio::test]
-async fn messages_survive_reopening_the_file() {
+async fn messages_and_usage_survive_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.db");
     let m = queued(at(0), at(0));
+    let aliyun = VendorId::new("aliyun").unwrap();
+    let march = BillingPeriod::from_label("2026-03");
     {
         let store = SqliteStore::open(&path).await.unwrap();
         store.enqueue(m.clone()).await.unwrap();
+        store.add(&aliyun, &march, 120_000).await.unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
     let stored = store
@@ -121,4 +128,6 @@ async fn messages_survive_reopening_the_file() {
         .unwrap()
         .expect("kept across restarts");
     assert_eq!(stored.request, m.request);
+    assert_eq!(store.totals(&march).await.unwrap()[&aliyun], 120_000);
+    assert_eq!(store.add(&aliyun, &march, 1).await.unwrap(), 120_001);
 }

@@ -236,6 +236,22 @@ pub async fn connect_or_skip(config: PgConfig) -> Option<PgStore> {
     }
 }
 
+/// Whether the test server answers; when it does not, skips (or fails under CI).
+pub async fn postgres_reachable() -> bool {
+    let config = PgConfig {
+        migrate_on_connect: false,
+        ..PgConfig::with_url(postgres_url())
+    };
+    let store = PgStore::connect(config).await.expect("a valid test URL");
+    match store.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            skip_or_fail(&format!("postgres at {} is unreachable: {e}", redacted()));
+            false
+        }
+    }
+}
+
 fn redacted() -> String {
     PgConfig::with_url(postgres_url()).redacted_url()
 }
