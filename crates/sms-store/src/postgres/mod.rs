@@ -489,11 +489,22 @@ fn is_connection_problem(e: &tokio_postgres::Error) -> bool {
     .any(|prefix| text.starts_with(prefix))
 }
 
+/// Maps a driver error onto the store's kinds. The driver's own message is often only
+/// "db error" or "error connecting to server" with the substance in its source chain,
+/// which `StoreError`'s message does not show, so the whole chain goes into the text:
+/// `postgres: db error: ERROR: relation "messages" does not exist`.
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    let mut text = format!("postgres: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
     if is_connection_problem(&e) {
-        StoreError::Unavailable(Box::new(e))
+        StoreError::unavailable(text)
     } else {
-        StoreError::Backend(Box::new(e))
+        StoreError::backend(text)
     }
 }
 

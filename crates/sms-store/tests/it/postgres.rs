@@ -259,7 +259,12 @@ async fn an_unreachable_server_is_unavailable_not_a_panic() {
     .unwrap();
     match tokio::time::timeout(HANG, store.enqueue(queued(at(0), at(0)))).await {
         Ok(Err(StoreError::Unavailable(e))) => {
-            assert!(e.to_string().contains("connect"), "{e}");
+            // The message names the failure and its cause, not just "error connecting".
+            let text = e.to_string();
+            assert!(
+                text.contains("connect") && text.contains("refused"),
+                "{text}"
+            );
         }
         other => panic!("expected Unavailable, found {other:?}"),
     }
@@ -399,4 +404,21 @@ fn via_proxy(pg: &tokio_postgres::Config, port: u16) -> String {
         settings += &format!(" application_name={}", quote(name));
     }
     settings
+}
+
+#[tokio::test]
+async fn backend_errors_carry_the_servers_message() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    let m = queued(at(0), at(0));
+    store.enqueue(m.clone()).await.unwrap();
+    match store.enqueue(m).await {
+        Err(StoreError::Backend(e)) => {
+            let text = e.to_string();
+            assert!(text.contains("duplicate key"), "{text}");
+            assert!(text.contains("messages_pkey"), "{text}");
+        }
+        other => panic!("expected a backend error, found {other:?}"),
+    }
 }
