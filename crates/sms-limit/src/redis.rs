@@ -125,7 +125,10 @@ return out
 /// [`RedisErrorPolicy`] until the client connects. Only a malformed URL fails.
 pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, Error> {
     config.validate()?;
-    let redis_config = Config::from_url(url).map_err(Error::Redis)?;
+    let mut redis_config = Config::from_url(url).map_err(Error::Redis)?;
+    // With fred's default (`fail_fast`), a failed first connection ends the connection
+    // task for good; an instance started during a Redis outage would never use Redis.
+    redis_config.fail_fast = false;
     let connect_timeout = config.connect_timeout();
     let client = Builder::from_config(redis_config)
         .with_connection_config(|connection| {
@@ -518,5 +521,32 @@ impl RecipientLimiter for RedisRecipientLimiter {
                 _ => Err(malformed(&reply)),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_flips_once_each_way_and_counts_every_failure() {
+        let health = Health::new("test");
+        let error = fred::error::Error::new(ErrorKind::IO, "connection refused");
+        assert!(!health.degraded.load(Ordering::Acquire));
+        health.failed(&error, RedisErrorPolicy::FailOpen);
+        health.failed(&error, RedisErrorPolicy::FailOpen);
+        assert!(health.degraded.load(Ordering::Acquire));
+        assert_eq!(health.stats().redis_errors, 2);
+        assert_eq!(health.stats().fallback, 2);
+        health.succeeded();
+        assert!(!health.degraded.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn durations_convert_to_script_micros_and_back() {
+        assert_eq!(micros(Duration::from_millis(1500)), 1_500_000);
+        assert_eq!(from_micros(250), Duration::from_micros(250));
+        // A negative retry (clock skew inside Redis) must not panic or wrap.
+        assert_eq!(from_micros(-5), Duration::ZERO);
     }
 }

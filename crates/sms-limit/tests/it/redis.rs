@@ -339,3 +339,51 @@ async fn redis_coming_back_is_picked_up_without_restart() {
     assert!(limiter.stats().allowed >= 2);
     delete_keys(&client, &prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_absent_at_start_is_picked_up_later() {
+    let Some(client) = redis_or_skip("redis_absent_at_start_is_picked_up_later").await else {
+        return;
+    };
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // A free port with nothing listening yet.
+    let address = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let prefix = random_prefix();
+    let config = LimitConfig {
+        global_per_second: 1000,
+        global_window_ms: 60_000,
+        command_timeout_ms: 500,
+        connect_timeout_ms: 200,
+        ..test_config(&prefix)
+    };
+    let limiter = RedisLimiter::connect(&format!("redis://{address}"), &config)
+        .await
+        .unwrap();
+    assert!(limiter.acquire(1).await.unwrap().is_allowed());
+    assert!(limiter.degraded());
+
+    let listener = TcpListener::bind(address).await.unwrap();
+    let (_keep, keep_rx) = watch::channel(false);
+    tokio::spawn(proxy(listener, target, keep_rx));
+    let restored = eventually(Duration::from_secs(20), || async {
+        let _ = limiter.acquire(1).await;
+        !limiter.degraded()
+    })
+    .await;
+    assert!(
+        restored,
+        "the limiter should start using Redis once it appears"
+    );
+    assert!(limiter.stats().allowed >= 1);
+    delete_keys(&client, &prefix).await;
+}
