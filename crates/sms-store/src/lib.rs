@@ -2,7 +2,7 @@
 //! embedded SQLite for one.
 //!
 //! Both backends implement [`sms_core::DeferredQueue`] and [`sms_core::UsageLedger`]
-//! with the same behaviour as [`sms_core::testing::MemoryQueue`] (one contract suite in
+//! with the same behaviour as `sms_core::testing::MemoryQueue` (one contract suite in
 //! `tests/it/contract.rs` runs against all three):
 //!
 //! - a claim is one atomic step that leases up to `limit` due messages (oldest due
