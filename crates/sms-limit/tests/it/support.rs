@@ -32,7 +32,11 @@ pub fn test_config(prefix: &str) -> LimitConfig {
 /// Under `CI=true` a missing Redis fails the test instead.
 pub async fn redis_or_skip(test: &str) -> Option<RedisClient> {
     let url = redis_url();
-    let client = connect_client(&url, &test_config("unused:"))
+    let probe = LimitConfig {
+        connect_timeout_ms: 1_000,
+        ..test_config("unused:")
+    };
+    let client = connect_client(&url, &probe)
         .await
         .expect("the test Redis URL is valid");
     if client.is_connected() {
