@@ -1,0 +1,212 @@
+//! Prometheus metrics, fed by the gateway's events and by reads at scrape time.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sms_core::{DeferredQueue, MessageStatus};
+use sms_failover::{Gateway, GatewayEvent, GatewayObserver};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SendLabels {
+    vendor: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VendorLabels {
+    vendor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to about 20 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    sends: Family<SendLabels, Counter>,
+    latency: Family<VendorLabels, Histogram, fn() -> Histogram>,
+    switches: Counter,
+    queue_depth: Family<StatusLabels, Gauge>,
+    spend_micros: Family<VendorLabels, Gauge>,
+    billed: Family<VendorLabels, Gauge>,
+    limiter: Family<DecisionLabels, Counter>,
+    queued: Counter,
+    dead: Counter,
+    expired: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("sms");
+        let sends = Family::<SendLabels, Counter>::default();
+        registry.register(
+            "sends",
+            "Send attempts by vendor and outcome",
+            sends.clone(),
+        );
+        let latency = Family::<VendorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "send_latency_seconds",
+            "Vendor call latency",
+            latency.clone(),
+        );
+        let switches = Counter::default();
+        registry.register(
+            "vendor_switches",
+            "Failovers from one vendor to another",
+            switches.clone(),
+        );
+        let queue_depth = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "queue_messages",
+            "Stored messages by status",
+            queue_depth.clone(),
+        );
+        let spend_micros = Family::<VendorLabels, Gauge>::default();
+        registry.register(
+            "spend_micros",
+            "Spend this billing period, in millionths of the currency",
+            spend_micros.clone(),
+        );
+        let billed = Family::<VendorLabels, Gauge>::default();
+        registry.register(
+            "billed_messages",
+            "Messages billed this period",
+            billed.clone(),
+        );
+        let limiter = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "limiter_decisions",
+            "Rate-limiter decisions that stopped a send",
+            limiter.clone(),
+        );
+        let queued = Counter::default();
+        registry.register(
+            "queued",
+            "Messages put in the deferred queue",
+            queued.clone(),
+        );
+        let dead = Counter::default();
+        registry.register("dead", "Messages that ran out of attempts", dead.clone());
+        let expired = Counter::default();
+        registry.register(
+            "expired",
+            "Messages that passed their deliver-by time",
+            expired.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            sends,
+            latency,
+            switches,
+            queue_depth,
+            spend_micros,
+            billed,
+            limiter,
+            queued,
+            dead,
+            expired,
+        })
+    }
+
+    /// The text exposition, after refreshing the values read at scrape time.
+    pub async fn render(&self, gateway: &Gateway, queue: &dyn DeferredQueue) -> String {
+        if let Ok(stats) = queue.stats().await {
+            for status in MessageStatus::ALL {
+                self.queue_depth
+                    .get_or_create(&StatusLabels {
+                        status: status.as_str().into(),
+                    })
+                    .set(stats.get(status) as i64);
+            }
+        }
+        for v in gateway.vendors() {
+            let labels = VendorLabels {
+                vendor: v.id.to_string(),
+            };
+            self.spend_micros
+                .get_or_create(&labels)
+                .set(v.spend.micros());
+            self.billed
+                .get_or_create(&labels)
+                .set(v.billed_this_period as i64);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl GatewayObserver for Metrics {
+    fn on_event(&self, event: &GatewayEvent) {
+        match event {
+            GatewayEvent::Attempt {
+                vendor,
+                outcome,
+                latency,
+                ..
+            } => {
+                let outcome = outcome.as_str().to_owned();
+                self.sends
+                    .get_or_create(&SendLabels {
+                        vendor: vendor.to_string(),
+                        outcome,
+                    })
+                    .inc();
+                self.latency
+                    .get_or_create(&VendorLabels {
+                        vendor: vendor.to_string(),
+                    })
+                    .observe(latency.as_secs_f64());
+            }
+            GatewayEvent::Switched { .. } => {
+                self.switches.inc();
+            }
+            GatewayEvent::Queued { .. } => {
+                self.queued.inc();
+            }
+            GatewayEvent::Dead { .. } => {
+                self.dead.inc();
+            }
+            GatewayEvent::Expired { .. } => {
+                self.expired.inc();
+            }
+            GatewayEvent::RateLimited => {
+                self.limiter
+                    .get_or_create(&DecisionLabels {
+                        decision: "global_limited".into(),
+                    })
+                    .inc();
+            }
+            GatewayEvent::RecipientLimited => {
+                self.limiter
+                    .get_or_create(&DecisionLabels {
+                        decision: "recipient_limited".into(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
