@@ -315,12 +315,18 @@ impl DeferredQueue for MemoryQueue {
 
     async fn purge_sent(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let doomed: Vec<MessageId> = state
+        // Oldest first, like the durable stores.
+        let mut eligible: Vec<(DateTime<Utc>, MessageId)> = state
             .messages
             .values()
             .filter(|m| m.status == MessageStatus::Sent && m.updated_at < before)
+            .map(|m| (m.updated_at, m.id))
+            .collect();
+        eligible.sort_unstable();
+        let doomed: Vec<MessageId> = eligible
+            .into_iter()
             .take(limit as usize)
-            .map(|m| m.id)
+            .map(|(_, id)| id)
             .collect();
         for id in &doomed {
             if let Some(m) = state.messages.remove(id) {
@@ -330,5 +336,32 @@ impl DeferredQueue for MemoryQueue {
             }
         }
         Ok(doomed.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SmsRequest;
+    use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn purge_removes_the_oldest_sent_messages_first() {
+        let q = MemoryQueue::new();
+        let vendor = VendorId::new("aliyun").unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5i64 {
+            let request = SmsRequest::new("t", ["1"], ["+8613800138000"]).unwrap();
+            let at = t0 + chrono::Duration::seconds(10 - i);
+            let mut m = NewMessage::queued(MessageId::new(), request, QueueReason::Accepted, 3, at);
+            m.initial = InitialState::Sent { vendor: vendor.clone() };
+            ids.push((at, q.enqueue(m).await.unwrap().message().id));
+        }
+        assert_eq!(q.purge_sent(t0 + chrono::Duration::seconds(60), 2).await.unwrap(), 2);
+        ids.sort();
+        for (i, (_, id)) in ids.iter().enumerate() {
+            assert_eq!(q.get(*id).await.unwrap().is_none(), i < 2, "message {i}");
+        }
     }
 }
