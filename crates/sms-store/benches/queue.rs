@@ -1,0 +1,508 @@
+//! Deferred-queue throughput on Postgres and SQLite, next to `pgbench` running plain
+//! statements of the same shape with as many clients, and the time to drain a
+//! 100,000-message backlog through the gateway with instant vendors.
+//!
+//! Not a criterion benchmark: these are throughputs of concurrent clients against a
+//! server, measured over a fixed time. `cargo xtask bench` runs it and reads the JSON
+//! it writes to `SMS_BENCH_OUT`.
+//!
+//! Environment:
+//! - `SMS_BENCH_POSTGRES_URL` (else `SMS_TEST_POSTGRES_URL`, else
+//!   `postgres://postgres@127.0.0.1:5432/postgres`); an unreachable server is reported
+//!   as skipped. Every run uses its own schema and drops it afterwards.
+//! - `SMS_BENCH_SECONDS` (default 3): length of each timed phase.
+//! - `SMS_BENCH_DRAIN` (default 100000): backlog size of the drain phase.
+//! - `SMS_BENCH_DRAIN_CAP_S` (default 60): longest a drain runs; a slower drain is stopped
+//!   and its time projected from its rate (reported with `drain_projected = 1`).
+//! - `SMS_BENCH_MODE=prefill-sqlite` or `prefill-postgres` with `SMS_BENCH_PATH` (the
+//!   SQLite file, or the Postgres schema) and `SMS_BENCH_COUNT`: only fills a queue
+//!   with due messages (for the memory benchmark of `serve`) and exits.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sms_core::{
+    DeferredQueue, FeeSchedule, MessageId, Money, NewMessage, OutboundSms, QueueReason, Receipt,
+    SmsRequest, SystemClock, UsageLedger, Vendor, VendorError, VendorId,
+};
+use sms_failover::{FailoverConfig, Gateway, VendorEntry};
+use sms_limit::InProcessLimiter;
+use sms_store::postgres::{PgConfig, PgStore};
+use sms_store::sqlite::SqliteStore;
+
+/// Clients of every concurrent phase, and of the `pgbench` baselines.
+const CLIENTS: usize = 8;
+/// Messages claimed per claim by each worker of the claim+complete phase.
+const CLAIM_BATCH: u32 = 10;
+/// Queued messages put in place before the claim+complete phase.
+const CLAIMABLE: u64 = 200_000;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn postgres_url() -> String {
+    std::env::var("SMS_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("SMS_TEST_POSTGRES_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn request(n: u64) -> SmsRequest {
+    let recipient = format!("+86138{:08}", n % 100_000_000);
+    SmsRequest::new("login", ["123456"], [recipient]).expect("a valid request")
+}
+
+/// A vendor that accepts everything at once.
+struct InstantVendor(VendorId);
+
+#[async_trait]
+impl Vendor for InstantVendor {
+    fn id(&self) -> VendorId {
+        self.0.clone()
+    }
+
+    async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
+        Ok(Receipt {
+            vendor_message_id: sms.id.to_string(),
+            billed_messages: sms.request.recipients().len() as u64,
+        })
+    }
+}
+
+struct FlatFee;
+
+impl FeeSchedule for FlatFee {
+    fn price_at(&self, _billed_volume: u64) -> Money {
+        "0.04".parse().expect("a valid price")
+    }
+}
+
+/// Runs `clients` copies of `op` in a loop for `seconds`; returns operations per second
+/// (`op` answers how many operations it did).
+async fn rate<F, Fut>(clients: usize, seconds: f64, op: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = u64> + Send,
+{
+    let op = Arc::new(op);
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = client as u64 * 1_000_000_000;
+                while Instant::now() < deadline {
+                    let n = op(i).await;
+                    done.fetch_add(n, Ordering::Relaxed);
+                    i += 1;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a benchmark task panicked");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Enqueue one by one, enqueue from 8 clients, claim+complete with 8 workers.
+async fn queue_rates(queue: Arc<dyn DeferredQueue>, seconds: f64) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let q = queue.clone();
+    let one = rate(1, seconds, move |i| {
+        let q = q.clone();
+        async move {
+            let m = NewMessage::queued(
+                MessageId::new(),
+                request(i),
+                QueueReason::VendorFailed,
+                10,
+                Utc::now(),
+            );
+            q.enqueue(m).await.expect("enqueue");
+            1
+        }
+    })
+    .await;
+    out.push(("enqueue_1_per_s".to_owned(), one));
+    let q = queue.clone();
+    let many = rate(CLIENTS, seconds, move |i| {
+        let q = q.clone();
+        async move {
+            let m = NewMessage::queued(
+                MessageId::new(),
+                request(i),
+                QueueReason::VendorFailed,
+                10,
+                Utc::now(),
+            );
+            q.enqueue(m).await.expect("enqueue");
+            1
+        }
+    })
+    .await;
+    out.push((format!("enqueue_{CLIENTS}_per_s"), many));
+    let q = queue.clone();
+    let vendor = VendorId::new("instant").expect("a vendor id");
+    // A message handed to two claimers at once, or a completion refused, would be a
+    // correctness bug of the store, not a speed figure: count both and report them.
+    let lost = Arc::new(AtomicU64::new(0));
+    let twice = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (lost_in, twice_in) = (lost.clone(), twice.clone());
+    let claimed = rate(CLIENTS, seconds, move |i| {
+        let (q, vendor) = (q.clone(), vendor.clone());
+        let (lost, twice, seen) = (lost_in.clone(), twice_in.clone(), seen.clone());
+        async move {
+            let owner = format!("bench-{}", i / 1_000_000_000);
+            let batch = q
+                .claim(&owner, Utc::now(), Duration::from_secs(60), CLAIM_BATCH)
+                .await
+                .expect("claim");
+            let mut done = 0;
+            for m in &batch {
+                let token = m
+                    .lease
+                    .as_ref()
+                    .expect("a claimed message has a lease")
+                    .token;
+                match q.complete(m.id, token, &vendor, Utc::now()).await {
+                    Ok(()) => done += 1,
+                    Err(sms_core::StoreError::LeaseLost(_)) => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("complete: {e}"),
+                }
+            }
+            let claimed_twice = {
+                let mut seen = seen.lock().expect("not poisoned");
+                batch.iter().filter(|m| !seen.insert(m.id)).count()
+            };
+            twice.fetch_add(claimed_twice as u64, Ordering::Relaxed);
+            // An empty batch ends the worker: the queue ran dry.
+            if batch.is_empty() { 0 } else { done.max(1) }
+        }
+    })
+    .await;
+    out.push((format!("claim_complete_{CLIENTS}_per_s"), claimed));
+    out.push((
+        "claim_complete_lease_lost".to_owned(),
+        lost.load(Ordering::Relaxed) as f64,
+    ));
+    out.push((
+        "claim_complete_claimed_twice".to_owned(),
+        twice.load(Ordering::Relaxed) as f64,
+    ));
+    out
+}
+
+/// Drains `count` due messages through a gateway with an instant vendor; seconds taken,
+/// and whether that time is projected from a run stopped at `SMS_BENCH_DRAIN_CAP_S`.
+async fn drain_time<S>(store: Arc<S>, count: u64) -> (f64, bool)
+where
+    S: DeferredQueue + UsageLedger + 'static,
+{
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: Arc::new(InstantVendor(VendorId::new("instant").expect("id"))),
+            fees: Arc::new(FlatFee),
+        }],
+        Arc::new(InProcessLimiter::new(1_000_000, Duration::from_secs(1)).expect("limiter")),
+        None,
+        store.clone(),
+        store.clone(),
+        Arc::new(SystemClock),
+        FailoverConfig {
+            instance_id: "bench-drain".to_owned(),
+            ..FailoverConfig::default()
+        },
+    )
+    .expect("a gateway");
+    gateway.init().await.expect("init");
+    let cap = Duration::from_secs_f64(env_or("SMS_BENCH_DRAIN_CAP_S", 60.0));
+    let started = Instant::now();
+    let mut sent = 0;
+    loop {
+        let report = gateway.drain_once().await.expect("drain");
+        sent += report.sent as u64;
+        if report.claimed == 0 {
+            break;
+        }
+        if started.elapsed() > cap {
+            // Bounded run: the rest would go at the same rate.
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("drain stopped after {seconds:.0} s with {sent} of {count} sent; projecting");
+            return (seconds * count as f64 / sent.max(1) as f64, true);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(sent, count, "every backlog message is sent once");
+    (seconds, false)
+}
+
+/// SQL that fills the Postgres `messages` table with `count` due messages.
+fn postgres_fill(count: u64) -> String {
+    format!(
+        "INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
+         max_attempts, next_attempt_at, created_at, updated_at) \
+         SELECT gen_random_uuid(), 'login', ARRAY['123456'], \
+         ARRAY['+86139' || lpad(i::text, 8, '0')], 'queued', 'vendor_failed', 1, 10, \
+         now() - interval '1 minute', now(), now() FROM generate_series(1, {count}) AS i"
+    )
+}
+
+/// Fills the SQLite `messages` table at `path` with `count` due messages.
+fn sqlite_fill(path: &Path, count: u64) {
+    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+    conn.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    let now_us = Utc::now().timestamp_micros() - 60_000_000;
+    conn.execute_batch(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+         INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
+         max_attempts, next_attempt_at, created_at, updated_at) \
+         SELECT lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || \
+         substr(lower(hex(randomblob(2))), 2) || '-8' || substr(lower(hex(randomblob(2))), 2) \
+         || '-' || lower(hex(randomblob(6))), 'login', '[\"123456\"]', \
+         json_array(printf('+86139%08d', i)), 'queued', 'vendor_failed', 1, 10, {now_us}, \
+         {now_us}, {now_us} FROM n"
+    ))
+    .expect("fill the SQLite queue");
+}
+
+/// Finds `pgbench` on the path or in Debian's versioned directories.
+fn pgbench() -> Option<String> {
+    if Command::new("pgbench").arg("--version").output().is_ok() {
+        return Some("pgbench".to_owned());
+    }
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().map(|p| p.display().to_string())
+}
+
+/// Runs one `pgbench` script with `CLIENTS` clients for `seconds`; transactions/s.
+fn run_pgbench(bin: &str, url: &str, script: &str, seconds: f64) -> Result<f64, String> {
+    let file = std::env::temp_dir().join(format!(
+        "sms-bench-{}-{:08x}.sql",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::write(&file, script).map_err(|e| e.to_string())?;
+    let output = Command::new(bin)
+        .args(["-n", "-M", "prepared", "-c"])
+        .arg(CLIENTS.to_string())
+        .args(["-j", "2", "-T"])
+        .arg(format!("{}", seconds.ceil() as u64))
+        .arg("-f")
+        .arg(&file)
+        .arg(url)
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&file);
+    let output = output?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pgbench failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no tps line in pgbench output: {stdout}"))
+}
+
+fn json_fields(fields: &[(String, f64)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v:.1}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn postgres_part(seconds: f64, drain: u64) -> String {
+    let url = postgres_url();
+    let schema = format!("sms_bench_{:08x}", rand::random::<u32>());
+    let config = PgConfig {
+        pool_size: 16,
+        ..PgConfig::with_url(url.clone()).schema(schema.clone())
+    };
+    let store = match PgStore::connect(config).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            return format!(
+                "\"skipped\":\"postgres: cannot connect: {}\"",
+                e.to_string().replace('"', "'")
+            );
+        }
+    };
+    let client = store.pool().get().await.expect("a pooled connection");
+    let mut fields = Vec::new();
+    client
+        .batch_execute(&postgres_fill(CLAIMABLE))
+        .await
+        .expect("fill");
+    fields.extend(queue_rates(store.clone(), seconds).await);
+    eprintln!("postgres queue: {fields:?}");
+
+    // Baselines: the same row shape, the same indexes and constraints, written by plain
+    // statements (no lease checks, no JSON, no pool) with as many clients.
+    let mut notes = Vec::new();
+    match pgbench() {
+        None => notes
+            .push("skipped pgbench: not installed (apt-get install postgresql-client)".to_owned()),
+        Some(bin) => {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE baseline (LIKE messages INCLUDING ALL); \
+                     INSERT INTO baseline (id, template, args, recipients, status, reason, \
+                     attempts, max_attempts, next_attempt_at, created_at, updated_at) \
+                     SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, \
+                     'login', ARRAY['123456'], ARRAY['+86139' || lpad(i::text, 8, '0')], \
+                     'queued', 'vendor_failed', 1, 10, now(), now(), now() \
+                     FROM generate_series(1, {CLAIMABLE}) AS i; ANALYZE baseline;"
+                ))
+                .await
+                .expect("baseline table");
+            let insert = format!(
+                "INSERT INTO {schema}.baseline (id, template, args, recipients, status, reason, \
+                 attempts, max_attempts, next_attempt_at, created_at, updated_at) VALUES \
+                 (gen_random_uuid(), 'login', ARRAY['123456'], ARRAY['+8613800138000'], \
+                 'queued', 'vendor_failed', 0, 10, now(), now(), now());\n"
+            );
+            let update = format!(
+                "\\set i random(1, {CLAIMABLE})\n\
+                 UPDATE {schema}.baseline SET status = 'sent', last_vendor = 'instant', \
+                 updated_at = now() WHERE id = ('00000000-0000-4000-8000-' || \
+                 lpad(:i::text, 12, '0'))::uuid;\n"
+            );
+            for (name, script) in [
+                (format!("pgbench_insert_{CLIENTS}_per_s"), insert),
+                (format!("pgbench_update_{CLIENTS}_per_s"), update),
+            ] {
+                match run_pgbench(&bin, &url, &script, seconds) {
+                    Ok(tps) => fields.push((name, tps)),
+                    Err(e) => notes.push(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+
+    client
+        .batch_execute(&format!(
+            "TRUNCATE messages; DROP TABLE IF EXISTS baseline; {}; ANALYZE messages;",
+            postgres_fill(drain)
+        ))
+        .await
+        .expect("backlog");
+    let (drained, projected) = drain_time(store.clone(), drain).await;
+    fields.push(("drain_backlog_s".to_owned(), drained));
+    fields.push(("drain_projected".to_owned(), f64::from(u8::from(projected))));
+    eprintln!("postgres: {fields:?}");
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop the benchmark schema");
+    let notes = notes
+        .iter()
+        .map(|n| format!("\"{}\"", n.replace(['"', '\n'], " ")))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!("{},\"notes\":[{notes}]", json_fields(&fields))
+}
+
+async fn sqlite_part(seconds: f64, drain: u64) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("queue.db");
+    let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite"));
+    {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || sqlite_fill(&path, CLAIMABLE))
+            .await
+            .expect("fill");
+    }
+    let mut fields = queue_rates(store.clone(), seconds).await;
+    drop(store);
+    let path = dir.path().join("backlog.db");
+    let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite"));
+    {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || sqlite_fill(&path, drain))
+            .await
+            .expect("fill");
+    }
+    let (drained, projected) = drain_time(store, drain).await;
+    fields.push(("drain_backlog_s".to_owned(), drained));
+    fields.push(("drain_projected".to_owned(), f64::from(u8::from(projected))));
+    eprintln!("sqlite: {fields:?}");
+    json_fields(&fields)
+}
+
+async fn prefill(mode: &str) {
+    let target = std::env::var("SMS_BENCH_PATH").expect("SMS_BENCH_PATH");
+    let count: u64 = env_or("SMS_BENCH_COUNT", 1_000_000);
+    let started = Instant::now();
+    if mode == "prefill-sqlite" {
+        drop(SqliteStore::open(&target).await.expect("open SQLite"));
+        sqlite_fill(Path::new(&target), count);
+    } else {
+        let config = PgConfig::with_url(postgres_url()).schema(target.clone());
+        let store = PgStore::connect(config).await.expect("connect to Postgres");
+        let client = store.pool().get().await.expect("a pooled connection");
+        client
+            .batch_execute(&format!("{}; ANALYZE messages;", postgres_fill(count)))
+            .await
+            .expect("fill the Postgres queue");
+    }
+    eprintln!(
+        "{mode}: {count} messages in {target} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let mode = std::env::var("SMS_BENCH_MODE").unwrap_or_default();
+    if mode.starts_with("prefill-") {
+        runtime.block_on(prefill(&mode));
+        return;
+    }
+    let seconds: f64 = env_or("SMS_BENCH_SECONDS", 3.0);
+    let drain: u64 = env_or("SMS_BENCH_DRAIN", 100_000);
+    let json = runtime.block_on(async {
+        let sqlite = sqlite_part(seconds, drain).await;
+        let postgres = postgres_part(seconds, drain).await;
+        format!(
+            "{{\"clients\":{CLIENTS},\"claim_batch\":{CLAIM_BATCH},\"backlog\":{drain},\"sqlite\":{{{sqlite}}},\"postgres\":{{{postgres}}}}}"
+        )
+    });
+    println!("{json}");
+    if let Ok(path) = std::env::var("SMS_BENCH_OUT") {
+        if let Err(e) = std::fs::write(&path, &json) {
+            eprintln!("could not write {path}: {e}");
+        }
+    }
+}
