@@ -4,3 +4,4 @@
 mod api;
 mod real_vendors;
 mod server;
+mod simulate;

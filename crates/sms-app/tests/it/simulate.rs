@@ -1,0 +1,71 @@
+//! The README's main job: `sms-app simulate` on embedded defaults loses nothing.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn simulate_switches_away_from_the_failed_vendor_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let chart = dir.path().join("timeline.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--json",
+            "--duration",
+            "5",
+            "--requests",
+            "500",
+            "--chart",
+        ])
+        .arg(&chart)
+        .output()
+        .expect("running simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "accepted",
+        "delivered",
+        "pending",
+        "dead",
+        "expired",
+        "lost",
+        "duplicates",
+        "switches",
+        "spend_total",
+        "vendors",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}: {report}");
+    }
+    let accepted = report["accepted"].as_u64().expect("accepted");
+    assert!(accepted >= 500, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    let settled = ["delivered", "pending", "dead", "expired"]
+        .iter()
+        .map(|k| report[k].as_u64().expect("count"))
+        .sum::<u64>();
+    assert_eq!(
+        settled, accepted,
+        "every accepted message is accounted for: {report}"
+    );
+    // The default scenario takes Aliyun down at 3 s: the gateway must leave it.
+    let switches = report["switch_log"].as_array().expect("switch log");
+    assert!(switches.iter().any(|s| s["from"] == "aliyun"), "{report}");
+    let tencent = &report["vendors"]["tencent"];
+    assert!(tencent["sent"].as_u64().unwrap_or(0) > 0, "{report}");
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    assert!(svg.starts_with("<svg") && svg.contains("aliyun"));
+    // Nothing is written under the working directory: the embedded store is temporary.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("timeline.svg")]);
+}
