@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use sms_core::{BillingPeriod, FeeSchedule, Money};
 
 use crate::config::FailoverConfig;
@@ -99,6 +99,9 @@ pub(crate) struct Health {
     pub current: usize,
     pub epoch: u64,
     period: BillingPeriod,
+    /// Year and month of `period`: checking them is cheap, formatting a label is not,
+    /// and the check runs on every send.
+    period_month: (i32, u32),
     billing_offset: FixedOffset,
     attempts: u64,
     threshold: u32,
@@ -107,6 +110,12 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
+}
+
+/// The calendar month of `now` in the billing zone, as `BillingPeriod::containing` sees it.
+fn year_month(now: DateTime<Utc>, offset: FixedOffset) -> (i32, u32) {
+    let local = now.with_timezone(&offset);
+    (local.year(), local.month())
 }
 
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -127,6 +136,7 @@ impl Health {
             current: 0,
             epoch: 0,
             period: BillingPeriod::containing(now, billing_offset),
+            period_month: year_month(now, billing_offset),
             billing_offset,
             attempts: 0,
             threshold: config.consecutive_failures.max(1),
@@ -148,6 +158,11 @@ impl Health {
 
     /// Starts a new period's counts when the calendar month (in the billing zone) changed.
     fn roll_period(&mut self, now: DateTime<Utc>) {
+        let month = year_month(now, self.billing_offset);
+        if month == self.period_month {
+            return;
+        }
+        self.period_month = month;
         let period = BillingPeriod::containing(now, self.billing_offset);
         if period != self.period {
             for v in &mut self.vendors {
