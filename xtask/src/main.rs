@@ -1,7 +1,10 @@
 //! Project automation, run as `cargo xtask <task>`.
 //!
 //! `ci` runs every check CI runs, in order, stopping at the first failure:
-//! formatting, layering, clippy, docs, tests. Each step is also a task of its own.
+//! formatting, layering, clippy, docs, tests, fault scenarios. Each step is also a task of
+//! its own.
+
+mod chaos;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,8 @@ tasks:
   layers   fail if sms-core, sms-failover or sms-providers depend on a driver
   clippy   cargo clippy on every target, warnings denied
   doc      cargo doc, warnings denied
-  test     cargo nextest (or cargo test when nextest is not installed)";
+  test     cargo nextest (or cargo test when nextest is not installed)
+  chaos    fault scenarios (kill -9, Redis/Postgres outages, two instances) and a fuzz smoke run";
 
 fn main() -> ExitCode {
     let task = env::args().nth(1).unwrap_or_default();
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         "clippy" => clippy(),
         "doc" => doc(),
         "test" => test(),
+        "chaos" => chaos::run(),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -59,12 +64,13 @@ fn main() -> ExitCode {
 type Step = (&'static str, fn() -> Result<()>);
 
 fn ci() -> Result<()> {
-    let steps: [Step; 5] = [
+    let steps: [Step; 6] = [
         ("fmt", fmt),
         ("layers", layers),
         ("clippy", clippy),
         ("doc", doc),
         ("test", test),
+        ("chaos", chaos::run),
     ];
     for (name, step) in steps {
         let started = Instant::now();

@@ -2,6 +2,14 @@
 //! on the embedded defaults and on PostgreSQL + Redis.
 
 mod api;
+mod bad_input;
+mod chaos;
+mod fuzz_smoke;
+// The fuzz target bodies (fuzz/ is not a workspace member), run here on stable.
+#[path = "../../../../fuzz/src/lib.rs"]
+mod fuzz_targets;
+mod proxy;
 mod real_vendors;
+mod security;
 mod server;
 mod simulate;

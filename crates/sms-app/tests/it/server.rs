@@ -226,3 +226,86 @@ pub async fn drop_schema(backends: &Backends) {
         }
     }
 }
+
+// Helpers for the fault tests (chaos.rs, security.rs): kill -9, restart on the same
+// data, a graceful stop that keeps the log.
+impl Server {
+    /// Kills the server with SIGKILL: no graceful stop, no lease release. Its directory
+    /// (config, SQLite file, delivery log, server log) stays for [`Server::restart`].
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the binary again with the same configuration, data and delivery log, and
+    /// waits until it answers; its stderr is appended to the same server log.
+    pub async fn restart(&mut self, backends: &Backends) {
+        assert!(self.child.is_none(), "restart: the server is still running");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms-app"));
+        if let Backends::Shared {
+            database_url,
+            redis_url,
+            ..
+        } = backends
+        {
+            cmd.env("SMS_DATABASE_URL", database_url)
+                .env("SMS_REDIS_URL", redis_url);
+        } else {
+            cmd.env_remove("SMS_DATABASE_URL")
+                .env_remove("SMS_REDIS_URL");
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let child = cmd
+            .arg("--config")
+            .arg(self.dir.path().join("gateway.toml"))
+            .arg("serve")
+            .env_remove("SMS_API_TOKENS")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restarting sms-app");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not restart; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit, keeping the directory so the complete log,
+    /// shutdown included, can still be read.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
