@@ -52,6 +52,17 @@ pub enum VendorError {
         /// The vendor's words.
         message: String,
     },
+    /// The vendor refused our credentials or signature (revoked or wrong key, expired
+    /// signature, account not allowed). The vendor is unusable until an operator fixes
+    /// its configuration; not the message's fault, so it counts against the vendor's
+    /// health and the message is retried on another vendor.
+    #[error("vendor refused our credentials ({code}): {message}")]
+    Unauthorized {
+        /// The vendor's error code.
+        code: String,
+        /// The vendor's words.
+        message: String,
+    },
     /// A failure that may pass: 5xx, connection refused, outage. Counts against the
     /// vendor's health; the message is retried.
     #[error("vendor failed: {message}")]
@@ -64,7 +75,14 @@ pub enum VendorError {
 impl VendorError {
     /// Whether this failure says something about the vendor's health.
     pub fn counts_against_vendor(&self) -> bool {
-        !matches!(self, Self::Rejected { .. })
+        // Spelled out so that a new kind has to be placed on one side deliberately.
+        match self {
+            Self::Rejected { .. } => false,
+            Self::TimedOut
+            | Self::Throttled { .. }
+            | Self::Unauthorized { .. }
+            | Self::Transient { .. } => true,
+        }
     }
 
     /// Short machine-readable kind, for metrics and storage.
@@ -73,6 +91,7 @@ impl VendorError {
             Self::TimedOut => "timed_out",
             Self::Throttled { .. } => "throttled",
             Self::Rejected { .. } => "rejected",
+            Self::Unauthorized { .. } => "unauthorized",
             Self::Transient { .. } => "transient",
         }
     }
@@ -168,4 +187,56 @@ pub enum SendError {
     /// No vendor can take messages (all disabled or none configured).
     #[error("no vendor available: {0}")]
     NoVendor(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_counts_against_the_vendor_unlike_a_rejection() {
+        let unauthorized = VendorError::Unauthorized {
+            code: "SignatureDoesNotMatch".into(),
+            message: "signature mismatch".into(),
+        };
+        assert!(unauthorized.counts_against_vendor());
+        assert_eq!(unauthorized.kind(), "unauthorized");
+        assert_eq!(
+            unauthorized.to_string(),
+            "vendor refused our credentials (SignatureDoesNotMatch): signature mismatch"
+        );
+
+        let rejected = VendorError::Rejected {
+            code: "isv.MOBILE_NUMBER_ILLEGAL".into(),
+            message: "bad number".into(),
+        };
+        assert!(!rejected.counts_against_vendor());
+        assert_eq!(rejected.kind(), "rejected");
+    }
+
+    #[test]
+    fn every_kind_but_rejected_counts_against_the_vendor() {
+        let kinds = [
+            (VendorError::TimedOut, "timed_out", true),
+            (
+                VendorError::Throttled {
+                    message: "slow down".into(),
+                    retry_after: None,
+                },
+                "throttled",
+                true,
+            ),
+            (
+                VendorError::Transient {
+                    message: "502".into(),
+                },
+                "transient",
+                true,
+            ),
+        ];
+        for (error, kind, counts) in kinds {
+            assert_eq!(error.kind(), kind);
+            assert_eq!(error.counts_against_vendor(), counts, "{kind}");
+        }
+    }
 }

@@ -18,6 +18,8 @@ pub enum AttemptOutcome {
     Throttled,
     /// The vendor refused the message for good.
     Rejected,
+    /// The vendor refused our credentials or signature: counts as a failure of the vendor.
+    Unauthorized,
     /// A failure that may pass (5xx, network).
     Transient,
 }
@@ -31,6 +33,7 @@ impl AttemptOutcome {
             Self::TimedOut => "timed_out",
             Self::Throttled => "throttled",
             Self::Rejected => "rejected",
+            Self::Unauthorized => "unauthorized",
             Self::Transient => "transient",
         }
     }

@@ -195,6 +195,9 @@ fn outcome_of(result: &Result<Receipt, VendorError>, slow: bool) -> (AttemptOutc
         Err(VendorError::TimedOut) => (AttemptOutcome::TimedOut, Verdict::Failure),
         Err(VendorError::Throttled { .. }) => (AttemptOutcome::Throttled, Verdict::Failure),
         Err(VendorError::Rejected { .. }) => (AttemptOutcome::Rejected, Verdict::Neutral),
+        // Revoked keys or a bad signature make the vendor unusable for every message:
+        // count it so the gateway switches away instead of losing each message in turn.
+        Err(VendorError::Unauthorized { .. }) => (AttemptOutcome::Unauthorized, Verdict::Failure),
         Err(VendorError::Transient { .. }) => (AttemptOutcome::Transient, Verdict::Failure),
     }
 }
@@ -203,7 +206,10 @@ fn queue_reason(error: &VendorError) -> QueueReason {
     match error {
         VendorError::TimedOut => QueueReason::TimedOut,
         VendorError::Throttled { .. } => QueueReason::VendorThrottled,
-        _ => QueueReason::VendorFailed,
+        // Rejected messages are never queued; listed so a new kind needs a decision here.
+        VendorError::Unauthorized { .. }
+        | VendorError::Transient { .. }
+        | VendorError::Rejected { .. } => QueueReason::VendorFailed,
     }
 }
 
@@ -923,6 +929,9 @@ impl Gateway {
                     error: error.to_string(),
                     may_duplicate: matches!(error, VendorError::TimedOut),
                 };
+                // Only a refusal of the message itself is final. Unauthorized is the
+                // vendor's fault: it counted as a failure and the message waits for a vendor
+                // that takes it.
                 let refused = matches!(error, VendorError::Rejected { .. });
                 if refused || attempts >= max_attempts {
                     let result = self.queue.dead(id, token, failure, now).await;

@@ -140,6 +140,45 @@ async fn a_rejected_message_dies_at_once() {
 }
 
 #[tokio::test]
+async fn a_drained_message_refused_for_our_credentials_backs_off_instead_of_dying() {
+    // The vendor's keys are at fault, not the message: it must wait for a vendor that
+    // takes it, and the refusal counts against the vendor.
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        FailoverConfig {
+            consecutive_failures: 100,
+            backoff_max: Duration::from_secs(10),
+            ..config()
+        },
+    );
+    h.vendor("aliyun").then(unauthorized());
+    let id = queue_one(&h).await;
+    let report = h.gateway.drain_once().await.unwrap();
+    assert_eq!((report.requeued, report.dead), (1, 0));
+    let m = h.queue.get(id).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(m.attempts, 1);
+    assert!(m.next_attempt_at <= start_plus(&h, 10), "backoff is capped");
+    assert!(
+        m.last_error
+            .as_deref()
+            .unwrap()
+            .contains("InvalidAccessKeyId.NotFound")
+    );
+    assert_eq!(h.failures_of("aliyun"), 1);
+    assert!(!h.events.events().contains(&GatewayEvent::Dead { id }));
+
+    // Once the operator fixes the keys, the retry goes out.
+    h.clock.advance(Duration::from_secs(11));
+    let report = h.gateway.drain_once().await.unwrap();
+    assert_eq!(report.sent, 1);
+    assert_eq!(
+        h.queue.get(id).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+}
+
+#[tokio::test]
 async fn an_expired_message_is_expired_not_sent() {
     // Defect 7: a login code must not arrive minutes late.
     let h = Harness::new(&[("aliyun", 45_000)], config());

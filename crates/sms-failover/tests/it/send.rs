@@ -10,7 +10,7 @@ use sms_core::{
     RecipientDecision, SendError, StoreError, UsageLedger, VendorError,
 };
 use sms_failover::{
-    AttemptOutcome, Gateway, GatewayEvent, SendOutcome, TimeoutPolicy, VendorEntry,
+    AttemptOutcome, FailoverConfig, Gateway, GatewayEvent, SendOutcome, TimeoutPolicy, VendorEntry,
 };
 
 use crate::support::*;
@@ -335,6 +335,77 @@ async fn throttled_and_failed_sends_are_queued_and_counted_against_the_vendor() 
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn refused_credentials_are_queued_counted_and_switch_away_after_n_failures() {
+    // Revoked keys used to come back as rejections: never counted, every message
+    // dead-lettered and no failover.
+    let h = Harness::new(
+        &[("aliyun", 45_000), ("tencent", 47_000)],
+        FailoverConfig {
+            consecutive_failures: 3,
+            ..config()
+        },
+    );
+    h.vendor("aliyun").always(unauthorized());
+    let mut ids = Vec::new();
+    for sent in 1..=3u32 {
+        assert_eq!(h.current(), "aliyun", "switched after only {}", sent - 1);
+        let outcome = h.gateway.send(request()).await.unwrap();
+        let SendOutcome::Queued {
+            id,
+            reason,
+            may_duplicate,
+        } = outcome
+        else {
+            panic!("expected Queued, found {outcome:?}");
+        };
+        assert_eq!((reason, may_duplicate), (QueueReason::VendorFailed, false));
+        let stored = h.queue.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.status, MessageStatus::Queued);
+        assert!(
+            stored
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("InvalidAccessKeyId.NotFound"),
+            "{stored:?}"
+        );
+        if sent < 3 {
+            assert_eq!(h.failures_of("aliyun"), sent);
+        }
+        ids.push(id);
+    }
+    assert_eq!(h.current(), "tencent");
+    assert_eq!(h.events.switches(), [("aliyun".into(), "tencent".into())]);
+    let unauthorized_attempts = h
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                GatewayEvent::Attempt {
+                    outcome: AttemptOutcome::Unauthorized,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(unauthorized_attempts, 3);
+    assert_eq!(AttemptOutcome::Unauthorized.as_str(), "unauthorized");
+
+    // None of the messages is lost: once due, they all go out on the other vendor.
+    h.clock.advance(Duration::from_secs(301));
+    let report = h.gateway.drain_once().await.unwrap();
+    assert_eq!((report.sent, report.dead), (3, 0));
+    for id in ids {
+        let m = h.queue.get(id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sent);
+        assert_eq!(m.last_vendor.unwrap().as_str(), "tencent");
+    }
+    assert_eq!(h.vendor("aliyun").calls(), 3);
 }
 
 #[tokio::test]

@@ -34,6 +34,14 @@ pub fn transient() -> Step {
     })
 }
 
+/// The vendor refuses our credentials (revoked key, bad signature).
+pub fn unauthorized() -> Step {
+    Step::Fail(VendorError::Unauthorized {
+        code: "InvalidAccessKeyId.NotFound".into(),
+        message: "Specified access key is not found.".into(),
+    })
+}
+
 /// A vendor that follows a script, then a default step, and records what it was sent.
 pub struct FakeVendor {
     id: VendorId,

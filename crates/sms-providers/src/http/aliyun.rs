@@ -270,6 +270,18 @@ pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError 
             retry_after: None,
         };
     }
+    if is_unauthorized(code) {
+        return VendorError::Unauthorized {
+            code: code.to_owned(),
+            message,
+        };
+    }
+    // A nonce seen before: the next attempt signs with a fresh one, so it may pass.
+    if code == "SignatureNonceUsed" {
+        return VendorError::Transient {
+            message: format!("{VENDOR}: {code}: {message}"),
+        };
+    }
     // `isp.*` are the platform's own failures; the rest of this list are the gateway's.
     if code.starts_with("isp.")
         || matches!(
@@ -283,11 +295,32 @@ pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError 
         };
     }
     // `isv.*` are the caller's mistakes (number, template, sign name, balance), and the
-    // gateway's 4xx codes are about credentials and signatures: retrying will not help.
+    // gateway's other 4xx codes are about the request itself: retrying will not help.
     VendorError::Rejected {
         code: code.to_owned(),
         message,
     }
+}
+
+/// Whether an Aliyun code says our access key, its permissions, the request signature or
+/// the account were refused: every message would meet the same answer until an operator
+/// fixes the configuration (or the clock, for timestamps).
+fn is_unauthorized(code: &str) -> bool {
+    const PREFIXES: [&str; 4] = [
+        "InvalidAccessKeyId",
+        "InvalidTimeStamp",
+        "InvalidSecurityToken",
+        "Forbidden",
+    ];
+    PREFIXES.iter().any(|p| code.starts_with(p))
+        || matches!(
+            code,
+            "SignatureDoesNotMatch"
+                | "IncompleteSignature"
+                | "MissingSignature"
+                | "isv.ACCOUNT_NOT_EXISTS"
+                | "isv.ACCOUNT_ABNORMAL"
+        )
 }
 
 #[async_trait]
@@ -359,13 +392,51 @@ mod tests {
             matches!(bad, Err(VendorError::Rejected { code, .. }) if code == "isv.MOBILE_NUMBER_ILLEGAL")
         );
         let auth = parse_answer(400, r#"{"Code":"SignatureDoesNotMatch","Message":"x"}"#, 1);
-        assert!(matches!(auth, Err(VendorError::Rejected { .. })));
+        assert!(
+            matches!(auth, Err(VendorError::Unauthorized { code, .. }) if code == "SignatureDoesNotMatch")
+        );
         let sys = parse_answer(200, r#"{"Code":"isp.SYSTEM_ERROR","Message":"x"}"#, 1);
         assert!(matches!(sys, Err(VendorError::Transient { .. })));
         let down = parse_answer(503, "Service Unavailable", 1);
         assert!(matches!(down, Err(VendorError::Transient { .. })));
         let garbled = parse_answer(200, "<html>", 1);
         assert_eq!(garbled, Err(VendorError::TimedOut));
+    }
+
+    #[test]
+    fn refused_credentials_signatures_and_accounts_are_unauthorized() {
+        for (status, code) in [
+            (404, "InvalidAccessKeyId.NotFound"),
+            (400, "InvalidAccessKeyId.Inactive"),
+            (400, "SignatureDoesNotMatch"),
+            (400, "IncompleteSignature"),
+            (400, "MissingSignature"),
+            (400, "InvalidTimeStamp.Expired"),
+            (400, "InvalidTimeStamp.Format"),
+            (400, "InvalidSecurityToken.Expired"),
+            (403, "Forbidden.RAM"),
+            (403, "Forbidden.AccessKeyDisabled"),
+            (200, "isv.ACCOUNT_NOT_EXISTS"),
+            (200, "isv.ACCOUNT_ABNORMAL"),
+        ] {
+            let e = classify(code, "m".into(), status);
+            assert!(
+                matches!(&e, VendorError::Unauthorized { code: c, .. } if c == code),
+                "{code}: {e:?}"
+            );
+            assert!(e.counts_against_vendor(), "{code}");
+        }
+        // The message's own faults stay rejections; a reused nonce passes with a new one.
+        for code in ["isv.MOBILE_NUMBER_ILLEGAL", "isv.SMS_TEMPLATE_ILLEGAL"] {
+            assert!(matches!(
+                classify(code, "m".into(), 200),
+                VendorError::Rejected { .. }
+            ));
+        }
+        assert!(matches!(
+            classify("SignatureNonceUsed", "m".into(), 400),
+            VendorError::Transient { .. }
+        ));
     }
 
     #[test]

@@ -238,13 +238,30 @@ fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, V
 /// often), 160039–160041 (per-number daily caps) are throttling; 160042 (bad number
 /// format), 16003x (template, content, blacklist) and 160043 (template not in this app)
 /// are permanent; the 111xxx–113xxx families are request, authentication, account and
-/// application checks, also permanent. Anything else, such as 172001 (network error),
-/// is treated as a vendor failure that may pass.
+/// application checks. Of those, the ones that refuse our credentials (the
+/// `Authorization` header and its timestamp, the `sig`, an unknown account or
+/// application) are `Unauthorized`: every message would meet them. The rest are
+/// permanent. Anything else, such as 172001 (network error), is treated as a vendor
+/// failure that may pass.
 pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError {
     if matches!(code, "160038" | "160039" | "160040" | "160041") {
         return VendorError::Throttled {
             message: format!("{code}: {message}"),
             retry_after: None,
+        };
+    }
+    // 111101: the `Authorization` header cannot be decoded; 111104/111105: its
+    // timestamp is malformed or expired; 111109: the `sig` does not match; 111141: no
+    // such account; 111147: no such application. Other 111xxx codes are not listed here
+    // because their meaning is not certain enough to take a vendor out of service.
+    let unauthorized = matches!(
+        code,
+        "111101" | "111104" | "111105" | "111109" | "111141" | "111147"
+    );
+    if unauthorized && status < 500 {
+        return VendorError::Unauthorized {
+            code: code.to_owned(),
+            message,
         };
     }
     let permanent = code == "160042"
@@ -315,7 +332,13 @@ mod tests {
         assert!(matches!(code("160038"), VendorError::Throttled { .. }));
         assert!(matches!(code("160040"), VendorError::Throttled { .. }));
         assert!(matches!(code("160042"), VendorError::Rejected { .. }));
-        assert!(matches!(code("111109"), VendorError::Rejected { .. }));
+        for auth in ["111101", "111104", "111105", "111109", "111141", "111147"] {
+            assert!(
+                matches!(code(auth), VendorError::Unauthorized { code: ref c, .. } if c == auth),
+                "{auth}"
+            );
+        }
+        assert!(matches!(code("111200"), VendorError::Rejected { .. }));
         assert!(matches!(code("172001"), VendorError::Transient { .. }));
         assert!(matches!(
             parse_answer(502, "bad gateway", 1),

@@ -8,7 +8,8 @@
 //! | answer | kind |
 //! | --- | --- |
 //! | throttling code (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, Tencent `LimitExceeded.*`, Cloopen 160038–160041) | `Throttled` |
-//! | bad number, template, signature name, credentials | `Rejected` |
+//! | bad number, template, signature name (the message's own fault) | `Rejected` |
+//! | credentials or request signature refused (Aliyun `InvalidAccessKeyId.*`, `SignatureDoesNotMatch`, `Forbidden.*`; Tencent `AuthFailure.*`, `UnauthorizedOperation.*`; Cloopen 111101, 111104, 111105, 111109, 111141, 111147; HTTP 401/403 without a code) | `Unauthorized` |
 //! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |
 //! | timeout after the request was written, or a 2xx answer that cannot be read | `TimedOut` (outcome unknown) |
 //!
@@ -320,6 +321,13 @@ pub(crate) fn status_error(vendor: &str, status: u16, body: &str) -> VendorError
         VendorError::Transient {
             message: format!("{vendor}: HTTP {status}: {}", truncate(body)),
         }
+    } else if status == 401 || status == 403 {
+        // Without a vendor code these still say the request's credentials were refused:
+        // every message would meet the same answer, so it is the vendor that is unusable.
+        VendorError::Unauthorized {
+            code: format!("HTTP_{status}"),
+            message: truncate(body),
+        }
     } else {
         VendorError::Rejected {
             code: format!("HTTP_{status}"),
@@ -516,7 +524,15 @@ mod tests {
         assert_eq!(status_error("x", 200, "<html>"), VendorError::TimedOut);
         assert!(matches!(
             status_error("x", 403, "no"),
-            VendorError::Rejected { code, .. } if code == "HTTP_403"
+            VendorError::Unauthorized { code, .. } if code == "HTTP_403"
+        ));
+        assert!(matches!(
+            status_error("x", 401, "no"),
+            VendorError::Unauthorized { code, .. } if code == "HTTP_401"
+        ));
+        assert!(matches!(
+            status_error("x", 404, "no"),
+            VendorError::Rejected { code, .. } if code == "HTTP_404"
         ));
     }
 

@@ -268,12 +268,22 @@ pub(crate) fn classify(code: &str, message: String) -> VendorError {
             retry_after: None,
         };
     }
-    const PERMANENT: [&str; 6] = [
-        "AuthFailure",
+    // Our SecretId, signature or the account's permissions (including an SdkAppId that
+    // does not exist, or a suspended service) were refused: every message would meet the
+    // same answer until an operator fixes the configuration.
+    if code.starts_with("AuthFailure")
+        || code.starts_with("UnauthorizedOperation")
+        || code == "InvalidParameterValue.SdkAppIdNotExist"
+    {
+        return VendorError::Unauthorized {
+            code: code.to_owned(),
+            message,
+        };
+    }
+    const PERMANENT: [&str; 4] = [
         "InvalidParameter",
         "MissingParameter",
         "FailedOperation",
-        "UnauthorizedOperation",
         "UnsupportedOperation",
     ];
     if PERMANENT.iter().any(|p| code.starts_with(p)) || code == "InvalidAction" {
@@ -351,10 +361,20 @@ mod tests {
             e("RequestLimitExceeded"),
             VendorError::Throttled { .. }
         ));
-        assert!(matches!(
-            e("AuthFailure.SignatureFailure"),
-            VendorError::Rejected { .. }
-        ));
+        for code in [
+            "AuthFailure.SignatureFailure",
+            "AuthFailure.SignatureExpire",
+            "AuthFailure.SecretIdNotFound",
+            "AuthFailure.InvalidAuthorization",
+            "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
+            "UnauthorizedOperation.RequestIpNotInWhitelist",
+            "InvalidParameterValue.SdkAppIdNotExist",
+        ] {
+            assert!(
+                matches!(e(code), VendorError::Unauthorized { code: ref c, .. } if c == code),
+                "{code}"
+            );
+        }
         assert!(matches!(
             e("InvalidParameterValue.IncorrectPhoneNumber"),
             VendorError::Rejected { .. }

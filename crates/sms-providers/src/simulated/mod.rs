@@ -52,6 +52,7 @@ struct Counters {
     timed_out: AtomicU64,
     throttled: AtomicU64,
     rejected: AtomicU64,
+    unauthorized: AtomicU64,
     transient: AtomicU64,
     billed_messages: AtomicU64,
 }
@@ -66,7 +67,7 @@ pub struct SimulationStats {
     pub attempted: u64,
     /// Sends delivered and answered.
     pub succeeded: u64,
-    /// Sends that failed or hang: the sum of the four kinds below.
+    /// Sends that failed or hang: the sum of the five kinds below.
     pub failed: u64,
     /// Sends that hang (counted when the hang starts).
     pub timed_out: u64,
@@ -74,6 +75,9 @@ pub struct SimulationStats {
     pub throttled: u64,
     /// Sends rejected for good.
     pub rejected: u64,
+    /// Sends refused for our credentials. The simulation has no credentials to refuse,
+    /// so this stays 0; it is kept so every [`VendorError`] kind has its counter.
+    pub unauthorized: u64,
     /// Sends failed transiently (errors and outages).
     pub transient: u64,
     /// Messages billed by the successful sends (recipients × segments).
@@ -322,19 +326,21 @@ impl SimulatedVendor {
     pub fn stats(&self) -> SimulationStats {
         let c = &self.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let (timed_out, throttled, rejected, transient) = (
+        let (timed_out, throttled, rejected, unauthorized, transient) = (
             get(&c.timed_out),
             get(&c.throttled),
             get(&c.rejected),
+            get(&c.unauthorized),
             get(&c.transient),
         );
         SimulationStats {
             attempted: get(&c.attempted),
             succeeded: get(&c.succeeded),
-            failed: timed_out + throttled + rejected + transient,
+            failed: timed_out + throttled + rejected + unauthorized + transient,
             timed_out,
             throttled,
             rejected,
+            unauthorized,
             transient,
             billed_messages: get(&c.billed_messages),
         }
@@ -359,6 +365,7 @@ impl SimulatedVendor {
             VendorError::TimedOut => &self.counters.timed_out,
             VendorError::Throttled { .. } => &self.counters.throttled,
             VendorError::Rejected { .. } => &self.counters.rejected,
+            VendorError::Unauthorized { .. } => &self.counters.unauthorized,
             VendorError::Transient { .. } => &self.counters.transient,
         };
         counter.fetch_add(1, Ordering::Relaxed);

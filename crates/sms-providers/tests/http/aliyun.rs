@@ -79,7 +79,7 @@ async fn a_mainland_landline_is_rejected_as_an_illegal_number() {
 }
 
 #[tokio::test]
-async fn wrong_secret_or_unknown_key_is_rejected_with_aliyuns_codes() {
+async fn wrong_secret_or_unknown_key_is_unauthorized_with_aliyuns_codes() {
     let sandbox = start().await;
     let wrong_secret = AliyunConfig {
         access_key_secret: Secret::new("not-the-secret"),
@@ -90,7 +90,7 @@ async fn wrong_secret_or_unknown_key_is_rejected_with_aliyuns_codes() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Rejected { code, .. } if code == "SignatureDoesNotMatch"),
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "SignatureDoesNotMatch"),
         "{e:?}"
     );
     let unknown_key = AliyunConfig {
@@ -102,7 +102,7 @@ async fn wrong_secret_or_unknown_key_is_rejected_with_aliyuns_codes() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Rejected { code, .. } if code == "InvalidAccessKeyId.NotFound"),
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "InvalidAccessKeyId.NotFound"),
         "{e:?}"
     );
     assert!(sandbox.deliveries().is_empty());

@@ -64,7 +64,7 @@ async fn a_bad_number_is_rejected() {
 }
 
 #[tokio::test]
-async fn a_wrong_token_fails_the_sig_check() {
+async fn a_wrong_token_or_account_is_unauthorized() {
     let sandbox = start().await;
     let e = vendor(CloopenConfig {
         auth_token: Secret::new("wrong"),
@@ -74,7 +74,7 @@ async fn a_wrong_token_fails_the_sig_check() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Rejected { code, .. } if code == "111109"),
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "111109"),
         "{e:?}"
     );
     let e = vendor(CloopenConfig {
@@ -84,7 +84,10 @@ async fn a_wrong_token_fails_the_sig_check() {
     .send(&sms(&["1"], &["+8613800138000"]))
     .await
     .unwrap_err();
-    assert!(matches!(&e, VendorError::Rejected { .. }), "{e:?}");
+    assert!(
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "111141"),
+        "{e:?}"
+    );
     assert!(sandbox.deliveries().is_empty());
     sandbox.stop().await.unwrap();
 }

@@ -103,7 +103,7 @@ async fn wrong_key_or_unknown_secret_id_is_an_auth_failure() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Rejected { code, .. } if code == "AuthFailure.SignatureFailure"),
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "AuthFailure.SignatureFailure"),
         "{e:?}"
     );
     let e = vendor(TencentConfig {
@@ -114,7 +114,7 @@ async fn wrong_key_or_unknown_secret_id_is_an_auth_failure() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Rejected { code, .. } if code == "AuthFailure.SecretIdNotFound"),
+        matches!(&e, VendorError::Unauthorized { code, .. } if code == "AuthFailure.SecretIdNotFound"),
         "{e:?}"
     );
     assert!(sandbox.deliveries().is_empty());
