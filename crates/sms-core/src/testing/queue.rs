@@ -355,10 +355,17 @@ mod tests {
             let request = SmsRequest::new("t", ["1"], ["+8613800138000"]).unwrap();
             let at = t0 + chrono::Duration::seconds(10 - i);
             let mut m = NewMessage::queued(MessageId::new(), request, QueueReason::Accepted, 3, at);
-            m.initial = InitialState::Sent { vendor: vendor.clone() };
+            m.initial = InitialState::Sent {
+                vendor: vendor.clone(),
+            };
             ids.push((at, q.enqueue(m).await.unwrap().message().id));
         }
-        assert_eq!(q.purge_sent(t0 + chrono::Duration::seconds(60), 2).await.unwrap(), 2);
+        assert_eq!(
+            q.purge_sent(t0 + chrono::Duration::seconds(60), 2)
+                .await
+                .unwrap(),
+            2
+        );
         ids.sort();
         for (i, (_, id)) in ids.iter().enumerate() {
             assert_eq!(q.get(*id).await.unwrap().is_none(), i < 2, "message {i}");
