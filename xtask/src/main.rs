@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 /// Crates that must stay free of I/O drivers, and the drivers they must not pull in.
 const DRIVER_FREE: &[&str] = &["sms-core", "sms-failover", "sms-providers"];
 const DRIVERS: &[&str] = &[
@@ -33,6 +35,7 @@ tasks:
   clippy   cargo clippy on every target, warnings denied
   doc      cargo doc, warnings denied
   test     cargo nextest (or cargo test when nextest is not installed)
+  bench    benchmarks against baselines measured in the same run (not part of ci)
   chaos    fault scenarios (kill -9, Redis/Postgres outages, two instances) and a fuzz smoke run";
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         "clippy" => clippy(),
         "doc" => doc(),
         "test" => test(),
+        "bench" => bench::run(),
         "chaos" => chaos::run(),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
