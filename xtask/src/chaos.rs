@@ -48,9 +48,9 @@ pub fn run() -> Result<()> {
     std::fs::write(&figures_path, figures.join("\n") + "\n")
         .with_context(|| format!("writing {}", figures_path.display()))?;
     eprintln!(
-        "xtask: {} scenarios passed in {:.0}s; figures in {}",
-        figures.len(),
+        "xtask: scenarios passed in {:.0}s (build included), {} figure lines in {}",
         started.elapsed().as_secs_f64(),
+        figures.len(),
         figures_path.display()
     );
     for line in &figures {
@@ -74,12 +74,12 @@ pub fn run() -> Result<()> {
     ]);
     fuzz.env("SMS_FUZZ_CASES", FUZZ_CASES)
         .env("SMS_FUZZ_SEED", seed.to_string());
-    run_collecting(&mut fuzz, FUZZ_BUDGET, "\u{0}")?;
+    run_collecting(&mut fuzz, FUZZ_BUDGET, "chaos-figures ")?;
     Ok(())
 }
 
-/// Runs `cmd` within `budget`, echoing its output, and returns the stdout lines that
-/// start with `marker` (marker removed).
+/// Runs `cmd` within `budget`, echoing its output, and returns what follows `marker` on
+/// the stdout lines holding it.
 fn run_collecting(cmd: &mut Command, budget: Duration, marker: &str) -> Result<Vec<String>> {
     eprintln!("xtask: $ {}", crate::describe(cmd));
     let mut child = cmd
@@ -92,8 +92,10 @@ fn run_collecting(cmd: &mut Command, budget: Duration, marker: &str) -> Result<V
         let mut found = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             println!("{line}");
-            if let Some(rest) = line.strip_prefix(&marker) {
-                found.push(rest.to_owned());
+            // libtest prints a test's name without a newline before its output, so the
+            // marker may be mid-line.
+            if let Some(at) = line.find(&marker) {
+                found.push(line[at + marker.len()..].to_owned());
             }
         }
         found

@@ -382,6 +382,12 @@ simulation = { latency_ms = 1 }
 
 /// Number of Redis keys matching `pattern`, with a bare RESP `KEYS` over TCP.
 async fn redis_keys(addr: &str, pattern: &str) -> usize {
+    tokio::time::timeout(Duration::from_secs(30), redis_keys_unbounded(addr, pattern))
+        .await
+        .expect("Redis answered KEYS within 30 s")
+}
+
+async fn redis_keys_unbounded(addr: &str, pattern: &str) -> usize {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
