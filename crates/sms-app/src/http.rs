@@ -62,8 +62,29 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .merge(protected)
+        .layer(middleware::map_response(
+            move |response: Response| async move { too_large_as_json(response, max_body_bytes) },
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// axum's own 413 for an over-long body is plain text; callers get the JSON error shape
+/// every other refusal has.
+fn too_large_as_json(response: Response, max_body_bytes: usize) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return response;
+    }
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {max_body_bytes} bytes (max_body_bytes)"),
+        Some("body"),
+    )
 }
 
 /// A JSON error: `{"error": {"code", "message", "field"?}}`.

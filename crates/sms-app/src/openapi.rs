@@ -51,7 +51,7 @@ pub fn document() -> Value {
                     "400": error_response("Invalid request; `field` names the problem"),
                     "401": error_response("Missing or unknown token"),
                     "409": error_response("Idempotency key reused for a different message"),
-                    "413": { "description": "Body too large" },
+                    "413": error_response("Body larger than max_body_bytes"),
                     "422": error_response("Rejected by the vendor, or already expired"),
                     "429": error_response("A recipient is over its per-recipient limit; see Retry-After"),
                     "503": error_response("Could neither send nor queue"),
