@@ -30,6 +30,14 @@ use sms_core::{
 use tokio::sync::Notify;
 
 use crate::backoff::jittered_backoff;
+
+/// Tries to record a delivered message for look-ups while the store is unreachable:
+/// 250 ms, doubling to 30 s, about two and a half minutes in all.
+const RECORD_ATTEMPTS: u32 = 12;
+/// First wait before recording a delivered message again.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between two tries.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 use crate::config::{FailoverConfig, TimeoutPolicy};
 use crate::error::FailoverError;
 use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
@@ -715,8 +723,22 @@ impl Gateway {
         };
         let queue = self.queue.clone();
         tokio::spawn(async move {
-            if let Err(e) = queue.enqueue(message).await {
-                tracing::warn!(%id, error = %e, "delivered, but could not record the message for look-ups");
+            // The message is already delivered; while the store is unreachable, keep trying
+            // for a few minutes, or its status look-up answers "not found" for good.
+            let mut delay = RECORD_RETRY_FIRST;
+            for attempt in 1..=RECORD_ATTEMPTS {
+                match queue.enqueue(message.clone()).await {
+                    Ok(_) => return,
+                    Err(StoreError::Unavailable(e)) if attempt < RECORD_ATTEMPTS => {
+                        tracing::debug!(%id, attempt, error = %e, "could not record a delivered message yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RECORD_RETRY_MAX);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "delivered, but could not record the message for look-ups");
+                        return;
+                    }
+                }
             }
         });
     }

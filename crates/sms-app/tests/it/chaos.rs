@@ -589,18 +589,22 @@ async fn redis_and_postgres_outages_keep_sending_and_lose_nothing() {
     }
     let settled = wait_settled(&server, Duration::from_secs(60)).await;
     let result = outcome(&server, &accepted, &[server.deliveries_path()]).await;
-    // Direct sends during the outage were delivered but could not be recorded for
-    // look-ups; count them.
-    let mut unrecorded = 0;
-    for id in &during_pg.accepted {
-        if bounded(&server, "GET", server.get(&format!("/v1/messages/{id}")))
-            .await
-            .status()
-            == StatusCode::NOT_FOUND
-        {
-            unrecorded += 1;
+    // Direct sends during the outage were delivered while their records could not be
+    // written; the gateway writes them once Postgres answers again.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let unrecorded = loop {
+        let mut unrecorded = 0;
+        for id in &during_pg.accepted {
+            let r = bounded(&server, "GET", server.get(&format!("/v1/messages/{id}"))).await;
+            if r.status() == StatusCode::NOT_FOUND {
+                unrecorded += 1;
+            }
         }
-    }
+        if unrecorded == 0 || Instant::now() > deadline {
+            break unrecorded;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     figures(
         "redis_postgres_outage",
         json!({
@@ -615,6 +619,10 @@ async fn redis_and_postgres_outages_keep_sending_and_lose_nothing() {
     );
     assert!(result.lost.is_empty(), "lost: {:?}", result.lost);
     assert_eq!(result.duplicates, 0);
+    assert_eq!(
+        unrecorded, 0,
+        "messages sent during the Postgres outage can be looked up once it is back"
+    );
     drop(server);
     drop_schema(&real).await;
 }

@@ -4,5 +4,6 @@ mod collaborators;
 mod defects;
 mod drain;
 mod failover;
+mod record;
 mod send;
 mod support;

@@ -1,0 +1,157 @@
+//! A message sent at once, without a key, is recorded for status look-ups after the
+//! send; a store that is briefly unreachable must not lose that record.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
+use sms_core::{
+    AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, LeaseToken, MessageId, MessageStatus,
+    NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+};
+use sms_failover::{Gateway, SendOutcome, VendorEntry};
+
+use crate::support::*;
+
+/// A `MemoryQueue` whose first `failures` inserts fail as if the database were down.
+struct FlakyInserts {
+    inner: MemoryQueue,
+    failures: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl DeferredQueue for FlakyInserts {
+    async fn enqueue(&self, message: NewMessage) -> Result<Enqueued, StoreError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            return Err(StoreError::unavailable("connection reset by peer"));
+        }
+        self.inner.enqueue(message).await
+    }
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.claim(owner, now, lease_for, limit).await
+    }
+    async fn complete(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        vendor: &VendorId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.complete(id, token, vendor, now).await
+    }
+    async fn fail(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        next_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .fail(id, token, failure, next_attempt_at, now)
+            .await
+    }
+    async fn dead(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.dead(id, token, failure, now).await
+    }
+    async fn expire(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.expire(id, token, now).await
+    }
+    async fn release(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.release(id, token, now).await
+    }
+    async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        self.inner.retry(id, now).await
+    }
+    async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn find_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.inner.find_by_idempotency_key(key).await
+    }
+    async fn list(
+        &self,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.list(status, limit).await
+    }
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn purge_sent(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.inner.purge_sent(before, limit).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_direct_send_is_recorded_once_the_store_answers_again() {
+    let queue = Arc::new(FlakyInserts {
+        inner: MemoryQueue::new(),
+        failures: 3,
+        calls: AtomicUsize::new(0),
+    });
+    let gateway = Gateway::new(
+        vec![VendorEntry {
+            vendor: FakeVendor::new("aliyun"),
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        None,
+        queue.clone(),
+        Arc::new(MemoryLedger::new()),
+        Arc::new(ManualClock::new(start())),
+        config(),
+    )
+    .unwrap();
+    let SendOutcome::Sent { id, .. } = gateway.send(request()).await.unwrap() else {
+        panic!("sent at once");
+    };
+    // Paused time: sleeping lets the recorder's back-off elapse at once.
+    for _ in 0..100 {
+        if queue.get(id).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stored = queue
+        .get(id)
+        .await
+        .unwrap()
+        .expect("recorded after the outage");
+    assert_eq!(stored.status, MessageStatus::Sent);
+    assert_eq!(
+        queue.calls.load(Ordering::SeqCst),
+        4,
+        "three failures, one success"
+    );
+}
