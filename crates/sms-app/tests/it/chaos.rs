@@ -713,6 +713,14 @@ async fn two_instances_share_the_global_limit_and_never_send_twice() {
         })
         .max()
         .unwrap_or(0);
+    // 200 permits at most 20 in any 1 s window need at least 9 s between the first and
+    // the last; a delivery follows its permit after a short lag (1 s allowed here).
+    // Slowness only lengthens the span: this fails only if the limit leaked.
+    let span_s = match (times.first(), times.last()) {
+        (Some(first), Some(last)) => (last - first) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let min_span_s = (times.len() as f64 - 20.0) / 20.0 - 1.0;
     let per_log: Vec<usize> = logs
         .iter()
         .map(|p| deliveries(std::slice::from_ref(p)).values().sum())
@@ -722,10 +730,16 @@ async fn two_instances_share_the_global_limit_and_never_send_twice() {
         json!({
             "http_200": direct, "http_202": la.queued_total() + lb.queued_total(),
             "burst_s": (burst_s * 10.0).round() / 10.0, "busiest_second_deliveries": busiest,
+            "delivery_span_s": (span_s * 10.0).round() / 10.0, "min_span_s": min_span_s,
             "deliveries_per_instance": per_log, "queue_settled": settled, "outcome": result,
         }),
     );
     assert!(result.lost.is_empty(), "lost: {:?}", result.lost);
+    assert!(
+        span_s >= min_span_s,
+        "{} deliveries within {span_s:.1}s: the shared limit of 20/s leaked",
+        times.len()
+    );
     assert_eq!(
         result.duplicates - result.duplicates_after_timeout,
         0,
