@@ -30,6 +30,10 @@ use sms_core::{
 use tokio::sync::Notify;
 
 use crate::backoff::jittered_backoff;
+use crate::config::{FailoverConfig, TimeoutPolicy};
+use crate::error::FailoverError;
+use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
+use crate::health::{Health, Switch, Verdict};
 
 /// Tries to record a delivered message for look-ups while the store is unreachable:
 /// 250 ms, doubling to 30 s, about two and a half minutes in all.
@@ -38,10 +42,6 @@ const RECORD_ATTEMPTS: u32 = 12;
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 /// Longest wait between two tries.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
-use crate::config::{FailoverConfig, TimeoutPolicy};
-use crate::error::FailoverError;
-use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
-use crate::health::{Health, Switch, Verdict};
 
 /// A vendor and its price list.
 #[derive(Clone)]
