@@ -52,11 +52,12 @@ pub enum VendorError {
         /// The vendor's words.
         message: String,
     },
-    /// The vendor refused our credentials or signature (revoked or wrong key, expired
-    /// signature, account not allowed). The vendor is unusable until an operator fixes
-    /// its configuration; not the message's fault, so it counts against the vendor's
-    /// health and the message is retried on another vendor.
-    #[error("vendor refused our credentials ({code}): {message}")]
+    /// The vendor refused our account: its credentials or signature (revoked or wrong
+    /// key, expired signature), or an account that cannot send (no balance, suspended,
+    /// not subscribed). The vendor is unusable until an operator fixes it; not the
+    /// message's fault, so it counts against the vendor's health and the message is
+    /// retried on another vendor.
+    #[error("vendor refused our account ({code}): {message}")]
     Unauthorized {
         /// The vendor's error code.
         code: String,
@@ -203,7 +204,7 @@ mod tests {
         assert_eq!(unauthorized.kind(), "unauthorized");
         assert_eq!(
             unauthorized.to_string(),
-            "vendor refused our credentials (SignatureDoesNotMatch): signature mismatch"
+            "vendor refused our account (SignatureDoesNotMatch): signature mismatch"
         );
 
         let rejected = VendorError::Rejected {

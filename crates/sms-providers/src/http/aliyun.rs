@@ -320,6 +320,12 @@ fn is_unauthorized(code: &str) -> bool {
                 | "MissingSignature"
                 | "isv.ACCOUNT_NOT_EXISTS"
                 | "isv.ACCOUNT_ABNORMAL"
+                // The account, not the message: no balance, service stopped or not
+                // subscribed. Every message would fail the same way, so fail over.
+                | "isv.AMOUNT_NOT_ENOUGH"
+                | "isv.OUT_OF_SERVICE"
+                | "isv.PRODUCT_UN_SUBSCRIPT"
+                | "isv.PRODUCT_UNSUBSCRIBE"
         )
 }
 
@@ -418,6 +424,9 @@ mod tests {
             (403, "Forbidden.AccessKeyDisabled"),
             (200, "isv.ACCOUNT_NOT_EXISTS"),
             (200, "isv.ACCOUNT_ABNORMAL"),
+            (200, "isv.AMOUNT_NOT_ENOUGH"),
+            (200, "isv.OUT_OF_SERVICE"),
+            (200, "isv.PRODUCT_UN_SUBSCRIPT"),
         ] {
             let e = classify(code, "m".into(), status);
             assert!(

@@ -274,6 +274,9 @@ pub(crate) fn classify(code: &str, message: String) -> VendorError {
     if code.starts_with("AuthFailure")
         || code.starts_with("UnauthorizedOperation")
         || code == "InvalidParameterValue.SdkAppIdNotExist"
+        // The account's SMS package is used up: every message would fail until it is
+        // topped up, so this is the vendor's state, not the message's fault.
+        || code == "FailedOperation.InsufficientBalanceInSmsPackage"
     {
         return VendorError::Unauthorized {
             code: code.to_owned(),
@@ -369,6 +372,7 @@ mod tests {
             "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
             "UnauthorizedOperation.RequestIpNotInWhitelist",
             "InvalidParameterValue.SdkAppIdNotExist",
+            "FailedOperation.InsufficientBalanceInSmsPackage",
         ] {
             assert!(
                 matches!(e(code), VendorError::Unauthorized { code: ref c, .. } if c == code),
