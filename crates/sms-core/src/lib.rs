@@ -7,7 +7,7 @@
 //! [`UsageLedger`] and [`Clock`].
 //!
 //! Features: `mocks` adds mockall mocks of every trait (`MockVendor`, `MockDeferredQueue`,
-//! …); `testing` adds in-memory fakes ([`testing::MemoryQueue`], …).
+//! …); `testing` adds in-memory fakes (`testing::MemoryQueue`, …).
 
 mod clock;
 mod error;
