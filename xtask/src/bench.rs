@@ -598,6 +598,16 @@ fn backlog(report: &mut Report, out: &Path) -> Result<()> {
             rss.map_or("?".to_owned(), |v| format!("{v:.1}"))
         )),
     );
+    report.rows.push(
+        Row::new(
+            "memory: growth with 1,000,000 queued over an empty queue (MiB)",
+            hwm.zip(idle.1).map(|(with, without)| with - without),
+            "MiB",
+        )
+        .baseline("target", Some(10.0))
+        .lower_is_better()
+        .target("≤ 10 MiB"),
+    );
     let _ = fs::remove_dir_all(&dir);
     Ok(())
 }
