@@ -463,6 +463,9 @@ pub async fn run(options: Options) -> Result<Report> {
         bar.finish_and_clear();
     }
     drainer.shutdown().await;
+    if let Err(e) = gateway.flush().await {
+        tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
+    }
 
     let accepted_ids = std::mem::take(&mut *accepted_ids.lock().unwrap_or_else(|p| p.into_inner()));
     let mut deliveries: HashMap<sms_core::MessageId, u64> = HashMap::new();

@@ -347,6 +347,9 @@ pub async fn serve(config: Config) -> Result<()> {
     tracing::info!("shutting down: finishing in-flight sends, releasing leases");
     app.retention.abort();
     app.drainer.shutdown().await;
+    if let Err(e) = app.state.gateway.flush().await {
+        tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,8 +31,8 @@ pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter};
 pub use money::{Money, MoneyParseError};
 pub use phone::{PhoneNumber, PhoneNumberError};
 pub use queue::{
-    AttemptFailure, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus,
-    NewMessage, QueueReason, QueueStats, StoredMessage,
+    AttemptFailure, Completion, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken,
+    MessageStatus, NewMessage, QueueReason, QueueStats, StoredMessage,
 };
 pub use request::{
     MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, OutboundSms, RawSmsRequest, SmsRequest,

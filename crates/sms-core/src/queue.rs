@@ -283,6 +283,19 @@ impl Enqueued {
     }
 }
 
+/// One delivered message to mark sent, for [`DeferredQueue::complete_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The message.
+    pub id: MessageId,
+    /// The lease it was sent under.
+    pub token: LeaseToken,
+    /// The vendor that accepted it.
+    pub vendor: VendorId,
+    /// When it was accepted.
+    pub at: DateTime<Utc>,
+}
+
 /// How a failed attempt is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptFailure {
@@ -334,6 +347,18 @@ pub trait DeferredQueue: Send + Sync {
     /// returns the existing message.
     async fn enqueue(&self, message: NewMessage) -> Result<Enqueued, StoreError>;
 
+    /// Stores many messages in one write (one commit on a durable store); the answer
+    /// holds what [`DeferredQueue::enqueue`] would have answered for each, in order. Durable
+    /// stores write all or nothing, so an `Err` means nothing was stored. The default
+    /// stores them one by one: an `Err` from it may leave the earlier ones stored.
+    async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.enqueue(message).await?);
+        }
+        Ok(results)
+    }
+
     /// Claims up to `limit` due messages: queued ones whose `next_attempt_at` has come,
     /// and leased ones whose lease lapsed at `now`. Oldest due first. Each claimed
     /// message's `attempts` grows by one and it is leased to `owner` until
@@ -354,6 +379,28 @@ pub trait DeferredQueue: Send + Sync {
         vendor: &VendorId,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Marks many leased messages sent in one write (one commit on a durable store).
+    ///
+    /// The answer holds one result per completion, in order: `Ok`, or the error that
+    /// completion alone met (`LeaseLost`, `NotFound`). An `Err` of the whole call means
+    /// nothing was written (the default, which completes them one by one, answers `Err`
+    /// only when the first one finds the store unavailable).
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(completions.len());
+        for c in completions {
+            match self.complete(c.id, c.token, &c.vendor, c.at).await {
+                Err(StoreError::Unavailable(e)) if results.is_empty() => {
+                    return Err(StoreError::Unavailable(e));
+                }
+                other => results.push(other),
+            }
+        }
+        Ok(results)
+    }
 
     /// Puts a leased message back in the queue after a failed attempt, due at `next_attempt_at`.
     async fn fail(

@@ -14,17 +14,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use sms_core::{
-    AttemptFailure, Clock, DeferredQueue, Enqueued, FeeSchedule, InitialState, Lease, LeaseToken,
-    MessageId, Money, NewMessage, OutboundSms, QueueReason, RateDecision, RateLimiter, Receipt,
-    RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoreError, StoredMessage,
+    AttemptFailure, Clock, Completion, DeferredQueue, Enqueued, FeeSchedule, InitialState, Lease,
+    LeaseToken, MessageId, Money, NewMessage, OutboundSms, QueueReason, RateDecision, RateLimiter,
+    Receipt, RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoreError, StoredMessage,
     UsageLedger, Vendor, VendorError, VendorId,
 };
 use tokio::sync::Notify;
@@ -34,14 +33,13 @@ use crate::config::{FailoverConfig, TimeoutPolicy};
 use crate::error::FailoverError;
 use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
 use crate::health::{Health, Switch, Verdict};
+use crate::write_behind::WriteBehind;
 
-/// Tries to record a delivered message for look-ups while the store is unreachable:
-/// 250 ms, doubling to 30 s, about two and a half minutes in all.
-const RECORD_ATTEMPTS: u32 = 12;
-/// First wait before recording a delivered message again.
-const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
-/// Longest wait between two tries.
-const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Longest a delivered drained message waits before its "sent" is written: completions
+/// are written together, one commit per this interval (or per claimed batch, when that
+/// is sent sooner). A process that dies in between sends these messages again once
+/// their leases lapse, so the interval bounds that exposure.
+const COMPLETE_EVERY: Duration = Duration::from_millis(20);
 
 /// A vendor and its price list.
 #[derive(Clone)]
@@ -180,7 +178,11 @@ enum Next {
 pub struct Gateway {
     vendors: Vec<Arc<dyn Vendor>>,
     ids: Vec<VendorId>,
-    health: Mutex<Health>,
+    /// Health, billed usage and the writes that follow sends.
+    wb: Arc<WriteBehind>,
+    /// Every vendor is disabled (kept beside the health state so a send checks it
+    /// without the lock).
+    all_disabled: AtomicBool,
     limiter: Arc<dyn RateLimiter>,
     recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
     queue: Arc<dyn DeferredQueue>,
@@ -190,6 +192,11 @@ pub struct Gateway {
     observer: Option<Arc<dyn GatewayObserver>>,
     drain_wanted: Notify,
     drain_running: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data; a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -219,6 +226,23 @@ fn queue_reason(error: &VendorError) -> QueueReason {
         | VendorError::Transient { .. }
         | VendorError::Rejected { .. } => QueueReason::VendorFailed,
     }
+}
+
+/// A vendor call bounded by `limit`. An answer ready at the first poll needs no timer,
+/// so instant answers (cached, refused at once, in-memory vendors) skip its cost.
+async fn within(
+    limit: Duration,
+    call: impl Future<Output = Result<Receipt, VendorError>>,
+) -> Result<Receipt, VendorError> {
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(answer) =
+        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+    {
+        return answer;
+    }
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(VendorError::TimedOut))
 }
 
 fn permits(request: &SmsRequest) -> u32 {
@@ -260,8 +284,14 @@ impl Gateway {
         );
         Ok(Self {
             vendors: vendors.into_iter().map(|v| v.vendor).collect(),
+            wb: Arc::new(WriteBehind::new(
+                health,
+                ids.clone(),
+                ledger.clone(),
+                queue.clone(),
+            )),
             ids,
-            health: Mutex::new(health),
+            all_disabled: AtomicBool::new(false),
             limiter,
             recipient_limiter,
             queue,
@@ -285,9 +315,15 @@ impl Gateway {
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        // The state is a handful of counters updated in place; a panic elsewhere
-        // cannot leave it half-written, so a poisoned lock is still usable.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
+        self.wb.health()
+    }
+
+    /// Writes the billed usage and the records of sent messages that wait in memory
+    /// (they are written within milliseconds anyway), and waits for writes in flight.
+    /// Call it before the process ends, after the last send; counts a failed ledger
+    /// write kept are reported as its error.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.wb.flush().await
     }
 
     fn emit(&self, event: GatewayEvent) {
@@ -365,7 +401,13 @@ impl Gateway {
     /// Takes a vendor out of use (operator action); the gateway leaves it if current.
     pub fn disable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
         let idx = self.index_of(vendor)?;
-        let switch = self.health().disable(idx, self.clock.now());
+        let switch = {
+            let mut health = self.health();
+            let switch = health.disable(idx, self.clock.now());
+            self.all_disabled
+                .store(health.vendors.iter().all(|v| v.disabled), Ordering::Release);
+            switch
+        };
         self.announce(switch);
         Ok(())
     }
@@ -374,7 +416,12 @@ impl Gateway {
     /// only enabled one; otherwise it is probed like a rested vendor when it is cheaper.
     pub fn enable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
         let idx = self.index_of(vendor)?;
-        let switch = self.health().enable(idx);
+        let switch = {
+            let mut health = self.health();
+            let switch = health.enable(idx);
+            self.all_disabled.store(false, Ordering::Release);
+            switch
+        };
         self.announce(switch);
         Ok(())
     }
@@ -385,57 +432,61 @@ impl Gateway {
         self.drain_wanted.notify_one();
     }
 
-    /// One vendor call, with its timeout, health accounting and usage.
-    async fn attempt(&self, sms: &OutboundSms, drained: bool) -> Result<Attempted, SendError> {
-        let request = &sms.request;
+    /// One vendor call, with its timeout, health accounting and usage; `now` is when
+    /// the caller began.
+    async fn attempt(
+        &self,
+        sms: &OutboundSms,
+        drained: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Attempted, SendError> {
         let ticket = self
             .health()
-            .begin(self.clock.now())
+            .begin(now)
             .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?;
-        let vendor = &self.vendors[ticket.idx];
-        let vendor_id = self.ids[ticket.idx].clone();
         let started = tokio::time::Instant::now();
-        let result = tokio::time::timeout(self.config.attempt_timeout, vendor.send(sms))
-            .await
-            .unwrap_or(Err(VendorError::TimedOut));
+        let result = within(
+            self.config.attempt_timeout,
+            self.vendors[ticket.idx].send(sms),
+        )
+        .await;
         let latency = started.elapsed();
         let slow = result.is_ok() && latency > self.config.slow_threshold;
         let (outcome, verdict) = outcome_of(&result, slow);
-
-        let (billed, cost) = match &result {
-            Ok(receipt) => {
-                // Vendors bill at least one message per recipient, whatever they report.
-                let billed = receipt
-                    .billed_messages
-                    .max(request.recipients().len() as u64);
-                let now = self.clock.now();
-                let period = self.health().period(now);
-                let total_after = match self.ledger.add(&vendor_id, &period, billed).await {
-                    Ok(total) => Some(total),
-                    Err(e) => {
-                        tracing::warn!(vendor = %vendor_id, error = %e, "could not record billed usage; counting locally");
-                        None
-                    }
-                };
-                let cost = self
-                    .health()
-                    .add_usage(ticket.idx, billed, total_after, now);
-                (billed, cost)
-            }
-            Err(_) => (0, Money::ZERO),
+        // Vendors bill at least one message per recipient, whatever they report.
+        let billed = match &result {
+            Ok(receipt) => receipt
+                .billed_messages
+                .max(sms.request.recipients().len() as u64),
+            Err(_) => 0,
         };
-        let switch = self.health().record(ticket, verdict, self.clock.now());
-        self.emit(GatewayEvent::Attempt {
-            vendor: vendor_id.clone(),
-            outcome,
-            latency,
-            billed_messages: billed,
-            cost,
-            drained,
-        });
+        let now = self.clock.now();
+        let idx = ticket.idx;
+        let (cost, switch) = {
+            let mut health = self.health();
+            let cost = if billed > 0 {
+                health.add_usage(idx, billed, now)
+            } else {
+                Money::ZERO
+            };
+            (cost, health.record(ticket, verdict, now))
+        };
+        if billed > 0 {
+            self.wb.usage_added();
+        }
+        if self.observer.is_some() {
+            self.emit(GatewayEvent::Attempt {
+                vendor: self.ids[idx].clone(),
+                outcome,
+                latency,
+                billed_messages: billed,
+                cost,
+                drained,
+            });
+        }
         let switched = self.announce(switch);
         Ok(Attempted {
-            vendor: vendor_id,
+            vendor: self.ids[idx].clone(),
             result,
             slow,
             billed,
@@ -536,7 +587,7 @@ impl Gateway {
             }
         }
         self.check_recipients(&request).await?;
-        if self.health().vendors.iter().all(|v| v.disabled) {
+        if self.all_disabled.load(Ordering::Acquire) {
             return Err(SendError::NoVendor("every vendor is disabled".into()));
         }
 
@@ -594,7 +645,7 @@ impl Gateway {
         };
 
         let sms = OutboundSms { id, request };
-        let attempted = match self.attempt(&sms, false).await {
+        let attempted = match self.attempt(&sms, false, now).await {
             Ok(a) => a,
             Err(e) => {
                 // Every vendor was disabled between the check and the attempt.
@@ -699,7 +750,8 @@ impl Gateway {
         }
     }
 
-    /// Stores a delivered message without a key for status look-ups, off the caller's path.
+    /// Stores a delivered message without a key for status look-ups, off the caller's
+    /// path: written with others within milliseconds (see [`crate::write_behind`]).
     fn record_sent_later(
         &self,
         id: MessageId,
@@ -707,7 +759,7 @@ impl Gateway {
         vendor: &VendorId,
         now: DateTime<Utc>,
     ) {
-        let message = NewMessage {
+        self.wb.record(NewMessage {
             initial: InitialState::Sent {
                 vendor: vendor.clone(),
             },
@@ -720,26 +772,6 @@ impl Gateway {
                 self.config.max_attempts,
                 now,
             )
-        };
-        let queue = self.queue.clone();
-        tokio::spawn(async move {
-            // The message is already delivered; while the store is unreachable, keep trying
-            // for a few minutes, or its status look-up answers "not found" for good.
-            let mut delay = RECORD_RETRY_FIRST;
-            for attempt in 1..=RECORD_ATTEMPTS {
-                match queue.enqueue(message.clone()).await {
-                    Ok(_) => return,
-                    Err(StoreError::Unavailable(e)) if attempt < RECORD_ATTEMPTS => {
-                        tracing::debug!(%id, attempt, error = %e, "could not record a delivered message yet; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RECORD_RETRY_MAX);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%id, error = %e, "delivered, but could not record the message for look-ups");
-                        return;
-                    }
-                }
-            }
         });
     }
 
@@ -799,12 +831,37 @@ impl Gateway {
                 lane_messages[i % lanes].push(message);
             }
             let halt = AtomicBool::new(false);
-            let lane_reports = join_all(
-                lane_messages
-                    .into_iter()
-                    .map(|messages| self.drain_lane(messages, stop, &halt)),
-            )
-            .await;
+            // Deliveries are marked sent together: the lanes leave them here and the
+            // committer writes what is there every `COMPLETE_EVERY` and once more when
+            // the lanes are done.
+            let delivered = Mutex::new(Vec::new());
+            let lanes_done = AtomicBool::new(false);
+            let wake_committer = Notify::new();
+            let lanes = async {
+                let reports = join_all(
+                    lane_messages
+                        .into_iter()
+                        .map(|messages| self.drain_lane(messages, stop, &halt, &delivered)),
+                )
+                .await;
+                lanes_done.store(true, Ordering::Release);
+                wake_committer.notify_one();
+                reports
+            };
+            let committer = async {
+                let mut committed = DrainReport::default();
+                while !lanes_done.load(Ordering::Acquire) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(COMPLETE_EVERY) => {}
+                        _ = wake_committer.notified() => {}
+                    }
+                    self.commit_delivered(&delivered, &mut committed).await;
+                }
+                committed
+            };
+            let (lane_reports, mut committed) = tokio::join!(lanes, committer);
+            self.commit_delivered(&delivered, &mut committed).await;
+            report.add(&committed);
             for lane in lane_reports {
                 report.add(&lane);
             }
@@ -823,12 +880,13 @@ impl Gateway {
         messages: Vec<StoredMessage>,
         stop: &AtomicBool,
         halt: &AtomicBool,
+        delivered: &Mutex<Vec<Completion>>,
     ) -> DrainReport {
         let mut report = DrainReport::default();
         for message in messages {
             if stop.load(Ordering::Acquire) || halt.load(Ordering::Acquire) {
                 self.release(&message, &mut report).await;
-            } else if let Next::Halt = self.drain_one(message, &mut report).await {
+            } else if let Next::Halt = self.drain_one(message, &mut report, delivered).await {
                 halt.store(true, Ordering::Release);
             }
         }
@@ -868,7 +926,12 @@ impl Gateway {
         }
     }
 
-    async fn drain_one(&self, message: StoredMessage, report: &mut DrainReport) -> Next {
+    async fn drain_one(
+        &self,
+        message: StoredMessage,
+        report: &mut DrainReport,
+        delivered: &Mutex<Vec<Completion>>,
+    ) -> Next {
         let Some(lease) = message.lease.clone() else {
             return Next::Continue;
         };
@@ -922,7 +985,7 @@ impl Gateway {
             ..
         } = message;
         let sms = OutboundSms { id, request };
-        let attempted = match self.attempt(&sms, true).await {
+        let attempted = match self.attempt(&sms, true, now).await {
             Ok(a) => a,
             Err(_) => {
                 let result = self.queue.release(id, token, self.clock.now()).await;
@@ -934,16 +997,12 @@ impl Gateway {
         let vendor = attempted.vendor.clone();
         match &attempted.result {
             Ok(_) => {
-                let result = self.queue.complete(id, token, &vendor, now).await;
-                let before = report.sent;
-                self.count_update(id, result, &mut report.sent, &mut report.lease_lost);
-                if report.sent > before {
-                    self.emit(GatewayEvent::Delivered {
-                        id,
-                        vendor,
-                        drained: true,
-                    });
-                }
+                lock(delivered).push(Completion {
+                    id,
+                    token,
+                    vendor,
+                    at: now,
+                });
             }
             Err(error) => {
                 let failure = AttemptFailure {
@@ -969,6 +1028,49 @@ impl Gateway {
             }
         }
         Next::Continue
+    }
+
+    /// Marks the deliveries waiting in `delivered` sent, in one write. A store that is
+    /// briefly unreachable gets a few more tries; after that the messages stay leased
+    /// and are sent again when their leases lapse (logged).
+    async fn commit_delivered(&self, delivered: &Mutex<Vec<Completion>>, report: &mut DrainReport) {
+        let batch = std::mem::take(&mut *lock(delivered));
+        if batch.is_empty() {
+            return;
+        }
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0;
+        let results = loop {
+            tries += 1;
+            match self.queue.complete_many(&batch).await {
+                Ok(results) => break results,
+                Err(StoreError::Unavailable(e)) if tries < 4 => {
+                    tracing::debug!(messages = batch.len(), error = %e, "could not mark delivered messages sent yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent; they are sent again when their leases lapse");
+                    return;
+                }
+            }
+        };
+        for (completion, result) in batch.into_iter().zip(results) {
+            let before = report.sent;
+            self.count_update(
+                completion.id,
+                result,
+                &mut report.sent,
+                &mut report.lease_lost,
+            );
+            if report.sent > before {
+                self.emit(GatewayEvent::Delivered {
+                    id: completion.id,
+                    vendor: completion.vendor,
+                    drained: true,
+                });
+            }
+        }
     }
 
     fn count_dead(&self, id: MessageId, result: Result<(), StoreError>, report: &mut DrainReport) {

@@ -110,6 +110,18 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
+    /// Billed this period and not yet written to the shared ledger, per vendor.
+    unflushed: Vec<u64>,
+    /// Not yet written, from earlier periods (after a month changed with writes pending).
+    carried: Vec<UsageDelta>,
+}
+
+/// Billed messages of one vendor and period, on their way to the shared ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsageDelta {
+    pub period: BillingPeriod,
+    pub idx: usize,
+    pub messages: u64,
 }
 
 /// The calendar month of `now` in the billing zone, as `BillingPeriod::containing` sees it.
@@ -130,6 +142,7 @@ impl Health {
         billing_offset: FixedOffset,
         now: DateTime<Utc>,
     ) -> Self {
+        let vendor_count = fees.len();
         let mut health = Self {
             vendors: fees.iter().map(|_| VendorState::new()).collect(),
             fees,
@@ -145,6 +158,8 @@ impl Health {
             flap_window: config.flap_window,
             probe_successes: config.probe_successes.max(1),
             probe_every: u64::from(config.probe_every.max(1)),
+            unflushed: vec![0; vendor_count],
+            carried: Vec::new(),
         };
         health.current = choose_vendor(&health.candidates(), None, now).unwrap_or(0);
         health
@@ -165,9 +180,17 @@ impl Health {
         self.period_month = month;
         let period = BillingPeriod::containing(now, self.billing_offset);
         if period != self.period {
-            for v in &mut self.vendors {
+            for (idx, (v, pending)) in self.vendors.iter_mut().zip(&mut self.unflushed).enumerate()
+            {
                 v.billed = 0;
                 v.spend = Money::ZERO;
+                if *pending > 0 {
+                    self.carried.push(UsageDelta {
+                        period: self.period.clone(),
+                        idx,
+                        messages: std::mem::take(pending),
+                    });
+                }
             }
             self.period = period;
         }
@@ -372,24 +395,59 @@ impl Health {
         None
     }
 
-    /// Adds `billed` messages delivered by vendor `idx`; `total_after` is the shared
-    /// ledger's total including them, when the ledger answered. Returns their cost.
-    pub fn add_usage(
-        &mut self,
-        idx: usize,
-        billed: u64,
-        total_after: Option<u64>,
-        now: DateTime<Utc>,
-    ) -> Money {
+    /// Adds `billed` messages delivered by vendor `idx` and returns their cost. They are
+    /// priced at this instance's count (the ledger's total as of its last write, plus what
+    /// was billed here since) and wait in memory for the next ledger write.
+    pub fn add_usage(&mut self, idx: usize, billed: u64, now: DateTime<Utc>) -> Money {
         self.roll_period(now);
         let v = &mut self.vendors[idx];
-        // The ledger's atomic increment tells exactly where in the tiers these messages
-        // fell, even with other senders and instances billing at the same time.
-        let before = total_after.map_or(v.billed, |t| t.saturating_sub(billed));
-        let cost = self.fees[idx].cost_of(before, billed);
-        v.billed = v.billed.max(before.saturating_add(billed));
+        let cost = self.fees[idx].cost_of(v.billed, billed);
+        v.billed = v.billed.saturating_add(billed);
         v.spend = v.spend.checked_add(cost).unwrap_or(v.spend);
+        self.unflushed[idx] = self.unflushed[idx].saturating_add(billed);
         cost
+    }
+
+    /// Takes every count not yet written to the ledger, oldest period first.
+    pub fn take_usage(&mut self) -> Vec<UsageDelta> {
+        let mut deltas = std::mem::take(&mut self.carried);
+        for (idx, pending) in self.unflushed.iter_mut().enumerate() {
+            if *pending > 0 {
+                deltas.push(UsageDelta {
+                    period: self.period.clone(),
+                    idx,
+                    messages: std::mem::take(pending),
+                });
+            }
+        }
+        deltas
+    }
+
+    /// Whether counts wait to be written to the ledger.
+    #[cfg(test)]
+    pub fn usage_pending(&self) -> bool {
+        !self.carried.is_empty() || self.unflushed.iter().any(|n| *n > 0)
+    }
+
+    /// Settles a delta taken by [`Self::take_usage`]: with the ledger's new total (which
+    /// includes other instances' usage) the local count catches up; after a failed write
+    /// the delta waits for the next one.
+    pub fn settle_usage(&mut self, delta: UsageDelta, total_after: Option<u64>) {
+        let current = delta.period == self.period;
+        match total_after {
+            Some(total) if current => {
+                let v = &mut self.vendors[delta.idx];
+                v.billed = v
+                    .billed
+                    .max(total.saturating_add(self.unflushed[delta.idx]));
+            }
+            Some(_) => {}
+            None if current => {
+                self.unflushed[delta.idx] =
+                    self.unflushed[delta.idx].saturating_add(delta.messages);
+            }
+            None => self.carried.push(delta),
+        }
     }
 }
 
@@ -558,29 +616,75 @@ mod tests {
         fees.expect_cost_of()
             .withf(|before, n| *before == 98 && *n == 2)
             .returning(|_, _| Money::from_micros(90_000));
+        fees.expect_cost_of()
+            .withf(|before, n| *before == 0 && *n == 1)
+            .returning(|_, _| Money::from_micros(45_000));
         let mut h = Health::new(
             vec![Arc::new(fees)],
             &FailoverConfig::default(),
             FixedOffset::east_opt(8 * 3600).unwrap(),
             t(0),
         );
-        // Another instance billed 97 meanwhile: our two messages are numbers 98 and 99.
-        assert_eq!(
-            h.add_usage(0, 2, Some(100), t(0)),
-            Money::from_micros(90_000)
-        );
+        // Another instance billed 97 meanwhile; our one write of 1 said so, and the two
+        // messages billed here after that are numbers 98 and 99.
+        h.add_usage(0, 1, t(0));
+        let delta = h.take_usage().pop().unwrap();
+        h.settle_usage(delta, Some(98));
+        assert_eq!(h.vendors[0].billed, 98);
+        assert_eq!(h.add_usage(0, 2, t(0)), Money::from_micros(90_000));
         assert_eq!(h.vendors[0].billed, 100);
     }
 
     #[test]
     fn billed_volumes_restart_each_billing_month() {
         let mut h = health(&[40]);
-        h.add_usage(0, 5, None, t(0));
+        h.add_usage(0, 5, t(0));
         assert_eq!(h.vendors[0].billed, 5);
         let next_month = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap(); // 1 Dec in UTC+8
         assert_eq!(h.period(next_month).as_str(), "2026-12");
         assert_eq!(h.vendors[0].billed, 0);
         assert_eq!(h.vendors[0].spend, Money::ZERO);
+    }
+
+    #[test]
+    fn usage_not_written_waits_for_the_next_write() {
+        let mut h = health(&[40, 50]);
+        h.add_usage(0, 3, t(0));
+        h.add_usage(0, 2, t(1));
+        assert!(h.usage_pending());
+        let deltas = h.take_usage();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!((deltas[0].idx, deltas[0].messages), (0, 5));
+        assert!(!h.usage_pending());
+        // The write failed while one more message was billed: both wait, merged.
+        h.add_usage(0, 1, t(2));
+        h.settle_usage(deltas[0].clone(), None);
+        let again = h.take_usage();
+        assert_eq!(again[0].messages, 6);
+        // The month changes before the write: the old month's count keeps its period.
+        h.settle_usage(again[0].clone(), None);
+        let next_month = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap();
+        h.add_usage(1, 4, next_month);
+        let mut deltas = h.take_usage();
+        deltas.sort_by_key(|d| d.idx);
+        assert_eq!(deltas[0].period.as_str(), "2026-11");
+        assert_eq!((deltas[0].idx, deltas[0].messages), (0, 6));
+        assert_eq!(deltas[1].period.as_str(), "2026-12");
+        assert_eq!((deltas[1].idx, deltas[1].messages), (1, 4));
+    }
+
+    #[test]
+    fn a_ledger_total_never_lowers_the_local_count() {
+        let mut h = health(&[40]);
+        h.add_usage(0, 10, t(0));
+        let delta = h.take_usage().pop().unwrap();
+        h.add_usage(0, 5, t(1));
+        // The ledger had 10 before ours from elsewhere: 20 after; 5 more are pending here.
+        h.settle_usage(delta.clone(), Some(20));
+        assert_eq!(h.vendors[0].billed, 25);
+        // A stale answer (smaller) changes nothing.
+        h.settle_usage(delta, Some(3));
+        assert_eq!(h.vendors[0].billed, 25);
     }
 
     #[derive(Debug, Clone)]

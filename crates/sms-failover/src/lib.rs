@@ -35,6 +35,7 @@ mod events;
 mod gateway;
 mod health;
 pub mod selection;
+mod write_behind;
 
 pub use backoff::{backoff_delay, jittered_backoff};
 pub use config::{FailoverConfig, TimeoutPolicy};

@@ -290,10 +290,12 @@ async fn a_lost_lease_is_counted_and_not_retried() {
         first = false;
         Ok(batch)
     });
-    queue
-        .expect_complete()
-        .times(1)
-        .returning(|id, _, _, _| Err(StoreError::LeaseLost(id)));
+    queue.expect_complete_many().times(1).returning(|batch| {
+        Ok(batch
+            .iter()
+            .map(|c| Err(StoreError::LeaseLost(c.id)))
+            .collect())
+    });
     let vendor = FakeVendor::new("aliyun");
     let gateway = Gateway::new(
         vec![VendorEntry {

@@ -1,0 +1,210 @@
+//! Writes that a send does not wait for, gathered so that many sends share one commit.
+//!
+//! Two kinds of write leave the send path:
+//! - **billed usage**: each delivery adds to its vendor's count in [`Health`] at once (the
+//!   next fee comparison sees it); the counts go to the shared [`UsageLedger`] at most
+//!   [`USAGE_WRITE_DELAY`] later, one increment per vendor and period however many
+//!   messages were billed. A failed write keeps the counts for the next one.
+//! - **records of messages sent without a key**, for status look-ups: they go to the
+//!   queue in one [`DeferredQueue::enqueue_many`] call per [`RECORD_WRITE_DELAY`].
+//!
+//! Each kind has at most one write in flight and at most one task waiting to start the
+//! next. A write starts when the first item arrives after the previous one began, so an
+//! idle gateway runs no task at all. [`WriteBehind::flush`] writes everything pending
+//! now (shutdown, tests); a process that dies loses at most the counts and records of
+//! its last write delay, and never a message (those are stored before anybody is told
+//! "queued").
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sms_core::{DeferredQueue, NewMessage, StoreError, UsageLedger, VendorId};
+
+use crate::health::Health;
+
+/// Longest a billed count waits before it is written to the ledger.
+pub(crate) const USAGE_WRITE_DELAY: Duration = Duration::from_millis(50);
+/// Longest a record of a sent message waits before it is written.
+pub(crate) const RECORD_WRITE_DELAY: Duration = Duration::from_millis(10);
+/// Records written in one call at most.
+const RECORD_BATCH: usize = 500;
+/// Records kept while the store is unreachable; more are dropped (with a warning): the
+/// messages are delivered, only their status look-up is lost.
+const RECORD_BACKLOG_MAX: usize = 100_000;
+/// Tries to write one batch of records while the store is unreachable: 250 ms,
+/// doubling to 30 s, about two and a half minutes in all.
+const RECORD_ATTEMPTS: u32 = 12;
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data updated in place; a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Clears a "write scheduled" flag when dropped: once the write has its writer lock
+/// (from then on new items schedule the next write), or when the task is dropped with
+/// its runtime before that, so a later item schedules a new write.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The write-behind state a gateway shares with its write tasks.
+pub(crate) struct WriteBehind {
+    pub health: Mutex<Health>,
+    ids: Vec<VendorId>,
+    ledger: Arc<dyn UsageLedger>,
+    queue: Arc<dyn DeferredQueue>,
+    records: Mutex<Vec<NewMessage>>,
+    usage_scheduled: AtomicBool,
+    records_scheduled: AtomicBool,
+    /// One ledger write at a time, so totals come back in order.
+    usage_writer: tokio::sync::Mutex<()>,
+    records_writer: tokio::sync::Mutex<()>,
+    records_dropped: AtomicU64,
+}
+
+impl WriteBehind {
+    pub fn new(
+        health: Health,
+        ids: Vec<VendorId>,
+        ledger: Arc<dyn UsageLedger>,
+        queue: Arc<dyn DeferredQueue>,
+    ) -> Self {
+        Self {
+            health: Mutex::new(health),
+            ids,
+            ledger,
+            queue,
+            records: Mutex::new(Vec::new()),
+            usage_scheduled: AtomicBool::new(false),
+            records_scheduled: AtomicBool::new(false),
+            usage_writer: tokio::sync::Mutex::new(()),
+            records_writer: tokio::sync::Mutex::new(()),
+            records_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn health(&self) -> MutexGuard<'_, Health> {
+        lock(&self.health)
+    }
+
+    /// Makes sure a ledger write follows usage just added to [`Health`].
+    pub fn usage_added(self: &Arc<Self>) {
+        if schedule(&self.usage_scheduled) {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let scheduled = ClearOnDrop(&this.usage_scheduled);
+                tokio::time::sleep(USAGE_WRITE_DELAY).await;
+                this.write_usage(Some(scheduled)).await;
+            });
+        }
+    }
+
+    /// Queues a record of a delivered message for the next records write.
+    pub fn record(self: &Arc<Self>, message: NewMessage) {
+        {
+            let mut records = lock(&self.records);
+            if records.len() >= RECORD_BACKLOG_MAX {
+                drop(records);
+                let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(id = %message.id, dropped, "the store is unreachable and too many delivered messages wait to be recorded; this one will not be found by its id");
+                }
+                return;
+            }
+            records.push(message);
+        }
+        if schedule(&self.records_scheduled) {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let scheduled = ClearOnDrop(&this.records_scheduled);
+                tokio::time::sleep(RECORD_WRITE_DELAY).await;
+                this.write_records(Some(scheduled)).await;
+            });
+        }
+    }
+
+    /// Writes every count and record pending now, and waits for writes in flight.
+    /// Returns the first error; what failed stays pending (counts) or is retried by
+    /// this call a few times (records).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let usage = self.write_usage(None).await;
+        self.write_records(None).await;
+        match usage {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One ledger write of everything pending. `scheduled` is the flag of the task
+    /// running it, cleared before the counts are taken: usage added from then on
+    /// schedules the next write. Returns the first error.
+    async fn write_usage(&self, scheduled: Option<ClearOnDrop<'_>>) -> Option<StoreError> {
+        let _one_writer = self.usage_writer.lock().await;
+        drop(scheduled);
+        let deltas = self.health().take_usage();
+        let mut first_error = None;
+        for delta in deltas {
+            let vendor = &self.ids[delta.idx];
+            let result = self.ledger.add(vendor, &delta.period, delta.messages).await;
+            let total = match result {
+                Ok(total) => Some(total),
+                Err(e) => {
+                    tracing::warn!(%vendor, messages = delta.messages, error = %e, "could not record billed usage; keeping it for the next write");
+                    first_error.get_or_insert(e);
+                    None
+                }
+            };
+            self.health().settle_usage(delta, total);
+        }
+        first_error
+    }
+
+    /// Writes the pending records in batches, retrying a batch while the store is
+    /// unreachable.
+    async fn write_records(&self, scheduled: Option<ClearOnDrop<'_>>) {
+        let _one_writer = self.records_writer.lock().await;
+        drop(scheduled);
+        loop {
+            let batch: Vec<NewMessage> = {
+                let mut records = lock(&self.records);
+                let n = records.len().min(RECORD_BATCH);
+                records.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            self.write_record_batch(batch).await;
+        }
+    }
+
+    async fn write_record_batch(&self, batch: Vec<NewMessage>) {
+        let mut delay = RECORD_RETRY_FIRST;
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match self.queue.enqueue_many(batch.clone()).await {
+                Ok(_) => return,
+                Err(StoreError::Unavailable(e)) if attempt < RECORD_ATTEMPTS => {
+                    tracing::debug!(messages = batch.len(), attempt, error = %e, "could not record delivered messages yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECORD_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not record the messages for look-ups");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sets `flag`; true when it was clear (the caller starts the write). The load first
+/// keeps the cache line shared while a write is already scheduled.
+fn schedule(flag: &AtomicBool) -> bool {
+    !flag.load(Ordering::Acquire) && !flag.swap(true, Ordering::AcqRel)
+}
