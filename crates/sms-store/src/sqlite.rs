@@ -2,9 +2,11 @@
 //! server to run.
 //!
 //! One connection in WAL mode behind a mutex; every call runs on tokio's blocking pool,
-//! never on the async workers. Claims and inserts run in `BEGIN IMMEDIATE`
+//! never on the async workers. Claims, inserts and batches run in `BEGIN IMMEDIATE`
 //! transactions, which take the write lock up front, so another process sharing the
-//! file waits (up to the busy timeout) instead of failing half-way.
+//! file waits (up to the busy timeout) instead of failing half-way. A batch
+//! (`enqueue_many`, `complete_many`) is one blocking call and one transaction: one
+//! commit, one sync of the log.
 //!
 //! Arguments and recipients are stored as JSON arrays, so any text survives; times as
 //! integer microseconds since the epoch, the precision the Postgres store keeps too.
@@ -19,9 +21,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Deserialize;
 use sms_core::{
-    AttemptFailure, BillingPeriod, DeferredQueue, Enqueued, IdempotencyKey, InitialState, Lease,
-    LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage,
-    UsageLedger, VendorId,
+    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey,
+    InitialState, Lease, LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError,
+    StoredMessage, UsageLedger, VendorId,
 };
 
 use crate::Error;
@@ -265,6 +267,77 @@ const MESSAGE_COLUMNS: &str = "id, idempotency_key, template, args, recipients, 
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at";
 
+/// Marks a leased message sent, guarded by its lease token.
+const COMPLETE: &str = "UPDATE messages SET status = 'sent', last_vendor = ?3, updated_at = ?4, \
+     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+     WHERE id = ?1 AND status = 'leased' AND lease_token = ?2";
+
+/// The insert of a message; a conflicting idempotency key inserts nothing.
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
+         expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
+         lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
+         may_duplicate, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
+         ON CONFLICT (idempotency_key) DO NOTHING \
+         RETURNING {MESSAGE_COLUMNS}"
+    )
+}
+
+/// Inserts `row` inside the caller's transaction, or finds the message holding its
+/// idempotency key. `insert` is [`insert_sql`].
+fn insert_or_find(
+    conn: &Connection,
+    insert: &str,
+    row: &InsertRow,
+) -> Result<Enqueued, StoreError> {
+    let inserted = conn
+        .prepare_cached(insert)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    row.id,
+                    row.key,
+                    row.template,
+                    row.args,
+                    row.recipients,
+                    row.expires_at,
+                    row.status,
+                    row.reason,
+                    row.attempts,
+                    row.max_attempts,
+                    row.next_attempt_at,
+                    row.lease_owner,
+                    row.lease_token,
+                    row.lease_expires_at,
+                    row.last_vendor,
+                    row.last_error,
+                    row.may_duplicate,
+                    row.created_at,
+                ],
+                MessageRow::read,
+            )
+            .optional()
+        })
+        .map_err(sqlite_error)?;
+    match inserted {
+        Some(m) => Ok(Enqueued::Created(m.into_message()?)),
+        // Only the idempotency key can have conflicted (an id conflict is an error);
+        // inside the caller's transaction the existing row cannot vanish.
+        None => {
+            let key = row.key.as_deref().unwrap_or_default();
+            let existing = select_one(conn, "idempotency_key", key)?.ok_or_else(|| {
+                StoreError::backend(format!(
+                    "message {} was neither inserted nor found by its idempotency key",
+                    row.id
+                ))
+            })?;
+            Ok(Enqueued::Existing(existing))
+        }
+    }
+}
+
 /// A message row as SQLite hands it over, before domain validation (which needs
 /// [`StoreError`], not the driver's error type the row callback must return).
 struct MessageRow {
@@ -463,61 +536,35 @@ impl DeferredQueue for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let sql = format!(
-                "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
-                 expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
-                 lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
-                 may_duplicate, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
-                 ON CONFLICT (idempotency_key) DO NOTHING \
-                 RETURNING {MESSAGE_COLUMNS}"
-            );
-            let inserted = tx
-                .prepare_cached(&sql)
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            row.id,
-                            row.key,
-                            row.template,
-                            row.args,
-                            row.recipients,
-                            row.expires_at,
-                            row.status,
-                            row.reason,
-                            row.attempts,
-                            row.max_attempts,
-                            row.next_attempt_at,
-                            row.lease_owner,
-                            row.lease_token,
-                            row.lease_expires_at,
-                            row.last_vendor,
-                            row.last_error,
-                            row.may_duplicate,
-                            row.created_at,
-                        ],
-                        MessageRow::read,
-                    )
-                    .optional()
-                })
-                .map_err(sqlite_error)?;
-            let outcome = match inserted {
-                Some(m) => Enqueued::Created(m.into_message()?),
-                // Only the idempotency key can have conflicted (an id conflict is an
-                // error); inside this transaction the existing row cannot vanish.
-                None => {
-                    let key = row.key.as_deref().unwrap_or_default();
-                    let existing = select_one(&tx, "idempotency_key", key)?.ok_or_else(|| {
-                        StoreError::backend(format!(
-                            "message {} was neither inserted nor found by its idempotency key",
-                            row.id
-                        ))
-                    })?;
-                    Enqueued::Existing(existing)
-                }
-            };
+            let outcome = insert_or_find(&tx, &insert_sql(), &row)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(outcome)
+        })
+        .await
+    }
+
+    /// One blocking call and one `BEGIN IMMEDIATE` transaction: each message is inserted
+    /// (or found by its key) in order, so a repeated key finds the row its first
+    /// message inserted; any error rolls the whole batch back.
+    async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = messages
+            .into_iter()
+            .map(InsertRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let insert = insert_sql();
+            let outcomes = rows
+                .iter()
+                .map(|row| insert_or_find(&tx, &insert, row))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(outcomes)
         })
         .await
     }
@@ -581,12 +628,56 @@ impl DeferredQueue for SqliteStore {
     ) -> Result<(), StoreError> {
         let vendor = vendor.as_str().to_owned();
         self.update_leased(id, token, move |conn, id, token| {
-            conn.prepare_cached(
-                "UPDATE messages SET status = 'sent', last_vendor = ?3, updated_at = ?4, \
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
-                 WHERE id = ?1 AND status = 'leased' AND lease_token = ?2",
-            )?
-            .execute(params![id, token, vendor, micros(now)])
+            conn.prepare_cached(COMPLETE)?
+                .execute(params![id, token, vendor, micros(now)])
+        })
+        .await
+    }
+
+    /// One blocking call and one `BEGIN IMMEDIATE` transaction: each guarded update runs
+    /// in order, a refused one is told `NotFound` or `LeaseLost` as `complete` tells it,
+    /// and a database error rolls the whole batch back.
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<(MessageId, String, String, String, i64)> = completions
+            .iter()
+            .map(|c| {
+                (
+                    c.id,
+                    c.id.to_string(),
+                    c.token.0.to_string(),
+                    c.vendor.as_str().to_owned(),
+                    micros(c.at),
+                )
+            })
+            .collect();
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let mut results = Vec::with_capacity(items.len());
+            {
+                let mut complete = tx.prepare_cached(COMPLETE).map_err(sqlite_error)?;
+                for (id, id_text, token, vendor, at) in &items {
+                    let changed = complete
+                        .execute(params![id_text, token, vendor, at])
+                        .map_err(sqlite_error)?;
+                    results.push(if changed == 1 {
+                        Ok(())
+                    } else if current_status(&tx, id_text)?.is_none() {
+                        Err(StoreError::NotFound(*id))
+                    } else {
+                        Err(StoreError::LeaseLost(*id))
+                    });
+                }
+            }
+            tx.commit().map_err(sqlite_error)?;
+            Ok(results)
         })
         .await
     }

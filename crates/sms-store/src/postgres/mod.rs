@@ -10,13 +10,19 @@
 //! that moves due rows to `leased` with a lease expiry and a fresh token (the
 //! `FOR UPDATE SKIP LOCKED` pattern of River, graphile-worker and pgmq). Claimers that
 //! run at the same moment skip each other's rows instead of waiting for them.
+//!
+//! A batch (`enqueue_many`, `complete_many`) is one transaction on one connection: its
+//! statements are the single-message ones, sent pipelined (one round trip for the lot),
+//! and it ends in one commit, so one flush of the write-ahead log for the whole batch.
 
 mod config;
 mod migrate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::error::Error as _;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,10 +31,11 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use sms_core::{
-    AttemptFailure, BillingPeriod, DeferredQueue, Enqueued, IdempotencyKey, InitialState, Lease,
-    LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage,
-    UsageLedger, VendorId,
+    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey,
+    InitialState, Lease, LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError,
+    StoredMessage, UsageLedger, VendorId,
 };
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::Error;
@@ -192,6 +199,9 @@ const RETRY: &str = concat!(
 );
 
 const STATUS_OF: &str = "SELECT status FROM messages WHERE id = $1";
+
+/// Which of the given ids are stored (tells `NotFound` from `LeaseLost` for a batch).
+const EXISTING_IDS: &str = "SELECT id FROM messages WHERE id = ANY($1)";
 
 const LIST: &str = concat!(
     "SELECT ",
@@ -448,6 +458,114 @@ fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
     })
 }
 
+/// The parameters of [`INSERT_MESSAGE`] for one message, borrowed from it.
+struct InsertParams<'a> {
+    id: &'a uuid::Uuid,
+    key: Option<&'a str>,
+    template: &'a str,
+    args: &'a [String],
+    recipients: Vec<&'a str>,
+    expires_at: Option<DateTime<Utc>>,
+    status: &'static str,
+    reason: &'static str,
+    attempts: i64,
+    max_attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    lease_owner: Option<&'a str>,
+    lease_token: Option<uuid::Uuid>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    last_vendor: Option<&'a str>,
+    last_error: Option<&'a str>,
+    may_duplicate: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> InsertParams<'a> {
+    fn new(new: &'a NewMessage) -> Self {
+        let (status, lease, last_vendor) = match &new.initial {
+            InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor.as_ref()),
+            InitialState::Leased(lease) => {
+                (MessageStatus::Leased, Some(lease), new.last_vendor.as_ref())
+            }
+            InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor)),
+        };
+        let request = &new.request;
+        Self {
+            id: new.id.as_uuid(),
+            key: codec::key_column(request),
+            template: request.template().as_str(),
+            args: request.args(),
+            recipients: request.recipients().iter().map(|r| r.as_str()).collect(),
+            expires_at: request.expires_at(),
+            status: status.as_str(),
+            reason: new.reason.as_str(),
+            attempts: i64::from(new.attempts),
+            max_attempts: i64::from(new.max_attempts),
+            next_attempt_at: new.next_attempt_at,
+            lease_owner: lease.map(|l| l.owner.as_str()),
+            lease_token: lease.map(|l| l.token.0),
+            lease_expires_at: lease.map(|l| l.expires_at),
+            last_vendor: last_vendor.map(VendorId::as_str),
+            last_error: new.last_error.as_deref(),
+            may_duplicate: new.may_duplicate,
+            created_at: new.created_at,
+        }
+    }
+
+    /// `$1` … `$18` of [`INSERT_MESSAGE`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+        [
+            self.id,
+            &self.key,
+            &self.template,
+            &self.args,
+            &self.recipients,
+            &self.expires_at,
+            &self.status,
+            &self.reason,
+            &self.attempts,
+            &self.max_attempts,
+            &self.next_attempt_at,
+            &self.lease_owner,
+            &self.lease_token,
+            &self.lease_expires_at,
+            &self.last_vendor,
+            &self.last_error,
+            &self.may_duplicate,
+            &self.created_at,
+        ]
+    }
+}
+
+/// Polls `futures` together and answers their outputs in the same order.
+///
+/// tokio-postgres sends a statement when its future is first polled, and the first pass
+/// below polls every future in order, so their statements leave back to back and in
+/// that order (a pipeline: one round trip for the lot). The server still runs them one
+/// after the other, in that order.
+async fn pipelined<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 fn chrono_duration(d: Duration) -> Result<chrono::Duration, StoreError> {
     chrono::Duration::from_std(d)
         .map_err(|_| StoreError::backend(format!("lease duration {d:?} is out of range")))
@@ -523,25 +641,8 @@ fn pool_error(e: PoolError) -> StoreError {
 #[async_trait]
 impl DeferredQueue for PgStore {
     async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
-        let (status, lease, last_vendor) = match &new.initial {
-            InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor.clone()),
-            InitialState::Leased(lease) => (
-                MessageStatus::Leased,
-                Some(lease.clone()),
-                new.last_vendor.clone(),
-            ),
-            InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor.clone())),
-        };
-        let request = &new.request;
-        let key = codec::key_column(request);
-        let args: &[String] = request.args();
-        let recipients: Vec<&str> = request.recipients().iter().map(|r| r.as_str()).collect();
-        let attempts = i64::from(new.attempts);
-        let max_attempts = i64::from(new.max_attempts);
-        let lease_owner = lease.as_ref().map(|l| l.owner.as_str());
-        let lease_token = lease.as_ref().map(|l| l.token.0);
-        let lease_expires_at = lease.as_ref().map(|l| l.expires_at);
-        let last_vendor = last_vendor.as_ref().map(VendorId::as_str);
+        let insert_params = InsertParams::new(&new);
+        let params = insert_params.params();
         self.timed(async {
             let client = self.client().await?;
             let insert = client
@@ -555,38 +656,17 @@ impl DeferredQueue for PgStore {
             // Insert-or-find is retried once: the existing row can be purged between the
             // conflicting insert and the look-up, and then the insert will succeed.
             for _ in 0..2 {
-                let inserted = client
-                    .query_opt(
-                        &insert,
-                        &[
-                            new.id.as_uuid(),
-                            &key,
-                            &request.template().as_str(),
-                            &args,
-                            &recipients,
-                            &request.expires_at(),
-                            &status.as_str(),
-                            &new.reason.as_str(),
-                            &attempts,
-                            &max_attempts,
-                            &new.next_attempt_at,
-                            &lease_owner,
-                            &lease_token,
-                            &lease_expires_at,
-                            &last_vendor,
-                            &new.last_error,
-                            &new.may_duplicate,
-                            &new.created_at,
-                        ],
-                    )
-                    .await
-                    .map_err(pg_error)?;
+                let inserted = client.query_opt(&insert, &params).await.map_err(pg_error)?;
                 if let Some(row) = inserted {
                     return Ok(Enqueued::Created(message_from_row(&row)?));
                 }
                 // Nothing inserted: only the idempotency key can have conflicted (an id
                 // conflict is an error, not a skip).
-                if let Some(row) = client.query_opt(&by_key, &[&key]).await.map_err(pg_error)? {
+                if let Some(row) = client
+                    .query_opt(&by_key, &[&insert_params.key])
+                    .await
+                    .map_err(pg_error)?
+                {
                     return Ok(Enqueued::Existing(message_from_row(&row)?));
                 }
             }
@@ -594,6 +674,77 @@ impl DeferredQueue for PgStore {
                 "message {} was neither inserted nor found by its idempotency key",
                 new.id
             )))
+        })
+        .await
+    }
+
+    /// One transaction on one connection: the inserts go out pipelined, then the
+    /// look-ups of the keys that conflicted, then one commit. The inserts run ordered by
+    /// idempotency key (messages with the same key keep their order), so two batches
+    /// sharing keys take the key locks in the same order and cannot deadlock; a repeated
+    /// key finds the row its first message inserted, as one-by-one enqueues would.
+    async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserts: Vec<InsertParams<'_>> = messages.iter().map(InsertParams::new).collect();
+        let mut order: Vec<usize> = (0..inserts.len()).collect();
+        order.sort_by_key(|&i| inserts[i].key);
+        self.timed(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let insert = tx.prepare_cached(INSERT_MESSAGE).await.map_err(pg_error)?;
+            let by_key = tx.prepare_cached(SELECT_BY_KEY).await.map_err(pg_error)?;
+
+            let params: Vec<_> = order.iter().map(|&i| inserts[i].params()).collect();
+            let inserted =
+                pipelined(params.iter().map(|p| tx.query_opt(&insert, p)).collect()).await;
+            let mut outcomes: Vec<Option<Enqueued>> = messages.iter().map(|_| None).collect();
+            let mut conflicted = Vec::new();
+            // In execution order, so the first error is the cause: the statements after
+            // it only say that the transaction is aborted.
+            for (&i, result) in order.iter().zip(inserted) {
+                match result.map_err(pg_error)? {
+                    Some(row) => outcomes[i] = Some(Enqueued::Created(message_from_row(&row)?)),
+                    None => conflicted.push(i),
+                }
+            }
+
+            let keys: Vec<[&(dyn ToSql + Sync); 1]> =
+                conflicted.iter().map(|&i| [&inserts[i].key as _]).collect();
+            let found = pipelined(keys.iter().map(|k| tx.query_opt(&by_key, k)).collect()).await;
+            let mut vanished = Vec::new();
+            for (&i, result) in conflicted.iter().zip(found) {
+                match result.map_err(pg_error)? {
+                    Some(row) => outcomes[i] = Some(Enqueued::Existing(message_from_row(&row)?)),
+                    None => vanished.push(i),
+                }
+            }
+            // The conflicting row was purged between the insert and the look-up (rare):
+            // once more, one at a time, as `enqueue` does.
+            for i in vanished {
+                let outcome = if let Some(row) = tx
+                    .query_opt(&insert, &inserts[i].params())
+                    .await
+                    .map_err(pg_error)?
+                {
+                    Enqueued::Created(message_from_row(&row)?)
+                } else if let Some(row) = tx
+                    .query_opt(&by_key, &[&inserts[i].key])
+                    .await
+                    .map_err(pg_error)?
+                {
+                    Enqueued::Existing(message_from_row(&row)?)
+                } else {
+                    return Err(StoreError::backend(format!(
+                        "message {} was neither inserted nor found by its idempotency key",
+                        messages[i].id
+                    )));
+                };
+                outcomes[i] = Some(outcome);
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(outcomes.into_iter().flatten().collect())
         })
         .await
     }
@@ -646,6 +797,70 @@ impl DeferredQueue for PgStore {
             COMPLETE,
             &[id.as_uuid(), &token.0, &vendor.as_str(), &now],
         )
+        .await
+    }
+
+    /// One transaction on one connection: the guarded updates go out pipelined, ordered
+    /// by id (so two batches touching the same rows lock them in the same order), then
+    /// one look-up of the refused ids tells `NotFound` from `LeaseLost`, then one commit.
+    async fn complete_many(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vendors: Vec<&str> = completions.iter().map(|c| c.vendor.as_str()).collect();
+        let mut order: Vec<usize> = (0..completions.len()).collect();
+        order.sort_by_key(|&i| completions[i].id);
+        self.timed(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let complete = tx.prepare_cached(COMPLETE).await.map_err(pg_error)?;
+            let params: Vec<[&(dyn ToSql + Sync); 4]> = order
+                .iter()
+                .map(|&i| -> [&(dyn ToSql + Sync); 4] {
+                    let c = &completions[i];
+                    [c.id.as_uuid(), &c.token.0, &vendors[i], &c.at]
+                })
+                .collect();
+            let changed =
+                pipelined(params.iter().map(|p| tx.execute(&complete, p)).collect()).await;
+            let mut results: Vec<Option<Result<(), StoreError>>> =
+                completions.iter().map(|_| None).collect();
+            let mut refused = Vec::new();
+            for (&i, result) in order.iter().zip(changed) {
+                if result.map_err(pg_error)? == 1 {
+                    results[i] = Some(Ok(()));
+                } else {
+                    refused.push(i);
+                }
+            }
+            if !refused.is_empty() {
+                let ids: Vec<uuid::Uuid> = refused
+                    .iter()
+                    .map(|&i| *completions[i].id.as_uuid())
+                    .collect();
+                let existing = tx.prepare_cached(EXISTING_IDS).await.map_err(pg_error)?;
+                let stored = tx
+                    .query(&existing, &[&ids])
+                    .await
+                    .map_err(pg_error)?
+                    .iter()
+                    .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
+                    .collect::<Result<HashSet<_>, _>>()?;
+                for i in refused {
+                    let id = completions[i].id;
+                    results[i] = Some(if stored.contains(id.as_uuid()) {
+                        Err(StoreError::LeaseLost(id))
+                    } else {
+                        Err(StoreError::NotFound(id))
+                    });
+                }
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(results.into_iter().flatten().collect())
+        })
         .await
     }
 

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sms_core::{
-    AttemptFailure, BillingPeriod, Enqueued, IdempotencyKey, InitialState, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, QueueReason, SmsRequest, StoreError, StoredMessage,
-    VendorId,
+    AttemptFailure, BillingPeriod, Completion, Enqueued, IdempotencyKey, InitialState, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, QueueReason, SmsRequest, StoreError,
+    StoredMessage, VendorId,
 };
 
 use crate::support::{TestStore, at, keyed_request, queued, queued_request};
@@ -65,6 +65,14 @@ macro_rules! store_contract {
             ledger_add_returns_the_running_total,
             ledger_periods_and_vendors_are_separate,
             ledger_increments_from_50_concurrent_tasks_sum_exactly,
+            enqueue_many_stores_every_message_and_answers_created_in_order,
+            enqueue_many_answers_existing_for_known_and_repeated_keys,
+            enqueue_many_of_nothing_stores_nothing,
+            concurrent_enqueue_many_with_shared_keys_store_each_key_once,
+            complete_many_marks_every_message_sent_with_its_vendor,
+            complete_many_refuses_a_wrong_token_for_that_message_only,
+            complete_many_answers_unknown_ids_like_complete,
+            complete_many_of_nothing_changes_nothing,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -76,6 +84,16 @@ macro_rules! store_contract {
                 }
             }
         )*
+    };
+}
+
+/// Cases only durable stores pass: a batch is one transaction, so a failing message
+/// leaves none of its batch stored. (The in-memory fake stores one by one.)
+macro_rules! durable_store_contract {
+    ($factory:path) => {
+        store_contract!(@cases $factory;
+            enqueue_many_stores_nothing_when_one_message_fails,
+        );
     };
 }
 
@@ -916,4 +934,324 @@ pub async fn ledger_increments_from_50_concurrent_tasks_sum_exactly(s: &TestStor
     let distinct: HashSet<_> = running_totals.iter().collect();
     assert_eq!(distinct.len(), running_totals.len());
     assert_eq!(running_totals.iter().max(), Some(&expected));
+}
+
+/// What `enqueue` stores for `new`: every field as given, updated when created.
+fn as_stored(new: &NewMessage) -> StoredMessage {
+    let (status, lease, last_vendor) = match &new.initial {
+        InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor.clone()),
+        InitialState::Leased(lease) => (
+            MessageStatus::Leased,
+            Some(lease.clone()),
+            new.last_vendor.clone(),
+        ),
+        InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor.clone())),
+    };
+    StoredMessage {
+        id: new.id,
+        request: new.request.clone(),
+        status,
+        reason: new.reason,
+        attempts: new.attempts,
+        max_attempts: new.max_attempts,
+        next_attempt_at: new.next_attempt_at,
+        lease,
+        last_vendor,
+        last_error: new.last_error.clone(),
+        may_duplicate: new.may_duplicate,
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    }
+}
+
+fn existing(outcome: &Enqueued) -> &StoredMessage {
+    match outcome {
+        Enqueued::Existing(m) => m,
+        Enqueued::Created(m) => panic!("expected an existing row, found new {}", m.id),
+    }
+}
+
+fn completion(m: &StoredMessage, vendor_name: &str, now_secs: i64) -> Completion {
+    Completion {
+        id: m.id,
+        token: token(m),
+        vendor: vendor(vendor_name),
+        at: at(now_secs),
+    }
+}
+
+pub async fn enqueue_many_stores_every_message_and_answers_created_in_order(s: &TestStore) {
+    let mut batch: Vec<NewMessage> = (0..5).map(|i| queued(at(i), at(100 - i))).collect();
+    // Every initial state and every optional field, as `enqueue` takes them.
+    let mut timed_out = queued_request(keyed_request("batch-7"), at(1), at(61));
+    timed_out.reason = QueueReason::TimedOut;
+    timed_out.attempts = 1;
+    timed_out.last_vendor = Some(vendor("aliyun"));
+    timed_out.last_error = Some("timed out after 3 s".to_owned());
+    timed_out.may_duplicate = true;
+    batch.insert(2, timed_out);
+    let mut leased = queued_request(keyed_request("batch-8"), at(2), at(2));
+    leased.reason = QueueReason::Accepted;
+    leased.initial = InitialState::Leased(Lease {
+        owner: "api-1".to_owned(),
+        token: LeaseToken::new(),
+        expires_at: at(30),
+    });
+    leased.attempts = 1;
+    batch.push(leased);
+    let mut sent = queued(at(3), at(3));
+    sent.initial = InitialState::Sent {
+        vendor: vendor("tencent"),
+    };
+    sent.attempts = 1;
+    batch.insert(0, sent);
+
+    let outcomes = s.queue.enqueue_many(batch.clone()).await.unwrap();
+    assert_eq!(outcomes.len(), batch.len());
+    for (new, outcome) in batch.iter().zip(outcomes) {
+        let stored = created(outcome);
+        assert_eq!(stored, as_stored(new), "answer for {}", new.id);
+        assert_eq!(get(s, new.id).await, stored, "stored {}", new.id);
+    }
+    let stats = s.queue.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.leased, stats.sent), (6, 1, 1));
+    // Stored like any message: claimable oldest due first (the lapsed lease at +30 s,
+    // the timed-out one at +61 s, then the queued ones due at +96 … +100 s).
+    let claimed = claim(s, "a", 100, 10).await;
+    let by_due: Vec<MessageId> = [7, 3, 6, 5, 4, 2, 1].iter().map(|&i| batch[i].id).collect();
+    assert_eq!(ids(&claimed), by_due);
+}
+
+pub async fn enqueue_many_answers_existing_for_known_and_repeated_keys(s: &TestStore) {
+    let known = enqueue(s, queued_request(keyed_request("known-1"), at(0), at(0))).await;
+    let batch = vec![
+        queued_request(keyed_request("known-1"), at(5), at(5)),
+        queued_request(keyed_request("dup-1"), at(6), at(6)),
+        queued(at(7), at(7)),
+        // A retry inside the same batch: same key, new id, other times.
+        queued_request(keyed_request("dup-1"), at(8), at(9)),
+        queued_request(keyed_request("known-1"), at(9), at(9)),
+    ];
+    let outcomes = s.queue.enqueue_many(batch.clone()).await.unwrap();
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(existing(&outcomes[0]), &known);
+    let first_dup = created(outcomes[1].clone());
+    assert_eq!(first_dup, as_stored(&batch[1]));
+    assert_eq!(created(outcomes[2].clone()), as_stored(&batch[2]));
+    assert_eq!(
+        existing(&outcomes[3]),
+        &first_dup,
+        "a repeated key answers the message its first use stored"
+    );
+    assert_eq!(existing(&outcomes[4]), &known);
+    for skipped in [&batch[0], &batch[3], &batch[4]] {
+        assert_eq!(s.queue.get(skipped.id).await.unwrap(), None);
+    }
+    let key = IdempotencyKey::new("dup-1").unwrap();
+    assert_eq!(
+        s.queue.find_by_idempotency_key(&key).await.unwrap(),
+        Some(first_dup)
+    );
+    assert_eq!(s.queue.stats().await.unwrap().queued, 3);
+}
+
+pub async fn enqueue_many_of_nothing_stores_nothing(s: &TestStore) {
+    assert!(s.queue.enqueue_many(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(s.queue.stats().await.unwrap(), Default::default());
+}
+
+pub async fn concurrent_enqueue_many_with_shared_keys_store_each_key_once(s: &TestStore) {
+    const KEYS: usize = 20;
+    const BATCHES: usize = 4;
+    for round in 0..3 {
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("r{round}-k{k:02}")).collect();
+        let mut tasks = Vec::new();
+        for b in 0..BATCHES {
+            // The same keys in a different order in every batch.
+            let mut mine = keys.clone();
+            mine.rotate_left(b * KEYS / BATCHES);
+            if b % 2 == 1 {
+                mine.reverse();
+            }
+            let queue = s.queue.clone();
+            tasks.push(tokio::spawn(async move {
+                let batch: Vec<NewMessage> = mine
+                    .iter()
+                    .map(|k| queued_request(keyed_request(k), at(0), at(0)))
+                    .collect();
+                let outcomes = queue.enqueue_many(batch.clone()).await.unwrap();
+                batch.into_iter().zip(outcomes).collect::<Vec<_>>()
+            }));
+        }
+        let mut created_by_key = std::collections::HashMap::new();
+        let mut answered = Vec::new();
+        for task in tasks {
+            for (new, outcome) in task.await.unwrap() {
+                let key = new.request.idempotency_key().unwrap().as_str().to_owned();
+                if let Enqueued::Created(m) = &outcome {
+                    assert_eq!(m.id, new.id);
+                    assert!(
+                        created_by_key.insert(key.clone(), m.id).is_none(),
+                        "{key} stored twice"
+                    );
+                }
+                answered.push((key, outcome.message().id));
+            }
+        }
+        assert_eq!(created_by_key.len(), KEYS, "every key stored once");
+        for (key, id) in answered {
+            assert_eq!(created_by_key[&key], id, "{key} answers its one message");
+        }
+    }
+    assert_eq!(s.queue.stats().await.unwrap().queued, 3 * KEYS as u64);
+}
+
+pub async fn complete_many_marks_every_message_sent_with_its_vendor(s: &TestStore) {
+    for _ in 0..4 {
+        enqueue(s, queued(at(0), at(0))).await;
+    }
+    let claimed = claim(s, "drainer-a", 1, 10).await;
+    assert_eq!(claimed.len(), 4);
+    let vendors = ["cloopen", "aliyun", "tencent", "aliyun"];
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .zip(vendors)
+        .enumerate()
+        .map(|(i, (m, v))| completion(m, v, 2 + i as i64))
+        .collect();
+    let results = s.queue.complete_many(&completions).await.unwrap();
+    assert_eq!(results.len(), 4);
+    for ((m, c), result) in claimed.iter().zip(&completions).zip(results) {
+        result.unwrap_or_else(|e| panic!("completing {}: {e}", m.id));
+        let sent = get(s, m.id).await;
+        assert_eq!(sent.status, MessageStatus::Sent);
+        assert_eq!(sent.last_vendor, Some(c.vendor.clone()));
+        assert_eq!(sent.lease, None);
+        assert_eq!(sent.updated_at, c.at);
+        assert_eq!(sent.attempts, 1);
+    }
+    assert_eq!(s.queue.stats().await.unwrap().sent, 4);
+    assert!(claim(s, "a", 10_000, 10).await.is_empty());
+}
+
+pub async fn complete_many_refuses_a_wrong_token_for_that_message_only(s: &TestStore) {
+    for _ in 0..3 {
+        enqueue(s, queued(at(0), at(0))).await;
+    }
+    let claimed = claim(s, "drainer-a", 1, 10).await;
+    let [a, b, c] = &claimed[..] else {
+        panic!("expected three claimed messages");
+    };
+    let mut wrong = completion(b, "tencent", 2);
+    wrong.token = LeaseToken::new();
+    let results = s
+        .queue
+        .complete_many(&[
+            completion(a, "aliyun", 2),
+            wrong,
+            completion(c, "cloopen", 2),
+        ])
+        .await
+        .unwrap();
+    let [ra, rb, rc] = <[_; 3]>::try_from(results).expect("three results");
+    ra.unwrap();
+    assert_lease_lost(rb, b.id);
+    rc.unwrap();
+    assert_eq!(get(s, a.id).await.last_vendor, Some(vendor("aliyun")));
+    assert_eq!(get(s, c.id).await.status, MessageStatus::Sent);
+    assert_eq!(
+        &get(s, b.id).await,
+        b,
+        "the refused message keeps its lease, unchanged"
+    );
+
+    // Completed already (a retried call): refused, not applied twice; the same message
+    // twice in one batch is done once, as one-by-one completions would.
+    let results = s
+        .queue
+        .complete_many(&[
+            completion(a, "tencent", 3),
+            completion(b, "tencent", 3),
+            completion(b, "cloopen", 4),
+        ])
+        .await
+        .unwrap();
+    let [ra, rb, rb_again] = <[_; 3]>::try_from(results).expect("three results");
+    assert_lease_lost(ra, a.id);
+    rb.unwrap();
+    assert_lease_lost(rb_again, b.id);
+    assert_eq!(get(s, a.id).await.last_vendor, Some(vendor("aliyun")));
+    let b_sent = get(s, b.id).await;
+    assert_eq!(b_sent.last_vendor, Some(vendor("tencent")));
+    assert_eq!(b_sent.updated_at, at(3));
+    assert_eq!(s.queue.stats().await.unwrap().sent, 3);
+}
+
+pub async fn complete_many_answers_unknown_ids_like_complete(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    let unknown = MessageId::new();
+    assert_not_found(
+        s.queue
+            .complete(unknown, LeaseToken::new(), &vendor("aliyun"), at(2))
+            .await,
+        unknown,
+    );
+    let results = s
+        .queue
+        .complete_many(&[
+            Completion {
+                id: unknown,
+                token: token(&claimed),
+                vendor: vendor("aliyun"),
+                at: at(2),
+            },
+            completion(&claimed, "aliyun", 2),
+        ])
+        .await
+        .unwrap();
+    let [r_unknown, r_known] = <[_; 2]>::try_from(results).expect("two results");
+    assert_not_found(r_unknown, unknown);
+    r_known.unwrap();
+    assert_eq!(get(s, m.id).await.status, MessageStatus::Sent);
+    assert_eq!(s.queue.get(unknown).await.unwrap(), None);
+}
+
+pub async fn complete_many_of_nothing_changes_nothing(s: &TestStore) {
+    let m = enqueue(s, queued(at(0), at(0))).await;
+    let claimed = claim_one(s, 1).await;
+    assert!(s.queue.complete_many(&[]).await.unwrap().is_empty());
+    assert_eq!(get(s, m.id).await, claimed);
+}
+
+/// Durable stores only (see [`durable_store_contract!`]).
+pub async fn enqueue_many_stores_nothing_when_one_message_fails(s: &TestStore) {
+    let stored = enqueue(s, queued(at(0), at(0))).await;
+    let mut reused = queued(at(1), at(1));
+    reused.id = stored.id;
+    let batch = vec![
+        queued(at(1), at(1)),
+        queued_request(keyed_request("atomic-1"), at(1), at(1)),
+        reused,
+        queued(at(1), at(1)),
+    ];
+    match s.queue.enqueue_many(batch.clone()).await {
+        Err(StoreError::Backend(_)) => {}
+        other => panic!("expected a backend error for a reused id, found {other:?}"),
+    }
+    for new in [&batch[0], &batch[1], &batch[3]] {
+        assert_eq!(s.queue.get(new.id).await.unwrap(), None, "rolled back");
+    }
+    let key = IdempotencyKey::new("atomic-1").unwrap();
+    assert_eq!(s.queue.find_by_idempotency_key(&key).await.unwrap(), None);
+    assert_eq!(get(s, stored.id).await, stored);
+    assert_eq!(s.queue.stats().await.unwrap().queued, 1);
+    // The batch without the bad message goes in whole.
+    let outcomes = s
+        .queue
+        .enqueue_many(vec![batch[0].clone(), batch[1].clone(), batch[3].clone()])
+        .await
+        .unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Enqueued::Created(_))));
+    assert_eq!(s.queue.stats().await.unwrap().queued, 4);
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sms_core::{
-    BillingPeriod, DeferredQueue, Enqueued, MessageStatus, SmsRequest, StoreError, UsageLedger,
-    VendorId,
+    BillingPeriod, Completion, DeferredQueue, Enqueued, LeaseToken, MessageId, MessageStatus,
+    SmsRequest, StoreError, UsageLedger, VendorId,
 };
 use sms_store::Error;
 use sms_store::postgres::{PgConfig, PgStore};
@@ -19,6 +19,7 @@ use crate::support::{
 };
 
 store_contract!(pg_test_store);
+durable_store_contract!(pg_test_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_drain_10_000_messages_exactly_once() {
@@ -420,5 +421,105 @@ async fn backend_errors_carry_the_servers_message() {
             assert!(text.contains("messages_pkey"), "{text}");
         }
         other => panic!("expected a backend error, found {other:?}"),
+    }
+}
+
+/// The pipelined batch reports the statement that failed, not the "transaction is
+/// aborted" answers of the statements queued behind it.
+#[tokio::test]
+async fn a_failed_batch_reports_the_first_failure() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    let m = queued(at(0), at(0));
+    store.enqueue(m.clone()).await.unwrap();
+    let batch = vec![queued(at(1), at(1)), m, queued(at(1), at(1))];
+    match store.enqueue_many(batch).await {
+        Err(StoreError::Backend(e)) => {
+            let text = e.to_string();
+            assert!(text.contains("messages_pkey"), "{text}");
+        }
+        other => panic!("expected a backend error, found {other:?}"),
+    }
+    assert_eq!(store.stats().await.unwrap().queued, 1);
+}
+
+/// A batch of completions is one transaction: when one of its updates fails, the others
+/// are rolled back and the whole call fails.
+#[tokio::test]
+async fn complete_many_writes_nothing_when_one_update_fails() {
+    let Some((store, _guard)) = pg_store().await else {
+        return;
+    };
+    for _ in 0..3 {
+        store.enqueue(queued(at(0), at(0))).await.unwrap();
+    }
+    let claimed = store
+        .claim("a", at(1), Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    // An update the database refuses: a trigger stands in for any server-side error.
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse_vendor() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'refused vendor'; END $$; \
+             CREATE TRIGGER refuse_vendor BEFORE UPDATE ON messages FOR EACH ROW \
+             WHEN (NEW.last_vendor = 'refused') EXECUTE FUNCTION refuse_vendor();",
+        )
+        .await
+        .unwrap();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .zip(["aliyun", "refused", "tencent"])
+        .map(|(m, v)| Completion {
+            id: m.id,
+            token: m.lease.as_ref().unwrap().token,
+            vendor: VendorId::new(v).unwrap(),
+            at: at(2),
+        })
+        .collect();
+    match store.complete_many(&completions).await {
+        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("refused vendor"), "{e}"),
+        other => panic!("expected a backend error, found {other:?}"),
+    }
+    for m in &claimed {
+        assert_eq!(&store.get(m.id).await.unwrap().unwrap(), m, "rolled back");
+    }
+    client
+        .batch_execute("DROP TRIGGER refuse_vendor ON messages")
+        .await
+        .unwrap();
+    let results = store.complete_many(&completions).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.stats().await.unwrap().sent, 3);
+}
+
+/// Empty batches answer without a connection; others say the server is unreachable.
+#[tokio::test]
+async fn batches_on_an_unreachable_server() {
+    let port = closed_port().await;
+    let store = PgStore::connect(PgConfig {
+        migrate_on_connect: false,
+        ..PgConfig::with_url(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    })
+    .await
+    .unwrap();
+    assert!(store.enqueue_many(Vec::new()).await.unwrap().is_empty());
+    assert!(store.complete_many(&[]).await.unwrap().is_empty());
+    match tokio::time::timeout(HANG, store.enqueue_many(vec![queued(at(0), at(0))])).await {
+        Ok(Err(StoreError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable, found {other:?}"),
+    }
+    let completion = Completion {
+        id: MessageId::new(),
+        token: LeaseToken::new(),
+        vendor: VendorId::new("aliyun").unwrap(),
+        at: at(0),
+    };
+    match tokio::time::timeout(HANG, store.complete_many(&[completion])).await {
+        Ok(Err(StoreError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable, found {other:?}"),
     }
 }

@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use sms_core::{
-    BillingPeriod, DeferredQueue, MessageStatus, SmsRequest, StoreError, UsageLedger, VendorId,
+    BillingPeriod, Completion, DeferredQueue, MessageStatus, SmsRequest, StoreError, UsageLedger,
+    VendorId,
 };
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -19,6 +22,7 @@ async fn sqlite_store() -> Option<TestStore> {
 }
 
 store_contract!(sqlite_store);
+durable_store_contract!(sqlite_store);
 
 /// The in-memory database used by other crates' tests keeps the same contract.
 mod in_memory {
@@ -32,6 +36,7 @@ mod in_memory {
     }
 
     store_contract!(memory_sqlite_store);
+    durable_store_contract!(memory_sqlite_store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,4 +135,75 @@ async fn messages_and_usage_survive_reopening_the_file() {
     assert_eq!(stored.request, m.request);
     assert_eq!(store.totals(&march).await.unwrap()[&aliyun], 120_000);
     assert_eq!(store.add(&aliyun, &march, 1).await.unwrap(), 120_001);
+}
+
+/// A batch of completions is one transaction: when one of its updates fails, the others
+/// are rolled back and the whole call fails.
+#[tokio::test]
+async fn complete_many_writes_nothing_when_one_update_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    for _ in 0..3 {
+        store.enqueue(queued(at(0), at(0))).await.unwrap();
+    }
+    let claimed = store
+        .claim("a", at(1), Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    // An update the database refuses: a trigger stands in for a disk or constraint error.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse_vendor BEFORE UPDATE ON messages \
+             WHEN NEW.last_vendor = 'refused' BEGIN SELECT RAISE(ABORT, 'refused vendor'); END;",
+        )
+        .unwrap();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .zip(["aliyun", "refused", "tencent"])
+        .map(|(m, v)| Completion {
+            id: m.id,
+            token: m.lease.as_ref().unwrap().token,
+            vendor: VendorId::new(v).unwrap(),
+            at: at(2),
+        })
+        .collect();
+    match store.complete_many(&completions).await {
+        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("refused vendor"), "{e}"),
+        other => panic!("expected a backend error, found {other:?}"),
+    }
+    for m in &claimed {
+        assert_eq!(&store.get(m.id).await.unwrap().unwrap(), m, "rolled back");
+    }
+    other.execute_batch("DROP TRIGGER refuse_vendor").unwrap();
+    let results = store.complete_many(&completions).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.stats().await.unwrap().sent, 3);
+}
+
+/// Empty batches answer at once without touching the database: here another process
+/// holds the write lock, which any batch that began a transaction would wait for.
+#[tokio::test]
+async fn empty_batches_do_not_touch_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = SqliteStore::open_with(SqliteConfig {
+        busy_timeout_ms: 100,
+        ..SqliteConfig::with_path(&path)
+    })
+    .await
+    .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(store.enqueue_many(Vec::new()).await.unwrap().is_empty());
+    assert!(store.complete_many(&[]).await.unwrap().is_empty());
+    // A non-empty batch does wait for the lock, and says so.
+    match store.enqueue_many(vec![queued(at(0), at(0))]).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable while the file is locked, found {other:?}"),
+    }
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(store.stats().await.unwrap(), Default::default());
 }
