@@ -1,10 +1,17 @@
 //! Send-path overhead: `Gateway::send` over an instant in-memory vendor, the in-process
-//! limiter and the in-memory queue and ledger, next to calling that vendor directly.
+//! limiter and the in-memory ledger, next to calling that vendor directly.
+//!
+//! - `gateway`: the gateway's own work. The records of sent messages, which the gateway
+//!   hands to its store in batches behind the send, go to a store that drops them, so
+//!   the figure is the gateway's and not a store's (the store's writes are measured in
+//!   the `sms-store` benchmarks).
+//! - `gateway_memory_queue`: the same with the in-memory queue of `sms-core`'s `testing`
+//!   feature keeping every record (a hash map insert and a copy per message).
 //!
 //! Run with `cargo bench -p sms-failover --bench send_path` (or `cargo xtask bench`,
 //! which reads the medians back from `target/criterion`). Each sample builds a fresh
-//! gateway, so the in-memory queue (which records every sent message for look-ups)
-//! holds one sample's messages at most and does not slow later samples down.
+//! gateway, so the in-memory queue holds one sample's messages at most and does not
+//! slow later samples down.
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
@@ -14,11 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sms_core::testing::{MemoryLedger, MemoryQueue};
 use sms_core::{
-    FeeSchedule, Money, OutboundSms, Receipt, SmsRequest, SystemClock, Vendor, VendorError,
-    VendorId,
+    AttemptFailure, DeferredQueue, Enqueued, FeeSchedule, IdempotencyKey, LeaseToken, MessageId,
+    MessageStatus, Money, NewMessage, OutboundSms, QueueStats, Receipt, SmsRequest, StoreError,
+    StoredMessage, SystemClock, Vendor, VendorError, VendorId,
 };
 use sms_failover::{FailoverConfig, Gateway, SendOutcome, VendorEntry};
 use sms_limit::InProcessLimiter;
@@ -49,7 +58,7 @@ struct FlatFee;
 
 impl FeeSchedule for FlatFee {
     fn price_at(&self, _billed_volume: u64) -> Money {
-        "0.04".parse().expect("a valid price")
+        Money::from_micros(40_000)
     }
 }
 
@@ -60,7 +69,111 @@ fn instant_vendor(name: &str) -> Arc<InstantVendor> {
     })
 }
 
+/// A store that takes batches of records of sent messages and keeps nothing; the send
+/// path calls nothing else.
+struct DiscardingQueue;
+
+fn unused() -> StoreError {
+    StoreError::Backend("not used by the send-path benchmark".into())
+}
+
+#[async_trait]
+impl DeferredQueue for DiscardingQueue {
+    async fn enqueue(&self, _message: NewMessage) -> Result<Enqueued, StoreError> {
+        Err(unused())
+    }
+    async fn enqueue_many(&self, _messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn claim(
+        &self,
+        _owner: &str,
+        _now: DateTime<Utc>,
+        _lease_for: Duration,
+        _limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn complete(
+        &self,
+        _id: MessageId,
+        _token: LeaseToken,
+        _vendor: &VendorId,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn fail(
+        &self,
+        _id: MessageId,
+        _token: LeaseToken,
+        _failure: AttemptFailure,
+        _next_attempt_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn dead(
+        &self,
+        _id: MessageId,
+        _token: LeaseToken,
+        _failure: AttemptFailure,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn expire(
+        &self,
+        _id: MessageId,
+        _token: LeaseToken,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn release(
+        &self,
+        _id: MessageId,
+        _token: LeaseToken,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn retry(
+        &self,
+        _id: MessageId,
+        _now: DateTime<Utc>,
+    ) -> Result<StoredMessage, StoreError> {
+        Err(unused())
+    }
+    async fn get(&self, _id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        Err(unused())
+    }
+    async fn find_by_idempotency_key(
+        &self,
+        _key: &IdempotencyKey,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        Err(unused())
+    }
+    async fn list(
+        &self,
+        _status: MessageStatus,
+        _limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Err(unused())
+    }
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        Err(unused())
+    }
+    async fn purge_sent(&self, _before: DateTime<Utc>, _limit: u32) -> Result<u64, StoreError> {
+        Err(unused())
+    }
+}
+
 fn gateway(vendor: Arc<InstantVendor>) -> Gateway {
+    gateway_over(vendor, Arc::new(DiscardingQueue))
+}
+
+fn gateway_over(vendor: Arc<InstantVendor>, queue: Arc<dyn DeferredQueue>) -> Gateway {
     // A limit no benchmark reaches, over a short window so the limiter's log stays small.
     let limiter = InProcessLimiter::new(1_000_000, Duration::from_millis(10)).expect("limiter");
     Gateway::new(
@@ -70,7 +183,7 @@ fn gateway(vendor: Arc<InstantVendor>) -> Gateway {
         }],
         Arc::new(limiter),
         None,
-        Arc::new(MemoryQueue::new()),
+        queue,
         Arc::new(MemoryLedger::new()),
         Arc::new(SystemClock),
         FailoverConfig::default(),
@@ -174,6 +287,18 @@ fn send_path(c: &mut Criterion) {
         let rt = runtime();
         b.iter_custom(|iters| {
             let gateway = gateway(instant_vendor("instant"));
+            rt.block_on(async {
+                let started = Instant::now();
+                send_through_gateway(&gateway, iters).await;
+                started.elapsed()
+            })
+        });
+    });
+
+    group.bench_function("gateway_memory_queue", |b| {
+        let rt = runtime();
+        b.iter_custom(|iters| {
+            let gateway = gateway_over(instant_vendor("instant"), Arc::new(MemoryQueue::new()));
             rt.block_on(async {
                 let started = Instant::now();
                 send_through_gateway(&gateway, iters).await;

@@ -33,7 +33,7 @@ use crate::config::{FailoverConfig, TimeoutPolicy};
 use crate::error::FailoverError;
 use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
 use crate::health::{Health, Switch, Verdict};
-use crate::write_behind::WriteBehind;
+use crate::write_behind::{SentRecord, WriteBehind};
 
 /// Longest a delivered drained message waits before its "sent" is written: completions
 /// are written together, one commit per this interval (or per claimed batch, when that
@@ -161,11 +161,14 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
 
 /// How one attempt went.
 struct Attempted {
-    vendor: VendorId,
+    /// The vendor's index.
+    idx: usize,
     result: Result<Receipt, VendorError>,
     slow: bool,
     billed: u64,
     switched: bool,
+    /// When the answer came.
+    finished_at: DateTime<Utc>,
 }
 
 /// What the drain should do after one message.
@@ -191,6 +194,9 @@ pub struct Gateway {
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
     drain_wanted: Notify,
+    /// A pass was asked for since the last one began: further asks need no wake-up (a
+    /// fast success asks every time, and a notification is a write to shared memory).
+    drain_requested: AtomicBool,
     drain_running: tokio::sync::Mutex<()>,
 }
 
@@ -300,6 +306,7 @@ impl Gateway {
             config,
             observer: None,
             drain_wanted: Notify::new(),
+            drain_requested: AtomicBool::new(false),
             drain_running: tokio::sync::Mutex::new(()),
         })
     }
@@ -429,7 +436,11 @@ impl Gateway {
     /// Asks the drainer (if started) for a pass soon. Never blocks and never drains on
     /// the caller's task; a pass already running absorbs the request into one more pass.
     pub fn trigger_drain(&self) {
-        self.drain_wanted.notify_one();
+        if !self.drain_requested.load(Ordering::Acquire)
+            && !self.drain_requested.swap(true, Ordering::AcqRel)
+        {
+            self.drain_wanted.notify_one();
+        }
     }
 
     /// One vendor call, with its timeout, health accounting and usage; `now` is when
@@ -486,11 +497,12 @@ impl Gateway {
         }
         let switched = self.announce(switch);
         Ok(Attempted {
-            vendor: self.ids[idx].clone(),
+            idx,
             result,
             slow,
             billed,
             switched,
+            finished_at: now,
         })
     }
 
@@ -665,8 +677,8 @@ impl Gateway {
         token: Option<LeaseToken>,
         attempted: Attempted,
     ) -> Result<SendOutcome, SendError> {
-        let now = self.clock.now();
-        let vendor = attempted.vendor.clone();
+        let now = attempted.finished_at;
+        let vendor = &self.ids[attempted.idx];
         let failure = |error: &VendorError| AttemptFailure {
             vendor: Some(vendor.clone()),
             error: error.to_string(),
@@ -679,20 +691,28 @@ impl Gateway {
                 }
                 match token {
                     Some(token) => {
-                        if let Err(e) = self.queue.complete(id, token, &vendor, now).await {
+                        if let Err(e) = self.queue.complete(id, token, vendor, now).await {
                             tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
                         }
                     }
-                    None => self.record_sent_later(id, request, &vendor, now),
+                    None => self.wb.record(SentRecord {
+                        id,
+                        request,
+                        vendor: attempted.idx,
+                        at: now,
+                        max_attempts: self.config.max_attempts,
+                    }),
                 }
-                self.emit(GatewayEvent::Delivered {
-                    id,
-                    vendor: vendor.clone(),
-                    drained: false,
-                });
+                if self.observer.is_some() {
+                    self.emit(GatewayEvent::Delivered {
+                        id,
+                        vendor: vendor.clone(),
+                        drained: false,
+                    });
+                }
                 Ok(SendOutcome::Sent {
                     id,
-                    vendor,
+                    vendor: vendor.clone(),
                     billed_messages: attempted.billed,
                     slow: attempted.slow,
                 })
@@ -750,31 +770,6 @@ impl Gateway {
         }
     }
 
-    /// Stores a delivered message without a key for status look-ups, off the caller's
-    /// path: written with others within milliseconds (see [`crate::write_behind`]).
-    fn record_sent_later(
-        &self,
-        id: MessageId,
-        request: SmsRequest,
-        vendor: &VendorId,
-        now: DateTime<Utc>,
-    ) {
-        self.wb.record(NewMessage {
-            initial: InitialState::Sent {
-                vendor: vendor.clone(),
-            },
-            attempts: 1,
-            last_vendor: Some(vendor.clone()),
-            ..NewMessage::queued(
-                id,
-                request,
-                QueueReason::Accepted,
-                self.config.max_attempts,
-                now,
-            )
-        });
-    }
-
     /// Logs a failed update of a leased message; returns whether it succeeded.
     fn settle(&self, id: MessageId, result: Result<(), StoreError>) -> bool {
         match result {
@@ -803,6 +798,8 @@ impl Gateway {
 
     pub(crate) async fn drain(&self, stop: &AtomicBool) -> Result<DrainReport, StoreError> {
         let _one_at_a_time = self.drain_running.lock().await;
+        // Asks from now on wake the drainer for another pass.
+        self.drain_requested.store(false, Ordering::Release);
         let mut report = DrainReport::default();
         for _ in 0..self.config.drain_max_batches {
             if stop.load(Ordering::Acquire) {
@@ -993,8 +990,8 @@ impl Gateway {
                 return Next::Halt;
             }
         };
-        let now = self.clock.now();
-        let vendor = attempted.vendor.clone();
+        let now = attempted.finished_at;
+        let vendor = self.ids[attempted.idx].clone();
         match &attempted.result {
             Ok(_) => {
                 lock(delivered).push(Completion {

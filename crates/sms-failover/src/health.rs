@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, FixedOffset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
 use sms_core::{BillingPeriod, FeeSchedule, Money};
 
 use crate::config::FailoverConfig;
@@ -99,9 +99,9 @@ pub(crate) struct Health {
     pub current: usize,
     pub epoch: u64,
     period: BillingPeriod,
-    /// Year and month of `period`: checking them is cheap, formatting a label is not,
-    /// and the check runs on every send.
-    period_month: (i32, u32),
+    /// Start and end of `period` in UTC: comparing two instants is cheap, working out
+    /// the calendar month is not, and the check runs on every send.
+    period_bounds: (DateTime<Utc>, DateTime<Utc>),
     billing_offset: FixedOffset,
     attempts: u64,
     threshold: u32,
@@ -124,10 +124,28 @@ pub(crate) struct UsageDelta {
     pub messages: u64,
 }
 
-/// The calendar month of `now` in the billing zone, as `BillingPeriod::containing` sees it.
-fn year_month(now: DateTime<Utc>, offset: FixedOffset) -> (i32, u32) {
+/// Where the calendar month of `now` in the billing zone (as `BillingPeriod::containing`
+/// sees it) starts and ends, in UTC.
+fn month_bounds(now: DateTime<Utc>, offset: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
     let local = now.with_timezone(&offset);
-    (local.year(), local.month())
+    let (year, month) = (local.year(), local.month());
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let first = |y: i32, m: u32| {
+        // A fixed offset has no gaps or repeats, so midnight on the 1st exists once
+        // (within chrono's range; at its ends the month is left open).
+        offset
+            .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    (
+        first(year, month).unwrap_or(DateTime::<Utc>::MIN_UTC),
+        first(next_year, next_month).unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
 }
 
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -149,7 +167,7 @@ impl Health {
             current: 0,
             epoch: 0,
             period: BillingPeriod::containing(now, billing_offset),
-            period_month: year_month(now, billing_offset),
+            period_bounds: month_bounds(now, billing_offset),
             billing_offset,
             attempts: 0,
             threshold: config.consecutive_failures.max(1),
@@ -173,11 +191,10 @@ impl Health {
 
     /// Starts a new period's counts when the calendar month (in the billing zone) changed.
     fn roll_period(&mut self, now: DateTime<Utc>) {
-        let month = year_month(now, self.billing_offset);
-        if month == self.period_month {
+        if now >= self.period_bounds.0 && now < self.period_bounds.1 {
             return;
         }
-        self.period_month = month;
+        self.period_bounds = month_bounds(now, self.billing_offset);
         let period = BillingPeriod::containing(now, self.billing_offset);
         if period != self.period {
             for (idx, (v, pending)) in self.vendors.iter_mut().zip(&mut self.unflushed).enumerate()
@@ -644,6 +661,36 @@ mod tests {
         assert_eq!(h.period(next_month).as_str(), "2026-12");
         assert_eq!(h.vendors[0].billed, 0);
         assert_eq!(h.vendors[0].spend, Money::ZERO);
+    }
+
+    #[test]
+    fn month_bounds_follow_the_billing_zone() {
+        let utc8 = FixedOffset::east_opt(8 * 3600).unwrap();
+        // 1 Dec 00:00 in UTC+8 is 30 Nov 16:00 UTC.
+        let (start, end) = month_bounds(
+            Utc.with_ymd_and_hms(2026, 11, 30, 15, 59, 59).unwrap(),
+            utc8,
+        );
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 10, 31, 16, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap());
+        let (start, end) =
+            month_bounds(Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap(), utc8);
+        assert_eq!(start, Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap());
+        assert_eq!(end, Utc.with_ymd_and_hms(2027, 1, 31, 16, 0, 0).unwrap());
+        // Every instant's own month label agrees with the bounds it falls in.
+        for hours in (0..24 * 400).step_by(7) {
+            let at = t(0) + chrono::Duration::hours(hours);
+            let (start, end) = month_bounds(at, utc8);
+            assert!(start <= at && at < end);
+            assert_eq!(
+                BillingPeriod::containing(start, utc8),
+                BillingPeriod::containing(at, utc8)
+            );
+            assert_ne!(
+                BillingPeriod::containing(end, utc8),
+                BillingPeriod::containing(at, utc8)
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sms_core::{DeferredQueue, NewMessage, StoreError, UsageLedger, VendorId};
+use chrono::{DateTime, Utc};
+use sms_core::{
+    DeferredQueue, InitialState, MessageId, NewMessage, QueueReason, SmsRequest, StoreError,
+    UsageLedger, VendorId,
+};
 
 use crate::health::Health;
 
@@ -54,13 +58,43 @@ impl Drop for ClearOnDrop<'_> {
     }
 }
 
+/// A message delivered at once, without an idempotency key, to be stored for look-ups.
+pub(crate) struct SentRecord {
+    pub id: MessageId,
+    pub request: SmsRequest,
+    /// The index of the vendor that took it.
+    pub vendor: usize,
+    pub at: DateTime<Utc>,
+    pub max_attempts: u32,
+}
+
+impl SentRecord {
+    fn into_message(self, ids: &[VendorId]) -> NewMessage {
+        let vendor = ids[self.vendor].clone();
+        NewMessage {
+            initial: InitialState::Sent {
+                vendor: vendor.clone(),
+            },
+            attempts: 1,
+            last_vendor: Some(vendor),
+            ..NewMessage::queued(
+                self.id,
+                self.request,
+                QueueReason::Accepted,
+                self.max_attempts,
+                self.at,
+            )
+        }
+    }
+}
+
 /// The write-behind state a gateway shares with its write tasks.
 pub(crate) struct WriteBehind {
     pub health: Mutex<Health>,
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
-    records: Mutex<Vec<NewMessage>>,
+    records: Mutex<Vec<SentRecord>>,
     usage_scheduled: AtomicBool,
     records_scheduled: AtomicBool,
     /// One ledger write at a time, so totals come back in order.
@@ -107,7 +141,7 @@ impl WriteBehind {
     }
 
     /// Queues a record of a delivered message for the next records write.
-    pub fn record(self: &Arc<Self>, message: NewMessage) {
+    pub fn record(self: &Arc<Self>, message: SentRecord) {
         {
             let mut records = lock(&self.records);
             if records.len() >= RECORD_BACKLOG_MAX {
@@ -175,8 +209,11 @@ impl WriteBehind {
             let batch: Vec<NewMessage> = {
                 let mut records = lock(&self.records);
                 let n = records.len().min(RECORD_BATCH);
-                records.drain(..n).collect()
-            };
+                records.drain(..n).collect::<Vec<_>>()
+            }
+            .into_iter()
+            .map(|record| record.into_message(&self.ids))
+            .collect();
             if batch.is_empty() {
                 return;
             }
