@@ -1,6 +1,8 @@
 //! Deferred-queue throughput on Postgres and SQLite, next to `pgbench` running plain
 //! statements of the same shape with as many clients, and the time to drain a
-//! 100,000-message backlog through the gateway with instant vendors.
+//! 100,000-message backlog through the gateway with instant vendors. Enqueue and
+//! claim+complete are measured one message per call and batched (`enqueue_many`,
+//! `complete_many`: one transaction, one commit per batch).
 //!
 //! Not a criterion benchmark: these are throughputs of concurrent clients against a
 //! server, measured over a fixed time. `cargo xtask bench` runs it and reads the JSON
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use sms_core::{
-    DeferredQueue, FeeSchedule, MessageId, Money, NewMessage, OutboundSms, QueueReason, Receipt,
-    SmsRequest, SystemClock, UsageLedger, Vendor, VendorError, VendorId,
+    Completion, DeferredQueue, FeeSchedule, MessageId, Money, NewMessage, OutboundSms, QueueReason,
+    Receipt, SmsRequest, StoreError, SystemClock, UsageLedger, Vendor, VendorError, VendorId,
 };
 use sms_failover::{FailoverConfig, Gateway, VendorEntry};
 use sms_limit::InProcessLimiter;
@@ -38,8 +40,10 @@ use sms_store::sqlite::SqliteStore;
 
 /// Clients of every concurrent phase, and of the `pgbench` baselines.
 const CLIENTS: usize = 8;
-/// Messages claimed per claim by each worker of the claim+complete phase.
+/// Messages claimed per claim by each worker of the claim+complete phases.
 const CLAIM_BATCH: u32 = 10;
+/// Messages per `enqueue_many` call of the batched enqueue phase.
+const ENQUEUE_BATCH: u64 = 100;
 /// Queued messages put in place before the claim+complete phase.
 const CLAIMABLE: u64 = 200_000;
 
@@ -119,21 +123,26 @@ where
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Enqueue one by one, enqueue from 8 clients, claim+complete with 8 workers.
+fn new_message(n: u64) -> NewMessage {
+    NewMessage::queued(
+        MessageId::new(),
+        request(n),
+        QueueReason::VendorFailed,
+        10,
+        Utc::now(),
+    )
+}
+
+/// Enqueue one by one from 1 and 8 clients, in batches from 1 client, then
+/// claim+complete with 8 workers completing one by one, then completing each claim's
+/// messages in one batch.
 async fn queue_rates(queue: Arc<dyn DeferredQueue>, seconds: f64) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let q = queue.clone();
     let one = rate(1, seconds, move |i| {
         let q = q.clone();
         async move {
-            let m = NewMessage::queued(
-                MessageId::new(),
-                request(i),
-                QueueReason::VendorFailed,
-                10,
-                Utc::now(),
-            );
-            q.enqueue(m).await.expect("enqueue");
+            q.enqueue(new_message(i)).await.expect("enqueue");
             1
         }
     })
@@ -143,20 +152,40 @@ async fn queue_rates(queue: Arc<dyn DeferredQueue>, seconds: f64) -> Vec<(String
     let many = rate(CLIENTS, seconds, move |i| {
         let q = q.clone();
         async move {
-            let m = NewMessage::queued(
-                MessageId::new(),
-                request(i),
-                QueueReason::VendorFailed,
-                10,
-                Utc::now(),
-            );
-            q.enqueue(m).await.expect("enqueue");
+            q.enqueue(new_message(i)).await.expect("enqueue");
             1
         }
     })
     .await;
     out.push((format!("enqueue_{CLIENTS}_per_s"), many));
     let q = queue.clone();
+    let batched = rate(1, seconds, move |i| {
+        let q = q.clone();
+        async move {
+            let batch = (0..ENQUEUE_BATCH)
+                .map(|k| new_message(i * ENQUEUE_BATCH + k))
+                .collect();
+            let stored = q.enqueue_many(batch).await.expect("enqueue_many");
+            stored.len() as u64
+        }
+    })
+    .await;
+    out.push(("enqueue_many_1_per_s".to_owned(), batched));
+    out.extend(claim_complete(queue.clone(), seconds, "claim_complete", false).await);
+    out.extend(claim_complete(queue, seconds, "claim_complete_many", true).await);
+    out
+}
+
+/// `CLIENTS` workers that claim `CLAIM_BATCH` messages and complete them, one by one or
+/// with one `complete_many`, until `seconds` pass or the queue runs dry. Fields
+/// `{name}_{CLIENTS}_per_s` (messages completed per second), `{name}_lease_lost` and
+/// `{name}_claimed_twice`.
+async fn claim_complete(
+    q: Arc<dyn DeferredQueue>,
+    seconds: f64,
+    name: &str,
+    batched: bool,
+) -> Vec<(String, f64)> {
     let vendor = VendorId::new("instant").expect("a vendor id");
     // A message handed to two claimers at once, or a completion refused, would be a
     // correctness bug of the store, not a speed figure: count both and report them.
@@ -173,16 +202,33 @@ async fn queue_rates(queue: Arc<dyn DeferredQueue>, seconds: f64) -> Vec<(String
                 .claim(&owner, Utc::now(), Duration::from_secs(60), CLAIM_BATCH)
                 .await
                 .expect("claim");
+            let completions: Vec<Completion> = batch
+                .iter()
+                .map(|m| Completion {
+                    id: m.id,
+                    token: m
+                        .lease
+                        .as_ref()
+                        .expect("a claimed message has a lease")
+                        .token,
+                    vendor: vendor.clone(),
+                    at: Utc::now(),
+                })
+                .collect();
+            let results = if batched {
+                q.complete_many(&completions).await.expect("complete_many")
+            } else {
+                let mut results = Vec::with_capacity(completions.len());
+                for c in &completions {
+                    results.push(q.complete(c.id, c.token, &c.vendor, Utc::now()).await);
+                }
+                results
+            };
             let mut done = 0;
-            for m in &batch {
-                let token = m
-                    .lease
-                    .as_ref()
-                    .expect("a claimed message has a lease")
-                    .token;
-                match q.complete(m.id, token, &vendor, Utc::now()).await {
+            for result in results {
+                match result {
                     Ok(()) => done += 1,
-                    Err(sms_core::StoreError::LeaseLost(_)) => {
+                    Err(StoreError::LeaseLost(_)) => {
                         lost.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => panic!("complete: {e}"),
@@ -198,16 +244,17 @@ async fn queue_rates(queue: Arc<dyn DeferredQueue>, seconds: f64) -> Vec<(String
         }
     })
     .await;
-    out.push((format!("claim_complete_{CLIENTS}_per_s"), claimed));
-    out.push((
-        "claim_complete_lease_lost".to_owned(),
-        lost.load(Ordering::Relaxed) as f64,
-    ));
-    out.push((
-        "claim_complete_claimed_twice".to_owned(),
-        twice.load(Ordering::Relaxed) as f64,
-    ));
-    out
+    vec![
+        (format!("{name}_{CLIENTS}_per_s"), claimed),
+        (
+            format!("{name}_lease_lost"),
+            lost.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            format!("{name}_claimed_twice"),
+            twice.load(Ordering::Relaxed) as f64,
+        ),
+    ]
 }
 
 /// Drains `count` due messages through a gateway with an instant vendor; seconds taken,
@@ -496,7 +543,7 @@ fn main() {
         let sqlite = sqlite_part(seconds, drain).await;
         let postgres = postgres_part(seconds, drain).await;
         format!(
-            "{{\"clients\":{CLIENTS},\"claim_batch\":{CLAIM_BATCH},\"backlog\":{drain},\"sqlite\":{{{sqlite}}},\"postgres\":{{{postgres}}}}}"
+            "{{\"clients\":{CLIENTS},\"claim_batch\":{CLAIM_BATCH},\"enqueue_batch\":{ENQUEUE_BATCH},\"backlog\":{drain},\"sqlite\":{{{sqlite}}},\"postgres\":{{{postgres}}}}}"
         )
     });
     println!("{json}");

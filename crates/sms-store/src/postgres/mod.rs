@@ -11,18 +11,17 @@
 //! `FOR UPDATE SKIP LOCKED` pattern of River, graphile-worker and pgmq). Claimers that
 //! run at the same moment skip each other's rows instead of waiting for them.
 //!
-//! A batch (`enqueue_many`, `complete_many`) is one transaction on one connection: its
-//! statements are the single-message ones, sent pipelined (one round trip for the lot),
-//! and it ends in one commit, so one flush of the write-ahead log for the whole batch.
+//! A batch (`enqueue_many`, `complete_many`) is one transaction on one connection: one
+//! set-based statement over arrays of the batch's values (`unnest`), a look-up of the
+//! messages it did not write to answer for them, and one commit, so one flush of the
+//! write-ahead log for the whole batch.
 
 mod config;
 mod migrate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::error::Error as _;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,6 +103,44 @@ const INSERT_MESSAGE: &str = concat!(
     message_columns!("")
 );
 
+/// The insert of a whole batch, one statement: the parameters are one array per column
+/// (`args` and `recipients` as one JSON array text per message, since Postgres arrays
+/// cannot be ragged). Rows go in ordered by idempotency key, and messages with the same
+/// key in batch order: two batches sharing keys take the key locks in the same order
+/// (so they cannot deadlock), and the first message of a repeated key is the one
+/// stored, as one-by-one enqueues would store it.
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+     status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
+     SELECT b.id, b.idempotency_key, b.template, \
+         ARRAY(SELECT a.v FROM jsonb_array_elements_text(b.args::jsonb) WITH ORDINALITY \
+               AS a(v, n) ORDER BY a.n), \
+         ARRAY(SELECT r.v FROM jsonb_array_elements_text(b.recipients::jsonb) WITH ORDINALITY \
+               AS r(v, n) ORDER BY r.n), \
+         b.expires_at, b.status, b.reason, b.attempts, b.max_attempts, b.next_attempt_at, \
+         b.lease_owner, b.lease_token, b.lease_expires_at, b.last_vendor, b.last_error, \
+         b.may_duplicate, b.created_at, b.created_at \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
+                 $11::timestamptz[], $12::text[], $13::uuid[], $14::timestamptz[], $15::text[], \
+                 $16::text[], $17::bool[], $18::timestamptz[]) WITH ORDINALITY \
+         AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
+              attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+              lease_expires_at, last_vendor, last_error, may_duplicate, created_at, ord) \
+     ORDER BY b.idempotency_key, b.ord \
+     ON CONFLICT (idempotency_key) DO NOTHING \
+     RETURNING ",
+    message_columns!("")
+);
+
+/// The stored messages holding any of the given idempotency keys.
+const SELECT_BY_KEYS: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE idempotency_key = ANY($1)"
+);
+
 const SELECT_BY_ID: &str = concat!(
     "SELECT ",
     message_columns!(""),
@@ -161,6 +198,16 @@ const COMPLETE: &str = concat!(
     "UPDATE messages SET status = 'sent', last_vendor = $3, updated_at = $4, ",
     drop_lease!(),
     leased_under_token!()
+);
+
+/// [`COMPLETE`] for a batch, one statement: `$1` … `$4` are the ids, tokens, vendors and
+/// times; answers the ids it marked sent. An id may appear once per statement.
+const COMPLETE_MANY: &str = concat!(
+    "UPDATE messages AS m SET status = 'sent', last_vendor = b.vendor, updated_at = b.at, \
+         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS b(id, token, vendor, at) \
+     WHERE m.id = b.id AND m.status = 'leased' AND m.lease_token = b.token \
+     RETURNING m.id"
 );
 
 const FAIL: &str = concat!(
@@ -537,33 +584,82 @@ impl<'a> InsertParams<'a> {
     }
 }
 
-/// Polls `futures` together and answers their outputs in the same order.
-///
-/// tokio-postgres sends a statement when its future is first polled, and the first pass
-/// below polls every future in order, so their statements leave back to back and in
-/// that order (a pipeline: one round trip for the lot). The server still runs them one
-/// after the other, in that order.
-async fn pipelined<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
+/// The parameters of [`INSERT_MANY`]: one array per column, in batch order.
+struct BatchColumns<'a> {
+    id: Vec<uuid::Uuid>,
+    key: Vec<Option<&'a str>>,
+    template: Vec<&'a str>,
+    args: Vec<String>,
+    recipients: Vec<String>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
+    status: Vec<&'static str>,
+    reason: Vec<&'static str>,
+    attempts: Vec<i64>,
+    max_attempts: Vec<i64>,
+    next_attempt_at: Vec<DateTime<Utc>>,
+    lease_owner: Vec<Option<&'a str>>,
+    lease_token: Vec<Option<uuid::Uuid>>,
+    lease_expires_at: Vec<Option<DateTime<Utc>>>,
+    last_vendor: Vec<Option<&'a str>>,
+    last_error: Vec<Option<&'a str>>,
+    may_duplicate: Vec<bool>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> BatchColumns<'a> {
+    fn new(rows: &[InsertParams<'a>]) -> Result<Self, StoreError> {
+        let json = |list: &[&str]| serde_json::to_string(list).map_err(StoreError::backend);
+        Ok(Self {
+            id: rows.iter().map(|r| *r.id).collect(),
+            key: rows.iter().map(|r| r.key).collect(),
+            template: rows.iter().map(|r| r.template).collect(),
+            args: rows
+                .iter()
+                .map(|r| json(&r.args.iter().map(String::as_str).collect::<Vec<_>>()))
+                .collect::<Result<_, _>>()?,
+            recipients: rows
+                .iter()
+                .map(|r| json(&r.recipients))
+                .collect::<Result<_, _>>()?,
+            expires_at: rows.iter().map(|r| r.expires_at).collect(),
+            status: rows.iter().map(|r| r.status).collect(),
+            reason: rows.iter().map(|r| r.reason).collect(),
+            attempts: rows.iter().map(|r| r.attempts).collect(),
+            max_attempts: rows.iter().map(|r| r.max_attempts).collect(),
+            next_attempt_at: rows.iter().map(|r| r.next_attempt_at).collect(),
+            lease_owner: rows.iter().map(|r| r.lease_owner).collect(),
+            lease_token: rows.iter().map(|r| r.lease_token).collect(),
+            lease_expires_at: rows.iter().map(|r| r.lease_expires_at).collect(),
+            last_vendor: rows.iter().map(|r| r.last_vendor).collect(),
+            last_error: rows.iter().map(|r| r.last_error).collect(),
+            may_duplicate: rows.iter().map(|r| r.may_duplicate).collect(),
+            created_at: rows.iter().map(|r| r.created_at).collect(),
+        })
+    }
+
+    /// `$1` … `$18` of [`INSERT_MANY`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+        [
+            &self.id,
+            &self.key,
+            &self.template,
+            &self.args,
+            &self.recipients,
+            &self.expires_at,
+            &self.status,
+            &self.reason,
+            &self.attempts,
+            &self.max_attempts,
+            &self.next_attempt_at,
+            &self.lease_owner,
+            &self.lease_token,
+            &self.lease_expires_at,
+            &self.last_vendor,
+            &self.last_error,
+            &self.may_duplicate,
+            &self.created_at,
+        ]
+    }
 }
 
 fn chrono_duration(d: Duration) -> Result<chrono::Duration, StoreError> {
@@ -678,70 +774,91 @@ impl DeferredQueue for PgStore {
         .await
     }
 
-    /// One transaction on one connection: the inserts go out pipelined, then the
-    /// look-ups of the keys that conflicted, then one commit. The inserts run ordered by
-    /// idempotency key (messages with the same key keep their order), so two batches
-    /// sharing keys take the key locks in the same order and cannot deadlock; a repeated
-    /// key finds the row its first message inserted, as one-by-one enqueues would.
+    /// One transaction on one connection: one set-based insert of the whole batch
+    /// ([`INSERT_MANY`]), one look-up of the keys that conflicted, one commit.
     async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
         let inserts: Vec<InsertParams<'_>> = messages.iter().map(InsertParams::new).collect();
-        let mut order: Vec<usize> = (0..inserts.len()).collect();
-        order.sort_by_key(|&i| inserts[i].key);
+        let columns = BatchColumns::new(&inserts)?;
+        let position: HashMap<uuid::Uuid, usize> = inserts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (*m.id, i))
+            .collect();
         self.timed(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg_error)?;
-            let insert = tx.prepare_cached(INSERT_MESSAGE).await.map_err(pg_error)?;
-            let by_key = tx.prepare_cached(SELECT_BY_KEY).await.map_err(pg_error)?;
-
-            let params: Vec<_> = order.iter().map(|&i| inserts[i].params()).collect();
-            let inserted =
-                pipelined(params.iter().map(|p| tx.query_opt(&insert, p)).collect()).await;
+            let insert_many = tx.prepare_cached(INSERT_MANY).await.map_err(pg_error)?;
             let mut outcomes: Vec<Option<Enqueued>> = messages.iter().map(|_| None).collect();
-            let mut conflicted = Vec::new();
-            // In execution order, so the first error is the cause: the statements after
-            // it only say that the transaction is aborted.
-            for (&i, result) in order.iter().zip(inserted) {
-                match result.map_err(pg_error)? {
-                    Some(row) => outcomes[i] = Some(Enqueued::Created(message_from_row(&row)?)),
-                    None => conflicted.push(i),
-                }
+            for row in tx
+                .query(&insert_many, &columns.params())
+                .await
+                .map_err(pg_error)?
+            {
+                let stored = message_from_row(&row)?;
+                let i = *position.get(stored.id.as_uuid()).ok_or_else(|| {
+                    StoreError::backend(format!(
+                        "inserted message {} is not in the batch",
+                        stored.id
+                    ))
+                })?;
+                outcomes[i] = Some(Enqueued::Created(stored));
             }
 
-            let keys: Vec<[&(dyn ToSql + Sync); 1]> =
-                conflicted.iter().map(|&i| [&inserts[i].key as _]).collect();
-            let found = pipelined(keys.iter().map(|k| tx.query_opt(&by_key, k)).collect()).await;
+            // Nothing inserted: only the idempotency key can have conflicted (an id
+            // conflict is an error, not a skip), with a stored row or an earlier message
+            // of this batch.
+            let conflicted: Vec<usize> = (0..inserts.len())
+                .filter(|&i| outcomes[i].is_none())
+                .collect();
+            if conflicted.is_empty() {
+                tx.commit().await.map_err(pg_error)?;
+                return Ok(outcomes.into_iter().flatten().collect());
+            }
+            let keys: Vec<Option<&str>> = conflicted.iter().map(|&i| inserts[i].key).collect();
+            let by_keys = tx.prepare_cached(SELECT_BY_KEYS).await.map_err(pg_error)?;
+            let mut found = HashMap::new();
+            for row in tx.query(&by_keys, &[&keys]).await.map_err(pg_error)? {
+                let stored = message_from_row(&row)?;
+                if let Some(key) = stored.request.idempotency_key() {
+                    found.insert(key.as_str().to_owned(), stored);
+                }
+            }
             let mut vanished = Vec::new();
-            for (&i, result) in conflicted.iter().zip(found) {
-                match result.map_err(pg_error)? {
-                    Some(row) => outcomes[i] = Some(Enqueued::Existing(message_from_row(&row)?)),
+            for i in conflicted {
+                match inserts[i].key.and_then(|k| found.get(k)) {
+                    Some(stored) => outcomes[i] = Some(Enqueued::Existing(stored.clone())),
                     None => vanished.push(i),
                 }
             }
             // The conflicting row was purged between the insert and the look-up (rare):
             // once more, one at a time, as `enqueue` does.
-            for i in vanished {
-                let outcome = if let Some(row) = tx
-                    .query_opt(&insert, &inserts[i].params())
-                    .await
-                    .map_err(pg_error)?
-                {
-                    Enqueued::Created(message_from_row(&row)?)
-                } else if let Some(row) = tx
-                    .query_opt(&by_key, &[&inserts[i].key])
-                    .await
-                    .map_err(pg_error)?
-                {
-                    Enqueued::Existing(message_from_row(&row)?)
-                } else {
-                    return Err(StoreError::backend(format!(
-                        "message {} was neither inserted nor found by its idempotency key",
-                        messages[i].id
-                    )));
-                };
-                outcomes[i] = Some(outcome);
+            if !vanished.is_empty() {
+                let insert = tx.prepare_cached(INSERT_MESSAGE).await.map_err(pg_error)?;
+                let by_key = tx.prepare_cached(SELECT_BY_KEY).await.map_err(pg_error)?;
+                for i in vanished {
+                    let outcome = if let Some(row) = tx
+                        .query_opt(&insert, &inserts[i].params())
+                        .await
+                        .map_err(pg_error)?
+                    {
+                        Enqueued::Created(message_from_row(&row)?)
+                    } else if let Some(row) = tx
+                        .query_opt(&by_key, &[&inserts[i].key])
+                        .await
+                        .map_err(pg_error)?
+                    {
+                        Enqueued::Existing(message_from_row(&row)?)
+                    } else {
+                        return Err(StoreError::backend(format!(
+                            "message {} was neither inserted nor found by its idempotency key",
+                            messages[i].id
+                        )));
+                    };
+                    outcomes[i] = Some(outcome);
+                }
             }
             tx.commit().await.map_err(pg_error)?;
             Ok(outcomes.into_iter().flatten().collect())
@@ -800,9 +917,11 @@ impl DeferredQueue for PgStore {
         .await
     }
 
-    /// One transaction on one connection: the guarded updates go out pipelined, ordered
-    /// by id (so two batches touching the same rows lock them in the same order), then
-    /// one look-up of the refused ids tells `NotFound` from `LeaseLost`, then one commit.
+    /// One transaction on one connection: one set-based guarded update
+    /// ([`COMPLETE_MANY`]), one look-up of the refused ids to tell `NotFound` from
+    /// `LeaseLost`, one commit. An id repeated in the batch is applied in a later
+    /// statement of the same transaction, in batch order, as one-by-one completions would
+    /// apply it.
     async fn complete_many(
         &self,
         completions: &[Completion],
@@ -810,32 +929,55 @@ impl DeferredQueue for PgStore {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
-        let vendors: Vec<&str> = completions.iter().map(|c| c.vendor.as_str()).collect();
-        let mut order: Vec<usize> = (0..completions.len()).collect();
-        order.sort_by_key(|&i| completions[i].id);
+        // Round r holds the r-th completion of each id; each round is ordered by id, so
+        // batches touching the same rows lock them in the same order.
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut seen: HashMap<MessageId, usize> = HashMap::new();
+        for (i, c) in completions.iter().enumerate() {
+            let round = seen.entry(c.id).or_insert(0);
+            if rounds.len() <= *round {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push(i);
+            *round += 1;
+        }
+        for round in &mut rounds {
+            round.sort_by_key(|&i| completions[i].id);
+        }
         self.timed(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg_error)?;
-            let complete = tx.prepare_cached(COMPLETE).await.map_err(pg_error)?;
-            let params: Vec<[&(dyn ToSql + Sync); 4]> = order
-                .iter()
-                .map(|&i| -> [&(dyn ToSql + Sync); 4] {
-                    let c = &completions[i];
-                    [c.id.as_uuid(), &c.token.0, &vendors[i], &c.at]
-                })
-                .collect();
-            let changed =
-                pipelined(params.iter().map(|p| tx.execute(&complete, p)).collect()).await;
+            let complete_many = tx.prepare_cached(COMPLETE_MANY).await.map_err(pg_error)?;
             let mut results: Vec<Option<Result<(), StoreError>>> =
                 completions.iter().map(|_| None).collect();
-            let mut refused = Vec::new();
-            for (&i, result) in order.iter().zip(changed) {
-                if result.map_err(pg_error)? == 1 {
-                    results[i] = Some(Ok(()));
-                } else {
-                    refused.push(i);
+            for round in &rounds {
+                let ids: Vec<uuid::Uuid> = round
+                    .iter()
+                    .map(|&i| *completions[i].id.as_uuid())
+                    .collect();
+                let tokens: Vec<uuid::Uuid> =
+                    round.iter().map(|&i| completions[i].token.0).collect();
+                let vendors: Vec<&str> = round
+                    .iter()
+                    .map(|&i| completions[i].vendor.as_str())
+                    .collect();
+                let times: Vec<DateTime<Utc>> = round.iter().map(|&i| completions[i].at).collect();
+                let sent = tx
+                    .query(&complete_many, &[&ids, &tokens, &vendors, &times])
+                    .await
+                    .map_err(pg_error)?
+                    .iter()
+                    .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
+                    .collect::<Result<HashSet<_>, _>>()?;
+                for &i in round {
+                    if sent.contains(completions[i].id.as_uuid()) {
+                        results[i] = Some(Ok(()));
+                    }
                 }
             }
+            let refused: Vec<usize> = (0..completions.len())
+                .filter(|&i| results[i].is_none())
+                .collect();
             if !refused.is_empty() {
                 let ids: Vec<uuid::Uuid> = refused
                     .iter()

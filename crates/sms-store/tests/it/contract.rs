@@ -1061,9 +1061,10 @@ pub async fn enqueue_many_of_nothing_stores_nothing(s: &TestStore) {
 }
 
 pub async fn concurrent_enqueue_many_with_shared_keys_store_each_key_once(s: &TestStore) {
-    const KEYS: usize = 20;
+    const KEYS: usize = 200;
     const BATCHES: usize = 4;
-    for round in 0..3 {
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
         let keys: Vec<String> = (0..KEYS).map(|k| format!("r{round}-k{k:02}")).collect();
         let mut tasks = Vec::new();
         for b in 0..BATCHES {
@@ -1103,7 +1104,10 @@ pub async fn concurrent_enqueue_many_with_shared_keys_store_each_key_once(s: &Te
             assert_eq!(created_by_key[&key], id, "{key} answers its one message");
         }
     }
-    assert_eq!(s.queue.stats().await.unwrap().queued, 3 * KEYS as u64);
+    assert_eq!(
+        s.queue.stats().await.unwrap().queued,
+        (ROUNDS * KEYS) as u64
+    );
 }
 
 pub async fn complete_many_marks_every_message_sent_with_its_vendor(s: &TestStore) {

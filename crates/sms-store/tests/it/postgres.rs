@@ -424,10 +424,9 @@ async fn backend_errors_carry_the_servers_message() {
     }
 }
 
-/// The pipelined batch reports the statement that failed, not the "transaction is
-/// aborted" answers of the statements queued behind it.
+/// A failed batch says why, with the server's own message.
 #[tokio::test]
-async fn a_failed_batch_reports_the_first_failure() {
+async fn a_failed_batch_reports_the_servers_reason() {
     let Some((store, _guard)) = pg_store().await else {
         return;
     };
