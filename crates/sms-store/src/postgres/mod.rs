@@ -202,13 +202,12 @@ const COMPLETE: &str = concat!(
 
 /// [`COMPLETE`] for a batch, one statement: `$1` … `$4` are the ids, tokens, vendors and
 /// times; answers the ids it marked sent. An id may appear once per statement.
-const COMPLETE_MANY: &str = concat!(
-    "UPDATE messages AS m SET status = 'sent', last_vendor = b.vendor, updated_at = b.at, \
+const COMPLETE_MANY: &str = "UPDATE messages AS m \
+     SET status = 'sent', last_vendor = b.vendor, updated_at = b.at, \
          lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS b(id, token, vendor, at) \
      WHERE m.id = b.id AND m.status = 'leased' AND m.lease_token = b.token \
-     RETURNING m.id"
-);
+     RETURNING m.id";
 
 const FAIL: &str = concat!(
     "UPDATE messages SET status = 'queued', last_vendor = COALESCE($3, last_vendor), \
