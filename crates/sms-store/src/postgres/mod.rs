@@ -607,14 +607,16 @@ struct BatchColumns<'a> {
 
 impl<'a> BatchColumns<'a> {
     fn new(rows: &[InsertParams<'a>]) -> Result<Self, StoreError> {
-        let json = |list: &[&str]| serde_json::to_string(list).map_err(StoreError::backend);
+        fn json<T: serde::Serialize>(list: &[T]) -> Result<String, StoreError> {
+            serde_json::to_string(list).map_err(StoreError::backend)
+        }
         Ok(Self {
             id: rows.iter().map(|r| *r.id).collect(),
             key: rows.iter().map(|r| r.key).collect(),
             template: rows.iter().map(|r| r.template).collect(),
             args: rows
                 .iter()
-                .map(|r| json(&r.args.iter().map(String::as_str).collect::<Vec<_>>()))
+                .map(|r| json(r.args))
                 .collect::<Result<_, _>>()?,
             recipients: rows
                 .iter()

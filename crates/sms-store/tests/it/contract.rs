@@ -68,6 +68,7 @@ macro_rules! store_contract {
             enqueue_many_stores_every_message_and_answers_created_in_order,
             enqueue_many_answers_existing_for_known_and_repeated_keys,
             enqueue_many_of_nothing_stores_nothing,
+            enqueue_many_round_trips_arguments_and_recipients_exactly,
             concurrent_enqueue_many_with_shared_keys_store_each_key_once,
             complete_many_marks_every_message_sent_with_its_vendor,
             complete_many_refuses_a_wrong_token_for_that_message_only,
@@ -1053,6 +1054,44 @@ pub async fn enqueue_many_answers_existing_for_known_and_repeated_keys(s: &TestS
         Some(first_dup)
     );
     assert_eq!(s.queue.stats().await.unwrap().queued, 3);
+}
+
+pub async fn enqueue_many_round_trips_arguments_and_recipients_exactly(s: &TestStore) {
+    let tricky = vec![
+        "a###b",
+        "x;y;z",
+        "",
+        "\"double\" and 'single' quotes",
+        "验证码 😀 🇨🇳",
+        "line\nbreak\ttab",
+        "back\\slash",
+        "[\"looks\", \"like json\"]",
+        "NULL",
+        "{a,b}",
+        " padded ",
+    ];
+    let recipients = ["+8613800138000", "+1 (415) 555-0100", "+447911123456"];
+    let requests = [
+        SmsRequest::new("SMS_123456", tricky.clone(), recipients)
+            .unwrap()
+            .with_idempotency_key(IdempotencyKey::new("round-trip:many").unwrap())
+            .with_expiry(at(3_600)),
+        SmsRequest::new("login_code", Vec::<&str>::new(), ["+8613800138000"]).unwrap(),
+        SmsRequest::new("login_code", [""], ["+8613900139000"]).unwrap(),
+        SmsRequest::new("login_code", ["NULL"], ["+8613900139000"]).unwrap(),
+    ];
+    let batch: Vec<NewMessage> = requests
+        .iter()
+        .map(|r| queued_request(r.clone(), at(0), at(0)))
+        .collect();
+    let outcomes = s.queue.enqueue_many(batch.clone()).await.unwrap();
+    for ((new, request), outcome) in batch.iter().zip(&requests).zip(outcomes) {
+        assert_eq!(&created(outcome).request, request);
+        assert_eq!(&get(s, new.id).await.request, request);
+    }
+    assert_eq!(get(s, batch[0].id).await.request.args(), tricky);
+    assert!(get(s, batch[1].id).await.request.args().is_empty());
+    assert_eq!(get(s, batch[2].id).await.request.args(), [""]);
 }
 
 pub async fn enqueue_many_of_nothing_stores_nothing(s: &TestStore) {
