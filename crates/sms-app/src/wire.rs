@@ -340,6 +340,13 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("listen: binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let router = router(app.state.clone(), config.max_body_bytes);
+    // Answers go out at once: with Nagle's algorithm a response written in two parts
+    // waits for the client's delayed acknowledgement of the first (tens of ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -20,7 +20,7 @@ impl MessageId {
         thread_local! {
             // uuid's shared context is one mutex for the whole process, taken for every
             // id; a context per thread keeps ids off each other's cache lines.
-            static CONTEXT: uuid::ContextV7 = uuid::ContextV7::new();
+            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
         }
         Self(CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context))))
     }

@@ -14,6 +14,11 @@ use tokio::time::MissedTickBehavior;
 
 use crate::gateway::Gateway;
 
+/// After a pass that found nothing due, a pass asked for by a fast success waits until
+/// this long after that pass began. Every success asks; without the gap a busy gateway
+/// with an empty queue would run an empty claim (a database write) per request.
+pub(crate) const TRIGGERED_PASS_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The running drainer. Dropping it leaves the task running; call [`Self::shutdown`].
 pub struct DrainerHandle {
     stop: Arc<AtomicBool>,
@@ -50,20 +55,31 @@ impl Gateway {
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Acquire) {
-                    match gateway.drain(&stop).await {
+                    let began = tokio::time::Instant::now();
+                    let found_nothing = match gateway.drain(&stop).await {
                         Ok(report) if report.claimed > 0 => {
                             tracing::debug!(?report, "drain pass");
+                            false
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "drain pass failed"),
-                    }
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "drain pass failed");
+                            false
+                        }
+                    };
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = gateway.drain_wanted().notified() => {}
-                        _ = wake.notified() => {}
+                    let asked = tokio::select! {
+                        _ = tick.tick() => false,
+                        _ = gateway.drain_wanted().notified() => true,
+                        _ = wake.notified() => false,
+                    };
+                    if asked && found_nothing {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(began + TRIGGERED_PASS_GAP) => {}
+                            _ = wake.notified() => {}
+                        }
                     }
                 }
             })

@@ -460,6 +460,41 @@ async fn a_fast_success_wakes_the_drainer_before_its_tick() {
     settle().await;
     let id = queue_one(&h).await;
     h.gateway.send(request()).await.unwrap();
+    // The start-up pass found nothing, so the asked-for pass waits until 100 ms after it.
+    tokio::time::sleep(Duration::from_millis(99)).await;
+    settle().await;
+    assert_eq!(
+        h.queue.get(id).await.unwrap().unwrap().status,
+        MessageStatus::Queued,
+        "a pass right after an empty one waits for the gap"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(
+        h.queue.get(id).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+    drainer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_success_after_a_busy_pass_wakes_the_drainer_at_once() {
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        FailoverConfig {
+            drain_interval: Duration::from_secs(3600),
+            ..config()
+        },
+    );
+    let first = queue_one(&h).await;
+    let drainer = h.gateway.start_drainer();
+    settle().await;
+    assert_eq!(
+        h.queue.get(first).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+    let id = queue_one(&h).await;
+    h.gateway.send(request()).await.unwrap();
     settle().await;
     assert_eq!(
         h.queue.get(id).await.unwrap().unwrap().status,
