@@ -15,7 +15,7 @@
 //! its last write delay, and never a message (those are stored before anybody is told
 //! "queued").
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,6 +36,22 @@ const RECORD_BATCH: usize = 500;
 /// Records kept while the store is unreachable; more are dropped (with a warning): the
 /// messages are delivered, only their status look-up is lost.
 const RECORD_BACKLOG_MAX: usize = 100_000;
+/// Records wait in this many buffers, each thread using one, so that senders on
+/// different threads do not take turns on one lock.
+const RECORD_SHARDS: usize = 8;
+
+/// Keeps a value on a cache line of its own.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The records buffer this thread adds to.
+fn record_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % RECORD_SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
 /// Tries to write one batch of records while the store is unreachable: 250 ms,
 /// doubling to 30 s, about two and a half minutes in all.
 const RECORD_ATTEMPTS: u32 = 12;
@@ -94,7 +110,7 @@ pub(crate) struct WriteBehind {
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
-    records: Mutex<Vec<SentRecord>>,
+    records: Vec<Padded<Mutex<Vec<SentRecord>>>>,
     usage_scheduled: AtomicBool,
     records_scheduled: AtomicBool,
     /// One ledger write at a time, so totals come back in order.
@@ -115,7 +131,9 @@ impl WriteBehind {
             ids,
             ledger,
             queue,
-            records: Mutex::new(Vec::new()),
+            records: (0..RECORD_SHARDS)
+                .map(|_| Padded(Mutex::new(Vec::new())))
+                .collect(),
             usage_scheduled: AtomicBool::new(false),
             records_scheduled: AtomicBool::new(false),
             usage_writer: tokio::sync::Mutex::new(()),
@@ -143,8 +161,8 @@ impl WriteBehind {
     /// Queues a record of a delivered message for the next records write.
     pub fn record(self: &Arc<Self>, message: SentRecord) {
         {
-            let mut records = lock(&self.records);
-            if records.len() >= RECORD_BACKLOG_MAX {
+            let mut records = lock(&self.records[record_shard()].0);
+            if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
                 drop(records);
                 let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
@@ -206,17 +224,20 @@ impl WriteBehind {
         let _one_writer = self.records_writer.lock().await;
         drop(scheduled);
         loop {
-            let batch: Vec<NewMessage> = {
-                let mut records = lock(&self.records);
-                let n = records.len().min(RECORD_BATCH);
-                records.drain(..n).collect::<Vec<_>>()
+            let mut batch = Vec::new();
+            for shard in &self.records {
+                let room = RECORD_BATCH - batch.len();
+                let mut records = lock(&shard.0);
+                let n = records.len().min(room);
+                batch.extend(records.drain(..n));
             }
-            .into_iter()
-            .map(|record| record.into_message(&self.ids))
-            .collect();
             if batch.is_empty() {
                 return;
             }
+            let batch = batch
+                .into_iter()
+                .map(|record| record.into_message(&self.ids))
+                .collect();
             self.write_record_batch(batch).await;
         }
     }
