@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    IdempotencyKey, MessageStatus, QueueReason, RawSmsRequest, SmsRequest, StoreError, VendorId,
+    IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason, RawSmsRequest,
+    SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -72,6 +73,48 @@ pub(crate) fn key_column(request: &SmsRequest) -> Option<&str> {
     request.idempotency_key().map(IdempotencyKey::as_str)
 }
 
+/// The message `new` stores, exactly as reading its row back returns it: the initial
+/// state resolved as the insert writes it, and every time cut to the whole microseconds
+/// both databases keep ([`whole_micros`]). The insert writes this message, not `new`, so
+/// the database holds exactly these times and an insert can answer with it instead of
+/// reading the row back and validating it again.
+pub(crate) fn stored_from_new(new: NewMessage) -> StoredMessage {
+    let (status, lease, last_vendor) = match new.initial {
+        InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor),
+        InitialState::Leased(lease) => (MessageStatus::Leased, Some(lease), new.last_vendor),
+        InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor)),
+    };
+    let request = match new.request.expires_at() {
+        Some(t) => new.request.with_expiry(whole_micros(t)),
+        None => new.request,
+    };
+    let created_at = whole_micros(new.created_at);
+    StoredMessage {
+        id: new.id,
+        request,
+        status,
+        reason: new.reason,
+        attempts: new.attempts,
+        max_attempts: new.max_attempts,
+        next_attempt_at: whole_micros(new.next_attempt_at),
+        lease: lease.map(|l| Lease {
+            expires_at: whole_micros(l.expires_at),
+            ..l
+        }),
+        last_vendor,
+        last_error: new.last_error,
+        may_duplicate: new.may_duplicate,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// `t` rounded down to whole microseconds, the precision both databases keep; it is
+/// stored and read back unchanged.
+pub(crate) fn whole_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::backend(format!("stored {column} is invalid: {problem}"))
 }
@@ -93,5 +136,18 @@ mod tests {
         let e =
             request_from_columns("t".into(), vec![], vec!["123".into()], None, None).unwrap_err();
         assert!(e.to_string().contains("stored request"), "{e}");
+    }
+
+    #[test]
+    fn whole_micros_rounds_down_on_either_side_of_the_epochs() {
+        let y2k = DateTime::from_timestamp(946_684_800, 0).unwrap();
+        for base in [DateTime::UNIX_EPOCH, y2k] {
+            for (nanos, micros) in [(-1, -1), (-1_500, -2), (1_999, 1), (0, 0)] {
+                let t = base + chrono::Duration::nanoseconds(nanos);
+                let cut = whole_micros(t);
+                assert_eq!(cut, base + chrono::Duration::microseconds(micros), "{t}");
+                assert_eq!(whole_micros(cut), cut);
+            }
+        }
     }
 }

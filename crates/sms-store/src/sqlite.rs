@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Deserialize;
 use sms_core::{
-    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey,
-    InitialState, Lease, LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError,
-    StoredMessage, UsageLedger, VendorId,
+    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage,
+    UsageLedger, VendorId,
 };
 
 use crate::Error;
@@ -272,31 +272,23 @@ const COMPLETE: &str = "UPDATE messages SET status = 'sent', last_vendor = ?3, u
      lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
      WHERE id = ?1 AND status = 'leased' AND lease_token = ?2";
 
-/// The insert of a message; a conflicting idempotency key inserts nothing.
-fn insert_sql() -> String {
-    format!(
-        "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
-         expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
-         lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
-         may_duplicate, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
-         ON CONFLICT (idempotency_key) DO NOTHING \
-         RETURNING {MESSAGE_COLUMNS}"
-    )
-}
+/// The insert of a message; a conflicting idempotency key inserts nothing. Nothing is
+/// returned: the answer is built from the message itself ([`stored`]).
+const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
+     expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
+     lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
+     may_duplicate, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
 
-/// Inserts `row` inside the caller's transaction, or finds the message holding its
-/// idempotency key. `insert` is [`insert_sql`].
-fn insert_or_find(
-    conn: &Connection,
-    insert: &str,
-    row: &InsertRow,
-) -> Result<Enqueued, StoreError> {
-    let inserted = conn
-        .prepare_cached(insert)
-        .and_then(|mut s| {
-            s.query_row(
-                params![
+/// Inserts `message` (built by [`stored`]) inside the caller's transaction and answers
+/// it, or finds the message holding its idempotency key.
+fn insert_or_find(conn: &Connection, message: StoredMessage) -> Result<Enqueued, StoreError> {
+    let changed = {
+        let row = InsertRow::new(&message)?;
+        conn.prepare_cached(INSERT)
+            .and_then(|mut s| {
+                s.execute(params![
                     row.id,
                     row.key,
                     row.template,
@@ -315,27 +307,28 @@ fn insert_or_find(
                     row.last_error,
                     row.may_duplicate,
                     row.created_at,
-                ],
-                MessageRow::read,
-            )
-            .optional()
-        })
-        .map_err(sqlite_error)?;
-    match inserted {
-        Some(m) => Ok(Enqueued::Created(m.into_message()?)),
-        // Only the idempotency key can have conflicted (an id conflict is an error);
-        // inside the caller's transaction the existing row cannot vanish.
-        None => {
-            let key = row.key.as_deref().unwrap_or_default();
-            let existing = select_one(conn, "idempotency_key", key)?.ok_or_else(|| {
-                StoreError::backend(format!(
-                    "message {} was neither inserted nor found by its idempotency key",
-                    row.id
-                ))
-            })?;
-            Ok(Enqueued::Existing(existing))
-        }
+                ])
+            })
+            .map_err(sqlite_error)?
+    };
+    if changed == 1 {
+        return Ok(Enqueued::Created(message));
     }
+    // Nothing inserted: only the idempotency key can have conflicted (an id conflict is
+    // an error); inside the caller's transaction the existing row cannot vanish.
+    let key = codec::key_column(&message.request).unwrap_or_default();
+    let existing = select_one(conn, "idempotency_key", key)?.ok_or_else(|| {
+        StoreError::backend(format!(
+            "message {} was neither inserted nor found by its idempotency key",
+            message.id
+        ))
+    })?;
+    Ok(Enqueued::Existing(existing))
+}
+
+/// The message `new` stores, exactly as [`select_one`] reads it back.
+fn stored(new: NewMessage) -> StoredMessage {
+    codec::stored_from_new(new)
 }
 
 /// A message row as SQLite hands it over, before domain validation (which needs
@@ -475,11 +468,11 @@ fn select_one(
     row.map(MessageRow::into_message).transpose()
 }
 
-/// A message to insert, with every column already converted.
-struct InsertRow {
+/// The columns of a message to insert: the converted ones, and the rest borrowed.
+struct InsertRow<'a> {
     id: String,
-    key: Option<String>,
-    template: String,
+    key: Option<&'a str>,
+    template: &'a str,
     args: String,
     recipients: String,
     expires_at: Option<i64>,
@@ -488,42 +481,40 @@ struct InsertRow {
     attempts: i64,
     max_attempts: i64,
     next_attempt_at: i64,
-    lease_owner: Option<String>,
+    lease_owner: Option<&'a str>,
     lease_token: Option<String>,
     lease_expires_at: Option<i64>,
-    last_vendor: Option<String>,
-    last_error: Option<String>,
+    last_vendor: Option<&'a str>,
+    last_error: Option<&'a str>,
     may_duplicate: bool,
     created_at: i64,
 }
 
-impl InsertRow {
-    fn new(new: NewMessage) -> Result<Self, StoreError> {
-        let (status, lease, last_vendor) = match new.initial {
-            InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor),
-            InitialState::Leased(lease) => (MessageStatus::Leased, Some(lease), new.last_vendor),
-            InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor)),
-        };
-        let request = &new.request;
+impl<'a> InsertRow<'a> {
+    /// The row of a message built by [`stored`] (status, lease and vendor already
+    /// resolved from its initial state).
+    fn new(m: &'a StoredMessage) -> Result<Self, StoreError> {
+        let request = &m.request;
+        let lease = m.lease.as_ref();
         Ok(Self {
-            id: new.id.to_string(),
-            key: codec::key_column(request).map(str::to_owned),
-            template: request.template().as_str().to_owned(),
+            id: m.id.to_string(),
+            key: codec::key_column(request),
+            template: request.template().as_str(),
             args: to_json(request.args())?,
             recipients: to_json(request.recipients())?,
             expires_at: request.expires_at().map(micros),
-            status: status.as_str(),
-            reason: new.reason.as_str(),
-            attempts: i64::from(new.attempts),
-            max_attempts: i64::from(new.max_attempts),
-            next_attempt_at: micros(new.next_attempt_at),
-            lease_owner: lease.as_ref().map(|l| l.owner.clone()),
-            lease_token: lease.as_ref().map(|l| l.token.0.to_string()),
-            lease_expires_at: lease.as_ref().map(|l| micros(l.expires_at)),
-            last_vendor: last_vendor.map(|v| v.as_str().to_owned()),
-            last_error: new.last_error,
-            may_duplicate: new.may_duplicate,
-            created_at: micros(new.created_at),
+            status: m.status.as_str(),
+            reason: m.reason.as_str(),
+            attempts: i64::from(m.attempts),
+            max_attempts: i64::from(m.max_attempts),
+            next_attempt_at: micros(m.next_attempt_at),
+            lease_owner: lease.map(|l| l.owner.as_str()),
+            lease_token: lease.map(|l| l.token.0.to_string()),
+            lease_expires_at: lease.map(|l| micros(l.expires_at)),
+            last_vendor: m.last_vendor.as_ref().map(VendorId::as_str),
+            last_error: m.last_error.as_deref(),
+            may_duplicate: m.may_duplicate,
+            created_at: micros(m.created_at),
         })
     }
 }
@@ -531,12 +522,12 @@ impl InsertRow {
 #[async_trait]
 impl DeferredQueue for SqliteStore {
     async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
-        let row = InsertRow::new(new)?;
+        let message = stored(new);
         self.call(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let outcome = insert_or_find(&tx, &insert_sql(), &row)?;
+            let outcome = insert_or_find(&tx, message)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(outcome)
         })
@@ -550,18 +541,14 @@ impl DeferredQueue for SqliteStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = messages
-            .into_iter()
-            .map(InsertRow::new)
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages: Vec<StoredMessage> = messages.into_iter().map(stored).collect();
         self.call(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
-            let insert = insert_sql();
-            let outcomes = rows
-                .iter()
-                .map(|row| insert_or_find(&tx, &insert, row))
+            let outcomes = messages
+                .into_iter()
+                .map(|message| insert_or_find(&tx, message))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit().map_err(sqlite_error)?;
             Ok(outcomes)

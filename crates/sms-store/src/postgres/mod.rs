@@ -30,9 +30,9 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use sms_core::{
-    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey,
-    InitialState, Lease, LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError,
-    StoredMessage, UsageLedger, VendorId,
+    AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage,
+    UsageLedger, VendorId,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -93,24 +93,23 @@ macro_rules! message_columns {
     };
 }
 
-const INSERT_MESSAGE: &str = concat!(
-    "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+/// The insert of one message: it returns only the id (a row means it was inserted), the
+/// answer is built from the message itself ([`stored`]).
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING ",
-    message_columns!("")
-);
+     RETURNING id";
 
 /// The insert of a whole batch, one statement: the parameters are one array per column
 /// (`args` and `recipients` as one JSON array text per message, since Postgres arrays
 /// cannot be ragged). Rows go in ordered by idempotency key, and messages with the same
 /// key in batch order: two batches sharing keys take the key locks in the same order
 /// (so they cannot deadlock), and the first message of a repeated key is the one
-/// stored, as one-by-one enqueues would store it.
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+/// stored, as one-by-one enqueues would store it. Only the ids of the inserted rows come
+/// back: the answers are built from the messages themselves ([`stored`]).
+const INSERT_MANY: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
      SELECT b.id, b.idempotency_key, b.template, \
@@ -130,9 +129,7 @@ const INSERT_MANY: &str = concat!(
               lease_expires_at, last_vendor, last_error, may_duplicate, created_at, ord) \
      ORDER BY b.idempotency_key, b.ord \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING ",
-    message_columns!("")
-);
+     RETURNING id";
 
 /// The stored messages holding any of the given idempotency keys.
 const SELECT_BY_KEYS: &str = concat!(
@@ -527,34 +524,30 @@ struct InsertParams<'a> {
 }
 
 impl<'a> InsertParams<'a> {
-    fn new(new: &'a NewMessage) -> Self {
-        let (status, lease, last_vendor) = match &new.initial {
-            InitialState::Queued => (MessageStatus::Queued, None, new.last_vendor.as_ref()),
-            InitialState::Leased(lease) => {
-                (MessageStatus::Leased, Some(lease), new.last_vendor.as_ref())
-            }
-            InitialState::Sent { vendor } => (MessageStatus::Sent, None, Some(vendor)),
-        };
-        let request = &new.request;
+    /// The parameters of a message built by [`stored`] (status, lease and vendor
+    /// already resolved from its initial state).
+    fn new(m: &'a StoredMessage) -> Self {
+        let request = &m.request;
+        let lease = m.lease.as_ref();
         Self {
-            id: new.id.as_uuid(),
+            id: m.id.as_uuid(),
             key: codec::key_column(request),
             template: request.template().as_str(),
             args: request.args(),
             recipients: request.recipients().iter().map(|r| r.as_str()).collect(),
             expires_at: request.expires_at(),
-            status: status.as_str(),
-            reason: new.reason.as_str(),
-            attempts: i64::from(new.attempts),
-            max_attempts: i64::from(new.max_attempts),
-            next_attempt_at: new.next_attempt_at,
+            status: m.status.as_str(),
+            reason: m.reason.as_str(),
+            attempts: i64::from(m.attempts),
+            max_attempts: i64::from(m.max_attempts),
+            next_attempt_at: m.next_attempt_at,
             lease_owner: lease.map(|l| l.owner.as_str()),
             lease_token: lease.map(|l| l.token.0),
             lease_expires_at: lease.map(|l| l.expires_at),
-            last_vendor: last_vendor.map(VendorId::as_str),
-            last_error: new.last_error.as_deref(),
-            may_duplicate: new.may_duplicate,
-            created_at: new.created_at,
+            last_vendor: m.last_vendor.as_ref().map(VendorId::as_str),
+            last_error: m.last_error.as_deref(),
+            may_duplicate: m.may_duplicate,
+            created_at: m.created_at,
         }
     }
 
@@ -663,6 +656,11 @@ impl<'a> BatchColumns<'a> {
     }
 }
 
+/// The message `new` stores, exactly as [`message_from_row`] reads it back.
+fn stored(new: NewMessage) -> StoredMessage {
+    codec::stored_from_new(new)
+}
+
 fn chrono_duration(d: Duration) -> Result<chrono::Duration, StoreError> {
     chrono::Duration::from_std(d)
         .map_err(|_| StoreError::backend(format!("lease duration {d:?} is out of range")))
@@ -738,41 +736,51 @@ fn pool_error(e: PoolError) -> StoreError {
 #[async_trait]
 impl DeferredQueue for PgStore {
     async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
-        let insert_params = InsertParams::new(&new);
+        let message = stored(new);
+        let insert_params = InsertParams::new(&message);
         let params = insert_params.params();
-        self.timed(async {
-            let client = self.client().await?;
-            let insert = client
-                .prepare_cached(INSERT_MESSAGE)
-                .await
-                .map_err(pg_error)?;
-            let by_key = client
-                .prepare_cached(SELECT_BY_KEY)
-                .await
-                .map_err(pg_error)?;
-            // Insert-or-find is retried once: the existing row can be purged between the
-            // conflicting insert and the look-up, and then the insert will succeed.
-            for _ in 0..2 {
-                let inserted = client.query_opt(&insert, &params).await.map_err(pg_error)?;
-                if let Some(row) = inserted {
-                    return Ok(Enqueued::Created(message_from_row(&row)?));
-                }
-                // Nothing inserted: only the idempotency key can have conflicted (an id
-                // conflict is an error, not a skip).
-                if let Some(row) = client
-                    .query_opt(&by_key, &[&insert_params.key])
+        let existing = self
+            .timed(async {
+                let client = self.client().await?;
+                let insert = client
+                    .prepare_cached(INSERT_MESSAGE)
                     .await
-                    .map_err(pg_error)?
-                {
-                    return Ok(Enqueued::Existing(message_from_row(&row)?));
+                    .map_err(pg_error)?;
+                let by_key = client
+                    .prepare_cached(SELECT_BY_KEY)
+                    .await
+                    .map_err(pg_error)?;
+                // Insert-or-find is retried once: the existing row can be purged between
+                // the conflicting insert and the look-up, and then the insert will succeed.
+                for _ in 0..2 {
+                    if client
+                        .query_opt(&insert, &params)
+                        .await
+                        .map_err(pg_error)?
+                        .is_some()
+                    {
+                        return Ok(None);
+                    }
+                    // Nothing inserted: only the idempotency key can have conflicted (an
+                    // id conflict is an error, not a skip).
+                    if let Some(row) = client
+                        .query_opt(&by_key, &[&insert_params.key])
+                        .await
+                        .map_err(pg_error)?
+                    {
+                        return Ok(Some(message_from_row(&row)?));
+                    }
                 }
-            }
-            Err(StoreError::backend(format!(
-                "message {} was neither inserted nor found by its idempotency key",
-                new.id
-            )))
+                Err(StoreError::backend(format!(
+                    "message {} was neither inserted nor found by its idempotency key",
+                    message.id
+                )))
+            })
+            .await?;
+        Ok(match existing {
+            None => Enqueued::Created(message),
+            Some(existing) => Enqueued::Existing(existing),
         })
-        .await
     }
 
     /// One transaction on one connection: one set-based insert of the whole batch
@@ -781,6 +789,7 @@ impl DeferredQueue for PgStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        let messages: Vec<StoredMessage> = messages.into_iter().map(stored).collect();
         let inserts: Vec<InsertParams<'_>> = messages.iter().map(InsertParams::new).collect();
         let columns = BatchColumns::new(&inserts)?;
         let position: HashMap<uuid::Uuid, usize> = inserts
@@ -788,83 +797,92 @@ impl DeferredQueue for PgStore {
             .enumerate()
             .map(|(i, m)| (*m.id, i))
             .collect();
-        self.timed(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            let insert_many = tx.prepare_cached(INSERT_MANY).await.map_err(pg_error)?;
-            let mut outcomes: Vec<Option<Enqueued>> = messages.iter().map(|_| None).collect();
-            for row in tx
-                .query(&insert_many, &columns.params())
-                .await
-                .map_err(pg_error)?
-            {
-                let stored = message_from_row(&row)?;
-                let i = *position.get(stored.id.as_uuid()).ok_or_else(|| {
-                    StoreError::backend(format!(
-                        "inserted message {} is not in the batch",
-                        stored.id
-                    ))
-                })?;
-                outcomes[i] = Some(Enqueued::Created(stored));
-            }
+        // For each message, the stored one holding its key if it was not inserted.
+        let existing: Vec<Option<StoredMessage>> = self
+            .timed(async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(pg_error)?;
+                let insert_many = tx.prepare_cached(INSERT_MANY).await.map_err(pg_error)?;
+                let mut inserted = vec![false; inserts.len()];
+                for row in tx
+                    .query(&insert_many, &columns.params())
+                    .await
+                    .map_err(pg_error)?
+                {
+                    let id: uuid::Uuid = row.try_get(0).map_err(pg_error)?;
+                    let i = *position.get(&id).ok_or_else(|| {
+                        StoreError::backend(format!("inserted message {id} is not in the batch"))
+                    })?;
+                    inserted[i] = true;
+                }
+                let mut existing: Vec<Option<StoredMessage>> =
+                    inserts.iter().map(|_| None).collect();
 
-            // Nothing inserted: only the idempotency key can have conflicted (an id
-            // conflict is an error, not a skip), with a stored row or an earlier message
-            // of this batch.
-            let conflicted: Vec<usize> = (0..inserts.len())
-                .filter(|&i| outcomes[i].is_none())
-                .collect();
-            if conflicted.is_empty() {
+                // Nothing inserted: only the idempotency key can have conflicted (an id
+                // conflict is an error, not a skip), with a stored row or an earlier
+                // message of this batch.
+                let conflicted: Vec<usize> = (0..inserts.len()).filter(|&i| !inserted[i]).collect();
+                if conflicted.is_empty() {
+                    tx.commit().await.map_err(pg_error)?;
+                    return Ok(existing);
+                }
+                let keys: Vec<Option<&str>> = conflicted.iter().map(|&i| inserts[i].key).collect();
+                let by_keys = tx.prepare_cached(SELECT_BY_KEYS).await.map_err(pg_error)?;
+                let mut found = HashMap::new();
+                for row in tx.query(&by_keys, &[&keys]).await.map_err(pg_error)? {
+                    let stored = message_from_row(&row)?;
+                    if let Some(key) = stored.request.idempotency_key() {
+                        found.insert(key.as_str().to_owned(), stored);
+                    }
+                }
+                let mut vanished = Vec::new();
+                for i in conflicted {
+                    match inserts[i].key.and_then(|k| found.get(k)) {
+                        Some(stored) => existing[i] = Some(stored.clone()),
+                        None => vanished.push(i),
+                    }
+                }
+                // The conflicting row was purged between the insert and the look-up
+                // (rare): once more, one at a time, as `enqueue` does.
+                if !vanished.is_empty() {
+                    let insert = tx.prepare_cached(INSERT_MESSAGE).await.map_err(pg_error)?;
+                    let by_key = tx.prepare_cached(SELECT_BY_KEY).await.map_err(pg_error)?;
+                    for i in vanished {
+                        if tx
+                            .query_opt(&insert, &inserts[i].params())
+                            .await
+                            .map_err(pg_error)?
+                            .is_some()
+                        {
+                            continue;
+                        }
+                        let Some(row) = tx
+                            .query_opt(&by_key, &[&inserts[i].key])
+                            .await
+                            .map_err(pg_error)?
+                        else {
+                            return Err(StoreError::backend(format!(
+                                "message {} was neither inserted nor found by its idempotency key",
+                                messages[i].id
+                            )));
+                        };
+                        existing[i] = Some(message_from_row(&row)?);
+                    }
+                }
                 tx.commit().await.map_err(pg_error)?;
-                return Ok(outcomes.into_iter().flatten().collect());
-            }
-            let keys: Vec<Option<&str>> = conflicted.iter().map(|&i| inserts[i].key).collect();
-            let by_keys = tx.prepare_cached(SELECT_BY_KEYS).await.map_err(pg_error)?;
-            let mut found = HashMap::new();
-            for row in tx.query(&by_keys, &[&keys]).await.map_err(pg_error)? {
-                let stored = message_from_row(&row)?;
-                if let Some(key) = stored.request.idempotency_key() {
-                    found.insert(key.as_str().to_owned(), stored);
-                }
-            }
-            let mut vanished = Vec::new();
-            for i in conflicted {
-                match inserts[i].key.and_then(|k| found.get(k)) {
-                    Some(stored) => outcomes[i] = Some(Enqueued::Existing(stored.clone())),
-                    None => vanished.push(i),
-                }
-            }
-            // The conflicting row was purged between the insert and the look-up (rare):
-            // once more, one at a time, as `enqueue` does.
-            if !vanished.is_empty() {
-                let insert = tx.prepare_cached(INSERT_MESSAGE).await.map_err(pg_error)?;
-                let by_key = tx.prepare_cached(SELECT_BY_KEY).await.map_err(pg_error)?;
-                for i in vanished {
-                    let outcome = if let Some(row) = tx
-                        .query_opt(&insert, &inserts[i].params())
-                        .await
-                        .map_err(pg_error)?
-                    {
-                        Enqueued::Created(message_from_row(&row)?)
-                    } else if let Some(row) = tx
-                        .query_opt(&by_key, &[&inserts[i].key])
-                        .await
-                        .map_err(pg_error)?
-                    {
-                        Enqueued::Existing(message_from_row(&row)?)
-                    } else {
-                        return Err(StoreError::backend(format!(
-                            "message {} was neither inserted nor found by its idempotency key",
-                            messages[i].id
-                        )));
-                    };
-                    outcomes[i] = Some(outcome);
-                }
-            }
-            tx.commit().await.map_err(pg_error)?;
-            Ok(outcomes.into_iter().flatten().collect())
-        })
-        .await
+                Ok(existing)
+            })
+            .await?;
+        drop(columns);
+        drop(inserts);
+        Ok(messages
+            .into_iter()
+            .zip(existing)
+            .map(|(message, existing)| match existing {
+                None => Enqueued::Created(message),
+                Some(existing) => Enqueued::Existing(existing),
+            })
+            .collect())
     }
 
     async fn claim(

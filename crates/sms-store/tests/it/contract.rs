@@ -69,6 +69,7 @@ macro_rules! store_contract {
             enqueue_many_answers_existing_for_known_and_repeated_keys,
             enqueue_many_of_nothing_stores_nothing,
             enqueue_many_round_trips_arguments_and_recipients_exactly,
+            enqueue_answers_equal_what_get_returns_at_the_stored_precision,
             concurrent_enqueue_many_with_shared_keys_store_each_key_once,
             complete_many_marks_every_message_sent_with_its_vendor,
             complete_many_refuses_a_wrong_token_for_that_message_only,
@@ -1092,6 +1093,109 @@ pub async fn enqueue_many_round_trips_arguments_and_recipients_exactly(s: &TestS
     assert_eq!(get(s, batch[0].id).await.request.args(), tricky);
     assert!(get(s, batch[1].id).await.request.args().is_empty());
     assert_eq!(get(s, batch[2].id).await.request.args(), [""]);
+}
+
+/// Messages in every initial state, with odd arguments, several recipients (some not
+/// in their normal spelling) and times that are not whole microseconds, on either side
+/// of 1970 and 2000, for the answer-equals-stored case.
+fn odd_messages(tag: &str) -> Vec<NewMessage> {
+    let nanos = |t: chrono::DateTime<chrono::Utc>, n: i64| t + chrono::Duration::nanoseconds(n);
+    let y2k = chrono::DateTime::<chrono::Utc>::from_timestamp(946_684_800, 0).unwrap();
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let args = [
+        "a###b;c",
+        "",
+        "\"quoted\" 'x' \\ {a,b} [\"j\"]",
+        "验证码 😀 🇨🇳",
+        "line\nbreak\ttab",
+        "NULL",
+    ];
+    let recipients = ["+8613800138000", "+1 (415) 555-0100", "+44 7911 123456"];
+    let request = |n: usize| {
+        SmsRequest::new("SMS_123456", args, recipients)
+            .unwrap()
+            .with_idempotency_key(IdempotencyKey::new(&format!("{tag}:{n}")).unwrap())
+            .with_expiry(nanos(at(3_600), 999))
+    };
+    let mut queued_one = queued_request(request(0), nanos(at(1), 123_456_789), nanos(at(2), 1));
+    queued_one.reason = QueueReason::TimedOut;
+    queued_one.attempts = 1;
+    queued_one.last_vendor = Some(vendor("aliyun"));
+    queued_one.last_error = Some("timed out: \"no answer\" ; 超时".to_owned());
+    queued_one.may_duplicate = true;
+    let mut leased = queued_request(request(1), nanos(y2k, -1_500), nanos(y2k, -999));
+    leased.reason = QueueReason::Accepted;
+    leased.attempts = 1;
+    leased.initial = InitialState::Leased(Lease {
+        owner: "api-1 'n' \"q\"".to_owned(),
+        token: LeaseToken::new(),
+        expires_at: nanos(y2k, 1_999),
+    });
+    let mut sent = queued_request(
+        SmsRequest::new(
+            "login_code",
+            ["4321", "5 分钟"],
+            ["+8613900139000", "+447911123457"],
+        )
+        .unwrap()
+        .with_expiry(nanos(epoch, -1_001)),
+        nanos(epoch, -1),
+        nanos(epoch, 1),
+    );
+    sent.reason = QueueReason::Accepted;
+    sent.attempts = 1;
+    sent.last_vendor = Some(vendor("ignored"));
+    sent.initial = InitialState::Sent {
+        vendor: vendor("tencent"),
+    };
+    let plain = queued(nanos(at(5), 500), nanos(at(6), 999_999_999));
+    vec![queued_one, leased, sent, plain]
+}
+
+/// A store may keep coarser times than it is given; `enqueue` and `enqueue_many` then
+/// answer with the times as stored, so their answer is exactly what `get` returns.
+pub async fn enqueue_answers_equal_what_get_returns_at_the_stored_precision(s: &TestStore) {
+    let batch = odd_messages("precision-many");
+    let outcomes = s.queue.enqueue_many(batch.clone()).await.unwrap();
+    assert_eq!(outcomes.len(), batch.len());
+    for (new, outcome) in batch.iter().zip(outcomes) {
+        let answer = created(outcome);
+        assert_eq!(
+            answer,
+            get(s, new.id).await,
+            "enqueue_many answer for {}",
+            new.id
+        );
+        // Equal to what was given but for the times' precision.
+        let given = as_stored(new);
+        assert!(answer.request.same_content(&given.request));
+        assert_eq!(
+            (answer.status, &answer.lease.as_ref().map(|l| l.token)),
+            (given.status, &given.lease.as_ref().map(|l| l.token))
+        );
+        assert_eq!(answer.last_vendor, given.last_vendor);
+        assert_eq!(answer.updated_at, answer.created_at);
+        let close = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+            (a - b).num_nanoseconds().unwrap().abs() < 1_000
+        };
+        assert!(close(answer.created_at, given.created_at));
+        assert!(close(answer.next_attempt_at, given.next_attempt_at));
+    }
+    for new in odd_messages("precision-one") {
+        let answer = enqueue(s, new.clone()).await;
+        assert_eq!(
+            answer,
+            get(s, new.id).await,
+            "enqueue answer for {}",
+            new.id
+        );
+    }
+    // A conflicting key answers the stored message, as `get` returns it too.
+    let again = odd_messages("precision-many");
+    let outcomes = s.queue.enqueue_many(again[..2].to_vec()).await.unwrap();
+    for (first, outcome) in batch.iter().zip(&outcomes) {
+        assert_eq!(existing(outcome), &get(s, first.id).await);
+    }
 }
 
 pub async fn enqueue_many_of_nothing_stores_nothing(s: &TestStore) {
