@@ -11,10 +11,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-// The same allocator as `serve`, so the two differ only in what their handlers do.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 async fn post_message(body: Bytes) -> impl IntoResponse {
     let status = if body.is_empty() {
         StatusCode::BAD_REQUEST

@@ -16,12 +16,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sms_core::{MessageId, MessageStatus};
 
-// A request allocates and frees dozens of small buffers on whichever worker thread runs
-// it; mimalloc's per-thread heaps take that with far less time in the allocator than
-// the system one (measured with `cargo xtask bench`, see docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Multi-vendor SMS gateway with failover, a durable queue and rate limits.
 #[derive(Debug, Parser)]
 #[command(version, about)]
