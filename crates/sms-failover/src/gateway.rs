@@ -695,13 +695,17 @@ impl Gateway {
                             tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
                         }
                     }
-                    None => self.wb.record(SentRecord {
-                        id,
-                        request,
-                        vendor: attempted.idx,
-                        at: now,
-                        max_attempts: self.config.max_attempts,
-                    }),
+                    None => {
+                        self.wb
+                            .record(SentRecord {
+                                id,
+                                request,
+                                vendor: attempted.idx,
+                                at: now,
+                                max_attempts: self.config.max_attempts,
+                            })
+                            .await
+                    }
                 }
                 if self.observer.is_some() {
                     self.emit(GatewayEvent::Delivered {

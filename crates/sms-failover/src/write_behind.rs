@@ -36,6 +36,10 @@ const RECORD_BATCH: usize = 500;
 /// Records kept while the store is unreachable; more are dropped (with a warning): the
 /// messages are delivered, only their status look-up is lost.
 const RECORD_BACKLOG_MAX: usize = 100_000;
+/// Records waiting in one buffer beyond which the sender that adds one waits for the
+/// next write (while the store takes writes): memory stays bounded and intake slows to
+/// what the store can record, instead of piling up under load.
+const RECORD_SHARD_SOFT_MAX: usize = 1024;
 /// Records wait in this many buffers, each thread using one, so that senders on
 /// different threads do not take turns on one lock.
 const RECORD_SHARDS: usize = 8;
@@ -117,6 +121,10 @@ pub(crate) struct WriteBehind {
     usage_writer: tokio::sync::Mutex<()>,
     records_writer: tokio::sync::Mutex<()>,
     records_dropped: AtomicU64,
+    /// The last records write failed; senders do not wait for room meanwhile.
+    records_failing: AtomicBool,
+    /// Signalled after every records write (and when one fails).
+    records_written: tokio::sync::Notify,
 }
 
 impl WriteBehind {
@@ -139,6 +147,8 @@ impl WriteBehind {
             usage_writer: tokio::sync::Mutex::new(()),
             records_writer: tokio::sync::Mutex::new(()),
             records_dropped: AtomicU64::new(0),
+            records_failing: AtomicBool::new(false),
+            records_written: tokio::sync::Notify::new(),
         }
     }
 
@@ -158,10 +168,13 @@ impl WriteBehind {
         }
     }
 
-    /// Queues a record of a delivered message for the next records write.
-    pub fn record(self: &Arc<Self>, message: SentRecord) {
-        {
-            let mut records = lock(&self.records[record_shard()].0);
+    /// Queues a record of a delivered message for the next records write. While this
+    /// thread's buffer is over its soft limit and the store takes writes, waits for the
+    /// next write before returning (the record is queued either way).
+    pub async fn record(self: &Arc<Self>, message: SentRecord) {
+        let shard = record_shard();
+        let full = {
+            let mut records = lock(&self.records[shard].0);
             if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
                 drop(records);
                 let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -171,7 +184,8 @@ impl WriteBehind {
                 return;
             }
             records.push(message);
-        }
+            records.len() > RECORD_SHARD_SOFT_MAX
+        };
         if schedule(&self.records_scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
@@ -179,6 +193,22 @@ impl WriteBehind {
                 tokio::time::sleep(RECORD_WRITE_DELAY).await;
                 this.write_records(Some(scheduled)).await;
             });
+        }
+        if full {
+            self.wait_for_room(shard).await;
+        }
+    }
+
+    async fn wait_for_room(&self, shard: usize) {
+        loop {
+            let written = self.records_written.notified();
+            let mut written = std::pin::pin!(written);
+            written.as_mut().enable();
+            let over = lock(&self.records[shard].0).len() > RECORD_SHARD_SOFT_MAX;
+            if !over || self.records_failing.load(Ordering::Acquire) {
+                return;
+            }
+            written.await;
         }
     }
 
@@ -245,7 +275,11 @@ impl WriteBehind {
     async fn write_record_batch(&self, batch: Vec<NewMessage>) {
         let mut delay = RECORD_RETRY_FIRST;
         for attempt in 1..=RECORD_ATTEMPTS {
-            match self.queue.enqueue_many(batch.clone()).await {
+            let result = self.queue.enqueue_many(batch.clone()).await;
+            self.records_failing
+                .store(result.is_err(), Ordering::Release);
+            self.records_written.notify_waiters();
+            match result {
                 Ok(_) => return,
                 Err(StoreError::Unavailable(e)) if attempt < RECORD_ATTEMPTS => {
                     tracing::debug!(messages = batch.len(), attempt, error = %e, "could not record delivered messages yet; retrying");

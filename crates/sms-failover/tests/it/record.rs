@@ -21,11 +21,16 @@ struct FlakyInserts {
     inner: MemoryQueue,
     failures: usize,
     calls: AtomicUsize,
+    /// When set, every insert waits for a permit (a store that takes its time).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait]
 impl DeferredQueue for FlakyInserts {
     async fn enqueue(&self, message: NewMessage) -> Result<Enqueued, StoreError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
         if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
             return Err(StoreError::unavailable("connection reset by peer"));
         }
@@ -119,6 +124,7 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
         inner: MemoryQueue::new(),
         failures: 3,
         calls: AtomicUsize::new(0),
+        gate: None,
     });
     let gateway = Gateway::new(
         vec![VendorEntry {
@@ -154,4 +160,80 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
         4,
         "three failures, one success"
     );
+}
+
+fn gateway_over(queue: Arc<FlakyInserts>) -> Arc<Gateway> {
+    Arc::new(
+        Gateway::new(
+            vec![VendorEntry {
+                vendor: FakeVendor::new("aliyun"),
+                fees: flat(45_000),
+            }],
+            Arc::new(AllowAll::default()),
+            None,
+            queue,
+            Arc::new(MemoryLedger::new()),
+            Arc::new(ManualClock::new(start())),
+            config(),
+        )
+        .unwrap(),
+    )
+}
+
+/// Sends `n` requests one after the other on a task; counts those answered.
+fn send_many(gateway: &Arc<Gateway>, n: usize) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let task = {
+        let (gateway, answered) = (gateway.clone(), answered.clone());
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let outcome = gateway.send(request()).await.unwrap();
+                assert!(matches!(outcome, SendOutcome::Sent { .. }));
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    (answered, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_a_slow_store_cannot_take_hold_senders_back_instead_of_piling_up() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let queue = Arc::new(FlakyInserts {
+        inner: MemoryQueue::new(),
+        failures: 0,
+        calls: AtomicUsize::new(0),
+        gate: Some(gate.clone()),
+    });
+    let gateway = gateway_over(queue.clone());
+    let (answered, task) = send_many(&gateway, 5_000);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The store took nothing: one buffer's worth waits, one batch is in the writer's
+    // hands, and the sender is held.
+    let held_at = answered.load(Ordering::SeqCst);
+    assert!(
+        (1_000..2_000).contains(&held_at),
+        "{held_at} of 5000 answered while the store took nothing"
+    );
+    gate.add_permits(10_000);
+    task.await.unwrap();
+    gateway.flush().await.unwrap();
+    assert_eq!(queue.stats().await.unwrap().get(MessageStatus::Sent), 5_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn senders_are_not_held_while_the_store_is_unreachable() {
+    let queue = Arc::new(FlakyInserts {
+        inner: MemoryQueue::new(),
+        failures: usize::MAX,
+        calls: AtomicUsize::new(0),
+        gate: None,
+    });
+    let gateway = gateway_over(queue);
+    let (answered, task) = send_many(&gateway, 5_000);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("every send answered while the store is down")
+        .unwrap();
+    assert_eq!(answered.load(Ordering::SeqCst), 5_000);
 }
