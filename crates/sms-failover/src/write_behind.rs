@@ -186,6 +186,14 @@ impl WriteBehind {
             records.push(message);
             records.len() > RECORD_SHARD_SOFT_MAX
         };
+        self.schedule_records_write();
+        if full {
+            self.wait_for_room(shard).await;
+        }
+    }
+
+    /// Starts a records write task unless one is scheduled.
+    fn schedule_records_write(self: &Arc<Self>) {
         if schedule(&self.records_scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
@@ -194,13 +202,13 @@ impl WriteBehind {
                 this.write_records(Some(scheduled)).await;
             });
         }
-        if full {
-            self.wait_for_room(shard).await;
-        }
     }
 
-    async fn wait_for_room(&self, shard: usize) {
+    async fn wait_for_room(self: &Arc<Self>, shard: usize) {
         loop {
+            // The write task may have gone with the runtime that ran it (a sender on
+            // another runtime): make sure one is coming before waiting for it.
+            self.schedule_records_write();
             let written = self.records_written.notified();
             let mut written = std::pin::pin!(written);
             written.as_mut().enable();
@@ -208,7 +216,8 @@ impl WriteBehind {
             if !over || self.records_failing.load(Ordering::Acquire) {
                 return;
             }
-            written.await;
+            // Bounded, so a write task lost with its runtime is noticed and replaced.
+            let _ = tokio::time::timeout(RECORD_WRITE_DELAY * 5, written).await;
         }
     }
 
