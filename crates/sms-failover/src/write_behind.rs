@@ -125,6 +125,8 @@ pub(crate) struct WriteBehind {
     records_failing: AtomicBool,
     /// Signalled after every records write (and when one fails).
     records_written: tokio::sync::Notify,
+    /// Wakes a write task waiting out its delay: a buffer is full.
+    records_wanted: tokio::sync::Notify,
 }
 
 impl WriteBehind {
@@ -149,6 +151,7 @@ impl WriteBehind {
             records_dropped: AtomicU64::new(0),
             records_failing: AtomicBool::new(false),
             records_written: tokio::sync::Notify::new(),
+            records_wanted: tokio::sync::Notify::new(),
         }
     }
 
@@ -198,7 +201,10 @@ impl WriteBehind {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let scheduled = ClearOnDrop(&this.records_scheduled);
-                tokio::time::sleep(RECORD_WRITE_DELAY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(RECORD_WRITE_DELAY) => {}
+                    _ = this.records_wanted.notified() => {}
+                }
                 this.write_records(Some(scheduled)).await;
             });
         }
@@ -207,8 +213,10 @@ impl WriteBehind {
     async fn wait_for_room(self: &Arc<Self>, shard: usize) {
         loop {
             // The write task may have gone with the runtime that ran it (a sender on
-            // another runtime): make sure one is coming before waiting for it.
+            // another runtime): make sure one is coming, and that it does not wait out
+            // its delay, before waiting for it.
             self.schedule_records_write();
+            self.records_wanted.notify_one();
             let written = self.records_written.notified();
             let mut written = std::pin::pin!(written);
             written.as_mut().enable();
