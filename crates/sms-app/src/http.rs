@@ -253,7 +253,8 @@ async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(r) => r,
         Err(e) => return invalid(&e),
     };
-    let asked = request.clone();
+    // Kept only to tell a retry from a different message under the same key.
+    let asked = request.idempotency_key().is_some().then(|| request.clone());
     match state.gateway.send(request).await {
         Ok(SendOutcome::Sent { id, vendor, .. }) => {
             (StatusCode::OK, Json(json!({ "id": id, "status": "sent", "vendor": vendor }))).into_response()
@@ -264,7 +265,9 @@ async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: B
         )
             .into_response(),
         Ok(SendOutcome::Existing(m)) => {
-            if !m.request.same_content(&asked) {
+            if let Some(asked) = &asked
+                && !m.request.same_content(asked)
+            {
                 return error(
                     StatusCode::CONFLICT,
                     "idempotency_conflict",
