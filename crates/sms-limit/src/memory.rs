@@ -322,7 +322,7 @@ fn nanos(duration: Duration) -> u64 {
 /// See the crate docs for how multi-recipient requests are decided. A recipient costs
 /// one 24-byte map entry (its number as a `u64` key and an inline time) while it has
 /// one message in its longest window, plus one small allocation of `u32` times if it
-/// has more (see [`Ticks`] for their unit).
+/// has more (whole milliseconds since the limiter started, rounded up).
 #[derive(Debug)]
 pub struct InProcessRecipientLimiter {
     windows: Vec<RecipientWindow>,

@@ -784,7 +784,7 @@ impl DeferredQueue for PgStore {
     }
 
     /// One transaction on one connection: one set-based insert of the whole batch
-    /// ([`INSERT_MANY`]), one look-up of the keys that conflicted, one commit.
+    /// (`INSERT_MANY`), one look-up of the keys that conflicted, one commit.
     async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -937,7 +937,7 @@ impl DeferredQueue for PgStore {
     }
 
     /// One transaction on one connection: one set-based guarded update
-    /// ([`COMPLETE_MANY`]), one look-up of the refused ids to tell `NotFound` from
+    /// (`COMPLETE_MANY`), one look-up of the refused ids to tell `NotFound` from
     /// `LeaseLost`, one commit. An id repeated in the batch is applied in a later
     /// statement of the same transaction, in batch order, as one-by-one completions would
     /// apply it.
