@@ -4,7 +4,10 @@
 //! messages that failed together, so a recovering vendor is not hit by all of them at
 //! once.
 
+use std::future::Future;
 use std::time::Duration;
+
+use sms_core::StoreError;
 
 /// The delay before the retry that follows failed attempt number `attempt` (1-based):
 /// `unit × min(max, base × 2^(attempt-1))`, where `unit` is a uniform random number in
@@ -21,6 +24,35 @@ pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, unit: f64) -> 
 /// [`backoff_delay`] with a fresh random `unit`.
 pub fn jittered_backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     backoff_delay(attempt, base, max, rand::random::<f64>())
+}
+
+/// Runs `op` until it succeeds, fails with anything but [`StoreError::Unavailable`], or
+/// has been tried `tries` times, waiting `first`, doubling up to `max`, between tries.
+/// Returns the last answer.
+pub(crate) async fn retry_while_unavailable<T, F, Fut>(
+    tries: u32,
+    first: Duration,
+    max: Duration,
+    what: &str,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = first;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(StoreError::Unavailable(e)) if attempt < tries => {
+                tracing::debug!(attempt, error = %e, "{what}: the store is unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max);
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
 }
 
 #[cfg(test)]

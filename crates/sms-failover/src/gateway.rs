@@ -28,18 +28,22 @@ use sms_core::{
 };
 use tokio::sync::Notify;
 
-use crate::backoff::jittered_backoff;
+use crate::backoff::{jittered_backoff, retry_while_unavailable};
 use crate::config::{FailoverConfig, TimeoutPolicy};
 use crate::error::FailoverError;
 use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
 use crate::health::{Health, Switch, Verdict};
-use crate::write_behind::{SentRecord, WriteBehind};
+use crate::write_behind::{SentRecord, WriteBehind, lock, set_if_clear};
 
 /// Longest a delivered drained message waits before its "sent" is written: completions
 /// are written together, one commit per this interval (or per claimed batch, when that
 /// is sent sooner). A process that dies in between sends these messages again once
 /// their leases lapse, so the interval bounds that exposure.
 const COMPLETE_EVERY: Duration = Duration::from_millis(20);
+/// Tries to mark a batch sent while the store is briefly unreachable: 50, 100 and
+/// 200 ms apart.
+const COMPLETE_TRIES: u32 = 4;
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
 
 /// A vendor and its price list.
 #[derive(Clone)]
@@ -200,11 +204,6 @@ pub struct Gateway {
     drain_running: tokio::sync::Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data; a panic elsewhere cannot leave it half-written.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -333,9 +332,10 @@ impl Gateway {
         self.wb.flush().await
     }
 
-    fn emit(&self, event: GatewayEvent) {
+    /// Sends the event `make` builds to the observer; builds nothing without one.
+    fn emit(&self, make: impl FnOnce() -> GatewayEvent) {
         if let Some(observer) = &self.observer {
-            observer.on_event(&event);
+            observer.on_event(&make());
         }
     }
 
@@ -345,7 +345,7 @@ impl Gateway {
         };
         let (from, to) = (self.ids[switch.from].clone(), self.ids[switch.to].clone());
         tracing::warn!(%from, %to, reason = %switch.reason, "switched vendor");
-        self.emit(GatewayEvent::Switched {
+        self.emit(|| GatewayEvent::Switched {
             from,
             to,
             reason: switch.reason,
@@ -436,9 +436,7 @@ impl Gateway {
     /// Asks the drainer (if started) for a pass soon. Never blocks and never drains on
     /// the caller's task; a pass already running absorbs the request into one more pass.
     pub fn trigger_drain(&self) {
-        if !self.drain_requested.load(Ordering::Acquire)
-            && !self.drain_requested.swap(true, Ordering::AcqRel)
-        {
+        if set_if_clear(&self.drain_requested) {
             self.drain_wanted.notify_one();
         }
     }
@@ -485,16 +483,14 @@ impl Gateway {
         if billed > 0 {
             self.wb.usage_added();
         }
-        if self.observer.is_some() {
-            self.emit(GatewayEvent::Attempt {
-                vendor: self.ids[idx].clone(),
-                outcome,
-                latency,
-                billed_messages: billed,
-                cost,
-                drained,
-            });
-        }
+        self.emit(|| GatewayEvent::Attempt {
+            vendor: self.ids[idx].clone(),
+            outcome,
+            latency,
+            billed_messages: billed,
+            cost,
+            drained,
+        });
         let switched = self.announce(switch);
         Ok(Attempted {
             idx,
@@ -545,7 +541,7 @@ impl Gateway {
                         retry_after,
                     } = decision
                     {
-                        self.emit(GatewayEvent::RecipientLimited);
+                        self.emit(|| GatewayEvent::RecipientLimited);
                         return Err(SendError::RecipientLimited {
                             recipient: recipient.masked(),
                             limit,
@@ -570,7 +566,7 @@ impl Gateway {
         let (id, reason, may_duplicate) = (message.id, message.reason, message.may_duplicate);
         match self.queue.enqueue(message).await {
             Ok(Enqueued::Created(_)) => {
-                self.emit(GatewayEvent::Queued { id, reason });
+                self.emit(|| GatewayEvent::Queued { id, reason });
                 Ok(SendOutcome::Queued {
                     id,
                     reason,
@@ -615,7 +611,7 @@ impl Gateway {
             }
         };
         if let Some(retry_after) = limited {
-            self.emit(GatewayEvent::RateLimited);
+            self.emit(|| GatewayEvent::RateLimited);
             let mut message = NewMessage::queued(
                 id,
                 request,
@@ -707,13 +703,11 @@ impl Gateway {
                             .await
                     }
                 }
-                if self.observer.is_some() {
-                    self.emit(GatewayEvent::Delivered {
-                        id,
-                        vendor: vendor.clone(),
-                        drained: false,
-                    });
-                }
+                self.emit(|| GatewayEvent::Delivered {
+                    id,
+                    vendor: vendor.clone(),
+                    drained: false,
+                });
                 Ok(SendOutcome::Sent {
                     id,
                     vendor: vendor.clone(),
@@ -751,7 +745,7 @@ impl Gateway {
                             .fail(id, token, failure(error), next_attempt_at, now)
                             .await;
                         self.settle(id, result);
-                        self.emit(GatewayEvent::Queued { id, reason });
+                        self.emit(|| GatewayEvent::Queued { id, reason });
                         Ok(SendOutcome::Queued {
                             id,
                             reason,
@@ -943,7 +937,7 @@ impl Gateway {
             let before = report.expired;
             self.count_update(id, result, &mut report.expired, &mut report.lease_lost);
             if report.expired > before {
-                self.emit(GatewayEvent::Expired { id });
+                self.emit(|| GatewayEvent::Expired { id });
             }
             return Next::Continue;
         }
@@ -974,7 +968,7 @@ impl Gateway {
                 // The limit is reached (or the limiter cannot tell): give the message back
                 // without counting an attempt
                 // and end the pass; the next tick or trigger resumes.
-                self.emit(GatewayEvent::RateLimited);
+                self.emit(|| GatewayEvent::RateLimited);
                 self.release(&message, report).await;
                 return Next::Halt;
             }
@@ -1039,21 +1033,19 @@ impl Gateway {
         if batch.is_empty() {
             return;
         }
-        let mut delay = Duration::from_millis(50);
-        let mut tries = 0;
-        let results = loop {
-            tries += 1;
-            match self.queue.complete_many(&batch).await {
-                Ok(results) => break results,
-                Err(StoreError::Unavailable(e)) if tries < 4 => {
-                    tracing::debug!(messages = batch.len(), error = %e, "could not mark delivered messages sent yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent; they are sent again when their leases lapse");
-                    return;
-                }
+        let results = match retry_while_unavailable(
+            COMPLETE_TRIES,
+            COMPLETE_RETRY_FIRST,
+            COMPLETE_RETRY_FIRST * 4,
+            "marking delivered messages sent",
+            || self.queue.complete_many(&batch),
+        )
+        .await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent; they are sent again when their leases lapse");
+                return;
             }
         };
         for (completion, result) in batch.into_iter().zip(results) {
@@ -1065,7 +1057,7 @@ impl Gateway {
                 &mut report.lease_lost,
             );
             if report.sent > before {
-                self.emit(GatewayEvent::Delivered {
+                self.emit(|| GatewayEvent::Delivered {
                     id: completion.id,
                     vendor: completion.vendor,
                     drained: true,
@@ -1079,7 +1071,7 @@ impl Gateway {
         self.count_update(id, result, &mut report.dead, &mut report.lease_lost);
         if report.dead > before {
             tracing::warn!(%id, "message is dead");
-            self.emit(GatewayEvent::Dead { id });
+            self.emit(|| GatewayEvent::Dead { id });
         }
     }
 

@@ -25,6 +25,7 @@ use sms_core::{
     UsageLedger, VendorId,
 };
 
+use crate::backoff::retry_while_unavailable;
 use crate::health::Health;
 
 /// Longest a billed count waits before it is written to the ledger.
@@ -62,7 +63,7 @@ const RECORD_ATTEMPTS: u32 = 12;
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data updated in place; a panic elsewhere cannot leave it half-written.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -161,7 +162,7 @@ impl WriteBehind {
 
     /// Makes sure a ledger write follows usage just added to [`Health`].
     pub fn usage_added(self: &Arc<Self>) {
-        if schedule(&self.usage_scheduled) {
+        if set_if_clear(&self.usage_scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let scheduled = ClearOnDrop(&this.usage_scheduled);
@@ -197,7 +198,7 @@ impl WriteBehind {
 
     /// Starts a records write task unless one is scheduled.
     fn schedule_records_write(self: &Arc<Self>) {
-        if schedule(&self.records_scheduled) {
+        if set_if_clear(&self.records_scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let scheduled = ClearOnDrop(&this.records_scheduled);
@@ -290,30 +291,29 @@ impl WriteBehind {
     }
 
     async fn write_record_batch(&self, batch: Vec<NewMessage>) {
-        let mut delay = RECORD_RETRY_FIRST;
-        for attempt in 1..=RECORD_ATTEMPTS {
-            let result = self.queue.enqueue_many(batch.clone()).await;
-            self.records_failing
-                .store(result.is_err(), Ordering::Release);
-            self.records_written.notify_waiters();
-            match result {
-                Ok(_) => return,
-                Err(StoreError::Unavailable(e)) if attempt < RECORD_ATTEMPTS => {
-                    tracing::debug!(messages = batch.len(), attempt, error = %e, "could not record delivered messages yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECORD_RETRY_MAX);
-                }
-                Err(e) => {
-                    tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not record the messages for look-ups");
-                    return;
-                }
-            }
+        let batch = &batch;
+        let result = retry_while_unavailable(
+            RECORD_ATTEMPTS,
+            RECORD_RETRY_FIRST,
+            RECORD_RETRY_MAX,
+            "recording delivered messages",
+            || async move {
+                let result = self.queue.enqueue_many(batch.clone()).await;
+                self.records_failing
+                    .store(result.is_err(), Ordering::Release);
+                self.records_written.notify_waiters();
+                result
+            },
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not record the messages for look-ups");
         }
     }
 }
 
-/// Sets `flag`; true when it was clear (the caller starts the write). The load first
-/// keeps the cache line shared while a write is already scheduled.
-fn schedule(flag: &AtomicBool) -> bool {
+/// Sets `flag`; true when it was clear (the caller starts the work it stands for). The
+/// load first keeps the cache line shared while the flag is already set.
+pub(crate) fn set_if_clear(flag: &AtomicBool) -> bool {
     !flag.load(Ordering::Acquire) && !flag.swap(true, Ordering::AcqRel)
 }
