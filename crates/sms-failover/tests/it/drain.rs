@@ -30,6 +30,10 @@ async fn queue_one(h: &Harness) -> MessageId {
     id
 }
 
+async fn status_of(h: &Harness, id: MessageId) -> MessageStatus {
+    h.queue.get(id).await.unwrap().expect("stored").status
+}
+
 #[tokio::test]
 async fn a_drain_sends_due_messages_and_marks_them_sent_without_new_rows() {
     let h = Harness::new(&[("aliyun", 45_000)], config());
@@ -133,10 +137,7 @@ async fn a_rejected_message_dies_at_once() {
     let id = queue_one(&h).await;
     let report = h.gateway.drain_once().await.unwrap();
     assert_eq!(report.dead, 1);
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Dead
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Dead);
 }
 
 #[tokio::test]
@@ -172,10 +173,7 @@ async fn a_drained_message_refused_for_our_credentials_backs_off_instead_of_dyin
     h.clock.advance(Duration::from_secs(11));
     let report = h.gateway.drain_once().await.unwrap();
     assert_eq!(report.sent, 1);
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Sent
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Sent);
 }
 
 #[tokio::test]
@@ -197,10 +195,7 @@ async fn an_expired_message_is_expired_not_sent() {
     h.clock.advance(Duration::from_secs(61));
     let report = h.gateway.drain_once().await.unwrap();
     assert_eq!(report.expired, 1);
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Expired
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Expired);
     assert_eq!(h.vendor("aliyun").calls(), 0);
     assert!(h.events.events().contains(&GatewayEvent::Expired { id }));
 }
@@ -427,10 +422,7 @@ async fn the_drainer_retries_stored_messages_without_new_traffic() {
     assert_eq!(h.vendor("aliyun").calls(), 0);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     settle().await;
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Sent
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Sent);
     drainer.shutdown().await;
 }
 
@@ -440,22 +432,25 @@ async fn the_drainer_drains_at_start_up() {
     let id = queue_one(&h).await;
     let drainer = h.gateway.start_drainer();
     settle().await;
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Sent
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Sent);
     drainer.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_fast_success_wakes_the_drainer_before_its_tick() {
-    let h = Harness::new(
+/// A harness whose drainer ticks once an hour: within a test, only start-up and asks run
+/// passes.
+fn without_ticks() -> Harness {
+    Harness::new(
         &[("aliyun", 45_000)],
         FailoverConfig {
             drain_interval: Duration::from_secs(3600),
             ..config()
         },
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_success_wakes_the_drainer_before_its_tick() {
+    let h = without_ticks();
     let drainer = h.gateway.start_drainer();
     settle().await;
     let id = queue_one(&h).await;
@@ -464,28 +459,19 @@ async fn a_fast_success_wakes_the_drainer_before_its_tick() {
     tokio::time::sleep(Duration::from_millis(99)).await;
     settle().await;
     assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
+        status_of(&h, id).await,
         MessageStatus::Queued,
         "a pass right after an empty one waits for the gap"
     );
     tokio::time::sleep(Duration::from_millis(2)).await;
     settle().await;
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Sent
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Sent);
     drainer.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_fast_success_after_a_busy_pass_wakes_the_drainer_at_once() {
-    let h = Harness::new(
-        &[("aliyun", 45_000)],
-        FailoverConfig {
-            drain_interval: Duration::from_secs(3600),
-            ..config()
-        },
-    );
+    let h = without_ticks();
     let first = queue_one(&h).await;
     let drainer = h.gateway.start_drainer();
     settle().await;
@@ -496,10 +482,7 @@ async fn a_fast_success_after_a_busy_pass_wakes_the_drainer_at_once() {
     let id = queue_one(&h).await;
     h.gateway.send(request()).await.unwrap();
     settle().await;
-    assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
-        MessageStatus::Sent
-    );
+    assert_eq!(status_of(&h, id).await, MessageStatus::Sent);
     drainer.shutdown().await;
 }
 
