@@ -1,7 +1,6 @@
 //! Identifiers: messages, vendors, templates, idempotency keys.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,10 +91,17 @@ fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), Validati
     Ok(())
 }
 
-/// A vendor's name as configured (`aliyun`, `tencent`, `cloopen`, …). Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A vendor's name as configured (`aliyun`, `tencent`, `cloopen`, …).
+///
+/// Held inline (at most [`VendorId::MAX_LEN`] ASCII bytes), so a clone is a plain copy:
+/// no allocation, and no shared reference count for threads sending through the same
+/// vendor to contend on.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct VendorId(Arc<str>);
+pub struct VendorId {
+    len: u8,
+    bytes: [u8; VendorId::MAX_LEN],
+}
 
 impl VendorId {
     /// Longest vendor name accepted.
@@ -110,24 +116,58 @@ impl VendorId {
                 format!("expected lower-case letters, digits, '_' or '-', found {name:?}"),
             ));
         }
-        Ok(Self(Arc::from(name)))
+        let mut bytes = [0; Self::MAX_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Self {
+            // At most MAX_LEN (checked above), so it fits.
+            len: name.len() as u8,
+            bytes,
+        })
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII letters, digits, '_' and '-' get in (checked in `new`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
+            .expect("a vendor id holds ASCII only")
+    }
+}
+
+impl PartialEq for VendorId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for VendorId {}
+
+impl std::hash::Hash for VendorId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for VendorId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for VendorId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Display for VendorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for VendorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VendorId({})", &self.0)
+        write!(f, "VendorId({})", self.as_str())
     }
 }
 
@@ -140,7 +180,7 @@ impl TryFrom<String> for VendorId {
 
 impl From<VendorId> for String {
     fn from(value: VendorId) -> Self {
-        value.0.to_string()
+        value.as_str().to_owned()
     }
 }
 
@@ -258,6 +298,37 @@ mod tests {
         assert!(VendorId::new("").is_err());
         assert!(VendorId::new("ali yun").is_err());
         assert!(VendorId::new(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn vendor_ids_compare_hash_and_serialise_as_their_names() {
+        let longest = "v".repeat(VendorId::MAX_LEN);
+        let names = ["aliyun", "ali", "tencent", "cloopen", "b", longest.as_str()];
+        for a in names {
+            let id = VendorId::new(a).unwrap();
+            assert_eq!(id.as_str(), a);
+            assert_eq!(id.to_string(), a);
+            assert_eq!(String::from(id.clone()), a);
+            let json = serde_json::to_string(&id).unwrap();
+            assert_eq!(json, format!("\"{a}\""));
+            assert_eq!(serde_json::from_str::<VendorId>(&json).unwrap(), id);
+            for b in names {
+                let other = VendorId::new(b).unwrap();
+                assert_eq!(id.cmp(&other), a.cmp(b), "{a} against {b}");
+                assert_eq!(id == other, a == b);
+            }
+        }
+        let hash = |id: &VendorId| {
+            use std::hash::{BuildHasher, RandomState};
+            let state = RandomState::new();
+            (state.hash_one(id), state.hash_one(id.as_str()))
+        };
+        let (of_id, of_name) = hash(&VendorId::new("tencent").unwrap());
+        assert_eq!(
+            of_id, of_name,
+            "hashes like its name, as Borrow<str> would need"
+        );
+        assert!(serde_json::from_str::<VendorId>("\"Aliyun\"").is_err());
     }
 
     #[test]

@@ -8,6 +8,14 @@ pub enum FailoverError {
     /// The gateway needs at least one vendor.
     #[error("expected at least one vendor, found none")]
     NoVendors,
+    /// More vendors than the gateway can route between.
+    #[error("expected at most {max} vendors, found {found}")]
+    TooManyVendors {
+        /// The most accepted.
+        max: usize,
+        /// How many were given.
+        found: usize,
+    },
     /// Two vendors share a name.
     #[error("vendor {0} is configured twice")]
     DuplicateVendor(VendorId),

@@ -33,6 +33,7 @@ use crate::config::{FailoverConfig, TimeoutPolicy};
 use crate::error::FailoverError;
 use crate::events::{AttemptOutcome, GatewayEvent, GatewayObserver};
 use crate::health::{Health, Switch, Verdict};
+use crate::route::{HealthGuard, MAX_VENDORS};
 use crate::write_behind::{SentRecord, WriteBehind, lock, set_if_clear};
 
 /// Longest a delivered drained message waits before its "sent" is written: completions
@@ -269,6 +270,12 @@ impl Gateway {
         if vendors.is_empty() {
             return Err(FailoverError::NoVendors);
         }
+        if vendors.len() > MAX_VENDORS {
+            return Err(FailoverError::TooManyVendors {
+                max: MAX_VENDORS,
+                found: vendors.len(),
+            });
+        }
         let ids: Vec<VendorId> = vendors.iter().map(|v| v.vendor.id()).collect();
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
@@ -320,7 +327,7 @@ impl Gateway {
         &self.config
     }
 
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+    fn health(&self) -> HealthGuard<'_> {
         self.wb.health()
     }
 
@@ -449,10 +456,13 @@ impl Gateway {
         drained: bool,
         now: DateTime<Utc>,
     ) -> Result<Attempted, SendError> {
-        let ticket = self
-            .health()
-            .begin(now)
-            .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?;
+        let ticket = match self.wb.health.steady_ticket(now.timestamp_micros()) {
+            Some(ticket) => ticket,
+            None => self
+                .health()
+                .begin(now)
+                .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?,
+        };
         let started = tokio::time::Instant::now();
         let result = within(
             self.config.attempt_timeout,
@@ -471,7 +481,17 @@ impl Gateway {
         };
         let now = self.clock.now();
         let idx = ticket.idx;
-        let (cost, switch) = {
+        // In the steady state a fast success changes nothing but per-thread counts. With
+        // an observer, the cost it is told needs the prices, so the lock is taken.
+        let steady = verdict == Verdict::Fast
+            && self.observer.is_none()
+            && self
+                .wb
+                .health
+                .steady_success(ticket, billed, now.timestamp_micros());
+        let (cost, switch) = if steady {
+            (Money::ZERO, None)
+        } else {
             let mut health = self.health();
             let cost = if billed > 0 {
                 health.add_usage(idx, billed, now)

@@ -274,6 +274,30 @@ impl Health {
             .min_by_key(|&i| (crate::selection::price_rank(self.price(i)), i))
     }
 
+    /// From when a cheaper vendor may be probed (it has rested or never failed), at the
+    /// prices as they stand; `None` when no cheaper vendor is enabled. From then on
+    /// [`Self::begin`] may pick a probe.
+    pub fn probe_from(&self) -> Option<DateTime<Utc>> {
+        let current_price = self.price(self.current);
+        (0..self.vendors.len())
+            .filter(|&i| {
+                i != self.current
+                    && !self.vendors[i].disabled
+                    && cheaper(self.price(i), current_price)
+            })
+            .map(|i| {
+                self.vendors[i]
+                    .cooling_until
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            })
+            .min()
+    }
+
+    /// Start (inclusive) and end (exclusive) of the billing period counts go to.
+    pub fn period_bounds(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        self.period_bounds
+    }
+
     /// Picks the vendor for the next attempt; `None` when every vendor is disabled.
     pub fn begin(&mut self, now: DateTime<Utc>) -> Option<Ticket> {
         if self.vendors[self.current].disabled {
@@ -417,6 +441,12 @@ impl Health {
     /// was billed here since) and wait in memory for the next ledger write.
     pub fn add_usage(&mut self, idx: usize, billed: u64, now: DateTime<Utc>) -> Money {
         self.roll_period(now);
+        self.count_usage(idx, billed)
+    }
+
+    /// As [`Self::add_usage`], in the billing period as it stands (counts gathered
+    /// without the lock, placed in their period when they were counted).
+    pub fn count_usage(&mut self, idx: usize, billed: u64) -> Money {
         let v = &mut self.vendors[idx];
         let cost = self.fees[idx].cost_of(v.billed, billed);
         v.billed = v.billed.saturating_add(billed);

@@ -4,7 +4,9 @@
 //! ([`Gateway::start_drainer`]) that re-sends what was queued. Vendor selection is a pure
 //! function ([`selection::choose_vendor`]); health and switching live in one small state
 //! behind one short lock (see the `health` module docs for the rules: exactly N
-//! failures, epochs, cooldown, probing, no flapping).
+//! failures, epochs, cooldown, probing, no flapping). In the steady state a send does
+//! not take that lock: it reads a route published from the health state and counts its
+//! billed messages per thread (the `route` module says why no rule changes).
 //!
 //! This crate knows nothing about Postgres, Redis or any vendor's API: it uses the
 //! traits of `sms-core` only.
@@ -34,6 +36,7 @@ mod error;
 mod events;
 mod gateway;
 mod health;
+mod route;
 pub mod selection;
 mod write_behind;
 

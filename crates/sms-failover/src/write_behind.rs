@@ -1,8 +1,9 @@
 //! Writes that a send does not wait for, gathered so that many sends share one commit.
 //!
 //! Two kinds of write leave the send path:
-//! - **billed usage**: each delivery adds to its vendor's count in [`Health`] at once (the
-//!   next fee comparison sees it); the counts go to the shared [`UsageLedger`] at most
+//! - **billed usage**: each delivery adds to its vendor's count at once, in [`Health`] or
+//!   in a per-thread counter folded into it whenever the health lock is taken (so the
+//!   next fee comparison sees it; see the `route` module); the counts go to the shared [`UsageLedger`] at most
 //!   [`USAGE_WRITE_DELAY`] later, one increment per vendor and period however many
 //!   messages were billed. A failed write keeps the counts for the next one.
 //! - **records of messages sent without a key**, for status look-ups: they go to the
@@ -15,7 +16,7 @@
 //! its last write delay, and never a message (those are stored before anybody is told
 //! "queued").
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use sms_core::{
 
 use crate::backoff::retry_while_unavailable;
 use crate::health::Health;
+use crate::route::{HealthGuard, SharedHealth, thread_shard};
 
 /// Longest a billed count waits before it is written to the ledger.
 pub(crate) const USAGE_WRITE_DELAY: Duration = Duration::from_millis(50);
@@ -49,14 +51,6 @@ const RECORD_SHARDS: usize = 8;
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// The records buffer this thread adds to.
-fn record_shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % RECORD_SHARDS;
-    }
-    SHARD.with(|shard| *shard)
-}
 /// Tries to write one batch of records while the store is unreachable: 250 ms,
 /// doubling to 30 s, about two and a half minutes in all.
 const RECORD_ATTEMPTS: u32 = 12;
@@ -111,7 +105,7 @@ impl SentRecord {
 
 /// The write-behind state a gateway shares with its write tasks.
 pub(crate) struct WriteBehind {
-    pub health: Mutex<Health>,
+    pub health: SharedHealth,
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
@@ -138,7 +132,7 @@ impl WriteBehind {
         queue: Arc<dyn DeferredQueue>,
     ) -> Self {
         Self {
-            health: Mutex::new(health),
+            health: SharedHealth::new(health),
             ids,
             ledger,
             queue,
@@ -156,8 +150,8 @@ impl WriteBehind {
         }
     }
 
-    pub fn health(&self) -> MutexGuard<'_, Health> {
-        lock(&self.health)
+    pub fn health(&self) -> HealthGuard<'_> {
+        self.health.lock()
     }
 
     /// Makes sure a ledger write follows usage just added to [`Health`].
@@ -176,7 +170,7 @@ impl WriteBehind {
     /// thread's buffer is over its soft limit and the store takes writes, waits for the
     /// next write before returning (the record is queued either way).
     pub async fn record(self: &Arc<Self>, message: SentRecord) {
-        let shard = record_shard();
+        let shard = thread_shard(RECORD_SHARDS);
         let full = {
             let mut records = lock(&self.records[shard].0);
             if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
