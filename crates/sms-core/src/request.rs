@@ -1,6 +1,8 @@
 //! What a caller asks the gateway to send, validated once at the edge.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,14 +23,38 @@ pub const MAX_ARG_CHARS: usize = 500;
 ///
 /// Arguments are kept as a list of strings end to end (no separator encoding), so any
 /// text survives: `###`, `;`, quotes, emoji, empty strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawSmsRequest")]
-pub struct SmsRequest {
+///
+/// The content is shared, not copied, between clones: a request is cloned on its way to
+/// the vendor, the store and the look-up records, and a clone costs one reference count.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSmsRequest", into = "RawSmsRequest")]
+pub struct SmsRequest(Arc<Content>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct Content {
     template: TemplateId,
     args: Vec<String>,
     recipients: Vec<PhoneNumber>,
     idempotency_key: Option<IdempotencyKey>,
     expires_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for SmsRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsRequest")
+            .field("template", &self.0.template)
+            .field("args", &self.0.args)
+            .field("recipients", &self.0.recipients)
+            .field("idempotency_key", &self.0.idempotency_key)
+            .field("expires_at", &self.0.expires_at)
+            .finish()
+    }
+}
+
+impl From<SmsRequest> for RawSmsRequest {
+    fn from(request: SmsRequest) -> Self {
+        request.to_raw()
+    }
 }
 
 /// The unvalidated shape of a request, as it arrives (JSON, storage rows).
@@ -72,62 +98,66 @@ impl SmsRequest {
 
     /// The same request with an idempotency key.
     pub fn with_idempotency_key(mut self, key: IdempotencyKey) -> Self {
-        self.idempotency_key = Some(key);
+        Arc::make_mut(&mut self.0).idempotency_key = Some(key);
         self
     }
 
     /// The same request with a deliver-by time: after it, the message is expired, not sent.
     pub fn with_expiry(mut self, expires_at: DateTime<Utc>) -> Self {
-        self.expires_at = Some(expires_at);
+        Arc::make_mut(&mut self.0).expires_at = Some(expires_at);
         self
     }
 
     /// The template id.
     pub fn template(&self) -> &TemplateId {
-        &self.template
+        &self.0.template
     }
     /// The arguments, in order.
     pub fn args(&self) -> &[String] {
-        &self.args
+        &self.0.args
     }
     /// The recipients: distinct, normalised, in the caller's order.
     pub fn recipients(&self) -> &[PhoneNumber] {
-        &self.recipients
+        &self.0.recipients
     }
     /// The idempotency key, if any.
     pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
-        self.idempotency_key.as_ref()
+        self.0.idempotency_key.as_ref()
     }
     /// The deliver-by time, if any.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at
+        self.0.expires_at
     }
 
     /// Whether the message is past its deliver-by time at `now`.
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|t| now >= t)
+        self.0.expires_at.is_some_and(|t| now >= t)
     }
 
     /// Whether two requests ask for the same message (template, arguments, recipients),
     /// whatever their keys and expiry: a retry with the same key must match this way.
     pub fn same_content(&self, other: &SmsRequest) -> bool {
-        self.template == other.template
-            && self.args == other.args
-            && self.recipients == other.recipients
+        let (a, b) = (&self.0, &other.0);
+        a.template == b.template && a.args == b.args && a.recipients == b.recipients
     }
 
     /// The unvalidated form, for storage.
     pub fn to_raw(&self) -> RawSmsRequest {
         RawSmsRequest {
-            template: self.template.as_str().to_owned(),
-            args: self.args.clone(),
+            template: self.0.template.as_str().to_owned(),
+            args: self.0.args.clone(),
             recipients: self
+                .0
                 .recipients
                 .iter()
                 .map(|r| r.as_str().to_owned())
                 .collect(),
-            idempotency_key: self.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            expires_at: self.expires_at,
+            idempotency_key: self
+                .0
+                .idempotency_key
+                .as_ref()
+                .map(|k| k.as_str().to_owned()),
+            expires_at: self.0.expires_at,
         }
     }
 }
@@ -211,13 +241,13 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             .as_deref()
             .map(IdempotencyKey::new)
             .transpose()?;
-        Ok(Self {
+        Ok(Self(Arc::new(Content {
             template,
             args: raw.args,
             recipients,
             idempotency_key,
             expires_at: raw.expires_at,
-        })
+        })))
     }
 }
 
@@ -255,6 +285,48 @@ mod tests {
         let e = SmsRequest::new("login", ["1"], ["+8613800138000", "12345"]).unwrap_err();
         assert_eq!(e.field, "recipients[1]");
         assert!(e.problem.contains("\"12345\""), "{e}");
+    }
+
+    #[test]
+    fn json_has_the_raw_shape_and_clones_share_the_content() {
+        let expires = DateTime::parse_from_rfc3339("2026-05-10T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let r = SmsRequest::new("login", ["1234"], ["+86 138 0013 8000"])
+            .unwrap()
+            .with_idempotency_key(IdempotencyKey::new("k-1").unwrap())
+            .with_expiry(expires);
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "template": "login",
+                "args": ["1234"],
+                "recipients": ["+8613800138000"],
+                "idempotency_key": "k-1",
+                "expires_at": "2026-05-10T08:00:00Z",
+            })
+        );
+        let copy = r.clone();
+        assert!(
+            std::ptr::eq(copy.args(), r.args()),
+            "a clone shares the content"
+        );
+        let changed = copy.with_expiry(expires + chrono::Duration::hours(1));
+        assert_eq!(
+            r.expires_at(),
+            Some(expires),
+            "changing a clone leaves the original"
+        );
+        assert_eq!(
+            changed.expires_at(),
+            Some(expires + chrono::Duration::hours(1))
+        );
+        assert!(format!("{r:?}").starts_with("SmsRequest { template: "));
+        assert!(
+            !format!("{r:?}").contains("13800138000"),
+            "numbers stay masked"
+        );
     }
 
     #[test]
