@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::ValidationError;
 use crate::phone::truncate_for_error;
 
+thread_local! {
+    // uuid's shared context is one mutex for the whole process, taken for every id; a
+    // context per thread keeps ids off each other's cache lines.
+    static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
 /// A message's id: a UUID v7, so ids sort by creation time and index well.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -16,12 +22,20 @@ impl MessageId {
     /// A new, time-ordered id: ids made on one thread increase strictly; ids made on
     /// different threads are ordered by their millisecond.
     pub fn new() -> Self {
-        thread_local! {
-            // uuid's shared context is one mutex for the whole process, taken for every
-            // id; a context per thread keeps ids off each other's cache lines.
-            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
-        }
         Self(CONTEXT.with(|context| uuid::Uuid::new_v7(uuid::Timestamp::now(context))))
+    }
+
+    /// As [`MessageId::new`], for a message made at `time` (a time the caller has read
+    /// already: one clock reading fewer). Times before 1970 count as 1970.
+    pub fn at(time: chrono::DateTime<chrono::Utc>) -> Self {
+        let (seconds, nanos) = match u64::try_from(time.timestamp()) {
+            // Below 1e9 even in a leap second, as uuid expects.
+            Ok(seconds) => (seconds, time.timestamp_subsec_nanos().min(999_999_999)),
+            Err(_) => (0, 0),
+        };
+        Self(CONTEXT.with(|context| {
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix(context, seconds, nanos))
+        }))
     }
 
     /// Wraps an existing UUID (read back from storage).
@@ -289,6 +303,22 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string().parse::<MessageId>().unwrap(), a);
         assert!("not-a-uuid".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn ids_made_at_a_time_carry_its_millisecond_and_still_increase() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-05-10T08:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let ids: Vec<MessageId> = (0..100).map(|_| MessageId::at(at)).collect();
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "strictly increasing"
+        );
+        let (seconds, nanos) = ids[0].as_uuid().get_timestamp().unwrap().to_unix();
+        assert_eq!((seconds, nanos / 1_000_000), (at.timestamp() as u64, 123));
+        let before_1970 = chrono::DateTime::from_timestamp(-5, 0).unwrap();
+        assert_eq!(MessageId::at(before_1970).as_uuid().get_version_num(), 7);
     }
 
     #[test]

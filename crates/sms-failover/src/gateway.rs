@@ -619,7 +619,7 @@ impl Gateway {
             return Err(SendError::NoVendor("every vendor is disabled".into()));
         }
 
-        let id = MessageId::new();
+        let id = MessageId::at(now);
         let limited = match self.limiter.acquire(permits(&request)).await {
             Ok(RateDecision::Allowed) => None,
             Ok(RateDecision::Limited { retry_after }) => Some(retry_after),
