@@ -128,7 +128,20 @@ pub fn run() -> Result<()> {
         ("http and memory", http),
         ("memory with a backlog", backlog),
     ];
+    // `SMS_BENCH_ONLY=http,queue` runs the phases whose names contain one of the words
+    // (while working on one figure); the default is every phase.
+    let only = std::env::var("SMS_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| {
+        only.trim().is_empty()
+            || only
+                .split(',')
+                .any(|word| !word.trim().is_empty() && name.contains(word.trim()))
+    };
     for (name, phase) in phases {
+        if !wanted(name) {
+            report.skip(format!("{name}: not in SMS_BENCH_ONLY={only}"));
+            continue;
+        }
         eprintln!("xtask: == bench: {name} ==");
         let phase_started = Instant::now();
         if let Err(e) = phase(&mut report, &out) {
@@ -149,6 +162,15 @@ pub fn run() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (as `.ci/run` does),
+/// else `target/` in the workspace.
+fn build_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
 }
 
 // ---------------------------------------------------------------- phases
@@ -468,7 +490,7 @@ fn http(report: &mut Report, out: &Path) -> Result<()> {
         ],
         &[],
     )?;
-    let release = root().join("target/release");
+    let release = build_dir().join("release");
     let lua = out.join("post.lua");
     fs::write(&lua, WRK_SCRIPT)?;
 
@@ -577,7 +599,7 @@ fn http(report: &mut Report, out: &Path) -> Result<()> {
 }
 
 fn backlog(report: &mut Report, out: &Path) -> Result<()> {
-    let release = root().join("target/release/sms-app");
+    let release = build_dir().join("release/sms-app");
     if !release.exists() {
         bail!("sms-app was not built (see the HTTP phase)");
     }
@@ -709,7 +731,7 @@ fn run_serve_under_load(config: &str, out: &Path, name: &str, lua: &Path) -> Res
 }
 
 fn serve(config: &Path, out: &Path, name: &str) -> Result<Server> {
-    let bin = root().join("target/release/sms-app");
+    let bin = build_dir().join("release/sms-app");
     let mut cmd = Command::new(bin);
     cmd.arg("--config").arg(config).arg("serve");
     cmd.env("RUST_LOG", "warn");
