@@ -974,8 +974,8 @@ fn cargo_quiet(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
 
 /// Criterion's median for `group/name`, in nanoseconds.
 fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
-    let path: PathBuf = root()
-        .join("target/criterion")
+    let path: PathBuf = build_dir()
+        .join("criterion")
         .join(group)
         .join(name)
         .join("new/estimates.json");
