@@ -11,11 +11,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sms_core::{
-    DeferredQueue, MessageId, MessageStatus, RawSmsRequest, SendError, SmsRequest, StoreError,
-    StoredMessage, ValidationError, VendorId,
+    DeferredQueue, MessageId, MessageStatus, QueueReason, RawSmsRequest, SendError, SmsRequest,
+    StoreError, StoredMessage, ValidationError, VendorId,
 };
 use sms_failover::{Gateway, SendOutcome};
 use sms_providers::simulated::{SimulatedVendor, SimulationSettings};
@@ -235,6 +235,20 @@ fn status_body(m: &StoredMessage) -> Value {
     })
 }
 
+/// The answer to a message sent or queued now, written straight to JSON (no
+/// intermediate map on the hot path).
+#[derive(Serialize)]
+struct Answer {
+    id: MessageId,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor: Option<VendorId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<QueueReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    may_duplicate: Option<bool>,
+}
+
 async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
@@ -256,12 +270,30 @@ async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: B
     // Kept only to tell a retry from a different message under the same key.
     let asked = request.idempotency_key().is_some().then(|| request.clone());
     match state.gateway.send(request).await {
-        Ok(SendOutcome::Sent { id, vendor, .. }) => {
-            (StatusCode::OK, Json(json!({ "id": id, "status": "sent", "vendor": vendor }))).into_response()
-        }
-        Ok(SendOutcome::Queued { id, reason, may_duplicate }) => (
+        Ok(SendOutcome::Sent { id, vendor, .. }) => (
+            StatusCode::OK,
+            Json(Answer {
+                id,
+                status: "sent",
+                vendor: Some(vendor),
+                reason: None,
+                may_duplicate: None,
+            }),
+        )
+            .into_response(),
+        Ok(SendOutcome::Queued {
+            id,
+            reason,
+            may_duplicate,
+        }) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "id": id, "status": "queued", "reason": reason, "may_duplicate": may_duplicate })),
+            Json(Answer {
+                id,
+                status: "queued",
+                vendor: None,
+                reason: Some(reason),
+                may_duplicate: Some(may_duplicate),
+            }),
         )
             .into_response(),
         Ok(SendOutcome::Existing(m)) => {
