@@ -260,16 +260,22 @@ impl Health {
         })
     }
 
+    /// The enabled vendors other than the current one that are cheaper than it now:
+    /// the ones a probe may go to once they have rested.
+    fn cheaper_alternatives(&self) -> impl Iterator<Item = usize> + '_ {
+        let current_price = self.price(self.current);
+        (0..self.vendors.len()).filter(move |&i| {
+            i != self.current && !self.vendors[i].disabled && cheaper(self.price(i), current_price)
+        })
+    }
+
     /// A cheaper vendor that has rested and may be probed.
     fn probe_candidate(&self, now: DateTime<Utc>) -> Option<usize> {
-        let current_price = self.price(self.current);
-        (0..self.vendors.len())
+        self.cheaper_alternatives()
             .filter(|&i| {
-                let v = &self.vendors[i];
-                i != self.current
-                    && !v.disabled
-                    && v.cooling_until.is_none_or(|until| until <= now)
-                    && cheaper(self.price(i), current_price)
+                self.vendors[i]
+                    .cooling_until
+                    .is_none_or(|until| until <= now)
             })
             .min_by_key(|&i| (crate::selection::price_rank(self.price(i)), i))
     }
@@ -278,13 +284,7 @@ impl Health {
     /// prices as they stand; `None` when no cheaper vendor is enabled. From then on
     /// [`Self::begin`] may pick a probe.
     pub fn probe_from(&self) -> Option<DateTime<Utc>> {
-        let current_price = self.price(self.current);
-        (0..self.vendors.len())
-            .filter(|&i| {
-                i != self.current
-                    && !self.vendors[i].disabled
-                    && cheaper(self.price(i), current_price)
-            })
+        self.cheaper_alternatives()
             .map(|i| {
                 self.vendors[i]
                     .cooling_until

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::health::{Health, Ticket};
+use crate::write_behind::lock;
 
 /// Per-thread usage counters come in this many sets; a thread uses one.
 const USAGE_SHARDS: usize = 8;
@@ -51,6 +52,11 @@ pub(crate) const MAX_VENDORS: usize = 255;
 const IDX_BITS: u64 = 0xff;
 const STEADY: u64 = 1 << 8;
 const EPOCH_SHIFT: u32 = 9;
+
+/// The route word: current vendor index, steady flag, epoch.
+fn route_word(idx: usize, steady: bool, epoch: u64) -> u64 {
+    (idx as u64 & IDX_BITS) | if steady { STEADY } else { 0 } | (epoch << EPOCH_SHIFT)
+}
 
 /// The set of usage counters this thread adds to.
 pub(crate) fn thread_shard(shards: usize) -> usize {
@@ -125,11 +131,10 @@ impl SharedHealth {
 
     /// Takes the lock, with every per-thread count folded in.
     pub fn lock(&self) -> HealthGuard<'_> {
-        // Plain data updated in place; a panic elsewhere cannot leave it half-written.
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut health = lock(&self.health);
         for shard in 0..USAGE_SHARDS {
             for idx in 0..self.vendors {
-                let counter = &self.usage[shard * (self.vendors + SHARD_GAP) + idx];
+                let counter = self.usage_counter(shard, idx);
                 // Loading first leaves untouched lines shared.
                 if counter.load(Ordering::Relaxed) != 0 {
                     let billed = counter.swap(0, Ordering::AcqRel);
@@ -141,6 +146,11 @@ impl SharedHealth {
             shared: self,
             health,
         }
+    }
+
+    /// Billed messages of vendor `idx` counted by the threads using set `shard`.
+    fn usage_counter(&self, shard: usize, idx: usize) -> &AtomicU64 {
+        &self.usage[shard * (self.vendors + SHARD_GAP) + idx]
     }
 
     fn publish(&self, health: &Health) {
@@ -155,10 +165,10 @@ impl SharedHealth {
             .store(start.timestamp_micros(), Ordering::Release);
         self.period_end
             .store(end.timestamp_micros(), Ordering::Release);
-        let route = (health.current as u64 & IDX_BITS)
-            | if steady { STEADY } else { 0 }
-            | (health.epoch << EPOCH_SHIFT);
-        self.route.store(route, Ordering::Release);
+        self.route.store(
+            route_word(health.current, steady, health.epoch),
+            Ordering::Release,
+        );
     }
 
     /// The ticket of a send starting at `now_us` (microseconds since the Unix epoch) when
@@ -180,16 +190,14 @@ impl SharedHealth {
     /// billing month. Returns false, having changed nothing, otherwise: the caller then
     /// takes the lock.
     pub fn steady_success(&self, ticket: Ticket, billed: u64, now_us: i64) -> bool {
-        let expected = (ticket.idx as u64 & IDX_BITS) | STEADY | (ticket.epoch << EPOCH_SHIFT);
         if ticket.probe
-            || self.route.load(Ordering::Acquire) != expected
+            || self.route.load(Ordering::Acquire) != route_word(ticket.idx, true, ticket.epoch)
             || now_us < self.period_start.load(Ordering::Acquire)
             || now_us >= self.period_end.load(Ordering::Acquire)
         {
             return false;
         }
-        let shard = thread_shard(USAGE_SHARDS);
-        self.usage[shard * (self.vendors + SHARD_GAP) + ticket.idx]
+        self.usage_counter(thread_shard(USAGE_SHARDS), ticket.idx)
             .fetch_add(billed, Ordering::Relaxed);
         true
     }

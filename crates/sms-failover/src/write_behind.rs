@@ -3,9 +3,10 @@
 //! Two kinds of write leave the send path:
 //! - **billed usage**: each delivery adds to its vendor's count at once, in [`Health`] or
 //!   in a per-thread counter folded into it whenever the health lock is taken (so the
-//!   next fee comparison sees it; see the `route` module); the counts go to the shared [`UsageLedger`] at most
-//!   [`USAGE_WRITE_DELAY`] later, one increment per vendor and period however many
-//!   messages were billed. A failed write keeps the counts for the next one.
+//!   next fee comparison sees it; see the `route` module); the counts go to the shared
+//!   [`UsageLedger`] at most [`USAGE_WRITE_DELAY`] later, one increment per vendor and
+//!   period however many messages were billed. A failed write keeps the counts for the
+//!   next one.
 //! - **records of messages sent without a key**, for status look-ups: they go to the
 //!   queue in one [`DeferredQueue::enqueue_many`] call per [`RECORD_WRITE_DELAY`].
 //!
