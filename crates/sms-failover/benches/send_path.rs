@@ -17,7 +17,6 @@
 #![allow(missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -32,10 +31,11 @@ use sms_core::{
 use sms_failover::{FailoverConfig, Gateway, SendOutcome, VendorEntry};
 use sms_limit::InProcessLimiter;
 
-/// A vendor that accepts everything at once and does no I/O.
+/// A vendor that accepts everything at once and does no I/O. It shares nothing between
+/// threads (an earlier version counted sends in one atomic, which every send of every
+/// thread wrote: that counter alone kept the two-thread baseline below 1.8×).
 struct InstantVendor {
     id: VendorId,
-    sent: AtomicU64,
 }
 
 #[async_trait]
@@ -45,7 +45,6 @@ impl Vendor for InstantVendor {
     }
 
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
-        self.sent.fetch_add(1, Ordering::Relaxed);
         Ok(Receipt {
             vendor_message_id: String::new(),
             billed_messages: sms.request.recipients().len() as u64,
@@ -65,7 +64,6 @@ impl FeeSchedule for FlatFee {
 fn instant_vendor(name: &str) -> Arc<InstantVendor> {
     Arc::new(InstantVendor {
         id: VendorId::new(name).expect("a valid vendor id"),
-        sent: AtomicU64::new(0),
     })
 }
 

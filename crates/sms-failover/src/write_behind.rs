@@ -7,11 +7,12 @@
 //!   [`UsageLedger`] at most [`USAGE_WRITE_DELAY`] later, one increment per vendor and
 //!   period however many messages were billed. A failed write keeps the counts for the
 //!   next one.
-//! - **records of messages sent without a key**, for status look-ups: they go to the
-//!   queue in one [`DeferredQueue::enqueue_many`] call per [`RECORD_WRITE_DELAY`].
+//! - **records of messages sent without a key**, for status look-ups: each thread's
+//!   records go to the queue in one [`DeferredQueue::enqueue_many`] call per
+//!   [`RECORD_WRITE_DELAY`], written by a task that the sending thread started.
 //!
-//! Each kind has at most one write in flight and at most one task waiting to start the
-//! next. A write starts when the first item arrives after the previous one began, so an
+//! Usage, and each thread's records, have at most one write in flight and at most one
+//! task waiting to start the next. A write starts when the first item arrives after the previous one began, so an
 //! idle gateway runs no task at all. [`WriteBehind::flush`] writes everything pending
 //! now (shutdown, tests); a process that dies loses at most the counts and records of
 //! its last write delay, and never a message (those are stored before anybody is told
@@ -45,7 +46,9 @@ const RECORD_BACKLOG_MAX: usize = 100_000;
 /// what the store can record, instead of piling up under load.
 const RECORD_SHARD_SOFT_MAX: usize = 1024;
 /// Records wait in this many buffers, each thread using one, so that senders on
-/// different threads do not take turns on one lock.
+/// different threads do not take turns on one lock. Each buffer has its own write task,
+/// started by the thread that fills it: on a runtime that keeps tasks on their thread,
+/// the records (and the requests they share with their senders) never change thread.
 const RECORD_SHARDS: usize = 8;
 
 /// Keeps a value on a cache line of its own.
@@ -85,7 +88,7 @@ pub(crate) struct SentRecord {
 }
 
 impl SentRecord {
-    fn into_message(self, ids: &[VendorId]) -> NewMessage {
+    fn to_message(&self, ids: &[VendorId]) -> NewMessage {
         let vendor = ids[self.vendor].clone();
         NewMessage {
             initial: InitialState::Sent {
@@ -95,7 +98,7 @@ impl SentRecord {
             last_vendor: Some(vendor),
             ..NewMessage::queued(
                 self.id,
-                self.request,
+                self.request.clone(),
                 QueueReason::Accepted,
                 self.max_attempts,
                 self.at,
@@ -104,25 +107,31 @@ impl SentRecord {
     }
 }
 
+/// One thread's buffer of records and the state of its write task.
+struct RecordShard {
+    buffer: Mutex<Vec<SentRecord>>,
+    scheduled: AtomicBool,
+    /// One write of this buffer at a time.
+    writer: tokio::sync::Mutex<()>,
+    /// Wakes the write task waiting out its delay: the buffer is full.
+    wanted: tokio::sync::Notify,
+}
+
 /// The write-behind state a gateway shares with its write tasks.
 pub(crate) struct WriteBehind {
     pub health: SharedHealth,
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
-    records: Vec<Padded<Mutex<Vec<SentRecord>>>>,
+    records: Vec<Padded<RecordShard>>,
     usage_scheduled: AtomicBool,
-    records_scheduled: AtomicBool,
     /// One ledger write at a time, so totals come back in order.
     usage_writer: tokio::sync::Mutex<()>,
-    records_writer: tokio::sync::Mutex<()>,
     records_dropped: AtomicU64,
     /// The last records write failed; senders do not wait for room meanwhile.
     records_failing: AtomicBool,
     /// Signalled after every records write (and when one fails).
     records_written: tokio::sync::Notify,
-    /// Wakes a write task waiting out its delay: a buffer is full.
-    records_wanted: tokio::sync::Notify,
 }
 
 impl WriteBehind {
@@ -138,16 +147,20 @@ impl WriteBehind {
             ledger,
             queue,
             records: (0..RECORD_SHARDS)
-                .map(|_| Padded(Mutex::new(Vec::new())))
+                .map(|_| {
+                    Padded(RecordShard {
+                        buffer: Mutex::new(Vec::new()),
+                        scheduled: AtomicBool::new(false),
+                        writer: tokio::sync::Mutex::new(()),
+                        wanted: tokio::sync::Notify::new(),
+                    })
+                })
                 .collect(),
             usage_scheduled: AtomicBool::new(false),
-            records_scheduled: AtomicBool::new(false),
             usage_writer: tokio::sync::Mutex::new(()),
-            records_writer: tokio::sync::Mutex::new(()),
             records_dropped: AtomicU64::new(0),
             records_failing: AtomicBool::new(false),
             records_written: tokio::sync::Notify::new(),
-            records_wanted: tokio::sync::Notify::new(),
         }
     }
 
@@ -173,7 +186,7 @@ impl WriteBehind {
     pub async fn record(self: &Arc<Self>, message: SentRecord) {
         let shard = thread_shard(RECORD_SHARDS);
         let full = {
-            let mut records = lock(&self.records[shard].0);
+            let mut records = lock(&self.records[shard].0.buffer);
             if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
                 drop(records);
                 let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -185,23 +198,24 @@ impl WriteBehind {
             records.push(message);
             records.len() > RECORD_SHARD_SOFT_MAX
         };
-        self.schedule_records_write();
+        self.schedule_records_write(shard);
         if full {
             self.wait_for_room(shard).await;
         }
     }
 
-    /// Starts a records write task unless one is scheduled.
-    fn schedule_records_write(self: &Arc<Self>) {
-        if set_if_clear(&self.records_scheduled) {
+    /// Starts a write task for buffer `shard` unless one is scheduled.
+    fn schedule_records_write(self: &Arc<Self>, shard: usize) {
+        if set_if_clear(&self.records[shard].0.scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
-                let scheduled = ClearOnDrop(&this.records_scheduled);
+                let records = &this.records[shard].0;
+                let scheduled = ClearOnDrop(&records.scheduled);
                 tokio::select! {
                     _ = tokio::time::sleep(RECORD_WRITE_DELAY) => {}
-                    _ = this.records_wanted.notified() => {}
+                    _ = records.wanted.notified() => {}
                 }
-                this.write_records(Some(scheduled)).await;
+                this.write_records(shard, Some(scheduled)).await;
             });
         }
     }
@@ -211,12 +225,12 @@ impl WriteBehind {
             // The write task may have gone with the runtime that ran it (a sender on
             // another runtime): make sure one is coming, and that it does not wait out
             // its delay, before waiting for it.
-            self.schedule_records_write();
-            self.records_wanted.notify_one();
+            self.schedule_records_write(shard);
+            self.records[shard].0.wanted.notify_one();
             let written = self.records_written.notified();
             let mut written = std::pin::pin!(written);
             written.as_mut().enable();
-            let over = lock(&self.records[shard].0).len() > RECORD_SHARD_SOFT_MAX;
+            let over = lock(&self.records[shard].0.buffer).len() > RECORD_SHARD_SOFT_MAX;
             if !over || self.records_failing.load(Ordering::Acquire) {
                 return;
             }
@@ -230,7 +244,9 @@ impl WriteBehind {
     /// this call a few times (records).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let usage = self.write_usage(None).await;
-        self.write_records(None).await;
+        for shard in 0..RECORD_SHARDS {
+            self.write_records(shard, None).await;
+        }
         match usage {
             Some(e) => Err(e),
             None => Ok(()),
@@ -261,39 +277,36 @@ impl WriteBehind {
         first_error
     }
 
-    /// Writes the pending records in batches, retrying a batch while the store is
-    /// unreachable.
-    async fn write_records(&self, scheduled: Option<ClearOnDrop<'_>>) {
-        let _one_writer = self.records_writer.lock().await;
+    /// Writes the records pending in buffer `shard` in batches, retrying a batch while
+    /// the store is unreachable.
+    async fn write_records(&self, shard: usize, scheduled: Option<ClearOnDrop<'_>>) {
+        let records = &self.records[shard].0;
+        let _one_writer = records.writer.lock().await;
         drop(scheduled);
         loop {
-            let mut batch = Vec::new();
-            for shard in &self.records {
-                let room = RECORD_BATCH - batch.len();
-                let mut records = lock(&shard.0);
-                let n = records.len().min(room);
-                batch.extend(records.drain(..n));
-            }
+            let batch: Vec<SentRecord> = {
+                let mut buffer = lock(&records.buffer);
+                let n = buffer.len().min(RECORD_BATCH);
+                buffer.drain(..n).collect()
+            };
             if batch.is_empty() {
                 return;
             }
-            let batch = batch
-                .into_iter()
-                .map(|record| record.into_message(&self.ids))
-                .collect();
-            self.write_record_batch(batch).await;
+            self.write_record_batch(&batch).await;
         }
     }
 
-    async fn write_record_batch(&self, batch: Vec<NewMessage>) {
-        let batch = &batch;
+    /// Writes one batch; each try builds the messages afresh from the records (which
+    /// share their requests), so nothing is copied twice.
+    async fn write_record_batch(&self, batch: &[SentRecord]) {
         let result = retry_while_unavailable(
             RECORD_ATTEMPTS,
             RECORD_RETRY_FIRST,
             RECORD_RETRY_MAX,
             "recording delivered messages",
             || async move {
-                let result = self.queue.enqueue_many(batch.clone()).await;
+                let messages = batch.iter().map(|r| r.to_message(&self.ids)).collect();
+                let result = self.queue.enqueue_many(messages).await;
                 self.records_failing
                     .store(result.is_err(), Ordering::Release);
                 self.records_written.notify_waiters();

@@ -211,3 +211,96 @@ fn building_refuses_no_vendors_and_duplicate_names() {
         Err(sms_failover::FailoverError::DuplicateVendor(_))
     ));
 }
+
+/// Records are written by a task of the thread that sent them: with one current-thread
+/// runtime per thread (the send-path benchmark's layout), no batch mixes the messages of
+/// two threads and none is written on another thread than its sender's.
+#[test]
+fn records_are_written_on_the_thread_that_sent_them() {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use sms_core::SmsRequest;
+    use sms_core::mocks::MockDeferredQueue;
+
+    type Batches = Vec<(ThreadId, Vec<String>)>;
+    let batches: Arc<Mutex<Batches>> = Arc::default();
+    let mut queue = MockDeferredQueue::new();
+    let seen = batches.clone();
+    queue.expect_enqueue_many().returning(move |messages| {
+        let recipients = messages
+            .iter()
+            .map(|m| m.request.recipients()[0].to_string())
+            .collect();
+        seen.lock()
+            .unwrap()
+            .push((std::thread::current().id(), recipients));
+        // The gateway reads nothing back from these writes.
+        Ok(Vec::new())
+    });
+    let mut vendor = mock_vendor();
+    vendor.expect_send().returning(|_| {
+        Ok(Receipt {
+            vendor_message_id: String::new(),
+            billed_messages: 1,
+        })
+    });
+    let gateway = Arc::new(
+        Gateway::new(
+            vec![VendorEntry {
+                vendor: Arc::new(vendor),
+                fees: flat(45_000),
+            }],
+            Arc::new(AllowAll::default()),
+            None,
+            Arc::new(queue),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(ManualClock::new(start())),
+            config(),
+        )
+        .unwrap(),
+    );
+    let senders: Vec<_> = ["+8613800000001", "+8613800000002"]
+        .into_iter()
+        .map(|recipient| {
+            let gateway = gateway.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let request = SmsRequest::new("login", ["1234"], [recipient]).unwrap();
+                    for _ in 0..300 {
+                        gateway.send(request.clone()).await.unwrap();
+                    }
+                    // Past the write delay, so this thread's write task runs here.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                });
+                (std::thread::current().id(), recipient)
+            })
+        })
+        .collect();
+    let senders: BTreeMap<String, ThreadId> = senders
+        .into_iter()
+        .map(|h| {
+            let (thread, recipient) = h.join().unwrap();
+            (recipient.to_owned(), thread)
+        })
+        .collect();
+    let batches = batches.lock().unwrap();
+    let mut written = BTreeMap::<&str, usize>::new();
+    for (thread, recipients) in batches.iter() {
+        for recipient in recipients {
+            assert_eq!(
+                senders[recipient], *thread,
+                "a record of {recipient} was written on another thread than its sender's"
+            );
+            *written.entry(recipient).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        written.into_iter().collect::<Vec<_>>(),
+        vec![("+8613800000001", 300), ("+8613800000002", 300)]
+    );
+}
