@@ -1,6 +1,9 @@
 //! Time: a clock seam so tests control "now", and billing periods.
 
-use chrono::{DateTime, Datelike, FixedOffset, Utc};
+use std::cell::Cell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The source of wall-clock time.
@@ -8,15 +11,64 @@ use serde::{Deserialize, Serialize};
 pub trait Clock: Send + Sync {
     /// Now, in UTC.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Now, given that `elapsed` (measured on a monotonic timer) has passed since
+    /// `earlier` was read from this clock, or a little more. The default reads the clock
+    /// again. The system clock answers `earlier + elapsed` without a reading: the
+    /// gateway uses this for the end of a vendor call, whose duration it times anyway.
+    fn now_after(&self, earlier: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
+        let _ = (earlier, elapsed);
+        self.now()
+    }
 }
 
 /// The system's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// Days from 1 January of year 1 (chrono's day count) to the Unix epoch.
+const UNIX_EPOCH_DAY_FROM_CE: i64 = 719_163;
+const SECONDS_PER_DAY: u64 = 86_400;
+
+thread_local! {
+    /// The last day this thread read, and its date: turning a day number into a
+    /// calendar date is most of the cost of a reading, and the day rarely changes.
+    static LAST_DAY: Cell<(u64, NaiveDate)> = const { Cell::new((0, NaiveDate::MIN)) };
+}
+
+/// The instant `secs` seconds and `nanos` nanoseconds after the Unix epoch, as
+/// `DateTime::from_timestamp` gives it, with this thread's last date reused.
+fn from_unix(secs: u64, nanos: u32) -> Option<DateTime<Utc>> {
+    let day = secs / SECONDS_PER_DAY;
+    let date = LAST_DAY.with(|last| match last.get() {
+        (cached, date) if cached == day && date != NaiveDate::MIN => Some(date),
+        _ => {
+            let days = i32::try_from(i64::try_from(day).ok()? + UNIX_EPOCH_DAY_FROM_CE).ok()?;
+            let date = NaiveDate::from_num_days_from_ce_opt(days)?;
+            last.set((day, date));
+            Some(date)
+        }
+    })?;
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt((secs % SECONDS_PER_DAY) as u32, nanos)?;
+    Some(date.and_time(time).and_utc())
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|since| from_unix(since.as_secs(), since.subsec_nanos()))
+            // A system clock before 1970 or past chrono's range: chrono's own reading.
+            .unwrap_or_else(Utc::now)
+    }
+
+    fn now_after(&self, earlier: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
+        TimeDelta::from_std(elapsed)
+            .ok()
+            .and_then(|d| earlier.checked_add_signed(d))
+            .unwrap_or_else(Utc::now)
     }
 }
 
@@ -54,6 +106,45 @@ impl std::fmt::Display for BillingPeriod {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_system_clock_reads_what_chrono_reads() {
+        for _ in 0..3 {
+            let before = Utc::now();
+            let ours = SystemClock.now();
+            let after = Utc::now();
+            assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+        }
+    }
+
+    #[test]
+    fn dates_from_unix_time_match_chronos_across_days_and_years() {
+        // Forwards and backwards over day, month, leap-day and year boundaries, so the
+        // per-thread date is both reused and replaced.
+        let mut secs: Vec<u64> = (0..2_000u64).map(|i| 1_700_000_000 + i * 43_201).collect();
+        secs.extend([0, 86_399, 86_400, 951_782_400, 4_102_444_799, 4_102_444_800]);
+        secs.extend(secs.clone().into_iter().rev());
+        for (i, s) in secs.into_iter().enumerate() {
+            let nanos = ((i as u64 * 7_919_111) % 1_000_000_000) as u32;
+            assert_eq!(
+                from_unix(s, nanos),
+                DateTime::from_timestamp(s as i64, nanos),
+                "{s} s {nanos} ns"
+            );
+        }
+    }
+
+    #[test]
+    fn the_system_clock_adds_elapsed_time_to_an_earlier_reading() {
+        let earlier = Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 59).unwrap();
+        assert_eq!(
+            SystemClock.now_after(earlier, Duration::from_millis(1500)),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap() + TimeDelta::milliseconds(500)
+        );
+        // Out of range: a fresh reading rather than a panic.
+        let now = SystemClock.now_after(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1));
+        assert!(now < DateTime::<Utc>::MAX_UTC);
+    }
 
     #[test]
     fn period_follows_the_billing_time_zone() {

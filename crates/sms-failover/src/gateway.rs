@@ -479,7 +479,10 @@ impl Gateway {
                 .max(sms.request.recipients().len() as u64),
             Err(_) => 0,
         };
-        let now = self.clock.now();
+        // The end of the call is the start plus its timed latency (the system clock reads
+        // nothing more; see `Clock::now_after`). It leaves out what the caller did
+        // between `now` and the call, which only makes it earlier.
+        let now = self.clock.now_after(now, latency);
         let idx = ticket.idx;
         // In the steady state a fast success changes nothing but per-thread counts. With
         // an observer, the cost it is told needs the prices, so the lock is taken.

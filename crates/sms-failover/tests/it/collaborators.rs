@@ -64,6 +64,7 @@ async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
     clock
         .expect_now()
         .returning(|| Utc.with_ymd_and_hms(2026, 10, 31, 16, 30, 0).unwrap());
+    clock.expect_now_after().returning(|earlier, _| earlier);
     let mut ledger = MockUsageLedger::new();
     ledger
         .expect_add()
