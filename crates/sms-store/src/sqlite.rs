@@ -35,11 +35,18 @@ const PURGE_BATCH: u32 = 500;
 
 /// Embedded migrations, oldest first; each is applied once and recorded in
 /// `schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "lighter_inserts",
+        include_str!("../migrations/sqlite/0002_lighter_inserts.sql"),
+    ),
+];
 
 /// Where the database file lives and how long to wait for another process' lock.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -279,7 +286,7 @@ const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args,
      lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
      may_duplicate, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
-     ON CONFLICT (idempotency_key) DO NOTHING";
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 /// Inserts `message` (built by [`stored`]) inside the caller's transaction and answers
 /// it, or finds the message holding its idempotency key.
@@ -929,6 +936,7 @@ impl UsageLedger for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sms_core::{QueueReason, SmsRequest};
 
     #[tokio::test]
     async fn opening_creates_the_directory_and_reopening_migrates_nothing() {
@@ -949,6 +957,129 @@ mod tests {
         assert!(migrate(&mut conn).unwrap().is_empty());
     }
 
+    /// A database written by the first schema: its rows survive the rebuild of
+    /// migration 2, keys stay unique, and keyless rows no longer enter the key index.
+    #[tokio::test]
+    async fn a_version_1_database_is_rebuilt_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+                 INSERT INTO schema_migrations (version, name) VALUES (1, 'init');",
+            )
+            .unwrap();
+            tx.execute_batch(MIGRATIONS[0].2).unwrap();
+            tx.commit().unwrap();
+        }
+        let keyed = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["1"], ["+8613800138000"])
+                .unwrap()
+                .with_idempotency_key(IdempotencyKey::new("order-7").unwrap()),
+            QueueReason::VendorFailed,
+            5,
+            Utc::now(),
+        );
+        let keyless = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["2"], ["+8613800138001"]).unwrap(),
+            QueueReason::RateLimited,
+            5,
+            Utc::now(),
+        );
+        {
+            // Written through the version-1 statement, as the previous build did.
+            let conn = Connection::open(&path).unwrap();
+            for message in [&keyed, &keyless] {
+                let stored = stored(message.clone());
+                let row = InsertRow::new(&stored).unwrap();
+                conn.execute(
+                    &INSERT.replace(" WHERE idempotency_key IS NOT NULL", ""),
+                    params![
+                        row.id,
+                        row.key,
+                        row.template,
+                        row.args,
+                        row.recipients,
+                        row.expires_at,
+                        row.status,
+                        row.reason,
+                        row.attempts,
+                        row.max_attempts,
+                        row.next_attempt_at,
+                        row.lease_owner,
+                        row.lease_token,
+                        row.lease_expires_at,
+                        row.last_vendor,
+                        row.last_error,
+                        row.may_duplicate,
+                        row.created_at,
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        for message in [&keyed, &keyless] {
+            let found = store.get(message.id).await.unwrap().unwrap();
+            assert_eq!(found.request, message.request);
+            assert_eq!(found.status, MessageStatus::Queued);
+            assert_eq!(
+                found.next_attempt_at,
+                stored(message.clone()).next_attempt_at
+            );
+        }
+        let key = keyed.request.idempotency_key().unwrap().clone();
+        assert_eq!(
+            store
+                .find_by_idempotency_key(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            keyed.id
+        );
+        // The key is still unique: a second message with it finds the first.
+        let again = NewMessage::queued(
+            MessageId::new(),
+            keyed.request.clone(),
+            QueueReason::Accepted,
+            5,
+            Utc::now(),
+        );
+        assert!(matches!(
+            store.enqueue(again).await.unwrap(),
+            Enqueued::Existing(m) if m.id == keyed.id
+        ));
+        let (indexed, plan): (i64, String) = store
+            .call(|c| {
+                let indexed = c
+                    .query_row(
+                        "SELECT count(*) FROM messages INDEXED BY messages_idempotency_key \
+                         WHERE idempotency_key IS NOT NULL",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite_error)?;
+                let plan = c
+                    .query_row(
+                        "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE idempotency_key = 'x'",
+                        [],
+                        |r| r.get(3),
+                    )
+                    .map_err(sqlite_error)?;
+                Ok((indexed, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(indexed, 1);
+        assert!(plan.contains("messages_idempotency_key"), "{plan}");
+    }
+
     #[tokio::test]
     async fn a_database_from_a_newer_build_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -967,7 +1098,7 @@ mod tests {
                 e,
                 Error::SchemaTooNew {
                     found: 99,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{e}"
