@@ -43,6 +43,9 @@ pub struct AppState {
 
 /// The router, with auth on everything but health, metrics and the API description.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    // Handlers get the state behind one `Arc`: a request clones it twice (auth and
+    // handler), one reference count instead of one per field.
+    let state = Arc::new(state);
     let protected = Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/messages/{id}", get(get_message))
@@ -133,7 +136,11 @@ fn store_error(e: &StoreError) -> Response {
     }
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -249,7 +256,11 @@ struct Answer {
     may_duplicate: Option<bool>,
 }
 
-async fn post_message(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_message(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -364,7 +375,7 @@ fn parse_id(raw: &str) -> Result<MessageId, ValidationError> {
     raw.parse::<MessageId>()
 }
 
-async fn get_message(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_message(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(e) => return invalid(&e),
@@ -381,7 +392,7 @@ async fn get_message(State(state): State<AppState>, Path(id): Path<String>) -> R
     }
 }
 
-async fn get_vendors(State(state): State<AppState>) -> Response {
+async fn get_vendors(State(state): State<Arc<AppState>>) -> Response {
     let vendors: Vec<Value> = state
         .gateway
         .vendors()
@@ -407,11 +418,11 @@ fn vendor_id(name: &str) -> Result<VendorId, ValidationError> {
     VendorId::new(name)
 }
 
-async fn disable_vendor(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn disable_vendor(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     toggle_vendor(&state, &name, false)
 }
 
-async fn enable_vendor(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn enable_vendor(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     toggle_vendor(&state, &name, true)
 }
 
@@ -450,7 +461,7 @@ fn toggle_vendor(state: &AppState, name: &str, enable: bool) -> Response {
 }
 
 async fn put_simulation(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -487,14 +498,14 @@ async fn put_simulation(
     Json(json!({ "id": name, "simulation": settings })).into_response()
 }
 
-async fn get_queue(State(state): State<AppState>) -> Response {
+async fn get_queue(State(state): State<Arc<AppState>>) -> Response {
     match state.queue.stats().await {
         Ok(stats) => Json(json!(stats)).into_response(),
         Err(e) => store_error(&e),
     }
 }
 
-async fn retry_message(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn retry_message(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(e) => return invalid(&e),
@@ -508,7 +519,7 @@ async fn retry_message(State(state): State<AppState>, Path(id): Path<String>) ->
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.queue.stats()).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
         Ok(Err(e)) => error(
@@ -526,7 +537,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state
         .metrics
         .render(&state.gateway, state.queue.as_ref())
