@@ -11,7 +11,9 @@
 //! 3. queue (`sms-store/benches/queue.rs`): enqueue, claim+complete and a 100,000-message
 //!    drain on SQLite and Postgres, vs `pgbench` with plain INSERT and UPDATE;
 //! 4. HTTP: `wrk` with 64 connections against `sms-app serve` (embedded defaults, then
-//!    Postgres + Redis) vs the axum hello-world of `sms-app/examples/hello.rs`;
+//!    Postgres + Redis) vs the axum hello-world of `sms-app/examples/hello.rs`: each
+//!    server warmed up for 3 s, then the median of 3 runs of 10 s, hello-world and
+//!    embedded `serve` taking turns; every run sends to recipients no run used before;
 //! 5. memory: peak RSS of `serve` under that load, and with 1,000,000 messages waiting.
 //!
 //! Output: a table on stdout, `target/bench/summary.json`, raw outputs under
@@ -31,8 +33,17 @@ use crate::{cargo_bin, root};
 
 /// Connections of the HTTP load, and tasks of the Redis limiter run.
 const CONCURRENCY: u32 = 64;
-/// Length of one `wrk` run.
+/// Length of one measured `wrk` run.
 const HTTP_SECONDS: u32 = 10;
+/// Measured `wrk` runs per server; the figures are their medians. The hello-world and
+/// the embedded `serve` run by turns, so a slow spell of the machine hits both.
+const HTTP_ROUNDS: u64 = 3;
+/// Length of the `wrk` run that warms a server up before it is measured (its first
+/// seconds grow the allocator's heap, the database file and the limiter's tables).
+const WARMUP_SECONDS: u32 = 3;
+/// Recipients each `wrk` run may use: every run starts at its own multiple of this, so
+/// no run repeats a recipient of an earlier one.
+const NUMBERS_PER_RUN: u64 = 1_000_000;
 /// Messages waiting in the queue for the memory benchmark.
 const BACKLOG: u64 = 1_000_000;
 /// Port of `serve` and of the hello-world baseline.
@@ -499,9 +510,6 @@ fn http(report: &mut Report, out: &Path) -> Result<()> {
         HELLO_PORT,
         &out.join("hello.log"),
     )?;
-    let base = wrk(HELLO_PORT, &lua, &out.join("wrk-hello.txt"))?;
-    drop(hello);
-
     // Embedded defaults (SQLite, in-process limits, simulated instant vendors), with the
     // global limit raised so the load measures the send path, not the queue.
     let db = out.join("http-sqlite");
@@ -510,7 +518,22 @@ fn http(report: &mut Report, out: &Path) -> Result<()> {
         "sqlite_path = {:?}\n",
         db.join("sms.db").display().to_string()
     ));
-    let embedded = run_serve_under_load(&config, out, "embedded", &lua)?;
+    let path = out.join("serve-embedded.toml");
+    fs::write(&path, &config)?;
+    let server = serve(&path, out, "embedded")?;
+    let mut runs = LoadRuns::new(&lua, out);
+    runs.warm_up(HELLO_PORT, "hello")?;
+    runs.warm_up(SERVE_PORT, "embedded")?;
+    let (mut hello_runs, mut serve_runs) = (Vec::new(), Vec::new());
+    for _ in 0..HTTP_ROUNDS {
+        hello_runs.push(runs.measure(HELLO_PORT, "hello")?);
+        serve_runs.push(runs.measure(SERVE_PORT, "embedded")?);
+    }
+    let base = LoadResult::median(hello_runs);
+    let mut embedded = LoadResult::median(serve_runs);
+    embedded.peak_mib = server.memory_mib().1;
+    drop(server);
+    drop(hello);
 
     report.rows.push(
         Row::new(
@@ -563,7 +586,7 @@ fn http(report: &mut Report, out: &Path) -> Result<()> {
         "[limit]\n",
         &format!("[postgres]\nschema = {schema:?}\n\n[limit]\nkey_prefix = \"{schema}:\"\n"),
     );
-    match run_serve_under_load(&config, out, "postgres-redis", &lua) {
+    match run_serve_under_load(&config, out, "postgres-redis", &mut runs) {
         Ok(shared) => {
             report.rows.push(
                 Row::new("http pg+redis: POST /v1/messages (req/s)", shared.rps, "/s")
@@ -712,6 +735,23 @@ struct LoadResult {
 }
 
 impl LoadResult {
+    /// The median of each figure over `runs` (their middle run for an odd count); the
+    /// answer counts add up.
+    fn median(runs: Vec<LoadResult>) -> LoadResult {
+        let middle = |figure: &dyn Fn(&LoadResult) -> Option<f64>| {
+            let mut values: Vec<f64> = runs.iter().filter_map(figure).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied()
+        };
+        LoadResult {
+            rps: middle(&|r| r.rps),
+            latency_ms: [middle(&|r| r.latency_ms[0]), middle(&|r| r.latency_ms[1])],
+            non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+            requests: runs.iter().map(|r| r.requests).sum(),
+            peak_mib: None,
+        }
+    }
+
     fn note(&self) -> String {
         if self.non_2xx > 0 {
             format!("{} of {} answers were not 2xx", self.non_2xx, self.requests)
@@ -721,13 +761,52 @@ impl LoadResult {
     }
 }
 
-fn run_serve_under_load(config: &str, out: &Path, name: &str, lua: &Path) -> Result<LoadResult> {
+/// Starts `serve` with `config`, warms it up and measures it [`HTTP_ROUNDS`] times.
+fn run_serve_under_load(
+    config: &str,
+    out: &Path,
+    name: &str,
+    runs: &mut LoadRuns<'_>,
+) -> Result<LoadResult> {
     let path = out.join(format!("serve-{name}.toml"));
     fs::write(&path, config)?;
     let server = serve(&path, out, name)?;
-    let mut result = wrk(SERVE_PORT, lua, &out.join(format!("wrk-{name}.txt")))?;
+    runs.warm_up(SERVE_PORT, name)?;
+    let measured = (0..HTTP_ROUNDS)
+        .map(|_| runs.measure(SERVE_PORT, name))
+        .collect::<Result<Vec<_>>>()?;
+    let mut result = LoadResult::median(measured);
     result.peak_mib = server.memory_mib().1;
     Ok(result)
+}
+
+/// `wrk` runs against the servers of the HTTP phase, each with recipients of its own.
+struct LoadRuns<'a> {
+    lua: &'a Path,
+    out: &'a Path,
+    runs: u64,
+}
+
+impl<'a> LoadRuns<'a> {
+    fn new(lua: &'a Path, out: &'a Path) -> Self {
+        Self { lua, out, runs: 0 }
+    }
+
+    fn warm_up(&mut self, port: u16, name: &str) -> Result<LoadResult> {
+        self.run(port, &format!("{name}-warmup"), WARMUP_SECONDS)
+    }
+
+    fn measure(&mut self, port: u16, name: &str) -> Result<LoadResult> {
+        let round = self.runs;
+        self.run(port, &format!("{name}-{round}"), HTTP_SECONDS)
+    }
+
+    fn run(&mut self, port: u16, name: &str, seconds: u32) -> Result<LoadResult> {
+        let first_number = self.runs * NUMBERS_PER_RUN;
+        self.runs += 1;
+        let save = self.out.join(format!("wrk-{name}.txt"));
+        wrk(port, self.lua, &save, seconds, first_number)
+    }
 }
 
 fn serve(config: &Path, out: &Path, name: &str) -> Result<Server> {
@@ -745,6 +824,10 @@ struct Server {
 
 impl Server {
     fn start(cmd: &mut Command, port: u16, log: &Path) -> Result<Self> {
+        // Another process answering there would be measured instead of ours.
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            bail!("port {port} is already in use; stop whatever listens there and run again");
+        }
         let log_file = fs::File::create(log)?;
         let child = cmd
             .stdout(Stdio::from(log_file.try_clone()?))
@@ -821,7 +904,8 @@ fn http_ok(port: u16, path: &str) -> bool {
 }
 
 /// POSTs a message to a fresh recipient every time (per-recipient limits would refuse
-/// repeats), with the bearer token.
+/// repeats, and a known recipient costs less than a new one), with the bearer token.
+/// The script's argument is where this run's numbers start (see [`NUMBERS_PER_RUN`]).
 const WRK_SCRIPT: &str = r#"
 local threads = 0
 function setup(thread)
@@ -829,23 +913,25 @@ function setup(thread)
   threads = threads + 1
 end
 function init(args)
-  counter = 0
+  counter = tonumber(args[1] or "0")
 end
 function request()
   counter = counter + 1
-  local number = string.format("+86139%02d%06d", tid % 100, counter % 1000000)
+  local number = string.format("+86139%01d%07d", tid % 10, counter % 10000000)
   local body = '{"template":"login","args":["123456"],"recipients":["' .. number .. '"]}'
   return wrk.format("POST", "/v1/messages",
     { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token" }, body)
 end
 "#;
 
-fn wrk(port: u16, lua: &Path, save: &Path) -> Result<LoadResult> {
+/// One `wrk` run of `seconds`, its recipients numbered from `first_number` on.
+fn wrk(port: u16, lua: &Path, save: &Path, seconds: u32, first_number: u64) -> Result<LoadResult> {
     let output = Command::new("wrk")
         .args(["-t", "2", "-c", &CONCURRENCY.to_string()])
-        .args(["-d", &format!("{HTTP_SECONDS}s"), "--latency", "-s"])
+        .args(["-d", &format!("{seconds}s"), "--latency", "-s"])
         .arg(lua)
         .arg(format!("http://127.0.0.1:{port}/v1/messages"))
+        .args(["--", &first_number.to_string()])
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

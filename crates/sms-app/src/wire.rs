@@ -257,10 +257,12 @@ pub struct App {
 pub async fn build_app(config: &Config) -> Result<App> {
     let store = open_store(config).await?;
     let (limiter, recipient_limiter) = build_limiters(config).await?;
+    // Nothing in `serve` reads deliveries back from memory, and a list of every one
+    // would grow without bound: the file, when configured, is the only record.
     let log = match &config.simulation_log {
-        Some(path) => DeliveryLog::append_to(path)
+        Some(path) => DeliveryLog::append_only_to(path)
             .with_context(|| format!("simulation_log: opening {}", path.display()))?,
-        None => DeliveryLog::in_memory(),
+        None => DeliveryLog::discarding(),
     };
     let (vendors, simulated) = build_vendors(config, &log)?;
     let metrics = Metrics::new();

@@ -56,8 +56,9 @@ pub struct DeliveryLog {
 }
 
 struct Inner {
-    /// Records written through this handle (and its clones), in order.
-    memory: Mutex<Vec<DeliveryRecord>>,
+    /// Records written through this handle (and its clones), in order; `None` when the
+    /// log keeps nothing in memory.
+    memory: Option<Mutex<Vec<DeliveryRecord>>>,
     file: Option<FileSink>,
 }
 
@@ -66,6 +67,17 @@ struct FileSink {
     /// Unbuffered on purpose: each batch is formatted first and handed to the OS in one
     /// `write`, so there is nothing left in user space for a crash to lose.
     file: Mutex<File>,
+}
+
+impl FileSink {
+    fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
 }
 
 /// Locks a mutex whether or not a previous holder panicked: the data (a list of records,
@@ -77,28 +89,42 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl DeliveryLog {
     /// A log kept only in memory.
     pub fn in_memory() -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                memory: Mutex::new(Vec::new()),
-                file: None,
-            }),
-        }
+        Self::with(Some(Mutex::new(Vec::new())), None)
+    }
+
+    /// A log that keeps nothing: for a long-running server nobody asks about its
+    /// deliveries, whose memory must not grow with every message. Its handles always
+    /// report no records.
+    pub fn discarding() -> Self {
+        Self::with(None, None)
     }
 
     /// A log kept in memory and appended to `path` as JSON lines. The file is created if
     /// missing; what it already holds is kept (read it with [`DeliveryLog::read_file`]).
     pub fn append_to(path: impl AsRef<Path>) -> io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                memory: Mutex::new(Vec::new()),
-                file: Some(FileSink {
-                    path,
-                    file: Mutex::new(file),
-                }),
-            }),
-        })
+        Ok(Self::with(
+            Some(Mutex::new(Vec::new())),
+            Some(FileSink::open(path)?),
+        ))
+    }
+
+    /// A log appended to `path` as JSON lines and not kept in memory: the file is the
+    /// only record (read it with [`DeliveryLog::read_file`]), and the process does not
+    /// grow with every delivery. Handles report no records.
+    pub fn append_only_to(path: impl AsRef<Path>) -> io::Result<Self> {
+        Ok(Self::with(None, Some(FileSink::open(path)?)))
+    }
+
+    fn with(memory: Option<Mutex<Vec<DeliveryRecord>>>, file: Option<FileSink>) -> Self {
+        Self {
+            inner: Arc::new(Inner { memory, file }),
+        }
+    }
+
+    /// This handle's records in memory (none when it keeps none).
+    fn memory(&self) -> MutexGuard<'_, Vec<DeliveryRecord>> {
+        static NONE: Mutex<Vec<DeliveryRecord>> = Mutex::new(Vec::new());
+        lock(self.inner.memory.as_ref().unwrap_or(&NONE))
     }
 
     /// The file this log appends to, if any.
@@ -125,7 +151,9 @@ impl DeliveryLog {
             file.write_all(&lines)?;
             file.flush()?;
         }
-        lock(&self.inner.memory).extend(records);
+        if let Some(memory) = &self.inner.memory {
+            lock(memory).extend(records);
+        }
         Ok(())
     }
 
@@ -133,12 +161,12 @@ impl DeliveryLog {
     /// handles or earlier runs appended to the same file are not included: use
     /// [`DeliveryLog::read_file`] for those.
     pub fn records(&self) -> Vec<DeliveryRecord> {
-        lock(&self.inner.memory).clone()
+        self.memory().clone()
     }
 
     /// How many records this handle holds.
     pub fn len(&self) -> usize {
-        lock(&self.inner.memory).len()
+        self.memory().len()
     }
 
     /// Whether this handle holds no records.
@@ -148,12 +176,12 @@ impl DeliveryLog {
 
     /// Deliveries per message, over this handle's records (see [`count_by_message`]).
     pub fn count_by_message(&self) -> BTreeMap<MessageId, usize> {
-        count_by_message(&lock(&self.inner.memory))
+        count_by_message(&self.memory())
     }
 
     /// Recipients who got a message more than once, over this handle's records.
     pub fn duplicates(&self) -> Vec<Duplicate> {
-        duplicates(&lock(&self.inner.memory))
+        duplicates(&self.memory())
     }
 
     /// Reads every record of a log file, whichever handles and runs wrote them.
@@ -241,6 +269,31 @@ mod tests {
             vendor_message_id: "v-1".into(),
             at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn an_append_only_log_writes_its_file_and_keeps_nothing_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deliveries.jsonl");
+        let log = DeliveryLog::append_only_to(&path).unwrap();
+        let id = MessageId::new();
+        log.record_all(vec![
+            record(id, "aliyun", "+8613800138000"),
+            record(id, "aliyun", "+8613800138001"),
+        ])
+        .unwrap();
+        assert!(log.is_empty());
+        assert!(log.records().is_empty());
+        let written = DeliveryLog::read_file(&path).unwrap();
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[1].recipient.as_str(), "+8613800138001");
+
+        let discarding = DeliveryLog::discarding();
+        discarding
+            .record(record(id, "tencent", "+8613800138000"))
+            .unwrap();
+        assert_eq!(discarding.len(), 0);
+        assert!(discarding.duplicates().is_empty());
     }
 
     #[test]
