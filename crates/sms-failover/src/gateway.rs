@@ -822,19 +822,16 @@ impl Gateway {
         // Asks from now on wake the drainer for another pass.
         self.drain_requested.store(false, Ordering::Release);
         let mut report = DrainReport::default();
-        for _ in 0..self.config.drain_max_batches {
+        // A batch claimed while the previous one was being marked sent.
+        let mut claimed_ahead: Option<Vec<StoredMessage>> = None;
+        for pass_batch in 0..self.config.drain_max_batches {
             if stop.load(Ordering::Acquire) {
                 break;
             }
-            let batch = self
-                .queue
-                .claim(
-                    &self.config.instance_id,
-                    self.clock.now(),
-                    self.config.lease,
-                    self.config.drain_batch,
-                )
-                .await?;
+            let batch = match claimed_ahead.take() {
+                Some(batch) => batch,
+                None => self.claim_batch().await?,
+            };
             if batch.is_empty() {
                 break;
             }
@@ -878,17 +875,53 @@ impl Gateway {
                 committed
             };
             let (lane_reports, mut committed) = tokio::join!(lanes, committer);
-            self.commit_delivered(&delivered, &mut committed).await;
+            let halted = halt.load(Ordering::Acquire);
+            // When another batch follows, it is claimed while this one is marked sent:
+            // the two statements touch different rows, and the pass waits for one
+            // round trip per batch instead of two.
+            let another = full
+                && !halted
+                && !stop.load(Ordering::Acquire)
+                && pass_batch + 1 < self.config.drain_max_batches;
+            let next = if another {
+                let (_, next) = tokio::join!(
+                    self.commit_delivered(&delivered, &mut committed),
+                    self.claim_batch()
+                );
+                Some(next)
+            } else {
+                self.commit_delivered(&delivered, &mut committed).await;
+                None
+            };
             report.add(&committed);
             for lane in lane_reports {
                 report.add(&lane);
             }
-            let halted = halt.load(Ordering::Acquire);
             if halted || !full {
                 break;
             }
+            claimed_ahead = next.transpose()?;
+        }
+        if let Some(batch) = claimed_ahead {
+            // Stopped with a batch claimed ahead: it goes back unattempted.
+            report.claimed += batch.len();
+            for message in &batch {
+                self.release(message, &mut report).await;
+            }
         }
         Ok(report)
+    }
+
+    /// Claims the next batch of due messages for this instance.
+    async fn claim_batch(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.queue
+            .claim(
+                &self.config.instance_id,
+                self.clock.now(),
+                self.config.lease,
+                self.config.drain_batch,
+            )
+            .await
     }
 
     /// Sends one lane's messages in order; once the pass is halted or stopped, gives the
@@ -1100,5 +1133,131 @@ impl Gateway {
 
     pub(crate) fn drain_wanted(&self) -> &Notify {
         &self.drain_wanted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use sms_core::MessageStatus;
+    use sms_core::mocks::{MockDeferredQueue, MockRateLimiter, MockVendor};
+    use sms_core::testing::{ManualClock, MemoryLedger};
+
+    use super::*;
+
+    struct Flat;
+
+    impl FeeSchedule for Flat {
+        fn price_at(&self, _billed_volume: u64) -> Money {
+            Money::from_micros(40_000)
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_000_000, 0).expect("a valid time")
+    }
+
+    fn leased(now: DateTime<Utc>) -> StoredMessage {
+        let id = MessageId::new();
+        StoredMessage {
+            id,
+            request: SmsRequest::new("login", ["1"], ["+8613800138000"]).expect("a request"),
+            status: MessageStatus::Leased,
+            reason: QueueReason::RateLimited,
+            attempts: 1,
+            max_attempts: 10,
+            next_attempt_at: now,
+            lease: Some(Lease {
+                owner: "test".into(),
+                token: LeaseToken::new(),
+                expires_at: now + chrono::Duration::seconds(30),
+            }),
+            last_vendor: None,
+            last_error: None,
+            may_duplicate: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The next batch is claimed while the current one is marked sent; when the drainer
+    /// is stopped meanwhile, that batch goes back unattempted instead of being sent.
+    #[tokio::test]
+    async fn a_batch_claimed_ahead_is_released_when_the_drainer_stops() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let first: Vec<StoredMessage> = (0..2).map(|_| leased(start())).collect();
+        let ahead: Vec<StoredMessage> = (0..2).map(|_| leased(start())).collect();
+        let first_ids: Vec<MessageId> = first.iter().map(|m| m.id).collect();
+        let ahead_ids: Vec<MessageId> = ahead.iter().map(|m| m.id).collect();
+
+        let mut queue = MockDeferredQueue::new();
+        let claims = AtomicUsize::new(0);
+        let batches = Mutex::new(vec![ahead, first]);
+        let stopper = stop.clone();
+        queue.expect_claim().times(2).returning(move |_, _, _, _| {
+            if claims.fetch_add(1, Ordering::SeqCst) == 1 {
+                // The claim ahead: the drainer is told to stop while it runs.
+                stopper.store(true, Ordering::Release);
+            }
+            Ok(lock(&batches).pop().expect("two batches"))
+        });
+        let expected = first_ids.clone();
+        queue
+            .expect_complete_many()
+            .times(1)
+            .withf(move |done| done.iter().map(|c| c.id).collect::<Vec<_>>() == expected)
+            .returning(|done| Ok(done.iter().map(|_| Ok(())).collect()));
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let seen = released.clone();
+        queue.expect_release().times(2).returning(move |id, _, _| {
+            lock(&seen).push(id);
+            Ok(())
+        });
+
+        let mut vendor = MockVendor::new();
+        vendor
+            .expect_id()
+            .returning(|| VendorId::new("aliyun").expect("an id"));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sent_by_vendor = sent.clone();
+        vendor.expect_send().returning(move |sms| {
+            lock(&sent_by_vendor).push(sms.id);
+            Ok(Receipt {
+                vendor_message_id: String::new(),
+                billed_messages: 1,
+            })
+        });
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_acquire()
+            .returning(|_| Ok(RateDecision::Allowed));
+        let config = FailoverConfig {
+            drain_batch: 2,
+            drain_concurrency: 1,
+            ..FailoverConfig::default()
+        };
+        let gateway = Gateway::new(
+            vec![VendorEntry {
+                vendor: Arc::new(vendor),
+                fees: Arc::new(Flat),
+            }],
+            Arc::new(limiter),
+            None,
+            Arc::new(queue),
+            Arc::new(MemoryLedger::new()),
+            Arc::new(ManualClock::new(start())),
+            config,
+        )
+        .expect("a gateway");
+
+        let report = gateway.drain(&stop).await.expect("a drain pass");
+        assert_eq!(
+            (report.claimed, report.sent, report.released),
+            (4, 2, 2),
+            "{report:?}"
+        );
+        assert_eq!(*lock(&sent), first_ids);
+        assert_eq!(*lock(&released), ahead_ids);
     }
 }
