@@ -294,28 +294,7 @@ fn insert_or_find(conn: &Connection, message: StoredMessage) -> Result<Enqueued,
     let changed = {
         let row = InsertRow::new(&message)?;
         conn.prepare_cached(INSERT)
-            .and_then(|mut s| {
-                s.execute(params![
-                    row.id,
-                    row.key,
-                    row.template,
-                    row.args,
-                    row.recipients,
-                    row.expires_at,
-                    row.status,
-                    row.reason,
-                    row.attempts,
-                    row.max_attempts,
-                    row.next_attempt_at,
-                    row.lease_owner,
-                    row.lease_token,
-                    row.lease_expires_at,
-                    row.last_vendor,
-                    row.last_error,
-                    row.may_duplicate,
-                    row.created_at,
-                ])
-            })
+            .and_then(|mut s| row.execute(&mut s))
             .map_err(sqlite_error)?
     };
     if changed == 1 {
@@ -498,6 +477,30 @@ struct InsertRow<'a> {
 }
 
 impl<'a> InsertRow<'a> {
+    /// Runs `statement` (an insert with the parameters of [`INSERT`]) for this row.
+    fn execute(&self, statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<usize> {
+        statement.execute(params![
+            self.id,
+            self.key,
+            self.template,
+            self.args,
+            self.recipients,
+            self.expires_at,
+            self.status,
+            self.reason,
+            self.attempts,
+            self.max_attempts,
+            self.next_attempt_at,
+            self.lease_owner,
+            self.lease_token,
+            self.lease_expires_at,
+            self.last_vendor,
+            self.last_error,
+            self.may_duplicate,
+            self.created_at,
+        ])
+    }
+
     /// The row of a message built by [`stored`] (status, lease and vendor already
     /// resolved from its initial state).
     fn new(m: &'a StoredMessage) -> Result<Self, StoreError> {
@@ -994,33 +997,15 @@ mod tests {
         {
             // Written through the version-1 statement, as the previous build did.
             let conn = Connection::open(&path).unwrap();
+            let mut insert = conn
+                .prepare(&INSERT.replace(" WHERE idempotency_key IS NOT NULL", ""))
+                .unwrap();
             for message in [&keyed, &keyless] {
                 let stored = stored(message.clone());
-                let row = InsertRow::new(&stored).unwrap();
-                conn.execute(
-                    &INSERT.replace(" WHERE idempotency_key IS NOT NULL", ""),
-                    params![
-                        row.id,
-                        row.key,
-                        row.template,
-                        row.args,
-                        row.recipients,
-                        row.expires_at,
-                        row.status,
-                        row.reason,
-                        row.attempts,
-                        row.max_attempts,
-                        row.next_attempt_at,
-                        row.lease_owner,
-                        row.lease_token,
-                        row.lease_expires_at,
-                        row.last_vendor,
-                        row.last_error,
-                        row.may_duplicate,
-                        row.created_at,
-                    ],
-                )
-                .unwrap();
+                InsertRow::new(&stored)
+                    .unwrap()
+                    .execute(&mut insert)
+                    .unwrap();
             }
         }
         let store = SqliteStore::open(&path).await.unwrap();
