@@ -12,11 +12,11 @@
 //!   [`RECORD_WRITE_DELAY`], written by a task that the sending thread started.
 //!
 //! Usage, and each thread's records, have at most one write in flight and at most one
-//! task waiting to start the next. A write starts when the first item arrives after the previous one began, so an
-//! idle gateway runs no task at all. [`WriteBehind::flush`] writes everything pending
-//! now (shutdown, tests); a process that dies loses at most the counts and records of
-//! its last write delay, and never a message (those are stored before anybody is told
-//! "queued").
+//! task waiting to start the next. A write starts when the first item arrives after
+//! the previous one began, so an idle gateway runs no task at all.
+//! [`WriteBehind::flush`] writes everything pending now (shutdown, tests); a process
+//! that dies loses at most the counts and records of its last write delay, and never a
+//! message (those are stored before anybody is told "queued").
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
