@@ -14,8 +14,12 @@
 //!   as skipped. Every run uses its own schema and drops it afterwards.
 //! - `SMS_BENCH_SECONDS` (default 3): length of each timed phase.
 //! - `SMS_BENCH_DRAIN` (default 100000): backlog size of the drain phase.
+//! - `SMS_BENCH_DRAIN_BATCH` (default: the gateway's `drain_batch`, 100): messages the
+//!   drain claims per batch.
 //! - `SMS_BENCH_DRAIN_CAP_S` (default 60): longest a drain runs; a slower drain is stopped
 //!   and its time projected from its rate (reported with `drain_projected = 1`).
+//! - `SMS_BENCH_MODE=drain-sqlite` or `drain-postgres` (`-random` appended for random
+//!   ids): only the drain phase, on that store (for profiling it).
 //! - `SMS_BENCH_MODE=prefill-sqlite` or `prefill-postgres` with `SMS_BENCH_PATH` (the
 //!   SQLite file, or the Postgres schema) and `SMS_BENCH_COUNT`: only fills a queue
 //!   with due messages (for the memory benchmark of `serve`) and exits.
@@ -275,6 +279,10 @@ where
         Arc::new(SystemClock),
         FailoverConfig {
             instance_id: "bench-drain".to_owned(),
+            drain_batch: env_or(
+                "SMS_BENCH_DRAIN_BATCH",
+                FailoverConfig::default().drain_batch,
+            ),
             ..FailoverConfig::default()
         },
     )
@@ -301,32 +309,82 @@ where
     (seconds, false)
 }
 
+/// Which ids a filled queue's messages get.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// As the gateway makes them: UUIDv7, one message per millisecond in the order they
+    /// were queued, each due 30 s after it was made. A backlog left by an outage looks
+    /// like this, and the drain claims it in about the order it was written.
+    Gateway,
+    /// Random UUIDv4 (which the gateway never makes), all made and due at one instant:
+    /// the claim order (due time, then id) is unrelated to where rows lie in the file.
+    /// Kept as the worst case, and as the fill of earlier sessions' figures.
+    Random,
+}
+
+/// Milliseconds since 1970 of the first message of a fill of `count`: one per
+/// millisecond, the last made a minute ago, so every one is due (30 s after it was made).
+fn first_made_ms(count: u64) -> i64 {
+    Utc::now().timestamp_millis() - 60_000 - count as i64
+}
+
 /// SQL that fills the Postgres `messages` table with `count` due messages.
-fn postgres_fill(count: u64) -> String {
+fn postgres_fill(count: u64, ids: Ids) -> String {
+    let (id, made, due) = match ids {
+        Ids::Gateway => (
+            "(lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex((random() * 4095)::int), 3, '0') \
+             || to_hex(8 + (random() * 3)::int) || lpad(to_hex((random() * 4095)::int), 3, '0') \
+             || lpad(to_hex((random() * 281474976710655)::bigint), 12, '0'))::uuid",
+            "to_timestamp(ms / 1000.0)",
+            "to_timestamp((ms + 30000) / 1000.0)",
+        ),
+        Ids::Random => ("gen_random_uuid()", "now()", "now() - interval '1 minute'"),
+    };
+    let first = first_made_ms(count);
     format!(
         "INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
          max_attempts, next_attempt_at, created_at, updated_at) \
-         SELECT gen_random_uuid(), 'login', ARRAY['123456'], \
+         SELECT {id}, 'login', ARRAY['123456'], \
          ARRAY['+86139' || lpad(i::text, 8, '0')], 'queued', 'vendor_failed', 1, 10, \
-         now() - interval '1 minute', now(), now() FROM generate_series(1, {count}) AS i"
+         {due}, {made}, {made} \
+         FROM (SELECT i, {first}::bigint + i AS ms FROM generate_series(1, {count}) AS i) AS n"
     )
 }
 
 /// Fills the SQLite `messages` table at `path` with `count` due messages.
-fn sqlite_fill(path: &Path, count: u64) {
+fn sqlite_fill(path: &Path, count: u64, ids: Ids) {
     let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
     conn.busy_timeout(Duration::from_secs(30))
         .expect("busy timeout");
-    let now_us = Utc::now().timestamp_micros() - 60_000_000;
+    let (id, made, due) = match ids {
+        Ids::Gateway => (
+            "printf('%08x-%04x-7%03x-%04x-%012x', ms >> 16, ms & 65535, \
+             abs(random()) % 4096, 32768 + abs(random()) % 16384, \
+             abs(random()) % 281474976710656)"
+                .to_owned(),
+            "ms * 1000".to_owned(),
+            "(ms + 30000) * 1000".to_owned(),
+        ),
+        Ids::Random => {
+            let now_us = Utc::now().timestamp_micros() - 60_000_000;
+            (
+                "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || \
+                 substr(lower(hex(randomblob(2))), 2) || '-8' || \
+                 substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))"
+                    .to_owned(),
+                now_us.to_string(),
+                now_us.to_string(),
+            )
+        }
+    };
+    let first = first_made_ms(count);
     conn.execute_batch(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
          INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
          max_attempts, next_attempt_at, created_at, updated_at) \
-         SELECT lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || \
-         substr(lower(hex(randomblob(2))), 2) || '-8' || substr(lower(hex(randomblob(2))), 2) \
-         || '-' || lower(hex(randomblob(6))), 'login', '[\"123456\"]', \
-         json_array(printf('+86139%08d', i)), 'queued', 'vendor_failed', 1, 10, {now_us}, \
-         {now_us}, {now_us} FROM n"
+         SELECT {id}, 'login', '[\"123456\"]', json_array(printf('+86139%08d', i)), \
+         'queued', 'vendor_failed', 1, 10, {due}, {made}, {made} \
+         FROM (SELECT i, {first} + i AS ms FROM n)"
     ))
     .expect("fill the SQLite queue");
 }
@@ -409,7 +467,7 @@ async fn postgres_part(seconds: f64, drain: u64) -> String {
     let client = store.pool().get().await.expect("a pooled connection");
     let mut fields = Vec::new();
     client
-        .batch_execute(&postgres_fill(CLAIMABLE))
+        .batch_execute(&postgres_fill(CLAIMABLE, Ids::Gateway))
         .await
         .expect("fill");
     fields.extend(queue_rates(store.clone(), seconds).await);
@@ -459,15 +517,24 @@ async fn postgres_part(seconds: f64, drain: u64) -> String {
     }
 
     client
-        .batch_execute(&format!(
-            "TRUNCATE messages; DROP TABLE IF EXISTS baseline; {}; ANALYZE messages;",
-            postgres_fill(drain)
-        ))
+        .batch_execute("DROP TABLE IF EXISTS baseline")
         .await
-        .expect("backlog");
-    let (drained, projected) = drain_time(store.clone(), drain).await;
-    fields.push(("drain_backlog_s".to_owned(), drained));
-    fields.push(("drain_projected".to_owned(), f64::from(u8::from(projected))));
+        .expect("drop the baseline table");
+    for (ids, name) in [
+        (Ids::Gateway, "drain_backlog"),
+        (Ids::Random, "drain_backlog_random_ids"),
+    ] {
+        client
+            .batch_execute(&format!(
+                "TRUNCATE messages; {}; ANALYZE messages;",
+                postgres_fill(drain, ids)
+            ))
+            .await
+            .expect("backlog");
+        let (drained, projected) = drain_time(store.clone(), drain).await;
+        fields.push((format!("{name}_s"), drained));
+        fields.push((format!("{name}_projected"), f64::from(u8::from(projected))));
+    }
     eprintln!("postgres: {fields:?}");
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -487,25 +554,55 @@ async fn sqlite_part(seconds: f64, drain: u64) -> String {
     let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite"));
     {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || sqlite_fill(&path, CLAIMABLE))
+        tokio::task::spawn_blocking(move || sqlite_fill(&path, CLAIMABLE, Ids::Gateway))
             .await
             .expect("fill");
     }
     let mut fields = queue_rates(store.clone(), seconds).await;
     drop(store);
+    for (ids, name) in [
+        (Ids::Gateway, "drain_backlog"),
+        (Ids::Random, "drain_backlog_random_ids"),
+    ] {
+        let (drained, projected) = sqlite_drain(drain, ids).await;
+        fields.push((format!("{name}_s"), drained));
+        fields.push((format!("{name}_projected"), f64::from(u8::from(projected))));
+    }
+    eprintln!("sqlite: {fields:?}");
+    json_fields(&fields)
+}
+
+/// Fills a new SQLite queue with `drain` due messages and drains it: [`drain_time`].
+async fn sqlite_drain(drain: u64, ids: Ids) -> (f64, bool) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("backlog.db");
     let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite"));
     {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || sqlite_fill(&path, drain))
+        tokio::task::spawn_blocking(move || sqlite_fill(&path, drain, ids))
             .await
             .expect("fill");
     }
-    let (drained, projected) = drain_time(store, drain).await;
-    fields.push(("drain_backlog_s".to_owned(), drained));
-    fields.push(("drain_projected".to_owned(), f64::from(u8::from(projected))));
-    eprintln!("sqlite: {fields:?}");
-    json_fields(&fields)
+    drain_time(store, drain).await
+}
+
+/// Fills a queue in a new Postgres schema with `drain` due messages and drains it:
+/// [`drain_time`]. The schema is dropped afterwards.
+async fn postgres_drain(drain: u64, ids: Ids) -> (f64, bool) {
+    let schema = format!("sms_bench_{:08x}", rand::random::<u32>());
+    let config = PgConfig::with_url(postgres_url()).schema(schema.clone());
+    let store = Arc::new(PgStore::connect(config).await.expect("connect to Postgres"));
+    let client = store.pool().get().await.expect("a pooled connection");
+    client
+        .batch_execute(&format!("{}; ANALYZE messages;", postgres_fill(drain, ids)))
+        .await
+        .expect("backlog");
+    let result = drain_time(store.clone(), drain).await;
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop the benchmark schema");
+    result
 }
 
 async fn prefill(mode: &str) {
@@ -514,13 +611,16 @@ async fn prefill(mode: &str) {
     let started = Instant::now();
     if mode == "prefill-sqlite" {
         drop(SqliteStore::open(&target).await.expect("open SQLite"));
-        sqlite_fill(Path::new(&target), count);
+        sqlite_fill(Path::new(&target), count, Ids::Gateway);
     } else {
         let config = PgConfig::with_url(postgres_url()).schema(target.clone());
         let store = PgStore::connect(config).await.expect("connect to Postgres");
         let client = store.pool().get().await.expect("a pooled connection");
         client
-            .batch_execute(&format!("{}; ANALYZE messages;", postgres_fill(count)))
+            .batch_execute(&format!(
+                "{}; ANALYZE messages;",
+                postgres_fill(count, Ids::Gateway)
+            ))
             .await
             .expect("fill the Postgres queue");
     }
@@ -535,6 +635,22 @@ fn main() {
     let mode = std::env::var("SMS_BENCH_MODE").unwrap_or_default();
     if mode.starts_with("prefill-") {
         runtime.block_on(prefill(&mode));
+        return;
+    }
+    if let Some(rest) = mode.strip_prefix("drain-") {
+        // Only one drain (for profiling it): `drain-sqlite` or `drain-postgres`, with
+        // `-random` for random ids.
+        let (backend, ids) = match rest.strip_suffix("-random") {
+            Some(backend) => (backend, Ids::Random),
+            None => (rest, Ids::Gateway),
+        };
+        let drain: u64 = env_or("SMS_BENCH_DRAIN", 100_000);
+        let (seconds, _) = match backend {
+            "sqlite" => runtime.block_on(sqlite_drain(drain, ids)),
+            "postgres" => runtime.block_on(postgres_drain(drain, ids)),
+            other => panic!("SMS_BENCH_MODE: unknown backend {other:?} in drain-{rest}"),
+        };
+        println!("{backend} drain of {drain}: {seconds:.2} s");
         return;
     }
     let seconds: f64 = env_or("SMS_BENCH_SECONDS", 3.0);
