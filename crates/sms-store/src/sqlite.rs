@@ -342,27 +342,29 @@ struct MessageRow {
 }
 
 impl MessageRow {
+    /// Reads a row selected as [`MESSAGE_COLUMNS`], by position (a look-up by name
+    /// compares column names for every value).
     fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            id: row.get("id")?,
-            idempotency_key: row.get("idempotency_key")?,
-            template: row.get("template")?,
-            args: row.get("args")?,
-            recipients: row.get("recipients")?,
-            expires_at: row.get("expires_at")?,
-            status: row.get("status")?,
-            reason: row.get("reason")?,
-            attempts: row.get("attempts")?,
-            max_attempts: row.get("max_attempts")?,
-            next_attempt_at: row.get("next_attempt_at")?,
-            lease_owner: row.get("lease_owner")?,
-            lease_token: row.get("lease_token")?,
-            lease_expires_at: row.get("lease_expires_at")?,
-            last_vendor: row.get("last_vendor")?,
-            last_error: row.get("last_error")?,
-            may_duplicate: row.get("may_duplicate")?,
-            created_at: row.get("created_at")?,
-            updated_at: row.get("updated_at")?,
+            id: row.get(0)?,
+            idempotency_key: row.get(1)?,
+            template: row.get(2)?,
+            args: row.get(3)?,
+            recipients: row.get(4)?,
+            expires_at: row.get(5)?,
+            status: row.get(6)?,
+            reason: row.get(7)?,
+            attempts: row.get(8)?,
+            max_attempts: row.get(9)?,
+            next_attempt_at: row.get(10)?,
+            lease_owner: row.get(11)?,
+            lease_token: row.get(12)?,
+            lease_expires_at: row.get(13)?,
+            last_vendor: row.get(14)?,
+            last_error: row.get(15)?,
+            may_duplicate: row.get(16)?,
+            created_at: row.get(17)?,
+            updated_at: row.get(18)?,
         })
     }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use sms_core::{
     AttemptFailure, BillingPeriod, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
@@ -99,7 +99,7 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_key, templat
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
-     ON CONFLICT (idempotency_key) DO NOTHING \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id";
 
 /// The insert of a whole batch, one statement: the parameters are one array per column
@@ -128,7 +128,7 @@ const INSERT_MANY: &str = "INSERT INTO messages (id, idempotency_key, template, 
               attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
               lease_expires_at, last_vendor, last_error, may_duplicate, created_at, ord) \
      ORDER BY b.idempotency_key, b.ord \
-     ON CONFLICT (idempotency_key) DO NOTHING \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id";
 
 /// The stored messages holding any of the given idempotency keys.
@@ -733,6 +733,75 @@ fn pool_error(e: PoolError) -> StoreError {
     }
 }
 
+/// Runs [`COMPLETE_MANY`] once per round (see `complete_many`) on `client`, then tells
+/// the refused completions apart: `NotFound` for a missing message, `LeaseLost` for one
+/// no longer leased under the completion's token.
+async fn complete_rounds<C: GenericClient>(
+    client: &C,
+    completions: &[Completion],
+    rounds: &[Vec<usize>],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let complete_many = client
+        .prepare_cached(COMPLETE_MANY)
+        .await
+        .map_err(pg_error)?;
+    let mut results: Vec<Option<Result<(), StoreError>>> =
+        completions.iter().map(|_| None).collect();
+    for round in rounds {
+        let ids: Vec<uuid::Uuid> = round
+            .iter()
+            .map(|&i| *completions[i].id.as_uuid())
+            .collect();
+        let tokens: Vec<uuid::Uuid> = round.iter().map(|&i| completions[i].token.0).collect();
+        let vendors: Vec<&str> = round
+            .iter()
+            .map(|&i| completions[i].vendor.as_str())
+            .collect();
+        let times: Vec<DateTime<Utc>> = round.iter().map(|&i| completions[i].at).collect();
+        let sent = client
+            .query(&complete_many, &[&ids, &tokens, &vendors, &times])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for &i in round {
+            if sent.contains(completions[i].id.as_uuid()) {
+                results[i] = Some(Ok(()));
+            }
+        }
+    }
+    let refused: Vec<usize> = (0..completions.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+    if !refused.is_empty() {
+        let ids: Vec<uuid::Uuid> = refused
+            .iter()
+            .map(|&i| *completions[i].id.as_uuid())
+            .collect();
+        let existing = client
+            .prepare_cached(EXISTING_IDS)
+            .await
+            .map_err(pg_error)?;
+        let stored = client
+            .query(&existing, &[&ids])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
+            .collect::<Result<HashSet<_>, _>>()?;
+        for i in refused {
+            let id = completions[i].id;
+            results[i] = Some(if stored.contains(id.as_uuid()) {
+                Err(StoreError::LeaseLost(id))
+            } else {
+                Err(StoreError::NotFound(id))
+            });
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
 #[async_trait]
 impl DeferredQueue for PgStore {
     async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
@@ -965,62 +1034,14 @@ impl DeferredQueue for PgStore {
         }
         self.timed(async {
             let mut client = self.client().await?;
+            if rounds.len() == 1 {
+                // One statement commits on its own: no BEGIN and COMMIT round trips.
+                return complete_rounds(&client, completions, &rounds).await;
+            }
             let tx = client.transaction().await.map_err(pg_error)?;
-            let complete_many = tx.prepare_cached(COMPLETE_MANY).await.map_err(pg_error)?;
-            let mut results: Vec<Option<Result<(), StoreError>>> =
-                completions.iter().map(|_| None).collect();
-            for round in &rounds {
-                let ids: Vec<uuid::Uuid> = round
-                    .iter()
-                    .map(|&i| *completions[i].id.as_uuid())
-                    .collect();
-                let tokens: Vec<uuid::Uuid> =
-                    round.iter().map(|&i| completions[i].token.0).collect();
-                let vendors: Vec<&str> = round
-                    .iter()
-                    .map(|&i| completions[i].vendor.as_str())
-                    .collect();
-                let times: Vec<DateTime<Utc>> = round.iter().map(|&i| completions[i].at).collect();
-                let sent = tx
-                    .query(&complete_many, &[&ids, &tokens, &vendors, &times])
-                    .await
-                    .map_err(pg_error)?
-                    .iter()
-                    .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
-                    .collect::<Result<HashSet<_>, _>>()?;
-                for &i in round {
-                    if sent.contains(completions[i].id.as_uuid()) {
-                        results[i] = Some(Ok(()));
-                    }
-                }
-            }
-            let refused: Vec<usize> = (0..completions.len())
-                .filter(|&i| results[i].is_none())
-                .collect();
-            if !refused.is_empty() {
-                let ids: Vec<uuid::Uuid> = refused
-                    .iter()
-                    .map(|&i| *completions[i].id.as_uuid())
-                    .collect();
-                let existing = tx.prepare_cached(EXISTING_IDS).await.map_err(pg_error)?;
-                let stored = tx
-                    .query(&existing, &[&ids])
-                    .await
-                    .map_err(pg_error)?
-                    .iter()
-                    .map(|row| row.try_get::<_, uuid::Uuid>(0).map_err(pg_error))
-                    .collect::<Result<HashSet<_>, _>>()?;
-                for i in refused {
-                    let id = completions[i].id;
-                    results[i] = Some(if stored.contains(id.as_uuid()) {
-                        Err(StoreError::LeaseLost(id))
-                    } else {
-                        Err(StoreError::NotFound(id))
-                    });
-                }
-            }
+            let results = complete_rounds(&tx, completions, &rounds).await?;
             tx.commit().await.map_err(pg_error)?;
-            Ok(results.into_iter().flatten().collect())
+            Ok(results)
         })
         .await
     }

@@ -174,7 +174,7 @@ async fn tables_live_in_the_configured_schema_with_their_migration_recorded() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [PgStore::schema_version()]);
+    assert_eq!(versions, every_version());
     // Migrating again changes nothing.
     assert!(store.migrate().await.unwrap().is_empty());
 }
@@ -203,8 +203,97 @@ async fn instances_starting_together_migrate_once() {
     }
     assert_eq!(
         applied,
-        [PgStore::schema_version()],
-        "exactly one instance applied it"
+        every_version(),
+        "exactly one instance applied them"
+    );
+}
+
+/// The versions of every migration, oldest first.
+fn every_version() -> Vec<i64> {
+    (1..=PgStore::schema_version()).collect()
+}
+
+#[tokio::test]
+async fn a_version_1_schema_is_migrated_with_its_rows() {
+    let guard = SchemaGuard::fresh();
+    if !crate::support::postgres_reachable().await {
+        return;
+    }
+    // Version 1 as the previous build left it, with a keyed and a keyless message.
+    let keyed = MessageId::new();
+    let keyless = MessageId::new();
+    crate::support::run_sql_blocking(&format!(
+        "CREATE SCHEMA {schema}; SET search_path TO {schema}; \
+         CREATE TABLE schema_migrations (version bigint PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO schema_migrations (version, name) VALUES (1, 'init'); \
+         {init} \
+         INSERT INTO messages (id, idempotency_key, template, args, recipients, status, \
+             reason, attempts, max_attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ('{keyed}', 'order-7', 'login_code', ARRAY['1'], ARRAY['+8613800138000'], \
+                 'queued', 'vendor_failed', 1, 5, now(), now(), now()), \
+                ('{keyless}', NULL, 'login_code', ARRAY['2'], ARRAY['+8613800138001'], \
+                 'queued', 'rate_limited', 1, 5, now(), now(), now());",
+        schema = guard.schema(),
+        init = include_str!("../../migrations/postgres/0001_init.sql"),
+    ))
+    .unwrap();
+    let store = PgStore::connect(pg_config(&guard)).await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    let versions: Vec<i64> = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, every_version());
+    for (id, args) in [(keyed, ["1"]), (keyless, ["2"])] {
+        let found = store.get(id).await.unwrap().unwrap();
+        assert_eq!(found.request.args(), args);
+        assert_eq!(found.status, MessageStatus::Queued);
+    }
+    // Keyless rows are out of the key's index, which is partial now.
+    let definition: String = client
+        .query_one(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index \
+             WHERE indrelid = 'messages'::regclass AND indisunique \
+             AND pg_get_indexdef(indexrelid) LIKE '%(idempotency_key)%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        definition.ends_with("WHERE (idempotency_key IS NOT NULL)"),
+        "{definition}"
+    );
+    // The key is still unique, one by one and in batches: a message with it finds the
+    // first. Keyless messages are all stored.
+    let again = queued_request(keyed_request("order-7"), at(0), at(0));
+    assert!(matches!(
+        store.enqueue(again.clone()).await.unwrap(),
+        Enqueued::Existing(m) if m.id == keyed
+    ));
+    let results = store
+        .enqueue_many(vec![again, queued(at(0), at(0)), queued(at(0), at(0))])
+        .await
+        .unwrap();
+    assert!(matches!(&results[0], Enqueued::Existing(m) if m.id == keyed));
+    assert!(matches!(results[1], Enqueued::Created(_)));
+    assert!(matches!(results[2], Enqueued::Created(_)));
+    let key = sms_core::IdempotencyKey::new("order-7").unwrap();
+    assert_eq!(
+        store
+            .find_by_idempotency_key(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        keyed
     );
 }
 
