@@ -451,7 +451,6 @@ fn queue(report: &mut Report, out: &Path) -> Result<()> {
         ("sqlite", &lite as &dyn Fn(&str) -> Option<f64>),
         ("pg", &pg),
     ] {
-        let projected = get("drain_projected").is_some_and(|p| p > 0.0);
         let lost = [
             "claim_complete_lease_lost",
             "claim_complete_claimed_twice",
@@ -466,21 +465,35 @@ fn queue(report: &mut Report, out: &Path) -> Result<()> {
                 "queue {backend}: {lost} completions refused or messages claimed twice during claim+complete (a store bug, see queue.json)"
             ));
         }
-        report.rows.push(
-            Row::new(
-                format!("queue {backend}: drain a 100,000 backlog (s)"),
-                get("drain_backlog_s"),
+        // The backlog as the gateway leaves it (time-ordered ids), which the target is
+        // about; then random ids, the worst case for where claimed rows lie.
+        for (key, what, target) in [
+            ("drain_backlog", "drain a 100,000 backlog", true),
+            (
+                "drain_backlog_random_ids",
+                "drain 100,000, random ids",
+                false,
+            ),
+        ] {
+            let projected = get(&format!("{key}_projected")).is_some_and(|p| p > 0.0);
+            let row = Row::new(
+                format!("queue {backend}: {what} (s)"),
+                get(&format!("{key}_s")),
                 "s",
             )
-            .baseline("target", Some(10.0))
-            .lower_is_better()
-            .target("< 10 s")
             .note(if projected {
                 "projected from a run stopped at 60 s"
             } else {
                 ""
-            }),
-        );
+            });
+            report.rows.push(if target {
+                row.baseline("target", Some(10.0))
+                    .lower_is_better()
+                    .target("< 10 s")
+            } else {
+                row
+            });
+        }
     }
     Ok(())
 }
