@@ -231,7 +231,8 @@ impl GatewayObserver for Recorder {
                         self.failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                tally.spend += *cost;
+                // Always priced: this observer wants costs (the default).
+                tally.spend += cost.unwrap_or(Money::ZERO);
             }
             GatewayEvent::Switched {
                 from, to, reason, ..

@@ -53,8 +53,9 @@ pub enum GatewayEvent {
         latency: Duration,
         /// Messages billed for it (0 unless it was accepted).
         billed_messages: u64,
-        /// What those messages cost at the vendor's tiered price.
-        cost: Money,
+        /// What those messages cost at the vendor's tiered price; `None` when the
+        /// observer does not want costs ([`GatewayObserver::wants_cost`]).
+        cost: Option<Money>,
         /// Whether the message came from the deferred queue.
         drained: bool,
     },
@@ -106,4 +107,13 @@ pub enum GatewayEvent {
 pub trait GatewayObserver: Send + Sync {
     /// Called once per event.
     fn on_event(&self, event: &GatewayEvent);
+
+    /// Whether [`GatewayEvent::Attempt`] must carry the attempt's cost. Pricing an
+    /// attempt takes the gateway's health lock (the billed counts of every thread are
+    /// folded in first), so an observer that ignores costs answers `false` and leaves
+    /// the steady send path lock-free. Asked once, when the observer is set. Default
+    /// `true`.
+    fn wants_cost(&self) -> bool {
+        true
+    }
 }

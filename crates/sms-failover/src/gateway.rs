@@ -198,6 +198,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
+    /// Whether the observer wants each attempt's cost (which takes the health lock).
+    observer_wants_cost: bool,
     drain_wanted: Notify,
     /// A pass was asked for since the last one began: further asks need no wake-up (a
     /// fast success asks every time, and a notification is a write to shared memory).
@@ -311,6 +313,7 @@ impl Gateway {
             clock,
             config,
             observer: None,
+            observer_wants_cost: false,
             drain_wanted: Notify::new(),
             drain_requested: AtomicBool::new(false),
             drain_running: tokio::sync::Mutex::new(()),
@@ -319,6 +322,7 @@ impl Gateway {
 
     /// Sends every [`GatewayEvent`] to `observer` from now on.
     pub fn set_observer(&mut self, observer: Arc<dyn GatewayObserver>) {
+        self.observer_wants_cost = observer.wants_cost();
         self.observer = Some(observer);
     }
 
@@ -485,15 +489,16 @@ impl Gateway {
         let now = self.clock.now_after(now, latency);
         let idx = ticket.idx;
         // In the steady state a fast success changes nothing but per-thread counts. With
-        // an observer, the cost it is told needs the prices, so the lock is taken.
+        // an observer that wants costs, the cost it is told needs the prices, so the
+        // lock is taken.
         let steady = verdict == Verdict::Fast
-            && self.observer.is_none()
+            && !self.observer_wants_cost
             && self
                 .wb
                 .health
                 .steady_success(ticket, billed, now.timestamp_micros());
         let (cost, switch) = if steady {
-            (Money::ZERO, None)
+            (None, None)
         } else {
             let mut health = self.health();
             let cost = if billed > 0 {
@@ -501,7 +506,10 @@ impl Gateway {
             } else {
                 Money::ZERO
             };
-            (cost, health.record(ticket, verdict, now))
+            (
+                self.observer_wants_cost.then_some(cost),
+                health.record(ticket, verdict, now),
+            )
         };
         if billed > 0 {
             self.wb.usage_added();

@@ -160,6 +160,19 @@ impl RateLimiter for AllowAll {
 #[derive(Default)]
 pub struct Recorder(pub Mutex<Vec<GatewayEvent>>);
 
+/// Records every event, and tells the gateway it wants no costs.
+pub struct CostlessRecorder(pub Arc<Recorder>);
+
+impl GatewayObserver for CostlessRecorder {
+    fn on_event(&self, event: &GatewayEvent) {
+        self.0.on_event(event);
+    }
+
+    fn wants_cost(&self) -> bool {
+        false
+    }
+}
+
 impl GatewayObserver for Recorder {
     fn on_event(&self, event: &GatewayEvent) {
         self.0.lock().unwrap().push(event.clone());
@@ -229,6 +242,24 @@ impl Harness {
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
     ) -> Self {
+        Self::observed(fakes, fees, config, queue, true)
+    }
+
+    /// As [`Harness::new`], with an observer that wants no costs
+    /// ([`CostlessRecorder`]).
+    pub fn without_costs(vendors: &[(&str, i64)], config: FailoverConfig) -> Self {
+        let fakes: Vec<Arc<FakeVendor>> = vendors.iter().map(|(n, _)| FakeVendor::new(n)).collect();
+        let fees = vendors.iter().map(|(_, p)| flat(*p)).collect();
+        Self::observed(fakes, fees, config, Arc::new(MemoryQueue::new()), false)
+    }
+
+    fn observed(
+        fakes: Vec<Arc<FakeVendor>>,
+        fees: Vec<Arc<dyn FeeSchedule>>,
+        config: FailoverConfig,
+        queue: Arc<MemoryQueue>,
+        wants_cost: bool,
+    ) -> Self {
         let clock = Arc::new(ManualClock::new(start()));
         let ledger = Arc::new(MemoryLedger::new());
         let limiter = Arc::new(AllowAll::default());
@@ -251,7 +282,11 @@ impl Harness {
             config,
         )
         .unwrap();
-        gateway.set_observer(events.clone());
+        if wants_cost {
+            gateway.set_observer(events.clone());
+        } else {
+            gateway.set_observer(Arc::new(CostlessRecorder(events.clone())));
+        }
         Self {
             gateway: Arc::new(gateway),
             queue,
