@@ -164,17 +164,7 @@ async fn tables_live_in_the_configured_schema_with_their_migration_recorded() {
         .unwrap();
     let tables: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(tables, ["messages", "schema_migrations", "usage"]);
-    let versions: Vec<i64> = client
-        .query(
-            "SELECT version FROM schema_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(versions, every_version());
+    assert_eq!(recorded_versions(&client).await, every_version());
     // Migrating again changes nothing.
     assert!(store.migrate().await.unwrap().is_empty());
 }
@@ -213,6 +203,20 @@ fn every_version() -> Vec<i64> {
     (1..=PgStore::schema_version()).collect()
 }
 
+/// The versions `schema_migrations` records, oldest first.
+async fn recorded_versions(client: &tokio_postgres::Client) -> Vec<i64> {
+    client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_version_1_schema_is_migrated_with_its_rows() {
     let guard = SchemaGuard::fresh();
@@ -240,17 +244,7 @@ async fn a_version_1_schema_is_migrated_with_its_rows() {
     .unwrap();
     let store = PgStore::connect(pg_config(&guard)).await.unwrap();
     let client = store.pool().get().await.unwrap();
-    let versions: Vec<i64> = client
-        .query(
-            "SELECT version FROM schema_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(versions, every_version());
+    assert_eq!(recorded_versions(&client).await, every_version());
     for (id, args) in [(keyed, ["1"]), (keyless, ["2"])] {
         let found = store.get(id).await.unwrap().unwrap();
         assert_eq!(found.request.args(), args);
