@@ -17,7 +17,7 @@ use sms_failover::{Gateway, GatewayEvent, GatewayObserver};
 struct VendorLabel(VendorId);
 
 impl EncodeLabelValue for VendorLabel {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.0.as_str(), encoder)
     }
 }
