@@ -243,14 +243,18 @@ async fn within(
     call: impl Future<Output = Result<Receipt, VendorError>>,
 ) -> Result<Receipt, VendorError> {
     let mut call = std::pin::pin!(call);
-    if let Poll::Ready(answer) =
-        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
-    {
+    if let Poll::Ready(answer) = first_poll(call.as_mut()).await {
         return answer;
     }
-    tokio::time::timeout(limit, call)
+    // Boxed: the timer is large, and the answers that need it took a network round trip.
+    Box::pin(tokio::time::timeout(limit, call))
         .await
         .unwrap_or(Err(VendorError::TimedOut))
+}
+
+/// Polls `future` once: ready means it waited on nothing (no I/O, no timer).
+async fn first_poll<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 fn permits(request: &SmsRequest) -> u32 {
@@ -453,12 +457,15 @@ impl Gateway {
     }
 
     /// One vendor call, with its timeout, health accounting and usage; `now` is when
-    /// the caller began.
+    /// the caller began. The call is timed from `started`, when the caller read it
+    /// with `now` and did nothing since that could wait (see [`Gateway::send`]), or
+    /// else from a reading taken here.
     async fn attempt(
         &self,
         sms: &OutboundSms,
         drained: bool,
         now: DateTime<Utc>,
+        started: Option<tokio::time::Instant>,
     ) -> Result<Attempted, SendError> {
         let ticket = match self.wb.health.steady_ticket(now.timestamp_micros()) {
             Some(ticket) => ticket,
@@ -467,7 +474,7 @@ impl Gateway {
                 .begin(now)
                 .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?,
         };
-        let started = tokio::time::Instant::now();
+        let started = started.unwrap_or_else(tokio::time::Instant::now);
         let result = within(
             self.config.attempt_timeout,
             self.vendors[ticket.idx].send(sms),
@@ -612,11 +619,18 @@ impl Gateway {
 
     /// Sends a request now, or stores it for later. See the module docs for the steps.
     pub async fn send(&self, request: SmsRequest) -> Result<SendOutcome, SendError> {
-        let now = self.clock.now();
+        // One reading of the clock stamps the message and, when nothing on the way to
+        // the vendor can wait (no key to look up or store, no recipient limits, a
+        // global limiter that answers at once), starts the vendor call's timing too:
+        // the latency then includes the limit check and the id, a few hundred
+        // nanoseconds, and never a wait that is not the vendor's.
+        let (now, timed_from) = self.clock.now_timed();
+        let mut timed_from = Some(timed_from);
         if request.is_expired_at(now) {
             return Err(SendError::Expired);
         }
         if let Some(key) = request.idempotency_key() {
+            timed_from = None;
             // A retried request must not be refused by the recipient limiter that
             // counted its first try, so known keys answer before any limit.
             match self.queue.find_by_idempotency_key(key).await {
@@ -625,13 +639,24 @@ impl Gateway {
                 Err(e) => return Err(SendError::StorageUnavailable(e)),
             }
         }
+        if self.recipient_limiter.is_some() {
+            timed_from = None;
+        }
         self.check_recipients(&request).await?;
         if self.all_disabled.load(Ordering::Acquire) {
             return Err(SendError::NoVendor("every vendor is disabled".into()));
         }
 
         let id = MessageId::at(now);
-        let limited = match self.limiter.acquire(permits(&request)).await {
+        let mut acquire = self.limiter.acquire(permits(&request));
+        let decision = match first_poll(acquire.as_mut()).await {
+            Poll::Ready(decision) => decision,
+            Poll::Pending => {
+                timed_from = None;
+                acquire.await
+            }
+        };
+        let limited = match decision {
             Ok(RateDecision::Allowed) => None,
             Ok(RateDecision::Limited { retry_after }) => Some(retry_after),
             Err(e) => {
@@ -651,7 +676,8 @@ impl Gateway {
                 now,
             );
             message.next_attempt_at = after(now, retry_after);
-            return self.store_new(message).await;
+            // Boxed, so that the future of every send does not carry this one's state.
+            return Box::pin(self.store_new(message)).await;
         }
 
         // With an idempotency key, the message is stored (leased to us) before the
@@ -684,7 +710,7 @@ impl Gateway {
         };
 
         let sms = OutboundSms { id, request };
-        let attempted = match self.attempt(&sms, false, now).await {
+        let attempted = match self.attempt(&sms, false, now, timed_from).await {
             Ok(a) => a,
             Err(e) => {
                 // Every vendor was disabled between the check and the attempt.
@@ -694,7 +720,44 @@ impl Gateway {
                 return Err(e);
             }
         };
-        self.finish_live(id, sms.request, token, attempted).await
+        if token.is_none() && attempted.result.is_ok() {
+            return Ok(self.delivered_without_key(sms, &attempted).await);
+        }
+        // Every other outcome writes to the store. Its future is boxed, so that the
+        // common case above does not carry (and move) its state.
+        Box::pin(self.finish_live(id, sms.request, token, attempted)).await
+    }
+
+    /// A live request without a key that the vendor took: recorded for look-ups
+    /// behind the send.
+    async fn delivered_without_key(&self, sms: OutboundSms, attempted: &Attempted) -> SendOutcome {
+        if !attempted.slow {
+            self.trigger_drain();
+        }
+        let vendor = &self.ids[attempted.idx];
+        let id = sms.id;
+        let full = self.wb.record(SentRecord {
+            id,
+            request: sms.request,
+            vendor: attempted.idx,
+            at: attempted.finished_at,
+            max_attempts: self.config.max_attempts,
+        });
+        if let Some(shard) = full {
+            // Rare (the store falls behind): boxed for the same reason as above.
+            Box::pin(self.wb.wait_for_room(shard)).await;
+        }
+        self.emit(|| GatewayEvent::Delivered {
+            id,
+            vendor: vendor.clone(),
+            drained: false,
+        });
+        SendOutcome::Sent {
+            id,
+            vendor: vendor.clone(),
+            billed_messages: attempted.billed,
+            slow: attempted.slow,
+        }
     }
 
     async fn finish_live(
@@ -713,26 +776,15 @@ impl Gateway {
         };
         match &attempted.result {
             Ok(_) => {
+                let Some(token) = token else {
+                    let sms = OutboundSms { id, request };
+                    return Ok(self.delivered_without_key(sms, &attempted).await);
+                };
                 if !attempted.slow {
                     self.trigger_drain();
                 }
-                match token {
-                    Some(token) => {
-                        if let Err(e) = self.queue.complete(id, token, vendor, now).await {
-                            tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
-                        }
-                    }
-                    None => {
-                        self.wb
-                            .record(SentRecord {
-                                id,
-                                request,
-                                vendor: attempted.idx,
-                                at: now,
-                                max_attempts: self.config.max_attempts,
-                            })
-                            .await
-                    }
+                if let Err(e) = self.queue.complete(id, token, vendor, now).await {
+                    tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
                 }
                 self.emit(|| GatewayEvent::Delivered {
                     id,
@@ -1044,7 +1096,7 @@ impl Gateway {
             ..
         } = message;
         let sms = OutboundSms { id, request };
-        let attempted = match self.attempt(&sms, true, now).await {
+        let attempted = match self.attempt(&sms, true, now, None).await {
             Ok(a) => a,
             Err(_) => {
                 let result = self.queue.release(id, token, self.clock.now()).await;

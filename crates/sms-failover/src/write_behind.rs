@@ -180,10 +180,10 @@ impl WriteBehind {
         }
     }
 
-    /// Queues a record of a delivered message for the next records write. While this
-    /// thread's buffer is over its soft limit and the store takes writes, waits for the
-    /// next write before returning (the record is queued either way).
-    pub async fn record(self: &Arc<Self>, message: SentRecord) {
+    /// Queues a record of a delivered message for the next records write. Returns the
+    /// buffer it went to when that is over its soft limit: the sender should then
+    /// [`WriteBehind::wait_for_room`] in it (the record is queued either way).
+    pub fn record(self: &Arc<Self>, message: SentRecord) -> Option<usize> {
         let shard = thread_shard(RECORD_SHARDS);
         let full = {
             let mut records = lock(&self.records[shard].0.buffer);
@@ -193,15 +193,13 @@ impl WriteBehind {
                 if dropped.is_power_of_two() {
                     tracing::warn!(id = %message.id, dropped, "the store is unreachable and too many delivered messages wait to be recorded; this one will not be found by its id");
                 }
-                return;
+                return None;
             }
             records.push(message);
             records.len() > RECORD_SHARD_SOFT_MAX
         };
         self.schedule_records_write(shard);
-        if full {
-            self.wait_for_room(shard).await;
-        }
+        full.then_some(shard)
     }
 
     /// Starts a write task for buffer `shard` unless one is scheduled.
@@ -220,7 +218,8 @@ impl WriteBehind {
         }
     }
 
-    async fn wait_for_room(self: &Arc<Self>, shard: usize) {
+    /// Waits while buffer `shard` is over its soft limit and the store takes writes.
+    pub async fn wait_for_room(self: &Arc<Self>, shard: usize) {
         loop {
             // The write task may have gone with the runtime that ran it (a sender on
             // another runtime): make sure one is coming, and that it does not wait out
