@@ -18,6 +18,7 @@ mod money;
 mod phone;
 mod queue;
 mod request;
+pub mod sync;
 mod vendor;
 
 #[cfg(any(test, feature = "testing"))]
