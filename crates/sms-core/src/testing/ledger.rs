@@ -31,7 +31,7 @@ impl UsageLedger for MemoryLedger {
         period: &BillingPeriod,
         messages: u64,
     ) -> Result<u64, StoreError> {
-        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = crate::sync::lock(&self.totals);
         let total = totals
             .entry(period.clone())
             .or_default()
@@ -42,7 +42,7 @@ impl UsageLedger for MemoryLedger {
     }
 
     async fn totals(&self, period: &BillingPeriod) -> Result<BTreeMap<VendorId, u64>, StoreError> {
-        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let totals = crate::sync::lock(&self.totals);
         Ok(totals.get(period).cloned().unwrap_or_default())
     }
 }
