@@ -24,7 +24,7 @@ mod vendor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use clock::{BillingPeriod, Clock, SYSTEM_CLOCK_REUSE, SystemClock};
+pub use clock::{BillingPeriod, Clock, SystemClock};
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError, VendorError};
 pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
 pub use ledger::UsageLedger;

@@ -506,10 +506,7 @@ impl Gateway {
                 .max(sms.request.recipients().len() as u64),
             Err(_) => 0,
         };
-        // The end of the call is the start plus its timed latency (the system clock reads
-        // nothing more; see `Clock::now_after`). It leaves out what the caller did
-        // between `now` and the call, which only makes it earlier.
-        let now = self.clock.now_after(now, latency);
+        let now = self.clock.now();
         let idx = ticket.idx;
         // In the steady state a fast success changes nothing but per-thread counts. With
         // an observer that wants costs, the cost it is told needs the prices, so the
@@ -640,7 +637,7 @@ impl Gateway {
         // their first poll), starts the vendor call's timing too: the latency then
         // includes the limit checks and the id, well under a microsecond in memory,
         // and never a wait that is not the vendor's.
-        let (now, timed_from) = self.clock.now_timed();
+        let (now, timed_from) = (self.clock.now(), tokio::time::Instant::now());
         let mut timed_from = Some(timed_from);
         if request.is_expired_at(now) {
             return Err(SendError::Expired);

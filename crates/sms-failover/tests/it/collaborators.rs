@@ -63,10 +63,6 @@ async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
     // 16:30 UTC on 31 October is 1 November in Beijing.
     let at = || Utc.with_ymd_and_hms(2026, 10, 31, 16, 30, 0).unwrap();
     clock.expect_now().returning(at);
-    clock
-        .expect_now_timed()
-        .returning(move || (at(), tokio::time::Instant::now()));
-    clock.expect_now_after().returning(|earlier, _| earlier);
     let mut ledger = MockUsageLedger::new();
     ledger
         .expect_add()
