@@ -174,18 +174,18 @@ fn gateway(vendor: Arc<InstantVendor>) -> Gateway {
 fn gateway_over(vendor: Arc<InstantVendor>, queue: Arc<dyn DeferredQueue>) -> Gateway {
     // A limit no benchmark reaches, over a short window so the limiter's log stays small.
     let limiter = InProcessLimiter::new(1_000_000, Duration::from_millis(10)).expect("limiter");
-    Gateway::new(
+    Gateway::builder(
         vec![VendorEntry {
             vendor,
             fees: Arc::new(FlatFee),
         }],
         Arc::new(limiter),
-        None,
         queue,
         Arc::new(MemoryLedger::new()),
-        Arc::new(SystemClock),
-        FailoverConfig::default(),
     )
+    .clock(Arc::new(SystemClock))
+    .config(FailoverConfig::default())
+    .build()
     .expect("a valid gateway")
 }
 

@@ -24,7 +24,7 @@ use sms_core::{
     AttemptFailure, Clock, Completion, DeferredQueue, Enqueued, FeeSchedule, InitialState, Lease,
     LeaseToken, MessageId, Money, NewMessage, OutboundSms, QueueReason, RateDecision, RateLimiter,
     Receipt, RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoreError, StoredMessage,
-    UsageLedger, Vendor, VendorError, VendorId,
+    SystemClock, UsageLedger, Vendor, VendorError, VendorId,
 };
 use tokio::sync::Notify;
 
@@ -277,17 +277,58 @@ fn permits(request: &SmsRequest) -> u32 {
     u32::try_from(request.recipients().len()).unwrap_or(u32::MAX)
 }
 
-impl Gateway {
-    /// A gateway over `vendors` (in configured order: it breaks price ties).
-    pub fn new(
-        vendors: Vec<VendorEntry>,
-        limiter: Arc<dyn RateLimiter>,
-        recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
-        queue: Arc<dyn DeferredQueue>,
-        ledger: Arc<dyn UsageLedger>,
-        clock: Arc<dyn Clock>,
-        config: FailoverConfig,
-    ) -> Result<Self, FailoverError> {
+/// Builds a [`Gateway`]: the collaborators every gateway needs are the arguments of
+/// [`Gateway::builder`]; the rest have defaults.
+pub struct GatewayBuilder {
+    vendors: Vec<VendorEntry>,
+    limiter: Arc<dyn RateLimiter>,
+    queue: Arc<dyn DeferredQueue>,
+    ledger: Arc<dyn UsageLedger>,
+    recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    clock: Arc<dyn Clock>,
+    config: FailoverConfig,
+    observer: Option<Arc<dyn GatewayObserver>>,
+}
+
+impl GatewayBuilder {
+    /// Limits how often each recipient is sent to (default: no per-recipient limit).
+    pub fn recipient_limiter(mut self, limiter: Arc<dyn RecipientLimiter>) -> Self {
+        self.recipient_limiter = Some(limiter);
+        self
+    }
+
+    /// The source of wall time (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The failover settings (default: [`FailoverConfig::default`]).
+    pub fn config(mut self, config: FailoverConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sends every [`GatewayEvent`] to `observer` (default: none).
+    pub fn observer(mut self, observer: Arc<dyn GatewayObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The gateway, once the configuration and the vendor list are found valid: at least
+    /// one vendor, no two with one name, at most as many as the gateway can route
+    /// between.
+    pub fn build(self) -> Result<Gateway, FailoverError> {
+        let Self {
+            vendors,
+            limiter,
+            queue,
+            ledger,
+            recipient_limiter,
+            clock,
+            config,
+            observer,
+        } = self;
         config.validate()?;
         if vendors.is_empty() {
             return Err(FailoverError::NoVendors);
@@ -316,7 +357,7 @@ impl Gateway {
             offset,
             clock.now(),
         );
-        Ok(Self {
+        Ok(Gateway {
             vendors: vendors.into_iter().map(|v| v.vendor).collect(),
             wb: Arc::new(WriteBehind::new(
                 health,
@@ -332,18 +373,35 @@ impl Gateway {
             ledger,
             clock,
             config,
-            observer: None,
-            observer_wants_cost: false,
+            observer_wants_cost: observer.as_ref().is_some_and(|o| o.wants_cost()),
+            observer,
             drain_wanted: Notify::new(),
             drain_requested: AtomicBool::new(false),
             drain_running: tokio::sync::Mutex::new(()),
         })
     }
+}
 
-    /// Sends every [`GatewayEvent`] to `observer` from now on.
-    pub fn set_observer(&mut self, observer: Arc<dyn GatewayObserver>) {
-        self.observer_wants_cost = observer.wants_cost();
-        self.observer = Some(observer);
+impl Gateway {
+    /// Starts building a gateway over `vendors` (in configured order: it breaks price
+    /// ties), limited by `limiter`, storing deferred messages in `queue` and billed
+    /// usage in `ledger`.
+    pub fn builder(
+        vendors: Vec<VendorEntry>,
+        limiter: Arc<dyn RateLimiter>,
+        queue: Arc<dyn DeferredQueue>,
+        ledger: Arc<dyn UsageLedger>,
+    ) -> GatewayBuilder {
+        GatewayBuilder {
+            vendors,
+            limiter,
+            queue,
+            ledger,
+            recipient_limiter: None,
+            clock: Arc::new(SystemClock),
+            config: FailoverConfig::default(),
+            observer: None,
+        }
     }
 
     /// The configuration in use.
@@ -1298,18 +1356,18 @@ mod tests {
             drain_concurrency: 1,
             ..FailoverConfig::default()
         };
-        let gateway = Gateway::new(
+        let gateway = Gateway::builder(
             vec![VendorEntry {
                 vendor: Arc::new(vendor),
                 fees: Arc::new(Flat),
             }],
             Arc::new(limiter),
-            None,
             Arc::new(queue),
             Arc::new(MemoryLedger::new()),
-            Arc::new(ManualClock::new(start())),
-            config,
         )
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config)
+        .build()
         .expect("a gateway");
 
         let report = gateway.drain(&stop).await.expect("a drain pass");

@@ -45,4 +45,4 @@ pub use config::{FailoverConfig, TimeoutPolicy};
 pub use drainer::DrainerHandle;
 pub use error::FailoverError;
 pub use events::{AttemptOutcome, GatewayEvent, GatewayObserver};
-pub use gateway::{DrainReport, Gateway, SendOutcome, VendorEntry, VendorSnapshot};
+pub use gateway::{DrainReport, Gateway, GatewayBuilder, SendOutcome, VendorEntry, VendorSnapshot};

@@ -34,18 +34,18 @@ async fn the_vendor_gets_the_gateways_id_and_the_request_once() {
                 billed_messages: 2,
             })
         });
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: Arc::new(vendor),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(MemoryQueue::new()),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     let outcome = gateway.send(request).await.unwrap();
     assert!(matches!(
@@ -78,18 +78,18 @@ async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
             billed_messages: 1,
         })
     });
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: Arc::new(vendor),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(MemoryQueue::new()),
         Arc::new(ledger),
-        Arc::new(clock),
-        config(),
     )
+    .clock(Arc::new(clock))
+    .config(config())
+    .build()
     .unwrap();
     gateway.send(request_to(3)).await.unwrap();
 }
@@ -104,18 +104,18 @@ async fn a_ledger_failure_does_not_fail_a_delivered_send_and_usage_is_counted_lo
         .expect_totals()
         .returning(|_| Err(StoreError::unavailable("down")));
     let h_vendor = FakeVendor::new("aliyun");
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: h_vendor.clone(),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(MemoryQueue::new()),
         Arc::new(ledger),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     assert!(matches!(
         gateway.send(request_to(2)).await.unwrap(),
@@ -140,18 +140,18 @@ async fn init_reads_the_totals_of_the_current_period_only() {
             totals.insert(VendorId::new("aliyun").unwrap(), 7);
             Ok(totals)
         });
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: FakeVendor::new("aliyun"),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(MemoryQueue::new()),
         Arc::new(ledger),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     gateway.init().await.unwrap();
     assert_eq!(gateway.vendors()[0].billed_this_period, 7);
@@ -164,18 +164,19 @@ async fn a_recipient_limiter_error_does_not_block_the_request() {
         .expect_check()
         .returning(|_| Err(LimitError::Unavailable("redis down".into())));
     let vendor = FakeVendor::new("aliyun");
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: vendor.clone(),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        Some(Arc::new(recipients)),
         Arc::new(MemoryQueue::new()),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .recipient_limiter(Arc::new(recipients))
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     assert!(matches!(
         gateway.send(request()).await.unwrap(),
@@ -187,15 +188,15 @@ async fn a_recipient_limiter_error_does_not_block_the_request() {
 #[test]
 fn building_refuses_no_vendors_and_duplicate_names() {
     let build = |vendors: Vec<VendorEntry>| {
-        Gateway::new(
+        Gateway::builder(
             vendors,
             Arc::new(AllowAll::default()),
-            None,
             Arc::new(MemoryQueue::new()),
             Arc::new(MemoryLedger::new()),
-            Arc::new(ManualClock::new(start())),
-            config(),
         )
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config())
+        .build()
     };
     assert!(matches!(
         build(vec![]),
@@ -245,18 +246,18 @@ fn records_are_written_on_the_thread_that_sent_them() {
         })
     });
     let gateway = Arc::new(
-        Gateway::new(
+        Gateway::builder(
             vec![VendorEntry {
                 vendor: Arc::new(vendor),
                 fees: flat(45_000),
             }],
             Arc::new(AllowAll::default()),
-            None,
             Arc::new(queue),
             Arc::new(MemoryLedger::new()),
-            Arc::new(ManualClock::new(start())),
-            config(),
         )
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config())
+        .build()
         .unwrap(),
     );
     let senders: Vec<_> = ["+8613800000001", "+8613800000002"]

@@ -210,18 +210,18 @@ async fn a_rate_limited_drain_gives_messages_back_without_counting_an_attempt() 
             retry_after: Duration::from_millis(100),
         })
     });
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: vendor.clone(),
             fees: flat(45_000),
         }],
         Arc::new(limiter),
-        None,
         queue.clone(),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -292,18 +292,18 @@ async fn a_lost_lease_is_counted_and_not_retried() {
             .collect())
     });
     let vendor = FakeVendor::new("aliyun");
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: vendor.clone(),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(queue),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     let report = gateway.drain_once().await.unwrap();
     assert_eq!((report.claimed, report.sent, report.lease_lost), (1, 0, 1));
@@ -316,18 +316,18 @@ async fn a_claim_failure_is_reported_to_the_caller() {
     queue
         .expect_claim()
         .returning(|_, _, _, _| Err(StoreError::unavailable("down")));
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: FakeVendor::new("aliyun"),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         Arc::new(queue),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     assert!(matches!(
         gateway.drain_once().await,

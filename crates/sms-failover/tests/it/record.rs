@@ -126,18 +126,18 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
         calls: AtomicUsize::new(0),
         gate: None,
     });
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: FakeVendor::new("aliyun"),
             fees: flat(45_000),
         }],
         Arc::new(AllowAll::default()),
-        None,
         queue.clone(),
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .build()
     .unwrap();
     let SendOutcome::Sent { id, .. } = gateway.send(request()).await.unwrap() else {
         panic!("sent at once");
@@ -164,18 +164,18 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
 
 fn gateway_over(queue: Arc<FlakyInserts>) -> Arc<Gateway> {
     Arc::new(
-        Gateway::new(
+        Gateway::builder(
             vec![VendorEntry {
                 vendor: FakeVendor::new("aliyun"),
                 fees: flat(45_000),
             }],
             Arc::new(AllowAll::default()),
-            None,
             queue,
             Arc::new(MemoryLedger::new()),
-            Arc::new(ManualClock::new(start())),
-            config(),
         )
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config())
+        .build()
         .unwrap(),
     )
 }

@@ -21,19 +21,21 @@ fn gateway_with(
     recipients: Option<MockRecipientLimiter>,
     queue: Arc<dyn DeferredQueue>,
 ) -> Gateway {
-    Gateway::new(
+    let mut builder = Gateway::builder(
         vec![VendorEntry {
             vendor,
             fees: flat(45_000),
         }],
         Arc::new(limiter),
-        recipients.map(|r| Arc::new(r) as _),
         queue,
         Arc::new(MemoryLedger::new()),
-        Arc::new(ManualClock::new(start())),
-        config(),
     )
-    .unwrap()
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config());
+    if let Some(recipients) = recipients {
+        builder = builder.recipient_limiter(Arc::new(recipients));
+    }
+    builder.build().unwrap()
 }
 
 fn limited() -> MockRateLimiter {
@@ -648,20 +650,22 @@ async fn time_spent_waiting_on_the_limiters_is_not_the_vendors_latency() {
     for (limiter, recipients) in [waiting_global, waiting_recipients] {
         let vendor = FakeVendor::new("aliyun");
         let events = Arc::new(Recorder::default());
-        let mut gateway = Gateway::new(
+        let mut builder = Gateway::builder(
             vec![VendorEntry {
                 vendor: vendor.clone(),
                 fees: flat(45_000),
             }],
             limiter,
-            recipients,
             Arc::new(MemoryQueue::new()),
             Arc::new(MemoryLedger::new()),
-            Arc::new(ManualClock::new(start())),
-            config(),
         )
-        .unwrap();
-        gateway.set_observer(events.clone());
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config())
+        .observer(events.clone());
+        if let Some(recipients) = recipients {
+            builder = builder.recipient_limiter(recipients);
+        }
+        let gateway = builder.build().unwrap();
         let started = tokio::time::Instant::now();
         let outcome = gateway.send(request()).await.unwrap();
         assert!(started.elapsed() >= wait, "the limiter did not wait");

@@ -242,7 +242,8 @@ impl Harness {
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
     ) -> Self {
-        Self::observed(fakes, fees, config, queue, true)
+        let events = Arc::new(Recorder::default());
+        Self::observed(fakes, fees, config, queue, events.clone(), events)
     }
 
     /// As [`Harness::new`], with an observer that wants no costs
@@ -250,7 +251,16 @@ impl Harness {
     pub fn without_costs(vendors: &[(&str, i64)], config: FailoverConfig) -> Self {
         let fakes: Vec<Arc<FakeVendor>> = vendors.iter().map(|(n, _)| FakeVendor::new(n)).collect();
         let fees = vendors.iter().map(|(_, p)| flat(*p)).collect();
-        Self::observed(fakes, fees, config, Arc::new(MemoryQueue::new()), false)
+        let events = Arc::new(Recorder::default());
+        let observer = Arc::new(CostlessRecorder(events.clone()));
+        Self::observed(
+            fakes,
+            fees,
+            config,
+            Arc::new(MemoryQueue::new()),
+            events,
+            observer,
+        )
     }
 
     fn observed(
@@ -258,12 +268,12 @@ impl Harness {
         fees: Vec<Arc<dyn FeeSchedule>>,
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
-        wants_cost: bool,
+        events: Arc<Recorder>,
+        observer: Arc<dyn GatewayObserver>,
     ) -> Self {
         let clock = Arc::new(ManualClock::new(start()));
         let ledger = Arc::new(MemoryLedger::new());
         let limiter = Arc::new(AllowAll::default());
-        let events = Arc::new(Recorder::default());
         let entries = fakes
             .iter()
             .zip(fees)
@@ -272,21 +282,12 @@ impl Harness {
                 fees,
             })
             .collect();
-        let mut gateway = Gateway::new(
-            entries,
-            limiter.clone(),
-            None,
-            queue.clone(),
-            ledger.clone(),
-            clock.clone(),
-            config,
-        )
-        .unwrap();
-        if wants_cost {
-            gateway.set_observer(events.clone());
-        } else {
-            gateway.set_observer(Arc::new(CostlessRecorder(events.clone())));
-        }
+        let gateway = Gateway::builder(entries, limiter.clone(), queue.clone(), ledger.clone())
+            .clock(clock.clone())
+            .config(config)
+            .observer(observer)
+            .build()
+            .unwrap();
         Self {
             gateway: Arc::new(gateway),
             queue,
