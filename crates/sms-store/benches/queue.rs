@@ -267,25 +267,25 @@ async fn drain_time<S>(store: Arc<S>, count: u64) -> (f64, bool)
 where
     S: DeferredQueue + UsageLedger + 'static,
 {
-    let gateway = Gateway::new(
+    let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: Arc::new(InstantVendor(VendorId::new("instant").expect("id"))),
             fees: Arc::new(FlatFee),
         }],
         Arc::new(InProcessLimiter::new(1_000_000, Duration::from_secs(1)).expect("limiter")),
-        None,
         store.clone(),
         store.clone(),
-        Arc::new(SystemClock),
-        FailoverConfig {
-            instance_id: "bench-drain".to_owned(),
-            drain_batch: env_or(
-                "SMS_BENCH_DRAIN_BATCH",
-                FailoverConfig::default().drain_batch,
-            ),
-            ..FailoverConfig::default()
-        },
     )
+    .clock(Arc::new(SystemClock))
+    .config(FailoverConfig {
+        instance_id: "bench-drain".to_owned(),
+        drain_batch: env_or(
+            "SMS_BENCH_DRAIN_BATCH",
+            FailoverConfig::default().drain_batch,
+        ),
+        ..FailoverConfig::default()
+    })
+    .build()
     .expect("a gateway");
     gateway.init().await.expect("init");
     let cap = Duration::from_secs_f64(env_or("SMS_BENCH_DRAIN_CAP_S", 60.0));
