@@ -1,0 +1,56 @@
+//! Phase 1, the send path: `Gateway::send` over an instant vendor against the vendor
+//! called directly, and how throughput grows from 1 thread to 2
+//! (criterion, `sms-failover/benches/send_path.rs`).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{Report, Row, cargo_quiet, criterion_median_ns};
+
+pub(super) fn run(report: &mut Report, _out: &Path) -> Result<()> {
+    cargo_quiet(
+        &["bench", "-p", "sms-failover", "--bench", "send_path"],
+        &[],
+    )?;
+    let ns = |name: &str| criterion_median_ns("send_path", name);
+    let (gateway, direct) = (ns("gateway"), ns("vendor_direct"));
+    let overhead = gateway.zip(direct).map(|(g, d)| g - d);
+    report.push(
+        Row::new("send: Gateway::send (ns/send)", gateway, "ns")
+            .baseline("vendor called directly", direct)
+            .lower_is_better(),
+    );
+    report.push(
+        Row::new(
+            "send: Gateway::send, records kept in the in-memory queue (ns/send)",
+            ns("gateway_memory_queue"),
+            "ns",
+        )
+        .baseline("vendor called directly", direct)
+        .lower_is_better(),
+    );
+    report.push(
+        Row::new("send: overhead over the vendor (ns/send)", overhead, "ns")
+            .baseline("target", Some(200.0))
+            .lower_is_better()
+            .target("≤ 200 ns"),
+    );
+    // Criterion measures time per send, so throughput with 2 threads over 1 is the
+    // 1-thread time over the 2-thread time.
+    let scaling = |prefix: &str| {
+        let one = ns(&format!("{prefix}_threads_1"))?;
+        let two = ns(&format!("{prefix}_threads_2"))?;
+        Some(one / two)
+    };
+    report.push(
+        Row::new(
+            "send: throughput 2 threads / 1 thread",
+            scaling("gateway"),
+            "×",
+        )
+        .baseline("same for the vendor alone", scaling("vendor_direct"))
+        .target("≥ 1.8×"),
+    );
+    Ok(())
+}
