@@ -45,13 +45,14 @@
 
 mod config;
 mod error;
-mod memory;
+mod in_process;
 mod redis;
 mod time;
+mod window;
 
 pub use config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
 pub use error::{ConfigError, Error};
-pub use memory::{InProcessLimiter, InProcessRecipientLimiter, RECIPIENT_SHARDS};
+pub use in_process::{InProcessLimiter, InProcessRecipientLimiter, RECIPIENT_SHARDS};
 pub use redis::{LimiterStats, RedisLimiter, RedisRecipientLimiter, connect_client};
 pub use time::{InstantClock, ManualMonotonicClock, MonotonicClock};
 

@@ -31,7 +31,8 @@ use sms_core::{
 
 use crate::config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
 use crate::error::Error;
-use crate::memory::{InProcessLimiter, InProcessRecipientLimiter, validate_windows};
+use crate::in_process::{InProcessLimiter, InProcessRecipientLimiter};
+use crate::window::validate_windows;
 
 /// Sliding-window log for the global limit.
 ///
