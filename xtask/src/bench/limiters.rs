@@ -11,8 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::{
-    CONCURRENCY, Report, Row, cargo_quiet, criterion_median_ns, json_number, json_string,
-    redis_url, tool_exists,
+    BenchResult, CONCURRENCY, Report, Row, cargo_quiet, criterion_median_ns, redis_url, tool_exists,
 };
 use crate::root;
 
@@ -42,13 +41,15 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
             ("SMS_BENCH_OUT", &result.display().to_string()),
         ],
     )?;
-    let json = fs::read_to_string(&result).unwrap_or_default();
-    if let Some(reason) = json_string(&json, "skipped") {
-        report.skip(reason);
+    let result =
+        BenchResult::read(&result).context("the redis limiter benchmark wrote no result")?;
+    let skipped = result.skipped();
+    if !skipped.is_empty() {
+        skipped.into_iter().for_each(|reason| report.skip(reason));
         return Ok(());
     }
-    let ours = json_number(&json, &["decisions_per_s"]);
-    let baseline = match redis_benchmark_evalsha(&redis_url, &json) {
+    let ours = result.number(&["decisions_per_s"]);
+    let baseline = match redis_benchmark_evalsha(&redis_url, &result) {
         Ok(rps) => Some(rps),
         Err(e) => {
             report.skip(format!("redis-benchmark baseline: {e:#}"));
@@ -72,7 +73,7 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
 
 /// `redis-benchmark` running `EVALSHA` of the limiter's own script (read from its
 /// source) with the arguments the limiter benchmark used.
-fn redis_benchmark_evalsha(url: &str, limiter_json: &str) -> Result<f64> {
+fn redis_benchmark_evalsha(url: &str, limiter: &BenchResult) -> Result<f64> {
     for tool in ["redis-benchmark", "redis-cli"] {
         if !tool_exists(tool) {
             bail!("{tool} not installed (apt-get install redis-tools)");
@@ -93,10 +94,10 @@ fn redis_benchmark_evalsha(url: &str, limiter_json: &str) -> Result<f64> {
     if !load.status.success() || sha.len() != 40 {
         bail!("SCRIPT LOAD failed: {sha}");
     }
-    let limit = json_number(limiter_json, &["limit"]).unwrap_or(1e9);
-    let window = json_number(limiter_json, &["window_us"]).unwrap_or(1e6);
+    let limit = limiter.number(&["limit"]).unwrap_or(1e9);
+    let window = limiter.number(&["window_us"]).unwrap_or(1e6);
     let key = format!("sms-bench-rb-{}:limit:{{global}}", std::process::id());
-    let requests = json_number(limiter_json, &["decisions"]).unwrap_or(100_000.0);
+    let requests = limiter.number(&["decisions"]).unwrap_or(100_000.0);
     let output = Command::new("redis-benchmark")
         .args(["-h", &host, "-p", &port, "-c", &CONCURRENCY.to_string()])
         .args(["-n", &format!("{}", requests.max(10_000.0) as u64)])

@@ -32,6 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
 use crate::{cargo_bin, root};
 
@@ -157,6 +158,7 @@ pub fn run() -> Result<()> {
     let table = table(&report);
     println!("\n{table}");
     let json = summary_json(&report, started.elapsed());
+    let json = serde_json::to_string_pretty(&json).context("writing summary.json")? + "\n";
     fs::write(out.join("summary.json"), json).context("writing summary.json")?;
     fs::write(out.join("summary.md"), &table).context("writing summary.md")?;
     println!(
@@ -239,6 +241,57 @@ fn cargo_quiet(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
 
 // ---------------------------------------------------------------- reading results
 
+/// A JSON document a benchmark wrote: criterion's `estimates.json`, or the result file of
+/// a benchmark binary (`{"sqlite": {…}, "postgres": {…, "notes": […]}}`, or
+/// `{"skipped": "…"}` when its server was unreachable).
+struct BenchResult(Value);
+
+impl BenchResult {
+    fn read(path: &Path) -> Result<Self> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        let value = serde_json::from_str(text).context("expected a JSON document")?;
+        Ok(Self(value))
+    }
+
+    /// The number under `keys`, one object level per key.
+    fn number(&self, keys: &[&str]) -> Option<f64> {
+        keys.iter()
+            .try_fold(&self.0, |value, key| value.get(key))?
+            .as_f64()
+    }
+
+    /// Why the benchmark, or one of its parts, measured nothing.
+    fn skipped(&self) -> Vec<String> {
+        self.strings("skipped")
+    }
+
+    /// What the benchmark, or one of its parts, could not measure (a missing tool).
+    fn notes(&self) -> Vec<String> {
+        self.strings("notes")
+    }
+
+    /// The strings under `key` at the top of the document and in each of its parts
+    /// (`sqlite`, `postgres`), whether `key` holds one string or a list of them.
+    fn strings(&self, key: &str) -> Vec<String> {
+        let parts = self.0.as_object().into_iter().flat_map(|o| o.values());
+        std::iter::once(&self.0)
+            .chain(parts)
+            .filter_map(|part| part.get(key))
+            .flat_map(|found| match found {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            })
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// Criterion's median for `group/name`, in nanoseconds.
 fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
     let path: PathBuf = build_dir()
@@ -246,47 +299,9 @@ fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
         .join(group)
         .join(name)
         .join("new/estimates.json");
-    let json = fs::read_to_string(path).ok()?;
-    json_number(&json, &["\"median\"", "point_estimate"])
-}
-
-/// The number after the last of `keys`, each looked for after the previous one.
-/// Enough for the flat documents the benchmarks and criterion write.
-fn json_number(json: &str, keys: &[&str]) -> Option<f64> {
-    let mut at = 0;
-    for key in keys {
-        let quoted = if key.starts_with('"') {
-            (*key).to_owned()
-        } else {
-            format!("\"{key}\"")
-        };
-        at += json[at..].find(&quoted)? + quoted.len();
-    }
-    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-fn json_string(json: &str, key: &str) -> Option<String> {
-    let quoted = format!("\"{key}\":\"");
-    let start = json.find(&quoted)? + quoted.len();
-    let end = json[start..].find('"')?;
-    Some(json[start..start + end].to_owned())
-}
-
-fn json_notes(json: &str) -> Vec<String> {
-    let Some(start) = json.find("\"notes\":[") else {
-        return Vec::new();
-    };
-    let rest = &json[start + "\"notes\":[".len()..];
-    let end = rest.find(']').unwrap_or(rest.len());
-    rest[..end]
-        .split("\",\"")
-        .map(|s| s.trim_matches('"').to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
+    BenchResult::read(&path)
+        .ok()?
+        .number(&["median", "point_estimate"])
 }
 
 // ---------------------------------------------------------------- writing the summary
@@ -325,76 +340,59 @@ fn table(report: &Report) -> String {
     out
 }
 
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_value(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite())
-        .map_or("null".to_owned(), |v| format!("{v}"))
-}
-
-fn summary_json(report: &Report, took: Duration) -> String {
-    let rows: Vec<String> = report
+/// `summary.json`: the machine, how long the run took, each figure with its baseline and
+/// ratio, and what was skipped. A figure that is missing or not finite is `null`.
+fn summary_json(report: &Report, took: Duration) -> Value {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let figures: Vec<Value> = report
         .rows
         .iter()
-        .map(|r| {
-            format!(
-                "    {{\"figure\": {}, \"value\": {}, \"unit\": {}, \"baseline\": {}, \"baseline_value\": {}, \"ratio\": {}, \"ratio_is\": {}, \"target\": {}, \"note\": {}}}",
-                json_escape(&r.name),
-                json_value(r.value),
-                json_escape(r.unit),
-                json_escape(&r.baseline_name),
-                json_value(r.baseline),
-                json_value(r.ratio()),
-                json_escape(if r.higher_is_better {
+        .map(|row| {
+            json!({
+                "figure": row.name,
+                "value": finite(row.value),
+                "unit": row.unit,
+                "baseline": row.baseline_name,
+                "baseline_value": finite(row.baseline),
+                "ratio": finite(row.ratio()),
+                "ratio_is": if row.higher_is_better {
                     "value / baseline"
                 } else {
                     "baseline / value"
-                }),
-                json_escape(&r.target),
-                json_escape(&r.note),
-            )
+                },
+                "target": row.target,
+                "note": row.note,
+            })
         })
         .collect();
-    let skipped: Vec<String> = report.skipped.iter().map(|s| json_escape(s)).collect();
+    json!({
+        "machine": machine(),
+        "seconds": took.as_secs_f64().round(),
+        "figures": figures,
+        "skipped": report.skipped,
+    })
+}
+
+/// The cores, processor model and memory of the machine the run is on, which absolute
+/// figures depend on.
+fn machine() -> Value {
     let nproc = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
         .lines()
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
-        .map(|m| m.trim().to_owned())
+        .map(str::trim)
         .unwrap_or_default();
-    let mem_kib = fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib = meminfo
         .lines()
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    format!(
-        "{{\n  \"machine\": {{\"nproc\": {nproc}, \"cpu\": {}, \"memory_gib\": {:.1}}},\n  \"seconds\": {:.0},\n  \"figures\": [\n{}\n  ],\n  \"skipped\": [{}]\n}}\n",
-        json_escape(&model),
-        mem_kib / 1024.0 / 1024.0,
-        took.as_secs_f64(),
-        rows.join(",\n"),
-        skipped.join(", ")
-    )
+    let memory_gib = (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0;
+    json!({ "nproc": nproc, "cpu": model, "memory_gib": memory_gib })
 }
 
 #[cfg(test)]
@@ -402,12 +400,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_nested_numbers() {
+    fn reads_nested_numbers_skips_and_notes() {
         let json = r#"{"sqlite":{"a":1.5},"postgres":{"a":2e3,"notes":["x y","z"]}}"#;
-        assert_eq!(json_number(json, &["\"postgres\"", "a"]), Some(2000.0));
-        assert_eq!(json_number(json, &["\"sqlite\"", "a"]), Some(1.5));
-        assert_eq!(json_number(json, &["missing"]), None);
-        assert_eq!(json_notes(json), vec!["x y", "z"]);
+        let result = BenchResult::parse(json).unwrap();
+        assert_eq!(result.number(&["postgres", "a"]), Some(2000.0));
+        assert_eq!(result.number(&["sqlite", "a"]), Some(1.5));
+        assert_eq!(result.number(&["missing"]), None);
+        assert_eq!(result.notes(), vec!["x y", "z"]);
+        assert!(result.skipped().is_empty());
+
+        let skipped = r#"{"sqlite":{"a":1},"postgres":{"skipped":"postgres: cannot connect"}}"#;
+        let result = BenchResult::parse(skipped).unwrap();
+        assert_eq!(result.skipped(), vec!["postgres: cannot connect"]);
+        let top = BenchResult::parse(r#"{"skipped":"redis limiter: no answer"}"#).unwrap();
+        assert_eq!(top.skipped(), vec!["redis limiter: no answer"]);
+        assert!(BenchResult::parse("{\"a\":NaN}").is_err());
     }
 
     #[test]
@@ -419,5 +426,21 @@ mod tests {
         let slower = Row::new("x", Some(50.0), "/s").baseline("b", Some(100.0));
         assert_eq!(slower.ratio(), Some(0.5));
         assert_eq!(Row::new("x", None, "/s").ratio(), None);
+    }
+
+    #[test]
+    fn the_summary_escapes_text_and_writes_missing_figures_as_null() {
+        let mut report = Report::default();
+        report.push(Row::new("a \"quoted\"\nname", Some(f64::NAN), "ns").baseline("b", Some(2.0)));
+        report.skipped.push("back\\slash".to_owned());
+        let text = serde_json::to_string(&summary_json(&report, Duration::from_secs(3))).unwrap();
+        let summary: Value = serde_json::from_str(&text).unwrap();
+        let figure = &summary["figures"][0];
+        assert_eq!(figure["figure"], "a \"quoted\"\nname");
+        assert_eq!(figure["value"], Value::Null);
+        assert_eq!(figure["baseline_value"], 2.0);
+        assert_eq!(figure["ratio_is"], "value / baseline");
+        assert_eq!(summary["skipped"][0], "back\\slash");
+        assert_eq!(summary["seconds"], 3.0);
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Report, Row, cargo_quiet, json_notes, json_number, json_string, postgres_url};
+use super::{BenchResult, Report, Row, cargo_quiet, postgres_url};
 
 /// Which `pgbench` run a Postgres rate is compared with.
 #[derive(Clone, Copy)]
@@ -59,14 +59,11 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
             ("SMS_BENCH_OUT", &result.display().to_string()),
         ],
     )?;
-    let json = fs::read_to_string(&result).context("the queue benchmark wrote no result")?;
-    let pg = |key: &str| json_number(&json, &["\"postgres\"", key]);
-    let lite = |key: &str| json_number(&json, &["\"sqlite\"", key]);
-    if let Some(reason) = json_string(&json, "skipped") {
+    let result = BenchResult::read(&result).context("the queue benchmark wrote no result")?;
+    let pg = |key: &str| result.number(&["postgres", key]);
+    let lite = |key: &str| result.number(&["sqlite", key]);
+    for reason in result.skipped().into_iter().chain(result.notes()) {
         report.skip(reason);
-    }
-    for note in json_notes(&json) {
-        report.skip(note);
     }
     for (key, what, pgbench) in RATES {
         let row = Row::new(format!("queue pg: {what} (msg/s)"), pg(key), "/s");
