@@ -1,10 +1,12 @@
 //! Conversions between stored columns and domain types, shared by both backends so
 //! they read rows back identically.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sms_core::{
-    IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason, RawSmsRequest,
-    SmsRequest, StoreError, StoredMessage, VendorId,
+    IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason, QueueStats,
+    RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -66,6 +68,31 @@ pub(crate) fn billed_increment(messages: u64) -> Result<i64, StoreError> {
 /// A stored ledger total back as the unsigned count the trait returns.
 pub(crate) fn billed_total(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| corrupt("billed", format!("negative total {value}")))
+}
+
+/// The queue's statistics from the `(status, count)` rows of a count grouped by
+/// status; a status with no row has no messages.
+pub(crate) fn queue_stats<S: AsRef<str>>(
+    rows: impl IntoIterator<Item = (S, i64)>,
+) -> Result<QueueStats, StoreError> {
+    let mut stats = QueueStats::default();
+    for (stored_status, stored_count) in rows {
+        let count = u64::try_from(stored_count).unwrap_or_default();
+        match status(stored_status.as_ref())? {
+            MessageStatus::Queued => stats.queued = count,
+            MessageStatus::Leased => stats.leased = count,
+            MessageStatus::Sent => stats.sent = count,
+            MessageStatus::Dead => stats.dead = count,
+            MessageStatus::Expired => stats.expired = count,
+        }
+    }
+    Ok(stats)
+}
+
+/// A claim's lease duration as the signed duration added to the claim's time.
+pub(crate) fn lease_duration(lease_for: Duration) -> Result<chrono::Duration, StoreError> {
+    chrono::Duration::from_std(lease_for)
+        .map_err(|_| StoreError::backend(format!("lease duration {lease_for:?} is out of range")))
 }
 
 /// The idempotency key column of a request.

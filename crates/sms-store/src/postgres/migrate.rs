@@ -6,7 +6,7 @@
 
 use deadpool_postgres::{Object, Transaction};
 
-use super::pg_error;
+use super::error::pg_error;
 use crate::Error;
 
 /// One embedded migration.

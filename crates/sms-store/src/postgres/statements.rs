@@ -1,0 +1,229 @@
+//! The SQL of the Postgres store, one constant per statement, so the queries can be
+//! read together and checked against the indexes of `migrations/postgres/`.
+//!
+//! Statements name no schema: every pooled connection starts with `search_path` set to
+//! the configured one.
+
+/// The columns of a message row, which [`message_from_row`] reads by name; `$p`
+/// qualifies them when a statement joins another relation.
+///
+/// [`message_from_row`]: super::row::message_from_row
+macro_rules! message_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "idempotency_key, ",
+            $p,
+            "template, ",
+            $p,
+            "args, ",
+            $p,
+            "recipients, ",
+            $p,
+            "expires_at, ",
+            $p,
+            "status, ",
+            $p,
+            "reason, ",
+            $p,
+            "attempts, ",
+            $p,
+            "max_attempts, ",
+            $p,
+            "next_attempt_at, ",
+            $p,
+            "lease_owner, ",
+            $p,
+            "lease_token, ",
+            $p,
+            "lease_expires_at, ",
+            $p,
+            "last_vendor, ",
+            $p,
+            "last_error, ",
+            $p,
+            "may_duplicate, ",
+            $p,
+            "created_at, ",
+            $p,
+            "updated_at"
+        )
+    };
+}
+
+/// The insert of one message: it returns only the id (a row means it was inserted), the
+/// answer is built from the message itself ([`stored_from_new`]).
+///
+/// [`stored_from_new`]: crate::codec::stored_from_new
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+     status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+     RETURNING id";
+
+/// The insert of a whole batch, one statement: the parameters are one array per column
+/// (`args` and `recipients` as one JSON array text per message, since Postgres arrays
+/// cannot be ragged). Rows go in ordered by idempotency key, and messages with the same
+/// key in batch order: two batches sharing keys take the key locks in the same order
+/// (so they cannot deadlock), and the first message of a repeated key is the one
+/// stored, as one-by-one enqueues would store it. Only the ids of the inserted rows come
+/// back: the answers are built from the messages themselves ([`stored_from_new`]).
+///
+/// [`stored_from_new`]: crate::codec::stored_from_new
+pub(super) const INSERT_MANY: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+     status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
+     SELECT b.id, b.idempotency_key, b.template, \
+         ARRAY(SELECT a.v FROM jsonb_array_elements_text(b.args::jsonb) WITH ORDINALITY \
+               AS a(v, n) ORDER BY a.n), \
+         ARRAY(SELECT r.v FROM jsonb_array_elements_text(b.recipients::jsonb) WITH ORDINALITY \
+               AS r(v, n) ORDER BY r.n), \
+         b.expires_at, b.status, b.reason, b.attempts, b.max_attempts, b.next_attempt_at, \
+         b.lease_owner, b.lease_token, b.lease_expires_at, b.last_vendor, b.last_error, \
+         b.may_duplicate, b.created_at, b.created_at \
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
+                 $11::timestamptz[], $12::text[], $13::uuid[], $14::timestamptz[], $15::text[], \
+                 $16::text[], $17::bool[], $18::timestamptz[]) WITH ORDINALITY \
+         AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
+              attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+              lease_expires_at, last_vendor, last_error, may_duplicate, created_at, ord) \
+     ORDER BY b.idempotency_key, b.ord \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+     RETURNING id";
+
+/// The stored messages holding any of the given idempotency keys.
+pub(super) const SELECT_BY_KEYS: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE idempotency_key = ANY($1)"
+);
+
+pub(super) const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE id = $1"
+);
+
+pub(super) const SELECT_BY_KEY: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE idempotency_key = $1"
+);
+
+/// The claim, one statement. The CTE picks and locks the due rows in claim order,
+/// skipping rows another claimer has locked; the UPDATE leases exactly those rows.
+/// A CTE with `FOR UPDATE` is never inlined by the planner, so its `LIMIT` is applied
+/// once (an `id IN (subquery)` form may be re-planned as a join); it also hands back each
+/// row's previous due time, so the claimed rows are returned oldest due first.
+///
+/// The pick is `status IN (…) AND due_at <= $1 ORDER BY due_at, id`, exactly the
+/// predicate and key of the partial index `messages_claim`, so Postgres walks the index
+/// from the oldest due row and stops after `limit` rows, however many final rows the
+/// table holds. `tests/it/postgres.rs` checks the plan with EXPLAIN.
+pub(super) const CLAIM: &str = concat!(
+    "WITH due AS ( \
+         SELECT id, due_at FROM messages \
+         WHERE status IN ('queued', 'leased') AND due_at <= $1 \
+         ORDER BY due_at, id \
+         LIMIT $2 \
+         FOR UPDATE SKIP LOCKED \
+     ) \
+     UPDATE messages AS m \
+     SET status = 'leased', attempts = m.attempts + 1, lease_owner = $3, lease_token = $4, \
+         lease_expires_at = $5, updated_at = $1 \
+     FROM due WHERE m.id = due.id \
+     RETURNING due.due_at AS claimed_due_at, ",
+    message_columns!("m.")
+);
+
+/// The guard every change of a leased message carries: the row must still be leased
+/// under the caller's token.
+macro_rules! leased_under_token {
+    () => {
+        " WHERE id = $1 AND status = 'leased' AND lease_token = $2"
+    };
+}
+
+/// Clears the lease columns; the check constraint insists on it outside `leased`.
+macro_rules! drop_lease {
+    () => {
+        "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+    };
+}
+
+pub(super) const COMPLETE: &str = concat!(
+    "UPDATE messages SET status = 'sent', last_vendor = $3, updated_at = $4, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+/// [`COMPLETE`] for a batch, one statement: `$1` … `$4` are the ids, tokens, vendors and
+/// times; answers the ids it marked sent. An id may appear once per statement.
+pub(super) const COMPLETE_MANY: &str = "UPDATE messages AS m \
+     SET status = 'sent', last_vendor = b.vendor, updated_at = b.at, \
+         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS b(id, token, vendor, at) \
+     WHERE m.id = b.id AND m.status = 'leased' AND m.lease_token = b.token \
+     RETURNING m.id";
+
+pub(super) const FAIL: &str = concat!(
+    "UPDATE messages SET status = 'queued', last_vendor = COALESCE($3, last_vendor), \
+     last_error = $4, may_duplicate = may_duplicate OR $5, next_attempt_at = $6, updated_at = $7, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const DEAD: &str = concat!(
+    "UPDATE messages SET status = 'dead', last_vendor = COALESCE($3, last_vendor), \
+     last_error = $4, may_duplicate = may_duplicate OR $5, updated_at = $6, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const EXPIRE: &str = concat!(
+    "UPDATE messages SET status = 'expired', updated_at = $3, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+/// A release gives back the claim's attempt: the message was never tried.
+pub(super) const RELEASE: &str = concat!(
+    "UPDATE messages SET status = 'queued', attempts = GREATEST(attempts - 1, 0), \
+     next_attempt_at = $3, updated_at = $3, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const RETRY: &str = concat!(
+    "UPDATE messages SET status = 'queued', attempts = 0, reason = 'manual_retry', \
+     next_attempt_at = $2, updated_at = $2 \
+     WHERE id = $1 AND status IN ('dead', 'expired') RETURNING ",
+    message_columns!("")
+);
+
+pub(super) const STATUS_OF: &str = "SELECT status FROM messages WHERE id = $1";
+
+/// Which of the given ids are stored (tells `NotFound` from `LeaseLost` for a batch).
+pub(super) const EXISTING_IDS: &str = "SELECT id FROM messages WHERE id = ANY($1)";
+
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+);
+
+pub(super) const STATS: &str = "SELECT status, count(*) FROM messages GROUP BY status";
+
+pub(super) const PURGE_SENT: &str = "DELETE FROM messages WHERE id IN ( \
+         SELECT id FROM messages WHERE status = 'sent' AND updated_at < $1 \
+         ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+pub(super) const USAGE_ADD: &str = "INSERT INTO usage (vendor, period, billed) VALUES ($1, $2, $3) \
+     ON CONFLICT (vendor, period) DO UPDATE SET billed = usage.billed + EXCLUDED.billed \
+     RETURNING billed";
+
+pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE period = $1";
