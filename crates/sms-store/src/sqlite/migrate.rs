@@ -1,0 +1,288 @@
+//! Versioned schema migrations, embedded in the binary.
+//!
+//! Each migration is a SQL file under `migrations/sqlite/`, applied once, in version
+//! order, and recorded in `schema_migrations`. A released migration is never edited:
+//! changes go into a new file.
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::error::sqlite_error;
+use crate::Error;
+
+/// Embedded migrations, oldest first; each is applied once and recorded in
+/// `schema_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "lighter_inserts",
+        include_str!("../../migrations/sqlite/0002_lighter_inserts.sql"),
+    ),
+    (
+        3,
+        "checks_without_lists",
+        include_str!("../../migrations/sqlite/0003_checks_without_lists.sql"),
+    ),
+];
+
+/// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
+/// transaction (processes opening the file together migrate once). Returns the
+/// versions applied now; refuses a database migrated by a newer build with
+/// [`Error::SchemaTooNew`].
+pub(super) fn apply(conn: &mut Connection) -> Result<Vec<i64>, Error> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             applied_at TEXT    NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .map_err(sqlite_error)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite_error)?;
+    let supported = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > supported {
+        return Err(Error::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql).map_err(sqlite_error)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+            params![version, name],
+        )
+        .map_err(sqlite_error)?;
+        applied.push(*version);
+    }
+    tx.commit().map_err(sqlite_error)?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use sms_core::{
+        DeferredQueue, Enqueued, IdempotencyKey, MessageId, MessageStatus, NewMessage, QueueReason,
+        SmsRequest,
+    };
+
+    use super::*;
+    use crate::codec::stored_from_new;
+    use crate::sqlite::SqliteStore;
+    use crate::sqlite::queue::insert_or_find;
+    use crate::sqlite::row::InsertRow;
+    use crate::sqlite::statements::INSERT;
+
+    #[tokio::test]
+    async fn opening_creates_the_directory_and_reopening_migrates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("gateway.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(path.exists());
+        let mode: String = store
+            .call(|c| {
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(store);
+        let mut conn = Connection::open(&path).unwrap();
+        assert!(apply(&mut conn).unwrap().is_empty());
+    }
+
+    /// A database written by the first schema: its rows survive the rebuild of
+    /// migration 2, keys stay unique, and keyless rows no longer enter the key index.
+    #[tokio::test]
+    async fn a_version_1_database_is_rebuilt_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+                 INSERT INTO schema_migrations (version, name) VALUES (1, 'init');",
+            )
+            .unwrap();
+            tx.execute_batch(MIGRATIONS[0].2).unwrap();
+            tx.commit().unwrap();
+        }
+        let keyed = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["1"], ["+8613800138000"])
+                .unwrap()
+                .with_idempotency_key(IdempotencyKey::new("order-7").unwrap()),
+            QueueReason::VendorFailed,
+            5,
+            Utc::now(),
+        );
+        let keyless = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["2"], ["+8613800138001"]).unwrap(),
+            QueueReason::RateLimited,
+            5,
+            Utc::now(),
+        );
+        {
+            // Written through the version-1 statement, as the previous build did.
+            let conn = Connection::open(&path).unwrap();
+            let mut insert = conn
+                .prepare(&INSERT.replace(" WHERE idempotency_key IS NOT NULL", ""))
+                .unwrap();
+            for message in [&keyed, &keyless] {
+                let stored = stored_from_new(message.clone());
+                InsertRow::new(&stored)
+                    .unwrap()
+                    .execute(&mut insert)
+                    .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        for message in [&keyed, &keyless] {
+            let found = store.get(message.id).await.unwrap().unwrap();
+            assert_eq!(found.request, message.request);
+            assert_eq!(found.status, MessageStatus::Queued);
+            assert_eq!(
+                found.next_attempt_at,
+                stored_from_new(message.clone()).next_attempt_at
+            );
+        }
+        let key = keyed.request.idempotency_key().unwrap().clone();
+        assert_eq!(
+            store
+                .find_by_idempotency_key(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            keyed.id
+        );
+        // The key is still unique: a second message with it finds the first.
+        let again = NewMessage::queued(
+            MessageId::new(),
+            keyed.request.clone(),
+            QueueReason::Accepted,
+            5,
+            Utc::now(),
+        );
+        assert!(matches!(
+            store.enqueue(again).await.unwrap(),
+            Enqueued::Existing(m) if m.id == keyed.id
+        ));
+        let (indexed, plan): (i64, String) = store
+            .call(|c| {
+                let indexed = c
+                    .query_row(
+                        "SELECT count(*) FROM messages INDEXED BY messages_idempotency_key \
+                         WHERE idempotency_key IS NOT NULL",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite_error)?;
+                let plan = c
+                    .query_row(
+                        "EXPLAIN QUERY PLAN SELECT id FROM messages WHERE idempotency_key = 'x'",
+                        [],
+                        |r| r.get(3),
+                    )
+                    .map_err(sqlite_error)?;
+                Ok((indexed, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(indexed, 1);
+        assert!(plan.contains("messages_idempotency_key"), "{plan}");
+    }
+
+    /// Migration 3 rewrote the CHECK constraints on `status` and `reason`: they still
+    /// refuse what is not one of their values, and accept each that is.
+    #[tokio::test]
+    async fn status_and_reason_accept_their_values_only() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let message = stored_from_new(NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["1"], ["+8613800138000"]).unwrap(),
+            QueueReason::RateLimited,
+            5,
+            Utc::now(),
+        ));
+        let id = message.id.to_string();
+        let refused = store
+            .call(move |c| {
+                insert_or_find(c, message)?;
+                let set = |statement: &str, value: &str| c.execute(statement, params![id, value]);
+                let (status_to, reason_to) = (
+                    "UPDATE messages SET status = ?2 WHERE id = ?1",
+                    "UPDATE messages SET reason = ?2 WHERE id = ?1",
+                );
+                // Every status the domain has ('leased' needs a lease, so it is left
+                // out), then values it does not have.
+                let statuses = MessageStatus::ALL
+                    .into_iter()
+                    .filter(|s| *s != MessageStatus::Leased)
+                    .map(MessageStatus::as_str)
+                    .chain(["Sent", "lost", ""]);
+                let reasons = QueueReason::ALL
+                    .into_iter()
+                    .map(QueueReason::as_str)
+                    .chain(["throttled"]);
+                let mut refused = Vec::new();
+                for status in statuses {
+                    if set(status_to, status).is_err() {
+                        refused.push(status);
+                    }
+                }
+                for reason in reasons {
+                    if set(reason_to, reason).is_err() {
+                        refused.push(reason);
+                    }
+                }
+                Ok(refused)
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, ["Sent", "lost", "", "throttled"]);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        drop(SqliteStore::open(&path).await.unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (99, 'future')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let e = SqliteStore::open(&path).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::SchemaTooNew {
+                    found: 99,
+                    supported
+                } if supported == MIGRATIONS.last().unwrap().0
+            ),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The SQL of the SQLite store, one constant per statement, so the queries can be read
+//! together and checked against the indexes of `migrations/sqlite/`.
+//!
+//! Parameters are numbered (`?1`); times are integer microseconds since the epoch and
+//! lists JSON arrays (see [`super::row`]).
+
+/// The columns of a message row, in the order [`MessageRow::read`] reads them.
+///
+/// [`MessageRow::read`]: super::row::MessageRow::read
+macro_rules! message_columns {
+    () => {
+        "id, idempotency_key, template, args, recipients, expires_at, \
+         status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
+         lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at"
+    };
+}
+
+/// The guard every change of a leased message carries: the row must still be leased
+/// under the caller's token.
+macro_rules! leased_under_token {
+    () => {
+        " WHERE id = ?1 AND status = 'leased' AND lease_token = ?2"
+    };
+}
+
+/// Clears the lease columns; the check constraint insists on it outside `leased`.
+macro_rules! drop_lease {
+    () => {
+        "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+    };
+}
+
+/// The insert of a message; a conflicting idempotency key inserts nothing. Nothing is
+/// returned: the answer is built from the message itself ([`stored_from_new`]).
+///
+/// [`stored_from_new`]: crate::codec::stored_from_new
+pub(super) const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
+     expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
+     lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
+     may_duplicate, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
+     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+pub(super) const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE id = ?1"
+);
+
+pub(super) const SELECT_BY_KEY: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE idempotency_key = ?1"
+);
+
+/// The due messages a claim takes, oldest due first: the filter and order of the
+/// partial index `messages_claim`, so SQLite reads the index from its start and stops
+/// after `limit` entries. The index is named because without table statistics SQLite
+/// prefers `messages_status_created` for the `status IN (…)` term and then sorts every
+/// due row; the claim must not depend on whether `ANALYZE` ever ran.
+pub(super) const CLAIM_PICK: &str = "SELECT id FROM messages INDEXED BY messages_claim \
+     WHERE status IN ('queued', 'leased') AND due_at <= ?1 \
+     ORDER BY due_at, id LIMIT ?2";
+
+/// Leases one picked message under the claim's owner, token and expiry.
+pub(super) const CLAIM_LEASE: &str = concat!(
+    "UPDATE messages SET status = 'leased', attempts = attempts + 1, \
+     lease_owner = ?2, lease_token = ?3, lease_expires_at = ?4, updated_at = ?5 \
+     WHERE id = ?1 RETURNING ",
+    message_columns!()
+);
+
+/// Marks a leased message sent, guarded by its lease token.
+pub(super) const COMPLETE: &str = concat!(
+    "UPDATE messages SET status = 'sent', last_vendor = ?3, updated_at = ?4, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const FAIL: &str = concat!(
+    "UPDATE messages SET status = 'queued', last_vendor = COALESCE(?3, last_vendor), \
+     last_error = ?4, may_duplicate = (may_duplicate OR ?5), next_attempt_at = ?6, \
+     updated_at = ?7, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const DEAD: &str = concat!(
+    "UPDATE messages SET status = 'dead', last_vendor = COALESCE(?3, last_vendor), \
+     last_error = ?4, may_duplicate = (may_duplicate OR ?5), updated_at = ?6, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const EXPIRE: &str = concat!(
+    "UPDATE messages SET status = 'expired', updated_at = ?3, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+/// A release gives back the claim's attempt: the message was never tried.
+pub(super) const RELEASE: &str = concat!(
+    "UPDATE messages SET status = 'queued', attempts = max(attempts - 1, 0), \
+     next_attempt_at = ?3, updated_at = ?3, ",
+    drop_lease!(),
+    leased_under_token!()
+);
+
+pub(super) const RETRY: &str = concat!(
+    "UPDATE messages SET status = 'queued', attempts = 0, reason = 'manual_retry', \
+     next_attempt_at = ?2, updated_at = ?2 \
+     WHERE id = ?1 AND status IN ('dead', 'expired') RETURNING ",
+    message_columns!()
+);
+
+pub(super) const STATUS_OF: &str = "SELECT status FROM messages WHERE id = ?1";
+
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE status = ?1 ORDER BY created_at, id LIMIT ?2"
+);
+
+pub(super) const STATS: &str = "SELECT status, count(*) FROM messages GROUP BY status";
+
+pub(super) const PURGE_SENT: &str = "DELETE FROM messages WHERE id IN ( \
+     SELECT id FROM messages WHERE status = 'sent' AND updated_at < ?1 \
+     ORDER BY updated_at, id LIMIT ?2)";
+
+pub(super) const USAGE_ADD: &str = "INSERT INTO usage (vendor, period, billed) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (vendor, period) DO UPDATE SET billed = billed + excluded.billed \
+     RETURNING billed";
+
+pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE period = ?1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use crate::sqlite::error::sqlite_error;
+
+    /// Statements that write a message: an `IN` list of more than two constants in a
+    /// CHECK constraint made SQLite build a temporary B-tree at every execution.
+    #[tokio::test]
+    async fn writing_a_message_builds_no_temporary_b_tree() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let statements = [
+            INSERT,
+            COMPLETE,
+            "UPDATE messages SET status = 'queued', reason = 'manual_retry', attempts = 0 \
+             WHERE id = ?1",
+        ];
+        let temporary = store
+            .call(move |c| {
+                let mut found = Vec::new();
+                for sql in statements {
+                    // Built from the statement constants above only.
+                    let mut explain = c
+                        .prepare(&["EXPLAIN ", sql].concat())
+                        .map_err(sqlite_error)?;
+                    // Unbound parameters are NULL: the program is the same.
+                    let mut rows = explain.raw_query();
+                    while let Some(row) = rows.next().map_err(sqlite_error)? {
+                        let opcode: String = row.get(1).map_err(sqlite_error)?;
+                        if opcode == "OpenEphemeral" {
+                            found.push(sql);
+                        }
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .unwrap();
+        assert!(temporary.is_empty(), "{temporary:#?}");
+    }
+}
