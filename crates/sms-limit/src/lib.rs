@@ -8,10 +8,8 @@
 //! | [`sms_core::RecipientLimiter`] (SMS bombing) | [`RedisRecipientLimiter`] | [`InProcessRecipientLimiter`] |
 //!
 //! All four are sliding windows: at most `limit` permits in *any* window of the
-//! configured length, whatever the spacing of the requests. Three are exact; the
-//! in-process global limiter keeps short-lived per-thread permit caches, so it may
-//! refuse a little early when a cache expires unused (never admit more; see
-//! [`InProcessLimiter`]). [`LimitConfig`] holds the
+//! configured length, whatever the spacing of the requests. All four are exact:
+//! they refuse only what would break that. [`LimitConfig`] holds the
 //! settings and their defaults (3000 per 1 s globally; 1 per 60 s and 10 per 24 h per
 //! recipient; fail open).
 //!

@@ -54,7 +54,7 @@ async fn the_real_clock_limits_too() {
 }
 
 #[test]
-fn threads_on_a_frozen_clock_take_exactly_the_limit_and_leave_nothing_in_caches() {
+fn threads_on_a_frozen_clock_take_exactly_the_limit() {
     const LIMIT: u32 = 10_000;
     let clock = ManualMonotonicClock::new();
     clock.advance(Duration::from_secs(5));
@@ -66,7 +66,7 @@ fn threads_on_a_frozen_clock_take_exactly_the_limit_and_leave_nothing_in_caches(
                 let limiter = &limiter;
                 scope.spawn(move || {
                     // Requests of 1 to 3 permits, until a request of one is refused:
-                    // then no cache holds a permit and the log is full.
+                    // then the log is full.
                     let mut allowed = 0;
                     for request in thread.. {
                         let permits = [1, 3, 2][request % 3];
@@ -84,7 +84,7 @@ fn threads_on_a_frozen_clock_take_exactly_the_limit_and_leave_nothing_in_caches(
         threads.into_iter().map(|t| t.join().unwrap()).sum()
     });
     assert_eq!(allowed, LIMIT);
-    // Fresh threads get other caches; every one is refused too.
+    // Threads that asked for nothing yet are refused too.
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| assert!(!limiter.try_acquire(1).is_allowed()));
@@ -150,7 +150,7 @@ fn threads_on_a_moving_manual_clock_never_exceed_the_limit_in_any_window() {
     let clock = ManualMonotonicClock::new();
     let limiter = InProcessLimiter::with_clock(LIMIT, window, Arc::new(clock.clone())).unwrap();
     let allowed = std::thread::scope(|scope| {
-        // Time moves in 50 µs steps, often across a cache's validity (156 µs here).
+        // Time moves in 50 µs steps, so the window slides while the threads race.
         scope.spawn(|| {
             while clock.elapsed() < until {
                 clock.advance(Duration::from_micros(50));
