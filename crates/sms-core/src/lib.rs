@@ -28,7 +28,7 @@ pub use clock::{BillingPeriod, Clock, SystemClock};
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError, VendorError};
 pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
 pub use ledger::UsageLedger;
-pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter};
+pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter, RecipientWindow};
 pub use money::{Money, MoneyParseError};
 pub use phone::{PhoneNumber, PhoneNumberError};
 pub use queue::{

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::LimitError;
 use crate::phone::PhoneNumber;
@@ -50,6 +51,45 @@ pub enum RecipientDecision {
     },
 }
 
+/// At most `limit` messages to one recipient in any `window`.
+///
+/// Configuration files give the window in whole seconds (`{ limit = 1, window_s = 60 }`)
+/// and it is written back the same way; code and tests may use any duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientWindow {
+    /// Messages allowed per window.
+    pub limit: u32,
+    /// Window length (`window_s`, in seconds, in configuration files).
+    #[serde(
+        rename = "window_s",
+        serialize_with = "to_seconds",
+        deserialize_with = "from_seconds"
+    )]
+    pub window: Duration,
+}
+
+impl RecipientWindow {
+    /// At most `limit` messages per `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self { limit, window }
+    }
+
+    /// At most `limit` messages per `window_s` seconds.
+    pub fn per_seconds(limit: u32, window_s: u64) -> Self {
+        Self::new(limit, Duration::from_secs(window_s))
+    }
+}
+
+fn from_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_secs)
+}
+
+/// Whole seconds, as configuration files give them; a fraction of a second is dropped.
+fn to_seconds<S: Serializer>(window: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(window.as_secs())
+}
+
 /// Per-recipient limits (at most K messages per recipient per window, several windows).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -58,4 +98,31 @@ pub trait RecipientLimiter: Send + Sync {
     /// A limited recipient is not counted.
     async fn check(&self, recipients: &[PhoneNumber])
     -> Result<Vec<RecipientDecision>, LimitError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recipient_window_reads_and_writes_whole_seconds() {
+        let window: RecipientWindow =
+            serde_json::from_str(r#"{ "limit": 10, "window_s": 86400 }"#).unwrap();
+        assert_eq!(window, RecipientWindow::per_seconds(10, 86_400));
+        assert_eq!(window.window, Duration::from_secs(86_400));
+        assert_eq!(
+            serde_json::to_string(&window).unwrap(),
+            r#"{"limit":10,"window_s":86400}"#
+        );
+    }
+
+    #[test]
+    fn a_recipient_window_rejects_unknown_fields() {
+        let error =
+            serde_json::from_str::<RecipientWindow>(r#"{ "limit": 1, "window": 60 }"#).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `window`"),
+            "{error}"
+        );
+    }
 }

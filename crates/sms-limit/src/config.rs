@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::window::validate_window;
+
+/// Re-exported from `sms-core`, where the limiter contract suite can name it too.
+pub use sms_core::RecipientWindow;
 
 /// Settings of the global and per-recipient limiters.
 ///
@@ -81,7 +85,7 @@ impl LimitConfig {
             ));
         }
         for (index, window) in self.recipient_windows.iter().enumerate() {
-            window.validate(&format!("recipient_windows[{index}]"))?;
+            validate_window(window, &format!("recipient_windows[{index}]"))?;
         }
         if self.key_prefix.is_empty() {
             return Err(ConfigError::new(
@@ -126,52 +130,6 @@ impl LimitConfig {
     /// slight overshoot.
     pub fn instance_share(&self) -> u32 {
         (self.global_per_second / self.instances.max(1)).max(1)
-    }
-}
-
-/// At most `limit` messages to one recipient in any `window`.
-///
-/// Configuration files give the window in whole seconds (`window_s`); code and
-/// tests may use any duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientWindow {
-    /// Messages allowed per window.
-    pub limit: u32,
-    /// Window length (`window_s`, in seconds, in configuration files).
-    #[serde(rename = "window_s", deserialize_with = "seconds")]
-    pub window: Duration,
-}
-
-fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
-}
-
-impl RecipientWindow {
-    /// At most `limit` messages per `window`.
-    pub fn new(limit: u32, window: Duration) -> Self {
-        Self { limit, window }
-    }
-
-    /// At most `limit` messages per `window_s` seconds.
-    pub fn per_seconds(limit: u32, window_s: u64) -> Self {
-        Self::new(limit, Duration::from_secs(window_s))
-    }
-
-    fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        if self.limit == 0 {
-            return Err(ConfigError::new(
-                format!("{field}.limit"),
-                "expected at least 1, found 0",
-            ));
-        }
-        if self.window.is_zero() {
-            return Err(ConfigError::new(
-                format!("{field}.window_s"),
-                "expected a window longer than 0",
-            ));
-        }
-        Ok(())
     }
 }
 

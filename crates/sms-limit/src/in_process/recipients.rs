@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sms_core::sync::lock;
-use sms_core::{LimitError, PhoneNumber, RecipientDecision, RecipientLimiter};
+use sms_core::{LimitError, PhoneNumber, RecipientDecision, RecipientLimiter, RecipientWindow};
 
-use crate::config::RecipientWindow;
 use crate::error::ConfigError;
 use crate::time::{InstantClock, MonotonicClock};
 use crate::window::validate_windows;
