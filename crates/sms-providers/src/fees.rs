@@ -12,9 +12,10 @@
 //! ]
 //! ```
 //!
-//! Schedules are checked when they are loaded, so a gap like the original design's
-//! Cloopen list (defect 12: past 125,000 messages the price was 0 and Cloopen always
-//! won the cheapest-vendor comparison) is refused instead of silently costing nothing.
+//! Schedules are checked when they are loaded. A list with a gap, such as one that ends
+//! at a bound with no tier after it, would price every message past the gap at 0, and
+//! its vendor would then win every cheapest-vendor comparison; such a list is refused
+//! instead of silently costing nothing.
 
 use std::fmt;
 
@@ -254,8 +255,8 @@ fn built_in(tiers: Vec<Tier>) -> TieredFeeSchedule {
     TieredFeeSchedule::from_tiers(tiers).expect("built-in fee schedules are valid")
 }
 
-/// Aliyun's list as the original design used it: <100k 0.045, <300k 0.040, <500k 0.039,
-/// <1M 0.038, <3M 0.037, then 0.036.
+/// Aliyun's list: <100k 0.045, <300k 0.040, <500k 0.039, <1M 0.038, <3M 0.037, then
+/// 0.036.
 pub fn aliyun() -> TieredFeeSchedule {
     built_in(vec![
         Tier::bounded(100_000, micros(45_000)),
@@ -267,8 +268,8 @@ pub fn aliyun() -> TieredFeeSchedule {
     ])
 }
 
-/// Tencent Cloud's list. The original design only says "<10k 0.047 falling in steps to
-/// 0.038"; the intermediate steps here (<50k 0.045, <100k 0.043, <300k 0.041,
+/// Tencent Cloud's list. Only its ends are given: <10k 0.047, falling in steps to
+/// 0.038. The intermediate steps here (<50k 0.045, <100k 0.043, <300k 0.041,
 /// <1M 0.040) are an assumption, not Tencent's published prices. Configure the real
 /// list when it matters.
 pub fn tencent() -> TieredFeeSchedule {
@@ -283,9 +284,9 @@ pub fn tencent() -> TieredFeeSchedule {
 }
 
 /// Cloopen's list: <10,417 0.048, <22,222 0.045, <47,619 0.042, <125,000 0.040, and
-/// from 125,000 on still 0.040. The original list stopped at 125,000, so every message
-/// beyond it cost 0 and Cloopen always looked cheapest (defect 12); no lower price is
-/// known for that volume, so the last price simply continues.
+/// from 125,000 on still 0.040. The list as given stops at 125,000; taken as it is, it
+/// would price every message beyond at 0 and Cloopen would always look cheapest. No
+/// lower price is known for that volume, so the last price simply continues.
 pub fn cloopen() -> TieredFeeSchedule {
     built_in(vec![
         Tier::bounded(10_417, micros(48_000)),
@@ -330,7 +331,7 @@ mod tests {
 
     #[test]
     fn cloopen_past_125000_is_not_free() {
-        // Defect 12: the original list had no tier beyond 125,000 and priced it at 0.
+        // The list as given stops at 125,000: beyond it the last price continues.
         let cloopen = cloopen();
         for volume in [124_999, 125_000, 125_001, 10_000_000, u64::MAX] {
             assert_eq!(cloopen.price_at(volume), money("0.040"), "at {volume}");
@@ -377,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_gap_at_the_end_is_refused_naming_the_tier() {
-        // The original Cloopen list: four bounded tiers and nothing after.
+        // Cloopen's list as given: four bounded tiers and nothing after.
         let e = TieredFeeSchedule::from_tiers(vec![
             Tier::bounded(10_417, money("0.048")),
             Tier::bounded(22_222, money("0.045")),

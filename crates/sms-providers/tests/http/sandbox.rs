@@ -250,9 +250,9 @@ async fn tencent_refuses_a_signature_older_than_five_minutes() {
     sandbox.stop().await.unwrap();
 }
 
-/// Defects 14 and 15 of the original design: arguments joined with separators, and
-/// parameter order lost through a map. Every vendor must deliver the arguments intact
-/// and in order, whatever they contain.
+/// Arguments joined with a separator would split or merge when an argument holds it, and
+/// arguments passed through a map would lose their order. Every vendor must deliver the
+/// arguments intact and in order, whatever they contain.
 #[tokio::test]
 async fn arguments_reach_every_vendor_intact_and_in_order() {
     use sms_providers::http::{CloopenVendor, TencentVendor};

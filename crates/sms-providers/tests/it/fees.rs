@@ -15,7 +15,7 @@ fn every_built_in_vendor_has_a_price_at_any_volume() {
         for volume in [0, 10_000, 125_000, 1_000_000, 3_000_000, u64::MAX / 2] {
             assert!(
                 schedule.price_at(volume) > Money::ZERO,
-                "{name} at {volume} must not be free (defect 12)"
+                "{name} at {volume} must not be free"
             );
         }
     }
@@ -23,8 +23,8 @@ fn every_built_in_vendor_has_a_price_at_any_volume() {
 
 #[test]
 fn cloopen_does_not_become_the_cheapest_for_free_past_125000() {
-    // Defect 12: the original design picked the cheapest vendor by current price, and
-    // Cloopen's missing tier made it 0 from 125,000 on, so it always won.
+    // The gateway picks the cheapest vendor by its current price: a missing tier after
+    // 125,000 would make Cloopen's 0 from there on, and it would always win.
     let volume = 500_000;
     let cloopen = fees::cloopen().price_at(volume);
     let aliyun = fees::aliyun().price_at(volume);
@@ -41,7 +41,7 @@ fn a_schedule_file_with_a_gap_is_refused_at_load_time() {
     std::fs::write(
         &path,
         r#"
-        # The original design's Cloopen list.
+        # Cloopen's list as given, which stops at 125,000.
         tiers = [
             { up_to = 10417, price = "0.048" },
             { up_to = 22222, price = "0.045" },

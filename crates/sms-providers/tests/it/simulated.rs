@@ -179,7 +179,8 @@ async fn a_caller_that_gives_up_during_the_latency_gets_nothing_delivered() {
     assert_eq!((stats.attempted, stats.succeeded, stats.failed), (1, 0, 0));
 }
 
-/// Defect 13: one request to several numbers was counted as one message.
+/// One request to several numbers is several messages: each recipient is recorded and
+/// billed.
 #[tokio::test(start_paused = true)]
 async fn a_delivery_records_each_recipient_and_bills_them() {
     let log = DeliveryLog::in_memory();
@@ -358,8 +359,8 @@ async fn works_behind_the_vendor_trait() {
     }
 }
 
-/// Defect 15: a vendor client dropped its own error and reported success. A simulated
-/// vendor that cannot record its delivery reports a failure instead.
+/// A vendor client must never drop its own error and report success: a simulated vendor
+/// that cannot record its delivery reports a failure instead.
 #[cfg(target_os = "linux")]
 #[tokio::test(start_paused = true)]
 async fn a_vendor_that_cannot_record_the_delivery_reports_a_failure() {
