@@ -2,9 +2,12 @@
 //!
 //! They follow the same contracts as the real backends (the store crate runs its
 //! contract suite against [`MemoryQueue`] too) but keep nothing across restarts.
+//!
+//! [`limiter_contract`] is the contract every rate-limiter backend runs.
 
 mod clock;
 mod ledger;
+pub mod limiter_contract;
 mod queue;
 
 pub use clock::ManualClock;

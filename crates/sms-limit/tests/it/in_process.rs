@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sms_core::testing::limiter_contract::Backend;
 use sms_core::{RateLimiter, RecipientLimiter};
 use sms_limit::{
     InProcessLimiter, InProcessRecipientLimiter, InstantClock, ManualMonotonicClock,
     MonotonicClock, RecipientWindow,
 };
-
-use crate::contract::{Backend, limiter_contract_tests};
 
 /// In-process limiters sharing one manual clock.
 struct InProcess {
@@ -43,7 +42,7 @@ async fn in_process(_test: &str) -> Option<InProcess> {
     })
 }
 
-limiter_contract_tests!(in_process);
+sms_core::limiter_contract_tests!(in_process);
 
 #[tokio::test]
 async fn the_real_clock_limits_too() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::LuaInterface;
+use sms_core::testing::limiter_contract::Backend;
 use sms_core::{PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter};
 use sms_limit::{
     LimitConfig, RecipientWindow, RedisClient, RedisErrorPolicy, RedisLimiter,
@@ -14,7 +15,6 @@ use sms_limit::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::contract::{Backend, limiter_contract_tests};
 use crate::support::{
     count_keys, delete_keys, eventually, random_prefix, redis_or_skip, redis_url, test_config,
 };
@@ -72,7 +72,7 @@ async fn redis(test: &str) -> Option<Redis> {
     })
 }
 
-limiter_contract_tests!(redis);
+sms_core::limiter_contract_tests!(redis);
 
 fn phone(n: u32) -> PhoneNumber {
     PhoneNumber::parse(&format!("+86137{n:08}")).unwrap()

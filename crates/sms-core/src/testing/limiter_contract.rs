@@ -1,0 +1,298 @@
+//! The limiter contract: what every [`RateLimiter`] and [`RecipientLimiter`] backend
+//! does, written once (feature `testing`).
+//!
+//! `sms-limit` runs it against its in-process and Redis limiters; a third-party
+//! backend runs the same cases by implementing [`Backend`] and invoking
+//! [`limiter_contract_tests!`](crate::limiter_contract_tests) in a test module:
+//!
+//! ```ignore
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use async_trait::async_trait;
+//! use sms_core::testing::limiter_contract::Backend;
+//! use sms_core::{RateLimiter, RecipientLimiter, RecipientWindow};
+//!
+//! struct MyBackend { /* a connection, a key prefix, ... */ }
+//!
+//! #[async_trait]
+//! impl Backend for MyBackend {
+//!     async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter> {
+//!         Arc::new(my_crate::GlobalLimiter::new(limit, window))
+//!     }
+//!     async fn recipients(&self, windows: Vec<RecipientWindow>) -> Arc<dyn RecipientLimiter> {
+//!         Arc::new(my_crate::RecipientLimiter::new(windows))
+//!     }
+//!     async fn advance(&self, by: Duration) {
+//!         tokio::time::sleep(by).await; // or move a clock you control
+//!     }
+//!     async fn cleanup(&self) {}
+//! }
+//!
+//! /// One fresh backend per test; `None` skips the test (say why on stderr).
+//! async fn my_backend(_test_name: &str) -> Option<MyBackend> {
+//!     Some(MyBackend { /* ... */ })
+//! }
+//!
+//! sms_core::limiter_contract_tests!(my_backend);
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per case, named after it, on a
+//! multi-threaded runtime: the test crate needs `sms-core` with the `testing` feature,
+//! `async-trait`, and `tokio` with the `macros` and `rt-multi-thread` features.
+//!
+//! A backend hands out limiters that share state (for Redis: one key prefix) and
+//! moves time forward: an in-process backend moves a manual clock, a Redis one
+//! has to sleep, because its scripts read the Redis server's clock. Windows that
+//! must slide are therefore short (hundreds of ms) and every assertion is about
+//! counts, with margins of at least 100 ms on each side of a window edge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter, RecipientWindow,
+};
+
+/// What the contract needs from a backend.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new global limiter of `limit` permits per `window`, with nothing counted yet.
+    async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter>;
+    /// A new recipient limiter enforcing `windows`, with nothing counted yet.
+    async fn recipients(&self, windows: Vec<RecipientWindow>) -> Arc<dyn RecipientLimiter>;
+    /// Lets `by` pass on the limiters' clock.
+    async fn advance(&self, by: Duration);
+    /// Removes whatever the test stored.
+    async fn cleanup(&self);
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn phone(n: u32) -> PhoneNumber {
+    PhoneNumber::parse(&format!("+86139{n:08}")).unwrap()
+}
+
+async fn count_allowed(limiter: &dyn RateLimiter, requests: u32, permits: u32) -> u32 {
+    let mut allowed = 0;
+    for _ in 0..requests {
+        if limiter.acquire(permits).await.unwrap().is_allowed() {
+            allowed += 1;
+        }
+    }
+    allowed
+}
+
+fn assert_limited_within(decision: RateDecision, window: Duration) {
+    match decision {
+        RateDecision::Limited { retry_after } => assert!(
+            !retry_after.is_zero() && retry_after <= window,
+            "retry_after {retry_after:?} should be within the window {window:?}"
+        ),
+        RateDecision::Allowed => panic!("expected Limited, found Allowed"),
+    }
+}
+
+/// The global limit lets exactly `limit` single permits through, then refuses with a
+/// `retry_after` within the window.
+pub async fn allows_exactly_the_limit_then_limits(backend: &dyn Backend) {
+    let limiter = backend.global(5, MINUTE).await;
+    assert_eq!(count_allowed(&*limiter, 5, 1).await, 5);
+    assert_limited_within(limiter.acquire(1).await.unwrap(), MINUTE);
+    assert_eq!(count_allowed(&*limiter, 10, 1).await, 0);
+}
+
+/// Thousands of requests at one instant: each permit counts on its own, so exactly the
+/// limit goes through. (A log keyed by the millisecond would merge the permits taken
+/// in one millisecond into one entry and let far more through.)
+pub async fn a_concurrent_burst_gets_exactly_the_limit(backend: &dyn Backend) {
+    const LIMIT: u32 = 3000;
+    const REQUESTS: u32 = 3600;
+    let limiter = backend.global(LIMIT, MINUTE).await;
+    let start = Arc::new(tokio::sync::Barrier::new(REQUESTS as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..REQUESTS {
+        let limiter = Arc::clone(&limiter);
+        let start = Arc::clone(&start);
+        tasks.spawn(async move {
+            // Release every request at once, so thousands land in the same millisecond.
+            start.wait().await;
+            limiter.acquire(1).await.unwrap().is_allowed()
+        });
+    }
+    let mut allowed = 0;
+    while let Some(result) = tasks.join_next().await {
+        if result.unwrap() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, LIMIT);
+}
+
+/// A request for several permits (one per recipient) takes all of them or none.
+pub async fn several_permits_are_taken_all_or_nothing(backend: &dyn Backend) {
+    let limiter = backend.global(10, MINUTE).await;
+    assert!(limiter.acquire(4).await.unwrap().is_allowed());
+    assert!(limiter.acquire(4).await.unwrap().is_allowed());
+    // Only 2 left: a request for 4 takes none of them.
+    assert_limited_within(limiter.acquire(4).await.unwrap(), MINUTE);
+    assert!(limiter.acquire(2).await.unwrap().is_allowed());
+    assert_limited_within(limiter.acquire(1).await.unwrap(), MINUTE);
+    // More than the limit can never fit.
+    assert!(!limiter.acquire(11).await.unwrap().is_allowed());
+}
+
+/// Permits leave the global window one window after they were taken, not at a
+/// fixed boundary.
+pub async fn the_window_slides(backend: &dyn Backend) {
+    let window = Duration::from_millis(1000);
+    let limiter = backend.global(3, window).await;
+    assert!(limiter.acquire(2).await.unwrap().is_allowed());
+    backend.advance(Duration::from_millis(500)).await;
+    assert!(limiter.acquire(1).await.unwrap().is_allowed());
+    assert_limited_within(limiter.acquire(1).await.unwrap(), window);
+    // The first two permits have left the window; the third (taken at 500 ms) has not.
+    backend.advance(Duration::from_millis(600)).await;
+    assert_eq!(count_allowed(&*limiter, 1, 2).await, 1);
+    assert_limited_within(limiter.acquire(1).await.unwrap(), window);
+}
+
+/// A recipient gets one message per window, then is limited naming that window;
+/// other recipients are not affected.
+pub async fn one_message_per_window_then_limited_others_unaffected(backend: &dyn Backend) {
+    let limiter = backend
+        .recipients(vec![RecipientWindow::new(1, MINUTE)])
+        .await;
+    assert_eq!(
+        limiter.check(&[phone(1)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    match limiter.check(&[phone(1)]).await.unwrap()[..] {
+        [
+            RecipientDecision::Limited {
+                window,
+                limit,
+                retry_after,
+            },
+        ] => {
+            assert_eq!((window, limit), (MINUTE, 1));
+            assert!(!retry_after.is_zero() && retry_after <= MINUTE);
+        }
+        ref other => panic!("expected one Limited decision, found {other:?}"),
+    }
+    assert_eq!(
+        limiter.check(&[phone(2)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+}
+
+/// The recipients of one request are decided in order, each on its own; allowed
+/// ones stay counted when another is limited.
+pub async fn each_recipient_of_a_request_is_decided_on_its_own(backend: &dyn Backend) {
+    let limiter = backend
+        .recipients(vec![RecipientWindow::new(1, MINUTE)])
+        .await;
+    assert_eq!(
+        limiter.check(&[phone(3)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    let decisions = limiter
+        .check(&[phone(1), phone(2), phone(3), phone(1)])
+        .await
+        .unwrap();
+    assert!(decisions[0] == RecipientDecision::Allowed);
+    assert!(decisions[1] == RecipientDecision::Allowed);
+    assert!(matches!(decisions[2], RecipientDecision::Limited { .. }));
+    // Listed twice: the second is checked after the first was counted.
+    assert!(matches!(decisions[3], RecipientDecision::Limited { .. }));
+    assert_eq!(decisions.len(), 4);
+    // Allowed recipients were counted even though another one was limited.
+    assert!(matches!(
+        limiter.check(&[phone(2)]).await.unwrap()[..],
+        [RecipientDecision::Limited { .. }]
+    ));
+    assert!(limiter.check(&[]).await.unwrap().is_empty());
+}
+
+/// Every window applies at once, and a limited message is counted in none of them.
+pub async fn every_window_applies_and_a_limited_message_is_not_counted(backend: &dyn Backend) {
+    let short = Duration::from_millis(400);
+    let limiter = backend
+        .recipients(vec![
+            RecipientWindow::new(1, short),
+            RecipientWindow::new(3, MINUTE),
+        ])
+        .await;
+    let number = [phone(7)];
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    // Limited by the short window; must not use up the long window.
+    assert!(matches!(
+        limiter.check(&number).await.unwrap()[..],
+        [RecipientDecision::Limited { window, limit: 1, .. }] if window == short
+    ));
+    backend.advance(Duration::from_millis(500)).await;
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    backend.advance(Duration::from_millis(500)).await;
+    // Third counted message: allowed only because the limited one was not counted.
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    backend.advance(Duration::from_millis(500)).await;
+    // The short window is free again, but the long one is full.
+    match limiter.check(&number).await.unwrap()[..] {
+        [
+            RecipientDecision::Limited {
+                window,
+                limit,
+                retry_after,
+            },
+        ] => {
+            assert_eq!((window, limit), (MINUTE, 3));
+            assert!(retry_after > Duration::from_secs(55) && retry_after <= MINUTE);
+        }
+        ref other => panic!("expected the long window to be full, found {other:?}"),
+    }
+}
+
+/// Generates one `#[tokio::test]` per case of the limiter contract
+/// ([`testing::limiter_contract`](crate::testing::limiter_contract)), each on a fresh
+/// backend.
+///
+/// `$make` is called with the test's name and returns a future of
+/// `Option<impl Backend>`; `None` skips the test. The test runs the case, then
+/// [`Backend::cleanup`](crate::testing::limiter_contract::Backend::cleanup).
+#[macro_export]
+macro_rules! limiter_contract_tests {
+    ($make:expr) => {
+        $crate::limiter_contract_tests!(@tests $make;
+            allows_exactly_the_limit_then_limits,
+            a_concurrent_burst_gets_exactly_the_limit,
+            several_permits_are_taken_all_or_nothing,
+            the_window_slides,
+            one_message_per_window_then_limited_others_unaffected,
+            each_recipient_of_a_request_is_decided_on_its_own,
+            every_window_applies_and_a_limited_message_is_not_counted,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(backend) = $make(stringify!($name)).await else {
+                    return;
+                };
+                $crate::testing::limiter_contract::$name(&backend).await;
+                $crate::testing::limiter_contract::Backend::cleanup(&backend).await;
+            }
+        )+
+    };
+}
