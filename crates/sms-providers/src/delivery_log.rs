@@ -15,10 +15,11 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sms_core::sync::lock;
 use sms_core::{MessageId, PhoneNumber, VendorId};
 
 /// One message delivered to one recipient by one vendor.
@@ -78,12 +79,6 @@ impl FileSink {
             file: Mutex::new(file),
         })
     }
-}
-
-/// Locks a mutex whether or not a previous holder panicked: the data (a list of records,
-/// a file handle) stays consistent through a panic, so poisoning carries no meaning here.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl DeliveryLog {
@@ -236,7 +231,9 @@ pub fn count_by_message(records: &[DeliveryRecord]) -> BTreeMap<MessageId, usize
 }
 
 /// Every (message, recipient) pair delivered more than once, ordered by message then
-/// recipient: the duplicate SMS the original design sent (defects 2 and 3).
+/// recipient. A pair delivered twice is an SMS the recipient got twice, which the
+/// gateway must never cause outside a crash or a timeout that left a send's outcome
+/// unknown.
 pub fn duplicates(records: &[DeliveryRecord]) -> Vec<Duplicate> {
     let mut by_pair: BTreeMap<(MessageId, &PhoneNumber), Vec<VendorId>> = BTreeMap::new();
     for record in records {

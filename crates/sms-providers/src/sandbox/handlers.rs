@@ -14,6 +14,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::json;
 use sms_core::PhoneNumber;
+use sms_core::sync::lock;
 
 use super::{Delivery, Fate, FaultControls, SandboxState, SandboxVendor};
 use crate::http::is_mainland_mobile;
@@ -676,7 +677,7 @@ async fn put_control(
         )
             .into_response();
     }
-    state.faults.lock().expect("faults lock")[vendor.index()] = faults;
+    lock(&state.faults)[vendor.index()] = faults;
     (StatusCode::OK, Json(faults)).into_response()
 }
 
@@ -688,7 +689,7 @@ async fn get_control(State(state): State<Shared>, Path(vendor): Path<String>) ->
 }
 
 async fn list_deliveries(State(state): State<Shared>) -> Response {
-    let deliveries = state.deliveries.lock().expect("deliveries lock").clone();
+    let deliveries = lock(&state.deliveries).clone();
     (StatusCode::OK, Json(deliveries)).into_response()
 }
 

@@ -44,6 +44,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use serde::{Deserialize, Serialize};
+use sms_core::sync::lock;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -266,13 +267,13 @@ impl SandboxState {
     }
 
     pub(crate) fn faults(&self, vendor: SandboxVendor) -> FaultControls {
-        self.faults.lock().expect("faults lock")[vendor.index()]
+        lock(&self.faults)[vendor.index()]
     }
 
     /// Draws whether this request fails, is throttled, or goes through.
     pub(crate) fn draw(&self, vendor: SandboxVendor) -> Fate {
         let f = self.faults(vendor);
-        let mut rng = self.rng.lock().expect("rng lock");
+        let mut rng = lock(&self.rng);
         // Rates of 0 and 1 never consult the generator's value in a way that could
         // flip them: `random` is in [0, 1).
         if rng.random::<f64>() < f.error_rate {
@@ -293,7 +294,7 @@ impl SandboxState {
     pub(crate) fn fresh_nonce(&self, nonce: &str, now: DateTime<Utc>, window: Duration) -> bool {
         const PRUNE_ABOVE: usize = 10_000;
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let mut nonces = self.nonces.lock().expect("nonce lock");
+        let mut nonces = lock(&self.nonces);
         if nonces.len() > PRUNE_ABOVE {
             nonces.retain(|_, seen| now - *seen <= window);
         }
@@ -313,7 +314,7 @@ impl SandboxState {
 
     /// Records accepted recipients, in memory and in the log file.
     pub(crate) fn record(&self, deliveries: Vec<Delivery>) {
-        if let Some(file) = self.log.lock().expect("log lock").as_mut() {
+        if let Some(file) = lock(&self.log).as_mut() {
             for d in &deliveries {
                 let line = serde_json::to_string(d).expect("a delivery serialises");
                 // A failed write must not fail the send the client sees succeed: the
@@ -323,10 +324,7 @@ impl SandboxState {
                 }
             }
         }
-        self.deliveries
-            .lock()
-            .expect("deliveries lock")
-            .extend(deliveries);
+        lock(&self.deliveries).extend(deliveries);
     }
 }
 
@@ -398,7 +396,7 @@ impl SandboxHandle {
         faults: FaultControls,
     ) -> Result<(), SandboxError> {
         faults.validate()?;
-        self.state.faults.lock().expect("faults lock")[vendor.index()] = faults;
+        lock(&self.state.faults)[vendor.index()] = faults;
         Ok(())
     }
 
@@ -409,11 +407,7 @@ impl SandboxHandle {
 
     /// Every delivery so far, in order.
     pub fn deliveries(&self) -> Vec<Delivery> {
-        self.state
-            .deliveries
-            .lock()
-            .expect("deliveries lock")
-            .clone()
+        lock(&self.state.deliveries).clone()
     }
 
     /// An Aliyun adapter configuration pointing here, with the accepted credentials.
@@ -517,7 +511,7 @@ mod tests {
         for _ in 0..200 {
             assert_eq!(state.draw(SandboxVendor::Aliyun), Fate::Normal);
         }
-        state.faults.lock().unwrap()[SandboxVendor::Cloopen.index()] = FaultControls {
+        lock(&state.faults)[SandboxVendor::Cloopen.index()] = FaultControls {
             throttle_rate: 1.0,
             ..FaultControls::default()
         };

@@ -9,13 +9,14 @@
 mod settings;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use sms_core::sync::{lock, read, write};
 use sms_core::{Clock, OutboundSms, Receipt, SystemClock, Vendor, VendorError, VendorId};
 use tokio::time::Instant;
 
@@ -229,11 +230,6 @@ pub fn segments(text: &str) -> u64 {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values (a generator, an instant) stay valid through a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl SimulatedVendor {
     /// A vendor named `id` behaving as `settings`, drawing from a generator seeded with
     /// `seed`, delivering into `log`. Refuses invalid settings.
@@ -286,30 +282,20 @@ impl SimulatedVendor {
 
     /// The current settings.
     pub fn settings(&self) -> Arc<SimulationSettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        read(&self.settings).clone()
     }
 
     /// Replaces the settings, for the sends that start from now on (sends already
     /// running keep what they drew). Refuses invalid settings and keeps the old ones.
     pub fn set_settings(&self, settings: SimulationSettings) -> Result<(), ConfigError> {
         settings.validate()?;
-        *self
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+        *write(&self.settings) = Arc::new(settings);
         Ok(())
     }
 
     /// Turns the outage switch on or off, keeping the other settings.
     pub fn set_outage(&self, outage: bool) {
-        let mut guard = self
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::make_mut(&mut guard).outage = outage;
+        Arc::make_mut(&mut write(&self.settings)).outage = outage;
     }
 
     /// Makes the scripted windows count from now again.
