@@ -7,9 +7,9 @@
 //!
 //! Every permit is a sorted-set member scored by the server time in microseconds and
 //! named `<micros>-<sequence>` with a per-key `INCRBY` sequence, so members are
-//! unique. The original design used the millisecond timestamp as the member, so all
-//! requests of one millisecond collapsed into one entry and a 1 s window could never
-//! hold more than 1000: it never limited at 3000/s.
+//! unique: permits taken in the same millisecond, or the same microsecond, must not
+//! collapse into one member, or a 1 s window could hold at most one entry per
+//! millisecond and a limit of 3000/s would never be reached nor enforced.
 //!
 //! Scripts are loaded once with `SCRIPT LOAD` and run with `EVALSHA`; after a Redis
 //! restart (`NOSCRIPT`) they are loaded again and the call retried. Every call carries
