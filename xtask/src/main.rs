@@ -5,6 +5,7 @@
 //! its own.
 
 mod chaos;
+mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ tasks:
   ci       fmt, layering, clippy, doc and test, stopping at the first failure
   fmt      cargo fmt --check
   layers   fail if sms-core, sms-failover or sms-providers depend on a driver
+  tidy     fail on import cycles between modules, long files without a reason,
+           and docs or comments that point at numbered defects, issues or sessions
   clippy   cargo clippy on every target, warnings denied
   doc      cargo doc, warnings denied
   test     cargo nextest (or cargo test when nextest is not installed)
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "fmt" => fmt(),
         "layers" => layers(),
+        "tidy" => tidy::run(&root()),
         "clippy" => clippy(),
         "doc" => doc(),
         "test" => test(),
@@ -68,9 +72,10 @@ fn main() -> ExitCode {
 type Step = (&'static str, fn() -> Result<()>);
 
 fn ci() -> Result<()> {
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         ("fmt", fmt),
         ("layers", layers),
+        ("tidy", || tidy::run(&root())),
         ("clippy", clippy),
         ("doc", doc),
         ("test", test),
