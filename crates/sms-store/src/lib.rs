@@ -2,8 +2,8 @@
 //! embedded SQLite for one.
 //!
 //! Both backends implement [`sms_core::DeferredQueue`] and [`sms_core::UsageLedger`]
-//! with the same behaviour as `sms_core::testing::MemoryQueue` (one contract suite in
-//! `tests/it/contract.rs` runs against all three):
+//! with the same behaviour as `sms_core::testing::MemoryQueue` (the contract suite
+//! `sms_core::testing::store_contract` runs against all three in `tests/it`):
 //!
 //! - a claim is one atomic step that leases up to `limit` due messages (oldest due
 //!   first) under a fresh token, so concurrent drainers never get the same message;

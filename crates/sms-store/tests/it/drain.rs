@@ -1,5 +1,5 @@
 //! The drain under load: many claimers, one backlog, every message claimed and
-//! completed exactly once (the original design resent rows from concurrent drains).
+//! completed exactly once, so concurrent drains never send a message twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
+use sms_core::testing::store_contract::ContractStore;
 use sms_core::testing::{MemoryLedger, MemoryQueue};
 
-use crate::support::TestStore;
-
-async fn memory_store() -> Option<TestStore> {
-    Some(TestStore::split(
+async fn memory_store() -> Option<ContractStore> {
+    Some(ContractStore::split(
         Arc::new(MemoryQueue::new()),
         Arc::new(MemoryLedger::new()),
     ))
 }
 
-store_contract!(memory_store);
+// Not the atomic-batch cases: the fake stores a batch one message at a time.
+sms_core::store_contract_tests!(memory_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_drain_10_000_messages_exactly_once() {

@@ -18,8 +18,8 @@ use crate::support::{
     queued, queued_request,
 };
 
-store_contract!(pg_test_store);
-durable_store_contract!(pg_test_store);
+sms_core::store_contract_tests!(pg_test_store);
+sms_core::store_contract_atomic_batch_tests!(pg_test_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_drain_10_000_messages_exactly_once() {
@@ -30,9 +30,9 @@ async fn eight_claimers_drain_10_000_messages_exactly_once() {
     crate::drain::drain_exactly_once(&[store], 10_000).await;
 }
 
-/// Several gateway instances share one database: volumes are not per instance (defect
-/// 13), a key stored by one is seen by the other, and their drains never overlap
-/// (defect 2).
+/// Several gateway instances share one database: billed volumes are not per instance
+/// (fee tiers follow the whole volume), a key stored by one is seen by the other, and
+/// their drains never overlap (no message is sent twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_usage_keys_and_the_backlog() {
     let Some((first, guard)) = pg_store().await else {

@@ -5,38 +5,38 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use sms_core::testing::store_contract::ContractStore;
 use sms_core::{
     BillingPeriod, Completion, DeferredQueue, MessageStatus, SmsRequest, StoreError, UsageLedger,
     VendorId,
 };
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
-use crate::support::{TestStore, at, queued, queued_request};
+use crate::support::{at, queued, queued_request};
 
-async fn sqlite_store() -> Option<TestStore> {
+async fn sqlite_store() -> Option<ContractStore> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("gateway.db"))
         .await
         .unwrap();
-    Some(TestStore::new(Arc::new(store), Some(Box::new(dir))))
+    Some(ContractStore::new(Arc::new(store)).keeping(dir))
 }
 
-store_contract!(sqlite_store);
-durable_store_contract!(sqlite_store);
+sms_core::store_contract_tests!(sqlite_store);
+sms_core::store_contract_atomic_batch_tests!(sqlite_store);
 
 /// The in-memory database used by other crates' tests keeps the same contract.
 mod in_memory {
     use super::*;
 
-    async fn memory_sqlite_store() -> Option<TestStore> {
-        Some(TestStore::new(
-            Arc::new(SqliteStore::in_memory().await.unwrap()),
-            None,
-        ))
+    async fn memory_sqlite_store() -> Option<ContractStore> {
+        Some(ContractStore::new(Arc::new(
+            SqliteStore::in_memory().await.unwrap(),
+        )))
     }
 
-    store_contract!(memory_sqlite_store);
-    durable_store_contract!(memory_sqlite_store);
+    sms_core::store_contract_tests!(memory_sqlite_store);
+    sms_core::store_contract_atomic_batch_tests!(memory_sqlite_store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,8 +112,8 @@ async fn a_write_lock_held_too_long_is_unavailable_not_a_hang() {
     assert_eq!(store.stats().await.unwrap().get(MessageStatus::Queued), 1);
 }
 
-/// The original design kept volumes in memory (defect 13): a restart reset every
-/// vendor to the most expensive tier.
+/// Messages and billed volumes are durable: volumes kept only in memory would reset
+/// every vendor to its most expensive fee tier at each restart.
 #[tokio::test]
 async fn messages_and_usage_survive_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,90 +1,14 @@
-//! Fixtures: fixed times, requests, and stores to run the suites against, including
-//! Postgres stores that each live in a schema of their own and drop it afterwards.
+//! Fixtures: the contract suite's fixed times and messages, and Postgres stores that
+//! each live in a schema of their own and drop it afterwards.
 
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, TimeZone, Utc};
-use sms_core::{
-    DeferredQueue, IdempotencyKey, MessageId, NewMessage, QueueReason, SmsRequest, UsageLedger,
+use sms_core::testing::store_contract::ContractStore;
+pub use sms_core::testing::store_contract::fixtures::{
+    at, keyed_request, queued, queued_request, request,
 };
 use sms_store::postgres::{PgConfig, PgStore};
-
-/// A fixed start time with whole seconds, so every backend stores it exactly.
-pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()
-}
-
-/// `secs` seconds after [`t0`].
-pub fn at(secs: i64) -> DateTime<Utc> {
-    t0() + chrono::Duration::seconds(secs)
-}
-
-/// A plain login-code request.
-pub fn request() -> SmsRequest {
-    SmsRequest::new("login_code", ["4321"], ["+8613800138000"]).unwrap()
-}
-
-/// The same request with an idempotency key.
-pub fn keyed_request(key: &str) -> SmsRequest {
-    request().with_idempotency_key(IdempotencyKey::new(key).unwrap())
-}
-
-/// A message queued at `created` and due at `due`, five attempts allowed.
-pub fn queued(created: DateTime<Utc>, due: DateTime<Utc>) -> NewMessage {
-    queued_request(request(), created, due)
-}
-
-/// `request` queued at `created` and due at `due`, five attempts allowed.
-pub fn queued_request(
-    request: SmsRequest,
-    created: DateTime<Utc>,
-    due: DateTime<Utc>,
-) -> NewMessage {
-    let mut m = NewMessage::queued(
-        MessageId::new(),
-        request,
-        QueueReason::RateLimited,
-        5,
-        created,
-    );
-    m.next_attempt_at = due;
-    m
-}
-
-/// A store under test: the queue and the ledger (often the same object), plus whatever
-/// must live as long as they do (a Postgres schema to drop, a temporary directory).
-pub struct TestStore {
-    /// The queue.
-    pub queue: Arc<dyn DeferredQueue>,
-    /// The ledger.
-    pub ledger: Arc<dyn UsageLedger>,
-    /// Dropped after the stores.
-    _keep: Option<Box<dyn Send>>,
-}
-
-impl TestStore {
-    /// A store whose queue and ledger are `store`.
-    pub fn new<S>(store: Arc<S>, keep: Option<Box<dyn Send>>) -> Self
-    where
-        S: DeferredQueue + UsageLedger + 'static,
-    {
-        Self {
-            queue: store.clone(),
-            ledger: store,
-            _keep: keep,
-        }
-    }
-
-    /// A store from separate queue and ledger objects.
-    pub fn split(queue: Arc<dyn DeferredQueue>, ledger: Arc<dyn UsageLedger>) -> Self {
-        Self {
-            queue,
-            ledger,
-            _keep: None,
-        }
-    }
-}
 
 /// The Postgres server the tests use.
 pub fn postgres_url() -> String {
@@ -256,10 +180,10 @@ fn redacted() -> String {
     PgConfig::with_url(postgres_url()).redacted_url()
 }
 
-/// Postgres as a contract-suite store.
-pub async fn pg_test_store() -> Option<TestStore> {
+/// Postgres as a contract-suite store, in a schema dropped after it.
+pub async fn pg_test_store() -> Option<ContractStore> {
     let (store, guard) = pg_store().await?;
-    Some(TestStore::new(Arc::new(store), Some(Box::new(guard))))
+    Some(ContractStore::new(Arc::new(store)).keeping(guard))
 }
 
 /// How long a test waits for something that should be immediate before calling it hung.
