@@ -1,4 +1,5 @@
-//! Retry delays: exponential backoff with full jitter.
+//! Delays: exponential backoff with full jitter, retries of store writes, and the
+//! instant a delay ends.
 //!
 //! Full jitter (a uniform delay between zero and the exponential cap) spreads retries of
 //! messages that failed together, so a recovering vendor is not hit by all of them at
@@ -7,7 +8,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sms_core::StoreError;
+
+/// The instant `delay` after `now`; the end of time for a delay too long to represent.
+pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+}
 
 /// The delay before the retry that follows failed attempt number `attempt` (1-based):
 /// `unit × min(max, base × 2^(attempt-1))`, where `unit` is a uniform random number in

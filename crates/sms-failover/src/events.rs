@@ -108,11 +108,9 @@ pub trait GatewayObserver: Send + Sync {
     /// Called once per event.
     fn on_event(&self, event: &GatewayEvent);
 
-    /// Whether [`GatewayEvent::Attempt`] must carry the attempt's cost. Pricing an
-    /// attempt takes the gateway's health lock (the billed counts of every thread are
-    /// folded in first), so an observer that ignores costs answers `false` and leaves
-    /// the steady send path lock-free. Asked once, when the observer is set. Default
-    /// `true`.
+    /// Whether [`GatewayEvent::Attempt`] carries the attempt's cost; an observer that
+    /// ignores costs may answer `false` and is told `None`. Billing and spend are
+    /// counted either way. Asked once, when the gateway is built. Default `true`.
     fn wants_cost(&self) -> bool {
         true
     }

@@ -1,8 +1,9 @@
 //! Vendor health: who is current, failure counting, switching, cooldown and recovery.
 //!
-//! All of it lives in one small struct behind one short mutex (never held across an
-//! await), which fixes the races of the original design, where the vendor index and the
-//! failure counter were separate atomics:
+//! All of it lives in one small struct that the gateway keeps behind one short mutex
+//! (never held across an await). The vendor index and the failure count change
+//! together, in one critical section, which is what makes the rules below hold under
+//! concurrent sends:
 //!
 //! - Every attempt is stamped with a [`Ticket`]: the vendor it went to and the *epoch*
 //!   (a counter bumped on every change of current vendor). A failure is charged only when
@@ -11,7 +12,7 @@
 //! - The switch happens in the same critical section as the N-th failure, which resets
 //!   the count and bumps the epoch: concurrent failures of one episode switch exactly
 //!   once, and never skip a vendor.
-//! - The switch happens on exactly the N-th consecutive failure (the original needed N+1).
+//! - The switch happens on exactly the N-th consecutive failure, not the one after it.
 //!
 //! Recovery and flapping: a demoted vendor rests for `cooldown`. Once rested, if it is
 //! cheaper than the current vendor, one attempt in `probe_every` is sent to it as a
@@ -19,15 +20,20 @@
 //! again. A failed or slow probe demotes it again. A vendor demoted again within
 //! `flap_window` of its previous demotion rests twice as long as the previous time (up to
 //! `cooldown_max`), so a vendor that keeps failing is tried less and less often.
+//!
+//! Prices come from the billed volumes ([`Usage`]), kept under the same lock so that a
+//! switch compares the prices of every message billed so far.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
-use sms_core::{BillingPeriod, FeeSchedule, Money};
+use chrono::{DateTime, FixedOffset, Utc};
+use sms_core::{FeeSchedule, Money};
 
+use crate::backoff::after;
 use crate::config::FailoverConfig;
-use crate::selection::{Candidate, cheaper, choose_vendor};
+use crate::selection::{Candidate, cheaper, choose_vendor, price_rank};
+use crate::usage::Usage;
 
 /// The vendor an attempt went to, and the epoch it started in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,48 +67,26 @@ pub(crate) struct Switch {
     pub reason: String,
 }
 
-/// One vendor's health and usage.
-#[derive(Debug, Clone)]
+/// One vendor's health.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct VendorState {
     pub consecutive_failures: u32,
     pub cooling_until: Option<DateTime<Utc>>,
     pub disabled: bool,
-    /// Messages billed this period (as last read from the shared ledger).
-    pub billed: u64,
-    /// What this instance saw spent this period.
-    pub spend: Money,
     /// Demotions in a row, each within `flap_window` of the previous one.
     demotion_streak: u32,
     last_demoted_at: Option<DateTime<Utc>>,
     probe_successes: u32,
 }
 
-impl VendorState {
-    fn new() -> Self {
-        Self {
-            consecutive_failures: 0,
-            cooling_until: None,
-            disabled: false,
-            billed: 0,
-            spend: Money::ZERO,
-            demotion_streak: 0,
-            last_demoted_at: None,
-            probe_successes: 0,
-        }
-    }
-}
-
-/// The health of every vendor, and which one is current.
+/// The health of every vendor, which one is current, and the billed usage that prices
+/// them.
 pub(crate) struct Health {
     pub vendors: Vec<VendorState>,
-    fees: Vec<Arc<dyn FeeSchedule>>,
+    pub usage: Usage,
     pub current: usize,
     pub epoch: u64,
-    period: BillingPeriod,
-    /// Start and end of `period` in UTC: comparing two instants is cheap, working out
-    /// the calendar month is not, and the check runs on every send.
-    period_bounds: (DateTime<Utc>, DateTime<Utc>),
-    billing_offset: FixedOffset,
+    /// Attempts begun, to send one in `probe_every` to a probe.
     attempts: u64,
     threshold: u32,
     cooldown: Duration,
@@ -110,46 +94,6 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
-    /// Billed this period and not yet written to the shared ledger, per vendor.
-    unflushed: Vec<u64>,
-    /// Not yet written, from earlier periods (after a month changed with writes pending).
-    carried: Vec<UsageDelta>,
-}
-
-/// Billed messages of one vendor and period, on their way to the shared ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UsageDelta {
-    pub period: BillingPeriod,
-    pub idx: usize,
-    pub messages: u64,
-}
-
-/// Where the calendar month of `now` in the billing zone (as `BillingPeriod::containing`
-/// sees it) starts and ends, in UTC.
-fn month_bounds(now: DateTime<Utc>, offset: FixedOffset) -> (DateTime<Utc>, DateTime<Utc>) {
-    let local = now.with_timezone(&offset);
-    let (year, month) = (local.year(), local.month());
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    let first = |y: i32, m: u32| {
-        // A fixed offset has no gaps or repeats, so midnight on the 1st exists once
-        // (within chrono's range; at its ends the month is left open).
-        offset
-            .with_ymd_and_hms(y, m, 1, 0, 0, 0)
-            .single()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    (
-        first(year, month).unwrap_or(DateTime::<Utc>::MIN_UTC),
-        first(next_year, next_month).unwrap_or(DateTime::<Utc>::MAX_UTC),
-    )
-}
-
-fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 impl Health {
@@ -160,15 +104,11 @@ impl Health {
         billing_offset: FixedOffset,
         now: DateTime<Utc>,
     ) -> Self {
-        let vendor_count = fees.len();
         let mut health = Self {
-            vendors: fees.iter().map(|_| VendorState::new()).collect(),
-            fees,
+            vendors: vec![VendorState::default(); fees.len()],
+            usage: Usage::new(fees, billing_offset, now),
             current: 0,
             epoch: 0,
-            period: BillingPeriod::containing(now, billing_offset),
-            period_bounds: month_bounds(now, billing_offset),
-            billing_offset,
             attempts: 0,
             threshold: config.consecutive_failures.max(1),
             cooldown: config.cooldown,
@@ -176,46 +116,19 @@ impl Health {
             flap_window: config.flap_window,
             probe_successes: config.probe_successes.max(1),
             probe_every: u64::from(config.probe_every.max(1)),
-            unflushed: vec![0; vendor_count],
-            carried: Vec::new(),
         };
         health.current = choose_vendor(&health.candidates(), None, now).unwrap_or(0);
         health
     }
 
-    /// The billing period usage is counted in now.
-    pub fn period(&mut self, now: DateTime<Utc>) -> BillingPeriod {
-        self.roll_period(now);
-        self.period.clone()
-    }
-
-    /// Starts a new period's counts when the calendar month (in the billing zone) changed.
-    fn roll_period(&mut self, now: DateTime<Utc>) {
-        if now >= self.period_bounds.0 && now < self.period_bounds.1 {
-            return;
-        }
-        self.period_bounds = month_bounds(now, self.billing_offset);
-        let period = BillingPeriod::containing(now, self.billing_offset);
-        if period != self.period {
-            for (idx, (v, pending)) in self.vendors.iter_mut().zip(&mut self.unflushed).enumerate()
-            {
-                v.billed = 0;
-                v.spend = Money::ZERO;
-                if *pending > 0 {
-                    self.carried.push(UsageDelta {
-                        period: self.period.clone(),
-                        idx,
-                        messages: std::mem::take(pending),
-                    });
-                }
-            }
-            self.period = period;
-        }
-    }
-
     /// The per-message price of vendor `idx` now.
     pub fn price(&self, idx: usize) -> Money {
-        self.fees[idx].price_at(self.vendors[idx].billed)
+        self.usage.price(idx)
+    }
+
+    /// Whether an operator switched every vendor off.
+    pub fn all_disabled(&self) -> bool {
+        self.vendors.iter().all(|v| v.disabled)
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -233,12 +146,7 @@ impl Health {
     /// Sets the billed volumes read from the ledger at start-up and picks the cheapest
     /// vendor as current.
     pub fn load_totals(&mut self, billed: &[u64], now: DateTime<Utc>) -> Option<Switch> {
-        self.roll_period(now);
-        for (i, total) in billed.iter().enumerate() {
-            let v = &mut self.vendors[i];
-            v.billed = *total;
-            v.spend = self.fees[i].cost_of(0, *total);
-        }
+        self.usage.load_totals(billed, now);
         let next = choose_vendor(&self.candidates(), None, now)?;
         self.make_current(next, "cheapest at start-up".into())
     }
@@ -260,42 +168,18 @@ impl Health {
         })
     }
 
-    /// The enabled vendors other than the current one that are cheaper than it now:
-    /// the ones a probe may go to once they have rested.
-    fn cheaper_alternatives(&self) -> impl Iterator<Item = usize> + '_ {
-        let current_price = self.price(self.current);
-        (0..self.vendors.len()).filter(move |&i| {
-            i != self.current && !self.vendors[i].disabled && cheaper(self.price(i), current_price)
-        })
-    }
-
-    /// A cheaper vendor that has rested and may be probed.
+    /// A cheaper enabled vendor that has rested and may be probed.
     fn probe_candidate(&self, now: DateTime<Utc>) -> Option<usize> {
-        self.cheaper_alternatives()
+        let current_price = self.price(self.current);
+        (0..self.vendors.len())
             .filter(|&i| {
-                self.vendors[i]
-                    .cooling_until
-                    .is_none_or(|until| until <= now)
+                let v = &self.vendors[i];
+                i != self.current
+                    && !v.disabled
+                    && cheaper(self.price(i), current_price)
+                    && v.cooling_until.is_none_or(|until| until <= now)
             })
-            .min_by_key(|&i| (crate::selection::price_rank(self.price(i)), i))
-    }
-
-    /// From when a cheaper vendor may be probed (it has rested or never failed), at the
-    /// prices as they stand; `None` when no cheaper vendor is enabled. From then on
-    /// [`Self::begin`] may pick a probe.
-    pub fn probe_from(&self) -> Option<DateTime<Utc>> {
-        self.cheaper_alternatives()
-            .map(|i| {
-                self.vendors[i]
-                    .cooling_until
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
-            })
-            .min()
-    }
-
-    /// Start (inclusive) and end (exclusive) of the billing period counts go to.
-    pub fn period_bounds(&self) -> (DateTime<Utc>, DateTime<Utc>) {
-        self.period_bounds
+            .min_by_key(|&i| (price_rank(self.price(i)), i))
     }
 
     /// Picks the vendor for the next attempt; `None` when every vendor is disabled.
@@ -436,65 +320,10 @@ impl Health {
         None
     }
 
-    /// Adds `billed` messages delivered by vendor `idx` and returns their cost. They are
-    /// priced at this instance's count (the ledger's total as of its last write, plus what
-    /// was billed here since) and wait in memory for the next ledger write.
-    pub fn add_usage(&mut self, idx: usize, billed: u64, now: DateTime<Utc>) -> Money {
-        self.roll_period(now);
-        self.count_usage(idx, billed)
-    }
-
-    /// As [`Self::add_usage`], in the billing period as it stands (counts gathered
-    /// without the lock, placed in their period when they were counted).
-    pub fn count_usage(&mut self, idx: usize, billed: u64) -> Money {
-        let v = &mut self.vendors[idx];
-        let cost = self.fees[idx].cost_of(v.billed, billed);
-        v.billed = v.billed.saturating_add(billed);
-        v.spend = v.spend.checked_add(cost).unwrap_or(v.spend);
-        self.unflushed[idx] = self.unflushed[idx].saturating_add(billed);
-        cost
-    }
-
-    /// Takes every count not yet written to the ledger, oldest period first.
-    pub fn take_usage(&mut self) -> Vec<UsageDelta> {
-        let mut deltas = std::mem::take(&mut self.carried);
-        for (idx, pending) in self.unflushed.iter_mut().enumerate() {
-            if *pending > 0 {
-                deltas.push(UsageDelta {
-                    period: self.period.clone(),
-                    idx,
-                    messages: std::mem::take(pending),
-                });
-            }
-        }
-        deltas
-    }
-
-    /// Whether counts wait to be written to the ledger.
-    #[cfg(test)]
-    pub fn usage_pending(&self) -> bool {
-        !self.carried.is_empty() || self.unflushed.iter().any(|n| *n > 0)
-    }
-
-    /// Settles a delta taken by [`Self::take_usage`]: with the ledger's new total (which
-    /// includes other instances' usage) the local count catches up; after a failed write
-    /// the delta waits for the next one.
-    pub fn settle_usage(&mut self, delta: UsageDelta, total_after: Option<u64>) {
-        let current = delta.period == self.period;
-        match total_after {
-            Some(total) if current => {
-                let v = &mut self.vendors[delta.idx];
-                v.billed = v
-                    .billed
-                    .max(total.saturating_add(self.unflushed[delta.idx]));
-            }
-            Some(_) => {}
-            None if current => {
-                self.unflushed[delta.idx] =
-                    self.unflushed[delta.idx].saturating_add(delta.messages);
-            }
-            None => self.carried.push(delta),
-        }
+    /// Adds `messages` billed by vendor `idx` at `now` and returns their cost (see
+    /// [`Usage::add`]).
+    pub fn add_usage(&mut self, idx: usize, messages: u64, now: DateTime<Utc>) -> Money {
+        self.usage.add(idx, messages, now)
     }
 }
 
@@ -656,112 +485,28 @@ mod tests {
     }
 
     #[test]
-    fn usage_uses_the_ledger_total_to_place_messages_in_the_tiers() {
-        let mut fees = MockFeeSchedule::new();
-        fees.expect_price_at()
-            .returning(|_| Money::from_micros(45_000));
-        fees.expect_cost_of()
-            .withf(|before, n| *before == 98 && *n == 2)
-            .returning(|_, _| Money::from_micros(90_000));
-        fees.expect_cost_of()
-            .withf(|before, n| *before == 0 && *n == 1)
-            .returning(|_, _| Money::from_micros(45_000));
+    fn once_a_cheaper_vendor_has_rested_one_attempt_in_probe_every_probes_it() {
+        let config = FailoverConfig {
+            consecutive_failures: 3,
+            cooldown: Duration::from_secs(60),
+            probe_every: 10,
+            ..FailoverConfig::default()
+        };
         let mut h = Health::new(
-            vec![Arc::new(fees)],
-            &FailoverConfig::default(),
-            FixedOffset::east_opt(8 * 3600).unwrap(),
+            vec![flat(40), flat(45)],
+            &config,
+            FixedOffset::east_opt(0).unwrap(),
             t(0),
         );
-        // Another instance billed 97 meanwhile; our one write of 1 said so, and the two
-        // messages billed here after that are numbers 98 and 99.
-        h.add_usage(0, 1, t(0));
-        let delta = h.take_usage().pop().unwrap();
-        h.settle_usage(delta, Some(98));
-        assert_eq!(h.vendors[0].billed, 98);
-        assert_eq!(h.add_usage(0, 2, t(0)), Money::from_micros(90_000));
-        assert_eq!(h.vendors[0].billed, 100);
-    }
-
-    #[test]
-    fn billed_volumes_restart_each_billing_month() {
-        let mut h = health(&[40]);
-        h.add_usage(0, 5, t(0));
-        assert_eq!(h.vendors[0].billed, 5);
-        let next_month = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap(); // 1 Dec in UTC+8
-        assert_eq!(h.period(next_month).as_str(), "2026-12");
-        assert_eq!(h.vendors[0].billed, 0);
-        assert_eq!(h.vendors[0].spend, Money::ZERO);
-    }
-
-    #[test]
-    fn month_bounds_follow_the_billing_zone() {
-        let utc8 = FixedOffset::east_opt(8 * 3600).unwrap();
-        // 1 Dec 00:00 in UTC+8 is 30 Nov 16:00 UTC.
-        let (start, end) = month_bounds(
-            Utc.with_ymd_and_hms(2026, 11, 30, 15, 59, 59).unwrap(),
-            utc8,
-        );
-        assert_eq!(start, Utc.with_ymd_and_hms(2026, 10, 31, 16, 0, 0).unwrap());
-        assert_eq!(end, Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap());
-        let (start, end) =
-            month_bounds(Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap(), utc8);
-        assert_eq!(start, Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap());
-        assert_eq!(end, Utc.with_ymd_and_hms(2027, 1, 31, 16, 0, 0).unwrap());
-        // Every instant's own month label agrees with the bounds it falls in.
-        for hours in (0..24 * 400).step_by(7) {
-            let at = t(0) + chrono::Duration::hours(hours);
-            let (start, end) = month_bounds(at, utc8);
-            assert!(start <= at && at < end);
-            assert_eq!(
-                BillingPeriod::containing(start, utc8),
-                BillingPeriod::containing(at, utc8)
-            );
-            assert_ne!(
-                BillingPeriod::containing(end, utc8),
-                BillingPeriod::containing(at, utc8)
-            );
+        for _ in 0..3 {
+            let a = h.begin(t(0)).unwrap();
+            h.record(a, Verdict::Failure, t(0));
         }
-    }
-
-    #[test]
-    fn usage_not_written_waits_for_the_next_write() {
-        let mut h = health(&[40, 50]);
-        h.add_usage(0, 3, t(0));
-        h.add_usage(0, 2, t(1));
-        assert!(h.usage_pending());
-        let deltas = h.take_usage();
-        assert_eq!(deltas.len(), 1);
-        assert_eq!((deltas[0].idx, deltas[0].messages), (0, 5));
-        assert!(!h.usage_pending());
-        // The write failed while one more message was billed: both wait, merged.
-        h.add_usage(0, 1, t(2));
-        h.settle_usage(deltas[0].clone(), None);
-        let again = h.take_usage();
-        assert_eq!(again[0].messages, 6);
-        // The month changes before the write: the old month's count keeps its period.
-        h.settle_usage(again[0].clone(), None);
-        let next_month = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap();
-        h.add_usage(1, 4, next_month);
-        let mut deltas = h.take_usage();
-        deltas.sort_by_key(|d| d.idx);
-        assert_eq!(deltas[0].period.as_str(), "2026-11");
-        assert_eq!((deltas[0].idx, deltas[0].messages), (0, 6));
-        assert_eq!(deltas[1].period.as_str(), "2026-12");
-        assert_eq!((deltas[1].idx, deltas[1].messages), (1, 4));
-    }
-
-    #[test]
-    fn a_ledger_total_never_lowers_the_local_count() {
-        let mut h = health(&[40]);
-        h.add_usage(0, 10, t(0));
-        let delta = h.take_usage().pop().unwrap();
-        h.add_usage(0, 5, t(1));
-        // The ledger had 10 before ours from elsewhere: 20 after; 5 more are pending here.
-        h.settle_usage(delta.clone(), Some(20));
-        assert_eq!(h.vendors[0].billed, 25);
-        // A stale answer (smaller) changes nothing.
-        h.settle_usage(delta, Some(3));
-        assert_eq!(h.vendors[0].billed, 25);
+        assert_eq!(h.current, 1);
+        let early = (0..20).filter(|_| h.begin(t(59)).unwrap().probe).count();
+        assert_eq!(early, 0, "vendor 0 is still resting");
+        let probes = (0..20).filter(|_| h.begin(t(60)).unwrap().probe).count();
+        assert_eq!(probes, 2, "one in ten attempts is a probe");
     }
 
     #[derive(Debug, Clone)]

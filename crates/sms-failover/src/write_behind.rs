@@ -1,15 +1,15 @@
 //! Writes that a send does not wait for, gathered so that many sends share one commit.
 //!
 //! Two kinds of write leave the send path:
-//! - **billed usage**: each delivery adds to its vendor's count at once, in [`Health`] or
-//!   in a per-thread counter folded into it whenever the health lock is taken (so the
-//!   next fee comparison sees it; see the `route` module); the counts go to the shared
-//!   [`UsageLedger`] at most [`USAGE_WRITE_DELAY`] later, one increment per vendor and
-//!   period however many messages were billed. A failed write keeps the counts for the
-//!   next one.
+//! - **billed usage**: each delivery adds to its vendor's count in [`Health`] at once (so
+//!   the next fee comparison sees it); the counts go to the shared [`UsageLedger`] at
+//!   most [`USAGE_WRITE_DELAY`] later, one increment per vendor and period however many
+//!   messages were billed. A failed write keeps the counts for the next one.
 //! - **records of messages sent without a key**, for status look-ups: each thread's
 //!   records go to the queue in one [`DeferredQueue::enqueue_many`] call per
-//!   [`RECORD_WRITE_DELAY`], written by a task that the sending thread started.
+//!   [`RECORD_WRITE_DELAY`], written by a task that the sending thread started (each
+//!   thread has a buffer of its own, so senders on different threads do not take turns
+//!   on one lock).
 //!
 //! Usage, and each thread's records, have at most one write in flight and at most one
 //! task waiting to start the next. A write starts when the first item arrives after
@@ -19,10 +19,11 @@
 //! message (those are stored before anybody is told "queued").
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sms_core::sync::{CachePadded, lock, thread_index};
 use sms_core::{
     DeferredQueue, InitialState, MessageId, NewMessage, QueueReason, SmsRequest, StoreError,
     UsageLedger, VendorId,
@@ -30,7 +31,6 @@ use sms_core::{
 
 use crate::backoff::retry_while_unavailable;
 use crate::health::Health;
-use crate::route::{HealthGuard, SharedHealth, thread_shard};
 
 /// Longest a billed count waits before it is written to the ledger.
 pub(crate) const USAGE_WRITE_DELAY: Duration = Duration::from_millis(50);
@@ -51,20 +51,11 @@ const RECORD_SHARD_SOFT_MAX: usize = 1024;
 /// the records (and the requests they share with their senders) never change thread.
 const RECORD_SHARDS: usize = 8;
 
-/// Keeps a value on a cache line of its own.
-#[repr(align(128))]
-struct Padded<T>(T);
-
 /// Tries to write one batch of records while the store is unreachable: 250 ms,
 /// doubling to 30 s, about two and a half minutes in all.
 const RECORD_ATTEMPTS: u32 = 12;
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data updated in place; a panic elsewhere cannot leave it half-written.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Clears a "write scheduled" flag when dropped: once the write has its writer lock
 /// (from then on new items schedule the next write), or when the task is dropped with
@@ -119,11 +110,12 @@ struct RecordShard {
 
 /// The write-behind state a gateway shares with its write tasks.
 pub(crate) struct WriteBehind {
-    pub health: SharedHealth,
+    /// The gateway's health state, where billed usage waits for its ledger write.
+    health: Arc<Mutex<Health>>,
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
-    records: Vec<Padded<RecordShard>>,
+    records: Vec<CachePadded<RecordShard>>,
     usage_scheduled: AtomicBool,
     /// One ledger write at a time, so totals come back in order.
     usage_writer: tokio::sync::Mutex<()>,
@@ -136,19 +128,19 @@ pub(crate) struct WriteBehind {
 
 impl WriteBehind {
     pub fn new(
-        health: Health,
+        health: Arc<Mutex<Health>>,
         ids: Vec<VendorId>,
         ledger: Arc<dyn UsageLedger>,
         queue: Arc<dyn DeferredQueue>,
     ) -> Self {
         Self {
-            health: SharedHealth::new(health),
+            health,
             ids,
             ledger,
             queue,
             records: (0..RECORD_SHARDS)
                 .map(|_| {
-                    Padded(RecordShard {
+                    CachePadded::new(RecordShard {
                         buffer: Mutex::new(Vec::new()),
                         scheduled: AtomicBool::new(false),
                         writer: tokio::sync::Mutex::new(()),
@@ -164,10 +156,6 @@ impl WriteBehind {
         }
     }
 
-    pub fn health(&self) -> HealthGuard<'_> {
-        self.health.lock()
-    }
-
     /// Makes sure a ledger write follows usage just added to [`Health`].
     pub fn usage_added(self: &Arc<Self>) {
         if set_if_clear(&self.usage_scheduled) {
@@ -175,7 +163,11 @@ impl WriteBehind {
             tokio::spawn(async move {
                 let scheduled = ClearOnDrop(&this.usage_scheduled);
                 tokio::time::sleep(USAGE_WRITE_DELAY).await;
-                this.write_usage(Some(scheduled)).await;
+                let _one_writer = this.usage_writer.lock().await;
+                // From here on, usage added schedules the next write.
+                drop(scheduled);
+                // A failed write was logged; its counts wait for the next one.
+                let _ = this.write_usage_now().await;
             });
         }
     }
@@ -184,9 +176,9 @@ impl WriteBehind {
     /// buffer it went to when that is over its soft limit: the sender should then
     /// [`WriteBehind::wait_for_room`] in it (the record is queued either way).
     pub fn record(self: &Arc<Self>, message: SentRecord) -> Option<usize> {
-        let shard = thread_shard(RECORD_SHARDS);
+        let shard = thread_index() % RECORD_SHARDS;
         let full = {
-            let mut records = lock(&self.records[shard].0.buffer);
+            let mut records = lock(&self.records[shard].buffer);
             if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
                 drop(records);
                 let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -204,16 +196,19 @@ impl WriteBehind {
 
     /// Starts a write task for buffer `shard` unless one is scheduled.
     fn schedule_records_write(self: &Arc<Self>, shard: usize) {
-        if set_if_clear(&self.records[shard].0.scheduled) {
+        if set_if_clear(&self.records[shard].scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
-                let records = &this.records[shard].0;
+                let records = &this.records[shard];
                 let scheduled = ClearOnDrop(&records.scheduled);
                 tokio::select! {
                     _ = tokio::time::sleep(RECORD_WRITE_DELAY) => {}
                     _ = records.wanted.notified() => {}
                 }
-                this.write_records(shard, Some(scheduled)).await;
+                let _one_writer = records.writer.lock().await;
+                // From here on, records added schedule the next write.
+                drop(scheduled);
+                this.write_records_now(records).await;
             });
         }
     }
@@ -225,11 +220,11 @@ impl WriteBehind {
             // another runtime): make sure one is coming, and that it does not wait out
             // its delay, before waiting for it.
             self.schedule_records_write(shard);
-            self.records[shard].0.wanted.notify_one();
+            self.records[shard].wanted.notify_one();
             let written = self.records_written.notified();
             let mut written = std::pin::pin!(written);
             written.as_mut().enable();
-            let over = lock(&self.records[shard].0.buffer).len() > RECORD_SHARD_SOFT_MAX;
+            let over = lock(&self.records[shard].buffer).len() > RECORD_SHARD_SOFT_MAX;
             if !over || self.records_failing.load(Ordering::Acquire) {
                 return;
             }
@@ -242,46 +237,40 @@ impl WriteBehind {
     /// Returns the first error; what failed stays pending (counts) or is retried by
     /// this call a few times (records).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let usage = self.write_usage(None).await;
-        for shard in 0..RECORD_SHARDS {
-            self.write_records(shard, None).await;
+        let usage = {
+            let _one_writer = self.usage_writer.lock().await;
+            self.write_usage_now().await
+        };
+        for records in &self.records {
+            let _one_writer = records.writer.lock().await;
+            self.write_records_now(records).await;
         }
-        match usage {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        usage
     }
 
-    /// One ledger write of everything pending. `scheduled` is the flag of the task
-    /// running it, cleared before the counts are taken: usage added from then on
-    /// schedules the next write. Returns the first error.
-    async fn write_usage(&self, scheduled: Option<ClearOnDrop<'_>>) -> Option<StoreError> {
-        let _one_writer = self.usage_writer.lock().await;
-        drop(scheduled);
-        let deltas = self.health().take_usage();
+    /// One ledger write of everything pending, by the holder of `usage_writer`.
+    /// Returns the first error; the counts that failed wait for the next write.
+    async fn write_usage_now(&self) -> Result<(), StoreError> {
+        let deltas = lock(&self.health).usage.take_unwritten();
         let mut first_error = None;
         for delta in deltas {
             let vendor = &self.ids[delta.idx];
             let result = self.ledger.add(vendor, &delta.period, delta.messages).await;
-            let total = match result {
-                Ok(total) => Some(total),
+            match result {
+                Ok(total) => lock(&self.health).usage.written(&delta, total),
                 Err(e) => {
                     tracing::warn!(%vendor, messages = delta.messages, error = %e, "could not record billed usage; keeping it for the next write");
                     first_error.get_or_insert(e);
-                    None
+                    lock(&self.health).usage.not_written(delta);
                 }
-            };
-            self.health().settle_usage(delta, total);
+            }
         }
-        first_error
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Writes the records pending in buffer `shard` in batches, retrying a batch while
-    /// the store is unreachable.
-    async fn write_records(&self, shard: usize, scheduled: Option<ClearOnDrop<'_>>) {
-        let records = &self.records[shard].0;
-        let _one_writer = records.writer.lock().await;
-        drop(scheduled);
+    /// Writes the records pending in `records` in batches, retrying a batch while the
+    /// store is unreachable; the caller holds the buffer's writer lock.
+    async fn write_records_now(&self, records: &RecordShard) {
         loop {
             let batch: Vec<SentRecord> = {
                 let mut buffer = lock(&records.buffer);
@@ -319,8 +308,7 @@ impl WriteBehind {
     }
 }
 
-/// Sets `flag`; true when it was clear (the caller starts the work it stands for). The
-/// load first keeps the cache line shared while the flag is already set.
-pub(crate) fn set_if_clear(flag: &AtomicBool) -> bool {
-    !flag.load(Ordering::Acquire) && !flag.swap(true, Ordering::AcqRel)
+/// Sets `flag`; true when it was clear (the caller starts the work it stands for).
+fn set_if_clear(flag: &AtomicBool) -> bool {
+    !flag.swap(true, Ordering::AcqRel)
 }

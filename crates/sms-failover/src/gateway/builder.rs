@@ -1,0 +1,150 @@
+//! Building a [`Gateway`]: the collaborators every gateway needs, optional ones with
+//! defaults, and the checks of the vendor list and configuration.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::FixedOffset;
+use sms_core::{
+    Clock, DeferredQueue, RateLimiter, RecipientLimiter, SystemClock, UsageLedger, VendorId,
+};
+use tokio::sync::Notify;
+
+use super::{Gateway, VendorEntry};
+use crate::config::FailoverConfig;
+use crate::error::FailoverError;
+use crate::events::GatewayObserver;
+use crate::health::Health;
+use crate::write_behind::WriteBehind;
+
+/// Most vendors a gateway routes between. Failover walks the list on every switch and
+/// a status page shows every vendor; no deployment comes near this many.
+pub(crate) const MAX_VENDORS: usize = 255;
+
+/// Builds a [`Gateway`]: the collaborators every gateway needs are the arguments of
+/// [`Gateway::builder`]; the rest have defaults.
+pub struct GatewayBuilder {
+    vendors: Vec<VendorEntry>,
+    limiter: Arc<dyn RateLimiter>,
+    queue: Arc<dyn DeferredQueue>,
+    ledger: Arc<dyn UsageLedger>,
+    recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    clock: Arc<dyn Clock>,
+    config: FailoverConfig,
+    observer: Option<Arc<dyn GatewayObserver>>,
+}
+
+impl Gateway {
+    /// Starts building a gateway over `vendors` (in configured order: it breaks price
+    /// ties), limited by `limiter`, storing deferred messages in `queue` and billed
+    /// usage in `ledger`.
+    pub fn builder(
+        vendors: Vec<VendorEntry>,
+        limiter: Arc<dyn RateLimiter>,
+        queue: Arc<dyn DeferredQueue>,
+        ledger: Arc<dyn UsageLedger>,
+    ) -> GatewayBuilder {
+        GatewayBuilder {
+            vendors,
+            limiter,
+            queue,
+            ledger,
+            recipient_limiter: None,
+            clock: Arc::new(SystemClock),
+            config: FailoverConfig::default(),
+            observer: None,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Limits how often each recipient is sent to (default: no per-recipient limit).
+    pub fn recipient_limiter(mut self, limiter: Arc<dyn RecipientLimiter>) -> Self {
+        self.recipient_limiter = Some(limiter);
+        self
+    }
+
+    /// The source of wall time (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The failover settings (default: [`FailoverConfig::default`]).
+    pub fn config(mut self, config: FailoverConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sends every [`GatewayEvent`](crate::GatewayEvent) to `observer` (default: none).
+    pub fn observer(mut self, observer: Arc<dyn GatewayObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The gateway, once the configuration and the vendor list are found valid: at least
+    /// one vendor, no two with one name, at most 255.
+    pub fn build(self) -> Result<Gateway, FailoverError> {
+        let Self {
+            vendors,
+            limiter,
+            queue,
+            ledger,
+            recipient_limiter,
+            clock,
+            config,
+            observer,
+        } = self;
+        config.validate()?;
+        if vendors.is_empty() {
+            return Err(FailoverError::NoVendors);
+        }
+        if vendors.len() > MAX_VENDORS {
+            return Err(FailoverError::TooManyVendors {
+                max: MAX_VENDORS,
+                found: vendors.len(),
+            });
+        }
+        let ids: Vec<VendorId> = vendors.iter().map(|v| v.vendor.id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Err(FailoverError::DuplicateVendor(id.clone()));
+            }
+        }
+        let billing_offset = FixedOffset::east_opt(config.billing_utc_offset_hours * 3600)
+            .ok_or_else(|| FailoverError::InvalidConfig {
+                field: "billing_utc_offset_hours",
+                problem: format!(
+                    "expected an offset between -23 and 23 hours, found {}",
+                    config.billing_utc_offset_hours
+                ),
+            })?;
+        let health = Arc::new(Mutex::new(Health::new(
+            vendors.iter().map(|v| v.fees.clone()).collect(),
+            &config,
+            billing_offset,
+            clock.now(),
+        )));
+        let write_behind = Arc::new(WriteBehind::new(
+            health.clone(),
+            ids.clone(),
+            ledger.clone(),
+            queue.clone(),
+        ));
+        Ok(Gateway {
+            vendors: vendors.into_iter().map(|v| v.vendor).collect(),
+            ids,
+            health,
+            write_behind,
+            limiter,
+            recipient_limiter,
+            queue,
+            ledger,
+            clock,
+            config,
+            observer_wants_cost: observer.as_ref().is_some_and(|o| o.wants_cost()),
+            observer,
+            drain_wanted: Notify::new(),
+            drain_running: tokio::sync::Mutex::new(()),
+        })
+    }
+}

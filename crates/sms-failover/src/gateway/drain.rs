@@ -1,0 +1,521 @@
+//! One drain pass: claim due messages in batches, send each on one of a few lanes, and
+//! write what happened back to the queue under each message's lease.
+//!
+//! Every update of a claimed message is checked against its lease token, so a message
+//! whose lease lapsed and was claimed by another drainer is counted as lost and left to
+//! that drainer. A lane stops the pass (the rest of the batch goes back unattempted)
+//! when going on could not help: the rate limit is reached, no vendor is enabled, or a
+//! lease could lapse during the attempt.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use sms_core::sync::lock;
+use sms_core::{
+    AttemptFailure, Completion, LeaseToken, MessageId, OutboundSms, RateDecision, StoreError,
+    StoredMessage, VendorError,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::Origin;
+use super::send::permits;
+use super::{Gateway, Settled};
+use crate::backoff::{after, retry_while_unavailable};
+use crate::events::GatewayEvent;
+
+/// Longest a delivered drained message waits before its "sent" is written: completions
+/// are written together, one commit per this interval (or per claimed batch, when that
+/// is sent sooner). A process that dies in between sends these messages again once
+/// their leases lapse, so the interval bounds that exposure.
+const COMPLETE_EVERY: Duration = Duration::from_millis(20);
+/// Tries to mark a batch sent while the store is briefly unreachable: 50, 100 and
+/// 200 ms apart.
+const COMPLETE_TRIES: u32 = 4;
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// What one drain pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Messages claimed.
+    pub claimed: usize,
+    /// Delivered.
+    pub sent: usize,
+    /// Failed and put back with a backoff.
+    pub requeued: usize,
+    /// Out of attempts or refused for good.
+    pub dead: usize,
+    /// Past their deliver-by time.
+    pub expired: usize,
+    /// Updates refused because another claimer holds the message now.
+    pub lease_lost: usize,
+    /// Given back unattempted (rate limit reached, no vendor, lease too short, shutdown).
+    pub released: usize,
+}
+
+impl DrainReport {
+    /// Adds another report's counts to this one.
+    fn add(&mut self, other: &DrainReport) {
+        self.claimed += other.claimed;
+        self.sent += other.sent;
+        self.requeued += other.requeued;
+        self.dead += other.dead;
+        self.expired += other.expired;
+        self.lease_lost += other.lease_lost;
+        self.released += other.released;
+    }
+}
+
+/// What the drain should do after one message.
+enum Next {
+    Continue,
+    /// End the pass: the rest of the batch goes back unattempted.
+    Halt,
+}
+
+impl Gateway {
+    /// Claims due messages in batches and sends each, until none are due (at most
+    /// `drain_max_batches` batches). Only one pass runs at a time in a process.
+    pub async fn drain_once(&self) -> Result<DrainReport, StoreError> {
+        self.drain(&CancellationToken::new()).await
+    }
+
+    /// A drain pass that ends early, giving claimed messages back unattempted, once
+    /// `stop` is cancelled.
+    pub(crate) async fn drain(&self, stop: &CancellationToken) -> Result<DrainReport, StoreError> {
+        let _one_at_a_time = self.drain_running.lock().await;
+        let mut report = DrainReport::default();
+        // A batch claimed while the previous one was being marked sent.
+        let mut claimed_ahead: Option<Vec<StoredMessage>> = None;
+        for pass_batch in 0..self.config.drain_max_batches {
+            if stop.is_cancelled() {
+                break;
+            }
+            let batch = match claimed_ahead.take() {
+                Some(batch) => batch,
+                None => self.claim_batch().await?,
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() >= self.config.drain_batch as usize;
+            report.claimed += batch.len();
+            // Cancelled by a lane that ends the pass, or with `stop`.
+            let halt = stop.child_token();
+            let delivered = Mutex::new(Vec::new());
+            report.add(&self.send_batch(batch, &halt, &delivered).await);
+            let halted = halt.is_cancelled();
+            // When another batch follows, it is claimed while this one is marked sent:
+            // the two statements touch different rows, and the pass waits for one
+            // round trip per batch instead of two.
+            let another = full && !halted && pass_batch + 1 < self.config.drain_max_batches;
+            if another {
+                let (_, next) = tokio::join!(
+                    self.commit_delivered(&delivered, &mut report),
+                    self.claim_batch()
+                );
+                claimed_ahead = Some(next?);
+            } else {
+                self.commit_delivered(&delivered, &mut report).await;
+                break;
+            }
+        }
+        if let Some(batch) = claimed_ahead {
+            // Stopped with a batch claimed ahead: it goes back unattempted.
+            report.claimed += batch.len();
+            for message in &batch {
+                self.release(message, &mut report).await;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims the next batch of due messages for this instance.
+    async fn claim_batch(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.queue
+            .claim(
+                &self.config.instance_id,
+                self.clock.now(),
+                self.config.lease,
+                self.config.drain_batch,
+            )
+            .await
+    }
+
+    /// Sends a batch on `drain_concurrency` lanes that run together, each sending its
+    /// messages one after the other. Deliveries are marked sent together: the lanes
+    /// leave them in `delivered`, and a committer writes what is there every
+    /// [`COMPLETE_EVERY`] and once more when the lanes are done.
+    async fn send_batch(
+        &self,
+        batch: Vec<StoredMessage>,
+        halt: &CancellationToken,
+        delivered: &Mutex<Vec<Completion>>,
+    ) -> DrainReport {
+        // Round-robin over the lanes, so each lane sends its messages oldest first.
+        let lane_count = (self.config.drain_concurrency.max(1) as usize).min(batch.len());
+        let mut lanes: Vec<Vec<StoredMessage>> = (0..lane_count).map(|_| Vec::new()).collect();
+        for (i, message) in batch.into_iter().enumerate() {
+            lanes[i % lane_count].push(message);
+        }
+        let lanes_done = CancellationToken::new();
+        let lanes = async {
+            let reports = join_all(
+                lanes
+                    .into_iter()
+                    .map(|messages| self.drain_lane(messages, halt, delivered)),
+            )
+            .await;
+            lanes_done.cancel();
+            reports
+        };
+        let committer = async {
+            let mut committed = DrainReport::default();
+            while !lanes_done.is_cancelled() {
+                tokio::select! {
+                    _ = tokio::time::sleep(COMPLETE_EVERY) => {}
+                    _ = lanes_done.cancelled() => {}
+                }
+                self.commit_delivered(delivered, &mut committed).await;
+            }
+            committed
+        };
+        let (lane_reports, mut report) = tokio::join!(lanes, committer);
+        for lane in &lane_reports {
+            report.add(lane);
+        }
+        report
+    }
+
+    /// Sends one lane's messages in order; once the pass is halted, gives the rest back
+    /// unattempted.
+    async fn drain_lane(
+        &self,
+        messages: Vec<StoredMessage>,
+        halt: &CancellationToken,
+        delivered: &Mutex<Vec<Completion>>,
+    ) -> DrainReport {
+        let mut report = DrainReport::default();
+        for message in messages {
+            if halt.is_cancelled() {
+                self.release(&message, &mut report).await;
+            } else if let Next::Halt = self.drain_one(message, &mut report, delivered).await {
+                halt.cancel();
+            }
+        }
+        report
+    }
+
+    /// Settles an update of a claimed message, counting a lost lease in `report`;
+    /// returns whether the update was made.
+    fn updated(
+        &self,
+        id: MessageId,
+        result: Result<(), StoreError>,
+        report: &mut DrainReport,
+    ) -> bool {
+        match self.settle(id, result) {
+            Settled::Done => true,
+            Settled::LeaseLost => {
+                report.lease_lost += 1;
+                false
+            }
+            Settled::Failed => false,
+        }
+    }
+
+    /// Gives a claimed message back unattempted.
+    async fn release(&self, message: &StoredMessage, report: &mut DrainReport) {
+        let Some(lease) = &message.lease else {
+            return;
+        };
+        let result = self
+            .queue
+            .release(message.id, lease.token, self.clock.now())
+            .await;
+        if self.updated(message.id, result, report) {
+            report.released += 1;
+        }
+    }
+
+    /// Marks a claimed message dead: out of attempts or refused for good.
+    async fn bury(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        now: DateTime<Utc>,
+        report: &mut DrainReport,
+    ) {
+        let result = self.queue.dead(id, token, failure, now).await;
+        if self.updated(id, result, report) {
+            report.dead += 1;
+            tracing::warn!(%id, "message is dead");
+            self.emit(|| GatewayEvent::Dead { id });
+        }
+    }
+
+    async fn drain_one(
+        &self,
+        message: StoredMessage,
+        report: &mut DrainReport,
+        delivered: &Mutex<Vec<Completion>>,
+    ) -> Next {
+        let Some(lease) = message.lease.clone() else {
+            return Next::Continue;
+        };
+        let (id, token) = (message.id, lease.token);
+        let now = self.clock.now();
+        if message.request.is_expired_at(now) {
+            let result = self.queue.expire(id, token, now).await;
+            if self.updated(id, result, report) {
+                report.expired += 1;
+                self.emit(|| GatewayEvent::Expired { id });
+            }
+            return Next::Continue;
+        }
+        if message.attempts > message.max_attempts {
+            // Claimed again after lapsed leases (crashes) without a recorded outcome.
+            let failure = AttemptFailure {
+                vendor: None,
+                error: format!(
+                    "out of attempts ({} of {})",
+                    message.attempts - 1,
+                    message.max_attempts
+                ),
+                may_duplicate: false,
+            };
+            self.bury(id, token, failure, now, report).await;
+            return Next::Continue;
+        }
+        // A lease that could lapse during the attempt would let another drainer send the
+        // message too: give it back instead.
+        if after(now, self.config.attempt_timeout) >= lease.expires_at {
+            self.release(&message, report).await;
+            return Next::Halt;
+        }
+        match self.limiter.acquire(permits(&message.request)).await {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { .. }) | Err(_) => {
+                // The limit is reached (or the limiter cannot tell): give the message
+                // back without counting an attempt and end the pass; the next tick or
+                // trigger resumes.
+                self.emit(|| GatewayEvent::RateLimited);
+                self.release(&message, report).await;
+                return Next::Halt;
+            }
+        }
+        let StoredMessage {
+            request,
+            attempts,
+            max_attempts,
+            ..
+        } = message;
+        let sms = OutboundSms { id, request };
+        let Ok(attempted) = self.attempt(&sms, Origin::Drained).await else {
+            // Every vendor is disabled.
+            let result = self.queue.release(id, token, self.clock.now()).await;
+            if self.updated(id, result, report) {
+                report.released += 1;
+            }
+            return Next::Halt;
+        };
+        let now = attempted.finished_at;
+        match &attempted.result {
+            Ok(_) => lock(delivered).push(Completion {
+                id,
+                token,
+                vendor: self.ids[attempted.idx].clone(),
+                at: now,
+            }),
+            Err(error) => {
+                let failure = attempted.failure(self, error);
+                // Only a refusal of the message itself is final. Unauthorized is the
+                // vendor's fault: it counted as a failure and the message waits for a
+                // vendor that takes it.
+                let refused = matches!(error, VendorError::Rejected { .. });
+                if refused || attempts >= max_attempts {
+                    self.bury(id, token, failure, now, report).await;
+                } else {
+                    let next_attempt_at = self.retry_at(&attempted, attempts);
+                    let result = self
+                        .queue
+                        .fail(id, token, failure, next_attempt_at, now)
+                        .await;
+                    if self.updated(id, result, report) {
+                        report.requeued += 1;
+                    }
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    /// Marks the deliveries waiting in `delivered` sent, in one write. A store that is
+    /// briefly unreachable gets a few more tries; after that the messages stay leased
+    /// and are sent again when their leases lapse (logged).
+    async fn commit_delivered(&self, delivered: &Mutex<Vec<Completion>>, report: &mut DrainReport) {
+        let batch = std::mem::take(&mut *lock(delivered));
+        if batch.is_empty() {
+            return;
+        }
+        let results = match retry_while_unavailable(
+            COMPLETE_TRIES,
+            COMPLETE_RETRY_FIRST,
+            COMPLETE_RETRY_FIRST * 4,
+            "marking delivered messages sent",
+            || self.queue.complete_many(&batch),
+        )
+        .await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent; they are sent again when their leases lapse");
+                return;
+            }
+        };
+        for (completion, result) in batch.into_iter().zip(results) {
+            if self.updated(completion.id, result, report) {
+                report.sent += 1;
+                self.emit(|| GatewayEvent::Delivered {
+                    id: completion.id,
+                    vendor: completion.vendor,
+                    drained: true,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sms_core::mocks::{MockDeferredQueue, MockRateLimiter, MockVendor};
+    use sms_core::testing::{ManualClock, MemoryLedger};
+    use sms_core::{
+        FeeSchedule, Lease, MessageStatus, Money, QueueReason, RateDecision, Receipt, SmsRequest,
+        VendorId,
+    };
+
+    use super::*;
+    use crate::config::FailoverConfig;
+    use crate::gateway::VendorEntry;
+
+    struct Flat;
+
+    impl FeeSchedule for Flat {
+        fn price_at(&self, _billed_volume: u64) -> Money {
+            Money::from_micros(40_000)
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_000_000, 0).expect("a valid time")
+    }
+
+    fn leased(now: DateTime<Utc>) -> StoredMessage {
+        let id = MessageId::new();
+        StoredMessage {
+            id,
+            request: SmsRequest::new("login", ["1"], ["+8613800138000"]).expect("a request"),
+            status: MessageStatus::Leased,
+            reason: QueueReason::RateLimited,
+            attempts: 1,
+            max_attempts: 10,
+            next_attempt_at: now,
+            lease: Some(Lease {
+                owner: "test".into(),
+                token: LeaseToken::new(),
+                expires_at: now + chrono::Duration::seconds(30),
+            }),
+            last_vendor: None,
+            last_error: None,
+            may_duplicate: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The next batch is claimed while the current one is marked sent; when the drainer
+    /// is stopped meanwhile, that batch goes back unattempted instead of being sent.
+    #[tokio::test]
+    async fn a_batch_claimed_ahead_is_released_when_the_drainer_stops() {
+        let stop = CancellationToken::new();
+        let first: Vec<StoredMessage> = (0..2).map(|_| leased(start())).collect();
+        let ahead: Vec<StoredMessage> = (0..2).map(|_| leased(start())).collect();
+        let first_ids: Vec<MessageId> = first.iter().map(|m| m.id).collect();
+        let ahead_ids: Vec<MessageId> = ahead.iter().map(|m| m.id).collect();
+
+        let mut queue = MockDeferredQueue::new();
+        let claims = AtomicUsize::new(0);
+        let batches = Mutex::new(vec![ahead, first]);
+        let stopper = stop.clone();
+        queue.expect_claim().times(2).returning(move |_, _, _, _| {
+            if claims.fetch_add(1, Ordering::SeqCst) == 1 {
+                // The claim ahead: the drainer is told to stop while it runs.
+                stopper.cancel();
+            }
+            Ok(lock(&batches).pop().expect("two batches"))
+        });
+        let expected = first_ids.clone();
+        queue
+            .expect_complete_many()
+            .times(1)
+            .withf(move |done| done.iter().map(|c| c.id).collect::<Vec<_>>() == expected)
+            .returning(|done| Ok(done.iter().map(|_| Ok(())).collect()));
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let seen = released.clone();
+        queue.expect_release().times(2).returning(move |id, _, _| {
+            lock(&seen).push(id);
+            Ok(())
+        });
+
+        let mut vendor = MockVendor::new();
+        vendor
+            .expect_id()
+            .returning(|| VendorId::new("aliyun").expect("an id"));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sent_by_vendor = sent.clone();
+        vendor.expect_send().returning(move |sms| {
+            lock(&sent_by_vendor).push(sms.id);
+            Ok(Receipt {
+                vendor_message_id: String::new(),
+                billed_messages: 1,
+            })
+        });
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_acquire()
+            .returning(|_| Ok(RateDecision::Allowed));
+        let config = FailoverConfig {
+            drain_batch: 2,
+            drain_concurrency: 1,
+            ..FailoverConfig::default()
+        };
+        let gateway = Gateway::builder(
+            vec![VendorEntry {
+                vendor: Arc::new(vendor),
+                fees: Arc::new(Flat),
+            }],
+            Arc::new(limiter),
+            Arc::new(queue),
+            Arc::new(MemoryLedger::new()),
+        )
+        .clock(Arc::new(ManualClock::new(start())))
+        .config(config)
+        .build()
+        .expect("a gateway");
+
+        let report = gateway.drain(&stop).await.expect("a drain pass");
+        assert_eq!(
+            (report.claimed, report.sent, report.released),
+            (4, 2, 2),
+            "{report:?}"
+        );
+        assert_eq!(*lock(&sent), first_ids);
+        assert_eq!(*lock(&released), ahead_ids);
+    }
+}

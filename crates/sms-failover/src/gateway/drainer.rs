@@ -1,0 +1,79 @@
+//! The drainer: a task of its own that drains the deferred queue at start-up, on every
+//! tick and when asked (after a fast success), one pass at a time.
+//!
+//! It never runs on a request's task, so a pass is not cancelled when the request that
+//! asked for it ends, and it runs without new traffic too, so stored messages never
+//! wait for a live success to be retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::Gateway;
+
+/// After a pass that found nothing due, a pass asked for by a fast success waits until
+/// this long after that pass began. Every success asks; without the gap a busy gateway
+/// with an empty queue would run an empty claim (a database write) per request.
+const TRIGGERED_PASS_GAP: Duration = Duration::from_millis(100);
+
+/// The running drainer. Dropping it leaves the task running; call [`Self::shutdown`].
+pub struct DrainerHandle {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl DrainerHandle {
+    /// Stops ticking, lets the message being sent finish, gives back the claimed messages
+    /// not yet attempted, and waits for the task to end.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "drainer task ended abnormally");
+        }
+    }
+}
+
+impl Gateway {
+    /// Starts the drainer task (one per gateway). It drains at once (messages left by a
+    /// previous run), then on every `drain_interval` tick and on every trigger.
+    pub fn start_drainer(self: &Arc<Self>) -> DrainerHandle {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Arc::clone(self).run_drainer(stop.clone()));
+        DrainerHandle { stop, task }
+    }
+
+    async fn run_drainer(self: Arc<Self>, stop: CancellationToken) {
+        // The start-up pass below runs at once; the first tick comes one period later.
+        let period = self.config.drain_interval;
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        while !stop.is_cancelled() {
+            let began = Instant::now();
+            let found_nothing = match self.drain(&stop).await {
+                Ok(report) if report.claimed > 0 => {
+                    tracing::debug!(?report, "drain pass");
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "drain pass failed");
+                    false
+                }
+            };
+            let asked = tokio::select! {
+                _ = tick.tick() => false,
+                _ = self.drain_wanted.notified() => true,
+                _ = stop.cancelled() => false,
+            };
+            if asked && found_nothing {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(began + TRIGGERED_PASS_GAP) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+}

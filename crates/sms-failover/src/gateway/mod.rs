@@ -1,0 +1,229 @@
+//! The gateway: one send path for live requests and drained messages.
+//!
+//! - [`builder`]: building a gateway and checking its vendors and configuration.
+//! - [`send`]: a live request, from the limits to the caller's answer.
+//! - [`attempt`]: one vendor call, what it says about the vendor, and its usage.
+//! - [`drain`]: one pass over the deferred queue; [`drainer`]: the task that runs them.
+//!
+//! This module holds the gateway's state and what operators and status pages use:
+//! vendor snapshots, enabling and disabling vendors, start-up and flushing.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use sms_core::sync::lock;
+use sms_core::{
+    Clock, DeferredQueue, FeeSchedule, MessageId, Money, RateLimiter, RecipientLimiter, StoreError,
+    UsageLedger, Vendor, VendorId,
+};
+use tokio::sync::Notify;
+
+use crate::config::FailoverConfig;
+use crate::error::FailoverError;
+use crate::events::{GatewayEvent, GatewayObserver};
+use crate::health::{Health, Switch};
+use crate::write_behind::WriteBehind;
+
+pub(crate) mod attempt;
+pub(crate) mod builder;
+pub(crate) mod drain;
+pub(crate) mod drainer;
+pub(crate) mod send;
+
+/// A vendor and its price list.
+#[derive(Clone)]
+pub struct VendorEntry {
+    /// The vendor.
+    pub vendor: Arc<dyn Vendor>,
+    /// Its tiered prices.
+    pub fees: Arc<dyn FeeSchedule>,
+}
+
+/// One vendor's state, for status pages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorSnapshot {
+    /// The vendor.
+    pub id: VendorId,
+    /// Whether live requests go to it now.
+    pub is_current: bool,
+    /// Failures in a row charged to it while current.
+    pub consecutive_failures: u32,
+    /// End of its cooldown, while it rests.
+    pub cooling_down_until: Option<DateTime<Utc>>,
+    /// Switched off by an operator.
+    pub disabled: bool,
+    /// Messages billed this period, as last read from the shared ledger.
+    pub billed_this_period: u64,
+    /// Price of its next message.
+    pub price: Money,
+    /// What was spent on it this period (as seen by this instance, plus what was billed
+    /// before it started).
+    pub spend: Money,
+}
+
+/// The failover SMS gateway. Build it with [`Gateway::builder`]; share it with `Arc`.
+pub struct Gateway {
+    vendors: Vec<Arc<dyn Vendor>>,
+    /// The vendors' ids, in configured order (health refers to vendors by index).
+    ids: Vec<VendorId>,
+    /// Who is current, failure counts and billed usage, behind one short lock.
+    health: Arc<Mutex<Health>>,
+    /// Ledger writes of billed usage and records of sent messages, behind the send.
+    write_behind: Arc<WriteBehind>,
+    limiter: Arc<dyn RateLimiter>,
+    recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    queue: Arc<dyn DeferredQueue>,
+    ledger: Arc<dyn UsageLedger>,
+    clock: Arc<dyn Clock>,
+    config: FailoverConfig,
+    observer: Option<Arc<dyn GatewayObserver>>,
+    /// Whether the observer wants each attempt's cost, asked once when it was set.
+    observer_wants_cost: bool,
+    /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.
+    drain_wanted: Notify,
+    /// One drain pass at a time in this process.
+    drain_running: tokio::sync::Mutex<()>,
+}
+
+/// How a token-checked update of a leased message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The update was made.
+    Done,
+    /// Another claimer holds the message now; nothing was changed.
+    LeaseLost,
+    /// The store failed; the message stays leased and is retried when its lease lapses.
+    Failed,
+}
+
+impl Gateway {
+    /// The configuration in use.
+    pub fn config(&self) -> &FailoverConfig {
+        &self.config
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        lock(&self.health)
+    }
+
+    /// Writes the billed usage and the records of sent messages that wait in memory
+    /// (they are written within milliseconds anyway), and waits for writes in flight.
+    /// Call it before the process ends, after the last send; counts a failed ledger
+    /// write kept are reported as its error.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_behind.flush().await
+    }
+
+    /// Sends the event `make` builds to the observer; builds nothing without one.
+    fn emit(&self, make: impl FnOnce() -> GatewayEvent) {
+        if let Some(observer) = &self.observer {
+            observer.on_event(&make());
+        }
+    }
+
+    /// Logs and reports a change of current vendor, if there was one; returns whether
+    /// there was.
+    fn announce(&self, switch: Option<Switch>) -> bool {
+        let Some(switch) = switch else {
+            return false;
+        };
+        let (from, to) = (self.ids[switch.from].clone(), self.ids[switch.to].clone());
+        tracing::warn!(%from, %to, reason = %switch.reason, "switched vendor");
+        self.emit(|| GatewayEvent::Switched {
+            from,
+            to,
+            reason: switch.reason,
+            at: self.clock.now(),
+        });
+        true
+    }
+
+    /// Logs a failed update of a leased message and says how it went.
+    fn settle(&self, id: MessageId, result: Result<(), StoreError>) -> Settled {
+        match result {
+            Ok(()) => Settled::Done,
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!(%id, "lease lost: another claimer holds the message now");
+                Settled::LeaseLost
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not update the message; it is retried when its lease lapses");
+                Settled::Failed
+            }
+        }
+    }
+
+    /// Loads this period's billed volumes from the ledger and makes the cheapest vendor
+    /// current. Call once before serving.
+    pub async fn init(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let period = self.health().usage.period(now);
+        let totals = self.ledger.totals(&period).await?;
+        let billed: Vec<u64> = self
+            .ids
+            .iter()
+            .map(|id| totals.get(id).copied().unwrap_or(0))
+            .collect();
+        let switch = self.health().load_totals(&billed, now);
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Every vendor's state, in configured order.
+    pub fn vendors(&self) -> Vec<VendorSnapshot> {
+        let now = self.clock.now();
+        let health = self.health();
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let v = &health.vendors[i];
+                VendorSnapshot {
+                    id: id.clone(),
+                    is_current: i == health.current,
+                    consecutive_failures: v.consecutive_failures,
+                    cooling_down_until: v.cooling_until.filter(|until| *until > now),
+                    disabled: v.disabled,
+                    billed_this_period: health.usage.billed(i),
+                    price: health.price(i),
+                    spend: health.usage.spend(i),
+                }
+            })
+            .collect()
+    }
+
+    /// The vendor live requests go to now.
+    pub fn current_vendor(&self) -> VendorId {
+        self.ids[self.health().current].clone()
+    }
+
+    fn index_of(&self, vendor: &VendorId) -> Result<usize, FailoverError> {
+        self.ids
+            .iter()
+            .position(|id| id == vendor)
+            .ok_or_else(|| FailoverError::UnknownVendor(vendor.clone()))
+    }
+
+    /// Takes a vendor out of use (operator action); the gateway leaves it if current.
+    pub fn disable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+        let idx = self.index_of(vendor)?;
+        let switch = self.health().disable(idx, self.clock.now());
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Puts a vendor back in use (operator action). It becomes current when it is the
+    /// only enabled one; otherwise it is probed like a rested vendor when it is cheaper.
+    pub fn enable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+        let idx = self.index_of(vendor)?;
+        let switch = self.health().enable(idx);
+        self.announce(switch);
+        Ok(())
+    }
+
+    /// Asks the drainer (if started) for a pass soon. Never blocks and never drains on
+    /// the caller's task; a pass already running absorbs the request into one more pass.
+    pub fn trigger_drain(&self) {
+        self.drain_wanted.notify_one();
+    }
+}

@@ -1,0 +1,368 @@
+//! A live request: expiry check → idempotency look-up → per-recipient limits → global
+//! rate limit (limited: stored, caller told "queued") → one attempt on the vendor
+//! picked by the health state → usage, health, and either "sent", "queued" (for a later
+//! attempt by the drain) or an error the caller can act on.
+//!
+//! A failed live request is *not* retried inline on another vendor: it is stored at
+//! once, and when its failure made the gateway switch, it is due immediately, so the
+//! drain, which a fast success or the periodic tick starts, retries it on the new
+//! vendor. This keeps the caller's latency bounded by one attempt and gives every retry
+//! the same lease, backoff and attempt cap.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sms_core::{
+    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, OutboundSms, QueueReason,
+    RateDecision, RecipientDecision, SendError, SmsRequest, StoredMessage, VendorError, VendorId,
+};
+
+use super::Gateway;
+use super::attempt::{Attempted, Origin, may_duplicate, queue_reason};
+use crate::backoff::after;
+use crate::config::TimeoutPolicy;
+use crate::events::GatewayEvent;
+use crate::write_behind::SentRecord;
+
+/// What happened to a request.
+// One value per request, moved once to the caller and never stored in bulk, so the size
+// of `Existing` costs nothing worth a box (and callers match on the plain message).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A vendor accepted it.
+    Sent {
+        /// The gateway's id for it.
+        id: MessageId,
+        /// The vendor that accepted it.
+        vendor: VendorId,
+        /// Messages billed (at least one per recipient).
+        billed_messages: u64,
+        /// It was accepted, but slower than the slow threshold.
+        slow: bool,
+    },
+    /// It is stored and will be attempted later.
+    Queued {
+        /// The gateway's id for it.
+        id: MessageId,
+        /// Why it was not sent now.
+        reason: QueueReason,
+        /// A timed-out attempt may have delivered it already.
+        may_duplicate: bool,
+    },
+    /// A request with the same idempotency key was seen before; nothing was sent now.
+    Existing(StoredMessage),
+}
+
+/// What the global rate limiter said about a request.
+enum RateCheck {
+    Allowed,
+    /// Over the limit (or the limiter could not tell): stored, due after this wait.
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+/// A keyed request's row, stored before the attempt.
+enum Reservation {
+    /// No idempotency key: nothing is stored before the attempt.
+    Unkeyed,
+    /// Stored leased to this instance under this token.
+    Leased(LeaseToken),
+    /// A concurrent request with the same key stored it first.
+    Existing(StoredMessage),
+}
+
+/// The number of rate-limit permits a request takes: one per recipient.
+pub(crate) fn permits(request: &SmsRequest) -> u32 {
+    u32::try_from(request.recipients().len()).unwrap_or(u32::MAX)
+}
+
+impl Gateway {
+    /// Sends a request now, or stores it for later. See the module docs for the steps.
+    pub async fn send(&self, request: SmsRequest) -> Result<SendOutcome, SendError> {
+        let now = self.clock.now();
+        if request.is_expired_at(now) {
+            return Err(SendError::Expired);
+        }
+        // A retried request must not be refused by the recipient limiter that counted
+        // its first try, so known keys answer before any limit.
+        if let Some(existing) = self.find_existing(&request).await? {
+            return Ok(SendOutcome::Existing(existing));
+        }
+        self.check_recipients(&request).await?;
+        if self.health().all_disabled() {
+            return Err(SendError::NoVendor("every vendor is disabled".into()));
+        }
+
+        let id = MessageId::at(now);
+        if let RateCheck::Limited { retry_after } = self.check_rate(&request).await {
+            self.emit(|| GatewayEvent::RateLimited);
+            let message = NewMessage {
+                next_attempt_at: after(now, retry_after),
+                ..NewMessage::queued(
+                    id,
+                    request,
+                    QueueReason::RateLimited,
+                    self.config.max_attempts,
+                    now,
+                )
+            };
+            // Boxed, so that the future of every send does not carry this one's state.
+            return Box::pin(self.store_new(message)).await;
+        }
+
+        let token = match self.reserve(id, &request, now).await? {
+            Reservation::Unkeyed => None,
+            Reservation::Leased(token) => Some(token),
+            Reservation::Existing(existing) => return Ok(SendOutcome::Existing(existing)),
+        };
+        let sms = OutboundSms { id, request };
+        let attempted = match self.attempt(&sms, Origin::Live).await {
+            Ok(attempted) => attempted,
+            Err(e) => {
+                // Every vendor was disabled between the check and the attempt.
+                if let Some(token) = token {
+                    let result = self.queue.release(id, token, self.clock.now()).await;
+                    self.settle(id, result);
+                }
+                return Err(e);
+            }
+        };
+        match token {
+            None if attempted.result.is_ok() => {
+                Ok(self.delivered_without_key(sms, &attempted).await)
+            }
+            // Every other outcome writes to the store. Its future is boxed, so that the
+            // common case above does not carry (and move) its state.
+            _ => Box::pin(self.finish(sms, token, attempted)).await,
+        }
+    }
+
+    /// The message stored earlier under the request's idempotency key, if any.
+    async fn find_existing(
+        &self,
+        request: &SmsRequest,
+    ) -> Result<Option<StoredMessage>, SendError> {
+        let Some(key) = request.idempotency_key() else {
+            return Ok(None);
+        };
+        self.queue
+            .find_by_idempotency_key(key)
+            .await
+            .map_err(SendError::StorageUnavailable)
+    }
+
+    async fn check_recipients(&self, request: &SmsRequest) -> Result<(), SendError> {
+        let Some(limiter) = &self.recipient_limiter else {
+            return Ok(());
+        };
+        let decisions = match limiter.check(request.recipients()).await {
+            Ok(decisions) => decisions,
+            Err(e) => {
+                // The limiter crate already applied its fail-open/closed policy; an error
+                // that still reaches us is logged and the request goes on.
+                tracing::warn!(error = %e, "recipient limiter failed; not limiting this request");
+                return Ok(());
+            }
+        };
+        for (recipient, decision) in request.recipients().iter().zip(decisions) {
+            if let RecipientDecision::Limited {
+                window,
+                limit,
+                retry_after,
+            } = decision
+            {
+                self.emit(|| GatewayEvent::RecipientLimited);
+                return Err(SendError::RecipientLimited {
+                    recipient: recipient.masked(),
+                    limit,
+                    window,
+                    retry_after,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_rate(&self, request: &SmsRequest) -> RateCheck {
+        match self.limiter.acquire(permits(request)).await {
+            Ok(RateDecision::Allowed) => RateCheck::Allowed,
+            Ok(RateDecision::Limited { retry_after }) => RateCheck::Limited { retry_after },
+            Err(e) => {
+                // Queueing is the safe answer: nothing goes out above the limit, and the
+                // message is kept.
+                tracing::warn!(error = %e, "rate limiter failed; queueing the message");
+                RateCheck::Limited {
+                    retry_after: Duration::ZERO,
+                }
+            }
+        }
+    }
+
+    /// With an idempotency key, the message is stored (leased to us) before the
+    /// attempt: a concurrent duplicate finds it, and if this process dies mid-send, the
+    /// drain retries it once the lease lapses.
+    async fn reserve(
+        &self,
+        id: MessageId,
+        request: &SmsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, SendError> {
+        if request.idempotency_key().is_none() {
+            return Ok(Reservation::Unkeyed);
+        }
+        let token = LeaseToken::new();
+        let message = NewMessage {
+            initial: InitialState::Leased(Lease {
+                owner: self.config.instance_id.clone(),
+                token,
+                expires_at: after(now, self.config.lease),
+            }),
+            attempts: 1,
+            ..NewMessage::queued(
+                id,
+                request.clone(),
+                QueueReason::Accepted,
+                self.config.max_attempts,
+                now,
+            )
+        };
+        match self.queue.enqueue(message).await {
+            Ok(Enqueued::Created(_)) => Ok(Reservation::Leased(token)),
+            Ok(Enqueued::Existing(existing)) => Ok(Reservation::Existing(existing)),
+            Err(e) => Err(SendError::StorageUnavailable(e)),
+        }
+    }
+
+    /// Stores a message that was not sent now and tells the caller so.
+    async fn store_new(&self, message: NewMessage) -> Result<SendOutcome, SendError> {
+        let (id, reason, may_duplicate) = (message.id, message.reason, message.may_duplicate);
+        match self.queue.enqueue(message).await {
+            Ok(Enqueued::Created(_)) => {
+                self.emit(|| GatewayEvent::Queued { id, reason });
+                Ok(SendOutcome::Queued {
+                    id,
+                    reason,
+                    may_duplicate,
+                })
+            }
+            Ok(Enqueued::Existing(m)) => Ok(SendOutcome::Existing(m)),
+            // Never lose a message silently: the caller hears it was neither sent nor kept.
+            Err(e) => Err(SendError::StorageUnavailable(e)),
+        }
+    }
+
+    /// A live request without a key that the vendor took: recorded for look-ups
+    /// behind the send.
+    async fn delivered_without_key(&self, sms: OutboundSms, attempted: &Attempted) -> SendOutcome {
+        if !attempted.slow {
+            self.trigger_drain();
+        }
+        let id = sms.id;
+        let full = self.write_behind.record(SentRecord {
+            id,
+            request: sms.request,
+            vendor: attempted.idx,
+            at: attempted.finished_at,
+            max_attempts: self.config.max_attempts,
+        });
+        if let Some(shard) = full {
+            // Rare (the store falls behind): boxed for the same reason as in `send`.
+            Box::pin(self.write_behind.wait_for_room(shard)).await;
+        }
+        self.delivered_live(id, attempted)
+    }
+
+    /// Tells the observer and the caller that a live request was delivered.
+    fn delivered_live(&self, id: MessageId, attempted: &Attempted) -> SendOutcome {
+        let vendor = &self.ids[attempted.idx];
+        self.emit(|| GatewayEvent::Delivered {
+            id,
+            vendor: vendor.clone(),
+            drained: false,
+        });
+        SendOutcome::Sent {
+            id,
+            vendor: vendor.clone(),
+            billed_messages: attempted.billed,
+            slow: attempted.slow,
+        }
+    }
+
+    /// Every outcome of a live attempt but an unkeyed success: the keyed row is
+    /// updated, or the failed message stored.
+    async fn finish(
+        &self,
+        sms: OutboundSms,
+        token: Option<LeaseToken>,
+        attempted: Attempted,
+    ) -> Result<SendOutcome, SendError> {
+        let id = sms.id;
+        let now = attempted.finished_at;
+        let vendor = &self.ids[attempted.idx];
+        match &attempted.result {
+            Ok(_) => {
+                let Some(token) = token else {
+                    return Ok(self.delivered_without_key(sms, &attempted).await);
+                };
+                if !attempted.slow {
+                    self.trigger_drain();
+                }
+                if let Err(e) = self.queue.complete(id, token, vendor, now).await {
+                    tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
+                }
+                Ok(self.delivered_live(id, &attempted))
+            }
+            Err(error @ VendorError::Rejected { code, message }) => {
+                if let Some(token) = token {
+                    let failure = attempted.failure(self, error);
+                    self.settle(id, self.queue.dead(id, token, failure, now).await);
+                }
+                Err(SendError::Rejected {
+                    vendor: vendor.clone(),
+                    code: code.clone(),
+                    message: message.clone(),
+                })
+            }
+            Err(error @ VendorError::TimedOut) if self.config.on_timeout == TimeoutPolicy::Fail => {
+                if let Some(token) = token {
+                    // The caller was told; a later automatic retry would surprise them.
+                    let failure = attempted.failure(self, error);
+                    self.settle(id, self.queue.dead(id, token, failure, now).await);
+                }
+                Err(SendError::TimedOut)
+            }
+            Err(error) => {
+                let reason = queue_reason(error);
+                let may_duplicate = may_duplicate(error);
+                let next_attempt_at = self.retry_at(&attempted, 1);
+                let Some(token) = token else {
+                    let message = NewMessage {
+                        attempts: 1,
+                        next_attempt_at,
+                        last_vendor: Some(vendor.clone()),
+                        last_error: Some(error.to_string()),
+                        may_duplicate,
+                        ..NewMessage::queued(id, sms.request, reason, self.config.max_attempts, now)
+                    };
+                    return self.store_new(message).await;
+                };
+                // If this update fails the row stays leased to us and the drain retries
+                // it when the lease lapses: it is not lost.
+                let failure = attempted.failure(self, error);
+                let result = self
+                    .queue
+                    .fail(id, token, failure, next_attempt_at, now)
+                    .await;
+                self.settle(id, result);
+                self.emit(|| GatewayEvent::Queued { id, reason });
+                Ok(SendOutcome::Queued {
+                    id,
+                    reason,
+                    may_duplicate,
+                })
+            }
+        }
+    }
+}
