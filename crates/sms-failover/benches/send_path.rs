@@ -32,8 +32,8 @@ use sms_failover::{FailoverConfig, Gateway, SendOutcome, VendorEntry};
 use sms_limit::InProcessLimiter;
 
 /// A vendor that accepts everything at once and does no I/O. It shares nothing between
-/// threads (an earlier version counted sends in one atomic, which every send of every
-/// thread wrote: that counter alone kept the two-thread baseline below 1.8×).
+/// threads: a counter that every send of every thread wrote would by itself keep the
+/// two-thread baseline from scaling.
 struct InstantVendor {
     id: VendorId,
 }

@@ -1,8 +1,8 @@
 //! Which vendor to use next: the cheapest healthy one, as a pure function.
 //!
-//! The original design sorted vendors by fee and took the one *after* the current one,
-//! so it could land on a vendor known to be down, never came back to the cheap one, and
-//! ordered equal fees arbitrarily. Here the rule is:
+//! Taking the vendor *after* the current one in fee order could land on a vendor known
+//! to be down, would never come back to the cheap one, and would order equal fees
+//! arbitrarily. The rule is:
 //!
 //! 1. Among vendors that are neither disabled nor excluded (the one being left) and not
 //!    cooling down at `now`, take the cheapest at its current billed volume.

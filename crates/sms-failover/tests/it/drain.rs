@@ -67,7 +67,7 @@ async fn a_drain_sends_due_messages_and_marks_them_sent_without_new_rows() {
 
 #[tokio::test]
 async fn a_failing_message_backs_off_and_dies_after_max_attempts() {
-    // Defect 4: rows that kept failing were retried forever.
+    // A message that keeps failing must not be retried forever.
     let h = Harness::new(
         &[("aliyun", 45_000)],
         FailoverConfig {
@@ -178,7 +178,7 @@ async fn a_drained_message_refused_for_our_credentials_backs_off_instead_of_dyin
 
 #[tokio::test]
 async fn an_expired_message_is_expired_not_sent() {
-    // Defect 7: a login code must not arrive minutes late.
+    // A login code that arrives minutes late is worse than none.
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let id = MessageId::new();
     let request = request().with_expiry(start() + chrono::Duration::seconds(60));
@@ -338,7 +338,7 @@ async fn a_claim_failure_is_reported_to_the_caller() {
 // Worker threads make the tasks really run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_draining_one_queue_never_send_a_message_twice() {
-    // Defect 2: concurrent drains and instances resent the same rows.
+    // Drains of several instances share one queue; a claimed message is sent by one.
     let queue = Arc::new(MemoryQueue::new());
     let a = Harness::with_fees(
         vec![FakeVendor::new("aliyun")],
@@ -392,7 +392,8 @@ async fn two_gateways_draining_one_queue_never_send_a_message_twice() {
 
 #[tokio::test]
 async fn after_a_switch_the_failed_message_is_retried_at_once_on_the_new_vendor() {
-    // Defect 9: a failed request was never tried on another vendor by itself.
+    // A request whose failure made the gateway switch is retried on the new vendor at
+    // once, without waiting for its backoff or for the caller to retry.
     let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config());
     h.vendor("aliyun").always(transient());
     let mut ids = Vec::new();
@@ -414,7 +415,8 @@ async fn after_a_switch_the_failed_message_is_retried_at_once_on_the_new_vendor(
 
 #[tokio::test(start_paused = true)]
 async fn the_drainer_retries_stored_messages_without_new_traffic() {
-    // Defect 4: with no new traffic, stored rows were never retried.
+    // Stored messages are retried on the drainer's tick even when no new request
+    // arrives to trigger a pass.
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let drainer = h.gateway.start_drainer();
     settle().await;

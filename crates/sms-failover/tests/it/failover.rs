@@ -19,7 +19,7 @@ async fn fail_once(h: &Harness) {
 
 #[tokio::test]
 async fn switches_after_exactly_n_consecutive_failures() {
-    // Defect 8: `cnt > threshold` needed threshold + 1 failures.
+    // The switch comes on exactly the N-th failure, not on the one after it.
     for n in [1u32, 2, 3, 5] {
         let h = Harness::new(
             &[("aliyun", 40_000), ("tencent", 45_000)],
@@ -50,8 +50,8 @@ async fn a_fast_success_resets_the_failure_count() {
 
 #[tokio::test]
 async fn the_next_vendor_is_the_cheapest_healthy_one_not_the_next_in_price_order() {
-    // Defect 10: the original took the vendor after the current one in price order,
-    // even one known to be down, and never went back to the cheap one.
+    // Taking the vendor after the current one in price order could land on one known
+    // to be down and would never go back to the cheap one.
     let h = Harness::new(
         &[("aliyun", 40_000), ("tencent", 45_000), ("cloopen", 47_000)],
         config(),
@@ -213,8 +213,8 @@ impl Harness {
 // Worker threads make the tasks really run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_failures_switch_exactly_once_per_episode_and_never_skip_a_vendor() {
-    // Defect 8: the index and counter were read separately, so concurrent failures
-    // switched several times and skipped vendors.
+    // The vendor index and the failure count change together: read separately,
+    // concurrent failures would switch several times and skip vendors.
     const TASKS: usize = 200;
     let h = Harness::new(
         &[("aliyun", 40_000), ("tencent", 45_000), ("cloopen", 47_000)],
@@ -264,7 +264,8 @@ async fn the_operator_can_disable_and_enable_vendors() {
 
 #[tokio::test]
 async fn start_up_loads_this_periods_volumes_and_picks_the_cheapest() {
-    // Defect 13: counters lived in memory only, lost on restart and never reset.
+    // Billed volumes live in the shared ledger: counts kept in memory only would be
+    // lost on restart and never start again with the month.
     let queue = Arc::new(MemoryQueue::new());
     let fakes = vec![FakeVendor::new("aliyun"), FakeVendor::new("tencent")];
     let fees: Vec<Arc<dyn sms_core::FeeSchedule>> = vec![
@@ -346,8 +347,8 @@ async fn crossing_a_price_tier_is_billed_at_each_tiers_price() {
 // Worker threads make the tasks really run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sends_bill_exact_volumes_and_exact_spend() {
-    // Defect 10 (second half): the fee was read from a counter without an atomic load.
-    // The ledger's atomic add places each send exactly in the tiers.
+    // Concurrent sends must each be priced at their place in the tiers, with no count
+    // read twice or lost.
     let queue = Arc::new(MemoryQueue::new());
     let fees: Vec<Arc<dyn sms_core::FeeSchedule>> =
         vec![Arc::new(Tiers(vec![(50, 50_000), (u64::MAX, 40_000)]))];

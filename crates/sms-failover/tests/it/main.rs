@@ -1,9 +1,9 @@
 //! Behaviour of the gateway against in-memory fakes and mocks: one binary, several modules.
 
 mod collaborators;
-mod defects;
 mod drain;
 mod failover;
+mod pitfalls;
 mod record;
 mod send;
 mod support;

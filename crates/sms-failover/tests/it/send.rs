@@ -88,7 +88,8 @@ async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_s
 
 #[tokio::test]
 async fn a_globally_limited_request_is_queued_and_the_caller_is_told_so() {
-    // Defect 7: the caller heard "error" and the message still went out later.
+    // A caller told "error" would retry, and the stored message would still go out
+    // later: the caller is told it is queued.
     let vendor = FakeVendor::new("aliyun");
     let queue = Arc::new(MemoryQueue::new());
     let gateway = gateway_with(vendor.clone(), limited(), None, queue.clone());
@@ -131,7 +132,7 @@ async fn the_global_limiter_is_asked_for_one_permit_per_recipient() {
 
 #[tokio::test]
 async fn a_limited_request_that_cannot_be_stored_is_an_error_not_silently_lost() {
-    // Defect 6: the limited path ignored the insert error.
+    // A message that is neither sent nor stored must be an error, not lost silently.
     let mut queue = MockDeferredQueue::new();
     queue
         .expect_enqueue()
@@ -177,7 +178,7 @@ async fn an_expired_request_is_refused_and_not_sent() {
 
 #[tokio::test]
 async fn a_fast_success_is_billed_per_recipient_and_recorded_for_look_ups() {
-    // Defect 13: one request to five numbers counted as one message.
+    // One request to five numbers is at least five billed messages.
     let h = Harness::new(&[("aliyun", 45_000)], config());
     h.vendor("aliyun").then(Step::Ok(1));
     let outcome = h.gateway.send(request_to(5)).await.unwrap();
@@ -298,7 +299,7 @@ async fn a_slow_success_is_sent_but_counts_as_one_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_is_queued_as_may_duplicate_and_stored_after_the_deadline() {
-    // Defect 6: after a timeout the insert reused the expired deadline and failed.
+    // The store after a timeout gets a deadline of its own, not the attempt's spent one.
     let h = Harness::new(&[("aliyun", 45_000), ("tencent", 47_000)], config());
     h.vendor("aliyun").then(Step::Hang);
     let outcome = h.gateway.send(request()).await.unwrap();
@@ -384,8 +385,9 @@ async fn throttled_and_failed_sends_are_queued_and_counted_against_the_vendor() 
 
 #[tokio::test]
 async fn refused_credentials_are_queued_counted_and_switch_away_after_n_failures() {
-    // Revoked keys used to come back as rejections: never counted, every message
-    // dead-lettered and no failover.
+    // Refused credentials are the vendor's fault, not the message's: taken as a
+    // rejection, they would never count, every message would die and nothing would
+    // fail over.
     let h = Harness::new(
         &[("aliyun", 45_000), ("tencent", 47_000)],
         FailoverConfig {
@@ -638,9 +640,8 @@ impl sms_core::RecipientLimiter for WaitingRecipients {
 
 #[tokio::test(start_paused = true)]
 async fn time_spent_waiting_on_the_limiters_is_not_the_vendors_latency() {
-    // The gateway times a vendor call from the send's first clock reading only when
-    // nothing before the call could wait. Limiters that take longer than the slow
-    // threshold must not make an instant vendor slow.
+    // The gateway times a vendor call from just before the call. Limiters that take
+    // longer than the slow threshold must not make an instant vendor slow.
     let wait = Duration::from_millis(1500);
     let waiting_global: Limiters = (Arc::new(WaitingLimiter(wait)), None);
     let waiting_recipients: Limiters = (

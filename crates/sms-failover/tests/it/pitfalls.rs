@@ -1,5 +1,7 @@
-//! Defects of the original design that need a scenario of their own, one test each.
-//! The index of every send-path defect and the tests that catch it is in the crate docs.
+//! Easy mistakes on the send path that need a scenario of their own, one test each:
+//! arguments mangled by separators, a crash between send and bookkeeping, a drain tied
+//! to a request, a price list with a gap, prices that do not decide. The crate docs
+//! list every guarantee of the gateway and the tests that check it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use crate::support::*;
 
 #[tokio::test]
 async fn arguments_with_separators_reach_the_vendor_unchanged_live_and_drained() {
-    // Defect 14: `###` and `;` joined arguments and numbers, and "" split into one element.
+    // Arguments and numbers travel as lists: joined with a separator such as `###` or
+    // `;`, an argument containing it would split, and an empty list would become [""].
     let args = ["a###b", "x;y", "", "验证码;###"];
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let request = SmsRequest::new("login", args, ["+8613800138000", "+8613900139000"]).unwrap();
@@ -46,9 +49,10 @@ async fn arguments_with_separators_reach_the_vendor_unchanged_live_and_drained()
 
 #[tokio::test]
 async fn a_crash_between_send_and_bookkeeping_is_retried_once_after_the_lease() {
-    // Defect 3: send-then-delete was not atomic. Here a keyed message is stored leased
-    // before its attempt; if the process dies before recording the outcome, the row stays
-    // leased, no drain touches it while the lease holds, and one drain retries it after.
+    // Sending and recording the outcome cannot be one atomic step. So a keyed message is
+    // stored leased before its attempt; if the process dies before recording the outcome,
+    // the row stays leased, no drain touches it while the lease holds, and one drain
+    // retries it after.
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let key = IdempotencyKey::new("crashed").unwrap();
     let id = MessageId::new();
@@ -81,8 +85,8 @@ async fn a_crash_between_send_and_bookkeeping_is_retried_once_after_the_lease() 
 
 #[tokio::test]
 async fn the_drain_outlives_the_request_that_triggered_it() {
-    // Defect 5: the drain ran on the request's context and died with it. Here the
-    // request's task is aborted right after its send; the drainer still delivers.
+    // A drain run on the request's task would be cancelled with it. Here the request's
+    // task ends right after its send; the drainer, on a task of its own, still delivers.
     let h = Harness::new(&[("aliyun", 45_000)], config());
     let drainer = h.gateway.start_drainer();
     settle().await;
@@ -137,7 +141,8 @@ async fn without_a_drainer_a_success_does_not_drain_on_the_callers_task() {
 
 #[tokio::test]
 async fn a_price_list_gap_does_not_make_a_vendor_free_and_always_win() {
-    // Defect 12: Cloopen's list ended at 125,000 so every later message cost 0.
+    // A price list that ends at 125,000 messages prices every later message at 0; taken
+    // as free, that vendor would win every comparison.
     let mut gap = MockFeeSchedule::new();
     gap.expect_price_at().returning(|volume| {
         if volume < 125_000 {
@@ -165,8 +170,8 @@ async fn a_price_list_gap_does_not_make_a_vendor_free_and_always_win() {
 
 #[tokio::test]
 async fn real_fee_schedules_drive_the_choice_not_round_robin() {
-    // Defect 11: a type mismatch made every fee 1.0 and switching round-robin. The fee
-    // schedule is asked with the real billed volume and its answer decides.
+    // Prices decide, not the configured order: the fee schedule is asked with the real
+    // billed volume and its answer picks the vendor.
     let mut fees = MockFeeSchedule::new();
     fees.expect_price_at()
         .withf(|volume| *volume == 0)
