@@ -27,9 +27,9 @@ pub enum TimeoutPolicy {
 }
 
 /// Tuning of the gateway. Every field has a default (see each field), so an empty
-/// `[failover]` section is valid.
+/// section is valid; a key it does not know is an error naming that key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Consecutive failures charged to the current vendor that make the gateway switch
     /// away from it: it switches on exactly the N-th one. Default 2.
@@ -173,6 +173,18 @@ impl FailoverConfig {
         if self.drain_interval.is_zero() {
             return bad("drain_interval_ms", "expected at least 1, found 0".into());
         }
+        if self.backoff_base.is_zero() {
+            return bad("backoff_base_ms", "expected at least 1, found 0".into());
+        }
+        if self.backoff_max < self.backoff_base {
+            return bad(
+                "backoff_max_s",
+                format!(
+                    "expected at least backoff_base ({:?}), found {:?}",
+                    self.backoff_base, self.backoff_max
+                ),
+            );
+        }
         if self.lease <= self.attempt_timeout {
             return bad(
                 "lease_s",
@@ -266,6 +278,14 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let e = serde_json::from_str::<FailoverConfig>(r#"{"consecutive_failure": 3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("consecutive_failure"), "{e}");
+    }
+
+    #[test]
     fn validation_names_the_bad_field() {
         let c = FailoverConfig {
             consecutive_failures: 0,
@@ -282,6 +302,17 @@ mod tests {
             ..FailoverConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("lease_s"));
+        let c = FailoverConfig {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(5),
+            ..FailoverConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("backoff_max_s")
+        );
         let c = FailoverConfig {
             billing_utc_offset_hours: 20,
             ..FailoverConfig::default()

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::window::validate_window;
@@ -27,7 +27,7 @@ pub use sms_core::RecipientWindow;
 /// connect_timeout_ms = 2000
 /// instances = 1                  # used to size the fail-open fallback
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitConfig {
     /// Permits per global window for the whole fleet. Default 3000.
@@ -36,6 +36,7 @@ pub struct LimitConfig {
     /// field is named after the default so `global_per_second` reads naturally.
     pub global_window_ms: u64,
     /// Per-recipient windows, all enforced at once. Default 1 per 60 s and 10 per 24 h.
+    #[serde(serialize_with = "windows_in_seconds")]
     pub recipient_windows: Vec<RecipientWindow>,
     /// What to do when Redis cannot be reached. Default `fail_open`.
     pub on_redis_error: RedisErrorPolicy,
@@ -67,6 +68,22 @@ impl Default for LimitConfig {
             instances: 1,
         }
     }
+}
+
+/// Writes the windows as configuration files give them: `{ limit, window_s }`.
+fn windows_in_seconds<S: serde::Serializer>(
+    windows: &[RecipientWindow],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct InSeconds {
+        limit: u32,
+        window_s: u64,
+    }
+    serializer.collect_seq(windows.iter().map(|w| InSeconds {
+        limit: w.limit,
+        window_s: w.window.as_secs(),
+    }))
 }
 
 impl LimitConfig {
@@ -134,7 +151,7 @@ impl LimitConfig {
 }
 
 /// What a Redis-backed limiter does when Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisErrorPolicy {
     /// Keep sending, limited by an in-process limiter at this instance's share of the
@@ -195,6 +212,8 @@ mod tests {
         assert_eq!(config.on_redis_error, RedisErrorPolicy::FailClosed);
         assert_eq!(config.key_prefix, "test:");
         assert_eq!(config.instance_share(), 25);
+        let back: LimitConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

@@ -3,18 +3,20 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
 /// How to reach Postgres and how to pool connections. Every field has a default, so a
-/// configuration file names only what differs.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// configuration file names only what differs. Serialised, the URL's password shows as
+/// `***`: a printed configuration must not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PgConfig {
     /// Connection URL (`postgres://user:password@host:port/database`) or key=value
     /// string. Default `postgres://postgres@127.0.0.1:5432/postgres`. TLS is not
     /// supported: use a local socket, a private network, or a TLS-terminating proxy.
+    #[serde(serialize_with = "serialize_redacted")]
     pub url: String,
     /// Schema holding the tables, created by the migrations if missing. Lower-case
     /// letters, digits and `_`. Default `public`.
@@ -76,8 +78,8 @@ impl PgConfig {
         Duration::from_millis(self.operation_timeout_ms)
     }
 
-    /// Checks what can be checked without contacting the server.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
+    /// Checks what can be checked without contacting the server; `connect` calls it too.
+    pub fn validate(&self) -> Result<(), Error> {
         let schema = &self.schema;
         let valid_schema = !schema.is_empty()
             && schema.len() <= 63
@@ -135,6 +137,10 @@ impl fmt::Debug for PgConfig {
             .field("migrate_on_connect", &self.migrate_on_connect)
             .finish()
     }
+}
+
+fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
 }
 
 fn redact_url(url: &str) -> String {
@@ -252,5 +258,13 @@ mod tests {
         assert!(config.migrate_on_connect);
         assert_eq!(config.schema, "s");
         assert!(serde_json::from_str::<PgConfig>(r#"{"pool":3}"#).is_err());
+    }
+
+    #[test]
+    fn serialised_the_password_is_hidden() {
+        let config = PgConfig::with_url("postgres://gateway:hunter2@db:5432/sms");
+        let shown = serde_json::to_string(&config).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("gateway:***@db"), "{shown}");
     }
 }
