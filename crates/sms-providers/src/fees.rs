@@ -97,15 +97,6 @@ impl TieredFeeSchedule {
         Ok(Self { tiers, cost_before })
     }
 
-    /// Parses and validates a TOML document with a `tiers` array (see the module docs).
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        // Parse the raw shape first and validate after, so validation errors keep their
-        // structure (tier number) instead of being flattened into a TOML error.
-        let spec: FeeScheduleSpec =
-            toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
-        Self::from_tiers(spec.tiers)
-    }
-
     /// The tiers, in order of volume; the last is open-ended.
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
@@ -191,6 +182,38 @@ impl FeeSchedule for TieredFeeSchedule {
         let start = u128::from(billed_volume);
         let cost = self.cumulative_cost(start + u128::from(count)) - self.cumulative_cost(start);
         Money::from_micros(i64::try_from(cost).unwrap_or(i64::MAX))
+    }
+}
+
+/// An optional schedule written as a bare list of tiers, the way a vendor's entry in a
+/// configuration file gives its prices (`fees = [{ up_to = 100000, price = "0.045" },
+/// { price = "0.040" }]`); absent means none. For fields of type
+/// `Option<TieredFeeSchedule>` with `#[serde(default, with = "optional_tier_list")]`.
+pub mod optional_tier_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Tier, TieredFeeSchedule};
+
+    /// Writes the tiers, or nothing.
+    pub fn serialize<S: Serializer>(
+        schedule: &Option<TieredFeeSchedule>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        schedule
+            .as_ref()
+            .map(TieredFeeSchedule::tiers)
+            .serialize(serializer)
+    }
+
+    /// Reads the tiers and validates them: a schedule with a gap is refused here, naming
+    /// the tier.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<TieredFeeSchedule>, D::Error> {
+        Option::<Vec<Tier>>::deserialize(deserializer)?
+            .map(TieredFeeSchedule::from_tiers)
+            .transpose()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -454,7 +477,7 @@ mod tests {
 
     #[test]
     fn loads_from_toml() {
-        let schedule = TieredFeeSchedule::from_toml_str(
+        let schedule = toml::from_str::<TieredFeeSchedule>(
             r#"
             tiers = [
                 { up_to = 100000, price = "0.045" },
@@ -469,7 +492,7 @@ mod tests {
         assert_eq!(schedule.price_at(300_000), Money::ZERO);
 
         // The array-of-tables spelling is the same document.
-        let same = TieredFeeSchedule::from_toml_str(
+        let same = toml::from_str::<TieredFeeSchedule>(
             "[[tiers]]\nup_to = 100000\nprice = \"0.045\"\n\
              [[tiers]]\nup_to = 300000\nprice = \"0.040\"\n\
              [[tiers]]\nprice = \"0\"\n",
@@ -480,17 +503,16 @@ mod tests {
 
     #[test]
     fn toml_errors_say_what_was_expected() {
-        let e = TieredFeeSchedule::from_toml_str(r#"tiers = [{ price = 0.045 }]"#).unwrap_err();
-        assert!(matches!(e, ConfigError::Toml(_)), "{e}");
+        let e = toml::from_str::<TieredFeeSchedule>(r#"tiers = [{ price = 0.045 }]"#).unwrap_err();
         assert!(e.to_string().contains("as a string"), "{e}");
 
-        let e =
-            TieredFeeSchedule::from_toml_str(r#"tiers = [{ upto = 5, price = "1" }]"#).unwrap_err();
+        let e = toml::from_str::<TieredFeeSchedule>(r#"tiers = [{ upto = 5, price = "1" }]"#)
+            .unwrap_err();
         assert!(e.to_string().contains("upto"), "{e}");
 
-        let e = TieredFeeSchedule::from_toml_str(r#"tiers = [{ up_to = 5, price = "1" }]"#)
+        let e = toml::from_str::<TieredFeeSchedule>(r#"tiers = [{ up_to = 5, price = "1" }]"#)
             .unwrap_err();
-        assert!(matches!(e, ConfigError::FeeTier { tier: 0, .. }), "{e}");
+        assert!(e.to_string().contains("fee tier 0: "), "{e}");
     }
 
     #[test]
@@ -515,10 +537,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_list_of_tiers_reads_as_an_optional_schedule() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Vendor {
+            #[serde(default, with = "optional_tier_list")]
+            fees: Option<TieredFeeSchedule>,
+        }
+        let v: Vendor =
+            toml::from_str("fees = [{ up_to = 10, price = \"1\" }, { price = \"0.5\" }]").unwrap();
+        assert_eq!(v.fees.as_ref().unwrap().cost_of(8, 4), money("3"));
+        let back: Vendor = toml::from_str(&toml::to_string(&v).unwrap()).unwrap();
+        assert_eq!(back.fees, v.fees);
+        assert!(toml::from_str::<Vendor>("").unwrap().fees.is_none());
+        let e = toml::from_str::<Vendor>("fees = [{ up_to = 10, price = \"1\" }]").unwrap_err();
+        assert!(e.to_string().contains("fee tier 0"), "{e}");
+    }
+
+    #[test]
     fn serialises_back_to_the_same_schedule() {
         for schedule in [aliyun(), tencent(), cloopen()] {
             let text = toml::to_string(&schedule).unwrap();
-            assert_eq!(TieredFeeSchedule::from_toml_str(&text).unwrap(), schedule);
+            assert_eq!(
+                toml::from_str::<TieredFeeSchedule>(&text).unwrap(),
+                schedule
+            );
         }
     }
 

@@ -41,7 +41,4 @@ pub enum ConfigError {
         /// What was wrong, and what was expected.
         problem: String,
     },
-    /// The text is not valid TOML or does not have the expected shape.
-    #[error("invalid TOML: {0}")]
-    Toml(String),
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId};
 
 use super::sign::{aliyun_canonical_query, aliyun_signature, aliyun_timestamp, percent_encode};
@@ -27,7 +27,7 @@ const VENDOR: &str = "aliyun";
 
 /// Settings of the Aliyun adapter. Credentials may be left out and read from the
 /// environment with [`AliyunConfig::with_env`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AliyunConfig {
     /// Where to send (`https://dysmsapi.aliyuncs.com/`, or a sandbox).

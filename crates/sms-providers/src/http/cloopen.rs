@@ -25,7 +25,7 @@ const VENDOR: &str = "cloopen";
 
 /// Settings of the Cloopen adapter. Credentials may be left out and read from the
 /// environment with [`CloopenConfig::with_env`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloopenConfig {
     /// Where to send (`https://app.cloopen.com:8883`, or a sandbox).

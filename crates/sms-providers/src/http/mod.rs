@@ -29,11 +29,10 @@ pub mod sign;
 pub mod tencent;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use sms_core::{PhoneNumber, Receipt, Vendor, VendorError, VendorId};
+use serde::{Deserialize, Serialize};
+use sms_core::{PhoneNumber, Receipt, VendorError};
 
 pub use aliyun::{AliyunConfig, AliyunVendor};
 pub use cloopen::{CloopenConfig, CloopenVendor};
@@ -46,8 +45,8 @@ pub const PARTIAL_SEND: &str = "PARTIAL_SEND";
 /// Default per-request timeout when the configuration names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A credential (access key secret, secret key, auth token). Its `Debug` and `Display`
-/// print `***`, so a stray `{:?}` of a configuration cannot leak it.
+/// A credential (access key secret, secret key, auth token). Its `Debug`, `Display` and
+/// serialisation print `***`, so a stray `{:?}` or a printed configuration cannot leak it.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -81,6 +80,12 @@ impl fmt::Display for Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
 /// A vendor adapter's configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpConfigError {
@@ -102,18 +107,6 @@ pub enum HttpConfigError {
         /// The URL as given.
         url: String,
     },
-    /// The adapter kind is not one of `aliyun`, `tencent`, `cloopen`.
-    #[error("unknown real vendor kind {0:?}; expected aliyun, tencent or cloopen")]
-    UnknownKind(String),
-    /// The settings table does not have the adapter's shape (a field misspelt, a string
-    /// where a number belongs).
-    #[error("{vendor}: invalid settings: {message}")]
-    Settings {
-        /// The vendor.
-        vendor: &'static str,
-        /// What the parser said, naming the field.
-        message: String,
-    },
     /// The HTTP client could not be built (TLS setup).
     #[error("{vendor}: cannot build the HTTP client: {message}")]
     Client {
@@ -122,58 +115,6 @@ pub enum HttpConfigError {
         /// What the HTTP library said.
         message: String,
     },
-}
-
-/// Builds the real adapter `kind` (`aliyun`, `tencent` or `cloopen`) named `id` from a
-/// configuration's settings table, filling missing credentials from the environment
-/// (`SMS_ALIYUN_*`, `SMS_TENCENT_*`, `SMS_CLOOPEN_*`). No table means "all from the
-/// environment".
-pub fn build_vendor(
-    kind: &str,
-    id: VendorId,
-    settings: Option<toml::Value>,
-) -> Result<Arc<dyn Vendor>, HttpConfigError> {
-    build_vendor_with_env(kind, id, settings, &process_env)
-}
-
-/// [`build_vendor`] with a given environment lookup.
-pub fn build_vendor_with_env(
-    kind: &str,
-    id: VendorId,
-    settings: Option<toml::Value>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Vendor>, HttpConfigError> {
-    fn parse<T: serde::de::DeserializeOwned + Default>(
-        vendor: &'static str,
-        settings: Option<toml::Value>,
-    ) -> Result<T, HttpConfigError> {
-        match settings {
-            None => Ok(T::default()),
-            Some(value) => {
-                value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| HttpConfigError::Settings {
-                        vendor,
-                        message: e.to_string(),
-                    })
-            }
-        }
-    }
-    Ok(match kind {
-        "aliyun" => {
-            let config = parse::<AliyunConfig>("aliyun", settings)?.with_env_from(lookup)?;
-            Arc::new(AliyunVendor::with_id(id, config)?)
-        }
-        "tencent" => {
-            let config = parse::<TencentConfig>("tencent", settings)?.with_env_from(lookup)?;
-            Arc::new(TencentVendor::with_id(id, config)?)
-        }
-        "cloopen" => {
-            let config = parse::<CloopenConfig>("cloopen", settings)?.with_env_from(lookup)?;
-            Arc::new(CloopenVendor::with_id(id, config)?)
-        }
-        other => return Err(HttpConfigError::UnknownKind(other.to_owned())),
-    })
 }
 
 /// Fills `value` from the environment variable `env` (through `lookup`) when empty, and
@@ -444,8 +385,8 @@ mod tests {
     }
 
     #[test]
-    fn vendors_are_built_from_a_settings_table_and_the_environment() {
-        let settings: toml::Value = toml::from_str(
+    fn settings_and_the_environment_build_a_vendor() {
+        let settings: TencentConfig = toml::from_str(
             r#"
             base_url = "http://127.0.0.1:9/"
             secret_id = "AKIDfromtable"
@@ -455,24 +396,29 @@ mod tests {
         )
         .unwrap();
         let env = |k: &str| (k == "SMS_TENCENT_SECRET_KEY").then(|| "from-env".to_owned());
-        let id = VendorId::new("tencent-backup").unwrap();
-        let vendor = build_vendor_with_env("tencent", id.clone(), Some(settings), &env).unwrap();
-        assert_eq!(vendor.id(), id);
+        let id = sms_core::VendorId::new("tencent-backup").unwrap();
+        let settings = settings.with_env_from(&env).unwrap();
+        let vendor = TencentVendor::with_id(id.clone(), settings).unwrap();
+        assert_eq!(sms_core::Vendor::id(&vendor), id);
         // Without the secret anywhere, building fails and names the variable.
-        let e = build_vendor_with_env("cloopen", id.clone(), None, &|_| None)
-            .err()
-            .unwrap();
+        let e = CloopenConfig::default()
+            .with_env_from(&|_| None)
+            .unwrap_err();
         assert!(e.to_string().contains("SMS_CLOOPEN_ACCOUNT_SID"), "{e}");
-        let typo: toml::Value = toml::from_str("acess_key_id = \"x\"").unwrap();
-        let e = build_vendor_with_env("aliyun", id.clone(), Some(typo), &|_| None)
-            .err()
-            .unwrap();
-        assert!(matches!(e, HttpConfigError::Settings { .. }), "{e}");
+        let e = toml::from_str::<AliyunConfig>("acess_key_id = \"x\"").unwrap_err();
         assert!(e.to_string().contains("acess_key_id"), "{e}");
-        let e = build_vendor_with_env("twilio", id, None, &|_| None)
-            .err()
-            .unwrap();
-        assert_eq!(e, HttpConfigError::UnknownKind("twilio".into()));
+    }
+
+    #[test]
+    fn serialised_settings_hide_the_credentials() {
+        let config = AliyunConfig {
+            access_key_id: "LTAIexample".into(),
+            access_key_secret: Secret::new("hunter2-very-secret"),
+            ..AliyunConfig::default()
+        };
+        let shown = toml::to_string(&config).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("access_key_secret = \"***\""), "{shown}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ const VENDOR: &str = "tencent";
 
 /// Settings of the Tencent Cloud adapter. Credentials may be left out and read from the
 /// environment with [`TencentConfig::with_env`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TencentConfig {
     /// Where to send (`https://sms.tencentcloudapi.com/`, or a sandbox).

@@ -162,13 +162,6 @@ impl SimulationSettings {
         Self::healthy(120, 80)
     }
 
-    /// Parses and validates settings written in TOML (see the type's docs).
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let settings: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
     /// Checks that every rate is a share between 0 and 1, that the four exclusive rates
     /// add up to at most 1, and that every window ends after it starts and has the fields
     /// its kind needs. The error names the field (`schedule[2].to_s`).
@@ -242,6 +235,13 @@ fn kind_name(kind: FaultKind) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Reads settings the way a configuration file gives them, then checks them.
+    fn parse(text: &str) -> Result<SimulationSettings, String> {
+        let settings: SimulationSettings = toml::from_str(text).map_err(|e| e.to_string())?;
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+
     fn problem_field(settings: &SimulationSettings) -> String {
         match settings.validate() {
             Err(ConfigError::Simulation { field, .. }) => field,
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn defaults_are_a_healthy_instant_vendor() {
-        let settings = SimulationSettings::from_toml_str("").unwrap();
+        let settings = parse("").unwrap();
         assert_eq!(settings, SimulationSettings::default());
         assert_eq!(settings.latency_ms, 0);
         assert!(!settings.outage);
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn parses_a_scripted_schedule() {
-        let settings = SimulationSettings::from_toml_str(
+        let settings = parse(
             r#"
             latency_ms = 80
             error_rate = 0.01
@@ -349,17 +349,13 @@ mod tests {
 
     #[test]
     fn toml_mistakes_are_reported() {
-        let e = SimulationSettings::from_toml_str("eror_rate = 0.1").unwrap_err();
-        assert!(matches!(e, ConfigError::Toml(_)));
-        assert!(e.to_string().contains("eror_rate"), "{e}");
-        let e = SimulationSettings::from_toml_str(
-            "schedule = [{ from_s = 1, to_s = 2, fault = \"meltdown\" }]",
-        )
-        .unwrap_err();
+        let e = parse("eror_rate = 0.1").unwrap_err();
+        assert!(e.contains("unknown field `eror_rate`"), "{e}");
+        let e = parse("schedule = [{ from_s = 1, to_s = 2, fault = \"meltdown\" }]").unwrap_err();
         assert!(e.to_string().contains("meltdown"), "{e}");
-        let e = SimulationSettings::from_toml_str("error_rate = 3.0").unwrap_err();
+        let e = parse("error_rate = 3.0").unwrap_err();
         assert_eq!(
-            e.to_string(),
+            e,
             "simulation setting error_rate: expected a share between 0 and 1, found 3"
         );
     }

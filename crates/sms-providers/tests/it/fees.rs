@@ -51,8 +51,12 @@ fn a_schedule_file_with_a_gap_is_refused_at_load_time() {
         "#,
     )
     .unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let e = TieredFeeSchedule::from_toml_str(&text).unwrap_err();
+    #[derive(serde::Deserialize)]
+    struct File {
+        tiers: Vec<sms_providers::fees::Tier>,
+    }
+    let file: File = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let e = TieredFeeSchedule::from_tiers(file.tiers).unwrap_err();
     assert!(matches!(e, ConfigError::FeeTier { tier: 3, .. }), "{e}");
     assert!(
         e.to_string()
