@@ -1,4 +1,11 @@
 //! The gateway's configuration: a TOML file, every key defaulted, plus environment overrides.
+//!
+//! Each section is the configuration type of the crate it tunes, embedded as is:
+//! `[failover]` and `[queue]` are [`FailoverConfig`], `[limit]` is [`LimitConfig`],
+//! `[postgres]` is [`PgConfig`], and each `[vendors.<name>]` is a [`VendorConfig`] whose
+//! `kind` picks the adapter and its typed settings. Two things about the file are this
+//! crate's own (see [`layout`]): the gateway's retry and drain keys sit in `[queue]`
+//! beside `retention_h`, and a vendor without `kind` is simulated.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,6 +13,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use sms_failover::{FailoverConfig, FailoverError};
+use sms_limit::LimitConfig;
+use sms_providers::fees::{TieredFeeSchedule, optional_tier_list};
+use sms_providers::http::{AliyunConfig, CloopenConfig, TencentConfig};
+use sms_providers::simulated::SimulationSettings;
+use sms_store::postgres::PgConfig;
 
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "SMS_DATABASE_URL";
@@ -62,16 +75,16 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Where simulated vendors append their deliveries (JSON lines); absent keeps them in memory.
     pub simulation_log: Option<PathBuf>,
-    /// Failover and health.
-    pub failover: FailoverSection,
-    /// Rate limits.
-    pub limit: LimitSection,
-    /// The deferred queue.
-    pub queue: QueueSection,
-    /// PostgreSQL pool.
-    pub postgres: PostgresSection,
+    /// `[failover]`, and the retry and drain keys of `[queue]`.
+    pub failover: FailoverConfig,
+    /// The rest of `[queue]`.
+    pub queue: QueueRetention,
+    /// `[limit]`: the global and per-recipient limiters.
+    pub limit: LimitConfig,
+    /// `[postgres]`: the pool and schema; the URL is `database_url`.
+    pub postgres: PgConfig,
     /// Vendors by name, tried cheapest first; ties go to the earlier `order`.
-    pub vendors: BTreeMap<String, VendorSection>,
+    pub vendors: BTreeMap<String, VendorConfig>,
 }
 
 impl Default for Config {
@@ -84,207 +97,123 @@ impl Default for Config {
             api_tokens: Vec::new(),
             max_body_bytes: 256 * 1024,
             simulation_log: None,
-            failover: FailoverSection::default(),
-            limit: LimitSection::default(),
-            queue: QueueSection::default(),
-            postgres: PostgresSection::default(),
+            failover: FailoverConfig::default(),
+            queue: QueueRetention::default(),
+            limit: LimitConfig::default(),
+            postgres: PgConfig::default(),
             vendors: default_vendors(),
         }
     }
 }
 
-/// `[failover]`.
+/// What `[queue]` holds besides the gateway's retry and drain settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct FailoverSection {
-    /// Consecutive failures of the current vendor that make the gateway switch.
-    pub consecutive_failures: u32,
-    /// A delivered send slower than this counts as a failure of its vendor.
-    pub slow_threshold_ms: u64,
-    /// How long one attempt may take before it counts as timed out.
-    pub attempt_timeout_ms: u64,
-    /// How long a vendor that was switched away from rests before it is probed.
-    pub cooldown_s: u64,
-    /// What a timeout does: `requeue` (at-least-once; may duplicate) or `fail`.
-    pub on_timeout: OnTimeout,
-    /// UTC offset of the billing calendar, in hours (vendors in China bill in UTC+8).
-    pub billing_utc_offset_hours: i32,
-}
-
-impl Default for FailoverSection {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 2,
-            slow_threshold_ms: 1000,
-            attempt_timeout_ms: 5000,
-            cooldown_s: 30,
-            on_timeout: OnTimeout::Requeue,
-            billing_utc_offset_hours: 8,
-        }
-    }
-}
-
-/// The timeout policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnTimeout {
-    /// Queue the message again; the recipient may get it twice.
-    Requeue,
-    /// Tell the caller it failed; the recipient may still get it.
-    Fail,
-}
-
-/// `[limit]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSection {
-    /// Messages per second across every instance.
-    pub global_per_second: u32,
-    /// Per-recipient windows; every one applies.
-    pub recipient_windows: Vec<RecipientWindowSection>,
-    /// What to do when Redis cannot be reached: `fail_open` (in-process share) or `fail_closed` (queue everything).
-    pub on_redis_error: OnRedisError,
-    /// How many instances share the global limit (for the in-process share on Redis errors).
-    pub instances: u32,
-    /// Prefix of every Redis key.
-    pub key_prefix: String,
-}
-
-impl Default for LimitSection {
-    fn default() -> Self {
-        Self {
-            global_per_second: 3000,
-            recipient_windows: vec![
-                RecipientWindowSection {
-                    limit: 1,
-                    window_s: 60,
-                },
-                RecipientWindowSection {
-                    limit: 10,
-                    window_s: 86_400,
-                },
-            ],
-            on_redis_error: OnRedisError::FailOpen,
-            instances: 1,
-            key_prefix: "sms:".into(),
-        }
-    }
-}
-
-/// One per-recipient window.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientWindowSection {
-    /// Messages allowed per recipient in the window.
-    pub limit: u32,
-    /// The window, in seconds.
-    pub window_s: u64,
-}
-
-/// The Redis error policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnRedisError {
-    /// Fall back to an in-process limiter at this instance's share.
-    FailOpen,
-    /// Treat every request as limited (so it is queued).
-    FailClosed,
-}
-
-/// `[queue]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueSection {
-    /// Attempts before a message is dead.
-    pub max_attempts: u32,
-    /// First retry delay; doubles each attempt, with full jitter.
-    pub backoff_base_ms: u64,
-    /// Longest retry delay.
-    pub backoff_max_s: u64,
-    /// How long a claim holds a message.
-    pub lease_s: u64,
-    /// Messages claimed per batch.
-    pub drain_batch: u32,
-    /// The periodic drain tick.
-    pub drain_interval_ms: u64,
-    /// How long sent messages are kept for status look-ups.
+pub struct QueueRetention {
+    /// How long sent messages are kept for status look-ups, in hours.
     pub retention_h: u64,
 }
 
-impl Default for QueueSection {
+impl Default for QueueRetention {
     fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            backoff_base_ms: 1000,
-            backoff_max_s: 300,
-            lease_s: 30,
-            drain_batch: 100,
-            drain_interval_ms: 1000,
-            retention_h: 72,
-        }
+        Self { retention_h: 72 }
     }
 }
 
-/// `[postgres]`.
+/// `[vendors.<name>]`: one vendor, its adapter chosen by `kind`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresSection {
-    /// Connections in the pool.
-    pub pool_size: usize,
-    /// Schema holding the gateway's tables.
-    pub schema: String,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VendorConfig {
+    /// An in-process vendor with seeded latency and faults (`simulation = { … }`).
+    Simulated(SimulatedVendorConfig),
+    /// Aliyun `SendSms` (`settings = { … }`, see `AliyunConfig`).
+    Aliyun(HttpVendorConfig<AliyunConfig>),
+    /// Tencent Cloud `SendSms` (`settings = { … }`, see `TencentConfig`).
+    Tencent(HttpVendorConfig<TencentConfig>),
+    /// Cloopen template SMS (`settings = { … }`, see `CloopenConfig`).
+    Cloopen(HttpVendorConfig<CloopenConfig>),
 }
 
-impl Default for PostgresSection {
-    fn default() -> Self {
-        Self {
-            pool_size: 16,
-            schema: "public".into(),
-        }
-    }
-}
-
-/// `[vendors.<name>]`.
+/// A simulated vendor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VendorSection {
-    /// `simulated`, or a real adapter: `aliyun`, `tencent`, `cloopen`.
-    pub kind: String,
+#[serde(deny_unknown_fields)]
+pub struct SimulatedVendorConfig {
     /// Tie-break order among equally priced vendors (lower first).
+    #[serde(default)]
     pub order: u32,
     /// Price tiers; absent means the built-in list for the vendor's name.
-    pub fees: Option<Vec<toml::Value>>,
-    /// Simulation settings for `kind = "simulated"` (latency, error rates, schedule).
-    pub simulation: Option<toml::Value>,
-    /// Settings of a real adapter (endpoint, credentials, sign name, …).
-    pub settings: Option<toml::Value>,
+    #[serde(
+        default,
+        with = "optional_tier_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fees: Option<TieredFeeSchedule>,
+    /// Latency, error rates and scheduled faults; absent means a quiet vendor answering
+    /// in 20 to 30 ms.
+    #[serde(default = "quiet_vendor")]
+    pub simulation: SimulationSettings,
 }
 
-impl Default for VendorSection {
-    fn default() -> Self {
-        Self {
-            kind: "simulated".into(),
-            order: 0,
+/// A real vendor reached over HTTP, with its adapter's settings `S`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpVendorConfig<S> {
+    /// Tie-break order among equally priced vendors (lower first).
+    #[serde(default)]
+    pub order: u32,
+    /// Price tiers; absent means the built-in list for the vendor's name.
+    #[serde(
+        default,
+        with = "optional_tier_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fees: Option<TieredFeeSchedule>,
+    /// Endpoint, credentials, sign name; credentials left out come from the environment
+    /// (`SMS_ALIYUN_*`, `SMS_TENCENT_*`, `SMS_CLOOPEN_*`).
+    #[serde(default)]
+    pub settings: S,
+}
+
+fn quiet_vendor() -> SimulationSettings {
+    SimulationSettings::healthy(20, 10)
+}
+
+impl VendorConfig {
+    /// A quiet simulated vendor at `order`.
+    pub fn simulated(order: u32) -> Self {
+        Self::Simulated(SimulatedVendorConfig {
+            order,
             fees: None,
-            simulation: None,
-            settings: None,
+            simulation: quiet_vendor(),
+        })
+    }
+
+    /// Tie-break order among equally priced vendors (lower first).
+    pub fn order(&self) -> u32 {
+        match self {
+            Self::Simulated(v) => v.order,
+            Self::Aliyun(v) => v.order,
+            Self::Tencent(v) => v.order,
+            Self::Cloopen(v) => v.order,
+        }
+    }
+
+    /// The configured price tiers, if any.
+    pub fn fees(&self) -> Option<&TieredFeeSchedule> {
+        match self {
+            Self::Simulated(v) => v.fees.as_ref(),
+            Self::Aliyun(v) => v.fees.as_ref(),
+            Self::Tencent(v) => v.fees.as_ref(),
+            Self::Cloopen(v) => v.fees.as_ref(),
         }
     }
 }
 
-fn default_vendors() -> BTreeMap<String, VendorSection> {
+fn default_vendors() -> BTreeMap<String, VendorConfig> {
     ["aliyun", "tencent", "cloopen"]
         .into_iter()
-        .enumerate()
-        .map(|(i, name)| {
-            (
-                name.to_owned(),
-                VendorSection {
-                    order: i as u32,
-                    ..VendorSection::default()
-                },
-            )
-        })
+        .zip(0..)
+        .map(|(name, order)| (name.to_owned(), VendorConfig::simulated(order)))
         .collect()
 }
 
@@ -304,11 +233,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses a TOML document; an unknown or mistyped key is an error naming it.
+    /// Parses a TOML document; an unknown or mistyped key is an error naming it and its line.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-        Ok(config)
+        let trimmed = |e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim_end());
+        let mut document = toml::de::DeTable::parse(text).map_err(trimmed)?;
+        layout::read(document.get_mut(), text)?;
+        Config::deserialize(toml::de::Deserializer::from(document)).map_err(|mut e| {
+            e.set_input(Some(text));
+            trimmed(e)
+        })
     }
 
     /// Applies the `SMS_*` overrides read through `var`.
@@ -332,45 +265,23 @@ impl Config {
         }
     }
 
-    /// Checks values serde cannot; each error names its key.
+    /// Checks values serde cannot, with each library's own checks; each error names its key.
     pub fn validate(&self) -> Result<()> {
-        let f = &self.failover;
-        if f.consecutive_failures == 0 {
-            bail!("failover.consecutive_failures: expected at least 1, found 0");
-        }
-        if f.attempt_timeout_ms == 0 {
-            bail!("failover.attempt_timeout_ms: expected at least 1, found 0");
-        }
-        if !(-12..=14).contains(&f.billing_utc_offset_hours) {
-            bail!(
-                "failover.billing_utc_offset_hours: expected -12 to 14, found {}",
-                f.billing_utc_offset_hours
-            );
-        }
-        if self.limit.global_per_second == 0 {
-            bail!("limit.global_per_second: expected at least 1, found 0");
-        }
-        if self.limit.instances == 0 {
-            bail!("limit.instances: expected at least 1, found 0");
-        }
-        for (i, w) in self.limit.recipient_windows.iter().enumerate() {
-            if w.limit == 0 || w.window_s == 0 {
-                bail!("limit.recipient_windows[{i}]: limit and window_s must both be at least 1");
+        self.failover.validate().map_err(|e| match e {
+            FailoverError::InvalidConfig { field, problem } => {
+                anyhow::anyhow!("{}.{field}: {problem}", layout::section_of(field))
             }
-        }
-        let q = &self.queue;
-        if q.max_attempts == 0 {
-            bail!("queue.max_attempts: expected at least 1, found 0");
-        }
-        if q.lease_s == 0 {
-            bail!("queue.lease_s: expected at least 1, found 0");
-        }
-        if q.drain_batch == 0 {
-            bail!("queue.drain_batch: expected at least 1, found 0");
-        }
-        if q.backoff_base_ms == 0 || q.backoff_max_s * 1000 < q.backoff_base_ms {
-            bail!("queue.backoff_base_ms: expected at least 1 and at most queue.backoff_max_s");
-        }
+            other => anyhow::anyhow!("failover: {other}"),
+        })?;
+        self.limit
+            .validate()
+            .map_err(|e| anyhow::anyhow!("limit.{e}"))?;
+        self.postgres.validate().map_err(|e| match e {
+            sms_store::Error::InvalidConfig { field, problem } => {
+                anyhow::anyhow!("postgres.{field}: {problem}")
+            }
+            other => anyhow::anyhow!("postgres: {other}"),
+        })?;
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
                 "listen: expected an address like 127.0.0.1:8080, found {:?}",
@@ -380,25 +291,146 @@ impl Config {
         if self.vendors.is_empty() {
             bail!("vendors: expected at least one vendor");
         }
-        for (name, v) in &self.vendors {
+        for (name, vendor) in &self.vendors {
             sms_core::VendorId::new(name)
                 .map_err(|e| anyhow::anyhow!("vendors.{name}: {}", e.problem))?;
-            if !matches!(
-                v.kind.as_str(),
-                "simulated" | "aliyun" | "tencent" | "cloopen"
-            ) {
-                bail!(
-                    "vendors.{name}.kind: expected simulated, aliyun, tencent or cloopen, found {:?}",
-                    v.kind
-                );
+            if let VendorConfig::Simulated(simulated) = vendor {
+                simulated
+                    .simulation
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("vendors.{name}.simulation: {e}"))?;
             }
         }
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets shown as `***`.
+    /// The effective configuration as TOML, in the file's layout, secrets shown as `***`.
     pub fn to_redacted_toml(&self) -> Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        let mut document = toml::Table::try_from(self)?;
+        layout::write(&mut document);
+        Ok(toml::to_string_pretty(&document)?)
+    }
+}
+
+/// Where the file puts keys that its sections' types keep elsewhere.
+///
+/// `FailoverConfig` is one type for the send path, but operators think of retries and
+/// the drain as the queue's business, so the file keeps those keys in `[queue]`, beside
+/// `retention_h`. The Postgres URL is `database_url` (or `SMS_DATABASE_URL`), whose
+/// presence is what selects Postgres, so `[postgres]` takes no `url`. And a vendor
+/// without `kind` is simulated, as the defaults are.
+mod layout {
+    use std::borrow::Cow;
+
+    use anyhow::{Result, bail};
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue};
+
+    /// `FailoverConfig` keys written in `[queue]`.
+    pub(super) const QUEUE_KEYS: [&str; 8] = [
+        "max_attempts",
+        "backoff_base_ms",
+        "backoff_max_s",
+        "lease_s",
+        "drain_batch",
+        "drain_concurrency",
+        "drain_max_batches",
+        "drain_interval_ms",
+    ];
+
+    /// The file's section holding `FailoverConfig`'s key `field`.
+    pub(super) fn section_of(field: &str) -> &'static str {
+        if is_queue_key(field) {
+            "queue"
+        } else {
+            "failover"
+        }
+    }
+
+    fn is_queue_key(key: &str) -> bool {
+        QUEUE_KEYS.iter().any(|k| *k == key)
+    }
+
+    /// Turns the file's layout into the sections' types' (before deserialising): the
+    /// gateway's keys of `[queue]` join `[failover]`, keeping their positions in `text`
+    /// for error messages, and vendors without `kind` get `kind = "simulated"`.
+    pub(super) fn read(document: &mut DeTable<'_>, text: &str) -> Result<()> {
+        let line = |span: std::ops::Range<usize>| text[..span.start].matches('\n').count() + 1;
+        let mut moved = Vec::new();
+        if let Some(DeValue::Table(queue)) = document.get_mut("queue").map(Spanned::get_mut) {
+            let keys: Vec<_> = queue.keys().cloned().collect();
+            for key in keys {
+                if is_queue_key(key.get_ref()) {
+                    if let Some(value) = queue.remove(key.get_ref().as_ref() as &str) {
+                        moved.push((key, value));
+                    }
+                } else if key.get_ref() != "retention_h" {
+                    bail!(
+                        "line {}: queue.{}: unknown key, expected retention_h or one of {}",
+                        line(key.span()),
+                        key.get_ref(),
+                        QUEUE_KEYS.join(", ")
+                    );
+                }
+            }
+        }
+        if let Some(DeValue::Table(failover)) = document.get_mut("failover").map(Spanned::get_mut) {
+            if let Some(key) = failover.keys().find(|k| is_queue_key(k.get_ref())) {
+                bail!(
+                    "line {}: failover.{}: this key belongs in [queue]",
+                    line(key.span()),
+                    key.get_ref()
+                );
+            }
+        }
+        if !moved.is_empty() {
+            let failover = document
+                .entry(Spanned::new(0..0, Cow::Borrowed("failover")))
+                .or_insert_with(|| Spanned::new(0..0, DeValue::Table(DeTable::new())));
+            if let DeValue::Table(failover) = failover.get_mut() {
+                failover.extend(moved);
+            }
+        }
+        if let Some(DeValue::Table(postgres)) = document.get_mut("postgres").map(Spanned::get_mut) {
+            if let Some(key) = postgres.keys().find(|k| k.get_ref() == "url") {
+                bail!(
+                    "line {}: postgres.url: give the URL as database_url or in SMS_DATABASE_URL",
+                    line(key.span())
+                );
+            }
+        }
+        if let Some(DeValue::Table(vendors)) = document.get_mut("vendors").map(Spanned::get_mut) {
+            for (_, vendor) in vendors.iter_mut() {
+                let span = vendor.span();
+                if let DeValue::Table(vendor) = vendor.get_mut() {
+                    if !vendor.contains_key("kind") {
+                        vendor.insert(
+                            Spanned::new(span.clone(), Cow::Borrowed("kind")),
+                            Spanned::new(span, DeValue::String(Cow::Borrowed("simulated"))),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the sections' types' layout into the file's (after serialising).
+    pub(super) fn write(document: &mut toml::Table) {
+        let mut moved = toml::Table::new();
+        if let Some(toml::Value::Table(failover)) = document.get_mut("failover") {
+            for key in QUEUE_KEYS {
+                if let Some(value) = failover.remove(key) {
+                    moved.insert(key.to_owned(), value);
+                }
+            }
+        }
+        if let Some(toml::Value::Table(queue)) = document.get_mut("queue") {
+            queue.extend(moved);
+        }
+        if let Some(toml::Value::Table(postgres)) = document.get_mut("postgres") {
+            postgres.remove("url");
+        }
     }
 }
 
@@ -410,7 +442,7 @@ mod tests {
     fn defaults_match_the_documented_values() {
         let c = Config::default();
         assert_eq!(c.failover.consecutive_failures, 2);
-        assert_eq!(c.failover.slow_threshold_ms, 1000);
+        assert_eq!(c.failover.slow_threshold, std::time::Duration::from_secs(1));
         assert_eq!(c.limit.global_per_second, 3000);
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert!(c.database_url.is_none() && c.redis_url.is_none());
@@ -438,13 +470,149 @@ mod tests {
                 .to_string()
                 .starts_with("queue.max_attempts")
         );
-        let c = Config::from_toml("[vendors.x]\nkind = \"nope\"\n").unwrap();
+        let e = Config::from_toml("[vendors.x]\nkind = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `nope`"), "{e}");
+        assert!(e.contains("simulated") && e.contains("cloopen"), "{e}");
+    }
+
+    #[test]
+    fn each_vendor_kind_parses_with_its_settings() {
+        let c = Config::from_toml(
+            r#"
+            [vendors.quiet]
+            [vendors.sim]
+            kind = "simulated"
+            order = 3
+            simulation = { latency_ms = 5, error_rate = 0.1 }
+            fees = [{ up_to = 10, price = "0.05" }, { price = "0.04" }]
+            [vendors.ali]
+            kind = "aliyun"
+            settings = { access_key_id = "id", access_key_secret = "s", sign_name = "Test" }
+            [vendors.tc]
+            kind = "tencent"
+            order = 1
+            settings = { secret_id = "AKID", sdk_app_id = "1400", timeout_ms = 500 }
+            [vendors.cl]
+            kind = "cloopen"
+            settings = { account_sid = "sid", app_id = "app" }
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
         assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("vendors.x.kind")
+            matches!(&c.vendors["quiet"], VendorConfig::Simulated(v) if v.simulation == quiet_vendor())
         );
+        match &c.vendors["sim"] {
+            VendorConfig::Simulated(v) => {
+                assert_eq!(v.order, 3);
+                assert_eq!(v.simulation.latency_ms, 5);
+                assert_eq!(v.simulation.error_rate, 0.1);
+                assert_eq!(v.fees.as_ref().map(|f| f.tiers().len()), Some(2));
+            }
+            other => panic!("expected a simulated vendor, got {other:?}"),
+        }
+        assert!(
+            matches!(&c.vendors["ali"], VendorConfig::Aliyun(v) if v.settings.sign_name == "Test")
+        );
+        assert!(
+            matches!(&c.vendors["tc"], VendorConfig::Tencent(v) if v.order == 1 && v.settings.timeout_ms == 500)
+        );
+        assert!(
+            matches!(&c.vendors["cl"], VendorConfig::Cloopen(v) if v.settings.app_id == "app" && v.fees.is_none())
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_vendor_is_an_error_naming_the_key() {
+        for (text, key) in [
+            (
+                "kind = \"aliyun\"\nsettings = { acess_key_id = \"x\" }",
+                "acess_key_id",
+            ),
+            (
+                "kind = \"tencent\"\nsettings = { sdk_appid = \"1\" }",
+                "sdk_appid",
+            ),
+            (
+                "kind = \"cloopen\"\nsetings = { app_id = \"a\" }",
+                "setings",
+            ),
+            ("simulation = { eror_rate = 0.1 }", "eror_rate"),
+            ("oder = 1", "oder"),
+            (
+                "kind = \"aliyun\"\nsimulation = { latency_ms = 1 }",
+                "simulation",
+            ),
+            (
+                "fees = [{ upto = 10, price = \"1\" }, { price = \"1\" }]",
+                "upto",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[vendors.x]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{text}: {e}");
+        }
+        let e = Config::from_toml("[vendors.x]\nfees = [{ up_to = 10, price = \"1\" }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fee tier 0"), "{e}");
+    }
+
+    #[test]
+    fn the_gateways_retry_keys_are_read_from_the_queue_section() {
+        let c = Config::from_toml(
+            "[failover]\ncooldown_s = 5\n[queue]\nmax_attempts = 3\nlease_s = 60\nretention_h = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.failover.cooldown, std::time::Duration::from_secs(5));
+        assert_eq!(c.failover.max_attempts, 3);
+        assert_eq!(c.failover.lease, std::time::Duration::from_secs(60));
+        assert_eq!(c.queue.retention_h, 1);
+        let e = Config::from_toml("[failover]\nmax_attempts = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "line 2: failover.max_attempts: this key belongs in [queue]"
+        );
+        let e = Config::from_toml("[queue]\n\ncooldown_s = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("line 3: queue.cooldown_s: unknown key"),
+            "{e}"
+        );
+        let e = Config::from_toml("[postgres]\nurl = \"postgres://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("postgres.url: give the URL as database_url"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_the_same() {
+        let mut c = Config::from_toml(
+            "[queue]\nmax_attempts = 4\n[limit]\nrecipient_windows = [{ limit = 2, window_s = 30 }]\n[vendors.x]\nkind = \"cloopen\"\n",
+        )
+        .unwrap();
+        c.database_url = None;
+        let shown = c.to_redacted_toml().unwrap();
+        assert!(shown.contains("[queue]\n"), "{shown}");
+        let back = Config::from_toml(&shown).unwrap();
+        assert_eq!(back.failover, c.failover);
+        assert_eq!(back.limit, c.limit);
+        assert_eq!(back.postgres, c.postgres);
+        assert_eq!(back.queue.retention_h, c.queue.retention_h);
+        assert_eq!(
+            toml::Table::try_from(&back.vendors).unwrap(),
+            toml::Table::try_from(&c.vendors).unwrap()
+        );
+        Config::from_toml(&Config::default().to_redacted_toml().unwrap()).unwrap();
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod config;
 mod http;
 mod metrics;
 mod openapi;
-mod real;
+mod sandbox;
+mod serve;
 mod simulate;
 mod wire;
 
@@ -157,7 +158,7 @@ async fn run(cli: Cli) -> Result<()> {
             delivery_log,
         } => {
             init_tracing(false, "info");
-            real::sandbox(&listen, sandbox_config, delivery_log).await
+            sandbox::run(&listen, sandbox_config, delivery_log).await
         }
         command => {
             let config = config::Config::load(cli.config.as_deref())?;
@@ -171,7 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 Command::Serve => {
                     init_tracing(false, "info");
-                    wire::serve(config).await
+                    serve::run(config).await
                 }
                 Command::Migrate => {
                     init_tracing(false, "info");

@@ -1,24 +1,13 @@
-//! Real vendor adapters, and the local vendor sandbox they can be pointed at.
+//! `sms-app sandbox`: a local server speaking the real vendors' protocols, for the HTTP
+//! adapters to be pointed at in tests and demos.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use sms_core::{Vendor, VendorId};
 use sms_providers::sandbox::{SandboxConfig, serve};
 
-/// Builds the adapter `kind` named `id` from its settings table (credentials missing
-/// there come from `SMS_ALIYUN_*`, `SMS_TENCENT_*`, `SMS_CLOOPEN_*`).
-pub fn build(kind: &str, id: VendorId, settings: Option<&toml::Value>) -> Result<Arc<dyn Vendor>> {
-    Ok(sms_providers::http::build_vendor(
-        kind,
-        id,
-        settings.cloned(),
-    )?)
-}
-
 /// `sms-app sandbox`: serves the three vendors' protocols on `listen` until Ctrl-C or SIGTERM.
-pub async fn sandbox(
+pub async fn run(
     listen: &str,
     config_file: Option<PathBuf>,
     delivery_log: Option<PathBuf>,
@@ -40,6 +29,6 @@ pub async fn sandbox(
         .with_context(|| format!("--listen: binding {listen}"))?;
     let handle = serve(listener, config).await?;
     println!("vendor sandbox on {} (Ctrl-C to stop)", handle.base_url());
-    crate::wire::shutdown_signal().await;
+    crate::serve::shutdown_signal().await;
     Ok(())
 }

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sms_core::{DeferredQueue, FeeSchedule, Money, SendError, SmsRequest, SystemClock, VendorId};
+use sms_core::sync::lock;
+use sms_core::{DeferredQueue, Money, SendError, SmsRequest, VendorId};
 use sms_failover::{
     AttemptOutcome, FailoverConfig, Gateway, GatewayEvent, GatewayObserver, SendOutcome,
-    VendorEntry,
 };
-use sms_limit::InProcessLimiter;
+use sms_limit::LimitConfig;
 use sms_providers::delivery_log::DeliveryLog;
-use sms_providers::fees;
-use sms_providers::simulated::{FaultKind, ScheduledFault, SimulatedVendor, SimulationSettings};
-use sms_store::sqlite::SqliteStore;
+use sms_providers::simulated::{FaultKind, ScheduledFault, SimulationSettings};
+
+use crate::config::{Config, SimulatedVendorConfig, VendorConfig};
+use crate::wire::{Extras, build_send_path};
 
 /// A scenario: steady traffic, faults on a schedule, bursts, then a wait for the queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +155,45 @@ impl Scenario {
         }
         Ok(())
     }
+
+    /// The gateway's configuration for this scenario in `dir`: the embedded store, the
+    /// in-process limiter at the scenario's global limit and no per-recipient windows
+    /// (the requests go to distinct numbers anyway), quicker retries and drains than in
+    /// production so the queue settles within the run, and the scenario's vendors with
+    /// their built-in price lists.
+    fn config(&self, dir: &Path) -> Config {
+        Config {
+            sqlite_path: dir.join("simulate.db"),
+            failover: FailoverConfig {
+                consecutive_failures: self.consecutive_failures,
+                cooldown: Duration::from_secs_f64(self.cooldown_s),
+                backoff_base: Duration::from_millis(self.backoff_base_ms),
+                backoff_max: Duration::from_millis(self.backoff_base_ms.max(2000)),
+                drain_interval: Duration::from_millis(200),
+                attempt_timeout: Duration::from_secs(2),
+                ..FailoverConfig::default()
+            },
+            limit: LimitConfig {
+                global_per_second: self.global_per_second,
+                recipient_windows: Vec::new(),
+                ..LimitConfig::default()
+            },
+            vendors: self
+                .vendors
+                .iter()
+                .zip(0..)
+                .map(|((name, simulation), order)| {
+                    let vendor = VendorConfig::Simulated(SimulatedVendorConfig {
+                        order,
+                        fees: None,
+                        simulation: simulation.clone(),
+                    });
+                    (name.clone(), vendor)
+                })
+                .collect(),
+            ..Config::default()
+        }
+    }
 }
 
 /// One sample of the timeline, taken every quarter second.
@@ -200,10 +240,7 @@ pub struct VendorTally {
 
 impl Recorder {
     fn elapsed(&self) -> f64 {
-        self.started
-            .lock()
-            .ok()
-            .and_then(|s| *s)
+        lock(&self.started)
             .map(|s| s.elapsed().as_secs_f64())
             .unwrap_or(0.0)
     }
@@ -218,7 +255,7 @@ impl GatewayObserver for Recorder {
                 cost,
                 ..
             } => {
-                let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+                let mut attempts = lock(&self.attempts);
                 let tally = attempts.entry(vendor.clone()).or_default();
                 match outcome {
                     AttemptOutcome::Ok => tally.sent += 1,
@@ -243,10 +280,7 @@ impl GatewayObserver for Recorder {
                     to: to.clone(),
                     reason: reason.clone(),
                 };
-                self.switches
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(record);
+                lock(&self.switches).push(record);
             }
             GatewayEvent::Queued { .. } => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
@@ -316,65 +350,22 @@ pub async fn run(options: Options) -> Result<Report> {
     scenario.validate()?;
     let dir =
         tempfile::tempdir().context("creating a temporary directory for the embedded store")?;
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("simulate.db"))
-            .await
-            .context("opening the embedded store")?,
-    );
     let log = DeliveryLog::in_memory();
-    let mut entries = Vec::new();
-    let mut fee_schedules: Vec<(VendorId, Arc<dyn FeeSchedule>)> = Vec::new();
-    for (i, (name, settings)) in scenario.vendors.iter().enumerate() {
-        let id =
-            VendorId::new(name).map_err(|e| anyhow::anyhow!("vendors.{name}: {}", e.problem))?;
-        let fees: Arc<dyn FeeSchedule> =
-            Arc::new(fees::default_for(name).with_context(|| {
-                format!("vendors.{name}: no built-in price list for this name")
-            })?);
-        let vendor = Arc::new(
-            SimulatedVendor::new(
-                id.clone(),
-                settings.clone(),
-                scenario.seed.wrapping_add(i as u64),
-                log.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("vendors.{name}: {e}"))?,
-        );
-        fee_schedules.push((id, fees.clone()));
-        entries.push(VendorEntry { vendor, fees });
-    }
-    let limiter = Arc::new(
-        InProcessLimiter::new(scenario.global_per_second, Duration::from_secs(1))
-            .map_err(|e| anyhow::anyhow!("global_per_second: {e}"))?,
-    );
-    let config = FailoverConfig {
-        consecutive_failures: scenario.consecutive_failures,
-        cooldown: Duration::from_secs_f64(scenario.cooldown_s),
-        backoff_base: Duration::from_millis(scenario.backoff_base_ms),
-        backoff_max: Duration::from_secs(2),
-        drain_interval: Duration::from_millis(200),
-        attempt_timeout: Duration::from_secs(2),
-        ..FailoverConfig::default()
-    };
     let recorder = Arc::new(Recorder::default());
-    let queue: Arc<dyn DeferredQueue> = store.clone();
-    let mut gateway = Gateway::new(
-        entries,
-        limiter,
-        None,
-        queue.clone(),
-        store.clone(),
-        Arc::new(SystemClock),
-        config,
+    let send_path = build_send_path(
+        &scenario.config(dir.path()),
+        Extras {
+            delivery_log: log.clone(),
+            observer: recorder.clone(),
+            seed: scenario.seed,
+        },
     )
-    .context("building the gateway")?;
-    gateway.set_observer(recorder.clone());
-    let gateway = Arc::new(gateway);
-    gateway.init().await.context("loading billed volumes")?;
-    let drainer = gateway.start_drainer();
+    .await?;
+    let (gateway, drainer, queue) = (send_path.gateway, send_path.drainer, send_path.store.queue);
+    let fee_schedules = send_path.fees;
 
     let started = Instant::now();
-    *recorder.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+    *lock(&recorder.started) = Some(started);
     let progress = options.progress.then(|| progress_bar(scenario.duration_s));
 
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
@@ -420,16 +411,10 @@ pub async fn run(options: Options) -> Result<Report> {
                 };
                 let began = Instant::now();
                 let result = gateway.send(request).await;
-                latencies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(began.elapsed());
+                lock(&latencies).push(began.elapsed());
                 match result {
                     Ok(SendOutcome::Sent { id, .. }) | Ok(SendOutcome::Queued { id, .. }) => {
-                        accepted_ids
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id);
+                        lock(&accepted_ids).insert(id);
                     }
                     Ok(SendOutcome::Existing(_)) => {}
                     Err(SendError::Invalid(_)) | Err(_) => {
@@ -468,7 +453,7 @@ pub async fn run(options: Options) -> Result<Report> {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
     }
 
-    let accepted_ids = std::mem::take(&mut *accepted_ids.lock().unwrap_or_else(|p| p.into_inner()));
+    let accepted_ids = std::mem::take(&mut *lock(&accepted_ids));
     let mut deliveries: HashMap<sms_core::MessageId, u64> = HashMap::new();
     for record in log.records() {
         *deliveries.entry(record.message_id).or_default() += 1;
@@ -493,7 +478,7 @@ pub async fn run(options: Options) -> Result<Report> {
         }
     }
 
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut lat = std::mem::take(&mut *lock(&latencies));
     lat.sort();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -502,10 +487,7 @@ pub async fn run(options: Options) -> Result<Report> {
         let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
         lat[i].as_secs_f64() * 1000.0
     };
-    let vendors: BTreeMap<String, VendorTally> = recorder
-        .attempts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let vendors: BTreeMap<String, VendorTally> = lock(&recorder.attempts)
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
@@ -513,7 +495,7 @@ pub async fn run(options: Options) -> Result<Report> {
     let billed: u64 = vendors.values().map(|v| v.sent).sum();
     let spend_if_always_cheapest = fee_schedules
         .iter()
-        .map(|(_, f)| f.cost_of(0, billed))
+        .map(|f| f.cost_of(0, billed))
         .min()
         .unwrap_or_default();
     let share = billed / fee_schedules.len().max(1) as u64;
@@ -521,13 +503,9 @@ pub async fn run(options: Options) -> Result<Report> {
     let spend_if_round_robin = fee_schedules
         .iter()
         .enumerate()
-        .map(|(i, (_, f))| f.cost_of(0, share + u64::from((i as u64) < extra)))
+        .map(|(i, f)| f.cost_of(0, share + u64::from((i as u64) < extra)))
         .sum();
-    let switch_log = recorder
-        .switches
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let switch_log = lock(&recorder.switches).clone();
     let report = Report {
         scenario: scenario.name.clone(),
         elapsed_s: started.elapsed().as_secs_f64(),

@@ -1,0 +1,129 @@
+//! `sms-app serve`: the send path behind the HTTP API, with its drainer and the retention
+//! task, until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sms_core::DeferredQueue;
+use sms_providers::delivery_log::DeliveryLog;
+
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::wire::{Extras, build_send_path};
+
+/// Seed of the first simulated vendor under `serve`.
+const SEED: u64 = 1;
+
+/// `sms-app serve`: until SIGTERM or Ctrl-C, then a graceful stop.
+pub async fn run(config: Config) -> Result<()> {
+    if config.api_tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured (SMS_API_TOKENS): every /v1 request will be refused"
+        );
+    }
+    // Nothing in `serve` reads deliveries back from memory, and a list of every one
+    // would grow without bound: the file, when configured, is the only record.
+    let delivery_log = match &config.simulation_log {
+        Some(path) => DeliveryLog::append_only_to(path)
+            .with_context(|| format!("simulation_log: opening {}", path.display()))?,
+        None => DeliveryLog::discarding(),
+    };
+    let metrics = Metrics::new();
+    let send_path = build_send_path(
+        &config,
+        Extras {
+            delivery_log,
+            observer: metrics.clone(),
+            seed: SEED,
+        },
+    )
+    .await?;
+    let retention = spawn_retention(
+        send_path.store.queue.clone(),
+        Duration::from_secs(config.queue.retention_h * 3600),
+    );
+    let tokens = config
+        .api_tokens
+        .iter()
+        .map(|t| t.expose().to_owned())
+        .collect();
+    let state = AppState {
+        gateway: send_path.gateway.clone(),
+        queue: send_path.store.queue.clone(),
+        metrics,
+        tokens: Arc::new(tokens),
+        simulated: Arc::new(send_path.simulated),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listen: binding {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let router = router(state, config.max_body_bytes);
+    // Answers go out at once: with Nagle's algorithm a response written in two parts
+    // waits for the client's delayed acknowledgement of the first (tens of ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: finishing in-flight sends, releasing leases");
+    retention.abort();
+    send_path.drainer.shutdown().await;
+    if let Err(e) = send_path.gateway.flush().await {
+        tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Removes sent messages past retention, a small batch at a time, every minute.
+fn spawn_retention(queue: Arc<dyn DeferredQueue>, keep: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Ok(keep) = chrono::Duration::from_std(keep) else {
+                return;
+            };
+            let before = chrono::Utc::now() - keep;
+            loop {
+                match queue.purge_sent(before, 500).await {
+                    Ok(500) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention: purge failed");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
