@@ -26,7 +26,8 @@ use crate::window::validate_windows;
 /// Number of independently locked maps of the per-recipient limiter.
 pub const RECIPIENT_SHARDS: usize = 16;
 
-/// How many checks a shard serves between sweeps of recipients whose log is empty.
+/// How many checks a shard serves, at least, between sweeps of the recipients whose
+/// messages have all left the longest window.
 const SWEEP_EVERY: u32 = 1024;
 
 /// A recipient's key: its E.164 digits as a number, tagged with the digit count.
