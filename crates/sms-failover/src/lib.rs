@@ -3,9 +3,10 @@
 //! [`Gateway`] is the whole of it: [`Gateway::send`] for live requests, and a drainer
 //! ([`Gateway::start_drainer`]) that re-sends what was queued. Vendor selection is a pure
 //! function ([`selection::choose_vendor`]); health, switching and billed usage live in
-//! one small state behind one short lock, taken once or twice per send (see the
-//! `health` module docs for the rules: exactly N failures, epochs, cooldown, probing,
-//! no flapping).
+//! one small state behind one short lock, never held across an await (see the `health`
+//! module docs for the rules: exactly N failures, epochs, cooldown, probing, no
+//! flapping). A send takes it to pick its vendor and again to record the answer: a
+//! few hundred nanoseconds beside a vendor call of tens of milliseconds.
 //!
 //! This crate knows nothing about Postgres, Redis or any vendor's API: it uses the
 //! traits of `sms-core` only.
