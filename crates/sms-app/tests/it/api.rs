@@ -312,6 +312,59 @@ async fn every_endpoint_on_postgres_and_redis() {
     assert!(status.success(), "graceful stop: {status}");
 }
 
+/// Each operation `/openapi.json` describes is served at its method and path, and
+/// answers with one of the statuses it documents.
+#[tokio::test]
+async fn every_documented_operation_is_served_with_a_documented_status() {
+    let server = Server::start(&Backends::Embedded, VENDORS).await;
+    let doc = json_of(
+        server
+            .client
+            .get(server.url("/openapi.json"))
+            .send()
+            .await
+            .expect("GET"),
+    )
+    .await;
+    let mut served = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let filled = path
+            .replace("{id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{name}", "aliyun");
+        for (method, operation) in item.as_object().expect("path item") {
+            let r = server
+                .client
+                .request(
+                    method.to_uppercase().parse().expect("method"),
+                    server.url(&filled),
+                )
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let text = r.text().await.expect("body");
+            assert!(
+                operation["responses"][status.as_str()].is_object(),
+                "{method} {path}: {status} is not documented: {text}"
+            );
+            if !status.is_success() {
+                let error: Value = serde_json::from_str(&text).expect("a JSON error");
+                assert!(
+                    error["error"]["code"].is_string(),
+                    "{method} {path}: {text}"
+                );
+            }
+            served += 1;
+        }
+    }
+    assert!(served >= 12, "the document describes every route: {served}");
+    let status = server.stop();
+    assert!(status.success(), "graceful stop: {status}");
+}
+
 #[tokio::test]
 async fn config_check_names_the_bad_key_and_hides_secrets() {
     let dir = tempfile::tempdir().expect("dir");

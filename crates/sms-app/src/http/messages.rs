@@ -1,0 +1,422 @@
+//! `POST /v1/messages` and `GET /v1/messages/{id}`: decoding a request, sending it, and
+//! the two answers a caller can get (accepted now, or a stored message's status).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sms_core::{
+    IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId, MessageStatus, QueueReason,
+    RawSmsRequest, SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
+};
+use sms_failover::SendOutcome;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use crate::openapi::{message_status_schema, queue_reason_schema};
+
+/// Longest deliver-by window a caller may ask for: a week.
+const MAX_EXPIRES_IN_S: u64 = 7 * 24 * 3600;
+
+/// The body of `POST /v1/messages`.
+// The fields are described by their schema functions below, which take their bounds
+// from the constants validation uses, so the document states the limits enforced.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewMessage)]
+pub(super) struct PostMessage {
+    #[schema(schema_with = template_schema)]
+    template: String,
+    #[serde(default)]
+    #[schema(schema_with = args_schema)]
+    args: Vec<String>,
+    #[schema(schema_with = recipients_schema)]
+    recipients: Vec<String>,
+    #[serde(default)]
+    #[schema(schema_with = idempotency_key_schema)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = expires_in_s_schema)]
+    expires_in_s: Option<u64>,
+}
+
+fn string_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::new(Type::String))
+}
+
+fn template_schema() -> Schema {
+    Schema::Object(
+        string_schema()
+            .description(Some("The vendor's template id"))
+            .min_length(Some(1))
+            .max_length(Some(TemplateId::MAX_LEN))
+            .pattern(Some("^[A-Za-z0-9_.-]+$"))
+            .build(),
+    )
+}
+
+fn args_schema() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .description(Some("Template arguments, in order; any text"))
+            .items(string_schema().max_length(Some(MAX_ARG_CHARS)))
+            .max_items(Some(MAX_ARGS))
+            .build(),
+    )
+}
+
+fn recipients_schema() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .description(Some(
+                "Distinct recipients; common spellings such as +86 138 0013 8000 are accepted",
+            ))
+            .items(string_schema().description(Some("E.164, e.g. +8613800138000")))
+            .min_items(Some(1))
+            .max_items(Some(MAX_RECIPIENTS))
+            .unique_items(true)
+            .build(),
+    )
+}
+
+fn idempotency_key_schema() -> Schema {
+    Schema::Object(
+        string_schema()
+            .description(Some(
+                "The same key with the same content is the same message, sent at most once",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(IdempotencyKey::MAX_LEN))
+            .build(),
+    )
+}
+
+fn expires_in_s_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Integer))
+            .description(Some("Deliver within this many seconds or not at all"))
+            .minimum(Some(1))
+            .maximum(Some(MAX_EXPIRES_IN_S))
+            .build(),
+    )
+}
+
+/// Decodes and validates a request body; every error names the field.
+pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, ValidationError> {
+    // Tracking the path of every value costs time on each request; only a body that
+    // fails is decoded again with it, to name the field.
+    let parsed: PostMessage = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(_) => return Err(decode_error(body)),
+    };
+    let expires_at = match parsed.expires_in_s {
+        None => None,
+        Some(0) => {
+            return Err(ValidationError::new(
+                "expires_in_s",
+                "expected at least 1 second, found 0",
+            ));
+        }
+        Some(s) if s > MAX_EXPIRES_IN_S => {
+            return Err(ValidationError::new(
+                "expires_in_s",
+                format!("expected at most {MAX_EXPIRES_IN_S}, found {s}"),
+            ));
+        }
+        Some(s) => Some(now + chrono::Duration::seconds(s as i64)),
+    };
+    SmsRequest::try_from(RawSmsRequest {
+        template: parsed.template,
+        args: parsed.args,
+        recipients: parsed.recipients,
+        idempotency_key: parsed.idempotency_key,
+        expires_at,
+    })
+}
+
+/// Why `body` is not a message, naming the field at fault (`body` for the whole).
+fn decode_error(body: &[u8]) -> ValidationError {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, PostMessage>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ValidationError::new(field, e.into_inner().to_string())
+        }
+        // What is left after the message.
+        Ok(_) => match de.end() {
+            Err(e) => ValidationError::new("body", e.to_string()),
+            Ok(()) => ValidationError::new("body", "not a valid message"),
+        },
+    }
+}
+
+/// A stored message's status, as `GET /v1/messages/{id}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Message)]
+pub(super) struct MessageView {
+    /// The gateway's id for it.
+    #[schema(value_type = String, format = Uuid)]
+    id: MessageId,
+    /// Where it is in its life.
+    #[schema(schema_with = message_status_schema)]
+    status: MessageStatus,
+    /// Why it was queued.
+    #[schema(schema_with = queue_reason_schema)]
+    reason: QueueReason,
+    /// Attempts made so far.
+    attempts: u32,
+    /// Attempts allowed before it is dead.
+    max_attempts: u32,
+    /// The vendor of the last attempt (or the one that delivered it).
+    #[schema(value_type = Option<String>)]
+    vendor: Option<VendorId>,
+    /// The last attempt's error.
+    last_error: Option<String>,
+    /// An earlier attempt timed out, so the recipient may receive it twice.
+    may_duplicate: bool,
+    /// Not tried again before this time.
+    next_attempt_at: DateTime<Utc>,
+    /// The deliver-by time, if the caller gave one.
+    expires_at: Option<DateTime<Utc>>,
+    /// When it was stored.
+    created_at: DateTime<Utc>,
+    /// When it last changed.
+    updated_at: DateTime<Utc>,
+}
+
+impl From<StoredMessage> for MessageView {
+    fn from(m: StoredMessage) -> Self {
+        Self {
+            expires_at: m.request.expires_at(),
+            id: m.id,
+            status: m.status,
+            reason: m.reason,
+            attempts: m.attempts,
+            max_attempts: m.max_attempts,
+            vendor: m.last_vendor,
+            last_error: m.last_error,
+            may_duplicate: m.may_duplicate,
+            next_attempt_at: m.next_attempt_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// What became of a message sent or queued now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Outcome {
+    /// A vendor accepted it.
+    Sent,
+    /// It is stored and will be sent later.
+    Queued,
+}
+
+/// The answer to a message sent or queued now.
+// Written straight to JSON, with no intermediate map on the hot path.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Accepted)]
+pub(super) struct Answer {
+    /// The gateway's id for it.
+    #[schema(value_type = String, format = Uuid)]
+    id: MessageId,
+    /// Sent or queued.
+    status: Outcome,
+    /// The vendor that accepted it, when sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
+    vendor: Option<VendorId>,
+    /// Why it was queued, when queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = queue_reason_schema)]
+    reason: Option<QueueReason>,
+    /// When queued: an attempt timed out, so the recipient may receive it twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    may_duplicate: Option<bool>,
+}
+
+/// The answer to `POST /v1/messages`: a message accepted now, or, for a repeated
+/// idempotency key, the message stored under it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum PostAnswer {
+    /// Sent or queued now.
+    New(Answer),
+    /// Stored earlier under the same idempotency key.
+    Existing(MessageView),
+}
+
+/// Send a message (or queue it when it cannot go out now)
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    request_body = PostMessage,
+    responses(
+        (status = 200, description = "Sent (or sent earlier under the same idempotency key)", body = PostAnswer),
+        (status = 202, description = "Queued (or queued earlier under the same idempotency key)", body = PostAnswer),
+        (status = 400, description = "Invalid request; `field` names the problem", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused for a different message", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
+        (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
+        (status = 422, description = "Rejected by the vendor, or already expired", body = ErrorBody),
+        (status = 429, description = "A recipient is over its per-recipient limit", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the recipient may receive again"))),
+        (status = 503, description = "Could neither send nor queue", body = ErrorBody),
+        (status = 504, description = "Timed out and the policy is to report it", body = ErrorBody),
+    )
+)]
+pub(super) async fn post_message(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PostAnswer>), ApiError> {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && !ct.starts_with("application/json")
+    {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let request = decode_message(&body, Utc::now())?;
+    // Kept only to tell a retry from a different message under the same key.
+    let asked = request.idempotency_key().is_some().then(|| request.clone());
+    let (status, answer) = match state.gateway.send(request).await? {
+        SendOutcome::Sent { id, vendor, .. } => (
+            StatusCode::OK,
+            Answer {
+                id,
+                status: Outcome::Sent,
+                vendor: Some(vendor),
+                reason: None,
+                may_duplicate: None,
+            },
+        ),
+        SendOutcome::Queued {
+            id,
+            reason,
+            may_duplicate,
+        } => (
+            StatusCode::ACCEPTED,
+            Answer {
+                id,
+                status: Outcome::Queued,
+                vendor: None,
+                reason: Some(reason),
+                may_duplicate: Some(may_duplicate),
+            },
+        ),
+        SendOutcome::Existing(m) => {
+            if let Some(asked) = &asked
+                && !m.request.same_content(asked)
+            {
+                return Err(ApiError::IdempotencyConflict);
+            }
+            let status = match m.status {
+                MessageStatus::Queued | MessageStatus::Leased => StatusCode::ACCEPTED,
+                _ => StatusCode::OK,
+            };
+            return Ok((status, Json(PostAnswer::Existing(m.into()))));
+        }
+    };
+    Ok((status, Json(PostAnswer::New(answer))))
+}
+
+/// A message id from the path.
+pub(super) fn parse_id(raw: &str) -> Result<MessageId, ApiError> {
+    Ok(raw.parse::<MessageId>()?)
+}
+
+/// A message's status
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    params(("id" = String, Path, format = Uuid, description = "The message's id")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn get_message(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = parse_id(&id)?;
+    match state.queue.get(id).await? {
+        Some(m) => Ok(Json(m.into())),
+        None => Err(ApiError::MessageNotFound(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    #[test]
+    fn decoder_names_the_bad_field() {
+        let cases: [(&str, &str); 8] = [
+            (
+                r#"{"template":"t","recipients":["+8613800138000"],"args":[1]}"#,
+                "args[0]",
+            ),
+            (
+                r#"{"template":"t","recipients":"+8613800138000"}"#,
+                "recipients",
+            ),
+            (r#"{"recipients":["+8613800138000"]}"#, "body"),
+            (
+                r#"{"template":"t","recipients":["+8613800138000","bad"]}"#,
+                "recipients[1]",
+            ),
+            (
+                r#"{"template":"t","recipients":["+8613800138000"],"expires_in_s":0}"#,
+                "expires_in_s",
+            ),
+            (
+                r#"{"template":"t","recipients":["+8613800138000"],"extra":1}"#,
+                "extra",
+            ),
+            (
+                r#"{"template":"","recipients":["+8613800138000"]}"#,
+                "template",
+            ),
+            (
+                r#"{"template":"t","recipients":["+8613800138000"]} trailing"#,
+                "body",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = decode_message(body.as_bytes(), now()).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {e}");
+        }
+        assert!(decode_message(b"not json", now()).is_err());
+    }
+
+    #[test]
+    fn decoder_accepts_a_full_request() {
+        let body = r#"{"template":"login","args":["123456","a###b;c"],"recipients":["+86 138 0013 8000"],
+                       "idempotency_key":"k-1","expires_in_s":300}"#;
+        let t = now();
+        let r = decode_message(body.as_bytes(), t).unwrap();
+        assert_eq!(r.args(), ["123456", "a###b;c"]);
+        assert_eq!(r.recipients()[0].as_str(), "+8613800138000");
+        assert_eq!(r.expires_at(), Some(t + chrono::Duration::seconds(300)));
+    }
+}

@@ -1,0 +1,53 @@
+//! `/v1/queue`: counts of stored messages, and re-queueing a dead or expired one.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use sms_core::QueueStats;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::messages::{MessageView, parse_id};
+use crate::openapi::QueueCounts;
+
+/// Messages by status
+#[utoipa::path(
+    get,
+    path = "/v1/queue",
+    responses(
+        (status = 200, description = "Counts", body = QueueCounts),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn get_queue(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<QueueStats>, ApiError> {
+    Ok(Json(state.queue.stats().await?))
+}
+
+/// Re-queue a dead or expired message
+#[utoipa::path(
+    post,
+    path = "/v1/queue/{id}/retry",
+    params(("id" = String, Path, format = Uuid, description = "The message's id")),
+    responses(
+        (status = 202, description = "Queued again", body = MessageView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "Not dead or expired", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn retry_message(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    let id = parse_id(&id)?;
+    let m = state.queue.retry(id, chrono::Utc::now()).await?;
+    state.gateway.trigger_drain();
+    Ok((StatusCode::ACCEPTED, Json(m.into())))
+}
