@@ -348,7 +348,7 @@ mod layout {
     }
 
     fn is_queue_key(key: &str) -> bool {
-        QUEUE_KEYS.iter().any(|k| *k == key)
+        QUEUE_KEYS.contains(&key)
     }
 
     /// Turns the file's layout into the sections' types' (before deserialising): the
@@ -592,6 +592,14 @@ mod tests {
             e.contains("postgres.url: give the URL as database_url"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_key_kept_in_the_queue_section_is_a_gateway_key() {
+        let keys = toml::Table::try_from(FailoverConfig::default()).unwrap();
+        for key in layout::QUEUE_KEYS {
+            assert!(keys.contains_key(key), "{key}");
+        }
     }
 
     #[test]
