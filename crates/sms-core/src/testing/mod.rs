@@ -1,10 +1,15 @@
-//! In-memory fakes of the core seams, for tests and benchmarks (feature `testing`).
+//! Test support (feature `testing`): in-memory fakes of the core seams, and the
+//! contract suites every backend runs.
 //!
-//! They follow the same contracts as the real backends (the store crate runs its
-//! contract suite against [`MemoryQueue`] too) but keep nothing across restarts.
+//! The fakes ([`MemoryQueue`], [`MemoryLedger`], [`ManualClock`]) keep nothing across
+//! restarts but otherwise follow the same contracts as the real backends: the store
+//! contract runs against [`MemoryQueue`] as it does against SQLite and Postgres.
 //!
-//! [`limiter_contract`] is the contract every rate-limiter backend runs.
-//! [`store_contract`] is the contract every queue and ledger backend runs.
+//! The contract suites are what a backend must do, written once: [`store_contract`] for
+//! a `DeferredQueue` and `UsageLedger`, [`limiter_contract`] for a `RateLimiter` and
+//! `RecipientLimiter`. A backend outside this workspace adds `sms-core` with the
+//! `testing` feature to its dev-dependencies and invokes the suite's macro in its
+//! tests, as the workspace's own backends do.
 
 mod clock;
 mod ledger;
