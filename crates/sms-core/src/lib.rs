@@ -6,8 +6,13 @@
 //! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
 //! [`UsageLedger`] and [`Clock`].
 //!
+//! [`sync`] holds the lock, padding and per-thread helpers every crate of the gateway
+//! shares.
+//!
 //! Features: `mocks` adds mockall mocks of every trait (`MockVendor`, `MockDeferredQueue`,
-//! …); `testing` adds in-memory fakes (`testing::MemoryQueue`, …).
+//! …); `testing` adds in-memory fakes (`testing::MemoryQueue`, …) and the contract
+//! suites every store and limiter backend runs (`testing::store_contract`,
+//! `testing::limiter_contract`).
 
 mod clock;
 mod error;
