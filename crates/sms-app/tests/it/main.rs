@@ -8,6 +8,7 @@ mod fuzz_smoke;
 // The fuzz target bodies (fuzz/ is not a workspace member), run here on stable.
 #[path = "../../../../fuzz/src/lib.rs"]
 mod fuzz_targets;
+mod outcomes;
 mod proxy;
 mod real_vendors;
 mod security;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::chaos::{load, message, tail, wait_settled};
+use crate::outcomes::{load, message, tail, wait_settled};
 use crate::server::{Backends, Server, TOKEN, drop_schema, shared_backends};
 
 const SIMULATED: &str = r#"
