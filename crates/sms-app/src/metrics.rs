@@ -219,10 +219,4 @@ impl GatewayObserver for Metrics {
             _ => {}
         }
     }
-
-    /// Metrics count attempts and time them, and read spend at scrape time: attempts
-    /// need no price, so fast sends stay off the health lock.
-    fn wants_cost(&self) -> bool {
-        false
-    }
 }

@@ -268,8 +268,7 @@ impl GatewayObserver for Recorder {
                         self.failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                // Always priced: this observer wants costs (the default).
-                tally.spend += cost.unwrap_or(Money::ZERO);
+                tally.spend += *cost;
             }
             GatewayEvent::Switched {
                 from, to, reason, ..

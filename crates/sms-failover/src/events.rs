@@ -53,9 +53,9 @@ pub enum GatewayEvent {
         latency: Duration,
         /// Messages billed for it (0 unless it was accepted).
         billed_messages: u64,
-        /// What those messages cost at the vendor's tiered price; `None` when the
-        /// observer does not want costs ([`GatewayObserver::wants_cost`]).
-        cost: Option<Money>,
+        /// What those messages cost at the vendor's tiered price (zero unless it was
+        /// accepted).
+        cost: Money,
         /// Whether the message came from the deferred queue.
         drained: bool,
     },
@@ -107,11 +107,4 @@ pub enum GatewayEvent {
 pub trait GatewayObserver: Send + Sync {
     /// Called once per event.
     fn on_event(&self, event: &GatewayEvent);
-
-    /// Whether [`GatewayEvent::Attempt`] carries the attempt's cost; an observer that
-    /// ignores costs may answer `false` and is told `None`. Billing and spend are
-    /// counted either way. Asked once, when the gateway is built. Default `true`.
-    fn wants_cost(&self) -> bool {
-        true
-    }
 }

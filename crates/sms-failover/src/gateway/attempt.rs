@@ -130,7 +130,7 @@ impl Gateway {
             outcome,
             latency,
             billed_messages: billed,
-            cost: self.observer_wants_cost.then_some(cost),
+            cost,
             drained: origin == Origin::Drained,
         });
         let switched = self.announce(switch);

@@ -141,7 +141,6 @@ impl GatewayBuilder {
             ledger,
             clock,
             config,
-            observer_wants_cost: observer.as_ref().is_some_and(|o| o.wants_cost()),
             observer,
             drain_wanted: Notify::new(),
             drain_running: tokio::sync::Mutex::new(()),

@@ -77,8 +77,6 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
-    /// Whether the observer wants each attempt's cost, asked once when it was set.
-    observer_wants_cost: bool,
     /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.
     drain_wanted: Notify,
     /// One drain pass at a time in this process.

@@ -160,19 +160,6 @@ impl RateLimiter for AllowAll {
 #[derive(Default)]
 pub struct Recorder(pub Mutex<Vec<GatewayEvent>>);
 
-/// Records every event, and tells the gateway it wants no costs.
-pub struct CostlessRecorder(pub Arc<Recorder>);
-
-impl GatewayObserver for CostlessRecorder {
-    fn on_event(&self, event: &GatewayEvent) {
-        self.0.on_event(event);
-    }
-
-    fn wants_cost(&self) -> bool {
-        false
-    }
-}
-
 impl GatewayObserver for Recorder {
     fn on_event(&self, event: &GatewayEvent) {
         self.0.lock().unwrap().push(event.clone());
@@ -244,23 +231,6 @@ impl Harness {
     ) -> Self {
         let events = Arc::new(Recorder::default());
         Self::observed(fakes, fees, config, queue, events.clone(), events)
-    }
-
-    /// As [`Harness::new`], with an observer that wants no costs
-    /// ([`CostlessRecorder`]).
-    pub fn without_costs(vendors: &[(&str, i64)], config: FailoverConfig) -> Self {
-        let fakes: Vec<Arc<FakeVendor>> = vendors.iter().map(|(n, _)| FakeVendor::new(n)).collect();
-        let fees = vendors.iter().map(|(_, p)| flat(*p)).collect();
-        let events = Arc::new(Recorder::default());
-        let observer = Arc::new(CostlessRecorder(events.clone()));
-        Self::observed(
-            fakes,
-            fees,
-            config,
-            Arc::new(MemoryQueue::new()),
-            events,
-            observer,
-        )
     }
 
     fn observed(
