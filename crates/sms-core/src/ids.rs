@@ -198,7 +198,7 @@ impl From<VendorId> for String {
     }
 }
 
-/// A template's id at the vendor (the original design's "biz"), e.g. `SMS_123456` or `login_code`.
+/// A template's id at the vendor, e.g. `SMS_123456` or `login_code`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TemplateId(String);

@@ -318,7 +318,7 @@ enum Ids {
     Gateway,
     /// Random UUIDv4 (which the gateway never makes), all made and due at one instant:
     /// the claim order (due time, then id) is unrelated to where rows lie in the file.
-    /// Kept as the worst case, and as the fill of earlier sessions' figures.
+    /// Kept as the worst case.
     Random,
 }
 
