@@ -330,21 +330,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use sms_core::mocks::MockFeeSchedule;
-
-    fn flat(micros: i64) -> Arc<dyn FeeSchedule> {
-        let mut fees = MockFeeSchedule::new();
-        fees.expect_price_at()
-            .returning(move |_| Money::from_micros(micros));
-        fees.expect_cost_of()
-            .returning(move |_, n| Money::from_micros(micros) * n);
-        Arc::new(fees)
-    }
-
-    fn t(secs: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-    }
+    use crate::test_support::{flat, t, utc8};
 
     impl VendorState {
         fn is_cooling(&self, now: DateTime<Utc>) -> bool {
@@ -360,7 +346,7 @@ mod tests {
         Health::new(
             prices.iter().map(|p| flat(*p)).collect(),
             &config,
-            FixedOffset::east_opt(8 * 3600).unwrap(),
+            utc8(),
             t(0),
         )
     }

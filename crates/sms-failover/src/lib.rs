@@ -36,6 +36,8 @@ mod events;
 mod gateway;
 mod health;
 pub mod selection;
+#[cfg(test)]
+mod test_support;
 mod usage;
 mod write_behind;
 

@@ -197,27 +197,10 @@ impl Usage {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
     use sms_core::mocks::MockFeeSchedule;
 
     use super::*;
-
-    fn flat(micros: i64) -> Arc<dyn FeeSchedule> {
-        let mut fees = MockFeeSchedule::new();
-        fees.expect_price_at()
-            .returning(move |_| Money::from_micros(micros));
-        fees.expect_cost_of()
-            .returning(move |_, n| Money::from_micros(micros) * n);
-        Arc::new(fees)
-    }
-
-    fn t(secs: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-    }
-
-    fn utc8() -> FixedOffset {
-        FixedOffset::east_opt(8 * 3600).unwrap()
-    }
+    use crate::test_support::{flat, t, utc8};
 
     fn usage(prices: &[i64]) -> Usage {
         Usage::new(prices.iter().map(|p| flat(*p)).collect(), utc8(), t(0))
