@@ -6,8 +6,7 @@
 //! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
 //! [`UsageLedger`] and [`Clock`].
 //!
-//! [`sync`] holds the lock, padding and per-thread helpers every crate of the gateway
-//! shares.
+//! [`sync`] holds the poison-tolerant lock helpers every crate of the gateway shares.
 //!
 //! Features: `mocks` adds mockall mocks of every trait (`MockVendor`, `MockDeferredQueue`,
 //! …); `testing` adds in-memory fakes (`testing::MemoryQueue`, …) and the contract

@@ -5,14 +5,12 @@
 //!   the next fee comparison sees it); the counts go to the shared [`UsageLedger`] at
 //!   most [`USAGE_WRITE_DELAY`] later, one increment per vendor and period however many
 //!   messages were billed. A failed write keeps the counts for the next one.
-//! - **records of messages sent without a key**, for status look-ups: each thread's
-//!   records go to the queue in one [`DeferredQueue::enqueue_many`] call per
-//!   [`RECORD_WRITE_DELAY`], written by a task that the sending thread started (each
-//!   thread has a buffer of its own, so senders on different threads do not take turns
-//!   on one lock).
+//! - **records of messages sent without a key**, for status look-ups: they go to the
+//!   queue in one [`DeferredQueue::enqueue_many`] call per [`RECORD_WRITE_DELAY`] (in
+//!   batches of [`RECORD_BATCH`]), however many sends added one meanwhile.
 //!
-//! Usage, and each thread's records, have at most one write in flight and at most one
-//! task waiting to start the next. A write starts when the first item arrives after
+//! Usage, and records, each have at most one write in flight and at most one task
+//! waiting to start the next. A write starts when the first item arrives after
 //! the previous one began, so an idle gateway runs no task at all.
 //! [`WriteBehind::flush`] writes everything pending now (shutdown, tests); a process
 //! that dies loses at most the counts and records of its last write delay, and never a
@@ -23,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sms_core::sync::{CachePadded, lock, thread_index};
+use sms_core::sync::lock;
 use sms_core::{
     DeferredQueue, InitialState, MessageId, NewMessage, QueueReason, SmsRequest, StoreError,
     UsageLedger, VendorId,
@@ -41,15 +39,11 @@ const RECORD_BATCH: usize = 500;
 /// Records kept while the store is unreachable; more are dropped (with a warning): the
 /// messages are delivered, only their status look-up is lost.
 const RECORD_BACKLOG_MAX: usize = 100_000;
-/// Records waiting in one buffer beyond which the sender that adds one waits for the
-/// next write (while the store takes writes): memory stays bounded and intake slows to
-/// what the store can record, instead of piling up under load.
-const RECORD_SHARD_SOFT_MAX: usize = 1024;
-/// Records wait in this many buffers, each thread using one, so that senders on
-/// different threads do not take turns on one lock. Each buffer has its own write task,
-/// started by the thread that fills it: on a runtime that keeps tasks on their thread,
-/// the records (and the requests they share with their senders) never change thread.
-const RECORD_SHARDS: usize = 8;
+/// Records waiting beyond which the sender that adds one waits for the next write
+/// (while the store takes writes): memory stays bounded and intake slows to what the
+/// store can record, instead of piling up under load. Two batches and a little more:
+/// while one batch is being written, the next fills up without holding anyone.
+const RECORD_SOFT_MAX: usize = 1024;
 
 /// Tries to write one batch of records while the store is unreachable: 250 ms,
 /// doubling to 30 s, about two and a half minutes in all.
@@ -98,11 +92,11 @@ impl SentRecord {
     }
 }
 
-/// One thread's buffer of records and the state of its write task.
-struct RecordShard {
+/// The records waiting to be written, and the state of their write task.
+struct RecordBuffer {
     buffer: Mutex<Vec<SentRecord>>,
     scheduled: AtomicBool,
-    /// One write of this buffer at a time.
+    /// One records write at a time.
     writer: tokio::sync::Mutex<()>,
     /// Wakes the write task waiting out its delay: the buffer is full.
     wanted: tokio::sync::Notify,
@@ -115,7 +109,7 @@ pub(crate) struct WriteBehind {
     ids: Vec<VendorId>,
     ledger: Arc<dyn UsageLedger>,
     queue: Arc<dyn DeferredQueue>,
-    records: Vec<CachePadded<RecordShard>>,
+    records: RecordBuffer,
     usage_scheduled: AtomicBool,
     /// One ledger write at a time, so totals come back in order.
     usage_writer: tokio::sync::Mutex<()>,
@@ -138,16 +132,12 @@ impl WriteBehind {
             ids,
             ledger,
             queue,
-            records: (0..RECORD_SHARDS)
-                .map(|_| {
-                    CachePadded::new(RecordShard {
-                        buffer: Mutex::new(Vec::new()),
-                        scheduled: AtomicBool::new(false),
-                        writer: tokio::sync::Mutex::new(()),
-                        wanted: tokio::sync::Notify::new(),
-                    })
-                })
-                .collect(),
+            records: RecordBuffer {
+                buffer: Mutex::new(Vec::new()),
+                scheduled: AtomicBool::new(false),
+                writer: tokio::sync::Mutex::new(()),
+                wanted: tokio::sync::Notify::new(),
+            },
             usage_scheduled: AtomicBool::new(false),
             usage_writer: tokio::sync::Mutex::new(()),
             records_dropped: AtomicU64::new(0),
@@ -172,34 +162,33 @@ impl WriteBehind {
         }
     }
 
-    /// Queues a record of a delivered message for the next records write. Returns the
-    /// buffer it went to when that is over its soft limit: the sender should then
-    /// [`WriteBehind::wait_for_room`] in it (the record is queued either way).
-    pub fn record(self: &Arc<Self>, message: SentRecord) -> Option<usize> {
-        let shard = thread_index() % RECORD_SHARDS;
+    /// Queues a record of a delivered message for the next records write. Returns
+    /// whether the buffer is over its soft limit: the sender should then
+    /// [`WriteBehind::wait_for_room`] (the record is queued either way).
+    pub fn record(self: &Arc<Self>, message: SentRecord) -> bool {
         let full = {
-            let mut records = lock(&self.records[shard].buffer);
-            if records.len() >= RECORD_BACKLOG_MAX / RECORD_SHARDS {
+            let mut records = lock(&self.records.buffer);
+            if records.len() >= RECORD_BACKLOG_MAX {
                 drop(records);
                 let dropped = self.records_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
                     tracing::warn!(id = %message.id, dropped, "the store is unreachable and too many delivered messages wait to be recorded; this one will not be found by its id");
                 }
-                return None;
+                return false;
             }
             records.push(message);
-            records.len() > RECORD_SHARD_SOFT_MAX
+            records.len() > RECORD_SOFT_MAX
         };
-        self.schedule_records_write(shard);
-        full.then_some(shard)
+        self.schedule_records_write();
+        full
     }
 
-    /// Starts a write task for buffer `shard` unless one is scheduled.
-    fn schedule_records_write(self: &Arc<Self>, shard: usize) {
-        if set_if_clear(&self.records[shard].scheduled) {
+    /// Starts a records write task unless one is scheduled.
+    fn schedule_records_write(self: &Arc<Self>) {
+        if set_if_clear(&self.records.scheduled) {
             let this = Arc::clone(self);
             tokio::spawn(async move {
-                let records = &this.records[shard];
+                let records = &this.records;
                 let scheduled = ClearOnDrop(&records.scheduled);
                 tokio::select! {
                     _ = tokio::time::sleep(RECORD_WRITE_DELAY) => {}
@@ -208,23 +197,23 @@ impl WriteBehind {
                 let _one_writer = records.writer.lock().await;
                 // From here on, records added schedule the next write.
                 drop(scheduled);
-                this.write_records_now(records).await;
+                this.write_records_now().await;
             });
         }
     }
 
-    /// Waits while buffer `shard` is over its soft limit and the store takes writes.
-    pub async fn wait_for_room(self: &Arc<Self>, shard: usize) {
+    /// Waits while the records buffer is over its soft limit and the store takes writes.
+    pub async fn wait_for_room(self: &Arc<Self>) {
         loop {
             // The write task may have gone with the runtime that ran it (a sender on
             // another runtime): make sure one is coming, and that it does not wait out
             // its delay, before waiting for it.
-            self.schedule_records_write(shard);
-            self.records[shard].wanted.notify_one();
+            self.schedule_records_write();
+            self.records.wanted.notify_one();
             let written = self.records_written.notified();
             let mut written = std::pin::pin!(written);
             written.as_mut().enable();
-            let over = lock(&self.records[shard].buffer).len() > RECORD_SHARD_SOFT_MAX;
+            let over = lock(&self.records.buffer).len() > RECORD_SOFT_MAX;
             if !over || self.records_failing.load(Ordering::Acquire) {
                 return;
             }
@@ -241,9 +230,9 @@ impl WriteBehind {
             let _one_writer = self.usage_writer.lock().await;
             self.write_usage_now().await
         };
-        for records in &self.records {
-            let _one_writer = records.writer.lock().await;
-            self.write_records_now(records).await;
+        {
+            let _one_writer = self.records.writer.lock().await;
+            self.write_records_now().await;
         }
         usage
     }
@@ -268,12 +257,12 @@ impl WriteBehind {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Writes the records pending in `records` in batches, retrying a batch while the
-    /// store is unreachable; the caller holds the buffer's writer lock.
-    async fn write_records_now(&self, records: &RecordShard) {
+    /// Writes the pending records in batches, retrying a batch while the store is
+    /// unreachable; the caller holds the records' writer lock.
+    async fn write_records_now(&self) {
         loop {
             let batch: Vec<SentRecord> = {
-                let mut buffer = lock(&records.buffer);
+                let mut buffer = lock(&self.records.buffer);
                 let n = buffer.len().min(RECORD_BATCH);
                 buffer.drain(..n).collect()
             };

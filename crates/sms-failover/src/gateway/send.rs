@@ -267,9 +267,9 @@ impl Gateway {
             at: attempted.finished_at,
             max_attempts: self.config.max_attempts,
         });
-        if let Some(shard) = full {
+        if full {
             // Rare (the store falls behind): boxed for the same reason as in `send`.
-            Box::pin(self.write_behind.wait_for_room(shard)).await;
+            Box::pin(self.write_behind.wait_for_room()).await;
         }
         self.delivered_live(id, attempted)
     }
