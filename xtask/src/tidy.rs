@@ -486,6 +486,6 @@ mod tests {
         );
         assert_eq!(history_reference("a session of the database"), None);
         assert_eq!(history_reference("no issue here, 3 times"), None);
-        assert_eq!(history_reference("reissue 4 times"), None);
+        assert_eq!(history_reference(&numbered("reissue", " 4 times")), None);
     }
 }
