@@ -129,17 +129,7 @@ pub(super) async fn disable_vendor(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<VendorToggled>, ApiError> {
-    let id = vendor_id(&name)?;
-    state
-        .gateway
-        .disable(&id)
-        .map_err(|e| ApiError::UnknownVendor(e.to_string()))?;
-    tracing::info!(vendor = %id, enabled = false, "operator changed vendor");
-    Ok(Json(VendorToggled {
-        id,
-        disabled: true,
-        current: state.gateway.current_vendor(),
-    }))
+    toggle(&state, &name, Rotation::Out)
 }
 
 /// Put a vendor back
@@ -157,15 +147,33 @@ pub(super) async fn enable_vendor(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<VendorToggled>, ApiError> {
-    let id = vendor_id(&name)?;
-    state
-        .gateway
-        .enable(&id)
-        .map_err(|e| ApiError::UnknownVendor(e.to_string()))?;
-    tracing::info!(vendor = %id, enabled = true, "operator changed vendor");
+    toggle(&state, &name, Rotation::In)
+}
+
+/// Whether an operator puts a vendor in rotation or takes it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    In,
+    Out,
+}
+
+/// Puts the vendor `name` in or out of rotation, logs it, and answers with its state.
+fn toggle(
+    state: &AppState,
+    name: &str,
+    rotation: Rotation,
+) -> Result<Json<VendorToggled>, ApiError> {
+    let id = vendor_id(name)?;
+    let changed = match rotation {
+        Rotation::In => state.gateway.enable(&id),
+        Rotation::Out => state.gateway.disable(&id),
+    };
+    changed.map_err(|e| ApiError::UnknownVendor(e.to_string()))?;
+    let disabled = rotation == Rotation::Out;
+    tracing::info!(vendor = %id, enabled = !disabled, "operator changed vendor");
     Ok(Json(VendorToggled {
         id,
-        disabled: false,
+        disabled,
         current: state.gateway.current_vendor(),
     }))
 }
