@@ -36,7 +36,6 @@ pub struct LimitConfig {
     /// field is named after the default so `global_per_second` reads naturally.
     pub global_window_ms: u64,
     /// Per-recipient windows, all enforced at once. Default 1 per 60 s and 10 per 24 h.
-    #[serde(serialize_with = "windows_in_seconds")]
     pub recipient_windows: Vec<RecipientWindow>,
     /// What to do when Redis cannot be reached. Default `fail_open`.
     pub on_redis_error: RedisErrorPolicy,
@@ -68,22 +67,6 @@ impl Default for LimitConfig {
             instances: 1,
         }
     }
-}
-
-/// Writes the windows as configuration files give them: `{ limit, window_s }`.
-fn windows_in_seconds<S: serde::Serializer>(
-    windows: &[RecipientWindow],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct InSeconds {
-        limit: u32,
-        window_s: u64,
-    }
-    serializer.collect_seq(windows.iter().map(|w| InSeconds {
-        limit: w.limit,
-        window_s: w.window.as_secs(),
-    }))
 }
 
 impl LimitConfig {
