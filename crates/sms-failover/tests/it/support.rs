@@ -230,17 +230,6 @@ impl Harness {
         queue: Arc<MemoryQueue>,
     ) -> Self {
         let events = Arc::new(Recorder::default());
-        Self::observed(fakes, fees, config, queue, events.clone(), events)
-    }
-
-    fn observed(
-        fakes: Vec<Arc<FakeVendor>>,
-        fees: Vec<Arc<dyn FeeSchedule>>,
-        config: FailoverConfig,
-        queue: Arc<MemoryQueue>,
-        events: Arc<Recorder>,
-        observer: Arc<dyn GatewayObserver>,
-    ) -> Self {
         let clock = Arc::new(ManualClock::new(start()));
         let ledger = Arc::new(MemoryLedger::new());
         let limiter = Arc::new(AllowAll::default());
@@ -255,7 +244,7 @@ impl Harness {
         let gateway = Gateway::builder(entries, limiter.clone(), queue.clone(), ledger.clone())
             .clock(clock.clone())
             .config(config)
-            .observer(observer)
+            .observer(events.clone())
             .build()
             .unwrap();
         Self {
