@@ -71,6 +71,30 @@ pub enum VendorError {
         /// What happened.
         message: String,
     },
+    /// The vendor refuses this recipient for now: its per-number limit (Aliyun
+    /// `isv.BUSINESS_LIMIT_CONTROL`, Tencent `LimitExceeded.PhoneNumber*`). Says nothing
+    /// about the vendor's health. Sending through another vendor would get around a
+    /// limit that protects the recipient, so the message waits for this vendor's window.
+    #[error("vendor refuses this recipient for now ({code}): {message}")]
+    RecipientRefused {
+        /// The vendor's error code.
+        code: String,
+        /// The vendor's words.
+        message: String,
+        /// When the vendor's window lets the next message through.
+        retry_after: Duration,
+    },
+    /// Our configuration at this vendor is wrong for this message: its template or
+    /// signature is not approved there, or the parameters do not match the template.
+    /// The vendor is up, so its health is untouched; the message goes to another vendor
+    /// that has the template, and the mapping is reported broken.
+    #[error("vendor refused our template or signature ({code}): {message}")]
+    Misconfigured {
+        /// The vendor's error code.
+        code: String,
+        /// The vendor's words.
+        message: String,
+    },
 }
 
 impl VendorError {
@@ -78,7 +102,9 @@ impl VendorError {
     pub fn counts_against_vendor(&self) -> bool {
         // Spelled out so that a new kind has to be placed on one side deliberately.
         match self {
-            Self::Rejected { .. } => false,
+            Self::Rejected { .. } | Self::RecipientRefused { .. } | Self::Misconfigured { .. } => {
+                false
+            }
             Self::TimedOut
             | Self::Throttled { .. }
             | Self::Unauthorized { .. }
@@ -94,6 +120,8 @@ impl VendorError {
             Self::Rejected { .. } => "rejected",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Transient { .. } => "transient",
+            Self::RecipientRefused { .. } => "recipient_refused",
+            Self::Misconfigured { .. } => "misconfigured",
         }
     }
 }
@@ -179,6 +207,19 @@ pub enum SendError {
         /// When the next message would be allowed.
         retry_after: Duration,
     },
+    /// The vendor refuses this recipient for now (its per-number limit); nothing was
+    /// sent. Another vendor is not tried: that would get around the limit.
+    #[error("{vendor} refuses this recipient for now ({code}): {message}")]
+    RecipientRefused {
+        /// The vendor that refused.
+        vendor: crate::VendorId,
+        /// The vendor's code.
+        code: String,
+        /// The vendor's words.
+        message: String,
+        /// When the vendor's window lets the next message through.
+        retry_after: Duration,
+    },
     /// The message could neither be sent now nor stored for later.
     #[error("could not send or queue the message: {0}")]
     StorageUnavailable(#[source] StoreError),
@@ -216,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_but_rejected_counts_against_the_vendor() {
+    fn only_failures_of_the_vendor_count_against_it() {
         let kinds = [
             (VendorError::TimedOut, "timed_out", true),
             (
@@ -233,6 +274,23 @@ mod tests {
                 },
                 "transient",
                 true,
+            ),
+            (
+                VendorError::RecipientRefused {
+                    code: "isv.BUSINESS_LIMIT_CONTROL".into(),
+                    message: "触发分钟级流控Permits:1".into(),
+                    retry_after: Duration::from_secs(60),
+                },
+                "recipient_refused",
+                false,
+            ),
+            (
+                VendorError::Misconfigured {
+                    code: "isv.SMS_TEMPLATE_ILLEGAL".into(),
+                    message: "template not approved".into(),
+                },
+                "misconfigured",
+                false,
             ),
         ];
         for (error, kind, counts) in kinds {

@@ -22,7 +22,9 @@ mod money;
 mod phone;
 mod queue;
 mod request;
+mod segments;
 pub mod sync;
+mod template;
 mod vendor;
 
 #[cfg(any(test, feature = "testing"))]
@@ -39,9 +41,9 @@ pub use queue::{
     AttemptFailure, Completion, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken,
     MessageStatus, NewMessage, QueueReason, QueueStats, StoredMessage,
 };
-pub use request::{
-    MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, OutboundSms, RawSmsRequest, SmsRequest,
-};
+pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, SmsRequest};
+pub use segments::{billed_segments, signed_text};
+pub use template::{OutboundSms, Template, Templates, VendorTemplate};
 pub use vendor::{FeeSchedule, Receipt, Vendor};
 
 /// mockall mocks of every trait (feature `mocks`).

@@ -93,6 +93,9 @@ pub enum QueueReason {
     Accepted,
     /// An operator asked for a dead message to be retried.
     ManualRetry,
+    /// The vendor's per-number limit refused the recipient: it waits for the vendor's
+    /// window, and goes to that vendor again.
+    RecipientRefused,
 }
 
 impl QueueReason {
@@ -105,17 +108,19 @@ impl QueueReason {
             Self::TimedOut => "timed_out",
             Self::Accepted => "accepted",
             Self::ManualRetry => "manual_retry",
+            Self::RecipientRefused => "recipient_refused",
         }
     }
 
     /// Every reason.
-    pub const ALL: [QueueReason; 6] = [
+    pub const ALL: [QueueReason; 7] = [
         Self::RateLimited,
         Self::VendorThrottled,
         Self::VendorFailed,
         Self::TimedOut,
         Self::Accepted,
         Self::ManualRetry,
+        Self::RecipientRefused,
     ];
 }
 
@@ -192,6 +197,9 @@ pub struct StoredMessage {
     pub last_error: Option<String>,
     /// An earlier attempt timed out, so the recipient may receive it twice.
     pub may_duplicate: bool,
+    /// The vendor its next attempt must go to: that vendor's per-number limit refused
+    /// the recipient, and another vendor would get around the limit.
+    pub pinned_vendor: Option<VendorId>,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -305,6 +313,9 @@ pub struct AttemptFailure {
     pub error: String,
     /// Whether the attempt's outcome is unknown (timeout).
     pub may_duplicate: bool,
+    /// The next attempt must go to `vendor` again (its per-number limit refused the
+    /// recipient). A failure without it clears an earlier pin.
+    pub pinned: bool,
 }
 
 /// Messages per status.

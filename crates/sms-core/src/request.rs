@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
-use crate::ids::{IdempotencyKey, MessageId, TemplateId};
+use crate::ids::{IdempotencyKey, TemplateId};
 use crate::phone::{PhoneNumber, parse_recipient, truncate_for_error};
 
 /// Most recipients one request may name (Aliyun's per-call cap).
@@ -249,16 +249,6 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             expires_at: raw.expires_at,
         })))
     }
-}
-
-/// One message handed to a vendor: the gateway's id (for the vendor's `OutId` or
-/// session context, and for delivery logs) and the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundSms {
-    /// The gateway's id for this message.
-    pub id: MessageId,
-    /// What to send.
-    pub request: SmsRequest,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::error::VendorError;
 use crate::ids::VendorId;
 use crate::money::Money;
-use crate::request::OutboundSms;
+use crate::template::OutboundSms;
 
 /// What a vendor answers when it accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +13,11 @@ pub struct Receipt {
     /// The vendor's own id for the send (Aliyun `BizId`, Tencent `SerialNo`, Cloopen `smsMessageSid`).
     pub vendor_message_id: String,
     /// Messages the vendor will bill: at least one per recipient, more for long texts
-    /// split into segments.
+    /// split into segments. Counted from the text when the vendor does not say.
     pub billed_messages: u64,
+    /// The count the vendor reported itself (Tencent's `Fee`), when it did; the gateway
+    /// bills this one and reports a difference from `billed_messages`.
+    pub reported_billed: Option<u64>,
 }
 
 /// A vendor that sends SMS. Implementations map every vendor answer onto

@@ -96,6 +96,7 @@ fn finish(m: &mut StoredMessage, status: MessageStatus, now: DateTime<Utc>) {
 }
 
 fn record_failure(m: &mut StoredMessage, failure: AttemptFailure) {
+    m.pinned_vendor = failure.vendor.clone().filter(|_| failure.pinned);
     if failure.vendor.is_some() {
         m.last_vendor = failure.vendor;
     }
@@ -129,6 +130,7 @@ impl DeferredQueue for MemoryQueue {
             last_vendor,
             last_error: new.last_error,
             may_duplicate: new.may_duplicate,
+            pinned_vendor: None,
             created_at: new.created_at,
             updated_at: new.created_at,
         };
@@ -258,6 +260,7 @@ impl DeferredQueue for MemoryQueue {
                 });
             }
             m.attempts = 0;
+            m.pinned_vendor = None;
             m.reason = QueueReason::ManualRetry;
             m.next_attempt_at = now;
             finish(m, MessageStatus::Queued, now);

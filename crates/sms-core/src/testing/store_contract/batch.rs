@@ -40,6 +40,7 @@ fn as_stored(new: &NewMessage) -> StoredMessage {
         last_vendor,
         last_error: new.last_error.clone(),
         may_duplicate: new.may_duplicate,
+        pinned_vendor: None,
         created_at: new.created_at,
         updated_at: new.created_at,
     }

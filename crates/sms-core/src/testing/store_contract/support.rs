@@ -26,6 +26,7 @@ pub(super) fn failure(error: &str) -> AttemptFailure {
         vendor: None,
         error: error.to_owned(),
         may_duplicate: false,
+        pinned: false,
     }
 }
 
