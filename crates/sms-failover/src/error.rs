@@ -1,6 +1,6 @@
 //! Errors of building and steering the gateway (sending reports `sms_core::SendError`).
 
-use sms_core::VendorId;
+use sms_core::{ValidationError, VendorId};
 
 /// What went wrong when building the gateway or changing a vendor's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +22,9 @@ pub enum FailoverError {
     /// No vendor has that name.
     #[error("no vendor named {0}")]
     UnknownVendor(VendorId),
+    /// A template names a vendor that is not configured.
+    #[error("{0}")]
+    InvalidTemplates(ValidationError),
     /// A configuration value is out of range.
     #[error("failover.{field}: {problem}")]
     InvalidConfig {

@@ -22,6 +22,11 @@ pub enum AttemptOutcome {
     Unauthorized,
     /// A failure that may pass (5xx, network).
     Transient,
+    /// The vendor's per-number limit refused a recipient: says nothing about the vendor.
+    RecipientRefused,
+    /// The vendor has not approved the message's template or signature: says nothing
+    /// about the vendor, the message goes to another.
+    Misconfigured,
 }
 
 impl AttemptOutcome {
@@ -35,6 +40,8 @@ impl AttemptOutcome {
             Self::Rejected => "rejected",
             Self::Unauthorized => "unauthorized",
             Self::Transient => "transient",
+            Self::RecipientRefused => "recipient_refused",
+            Self::Misconfigured => "misconfigured",
         }
     }
 }
@@ -100,6 +107,29 @@ pub enum GatewayEvent {
     RateLimited,
     /// A per-recipient limit refused a request.
     RecipientLimited,
+    /// A vendor refused a template (not approved there, signature or parameters wrong):
+    /// its mapping is marked broken and no message of the template goes there until an
+    /// operator enables the vendor again. Reported once per template and vendor.
+    MappingBroken {
+        /// The logical template.
+        template: String,
+        /// The vendor that refused it.
+        vendor: VendorId,
+        /// The vendor's code.
+        code: String,
+        /// The vendor's words.
+        message: String,
+    },
+    /// A vendor reported billing a different number of messages than the gateway
+    /// counted from the text; the vendor's count is the one recorded.
+    BillingMismatch {
+        /// The vendor.
+        vendor: VendorId,
+        /// Messages counted from the signed text.
+        counted: u64,
+        /// Messages the vendor reported.
+        reported: u64,
+    },
 }
 
 /// Receives the gateway's events. Called inline on the sending task: keep it quick and

@@ -23,7 +23,15 @@
 //!
 //! Prices come from the billed volumes ([`Usage`]), kept under the same lock so that a
 //! switch compares the prices of every message billed so far.
+//!
+//! Not every vendor can send every message: a vendor without an approved template for
+//! it, or whose mapping for it was found broken, is left out by the message's [`Route`].
+//! When the current vendor cannot send a message, the cheapest healthy vendor that can
+//! takes it as a *detour*: its failures count against it (it rests after N in a row)
+//! but never move the current vendor. A message pinned to a vendor (whose per-number
+//! limit refused it) goes back to that vendor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +43,28 @@ use crate::config::FailoverConfig;
 use crate::selection::{Candidate, cheaper, choose_vendor, price_rank};
 use crate::usage::Usage;
 
+/// The vendors one message may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// Bit `i` set: vendor `i` can send the message.
+    pub eligible: u64,
+    /// The vendor the message must go to, while it can.
+    pub pinned: Option<usize>,
+}
+
+impl Route {
+    /// Any vendor.
+    pub const ANY: Route = Route {
+        eligible: u64::MAX,
+        pinned: None,
+    };
+
+    /// Whether vendor `idx` can send the message.
+    pub fn allows(&self, idx: usize) -> bool {
+        self.eligible & (1 << idx) != 0
+    }
+}
+
 /// The vendor an attempt went to, and the epoch it started in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket {
@@ -44,6 +74,9 @@ pub(crate) struct Ticket {
     pub epoch: u64,
     /// Whether the attempt is a recovery probe of a non-current vendor.
     pub probe: bool,
+    /// Whether the attempt went to another vendor than the current one because the
+    /// current one cannot send the message.
+    pub detour: bool,
 }
 
 /// What an attempt says about its vendor's health.
@@ -84,6 +117,9 @@ pub(crate) struct VendorState {
 pub(crate) struct Health {
     pub vendors: Vec<VendorState>,
     pub usage: Usage,
+    /// By template name: bit `i` set when vendor `i` answered that its template or
+    /// signature for it is not approved. Cleared when an operator enables the vendor.
+    broken: HashMap<String, u64>,
     pub current: usize,
     pub epoch: u64,
     /// Attempts begun, to send one in `probe_every` to a probe.
@@ -107,6 +143,7 @@ impl Health {
         let mut health = Self {
             vendors: vec![VendorState::default(); fees.len()],
             usage: Usage::new(fees, billing_offset, now),
+            broken: HashMap::new(),
             current: 0,
             epoch: 0,
             attempts: 0,
@@ -131,7 +168,44 @@ impl Health {
         self.vendors.iter().all(|v| v.disabled)
     }
 
+    /// The vendors whose mapping for `template` was found broken, as a bit set.
+    pub fn broken_mask(&self, template: &str) -> u64 {
+        if self.broken.is_empty() {
+            return 0;
+        }
+        self.broken.get(template).copied().unwrap_or(0)
+    }
+
+    /// Records that vendor `idx` refused `template`; returns whether this is news.
+    pub fn mark_broken(&mut self, template: &str, idx: usize) -> bool {
+        let mask = self.broken.entry(template.to_owned()).or_insert(0);
+        let news = *mask & (1 << idx) == 0;
+        *mask |= 1 << idx;
+        news
+    }
+
+    /// The templates vendor `idx` was found unable to send, sorted.
+    pub fn broken_templates(&self, idx: usize) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .broken
+            .iter()
+            .filter(|(_, mask)| *mask & (1 << idx) != 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether some enabled vendor on `route` can take a message.
+    pub fn can_route(&self, route: &Route) -> bool {
+        (0..self.vendors.len()).any(|i| route.allows(i) && !self.vendors[i].disabled)
+    }
+
     fn candidates(&self) -> Vec<Candidate> {
+        self.candidates_for(&Route::ANY)
+    }
+
+    fn candidates_for(&self, route: &Route) -> Vec<Candidate> {
         self.vendors
             .iter()
             .enumerate()
@@ -139,6 +213,7 @@ impl Health {
                 price: self.price(i),
                 cooling_until: v.cooling_until,
                 disabled: v.disabled,
+                can_send: route.allows(i),
             })
             .collect()
     }
@@ -168,13 +243,14 @@ impl Health {
         })
     }
 
-    /// A cheaper enabled vendor that has rested and may be probed.
-    fn probe_candidate(&self, now: DateTime<Utc>) -> Option<usize> {
+    /// A cheaper enabled vendor on `route` that has rested and may be probed.
+    fn probe_candidate(&self, route: &Route, now: DateTime<Utc>) -> Option<usize> {
         let current_price = self.price(self.current);
         (0..self.vendors.len())
             .filter(|&i| {
                 let v = &self.vendors[i];
                 i != self.current
+                    && route.allows(i)
                     && !v.disabled
                     && cheaper(self.price(i), current_price)
                     && v.cooling_until.is_none_or(|until| until <= now)
@@ -182,26 +258,41 @@ impl Health {
             .min_by_key(|&i| (price_rank(self.price(i)), i))
     }
 
-    /// Picks the vendor for the next attempt; `None` when every vendor is disabled.
+    /// Picks the vendor for the next attempt of a message any vendor can send; `None`
+    /// when every vendor is disabled.
+    #[cfg(test)]
     pub fn begin(&mut self, now: DateTime<Utc>) -> Option<Ticket> {
-        if self.vendors[self.current].disabled {
-            return None;
+        self.begin_on(&Route::ANY, now)
+    }
+
+    /// Picks the vendor for the next attempt of a message on `route`: its pinned vendor
+    /// while enabled, else the current vendor (or, one attempt in `probe_every`, a rested
+    /// cheaper one to probe), else the cheapest healthy vendor on the route as a detour.
+    /// `None` when no enabled vendor is on the route.
+    pub fn begin_on(&mut self, route: &Route, now: DateTime<Utc>) -> Option<Ticket> {
+        let ticket = |idx: usize, epoch: u64, probe: bool, current: usize| Ticket {
+            idx,
+            epoch,
+            probe,
+            detour: !probe && idx != current,
+        };
+        if let Some(pinned) = route.pinned {
+            if pinned < self.vendors.len() && route.allows(pinned) && !self.vendors[pinned].disabled
+            {
+                return Some(ticket(pinned, self.epoch, false, self.current));
+            }
+        }
+        if self.vendors[self.current].disabled || !route.allows(self.current) {
+            let idx = choose_vendor(&self.candidates_for(route), None, now)?;
+            return Some(ticket(idx, self.epoch, false, self.current));
         }
         self.attempts = self.attempts.wrapping_add(1);
         if self.attempts % self.probe_every == 0 {
-            if let Some(idx) = self.probe_candidate(now) {
-                return Some(Ticket {
-                    idx,
-                    epoch: self.epoch,
-                    probe: true,
-                });
+            if let Some(idx) = self.probe_candidate(route, now) {
+                return Some(ticket(idx, self.epoch, true, self.current));
             }
         }
-        Some(Ticket {
-            idx: self.current,
-            epoch: self.epoch,
-            probe: false,
-        })
+        Some(ticket(self.current, self.epoch, false, self.current))
     }
 
     /// Puts vendor `idx` to rest, longer when it was demoted recently too.
@@ -237,6 +328,10 @@ impl Health {
         if ticket.probe && ticket.idx != self.current {
             return self.record_probe(ticket.idx, verdict, now);
         }
+        if ticket.detour && ticket.idx != self.current {
+            self.record_detour(ticket.idx, verdict, now);
+            return None;
+        }
         if ticket.idx != self.current || ticket.epoch != self.epoch {
             // Stale: the attempt began before the last switch. Charging it now would
             // blame the new vendor (or start a second switch for the same episode).
@@ -267,6 +362,27 @@ impl Health {
                         self.epoch += 1;
                         None
                     }
+                }
+            }
+        }
+    }
+
+    /// A detour's answer: failures in a row count against the vendor and put it to rest
+    /// at the threshold, like a current vendor's, but the current vendor stays.
+    fn record_detour(&mut self, idx: usize, verdict: Verdict, now: DateTime<Utc>) {
+        let threshold = self.threshold;
+        let v = &mut self.vendors[idx];
+        match verdict {
+            Verdict::Fast => v.consecutive_failures = 0,
+            Verdict::Neutral => {}
+            Verdict::Slow | Verdict::Failure => {
+                if v.cooling_until.is_some_and(|until| until > now) {
+                    // Already resting: a failure of an attempt begun before changes nothing.
+                    return;
+                }
+                v.consecutive_failures += 1;
+                if v.consecutive_failures >= threshold {
+                    self.demote(idx, now);
                 }
             }
         }
@@ -311,9 +427,14 @@ impl Health {
         }
     }
 
-    /// Switches vendor `idx` back on; it becomes current if every other one is disabled.
+    /// Switches vendor `idx` back on and forgets its broken mappings (the operator fixed
+    /// them); it becomes current if every other one is disabled.
     pub fn enable(&mut self, idx: usize) -> Option<Switch> {
         self.vendors[idx].disabled = false;
+        for mask in self.broken.values_mut() {
+            *mask &= !(1 << idx);
+        }
+        self.broken.retain(|_, mask| *mask != 0);
         if self.vendors[self.current].disabled {
             return self.make_current(idx, "enabled by operator".into());
         }

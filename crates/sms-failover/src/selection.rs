@@ -4,8 +4,9 @@
 //! to be down, would never come back to the cheap one, and would order equal fees
 //! arbitrarily. The rule is:
 //!
-//! 1. Among vendors that are neither disabled nor excluded (the one being left) and not
-//!    cooling down at `now`, take the cheapest at its current billed volume.
+//! 1. Among vendors that can send the message (an approved template), are neither
+//!    disabled nor excluded (the one being left) and are not cooling down at `now`, take
+//!    the cheapest at its current billed volume.
 //! 2. Equal prices go to the vendor configured first.
 //! 3. If every such vendor is cooling down, take the one whose cooldown ends first
 //!    (equal ends: configured first).
@@ -25,6 +26,8 @@ pub struct Candidate {
     pub cooling_until: Option<DateTime<Utc>>,
     /// Switched off by an operator.
     pub disabled: bool,
+    /// Has a working template for the message (always, for a choice for every message).
+    pub can_send: bool,
 }
 
 impl Candidate {
@@ -45,7 +48,7 @@ pub fn cheaper(a: Money, b: Money) -> bool {
 }
 
 /// The index of the vendor to use, by the rule in the module docs; `None` when every
-/// vendor is disabled or excluded.
+/// vendor that can send the message is disabled or excluded.
 pub fn choose_vendor(
     candidates: &[Candidate],
     exclude: Option<usize>,
@@ -55,7 +58,7 @@ pub fn choose_vendor(
         candidates
             .iter()
             .enumerate()
-            .filter(move |(i, c)| Some(*i) != exclude && !c.disabled)
+            .filter(move |(i, c)| Some(*i) != exclude && !c.disabled && c.can_send)
     };
     // `min_by_key` keeps the first of equal keys; the index in the key makes that explicit.
     usable()
@@ -84,6 +87,7 @@ mod tests {
             price: Money::from_micros(micros),
             cooling_until: None,
             disabled: false,
+            can_send: true,
         }
     }
 
@@ -134,12 +138,14 @@ mod tests {
             0i64..6,
             proptest::option::of(-5i64..5),
             proptest::bool::weighted(0.2),
+            proptest::bool::weighted(0.7),
         )
-            .prop_map(|(price, cooling, disabled)| Candidate {
+            .prop_map(|(price, cooling, disabled, can_send)| Candidate {
                 // Few distinct prices, so ties are common.
                 price: Money::from_micros(price * 1000),
                 cooling_until: cooling.map(at),
                 disabled,
+                can_send,
             })
     }
 
@@ -152,7 +158,7 @@ mod tests {
             let now = at(0);
             let chosen = choose_vendor(&vendors, exclude, now);
             let usable: Vec<usize> = (0..vendors.len())
-                .filter(|i| Some(*i) != exclude && !vendors[*i].disabled)
+                .filter(|i| Some(*i) != exclude && !vendors[*i].disabled && vendors[*i].can_send)
                 .collect();
             let healthy: Vec<usize> = usable.iter().copied()
                 .filter(|i| !vendors[*i].is_cooling(now))
@@ -160,6 +166,7 @@ mod tests {
             match chosen {
                 None => prop_assert!(usable.is_empty()),
                 Some(c) => {
+                    prop_assert!(vendors[c].can_send, "never a vendor without the template");
                     prop_assert!(usable.contains(&c));
                     if healthy.is_empty() {
                         // All cooling: the earliest end, ties by order.

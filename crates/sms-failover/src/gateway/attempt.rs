@@ -4,17 +4,40 @@
 //! Live sends and drained messages make their attempts here, so both follow one set of
 //! rules: a slow success counts as one failure, a refusal of the message says nothing
 //! about the vendor, and vendors bill at least one message per recipient.
+//!
+//! A vendor that answers that the message's template or signature is not approved
+//! there is not failing: the gateway's configuration is wrong at that vendor. Its
+//! mapping for the template is marked broken (logged as an error and reported once),
+//! and the message goes at once to the next vendor that has the template.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sms_core::{AttemptFailure, Money, OutboundSms, QueueReason, Receipt, SendError, VendorError};
+use sms_core::{
+    AttemptFailure, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError, SmsRequest,
+    VendorError,
+};
 use tokio::time::Instant;
 
 use super::Gateway;
 use crate::backoff::{after, jittered_backoff};
 use crate::events::{AttemptOutcome, GatewayEvent};
-use crate::health::Verdict;
+use crate::health::{Ticket, Verdict};
+
+/// No enabled vendor can take the message now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoRoute {
+    /// Every vendor is disabled (no message can go), not only this message's.
+    pub all_disabled: bool,
+    /// Why, for the caller and the log.
+    pub reason: String,
+}
+
+impl From<NoRoute> for SendError {
+    fn from(no_route: NoRoute) -> Self {
+        SendError::NoVendor(no_route.reason)
+    }
+}
 
 /// Where the message of an attempt came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +64,14 @@ pub(crate) struct Attempted {
 }
 
 impl Attempted {
-    /// What the failure `error` of this attempt is stored as.
+    /// What the failure `error` of this attempt is stored as. A per-number refusal pins
+    /// the message to this vendor: another one would get around the limit.
     pub fn failure(&self, gateway: &Gateway, error: &VendorError) -> AttemptFailure {
         AttemptFailure {
             vendor: Some(gateway.ids[self.idx].clone()),
             error: error.to_string(),
             may_duplicate: may_duplicate(error),
+            pinned: matches!(error, VendorError::RecipientRefused { .. }),
         }
     }
 }
@@ -65,6 +90,12 @@ fn outcome_of(result: &Result<Receipt, VendorError>, slow: bool) -> (AttemptOutc
         Err(VendorError::TimedOut) => (AttemptOutcome::TimedOut, Verdict::Failure),
         Err(VendorError::Throttled { .. }) => (AttemptOutcome::Throttled, Verdict::Failure),
         Err(VendorError::Rejected { .. }) => (AttemptOutcome::Rejected, Verdict::Neutral),
+        // A per-number limit protects one recipient; the vendor itself is fine.
+        Err(VendorError::RecipientRefused { .. }) => {
+            (AttemptOutcome::RecipientRefused, Verdict::Neutral)
+        }
+        // Our template or signature is wrong there; the vendor itself is fine.
+        Err(VendorError::Misconfigured { .. }) => (AttemptOutcome::Misconfigured, Verdict::Neutral),
         // Revoked keys or a bad signature make the vendor unusable for every message:
         // count it so the gateway switches away instead of losing each message in turn.
         Err(VendorError::Unauthorized { .. }) => (AttemptOutcome::Unauthorized, Verdict::Failure),
@@ -77,26 +108,64 @@ pub(crate) fn queue_reason(error: &VendorError) -> QueueReason {
     match error {
         VendorError::TimedOut => QueueReason::TimedOut,
         VendorError::Throttled { .. } => QueueReason::VendorThrottled,
-        // Rejected messages are never queued; listed so a new kind needs a decision here.
+        VendorError::RecipientRefused { .. } => QueueReason::RecipientRefused,
+        // Rejected messages are never queued, and a misconfigured vendor is replaced
+        // within the attempt; listed so a new kind needs a decision here.
         VendorError::Unauthorized { .. }
         | VendorError::Transient { .. }
-        | VendorError::Rejected { .. } => QueueReason::VendorFailed,
+        | VendorError::Rejected { .. }
+        | VendorError::Misconfigured { .. } => QueueReason::VendorFailed,
     }
 }
 
 impl Gateway {
+    /// An attempt of message `id` on the vendor its route picks (see
+    /// [`Health::begin_on`](crate::health::Health::begin_on)), `pinned` to a vendor when
+    /// that vendor's per-number limit refused it before. A vendor that refuses the
+    /// template is marked broken for it and the next vendor that has the template is
+    /// tried at once.
+    pub(crate) async fn attempt(
+        &self,
+        id: MessageId,
+        request: &SmsRequest,
+        mut pinned: Option<usize>,
+        origin: Origin,
+    ) -> Result<Attempted, NoRoute> {
+        // Each refusal of the template removes one vendor from the route.
+        for _ in 0..self.vendors.len() {
+            let ticket = {
+                let mut health = self.health();
+                let route = self.route(&health, request, pinned);
+                health
+                    .begin_on(&route, self.clock.now())
+                    .ok_or_else(|| NoRoute {
+                        all_disabled: health.all_disabled(),
+                        reason: self.no_route_reason(&health, request),
+                    })?
+            };
+            let sms = self
+                .templates
+                .outbound(id, request, &self.ids[ticket.idx])
+                .unwrap_or_else(|| OutboundSms::pass_through(id, request.clone()));
+            let attempted = self.call(&sms, ticket, origin).await;
+            if !matches!(attempted.result, Err(VendorError::Misconfigured { .. })) {
+                return Ok(attempted);
+            }
+            if pinned == Some(attempted.idx) {
+                pinned = None;
+            }
+        }
+        let health = self.health();
+        Err(NoRoute {
+            all_disabled: health.all_disabled(),
+            reason: self.no_route_reason(&health, request),
+        })
+    }
+
     /// One vendor call, with its timeout, health accounting and usage. The call is
     /// timed from just before it starts, so time spent on limits or the store before
     /// it is never counted as the vendor's latency.
-    pub(crate) async fn attempt(
-        &self,
-        sms: &OutboundSms,
-        origin: Origin,
-    ) -> Result<Attempted, SendError> {
-        let ticket = self
-            .health()
-            .begin(self.clock.now())
-            .ok_or_else(|| SendError::NoVendor("every vendor is disabled".into()))?;
+    async fn call(&self, sms: &OutboundSms, ticket: Ticket, origin: Origin) -> Attempted {
         let idx = ticket.idx;
         let started = Instant::now();
         let result = tokio::time::timeout(self.config.attempt_timeout, self.vendors[idx].send(sms))
@@ -105,22 +174,25 @@ impl Gateway {
         let latency = started.elapsed();
         let slow = result.is_ok() && latency > self.config.slow_threshold;
         let (outcome, verdict) = outcome_of(&result, slow);
-        // Vendors bill at least one message per recipient, whatever they report.
         let billed = match &result {
-            Ok(receipt) => receipt
-                .billed_messages
-                .max(sms.request.recipients().len() as u64),
+            Ok(receipt) => self.billed(sms, idx, receipt),
             Err(_) => 0,
         };
         let finished_at = self.clock.now();
-        let (cost, switch) = {
+        let (cost, switch, newly_broken) = {
             let mut health = self.health();
             let cost = if billed > 0 {
                 health.add_usage(idx, billed, finished_at)
             } else {
                 Money::ZERO
             };
-            (cost, health.record(ticket, verdict, finished_at))
+            let newly_broken = matches!(result, Err(VendorError::Misconfigured { .. }))
+                && health.mark_broken(sms.request.template().as_str(), idx);
+            (
+                cost,
+                health.record(ticket, verdict, finished_at),
+                newly_broken,
+            )
         };
         if billed > 0 {
             self.write_behind.usage_added();
@@ -133,15 +205,46 @@ impl Gateway {
             cost,
             drained: origin == Origin::Drained,
         });
+        if let (true, Err(VendorError::Misconfigured { code, message })) = (newly_broken, &result) {
+            let (template, vendor) = (sms.request.template().as_str(), &self.ids[idx]);
+            tracing::error!(%template, %vendor, %code, %message, vendor_template = %sms.template.id, "the vendor refuses this template; no more messages of it go there until the vendor is enabled again");
+            self.emit(|| GatewayEvent::MappingBroken {
+                template: template.to_owned(),
+                vendor: vendor.clone(),
+                code: code.clone(),
+                message: message.clone(),
+            });
+        }
         let switched = self.announce(switch);
-        Ok(Attempted {
+        Attempted {
             idx,
             result,
             slow,
             billed,
             switched,
             finished_at,
-        })
+        }
+    }
+
+    /// Messages billed for an accepted send: the vendor's own count when it reports
+    /// one (a difference from the count from the text is reported), else the count
+    /// from the text; never less than one per recipient.
+    fn billed(&self, sms: &OutboundSms, idx: usize, receipt: &Receipt) -> u64 {
+        let recipients = sms.request.recipients().len() as u64;
+        let billed = match receipt.reported_billed {
+            Some(reported) => {
+                if reported != receipt.billed_messages {
+                    self.emit(|| GatewayEvent::BillingMismatch {
+                        vendor: self.ids[idx].clone(),
+                        counted: receipt.billed_messages,
+                        reported,
+                    });
+                }
+                reported
+            }
+            None => receipt.billed_messages,
+        };
+        billed.max(recipients)
     }
 
     /// When the message of a failed attempt, its `attempt_number`-th, is retried.
@@ -156,12 +259,15 @@ impl Gateway {
             self.config.backoff_base,
             self.config.backoff_max,
         );
-        if let Err(VendorError::Throttled {
-            retry_after: Some(wait),
-            ..
-        }) = &attempted.result
-        {
-            delay = delay.max(*wait);
+        match &attempted.result {
+            Err(VendorError::Throttled {
+                retry_after: Some(wait),
+                ..
+            }) => delay = delay.max(*wait),
+            // The vendor's window for this number, not a backoff: it is the same vendor
+            // next time, and the window says exactly when it lets the message through.
+            Err(VendorError::RecipientRefused { retry_after, .. }) => delay = *retry_after,
+            _ => {}
         }
         after(now, delay)
     }

@@ -1,11 +1,13 @@
 //! Building a [`Gateway`]: the collaborators every gateway needs, optional ones with
 //! defaults, and the checks of the vendor list and configuration.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::FixedOffset;
 use sms_core::{
-    Clock, DeferredQueue, RateLimiter, RecipientLimiter, SystemClock, UsageLedger, VendorId,
+    Clock, DeferredQueue, RateLimiter, RecipientLimiter, SystemClock, Templates, UsageLedger,
+    VendorId,
 };
 use tokio::sync::Notify;
 
@@ -16,9 +18,9 @@ use crate::events::GatewayObserver;
 use crate::health::Health;
 use crate::write_behind::WriteBehind;
 
-/// Most vendors a gateway routes between. Failover walks the list on every switch and
-/// a status page shows every vendor; no deployment comes near this many.
-pub(crate) const MAX_VENDORS: usize = 255;
+/// Most vendors a gateway routes between: a message's route is a 64-bit set of vendors.
+/// No deployment comes near this many.
+pub(crate) const MAX_VENDORS: usize = 64;
 
 /// Builds a [`Gateway`]: the collaborators every gateway needs are the arguments of
 /// [`Gateway::builder`]; the rest have defaults.
@@ -31,6 +33,7 @@ pub struct GatewayBuilder {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
+    templates: Templates,
 }
 
 impl Gateway {
@@ -52,6 +55,7 @@ impl Gateway {
             clock: Arc::new(SystemClock),
             config: FailoverConfig::default(),
             observer: None,
+            templates: Templates::default(),
         }
     }
 }
@@ -75,6 +79,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// The logical templates and each vendor's template for them (default: none, so
+    /// the caller's template name goes to every vendor unchanged). With templates, a
+    /// message goes only to vendors that have its template, and a request naming an
+    /// unknown template or the wrong number of arguments is refused.
+    pub fn templates(mut self, templates: Templates) -> Self {
+        self.templates = templates;
+        self
+    }
+
     /// Sends every [`GatewayEvent`](crate::GatewayEvent) to `observer` (default: none).
     pub fn observer(mut self, observer: Arc<dyn GatewayObserver>) -> Self {
         self.observer = Some(observer);
@@ -82,7 +95,8 @@ impl GatewayBuilder {
     }
 
     /// The gateway, once the configuration and the vendor list are found valid: at least
-    /// one vendor, no two with one name, at most 255.
+    /// one vendor, no two with one name, at most 64, and templates that name only these
+    /// vendors.
     pub fn build(self) -> Result<Gateway, FailoverError> {
         let Self {
             vendors,
@@ -93,6 +107,7 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
+            templates,
         } = self;
         config.validate()?;
         if vendors.is_empty() {
@@ -110,6 +125,20 @@ impl GatewayBuilder {
                 return Err(FailoverError::DuplicateVendor(id.clone()));
             }
         }
+        templates
+            .check_vendors(&ids)
+            .map_err(FailoverError::InvalidTemplates)?;
+        let template_routes: HashMap<String, u64> = templates
+            .iter()
+            .map(|(name, template)| {
+                let mask = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, id)| template.at(id).is_some())
+                    .fold(0u64, |mask, (i, _)| mask | 1 << i);
+                (name.to_owned(), mask)
+            })
+            .collect();
         let billing_offset = FixedOffset::east_opt(config.billing_utc_offset_hours * 3600)
             .ok_or_else(|| FailoverError::InvalidConfig {
                 field: "billing_utc_offset_hours",
@@ -142,6 +171,8 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
+            templates,
+            template_routes,
             drain_wanted: Notify::new(),
             drain_running: tokio::sync::Mutex::new(()),
         })

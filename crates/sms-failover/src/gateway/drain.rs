@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
 use sms_core::{
-    AttemptFailure, Completion, LeaseToken, MessageId, OutboundSms, RateDecision, StoreError,
-    StoredMessage, VendorError,
+    AttemptFailure, Completion, LeaseToken, MessageId, RateDecision, StoreError, StoredMessage,
+    VendorError,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -285,6 +285,7 @@ impl Gateway {
                     message.max_attempts
                 ),
                 may_duplicate: false,
+                pinned: false,
             };
             self.bury(id, token, failure, now, report).await;
             return Next::Continue;
@@ -310,16 +311,51 @@ impl Gateway {
             request,
             attempts,
             max_attempts,
+            pinned_vendor,
             ..
         } = message;
-        let sms = OutboundSms { id, request };
-        let Ok(attempted) = self.attempt(&sms, Origin::Drained).await else {
-            // Every vendor is disabled.
-            let result = self.queue.release(id, token, self.clock.now()).await;
-            if self.updated(id, result, report) {
-                report.released += 1;
+        let pinned = pinned_vendor.and_then(|v| self.ids.iter().position(|id| *id == v));
+        let attempted = match self.attempt(id, &request, pinned, Origin::Drained).await {
+            Ok(attempted) => attempted,
+            Err(no_route) if no_route.all_disabled => {
+                // No message can go: give this one back and end the pass.
+                let result = self.queue.release(id, token, self.clock.now()).await;
+                if self.updated(id, result, report) {
+                    report.released += 1;
+                }
+                return Next::Halt;
             }
-            return Next::Halt;
+            Err(no_route) => {
+                // Only this message's template has no vendor now: it waits with a
+                // backoff, and the others go on.
+                let now = self.clock.now();
+                let failure = AttemptFailure {
+                    vendor: None,
+                    error: no_route.reason,
+                    may_duplicate: false,
+                    pinned: false,
+                };
+                if attempts >= max_attempts {
+                    self.bury(id, token, failure, now, report).await;
+                } else {
+                    let next_attempt_at = after(
+                        now,
+                        crate::backoff::jittered_backoff(
+                            attempts,
+                            self.config.backoff_base,
+                            self.config.backoff_max,
+                        ),
+                    );
+                    let result = self
+                        .queue
+                        .fail(id, token, failure, next_attempt_at, now)
+                        .await;
+                    if self.updated(id, result, report) {
+                        report.requeued += 1;
+                    }
+                }
+                return Next::Continue;
+            }
         };
         let now = attempted.finished_at;
         match &attempted.result {
@@ -434,6 +470,7 @@ mod tests {
             last_vendor: None,
             last_error: None,
             may_duplicate: false,
+            pinned_vendor: None,
             created_at: now,
             updated_at: now,
         }
@@ -484,6 +521,7 @@ mod tests {
             Ok(Receipt {
                 vendor_message_id: String::new(),
                 billed_messages: 1,
+                reported_billed: None,
             })
         });
         let mut limiter = MockRateLimiter::new();

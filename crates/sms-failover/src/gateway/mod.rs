@@ -8,20 +8,21 @@
 //! This module holds the gateway's state and what operators and status pages use:
 //! vendor snapshots, enabling and disabling vendors, start-up and flushing.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    Clock, DeferredQueue, FeeSchedule, MessageId, Money, RateLimiter, RecipientLimiter, StoreError,
-    UsageLedger, Vendor, VendorId,
+    Clock, DeferredQueue, FeeSchedule, MessageId, Money, RateLimiter, RecipientLimiter, SmsRequest,
+    StoreError, Templates, UsageLedger, Vendor, VendorId,
 };
 use tokio::sync::Notify;
 
 use crate::config::FailoverConfig;
 use crate::error::FailoverError;
 use crate::events::{GatewayEvent, GatewayObserver};
-use crate::health::{Health, Switch};
+use crate::health::{Health, Route, Switch};
 use crate::write_behind::WriteBehind;
 
 pub(crate) mod attempt;
@@ -59,6 +60,9 @@ pub struct VendorSnapshot {
     /// What was spent on it this period (as seen by this instance, plus what was billed
     /// before it started).
     pub spend: Money,
+    /// Templates this vendor answered it has not approved (template, signature or
+    /// parameters): it gets no more messages of these until an operator enables it again.
+    pub broken_templates: Vec<String>,
 }
 
 /// The failover SMS gateway. Build it with [`Gateway::builder`]; share it with `Arc`.
@@ -77,6 +81,10 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
+    /// The logical templates; empty for pass-through.
+    templates: Templates,
+    /// By template name, the vendors with a template for it (bit `i`: vendor `i`).
+    template_routes: HashMap<String, u64>,
     /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.
     drain_wanted: Notify,
     /// One drain pass at a time in this process.
@@ -185,9 +193,62 @@ impl Gateway {
                     billed_this_period: health.usage.billed(i),
                     price: health.price(i),
                     spend: health.usage.spend(i),
+                    broken_templates: health.broken_templates(i),
                 }
             })
             .collect()
+    }
+
+    /// The logical templates the gateway routes by (empty: pass-through).
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    /// The vendors that can send `request` now: those with its template whose mapping
+    /// is not broken, and `pinned` first while enabled.
+    fn route(&self, health: &Health, request: &SmsRequest, pinned: Option<usize>) -> Route {
+        let template = request.template().as_str();
+        let mapped = if self.templates.is_pass_through() {
+            u64::MAX
+        } else {
+            self.template_routes.get(template).copied().unwrap_or(0)
+        };
+        Route {
+            eligible: mapped & !health.broken_mask(template),
+            pinned,
+        }
+    }
+
+    /// Why no vendor can take `request` now, for the caller.
+    fn no_route_reason(&self, health: &Health, request: &SmsRequest) -> String {
+        if health.all_disabled() {
+            return "every vendor is disabled".into();
+        }
+        let template = request.template().as_str();
+        let states: Vec<String> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| {
+                self.templates.is_pass_through()
+                    || self
+                        .templates
+                        .get(template)
+                        .is_some_and(|t| t.at(id).is_some())
+            })
+            .map(|(i, id)| {
+                let state = if health.vendors[i].disabled {
+                    "disabled"
+                } else {
+                    "its template was refused"
+                };
+                format!("{id} ({state})")
+            })
+            .collect();
+        format!(
+            "no enabled vendor can send template {template:?}: {}",
+            states.join(", ")
+        )
     }
 
     /// The vendor live requests go to now.

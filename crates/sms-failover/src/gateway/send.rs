@@ -1,7 +1,13 @@
-//! A live request: expiry check → idempotency look-up → per-recipient limits → global
-//! rate limit (limited: stored, caller told "queued") → one attempt on the vendor
-//! picked by the health state → usage, health, and either "sent", "queued" (for a later
-//! attempt by the drain) or an error the caller can act on.
+//! A live request: expiry and template checks → idempotency look-up → per-recipient
+//! limits → a vendor that can send its template → global rate limit (limited: stored,
+//! caller told "queued") → one attempt on the vendor picked by the health state →
+//! usage, health, and either "sent", "queued" (for a later attempt by the drain) or an
+//! error the caller can act on.
+//!
+//! A vendor's per-number limit is the recipient's, not the vendor's: a request without
+//! a key is answered with the refusal and its wait; a keyed one, already stored, waits
+//! for the vendor's window pinned to that vendor. Either way no other vendor is tried,
+//! which would get around the limit.
 //!
 //! A failed live request is *not* retried inline on another vendor: it is stored at
 //! once, and when its failure made the gateway switch, it is due immediately, so the
@@ -13,8 +19,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, OutboundSms, QueueReason,
-    RateDecision, RecipientDecision, SendError, SmsRequest, StoredMessage, VendorError, VendorId,
+    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, QueueReason, RateDecision,
+    RecipientDecision, SendError, SmsRequest, StoredMessage, VendorError, VendorId,
 };
 
 use super::Gateway;
@@ -85,14 +91,19 @@ impl Gateway {
         if request.is_expired_at(now) {
             return Err(SendError::Expired);
         }
+        self.templates.check(&request)?;
         // A retried request must not be refused by the recipient limiter that counted
         // its first try, so known keys answer before any limit.
         if let Some(existing) = self.find_existing(&request).await? {
             return Ok(SendOutcome::Existing(existing));
         }
         self.check_recipients(&request).await?;
-        if self.health().all_disabled() {
-            return Err(SendError::NoVendor("every vendor is disabled".into()));
+        {
+            // Never store a message no vendor can send: it would only wait to die.
+            let health = self.health();
+            if !health.can_route(&self.route(&health, &request, None)) {
+                return Err(SendError::NoVendor(self.no_route_reason(&health, &request)));
+            }
         }
 
         let id = MessageId::at(now);
@@ -117,25 +128,25 @@ impl Gateway {
             Reservation::Leased(token) => Some(token),
             Reservation::Existing(existing) => return Ok(SendOutcome::Existing(existing)),
         };
-        let sms = OutboundSms { id, request };
-        let attempted = match self.attempt(&sms, Origin::Live).await {
+        let attempted = match self.attempt(id, &request, None, Origin::Live).await {
             Ok(attempted) => attempted,
-            Err(e) => {
-                // Every vendor was disabled between the check and the attempt.
+            Err(no_route) => {
+                // Every vendor that can send it was disabled (or refused its template)
+                // between the check and the attempt.
                 if let Some(token) = token {
                     let result = self.queue.release(id, token, self.clock.now()).await;
                     self.settle(id, result);
                 }
-                return Err(e);
+                return Err(no_route.into());
             }
         };
         match token {
             None if attempted.result.is_ok() => {
-                Ok(self.delivered_without_key(sms, &attempted).await)
+                Ok(self.delivered_without_key(id, request, &attempted).await)
             }
             // Every other outcome writes to the store. Its future is boxed, so that the
             // common case above does not carry (and move) its state.
-            _ => Box::pin(self.finish(sms, token, attempted)).await,
+            _ => Box::pin(self.finish(id, request, token, attempted)).await,
         }
     }
 
@@ -255,14 +266,18 @@ impl Gateway {
 
     /// A live request without a key that the vendor took: recorded for look-ups
     /// behind the send.
-    async fn delivered_without_key(&self, sms: OutboundSms, attempted: &Attempted) -> SendOutcome {
+    async fn delivered_without_key(
+        &self,
+        id: MessageId,
+        request: SmsRequest,
+        attempted: &Attempted,
+    ) -> SendOutcome {
         if !attempted.slow {
             self.trigger_drain();
         }
-        let id = sms.id;
         let full = self.write_behind.record(SentRecord {
             id,
-            request: sms.request,
+            request,
             vendor: attempted.idx,
             at: attempted.finished_at,
             max_attempts: self.config.max_attempts,
@@ -294,17 +309,17 @@ impl Gateway {
     /// updated, or the failed message stored.
     async fn finish(
         &self,
-        sms: OutboundSms,
+        id: MessageId,
+        request: SmsRequest,
         token: Option<LeaseToken>,
         attempted: Attempted,
     ) -> Result<SendOutcome, SendError> {
-        let id = sms.id;
         let now = attempted.finished_at;
         let vendor = &self.ids[attempted.idx];
         match &attempted.result {
             Ok(_) => {
                 let Some(token) = token else {
-                    return Ok(self.delivered_without_key(sms, &attempted).await);
+                    return Ok(self.delivered_without_key(id, request, &attempted).await);
                 };
                 if !attempted.slow {
                     self.trigger_drain();
@@ -325,6 +340,16 @@ impl Gateway {
                     message: message.clone(),
                 })
             }
+            Err(VendorError::RecipientRefused {
+                code,
+                message,
+                retry_after,
+            }) if token.is_none() => Err(SendError::RecipientRefused {
+                vendor: vendor.clone(),
+                code: code.clone(),
+                message: message.clone(),
+                retry_after: *retry_after,
+            }),
             Err(error @ VendorError::TimedOut) if self.config.on_timeout == TimeoutPolicy::Fail => {
                 if let Some(token) = token {
                     // The caller was told; a later automatic retry would surprise them.
@@ -344,7 +369,7 @@ impl Gateway {
                         last_vendor: Some(vendor.clone()),
                         last_error: Some(error.to_string()),
                         may_duplicate,
-                        ..NewMessage::queued(id, sms.request, reason, self.config.max_attempts, now)
+                        ..NewMessage::queued(id, request, reason, self.config.max_attempts, now)
                     };
                     return self.store_new(message).await;
                 };

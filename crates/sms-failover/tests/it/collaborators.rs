@@ -32,6 +32,7 @@ async fn the_vendor_gets_the_gateways_id_and_the_request_once() {
             Ok(Receipt {
                 vendor_message_id: format!("biz-{}", sms.id),
                 billed_messages: 2,
+                reported_billed: None,
             })
         });
     let gateway = Gateway::builder(
@@ -76,6 +77,7 @@ async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
         Ok(Receipt {
             vendor_message_id: "x".into(),
             billed_messages: 1,
+            reported_billed: None,
         })
     });
     let gateway = Gateway::builder(
@@ -238,6 +240,7 @@ fn records_of_senders_on_two_runtimes_are_each_written_once() {
         Ok(Receipt {
             vendor_message_id: String::new(),
             billed_messages: 1,
+            reported_billed: None,
         })
     });
     let gateway = Arc::new(

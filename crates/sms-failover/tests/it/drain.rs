@@ -265,6 +265,7 @@ fn leased(id: MessageId, token: LeaseToken) -> StoredMessage {
         last_vendor: None,
         last_error: None,
         may_duplicate: false,
+        pinned_vendor: None,
         created_at: start(),
         updated_at: start(),
     }

@@ -109,6 +109,7 @@ impl Vendor for FakeVendor {
         let receipt = |billed| Receipt {
             vendor_message_id: format!("{}-{}", self.id, sms.id),
             billed_messages: billed,
+            reported_billed: None,
         };
         match step {
             Step::Ok(billed) => Ok(receipt(billed)),
