@@ -472,6 +472,69 @@ mod tests {
         )
     }
 
+    fn only(vendors: &[usize]) -> Route {
+        Route {
+            eligible: vendors.iter().fold(0, |mask, i| mask | 1 << i),
+            pinned: None,
+        }
+    }
+
+    #[test]
+    fn a_route_without_the_current_vendor_detours_to_the_cheapest_that_can_send() {
+        let mut h = health(&[40, 50, 45]);
+        assert_eq!(h.current, 0);
+        let ticket = h.begin_on(&only(&[1, 2]), t(0)).unwrap();
+        assert_eq!((ticket.idx, ticket.detour, ticket.probe), (2, true, false));
+        // Failures of a detour rest its vendor at the threshold; the current one stays.
+        for _ in 0..2 {
+            let ticket = h.begin_on(&only(&[1, 2]), t(0)).unwrap();
+            assert_eq!(h.record(ticket, Verdict::Failure, t(0)), None);
+        }
+        assert!(h.vendors[2].is_cooling(t(1)));
+        assert_eq!(h.current, 0);
+        let ticket = h.begin_on(&only(&[1, 2]), t(1)).unwrap();
+        assert_eq!(ticket.idx, 1, "the resting detour vendor is passed over");
+        // No enabled vendor on the route: no ticket.
+        h.disable(1, t(1));
+        h.disable(2, t(1));
+        assert!(h.begin_on(&only(&[1, 2]), t(1)).is_none());
+        assert!(!h.can_route(&only(&[1, 2])));
+        assert!(h.can_route(&Route::ANY));
+    }
+
+    #[test]
+    fn a_pinned_message_goes_to_its_vendor_while_that_vendor_can_take_it() {
+        let mut h = health(&[40, 50]);
+        let pinned = Route {
+            pinned: Some(1),
+            ..Route::ANY
+        };
+        let ticket = h.begin_on(&pinned, t(0)).unwrap();
+        assert_eq!((ticket.idx, ticket.detour), (1, true));
+        // Broken for the message's template, or disabled: the pin gives way.
+        let broken = Route {
+            eligible: 1,
+            pinned: Some(1),
+        };
+        assert_eq!(h.begin_on(&broken, t(0)).unwrap().idx, 0);
+        h.disable(1, t(0));
+        assert_eq!(h.begin_on(&pinned, t(0)).unwrap().idx, 0);
+    }
+
+    #[test]
+    fn broken_mappings_are_news_once_and_enabling_the_vendor_clears_them() {
+        let mut h = health(&[40, 50]);
+        assert!(h.mark_broken("login", 1));
+        assert!(!h.mark_broken("login", 1));
+        assert!(h.mark_broken("notice", 1));
+        assert_eq!(h.broken_mask("login"), 0b10);
+        assert_eq!(h.broken_templates(1), ["login", "notice"]);
+        assert!(h.broken_templates(0).is_empty());
+        h.enable(1);
+        assert_eq!(h.broken_mask("login"), 0);
+        assert!(h.broken_templates(1).is_empty());
+    }
+
     #[test]
     fn starts_on_the_cheapest_vendor() {
         assert_eq!(health(&[45, 40, 47]).current, 1);

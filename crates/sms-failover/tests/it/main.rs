@@ -7,3 +7,4 @@ mod pitfalls;
 mod record;
 mod send;
 mod support;
+mod templates;

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
 use sms_core::{
     FeeSchedule, LimitError, Money, OutboundSms, RateDecision, RateLimiter, Receipt, SmsRequest,
-    Vendor, VendorError, VendorId,
+    Templates, Vendor, VendorError, VendorId,
 };
 use sms_failover::{FailoverConfig, Gateway, GatewayEvent, GatewayObserver, VendorEntry};
 
@@ -20,6 +20,9 @@ use sms_failover::{FailoverConfig, Gateway, GatewayEvent, GatewayObserver, Vendo
 pub enum Step {
     /// Accept at once, billing this many messages.
     Ok(u64),
+    /// Accept at once, counting the first number of messages from the text while the
+    /// vendor reports the second.
+    Reported(u64, u64),
     /// Accept after a delay.
     OkAfter(Duration),
     /// Answer with this error.
@@ -113,6 +116,10 @@ impl Vendor for FakeVendor {
         };
         match step {
             Step::Ok(billed) => Ok(receipt(billed)),
+            Step::Reported(counted, reported) => Ok(Receipt {
+                reported_billed: Some(reported),
+                ..receipt(counted)
+            }),
             Step::OkAfter(delay) => {
                 tokio::time::sleep(delay).await;
                 Ok(receipt(1))
@@ -224,11 +231,32 @@ impl Harness {
         Self::with_fees(fakes, fees, config, Arc::new(MemoryQueue::new()))
     }
 
+    /// Vendors named with prices in micros, routing by `templates`.
+    pub fn with_templates(
+        vendors: &[(&str, i64)],
+        config: FailoverConfig,
+        templates: Templates,
+    ) -> Self {
+        let fakes: Vec<Arc<FakeVendor>> = vendors.iter().map(|(n, _)| FakeVendor::new(n)).collect();
+        let fees = vendors.iter().map(|(_, p)| flat(*p)).collect();
+        Self::build(fakes, fees, config, Arc::new(MemoryQueue::new()), templates)
+    }
+
     pub fn with_fees(
         fakes: Vec<Arc<FakeVendor>>,
         fees: Vec<Arc<dyn FeeSchedule>>,
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
+    ) -> Self {
+        Self::build(fakes, fees, config, queue, Templates::default())
+    }
+
+    fn build(
+        fakes: Vec<Arc<FakeVendor>>,
+        fees: Vec<Arc<dyn FeeSchedule>>,
+        config: FailoverConfig,
+        queue: Arc<MemoryQueue>,
+        templates: Templates,
     ) -> Self {
         let events = Arc::new(Recorder::default());
         let clock = Arc::new(ManualClock::new(start()));
@@ -246,6 +274,7 @@ impl Harness {
             .clock(clock.clone())
             .config(config)
             .observer(events.clone())
+            .templates(templates)
             .build()
             .unwrap();
         Self {
