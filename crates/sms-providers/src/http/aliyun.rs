@@ -1,7 +1,8 @@
 //! Aliyun (Alibaba Cloud) SMS `SendSms`, API version 2017-05-25, signed with the RPC
 //! signature v1 (HMAC-SHA1) and sent as a form-encoded POST.
 
-use std::collections::BTreeMap;
+mod codes;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,9 +10,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId};
 
+use self::codes::classify;
 use super::sign::{aliyun_canonical_query, aliyun_signature, aliyun_timestamp, percent_encode};
 use super::{
-    DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
+    Billing, DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
     override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
     transport_error,
 };
@@ -36,14 +38,11 @@ pub struct AliyunConfig {
     pub access_key_id: String,
     /// AccessKey secret (`SMS_ALIYUN_ACCESS_KEY_SECRET`).
     pub access_key_secret: Secret,
-    /// The approved signature name shown in the message (`SMS_ALIYUN_SIGN_NAME`).
+    /// The approved signature name shown in the message (`SMS_ALIYUN_SIGN_NAME`), unless
+    /// the message's template names its own.
     pub sign_name: String,
     /// `RegionId`, `cn-hangzhou` by default.
     pub region: String,
-    /// Aliyun templates take named variables (`${code}`) while the gateway carries
-    /// ordered arguments: for each template code, the names of its arguments in order.
-    /// Arguments without a name here are sent as `p1`, `p2`, ….
-    pub template_params: BTreeMap<String, Vec<String>>,
     /// Per-request timeout in milliseconds.
     pub timeout_ms: u64,
 }
@@ -56,7 +55,6 @@ impl Default for AliyunConfig {
             access_key_secret: Secret::default(),
             sign_name: String::new(),
             region: "cn-hangzhou".to_owned(),
-            template_params: BTreeMap::new(),
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
         }
     }
@@ -135,10 +133,11 @@ impl AliyunVendor {
         })
     }
 
-    /// The form body of one signed `SendSms` call (parameters and `Signature`).
+    /// The form body of one signed `SendSms` call (parameters and `Signature`): the
+    /// vendor's template code, the template's signature or ours, and the arguments under
+    /// the template's variable names.
     fn signed_body(&self, sms: &OutboundSms, numbers: &[PhoneNumber]) -> String {
         let request = &sms.request;
-        let template = request.template().as_str();
         let mut params: Vec<(&str, String)> = vec![
             ("AccessKeyId", self.config.access_key_id.clone()),
             ("Action", "SendSms".to_owned()),
@@ -153,19 +152,18 @@ impl AliyunVendor {
                     .join(","),
             ),
             ("RegionId", self.config.region.clone()),
-            ("SignName", self.config.sign_name.clone()),
+            ("SignName", sms.signature(&self.config.sign_name).to_owned()),
             ("SignatureMethod", "HMAC-SHA1".to_owned()),
             ("SignatureNonce", new_nonce()),
             ("SignatureVersion", "1.0".to_owned()),
-            ("TemplateCode", template.to_owned()),
+            ("TemplateCode", sms.template.id.clone()),
             ("Timestamp", aliyun_timestamp(Utc::now())),
             ("Version", API_VERSION.to_owned()),
         ];
         if !request.args().is_empty() {
-            let names = self.config.template_params.get(template);
             params.push((
                 "TemplateParam",
-                template_param_json(names.map(Vec::as_slice), request.args()),
+                template_param_json(&sms.template.params, request.args()),
             ));
         }
         let signature = aliyun_signature("POST", &params, self.config.access_key_secret.expose());
@@ -180,6 +178,7 @@ impl AliyunVendor {
         &self,
         sms: &OutboundSms,
         numbers: &[PhoneNumber],
+        billing: &Billing,
     ) -> Result<Receipt, VendorError> {
         let response = self
             .client
@@ -194,7 +193,7 @@ impl AliyunVendor {
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
         let (status, body) = read_answer_body(VENDOR, response).await?;
-        parse_answer(status, &body, numbers.len())
+        parse_answer(status, &body, billing.of_all(numbers))
     }
 }
 
@@ -213,12 +212,14 @@ fn new_nonce() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// `TemplateParam`: a JSON object of the named arguments.
-fn template_param_json(names: Option<&[String]>, args: &[String]) -> String {
+/// `TemplateParam`: a JSON object of the arguments under the template's variable names,
+/// in order. A template without names (pass-through, or a catalogue entry that left them
+/// out) gets `p1`, `p2`, … for its arguments.
+fn template_param_json(names: &[String], args: &[String]) -> String {
     let mut map = serde_json::Map::new();
     for (i, arg) in args.iter().enumerate() {
         let name = names
-            .and_then(|n| n.get(i))
+            .get(i)
             .cloned()
             .unwrap_or_else(|| format!("p{}", i + 1));
         map.insert(name, serde_json::Value::String(arg.clone()));
@@ -238,8 +239,9 @@ struct Answer {
 
 /// Reads one `SendSms` answer. Aliyun answers business errors (`isv.*`) with HTTP 200
 /// and a code, and gateway errors (signature, throttling of the API) with 4xx/5xx and a
-/// code, so the code decides when there is one.
-fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, VendorError> {
+/// code, so the code decides when there is one. `billed` is what this call's recipients
+/// are billed, counted from the text: `SendSms` does not report it.
+fn parse_answer(status: u16, body: &str, billed: u64) -> Result<Receipt, VendorError> {
     let answer: Answer = match serde_json::from_str(body) {
         Ok(a) => a,
         Err(_) => return Err(status_error(VENDOR, status, body)),
@@ -250,83 +252,11 @@ fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, V
     if code == "OK" {
         return Ok(Receipt {
             vendor_message_id: answer.biz_id,
-            // SendSms does not report segments; one per recipient is the floor.
-            billed_messages: recipients as u64,
+            billed_messages: billed,
+            reported_billed: None,
         });
     }
     Err(classify(&code, answer.message, status))
-}
-
-/// Maps an Aliyun error code onto an error kind.
-pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError {
-    const THROTTLING: [&str; 3] = [
-        "isv.BUSINESS_LIMIT_CONTROL",
-        "isv.DAY_LIMIT_CONTROL",
-        "isv.MONTH_LIMIT_CONTROL",
-    ];
-    if THROTTLING.contains(&code) || code.starts_with("Throttling") {
-        return VendorError::Throttled {
-            message: format!("{code}: {message}"),
-            retry_after: None,
-        };
-    }
-    if is_unauthorized(code) {
-        return VendorError::Unauthorized {
-            code: code.to_owned(),
-            message,
-        };
-    }
-    // A nonce seen before: the next attempt signs with a fresh one, so it may pass.
-    if code == "SignatureNonceUsed" {
-        return VendorError::Transient {
-            message: format!("{VENDOR}: {code}: {message}"),
-        };
-    }
-    // `isp.*` are the platform's own failures; the rest of this list are the gateway's.
-    if code.starts_with("isp.")
-        || matches!(
-            code,
-            "ServiceUnavailable" | "InternalError" | "UnknownError"
-        )
-        || status >= 500
-    {
-        return VendorError::Transient {
-            message: format!("{VENDOR}: {code}: {message}"),
-        };
-    }
-    // `isv.*` are the caller's mistakes (number, template, sign name, balance), and the
-    // gateway's other 4xx codes are about the request itself: retrying will not help.
-    VendorError::Rejected {
-        code: code.to_owned(),
-        message,
-    }
-}
-
-/// Whether an Aliyun code says our access key, its permissions, the request signature or
-/// the account were refused: every message would meet the same answer until an operator
-/// fixes the configuration (or the clock, for timestamps).
-fn is_unauthorized(code: &str) -> bool {
-    const PREFIXES: [&str; 4] = [
-        "InvalidAccessKeyId",
-        "InvalidTimeStamp",
-        "InvalidSecurityToken",
-        "Forbidden",
-    ];
-    PREFIXES.iter().any(|p| code.starts_with(p))
-        || matches!(
-            code,
-            "SignatureDoesNotMatch"
-                | "IncompleteSignature"
-                | "MissingSignature"
-                | "isv.ACCOUNT_NOT_EXISTS"
-                | "isv.ACCOUNT_ABNORMAL"
-                // The account, not the message: no balance, service stopped or not
-                // subscribed. Every message would fail the same way, so fail over.
-                | "isv.AMOUNT_NOT_ENOUGH"
-                | "isv.OUT_OF_SERVICE"
-                | "isv.PRODUCT_UN_SUBSCRIPT"
-                | "isv.PRODUCT_UNSUBSCRIBE"
-        )
 }
 
 #[async_trait]
@@ -337,10 +267,11 @@ impl Vendor for AliyunVendor {
 
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
         let recipients = sms.request.recipients();
+        let billing = Billing::new(sms, sms.signature(&self.config.sign_name));
         let mut split = SplitSend::new(VENDOR, recipients.len());
         for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
-            match self.send_call(sms, chunk).await {
-                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages),
+            match self.send_call(sms, chunk, &billing).await {
+                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages, None),
                 Err(e) => return Err(split.fail(e)),
             }
         }
@@ -350,7 +281,48 @@ impl Vendor for AliyunVendor {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use sms_core::{MessageId, SmsRequest, VendorTemplate};
+
     use super::*;
+
+    fn vendor() -> AliyunVendor {
+        AliyunVendor::new(AliyunConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            access_key_id: "id".into(),
+            access_key_secret: Secret::new("secret"),
+            sign_name: "阿里云".into(),
+            ..AliyunConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn outbound(args: &[&str], template: VendorTemplate) -> OutboundSms {
+        OutboundSms {
+            id: MessageId::new(),
+            request: SmsRequest::new("login_code", args.iter().copied(), ["+8613800138000"])
+                .unwrap(),
+            template,
+            text: None,
+        }
+    }
+
+    /// The decoded parameters of a signed form body.
+    fn form(body: &str) -> BTreeMap<String, String> {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        };
+        body.split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                (decode(k), decode(v))
+            })
+            .collect()
+    }
 
     #[test]
     fn numbers_are_national_for_mainland_mobiles_and_international_otherwise() {
@@ -361,16 +333,56 @@ mod tests {
     }
 
     #[test]
-    fn template_params_use_configured_names_then_positions() {
-        let names = vec!["code".to_owned()];
-        let json = template_param_json(Some(&names), &["1234".into(), "5".into()]);
+    fn template_params_use_the_templates_names_then_positions() {
+        let names = ["code".to_owned(), "minutes".to_owned()];
+        let json = template_param_json(&names, &["1234".into(), "5".into()]);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["code"], "1234");
-        assert_eq!(v["p2"], "5");
-        // Text with quotes and separators survives as JSON.
-        let json = template_param_json(None, &["a\"b###c;d".into()]);
+        assert_eq!(v, serde_json::json!({"code": "1234", "minutes": "5"}));
+        // Fewer names than arguments: the rest go by position.
+        let json = template_param_json(&names[..1], &["1234".into(), "5".into()]);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["p1"], "a\"b###c;d");
+        assert_eq!(v, serde_json::json!({"code": "1234", "p2": "5"}));
+        // No names at all (pass-through); text with quotes and separators survives as JSON.
+        let json = template_param_json(&[], &["a\"b###c;d".into()]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v, serde_json::json!({"p1": "a\"b###c;d"}));
+    }
+
+    #[test]
+    fn the_wire_carries_the_vendors_template_its_names_and_its_signature() {
+        let aliyun = vendor();
+        let numbers = [PhoneNumber::parse("+8613800138000").unwrap()];
+        let mapped = outbound(
+            &["1234", "5"],
+            VendorTemplate {
+                id: "SMS_154950909".into(),
+                params: vec!["code".into(), "minutes".into()],
+                sign_name: Some("登录助手".into()),
+            },
+        );
+        let sent = form(&aliyun.signed_body(&mapped, &numbers));
+        assert_eq!(sent["TemplateCode"], "SMS_154950909");
+        assert_eq!(sent["SignName"], "登录助手", "the template's own signature");
+        assert_eq!(sent["PhoneNumbers"], "13800138000");
+        assert_eq!(sent["OutId"], mapped.id.to_string());
+        let params: serde_json::Value = serde_json::from_str(&sent["TemplateParam"]).unwrap();
+        assert_eq!(params, serde_json::json!({"code": "1234", "minutes": "5"}));
+        // A template without its own signature is sent under the configured one; the
+        // caller's template name never reaches the vendor.
+        let plain = outbound(
+            &["1234"],
+            VendorTemplate {
+                id: "SMS_2".into(),
+                params: Vec::new(),
+                sign_name: None,
+            },
+        );
+        let sent = form(&aliyun.signed_body(&plain, &numbers));
+        assert_eq!(sent["SignName"], "阿里云");
+        assert_eq!(sent["TemplateCode"], "SMS_2");
+        assert!(!sent.values().any(|v| v == "login_code"), "{sent:?}");
+        let params: serde_json::Value = serde_json::from_str(&sent["TemplateParam"]).unwrap();
+        assert_eq!(params, serde_json::json!({"p1": "1234"}));
     }
 
     #[test]
@@ -383,9 +395,10 @@ mod tests {
         .unwrap();
         assert_eq!(ok.vendor_message_id, "9^0");
         assert_eq!(ok.billed_messages, 3);
+        assert_eq!(ok.reported_billed, None, "SendSms reports no count");
         let throttled = parse_answer(
-            200,
-            r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"flow"}"#,
+            400,
+            r#"{"Code":"Throttling.User","Message":"Request was denied due to user flow control."}"#,
             1,
         );
         assert!(matches!(throttled, Err(VendorError::Throttled { .. })));
@@ -407,45 +420,6 @@ mod tests {
         assert!(matches!(down, Err(VendorError::Transient { .. })));
         let garbled = parse_answer(200, "<html>", 1);
         assert_eq!(garbled, Err(VendorError::TimedOut));
-    }
-
-    #[test]
-    fn refused_credentials_signatures_and_accounts_are_unauthorized() {
-        for (status, code) in [
-            (404, "InvalidAccessKeyId.NotFound"),
-            (400, "InvalidAccessKeyId.Inactive"),
-            (400, "SignatureDoesNotMatch"),
-            (400, "IncompleteSignature"),
-            (400, "MissingSignature"),
-            (400, "InvalidTimeStamp.Expired"),
-            (400, "InvalidTimeStamp.Format"),
-            (400, "InvalidSecurityToken.Expired"),
-            (403, "Forbidden.RAM"),
-            (403, "Forbidden.AccessKeyDisabled"),
-            (200, "isv.ACCOUNT_NOT_EXISTS"),
-            (200, "isv.ACCOUNT_ABNORMAL"),
-            (200, "isv.AMOUNT_NOT_ENOUGH"),
-            (200, "isv.OUT_OF_SERVICE"),
-            (200, "isv.PRODUCT_UN_SUBSCRIPT"),
-        ] {
-            let e = classify(code, "m".into(), status);
-            assert!(
-                matches!(&e, VendorError::Unauthorized { code: c, .. } if c == code),
-                "{code}: {e:?}"
-            );
-            assert!(e.counts_against_vendor(), "{code}");
-        }
-        // The message's own faults stay rejections; a reused nonce passes with a new one.
-        for code in ["isv.MOBILE_NUMBER_ILLEGAL", "isv.SMS_TEMPLATE_ILLEGAL"] {
-            assert!(matches!(
-                classify(code, "m".into(), 200),
-                VendorError::Rejected { .. }
-            ));
-        }
-        assert!(matches!(
-            classify("SignatureNonceUsed", "m".into(), 400),
-            VendorError::Transient { .. }
-        ));
     }
 
     #[test]
@@ -494,13 +468,14 @@ mod tests {
             access_key_id = "id"
             access_key_secret = "s"
             sign_name = "n"
-            [template_params]
-            SMS_1 = ["code"]
             "#,
         )
         .unwrap();
         assert_eq!(c.region, "cn-hangzhou");
-        assert_eq!(c.template_params["SMS_1"], vec!["code".to_owned()]);
         assert!(toml::from_str::<AliyunConfig>("bogus = 1").is_err());
+        // Variable names come from the template catalogue now, not from here.
+        let e =
+            toml::from_str::<AliyunConfig>("[template_params]\nSMS_1 = [\"code\"]").unwrap_err();
+        assert!(e.to_string().contains("template_params"), "{e}");
     }
 }

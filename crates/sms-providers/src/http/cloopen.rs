@@ -1,6 +1,8 @@
 //! Cloopen (容联云 / Ronglian) template SMS, REST API 2013-12-26: `sig` (MD5) in the
 //! query, `Authorization` (Base64 of `accountSid:timestamp`) in a header, JSON body.
 
+mod codes;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,9 +10,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId};
 
+use self::codes::classify;
 use super::sign::{cloopen_authorization, cloopen_sig, cloopen_timestamp};
 use super::{
-    DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
+    Billing, DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, is_mainland_mobile,
     override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
     transport_error,
 };
@@ -141,10 +144,26 @@ impl CloopenVendor {
         })
     }
 
+    /// The template SMS body: the vendor's template id and the arguments in order.
+    /// Cloopen binds the signature to the template, so none is sent.
+    fn body<'a>(&'a self, sms: &'a OutboundSms, numbers: &[PhoneNumber]) -> TemplateSmsBody<'a> {
+        TemplateSmsBody {
+            to: numbers
+                .iter()
+                .map(cloopen_number)
+                .collect::<Vec<_>>()
+                .join(","),
+            app_id: &self.config.app_id,
+            template_id: &sms.template.id,
+            datas: sms.request.args(),
+        }
+    }
+
     async fn send_call(
         &self,
         sms: &OutboundSms,
         numbers: &[PhoneNumber],
+        billing: &Billing,
     ) -> Result<Receipt, VendorError> {
         let timestamp = cloopen_timestamp(Utc::now());
         let sig = cloopen_sig(
@@ -154,16 +173,7 @@ impl CloopenVendor {
         );
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair("sig", &sig);
-        let body = TemplateSmsBody {
-            to: numbers
-                .iter()
-                .map(cloopen_number)
-                .collect::<Vec<_>>()
-                .join(","),
-            app_id: &self.config.app_id,
-            template_id: sms.request.template().as_str(),
-            datas: sms.request.args(),
-        };
+        let body = self.body(sms, numbers);
         let response = self
             .client
             .post(url)
@@ -181,7 +191,7 @@ impl CloopenVendor {
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
         let (status, text) = read_answer_body(VENDOR, response).await?;
-        parse_answer(status, &text, numbers.len())
+        parse_answer(status, &text, billing.of_all(numbers))
     }
 }
 
@@ -212,7 +222,9 @@ struct TemplateSms {
     sms_message_sid: String,
 }
 
-fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, VendorError> {
+/// Reads one answer; `billed` is what this call's recipients are billed, counted from
+/// the text: Cloopen does not report it.
+fn parse_answer(status: u16, body: &str, billed: u64) -> Result<Receipt, VendorError> {
     let Ok(answer) = serde_json::from_str::<Answer>(body) else {
         return Err(status_error(VENDOR, status, body));
     };
@@ -225,60 +237,11 @@ fn parse_answer(status: u16, body: &str, recipients: usize) -> Result<Receipt, V
                 .template_sms
                 .map(|t| t.sms_message_sid)
                 .unwrap_or_default(),
-            // Cloopen does not report segments; one per recipient is the floor.
-            billed_messages: recipients as u64,
+            billed_messages: billed,
+            reported_billed: None,
         });
     }
     Err(classify(&code, answer.status_msg, status))
-}
-
-/// Maps a Cloopen status code onto an error kind.
-///
-/// Codes from Cloopen's published error list: 160038 (verification codes sent too
-/// often), 160039–160041 (per-number daily caps) are throttling; 160042 (bad number
-/// format), 16003x (template, content, blacklist) and 160043 (template not in this app)
-/// are permanent; the 111xxx–113xxx families are request, authentication, account and
-/// application checks. Of those, the ones that refuse our credentials (the
-/// `Authorization` header and its timestamp, the `sig`, an unknown account or
-/// application) are `Unauthorized`: every message would meet them. The rest are
-/// permanent. Anything else, such as 172001 (network error), is treated as a vendor
-/// failure that may pass.
-pub(crate) fn classify(code: &str, message: String, status: u16) -> VendorError {
-    if matches!(code, "160038" | "160039" | "160040" | "160041") {
-        return VendorError::Throttled {
-            message: format!("{code}: {message}"),
-            retry_after: None,
-        };
-    }
-    // 111101: the `Authorization` header cannot be decoded; 111104/111105: its
-    // timestamp is malformed or expired; 111109: the `sig` does not match; 111141: no
-    // such account; 111147: no such application. Other 111xxx codes are not listed here
-    // because their meaning is not certain enough to take a vendor out of service.
-    let unauthorized = matches!(
-        code,
-        "111101" | "111104" | "111105" | "111109" | "111141" | "111147"
-    );
-    if unauthorized && status < 500 {
-        return VendorError::Unauthorized {
-            code: code.to_owned(),
-            message,
-        };
-    }
-    let permanent = code == "160042"
-        || code == "160043"
-        || code.starts_with("16003")
-        || code.starts_with("111")
-        || code.starts_with("112")
-        || code.starts_with("113");
-    if permanent && status < 500 {
-        return VendorError::Rejected {
-            code: code.to_owned(),
-            message,
-        };
-    }
-    VendorError::Transient {
-        message: format!("{VENDOR}: {code}: {message}"),
-    }
 }
 
 #[async_trait]
@@ -289,10 +252,13 @@ impl Vendor for CloopenVendor {
 
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
         let recipients = sms.request.recipients();
+        // Cloopen's settings name no signature (it comes with the template): the text is
+        // counted under the template's own when the catalogue names one, else without.
+        let billing = Billing::new(sms, sms.signature(""));
         let mut split = SplitSend::new(VENDOR, recipients.len());
         for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
-            match self.send_call(sms, chunk).await {
-                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages),
+            match self.send_call(sms, chunk, &billing).await {
+                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages, None),
                 Err(e) => return Err(split.fail(e)),
             }
         }
@@ -321,6 +287,7 @@ mod tests {
         .unwrap();
         assert_eq!(ok.vendor_message_id, "ff8");
         assert_eq!(ok.billed_messages, 2);
+        assert_eq!(ok.reported_billed, None);
         let code = |c: &str| {
             parse_answer(
                 200,
@@ -329,9 +296,8 @@ mod tests {
             )
             .unwrap_err()
         };
-        assert!(matches!(code("160038"), VendorError::Throttled { .. }));
-        assert!(matches!(code("160040"), VendorError::Throttled { .. }));
         assert!(matches!(code("160042"), VendorError::Rejected { .. }));
+        assert!(matches!(code("160033"), VendorError::Rejected { .. }));
         for auth in ["111101", "111104", "111105", "111109", "111141", "111147"] {
             assert!(
                 matches!(code(auth), VendorError::Unauthorized { code: ref c, .. } if c == auth),
@@ -344,6 +310,56 @@ mod tests {
             parse_answer(502, "bad gateway", 1),
             Err(VendorError::Transient { .. })
         ));
+    }
+
+    #[test]
+    fn the_wire_carries_the_vendors_template_id_and_no_signature() {
+        let v = CloopenVendor::new(CloopenConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            account_sid: "sid1".into(),
+            auth_token: Secret::new("t"),
+            app_id: "app".into(),
+            ..CloopenConfig::default()
+        })
+        .unwrap();
+        let sms = OutboundSms {
+            id: sms_core::MessageId::new(),
+            request: sms_core::SmsRequest::new("login_code", ["1234", "5"], ["+8613800138000"])
+                .unwrap(),
+            template: sms_core::VendorTemplate {
+                id: "1".into(),
+                params: Vec::new(),
+                sign_name: Some("容联".into()),
+            },
+            text: None,
+        };
+        let body = serde_json::to_value(v.body(&sms, sms.request.recipients())).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"to": "13800138000", "appId": "app", "templateId": "1", "datas": ["1234", "5"]})
+        );
+    }
+
+    #[test]
+    fn billing_counts_the_text_under_the_templates_signature_or_none() {
+        // Cloopen has no signature setting: 68 characters alone are one message; with
+        // the template's 【容联云】 (5) in front they are two.
+        let sms = |sign_name: Option<&str>| OutboundSms {
+            id: sms_core::MessageId::new(),
+            request: sms_core::SmsRequest::new("login_code", ["1"], ["+8613800138000"]).unwrap(),
+            template: sms_core::VendorTemplate {
+                id: "1".into(),
+                params: Vec::new(),
+                sign_name: sign_name.map(str::to_owned),
+            },
+            text: Some("码".repeat(68)),
+        };
+        let unsigned = sms(None);
+        let billing = Billing::new(&unsigned, unsigned.signature(""));
+        assert_eq!(billing.of_all(unsigned.request.recipients()), 1);
+        let signed = sms(Some("容联云"));
+        let billing = Billing::new(&signed, signed.signature(""));
+        assert_eq!(billing.of_all(signed.request.recipients()), 2);
     }
 
     #[test]

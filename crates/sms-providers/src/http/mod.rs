@@ -1,25 +1,37 @@
 //! The real vendors, over HTTP: Aliyun `SendSms`, Tencent Cloud `SendSms` (2021-01-11)
 //! and Cloopen template SMS, each an [`sms_core::Vendor`].
 //!
+//! Each adapter sends the vendor's own template for the message (`sms.template.id`,
+//! Aliyun's variable names from `sms.template.params`) under the template's signature
+//! when it has one, else the vendor's configured one.
+//!
 //! Every adapter owns one `reqwest::Client` (so connections are reused), bounds each
 //! request with its configured timeout, and maps every vendor answer onto
 //! [`VendorError`]'s kinds:
 //!
 //! | answer | kind |
 //! | --- | --- |
-//! | throttling code (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, Tencent `LimitExceeded.*`, Cloopen 160038–160041) | `Throttled` |
-//! | bad number, template, signature name (the message's own fault) | `Rejected` |
+//! | the vendor's per-number limit (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, `isv.DAY_LIMIT_CONTROL`, `isv.MONTH_LIMIT_CONTROL`; Tencent `LimitExceeded.PhoneNumber*`; Cloopen 160038–160041) | `RecipientRefused`, with the window the code names |
+//! | template, signature or parameters not approved at this vendor (Aliyun `isv.SMS_TEMPLATE_ILLEGAL`, `isv.SMS_SIGNATURE_ILLEGAL`, `isv.TEMPLATE_*`; Tencent `FailedOperation.TemplateIncorrectOrUnapproved`, `FailedOperation.SignatureIncorrectOrUnapproved`, …; Cloopen 160032, 160043) | `Misconfigured` |
+//! | other throttling (the API's own rate limits, Tencent's other `LimitExceeded.*`) | `Throttled` |
+//! | bad number, content refused (the message's own fault) | `Rejected` |
 //! | credentials or request signature refused (Aliyun `InvalidAccessKeyId.*`, `SignatureDoesNotMatch`, `Forbidden.*`; Tencent `AuthFailure.*`, `UnauthorizedOperation.*`; Cloopen 111101, 111104, 111105, 111109, 111141, 111147; HTTP 401/403 without a code) | `Unauthorized` |
 //! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |
 //! | timeout after the request was written, or a 2xx answer that cannot be read | `TimedOut` (outcome unknown) |
+//!
+//! A [`Receipt`]'s `billed_messages` is counted from the message's text as the vendor
+//! bills it: segments of `【signature】text` per recipient ([`OutboundSms::billed_segments`]),
+//! one per recipient when the text is not known. Tencent also reports its own count
+//! (`Fee`), which goes in `reported_billed`.
 //!
 //! Requests over a vendor's recipient cap (Aliyun 1000, Tencent 200, Cloopen 100) are
 //! split into consecutive calls. Sending stops at the first call that fails. When no
 //! recipient was accepted yet, that call's error is returned as is; when some were, the
 //! send is reported as [`VendorError::Rejected`] with code [`PARTIAL_SEND`] and a message
-//! naming how many recipients were accepted and the vendor ids: retrying the whole
-//! message would send it twice to those who already have it, so the gateway must not
-//! retry it, and the caller is told plainly that part of it did not go out.
+//! naming how many recipients were accepted, the messages billed for them and the vendor
+//! ids: retrying the whole message would send it twice to those who already have it, so
+//! the gateway must not retry it, and the caller is told plainly that part of it did not
+//! go out.
 //!
 //! Credentials live in [`Secret`]s, whose `Debug` prints `***`, and are never logged.
 
@@ -32,7 +44,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sms_core::{PhoneNumber, Receipt, VendorError};
+use sms_core::{OutboundSms, PhoneNumber, Receipt, VendorError, billed_segments, signed_text};
 
 pub use aliyun::{AliyunConfig, AliyunVendor};
 pub use cloopen::{CloopenConfig, CloopenVendor};
@@ -295,6 +307,38 @@ pub(crate) fn is_mainland_mobile(number: &PhoneNumber) -> bool {
     digits.len() == 13 && digits.starts_with("861")
 }
 
+/// Messages a vendor bills per recipient for one outbound message: the signed text's
+/// segments ([`billed_segments`]), or one when the text is not known. Split sends count
+/// each call's recipients with it, so the calls add up to
+/// [`OutboundSms::billed_segments`] for the whole message.
+#[derive(Debug)]
+pub(crate) struct Billing {
+    /// `【signature】text`, when the text is known.
+    signed: Option<String>,
+}
+
+impl Billing {
+    /// Billing for `sms` sent under `signature` (already resolved with
+    /// [`OutboundSms::signature`]).
+    pub(crate) fn new(sms: &OutboundSms, signature: &str) -> Self {
+        Self {
+            signed: sms.text.as_deref().map(|body| signed_text(signature, body)),
+        }
+    }
+
+    /// Messages billed for one recipient.
+    pub(crate) fn of(&self, number: &PhoneNumber) -> u64 {
+        self.signed
+            .as_deref()
+            .map_or(1, |text| billed_segments(text, number))
+    }
+
+    /// Messages billed for every recipient in `numbers`.
+    pub(crate) fn of_all(&self, numbers: &[PhoneNumber]) -> u64 {
+        numbers.iter().map(|n| self.of(n)).sum()
+    }
+}
+
 /// Accumulates the results of the calls a split send made, and reports a failure
 /// honestly (see the module documentation).
 #[derive(Debug)]
@@ -303,6 +347,8 @@ pub(crate) struct SplitSend {
     total: usize,
     accepted: usize,
     billed: u64,
+    /// The vendor's own count over the accepted recipients, while every call reported one.
+    reported: Option<u64>,
     ids: Vec<String>,
 }
 
@@ -313,14 +359,24 @@ impl SplitSend {
             total,
             accepted: 0,
             billed: 0,
+            reported: Some(0),
             ids: Vec::new(),
         }
     }
 
-    /// Records recipients the vendor accepted under `vendor_id`, billed `billed` messages.
-    pub(crate) fn accept(&mut self, vendor_id: String, recipients: usize, billed: u64) {
+    /// Records recipients the vendor accepted under `vendor_id`: `billed` messages as
+    /// counted from the text, `reported` as the vendor counted them, when it said. One
+    /// acceptance without a vendor count leaves the whole send without one.
+    pub(crate) fn accept(
+        &mut self,
+        vendor_id: String,
+        recipients: usize,
+        billed: u64,
+        reported: Option<u64>,
+    ) {
         self.accepted += recipients;
         self.billed += billed;
+        self.reported = self.reported.zip(reported).map(|(sum, more)| sum + more);
         if !vendor_id.is_empty() && !self.ids.contains(&vendor_id) {
             self.ids.push(vendor_id);
         }
@@ -336,15 +392,17 @@ impl SplitSend {
             vendor = self.vendor,
             accepted = self.accepted,
             total = self.total,
+            billed = self.billed,
             error = %error,
             "split send failed part way; not retrying to avoid duplicates"
         );
         VendorError::Rejected {
             code: PARTIAL_SEND.to_owned(),
             message: format!(
-                "accepted for {} of {} recipients (vendor ids {}); the other {} were not sent: {error}",
+                "accepted for {} of {} recipients, billed {} messages (vendor ids {}); the other {} were not sent: {error}",
                 self.accepted,
                 self.total,
+                self.billed,
                 self.ids.join(","),
                 self.total - self.accepted
             ),
@@ -356,6 +414,7 @@ impl SplitSend {
         Receipt {
             vendor_message_id: self.ids.join(","),
             billed_messages: self.billed,
+            reported_billed: self.reported.filter(|_| self.accepted > 0),
         }
     }
 }
@@ -431,7 +490,7 @@ mod tests {
     #[test]
     fn split_send_reports_a_partial_failure_as_a_rejection_naming_the_counts() {
         let mut split = SplitSend::new("tencent", 300);
-        split.accept("s1".into(), 200, 200);
+        split.accept("s1".into(), 200, 400, Some(400));
         let e = split.fail(VendorError::Transient {
             message: "boom".into(),
         });
@@ -439,6 +498,7 @@ mod tests {
             VendorError::Rejected { code, message } => {
                 assert_eq!(code, PARTIAL_SEND);
                 assert!(message.contains("200 of 300"), "{message}");
+                assert!(message.contains("billed 400 messages"), "{message}");
                 assert!(message.contains("s1"), "{message}");
                 assert!(message.contains("other 100"), "{message}");
                 assert!(message.contains("boom"), "{message}");
@@ -450,11 +510,65 @@ mod tests {
     #[test]
     fn split_send_sums_billing_and_joins_ids() {
         let mut split = SplitSend::new("aliyun", 3);
-        split.accept("a".into(), 2, 2);
-        split.accept("b".into(), 1, 3);
+        split.accept("a".into(), 2, 2, None);
+        split.accept("b".into(), 1, 3, None);
         let r = split.finish();
         assert_eq!(r.vendor_message_id, "a,b");
         assert_eq!(r.billed_messages, 5);
+        assert_eq!(r.reported_billed, None, "aliyun reports no count");
+    }
+
+    #[test]
+    fn split_send_reports_the_vendors_count_only_when_every_call_gave_one() {
+        let mut split = SplitSend::new("tencent", 3);
+        split.accept("a".into(), 1, 2, Some(2));
+        split.accept("b".into(), 2, 4, Some(5));
+        let r = split.finish();
+        assert_eq!(r.billed_messages, 6);
+        assert_eq!(r.reported_billed, Some(7));
+        let mut split = SplitSend::new("tencent", 2);
+        split.accept("a".into(), 1, 2, Some(2));
+        split.accept("b".into(), 1, 2, None);
+        assert_eq!(split.finish().reported_billed, None);
+    }
+
+    fn outbound(text: Option<&str>, sign_name: Option<&str>, recipients: &[&str]) -> OutboundSms {
+        let request =
+            sms_core::SmsRequest::new("login_code", ["1"], recipients.iter().copied()).unwrap();
+        OutboundSms {
+            id: sms_core::MessageId::new(),
+            request,
+            template: sms_core::VendorTemplate {
+                id: "SMS_1".into(),
+                params: Vec::new(),
+                sign_name: sign_name.map(str::to_owned),
+            },
+            text: text.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn billing_counts_the_signed_text_per_recipient_and_adds_up_over_chunks() {
+        // 【腾讯云】 is 5 characters: with 95 more, 100 characters to a mainland number
+        // are two messages.
+        let body = "码".repeat(95);
+        let numbers = ["+8613800138000", "+8613800138001", "+14155550100"];
+        let sms = outbound(Some(&body), None, &numbers);
+        let billing = Billing::new(&sms, sms.signature("腾讯云"));
+        let recipients = sms.request.recipients();
+        assert_eq!(billing.of(&recipients[0]), 2);
+        // Abroad the text is UCS-2 too (Chinese): 100 units, two segments.
+        assert_eq!(billing.of(&recipients[2]), 2);
+        let chunked: u64 = recipients.chunks(2).map(|c| billing.of_all(c)).sum();
+        assert_eq!(chunked, 6);
+        assert_eq!(chunked, sms.billed_segments("腾讯云"));
+        // A shorter signature of the template's own makes the text fit one message.
+        let sms = outbound(Some(&"码".repeat(66)), Some("短签"), &numbers[..1]);
+        let billing = Billing::new(&sms, sms.signature("a much longer signature"));
+        assert_eq!(billing.of_all(sms.request.recipients()), 1);
+        // Without a text: one per recipient.
+        let sms = outbound(None, None, &numbers);
+        assert_eq!(Billing::new(&sms, "x").of_all(sms.request.recipients()), 3);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Tencent Cloud SMS `SendSms`, API version 2021-01-11, signed with TC3-HMAC-SHA256 and
 //! sent as a JSON POST.
 
+mod codes;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,9 +10,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sms_core::{OutboundSms, PhoneNumber, Receipt, Vendor, VendorError, VendorId};
 
+use self::codes::classify;
 use super::sign::{TC3_CONTENT_TYPE, Tc3Input, tc3_sign};
 use super::{
-    DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, host_header,
+    Billing, DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, host_header,
     override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
     transport_error,
 };
@@ -37,7 +40,8 @@ pub struct TencentConfig {
     pub secret_key: Secret,
     /// `SmsSdkAppId` (`SMS_TENCENT_SDK_APP_ID`).
     pub sdk_app_id: String,
-    /// `SignName`, required for mainland numbers (`SMS_TENCENT_SIGN_NAME`).
+    /// `SignName`, required for mainland numbers (`SMS_TENCENT_SIGN_NAME`), unless the
+    /// message's template names its own.
     pub sign_name: String,
     /// `X-TC-Region`, `ap-guangzhou` by default.
     pub region: String,
@@ -150,21 +154,27 @@ impl TencentVendor {
         })
     }
 
+    /// The `SendSms` body: the vendor's template id and the template's signature or ours.
+    fn body(&self, sms: &OutboundSms, numbers: &[PhoneNumber]) -> String {
+        let body = SendSmsBody {
+            phone_number_set: numbers.iter().map(PhoneNumber::as_str).collect(),
+            sms_sdk_app_id: &self.config.sdk_app_id,
+            template_id: &sms.template.id,
+            sign_name: sms.signature(&self.config.sign_name),
+            template_param_set: sms.request.args(),
+            session_context: sms.id.to_string(),
+        };
+        serde_json::to_string(&body).expect("the body serialises")
+    }
+
     async fn send_call(
         &self,
         sms: &OutboundSms,
         numbers: &[PhoneNumber],
+        billing: &Billing,
         split: &mut SplitSend,
     ) -> Result<(), VendorError> {
-        let body = SendSmsBody {
-            phone_number_set: numbers.iter().map(PhoneNumber::as_str).collect(),
-            sms_sdk_app_id: &self.config.sdk_app_id,
-            template_id: sms.request.template().as_str(),
-            sign_name: &self.config.sign_name,
-            template_param_set: sms.request.args(),
-            session_context: sms.id.to_string(),
-        };
-        let payload = serde_json::to_string(&body).expect("the body serialises");
+        let payload = self.body(sms, numbers);
         let timestamp = Utc::now().timestamp();
         let signed = tc3_sign(&Tc3Input {
             secret_id: &self.config.secret_id,
@@ -188,7 +198,7 @@ impl TencentVendor {
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
         let (status, text) = read_answer_body(VENDOR, response).await?;
-        read_answer(status, &text, numbers.len(), split)
+        read_answer(status, &text, numbers, billing, split)
     }
 }
 
@@ -218,8 +228,9 @@ struct CodeMessage {
 struct SendStatus {
     #[serde(rename = "SerialNo", default)]
     serial_no: String,
+    /// Segments billed for this number; an answer may leave it out.
     #[serde(rename = "Fee", default)]
-    fee: u64,
+    fee: Option<u64>,
     #[serde(rename = "Code")]
     code: String,
     #[serde(rename = "Message", default)]
@@ -228,11 +239,14 @@ struct SendStatus {
 
 /// Reads one answer into `split`. Tencent answers with HTTP 200 even for errors: a
 /// request-level `Response.Error`, or one status per number in `SendStatusSet`, some of
-/// which may have failed while others went out.
+/// which may have failed while others went out. Statuses come in the order of the
+/// numbers sent; an accepted number is billed what `billing` counts for it, and `Fee`
+/// is kept as Tencent's own count.
 fn read_answer(
     status: u16,
     body: &str,
-    numbers: usize,
+    numbers: &[PhoneNumber],
+    billing: &Billing,
     split: &mut SplitSend,
 ) -> Result<(), VendorError> {
     let Ok(envelope) = serde_json::from_str::<Envelope>(body) else {
@@ -242,64 +256,39 @@ fn read_answer(
     if let Some(error) = answer.error {
         return Err(classify(&error.code, error.message));
     }
-    if status >= 300 || answer.send_status_set.len() != numbers {
+    if status >= 300 || answer.send_status_set.len() != numbers.len() {
         return Err(status_error(VENDOR, status.max(200), body));
     }
-    let mut first_failure: Option<VendorError> = None;
-    for s in answer.send_status_set {
+    let mut failures = Vec::new();
+    for (s, number) in answer.send_status_set.into_iter().zip(numbers) {
         if s.code == "Ok" {
-            // `Fee` is the number of billed segments; never below one per recipient.
-            split.accept(s.serial_no, 1, s.fee.max(1));
-        } else if first_failure.is_none() {
-            first_failure = Some(classify(&s.code, s.message));
+            split.accept(s.serial_no, 1, billing.of(number), s.fee);
+        } else {
+            failures.push(classify(&s.code, s.message));
         }
     }
-    match first_failure {
+    match one_failure(failures) {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-/// Maps a Tencent Cloud error code onto an error kind.
-pub(crate) fn classify(code: &str, message: String) -> VendorError {
-    if code.starts_with("LimitExceeded") || code.starts_with("RequestLimitExceeded") {
-        return VendorError::Throttled {
-            message: format!("{code}: {message}"),
-            retry_after: None,
-        };
+/// The failure that stands for every failed number of one answer. When they are all of
+/// one kind, that kind: for per-number refusals the longest wait, so that the message is
+/// tried again once every refused number's window has passed. Numbers failing in
+/// different ways leave no single right answer; the first failure is kept, as the
+/// vendor listed it.
+fn one_failure(failures: Vec<VendorError>) -> Option<VendorError> {
+    let first = failures.first()?;
+    if failures.iter().any(|f| f.kind() != first.kind()) {
+        return failures.into_iter().next();
     }
-    // Our SecretId, signature or the account's permissions (including an SdkAppId that
-    // does not exist, or a suspended service) were refused: every message would meet the
-    // same answer until an operator fixes the configuration.
-    if code.starts_with("AuthFailure")
-        || code.starts_with("UnauthorizedOperation")
-        || code == "InvalidParameterValue.SdkAppIdNotExist"
-        // The account's SMS package is used up: every message would fail until it is
-        // topped up, so this is the vendor's state, not the message's fault.
-        || code == "FailedOperation.InsufficientBalanceInSmsPackage"
-    {
-        return VendorError::Unauthorized {
-            code: code.to_owned(),
-            message,
-        };
-    }
-    const PERMANENT: [&str; 4] = [
-        "InvalidParameter",
-        "MissingParameter",
-        "FailedOperation",
-        "UnsupportedOperation",
-    ];
-    if PERMANENT.iter().any(|p| code.starts_with(p)) || code == "InvalidAction" {
-        return VendorError::Rejected {
-            code: code.to_owned(),
-            message,
-        };
-    }
-    // `InternalError.*`, `ResourceUnavailable.*` and codes this adapter does not know:
-    // the message was not sent and trying again (here or elsewhere) is safe.
-    VendorError::Transient {
-        message: format!("{VENDOR}: {code}: {message}"),
-    }
+    let wait = |f: &VendorError| match f {
+        VendorError::RecipientRefused { retry_after, .. } => *retry_after,
+        _ => Duration::ZERO,
+    };
+    // `max_by_key` keeps the last of equal keys: reverse, so the first one wins a tie.
+    failures.into_iter().rev().max_by_key(wait)
 }
 
 #[async_trait]
@@ -310,9 +299,10 @@ impl Vendor for TencentVendor {
 
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
         let recipients = sms.request.recipients();
+        let billing = Billing::new(sms, sms.signature(&self.config.sign_name));
         let mut split = SplitSend::new(VENDOR, recipients.len());
         for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
-            if let Err(e) = self.send_call(sms, chunk, &mut split).await {
+            if let Err(e) = self.send_call(sms, chunk, &billing, &mut split).await {
                 return Err(split.fail(e));
             }
         }
@@ -322,71 +312,153 @@ impl Vendor for TencentVendor {
 
 #[cfg(test)]
 mod tests {
+    use sms_core::{MessageId, SmsRequest, VendorTemplate};
+
     use super::*;
     use crate::http::PARTIAL_SEND;
 
-    fn read(body: &str, numbers: usize) -> Result<Receipt, VendorError> {
-        let mut split = SplitSend::new(VENDOR, numbers);
-        match read_answer(200, body, numbers, &mut split) {
+    fn outbound(text: Option<&str>, numbers: &[&str], sign_name: Option<&str>) -> OutboundSms {
+        OutboundSms {
+            id: MessageId::new(),
+            request: SmsRequest::new("login_code", ["1234"], numbers.iter().copied()).unwrap(),
+            template: VendorTemplate {
+                id: "1860001".into(),
+                params: Vec::new(),
+                sign_name: sign_name.map(str::to_owned),
+            },
+            text: text.map(str::to_owned),
+        }
+    }
+
+    /// Reads `body` as the answer to a one-call send of `sms` signed `腾讯云`.
+    fn read_for(sms: &OutboundSms, body: &str) -> Result<Receipt, VendorError> {
+        let numbers = sms.request.recipients();
+        let billing = Billing::new(sms, sms.signature("腾讯云"));
+        let mut split = SplitSend::new(VENDOR, numbers.len());
+        match read_answer(200, body, numbers, &billing, &mut split) {
             Ok(()) => Ok(split.finish()),
             Err(e) => Err(split.fail(e)),
         }
     }
 
+    /// Reads `body` for a message without a known text to `numbers` mainland numbers.
+    fn read(body: &str, numbers: usize) -> Result<Receipt, VendorError> {
+        let numbers: Vec<String> = (0..numbers)
+            .map(|i| format!("+86138001380{i:02}"))
+            .collect();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        read_for(&outbound(None, &numbers, None), body)
+    }
+
+    fn status(code: &str, fee: u64) -> String {
+        format!(
+            r#"{{"SerialNo":"{}","PhoneNumber":"+8613800138000","Fee":{fee},"Code":"{code}","Message":"m"}}"#,
+            if code == "Ok" { "s" } else { "" }
+        )
+    }
+
+    fn statuses(list: &[String]) -> String {
+        format!(
+            r#"{{"Response":{{"SendStatusSet":[{}],"RequestId":"r"}}}}"#,
+            list.join(",")
+        )
+    }
+
     #[test]
-    fn fee_is_read_from_each_status() {
-        let r = read(
+    fn billing_is_counted_from_the_text_and_fee_is_tencents_own_count() {
+        // 【腾讯云】 (5) and 95 characters: 100 characters to a mainland number bill 2.
+        let text = "码".repeat(95);
+        let sms = outbound(Some(&text), &["+8613800138000"], None);
+        let r = read_for(
+            &sms,
+            r#"{"Response":{"SendStatusSet":[
+                {"SerialNo":"a","PhoneNumber":"+8613800138000","Fee":2,"Code":"Ok","Message":"send success"}
+            ],"RequestId":"r"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.billed_messages, 2);
+        assert_eq!(r.reported_billed, Some(2));
+        // Tencent may report a count that differs from ours; both are kept.
+        let sms = outbound(Some(&text), &["+8613800138000", "+8613800138001"], None);
+        let r = read_for(
+            &sms,
             r#"{"Response":{"SendStatusSet":[
                 {"SerialNo":"a","PhoneNumber":"+8613800138000","Fee":2,"Code":"Ok","Message":"send success"},
                 {"SerialNo":"b","PhoneNumber":"+8613800138001","Fee":3,"Code":"Ok","Message":"send success"}
             ],"RequestId":"r"}}"#,
-            2,
         )
         .unwrap();
-        assert_eq!(r.billed_messages, 5);
+        assert_eq!(r.billed_messages, 4);
+        assert_eq!(r.reported_billed, Some(5));
         assert_eq!(r.vendor_message_id, "a,b");
+        // An answer without Fee reports no count of Tencent's own.
+        let r = read(
+            r#"{"Response":{"SendStatusSet":[{"SerialNo":"a","Code":"Ok","Message":"ok"}],"RequestId":"r"}}"#,
+            1,
+        )
+        .unwrap();
+        assert_eq!((r.billed_messages, r.reported_billed), (1, None));
     }
 
     #[test]
-    fn request_errors_map_onto_kinds() {
-        let e = |code: &str| {
-            read(
+    fn codes_are_read_per_number_and_per_request() {
+        for (code, kind) in [
+            (
+                "LimitExceeded.PhoneNumberThirtySecondLimit",
+                "recipient_refused",
+            ),
+            (
+                "FailedOperation.TemplateIncorrectOrUnapproved",
+                "misconfigured",
+            ),
+            ("InvalidParameterValue.IncorrectPhoneNumber", "rejected"),
+        ] {
+            let per_number = read(&statuses(&[status(code, 0)]), 1).unwrap_err();
+            let request_level = read(
                 &format!(r#"{{"Response":{{"Error":{{"Code":"{code}","Message":"m"}},"RequestId":"r"}}}}"#),
                 1,
             )
-            .unwrap_err()
-        };
-        assert!(matches!(
-            e("LimitExceeded.PhoneNumberDailyLimit"),
-            VendorError::Throttled { .. }
-        ));
-        assert!(matches!(
-            e("RequestLimitExceeded"),
-            VendorError::Throttled { .. }
-        ));
-        for code in [
-            "AuthFailure.SignatureFailure",
-            "AuthFailure.SignatureExpire",
-            "AuthFailure.SecretIdNotFound",
-            "AuthFailure.InvalidAuthorization",
-            "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
-            "UnauthorizedOperation.RequestIpNotInWhitelist",
-            "InvalidParameterValue.SdkAppIdNotExist",
-            "FailedOperation.InsufficientBalanceInSmsPackage",
-        ] {
-            assert!(
-                matches!(e(code), VendorError::Unauthorized { code: ref c, .. } if c == code),
-                "{code}"
-            );
+            .unwrap_err();
+            assert_eq!(per_number, request_level, "{code}");
+            assert_eq!(per_number.kind(), kind, "{code}");
         }
-        assert!(matches!(
-            e("InvalidParameterValue.IncorrectPhoneNumber"),
-            VendorError::Rejected { .. }
-        ));
-        assert!(matches!(
-            e("InternalError.Timeout"),
-            VendorError::Transient { .. }
-        ));
+    }
+
+    #[test]
+    fn numbers_failing_the_same_way_give_that_kind_with_the_longest_wait() {
+        let e = read(
+            &statuses(&[
+                status("LimitExceeded.PhoneNumberThirtySecondLimit", 0),
+                status("LimitExceeded.PhoneNumberDailyLimit", 0),
+                status("LimitExceeded.PhoneNumberOneHourLimit", 0),
+            ]),
+            3,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, VendorError::RecipientRefused { code, retry_after, .. }
+                if code == "LimitExceeded.PhoneNumberDailyLimit" && *retry_after == Duration::from_secs(86_400)),
+            "{e:?}"
+        );
+        let e = read(
+            &statuses(&[
+                status("FailedOperation.TemplateIncorrectOrUnapproved", 0),
+                status("FailedOperation.TemplateIncorrectOrUnapproved", 0),
+            ]),
+            2,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VendorError::Misconfigured { .. }), "{e:?}");
+        // Different kinds: the first failure, as listed.
+        let e = read(
+            &statuses(&[
+                status("InvalidParameterValue.IncorrectPhoneNumber", 0),
+                status("LimitExceeded.PhoneNumberDailyLimit", 0),
+            ]),
+            2,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VendorError::Rejected { .. }), "{e:?}");
     }
 
     #[test]
@@ -403,15 +475,20 @@ mod tests {
             matches!(e, VendorError::Rejected { ref code, .. } if code == PARTIAL_SEND),
             "{e:?}"
         );
-        // All numbers failing with the same code is that code, not a partial send.
+        // A per-number refusal among accepted numbers is a partial send too: the others
+        // already have the message.
         let e = read(
-            r#"{"Response":{"SendStatusSet":[
-                {"SerialNo":"","Fee":0,"Code":"LimitExceeded.DeliveryFrequencyLimit","Message":"slow down"}
-            ],"RequestId":"r"}}"#,
-            1,
+            &statuses(&[
+                status("Ok", 1),
+                status("LimitExceeded.PhoneNumberThirtySecondLimit", 0),
+            ]),
+            2,
         )
         .unwrap_err();
-        assert!(matches!(e, VendorError::Throttled { .. }), "{e:?}");
+        assert!(
+            matches!(&e, VendorError::Rejected { code, message } if code == PARTIAL_SEND && message.contains("PhoneNumberThirtySecondLimit")),
+            "{e:?}"
+        );
     }
 
     /// An answer without statuses or error must neither crash the adapter (by reading a
@@ -444,6 +521,34 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
             r#"{"PhoneNumberSet":["+8613800138000"],"SmsSdkAppId":"1400000000","TemplateId":"449739","TemplateParamSet":["1234"],"SessionContext":"ctx"}"#
+        );
+    }
+
+    #[test]
+    fn the_wire_carries_the_vendors_template_and_the_templates_signature() {
+        let tencent = TencentVendor::new(TencentConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            secret_id: "AKID".into(),
+            secret_key: Secret::new("key"),
+            sdk_app_id: "1400".into(),
+            sign_name: "腾讯云".into(),
+            ..TencentConfig::default()
+        })
+        .unwrap();
+        let sent = |sms: &OutboundSms| -> serde_json::Value {
+            serde_json::from_str(&tencent.body(sms, sms.request.recipients())).unwrap()
+        };
+        let own = outbound(None, &["+8613800138000"], Some("登录助手"));
+        let body = sent(&own);
+        assert_eq!(body["TemplateId"], "1860001");
+        assert_eq!(body["SignName"], "登录助手");
+        assert_eq!(body["TemplateParamSet"], serde_json::json!(["1234"]));
+        assert_eq!(body["SessionContext"], own.id.to_string());
+        let body = sent(&outbound(None, &["+8613800138000"], None));
+        assert_eq!(body["SignName"], "腾讯云");
+        assert_eq!(
+            body["TemplateId"], "1860001",
+            "not the caller's template name"
         );
     }
 
