@@ -1,10 +1,12 @@
 //! The Aliyun adapter against the sandbox.
 
+use std::time::Duration;
+
 use sms_core::{Vendor, VendorError};
 use sms_providers::http::{AliyunConfig, AliyunVendor, Secret};
 use sms_providers::sandbox::{FaultControls, SandboxVendor};
 
-use crate::support::{dead_base_url, mobiles, sms, start};
+use crate::support::{dead_base_url, mapped, mobiles, sms, start};
 
 fn vendor(config: AliyunConfig) -> AliyunVendor {
     AliyunVendor::new(config).expect("valid config")
@@ -13,12 +15,14 @@ fn vendor(config: AliyunConfig) -> AliyunVendor {
 #[tokio::test]
 async fn sends_and_the_sandbox_records_every_recipient_with_our_reference() {
     let sandbox = start().await;
-    let mut config = sandbox.aliyun_config();
-    config
-        .template_params
-        .insert("SMS_123".into(), vec!["code".into()]);
-    let aliyun = vendor(config);
-    let message = sms(&["1234"], &["+8613800138000", "+85261234567"]);
+    let aliyun = vendor(sandbox.aliyun_config());
+    let message = mapped(
+        sms(&["1234"], &["+8613800138000", "+85261234567"]),
+        "SMS_123",
+        &["code"],
+        None,
+        None,
+    );
     let receipt = aliyun.send(&message).await.unwrap();
     assert!(receipt.vendor_message_id.ends_with("^0"), "{receipt:?}");
     assert_eq!(receipt.billed_messages, 2);
@@ -31,14 +35,70 @@ async fn sends_and_the_sandbox_records_every_recipient_with_our_reference() {
         Some(message.id.to_string().as_str())
     );
     assert_eq!(delivered[0].args, vec!["1234".to_owned()]);
-    // A second send signs with a fresh nonce and is accepted too.
-    aliyun.send(&message).await.unwrap();
-    assert_eq!(sandbox.deliveries().len(), 4);
+    assert_eq!(receipt.reported_billed, None);
+    // A second send signs with a fresh nonce and is accepted too (to other numbers:
+    // Aliyun lets one signature reach one number once a minute).
+    let again = mapped(
+        sms(&["1234"], &["+8613800138001"]),
+        "SMS_123",
+        &["code"],
+        None,
+        None,
+    );
+    aliyun.send(&again).await.unwrap();
+    assert_eq!(sandbox.deliveries().len(), 3);
     sandbox.stop().await.unwrap();
 }
 
 #[tokio::test]
-async fn business_limit_control_is_throttled() {
+async fn the_vendors_template_code_and_variable_names_reach_the_vendor() {
+    let sandbox = start().await;
+    let message = mapped(
+        sms(&["1234", "5"], &["+8613800138000"]),
+        "SMS_154950909",
+        &["code", "minutes"],
+        Some("登录助手"),
+        None,
+    );
+    vendor(sandbox.aliyun_config())
+        .send(&message)
+        .await
+        .unwrap();
+    let delivered = sandbox.deliveries();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].template, "SMS_154950909",
+        "the vendor's code, not the caller's template name"
+    );
+    // The sandbox lists named arguments in name order: code, then minutes.
+    assert_eq!(delivered[0].args, ["1234", "5"]);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hundred_characters_with_the_signature_bill_two_per_mainland_number() {
+    let sandbox = start().await;
+    // 【Sandbox】 is 9 characters: with 91 more the signed text is 100, two segments.
+    let text = "码".repeat(91);
+    let message = mapped(
+        sms(&[text.as_str()], &["+8613800138000", "+8613800138001"]),
+        "SMS_123",
+        &["code"],
+        None,
+        Some(text.clone()),
+    );
+    let receipt = vendor(sandbox.aliyun_config())
+        .send(&message)
+        .await
+        .unwrap();
+    assert_eq!(receipt.billed_messages, 4);
+    assert_eq!(receipt.billed_messages, message.billed_segments("Sandbox"));
+    assert_eq!(receipt.reported_billed, None);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn business_limit_control_refuses_the_recipient_for_the_window_it_names() {
     let sandbox = start().await;
     sandbox
         .set_faults(
@@ -54,9 +114,11 @@ async fn business_limit_control_is_throttled() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, VendorError::Throttled { message, .. } if message.contains("isv.BUSINESS_LIMIT_CONTROL")),
+        matches!(&e, VendorError::RecipientRefused { code, retry_after, .. }
+            if code == "isv.BUSINESS_LIMIT_CONTROL" && *retry_after == Duration::from_secs(60)),
         "{e:?}"
     );
+    assert!(!e.counts_against_vendor());
     assert!(sandbox.deliveries().is_empty());
     sandbox.stop().await.unwrap();
 }
@@ -196,7 +258,7 @@ async fn the_full_thousand_recipients_go_in_one_call() {
         .send(&sms(&["1"], &numbers))
         .await
         .unwrap();
-    assert_eq!(receipt.billed_messages, 1000);
+    assert_eq!(receipt.billed_messages, 1000, "no text known: one each");
     // One call: one BizId for everybody.
     assert!(!receipt.vendor_message_id.contains(','), "{receipt:?}");
     let delivered = sandbox.deliveries();

@@ -4,32 +4,50 @@ use sms_core::{Vendor, VendorError};
 use sms_providers::http::{PARTIAL_SEND, Secret, TencentConfig, TencentVendor};
 use sms_providers::sandbox::{FaultControls, SandboxVendor};
 
-use crate::support::{mobiles, sms, start};
+use crate::support::{mapped, mobiles, sms, start};
 
 fn vendor(config: TencentConfig) -> TencentVendor {
     TencentVendor::new(config).expect("valid config")
 }
 
 #[tokio::test]
-async fn sends_and_bills_what_the_fee_field_says() {
+async fn sends_the_vendors_template_and_keeps_fee_as_tencents_own_count() {
     let sandbox = start().await;
     let tencent = vendor(sandbox.tencent_config());
     let short = tencent
-        .send(&sms(&["1234"], &["+8613800138000"]))
+        .send(&mapped(
+            sms(&["1234"], &["+8613800138000"]),
+            "1860001",
+            &[],
+            Some("登录助手"),
+            None,
+        ))
         .await
         .unwrap();
     assert_eq!(short.billed_messages, 1);
+    assert_eq!(short.reported_billed, Some(1));
     assert!(short.vendor_message_id.starts_with("sandbox:"), "{short:?}");
-    // 100 characters of arguments are two segments in the sandbox's model: the adapter
-    // bills what `Fee` says, not one per recipient.
-    let long = "长".repeat(100);
-    let receipt = tencent
-        .send(&sms(&[long.as_str()], &["+8613800138000", "+14155550100"]))
-        .await
-        .unwrap();
+    // 【Sandbox】 is 9 characters: with 91 more the signed text is 100 characters, two
+    // segments to a mainland number and two abroad (Chinese goes as UCS-2).
+    let long = "长".repeat(91);
+    let message = mapped(
+        sms(&[long.as_str()], &["+8613800138001", "+14155550100"]),
+        "1860001",
+        &[],
+        None,
+        Some(long.clone()),
+    );
+    let receipt = tencent.send(&message).await.unwrap();
     assert_eq!(receipt.billed_messages, 4);
+    assert_eq!(receipt.billed_messages, message.billed_segments("Sandbox"));
+    // The sandbox's `Fee` counts the arguments alone (91 characters: two each).
+    assert_eq!(receipt.reported_billed, Some(4));
     let delivered = sandbox.deliveries();
     assert_eq!(delivered.len(), 3);
+    assert!(
+        delivered.iter().all(|d| d.template == "1860001"),
+        "{delivered:?}"
+    );
     assert_eq!(delivered[2].recipient, "+14155550100");
     assert_eq!(delivered[2].args, vec![long]);
     sandbox.stop().await.unwrap();
@@ -194,6 +212,11 @@ async fn more_than_two_hundred_recipients_are_split_into_calls() {
         .await
         .unwrap();
     assert_eq!(receipt.billed_messages, 450);
+    assert_eq!(
+        receipt.reported_billed,
+        Some(450),
+        "Fee summed over every call"
+    );
     assert_eq!(receipt.vendor_message_id.split(',').count(), 450);
     let delivered = sandbox.deliveries();
     assert_eq!(delivered.len(), 450);
