@@ -3,7 +3,9 @@
 //! Each section is the configuration type of the crate it tunes, embedded as is:
 //! `[failover]` and `[queue]` are [`FailoverConfig`], `[limit]` is [`LimitConfig`],
 //! `[postgres]` is [`PgConfig`], and each `[vendors.<name>]` is a [`VendorConfig`] whose
-//! `kind` picks the adapter and its typed settings. Two things about the file are this
+//! `kind` picks the adapter and its typed settings; `[templates.<name>]` is a
+//! [`Templates`] entry mapping a logical template to each vendor's. Two things about
+//! the file are this
 //! crate's own (see [`layout`]): the gateway's retry and drain keys sit in `[queue]`
 //! beside `retention_h`, and a vendor without `kind` is simulated.
 
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use sms_core::Templates;
 use sms_failover::{FailoverConfig, FailoverError};
 use sms_limit::LimitConfig;
 use sms_providers::fees::{TieredFeeSchedule, optional_tier_list};
@@ -85,6 +88,10 @@ pub struct Config {
     pub postgres: PgConfig,
     /// Vendors by name, tried cheapest first; ties go to the earlier `order`.
     pub vendors: BTreeMap<String, VendorConfig>,
+    /// Logical templates and each vendor's template for them; none means the caller's
+    /// template name goes to every vendor unchanged.
+    #[serde(skip_serializing_if = "Templates::is_pass_through")]
+    pub templates: Templates,
 }
 
 impl Default for Config {
@@ -102,6 +109,7 @@ impl Default for Config {
             limit: LimitConfig::default(),
             postgres: PgConfig::default(),
             vendors: default_vendors(),
+            templates: Templates::default(),
         }
     }
 }
@@ -233,6 +241,13 @@ impl Config {
         Ok(config)
     }
 
+    /// The vendors in tie-break order: by `order`, then by name.
+    pub fn vendors_in_order(&self) -> Vec<(&String, &VendorConfig)> {
+        let mut named: Vec<(&String, &VendorConfig)> = self.vendors.iter().collect();
+        named.sort_by_key(|(name, vendor)| (vendor.order(), name.as_str()));
+        named
+    }
+
     /// Parses a TOML document; an unknown or mistyped key is an error naming it and its line.
     pub fn from_toml(text: &str) -> Result<Self> {
         let trimmed = |e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim_end());
@@ -291,9 +306,12 @@ impl Config {
         if self.vendors.is_empty() {
             bail!("vendors: expected at least one vendor");
         }
+        let mut ids = Vec::with_capacity(self.vendors.len());
         for (name, vendor) in &self.vendors {
-            sms_core::VendorId::new(name)
-                .map_err(|e| anyhow::anyhow!("vendors.{name}: {}", e.problem))?;
+            ids.push(
+                sms_core::VendorId::new(name)
+                    .map_err(|e| anyhow::anyhow!("vendors.{name}: {}", e.problem))?,
+            );
             if let VendorConfig::Simulated(simulated) = vendor {
                 simulated
                     .simulation
@@ -301,6 +319,9 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("vendors.{name}.simulation: {e}"))?;
             }
         }
+        self.templates
+            .check_vendors(&ids)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
 

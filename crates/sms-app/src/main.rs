@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod metrics;
 mod openapi;
+mod routes;
 mod sandbox;
 mod serve;
 mod simulate;
@@ -167,6 +168,15 @@ async fn run(cli: Cli) -> Result<()> {
                     command: ConfigCommand::Check,
                 } => {
                     print!("{}", config.to_redacted_toml()?);
+                    let ids: Vec<sms_core::VendorId> = config
+                        .vendors_in_order()
+                        .into_iter()
+                        .map(|(name, _)| sms_core::VendorId::new(name))
+                        .collect::<Result<_, _>>()?;
+                    for line in routes::report(&config.templates, &ids) {
+                        let level = if line.is_warning() { "warning: " } else { "" };
+                        eprintln!("{level}{line}");
+                    }
                     eprintln!("configuration is valid");
                     Ok(())
                 }

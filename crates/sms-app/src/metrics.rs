@@ -34,6 +34,12 @@ struct VendorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MappingLabels {
+    vendor: VendorLabel,
+    template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -61,6 +67,8 @@ pub struct Metrics {
     queued: Counter,
     dead: Counter,
     expired: Counter,
+    broken_mappings: Family<MappingLabels, Gauge>,
+    billing_mismatches: Family<VendorLabels, Counter>,
 }
 
 impl Metrics {
@@ -125,8 +133,22 @@ impl Metrics {
             "Messages that passed their deliver-by time",
             expired.clone(),
         );
+        let broken_mappings = Family::<MappingLabels, Gauge>::default();
+        registry.register(
+            "template_mapping_broken",
+            "1 while a vendor refuses a template it is mapped to (not approved, signature or parameters wrong)",
+            broken_mappings.clone(),
+        );
+        let billing_mismatches = Family::<VendorLabels, Counter>::default();
+        registry.register(
+            "billing_mismatches",
+            "Accepted sends whose vendor-reported billed count differs from the count from the text",
+            billing_mismatches.clone(),
+        );
         Arc::new(Self {
             registry,
+            broken_mappings,
+            billing_mismatches,
             sends,
             latency,
             switches,
@@ -151,7 +173,17 @@ impl Metrics {
                     .set(stats.get(status) as i64);
             }
         }
+        // Enabling a vendor again clears its broken mappings: read them afresh.
+        self.broken_mappings.clear();
         for v in gateway.vendors() {
+            for template in &v.broken_templates {
+                self.broken_mappings
+                    .get_or_create(&MappingLabels {
+                        vendor: VendorLabel(v.id.clone()),
+                        template: template.clone(),
+                    })
+                    .set(1);
+            }
             let labels = VendorLabels {
                 vendor: VendorLabel(v.id.clone()),
             };
@@ -213,6 +245,13 @@ impl GatewayObserver for Metrics {
                 self.limiter
                     .get_or_create(&DecisionLabels {
                         decision: "recipient_limited".into(),
+                    })
+                    .inc();
+            }
+            GatewayEvent::BillingMismatch { vendor, .. } => {
+                self.billing_mismatches
+                    .get_or_create(&VendorLabels {
+                        vendor: VendorLabel(vendor.clone()),
                     })
                     .inc();
             }

@@ -16,6 +16,7 @@ use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::{Config, VendorConfig};
+use crate::routes;
 
 /// The queue and the ledger, from one backend.
 pub struct Store {
@@ -148,8 +149,7 @@ fn build_vendors(
     log: &DeliveryLog,
     seed: u64,
 ) -> Result<(Vec<VendorEntry>, SimulatedByName)> {
-    let mut named: Vec<(&String, &VendorConfig)> = config.vendors.iter().collect();
-    named.sort_by_key(|(name, vendor)| (vendor.order(), name.as_str()));
+    let named = config.vendors_in_order();
     let mut entries = Vec::new();
     let mut simulated = HashMap::new();
     for (index, (name, vendor)) in (0..).zip(named) {
@@ -234,8 +234,17 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     let (limiter, recipient_limiter) = build_limiters(config).await?;
     let (vendors, simulated) = build_vendors(config, &extras.delivery_log, extras.seed)?;
     let fees = vendors.iter().map(|entry| entry.fees.clone()).collect();
+    let ids: Vec<VendorId> = vendors.iter().map(|entry| entry.vendor.id()).collect();
+    for line in routes::report(&config.templates, &ids) {
+        if line.is_warning() {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    }
     let mut builder = Gateway::builder(vendors, limiter, store.queue.clone(), store.ledger.clone())
         .config(config.failover.clone())
+        .templates(config.templates.clone())
         .observer(extras.observer);
     if let Some(recipient_limiter) = recipient_limiter {
         builder = builder.recipient_limiter(recipient_limiter);

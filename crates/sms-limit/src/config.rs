@@ -20,7 +20,7 @@ pub use sms_core::RecipientWindow;
 /// ```toml
 /// global_per_second = 3000       # permits per window, shared by every instance
 /// global_window_ms = 1000        # length of the sliding window
-/// recipient_windows = [{ limit = 1, window_s = 60 }, { limit = 10, window_s = 86400 }]
+/// recipient_windows = [{ limit = 1, window_s = 60 }, { limit = 5, window_s = 3600 }, { limit = 10, window_s = 86400 }]
 /// on_redis_error = "fail_open"   # or "fail_closed"
 /// key_prefix = "sms:"
 /// command_timeout_ms = 200
@@ -35,7 +35,9 @@ pub struct LimitConfig {
     /// Length of the global sliding window, in milliseconds. Default 1000; the
     /// field is named after the default so `global_per_second` reads naturally.
     pub global_window_ms: u64,
-    /// Per-recipient windows, all enforced at once. Default 1 per 60 s and 10 per 24 h.
+    /// Per-recipient windows, all enforced at once. Default 1 per 60 s, 5 per hour and
+    /// 10 per 24 h: the strictest vendor defaults (Aliyun's), so that the gateway
+    /// answers before a vendor's per-number limit does.
     pub recipient_windows: Vec<RecipientWindow>,
     /// What to do when Redis cannot be reached. Default `fail_open`.
     pub on_redis_error: RedisErrorPolicy,
@@ -58,6 +60,7 @@ impl Default for LimitConfig {
             global_window_ms: 1000,
             recipient_windows: vec![
                 RecipientWindow::per_seconds(1, 60),
+                RecipientWindow::per_seconds(5, 3_600),
                 RecipientWindow::per_seconds(10, 86_400),
             ],
             on_redis_error: RedisErrorPolicy::FailOpen,
@@ -161,6 +164,7 @@ mod tests {
             config.recipient_windows,
             vec![
                 RecipientWindow::per_seconds(1, 60),
+                RecipientWindow::per_seconds(5, 3_600),
                 RecipientWindow::per_seconds(10, 86_400)
             ]
         );

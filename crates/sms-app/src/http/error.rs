@@ -48,6 +48,14 @@ pub enum ApiError {
         /// When the next message to the recipient would be allowed.
         retry_after: Duration,
     },
+    /// 429: the vendor's per-number limit refused a recipient; another vendor is not
+    /// tried, as that would get around the limit.
+    RecipientRefused {
+        /// Which vendor, its code and its words.
+        message: String,
+        /// When the vendor's window lets the next message through.
+        retry_after: Duration,
+    },
     /// 503: the message could neither be sent nor stored, or no vendor can take it.
     Unavailable(String),
     /// 503: the store failed while reading or changing a message.
@@ -154,6 +162,12 @@ impl ApiError {
                 message.clone(),
                 Some("recipients"),
             ),
+            Self::RecipientRefused { message, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "recipient_refused_by_vendor",
+                message.clone(),
+                Some("recipients"),
+            ),
             Self::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -198,7 +212,8 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::RecipientLimited { retry_after, .. } => {
+            Self::RecipientLimited { retry_after, .. }
+            | Self::RecipientRefused { retry_after, .. } => {
                 // Whole seconds, rounded up and at least 1: a client that waits exactly
                 // this long must not be refused again.
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
@@ -237,6 +252,10 @@ impl From<SendError> for ApiError {
         match e {
             SendError::Invalid(v) => v.into(),
             SendError::RecipientLimited { retry_after, .. } => Self::RecipientLimited {
+                message: e.to_string(),
+                retry_after,
+            },
+            SendError::RecipientRefused { retry_after, .. } => Self::RecipientRefused {
                 message: e.to_string(),
                 retry_after,
             },
@@ -280,6 +299,26 @@ mod tests {
             assert_eq!(body["error"]["code"], "recipient_limited");
             assert_eq!(body["error"]["field"], "recipients");
         }
+    }
+
+    #[tokio::test]
+    async fn a_vendors_per_number_refusal_is_a_429_with_the_vendors_window() {
+        let e = ApiError::from(SendError::RecipientRefused {
+            vendor: sms_core::VendorId::new("aliyun").unwrap(),
+            code: "isv.BUSINESS_LIMIT_CONTROL".into(),
+            message: "触发分钟级流控Permits:1".into(),
+            retry_after: Duration::from_secs(60),
+        });
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "60");
+        let body = body_of(response).await;
+        assert_eq!(body["error"]["code"], "recipient_refused_by_vendor");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("aliyun") && message.contains("isv.BUSINESS_LIMIT_CONTROL"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -52,6 +52,9 @@ pub(super) struct VendorView {
     spend: Money,
     /// Whether it is a simulated vendor whose faults can be changed.
     simulated: bool,
+    /// Templates it answered it has not approved (template, signature or parameters):
+    /// no message of these goes to it until it is enabled again.
+    broken_templates: Vec<String>,
 }
 
 /// A vendor after an operator took it out of rotation or put it back.
@@ -101,6 +104,7 @@ pub(super) async fn get_vendors(State(state): State<Arc<AppState>>) -> Json<Vend
             billed_this_period: v.billed_this_period,
             price: v.price,
             spend: v.spend,
+            broken_templates: v.broken_templates,
         })
         .collect();
     Json(VendorsView {
