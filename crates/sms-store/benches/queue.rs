@@ -82,6 +82,7 @@ impl Vendor for InstantVendor {
         Ok(Receipt {
             vendor_message_id: sms.id.to_string(),
             billed_messages: sms.request.recipients().len() as u64,
+            reported_billed: None,
         })
     }
 }
