@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason, QueueStats,
-    RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
+    AttemptFailure, IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason,
+    QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -43,6 +43,17 @@ pub(crate) fn vendor(value: Option<String>) -> Result<Option<VendorId>, StoreErr
     value
         .map(|v| VendorId::new(&v).map_err(|e| corrupt("vendor", e)))
         .transpose()
+}
+
+/// The `pinned_vendor` column a failed attempt writes: its vendor when the failure pins
+/// the message to it, and nothing otherwise, so a failure without a pin clears an
+/// earlier one.
+pub(crate) fn pinned_vendor(failure: &AttemptFailure) -> Option<&str> {
+    failure
+        .vendor
+        .as_ref()
+        .filter(|_| failure.pinned)
+        .map(VendorId::as_str)
 }
 
 /// Narrows a stored attempt count.
@@ -131,6 +142,8 @@ pub(crate) fn stored_from_new(new: NewMessage) -> StoredMessage {
         last_vendor,
         last_error: new.last_error,
         may_duplicate: new.may_duplicate,
+        // Only a failed attempt pins a message; the inserts leave the column NULL.
+        pinned_vendor: None,
         created_at,
         updated_at: created_at,
     }
@@ -163,6 +176,20 @@ mod tests {
         let e =
             request_from_columns("t".into(), vec![], vec!["123".into()], None, None).unwrap_err();
         assert!(e.to_string().contains("stored request"), "{e}");
+    }
+
+    #[test]
+    fn only_a_pinned_failure_at_a_vendor_writes_a_pin() {
+        let aliyun = VendorId::new("aliyun").unwrap();
+        let failure = |vendor: Option<&VendorId>, pinned| AttemptFailure {
+            vendor: vendor.cloned(),
+            error: "refused".to_owned(),
+            may_duplicate: false,
+            pinned,
+        };
+        assert_eq!(pinned_vendor(&failure(Some(&aliyun), true)), Some("aliyun"));
+        assert_eq!(pinned_vendor(&failure(Some(&aliyun), false)), None);
+        assert_eq!(pinned_vendor(&failure(None, true)), None);
     }
 
     #[test]

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "keyed_messages_index",
         sql: include_str!("../../migrations/postgres/0002_keyed_messages_index.sql"),
     },
+    Migration {
+        version: 3,
+        name: "pinned_vendor",
+        sql: include_str!("../../migrations/postgres/0003_pinned_vendor.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

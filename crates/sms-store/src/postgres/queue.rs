@@ -290,6 +290,7 @@ impl DeferredQueue for PgStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let vendor = failure.vendor.as_ref().map(VendorId::as_str);
+        let pinned_vendor = codec::pinned_vendor(&failure);
         self.update_leased(
             id,
             FAIL,
@@ -301,6 +302,7 @@ impl DeferredQueue for PgStore {
                 &failure.may_duplicate,
                 &next_attempt_at,
                 &now,
+                &pinned_vendor,
             ],
         )
         .await
@@ -314,6 +316,7 @@ impl DeferredQueue for PgStore {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let vendor = failure.vendor.as_ref().map(VendorId::as_str);
+        let pinned_vendor = codec::pinned_vendor(&failure);
         self.update_leased(
             id,
             DEAD,
@@ -324,6 +327,7 @@ impl DeferredQueue for PgStore {
                 &failure.error,
                 &failure.may_duplicate,
                 &now,
+                &pinned_vendor,
             ],
         )
         .await

@@ -47,6 +47,7 @@ pub(super) fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
         last_vendor: codec::vendor(row.try_get("last_vendor").map_err(get_err)?)?,
         last_error: row.try_get("last_error").map_err(get_err)?,
         may_duplicate: row.try_get("may_duplicate").map_err(get_err)?,
+        pinned_vendor: codec::vendor(row.try_get("pinned_vendor").map_err(get_err)?)?,
         created_at: row.try_get("created_at").map_err(get_err)?,
         updated_at: row.try_get("updated_at").map_err(get_err)?,
     })

@@ -46,6 +46,8 @@ macro_rules! message_columns {
             $p,
             "may_duplicate, ",
             $p,
+            "pinned_vendor, ",
+            $p,
             "created_at, ",
             $p,
             "updated_at"
@@ -54,7 +56,8 @@ macro_rules! message_columns {
 }
 
 /// The insert of one message: it returns only the id (a row means it was inserted), the
-/// answer is built from the message itself ([`stored_from_new`]).
+/// answer is built from the message itself ([`stored_from_new`]). `pinned_vendor` is
+/// left NULL, here and in [`INSERT_MANY`]: only a failed attempt pins a message.
 ///
 /// [`stored_from_new`]: crate::codec::stored_from_new
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
@@ -170,16 +173,22 @@ pub(super) const COMPLETE_MANY: &str = "UPDATE messages AS m \
      WHERE m.id = b.id AND m.status = 'leased' AND m.lease_token = b.token \
      RETURNING m.id";
 
+/// Requeues a leased message after a failed attempt. `$8` is the failure's pin
+/// ([`codec::pinned_vendor`]): NULL clears an earlier one.
+///
+/// [`codec::pinned_vendor`]: crate::codec::pinned_vendor
 pub(super) const FAIL: &str = concat!(
     "UPDATE messages SET status = 'queued', last_vendor = COALESCE($3, last_vendor), \
-     last_error = $4, may_duplicate = may_duplicate OR $5, next_attempt_at = $6, updated_at = $7, ",
+     last_error = $4, may_duplicate = may_duplicate OR $5, next_attempt_at = $6, updated_at = $7, \
+     pinned_vendor = $8, ",
     drop_lease!(),
     leased_under_token!()
 );
 
+/// Marks a leased message dead; `$7` is the failure's pin, as in [`FAIL`].
 pub(super) const DEAD: &str = concat!(
     "UPDATE messages SET status = 'dead', last_vendor = COALESCE($3, last_vendor), \
-     last_error = $4, may_duplicate = may_duplicate OR $5, updated_at = $6, ",
+     last_error = $4, may_duplicate = may_duplicate OR $5, updated_at = $6, pinned_vendor = $7, ",
     drop_lease!(),
     leased_under_token!()
 );
@@ -198,9 +207,11 @@ pub(super) const RELEASE: &str = concat!(
     leased_under_token!()
 );
 
+/// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned
+/// the message belongs to the attempts it ran out of).
 pub(super) const RETRY: &str = concat!(
     "UPDATE messages SET status = 'queued', attempts = 0, reason = 'manual_retry', \
-     next_attempt_at = $2, updated_at = $2 \
+     pinned_vendor = NULL, next_attempt_at = $2, updated_at = $2 \
      WHERE id = $1 AND status IN ('dead', 'expired') RETURNING ",
     message_columns!("")
 );

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "checks_without_lists",
         include_str!("../../migrations/sqlite/0003_checks_without_lists.sql"),
     ),
+    (
+        4,
+        "pinned_vendor",
+        include_str!("../../migrations/sqlite/0004_pinned_vendor.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -76,8 +81,8 @@ pub(super) fn apply(conn: &mut Connection) -> Result<Vec<i64>, Error> {
 mod tests {
     use chrono::Utc;
     use sms_core::{
-        DeferredQueue, Enqueued, IdempotencyKey, MessageId, MessageStatus, NewMessage, QueueReason,
-        SmsRequest,
+        AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, MessageId, MessageStatus,
+        NewMessage, QueueReason, SmsRequest, VendorId,
     };
 
     use super::*;
@@ -211,8 +216,99 @@ mod tests {
         assert!(plan.contains("messages_idempotency_key"), "{plan}");
     }
 
-    /// Migration 3 rewrote the CHECK constraints on `status` and `reason`: they still
-    /// refuse what is not one of their values, and accept each that is.
+    /// A database migrated to version 3 by the previous build: migration 4 rebuilds the
+    /// table with its rows, which carry no pin, and failures can pin them afterwards.
+    #[tokio::test]
+    async fn a_version_3_database_keeps_its_rows_and_gains_the_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let messages: Vec<NewMessage> = [QueueReason::VendorFailed, QueueReason::TimedOut]
+            .into_iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                let mut m = NewMessage::queued(
+                    MessageId::new(),
+                    SmsRequest::new("login", [i.to_string()], ["+8613800138000"]).unwrap(),
+                    reason,
+                    5,
+                    Utc::now(),
+                );
+                m.last_vendor = Some(VendorId::new("aliyun").unwrap());
+                m.last_error = Some("503".to_owned());
+                m
+            })
+            .collect();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            )
+            .unwrap();
+            for (version, name, sql) in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                    params![version, name],
+                )
+                .unwrap();
+            }
+            // Rows as the previous build wrote them: the insert names no pin, so it fits
+            // the version 3 table.
+            let mut insert = tx.prepare(INSERT).unwrap();
+            for message in &messages {
+                let stored = stored_from_new(message.clone());
+                InsertRow::new(&stored)
+                    .unwrap()
+                    .execute(&mut insert)
+                    .unwrap();
+            }
+            drop(insert);
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        for message in &messages {
+            let found = store.get(message.id).await.unwrap().unwrap();
+            assert_eq!(found, stored_from_new(message.clone()));
+            assert_eq!(found.pinned_vendor, None);
+        }
+        let claimed = store
+            .claim("a", Utc::now(), std::time::Duration::from_secs(30), 1)
+            .await
+            .unwrap();
+        let failure = AttemptFailure {
+            vendor: Some(VendorId::new("tencent").unwrap()),
+            error: "per-number limit".to_owned(),
+            may_duplicate: false,
+            pinned: true,
+        };
+        let token = claimed[0].lease.as_ref().unwrap().token;
+        store
+            .fail(claimed[0].id, token, failure, Utc::now(), Utc::now())
+            .await
+            .unwrap();
+        let pinned = store.get(claimed[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            pinned.pinned_vendor,
+            Some(VendorId::new("tencent").unwrap())
+        );
+        let versions: Vec<i64> = store
+            .call(|c| {
+                let mut s = c
+                    .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                    .map_err(sqlite_error)?;
+                s.query_map([], |r| r.get(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(versions, [1, 2, 3, 4]);
+    }
+
+    /// Migrations 3 and 4 rewrote the CHECK constraints on `status` and `reason`: they
+    /// still refuse what is not one of their values, and accept each that is.
     #[tokio::test]
     async fn status_and_reason_accept_their_values_only() {
         let store = SqliteStore::in_memory().await.unwrap();

@@ -186,7 +186,8 @@ impl DeferredQueue for SqliteStore {
                 failure.error,
                 failure.may_duplicate,
                 micros(next_attempt_at),
-                micros(now)
+                micros(now),
+                codec::pinned_vendor(&failure),
             ])
         })
         .await
@@ -206,7 +207,8 @@ impl DeferredQueue for SqliteStore {
                 failure.vendor.as_ref().map(VendorId::as_str),
                 failure.error,
                 failure.may_duplicate,
-                micros(now)
+                micros(now),
+                codec::pinned_vendor(&failure),
             ])
         })
         .await

@@ -30,6 +30,7 @@ pub(super) struct MessageRow {
     last_vendor: Option<String>,
     last_error: Option<String>,
     may_duplicate: bool,
+    pinned_vendor: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -56,8 +57,9 @@ impl MessageRow {
             last_vendor: row.get(14)?,
             last_error: row.get(15)?,
             may_duplicate: row.get(16)?,
-            created_at: row.get(17)?,
-            updated_at: row.get(18)?,
+            pinned_vendor: row.get(17)?,
+            created_at: row.get(18)?,
+            updated_at: row.get(19)?,
         })
     }
 
@@ -90,6 +92,7 @@ impl MessageRow {
             last_vendor: codec::vendor(self.last_vendor)?,
             last_error: self.last_error,
             may_duplicate: self.may_duplicate,
+            pinned_vendor: codec::vendor(self.pinned_vendor)?,
             created_at: time("created_at", self.created_at)?,
             updated_at: time("updated_at", self.updated_at)?,
         })

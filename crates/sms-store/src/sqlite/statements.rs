@@ -11,7 +11,8 @@ macro_rules! message_columns {
     () => {
         "id, idempotency_key, template, args, recipients, expires_at, \
          status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
-         lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at"
+         lease_expires_at, last_vendor, last_error, may_duplicate, pinned_vendor, created_at, \
+         updated_at"
     };
 }
 
@@ -32,6 +33,7 @@ macro_rules! drop_lease {
 
 /// The insert of a message; a conflicting idempotency key inserts nothing. Nothing is
 /// returned: the answer is built from the message itself ([`stored_from_new`]).
+/// `pinned_vendor` is left NULL: only a failed attempt pins a message.
 ///
 /// [`stored_from_new`]: crate::codec::stored_from_new
 pub(super) const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
@@ -77,17 +79,23 @@ pub(super) const COMPLETE: &str = concat!(
     leased_under_token!()
 );
 
+/// Requeues a leased message after a failed attempt. `?8` is the failure's pin
+/// ([`codec::pinned_vendor`]): NULL clears an earlier one.
+///
+/// [`codec::pinned_vendor`]: crate::codec::pinned_vendor
 pub(super) const FAIL: &str = concat!(
     "UPDATE messages SET status = 'queued', last_vendor = COALESCE(?3, last_vendor), \
      last_error = ?4, may_duplicate = (may_duplicate OR ?5), next_attempt_at = ?6, \
-     updated_at = ?7, ",
+     updated_at = ?7, pinned_vendor = ?8, ",
     drop_lease!(),
     leased_under_token!()
 );
 
+/// Marks a leased message dead; `?7` is the failure's pin, as in [`FAIL`].
 pub(super) const DEAD: &str = concat!(
     "UPDATE messages SET status = 'dead', last_vendor = COALESCE(?3, last_vendor), \
-     last_error = ?4, may_duplicate = (may_duplicate OR ?5), updated_at = ?6, ",
+     last_error = ?4, may_duplicate = (may_duplicate OR ?5), updated_at = ?6, \
+     pinned_vendor = ?7, ",
     drop_lease!(),
     leased_under_token!()
 );
@@ -106,9 +114,11 @@ pub(super) const RELEASE: &str = concat!(
     leased_under_token!()
 );
 
+/// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned
+/// the message belongs to the attempts it ran out of).
 pub(super) const RETRY: &str = concat!(
     "UPDATE messages SET status = 'queued', attempts = 0, reason = 'manual_retry', \
-     next_attempt_at = ?2, updated_at = ?2 \
+     pinned_vendor = NULL, next_attempt_at = ?2, updated_at = ?2 \
      WHERE id = ?1 AND status IN ('dead', 'expired') RETURNING ",
     message_columns!()
 );

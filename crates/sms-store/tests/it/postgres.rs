@@ -291,6 +291,73 @@ async fn a_version_1_schema_is_migrated_with_its_rows() {
     );
 }
 
+/// A schema at version 2, as the previous build left it: its rows carry no pin, the
+/// reason's CHECK accepts `recipient_refused` and still refuses unknown reasons, and a
+/// failure can pin a message that was stored before.
+#[tokio::test]
+async fn a_version_2_schema_gains_the_pin_and_the_new_reason() {
+    let guard = SchemaGuard::fresh();
+    if !crate::support::postgres_reachable().await {
+        return;
+    }
+    let (queued_id, dead_id) = (MessageId::new(), MessageId::new());
+    crate::support::run_sql_blocking(&format!(
+        "CREATE SCHEMA {schema}; SET search_path TO {schema}; \
+         CREATE TABLE schema_migrations (version bigint PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO schema_migrations (version, name) \
+             VALUES (1, 'init'), (2, 'keyed_messages_index'); \
+         {init} {keyed_index} \
+         INSERT INTO messages (id, template, args, recipients, status, reason, attempts, \
+             max_attempts, next_attempt_at, last_vendor, created_at, updated_at) \
+         VALUES ('{queued_id}', 'login_code', ARRAY['1'], ARRAY['+8613800138000'], 'queued', \
+                 'vendor_failed', 1, 5, now(), 'aliyun', now(), now()), \
+                ('{dead_id}', 'login_code', ARRAY['2'], ARRAY['+8613800138001'], 'dead', \
+                 'timed_out', 5, 5, now(), 'tencent', now(), now());",
+        schema = guard.schema(),
+        init = include_str!("../../migrations/postgres/0001_init.sql"),
+        keyed_index = include_str!("../../migrations/postgres/0002_keyed_messages_index.sql"),
+    ))
+    .unwrap();
+    let store = PgStore::connect(pg_config(&guard)).await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    assert_eq!(recorded_versions(&client).await, every_version());
+    for (id, reason) in [(queued_id, "vendor_failed"), (dead_id, "timed_out")] {
+        let found = store.get(id).await.unwrap().unwrap();
+        assert_eq!((found.reason.as_str(), found.pinned_vendor), (reason, None));
+    }
+    let set_reason = "UPDATE messages SET reason = $2 WHERE id = $1";
+    client
+        .execute(set_reason, &[dead_id.as_uuid(), &"recipient_refused"])
+        .await
+        .unwrap();
+    let e = client
+        .execute(set_reason, &[dead_id.as_uuid(), &"throttled"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{e}"
+    );
+    let claimed = store.claim("a", chrono::Utc::now(), HANG, 1).await.unwrap();
+    assert_eq!(claimed[0].id, queued_id);
+    let token = claimed[0].lease.as_ref().unwrap().token;
+    let failure = sms_core::AttemptFailure {
+        vendor: Some(VendorId::new("aliyun").unwrap()),
+        error: "per-number limit".to_owned(),
+        may_duplicate: false,
+        pinned: true,
+    };
+    let now = chrono::Utc::now();
+    store
+        .fail(queued_id, token, failure, now, now)
+        .await
+        .unwrap();
+    let pinned = store.get(queued_id).await.unwrap().unwrap().pinned_vendor;
+    assert_eq!(pinned, Some(VendorId::new("aliyun").unwrap()));
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_build_is_refused() {
     let Some((store, guard)) = pg_store().await else {
