@@ -208,6 +208,27 @@ pub async fn enqueue_many_answers_existing_for_known_and_repeated_keys(
     assert_eq!(queue.stats().await.unwrap().queued, 3);
 }
 
+/// A batch stores every queue reason as itself, as `enqueue` does.
+pub async fn enqueue_many_keeps_every_reason(queue: &Arc<dyn DeferredQueue>) {
+    let batch: Vec<NewMessage> = (0_i64..)
+        .zip(QueueReason::ALL)
+        .map(|(i, reason)| NewMessage {
+            reason,
+            ..queued(at(i), at(i))
+        })
+        .collect();
+    let outcomes = queue.enqueue_many(batch.clone()).await.unwrap();
+    for (new, outcome) in batch.iter().zip(outcomes) {
+        assert_eq!(
+            created(outcome),
+            as_stored(new),
+            "answer for {}",
+            new.reason
+        );
+        assert_eq!(get(queue, new.id).await, as_stored(new), "{}", new.reason);
+    }
+}
+
 /// An empty batch stores nothing.
 pub async fn enqueue_many_of_nothing_stores_nothing(queue: &Arc<dyn DeferredQueue>) {
     assert!(queue.enqueue_many(Vec::new()).await.unwrap().is_empty());

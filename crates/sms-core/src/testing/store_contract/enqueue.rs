@@ -29,6 +29,7 @@ pub async fn enqueue_then_get_returns_the_stored_message(queue: &Arc<dyn Deferre
     assert_eq!(stored.last_vendor, None);
     assert_eq!(stored.last_error, None);
     assert!(!stored.may_duplicate);
+    assert_eq!(stored.pinned_vendor, None);
     assert_eq!(stored.created_at, at(0));
     assert_eq!(stored.updated_at, at(0));
     assert_eq!(get(queue, new.id).await, stored);
@@ -52,6 +53,31 @@ pub async fn enqueue_then_get_returns_the_stored_message(queue: &Arc<dyn Deferre
         Some(stored.clone())
     );
     assert_eq!(get(queue, timed_out.id).await, stored);
+}
+
+/// Every queue reason is stored and read back as itself: by `get`, the key look-up,
+/// `list` and a claim.
+pub async fn every_reason_round_trips_through_enqueue_and_get(queue: &Arc<dyn DeferredQueue>) {
+    let mut stored_ids = Vec::new();
+    for (i, reason) in (0_i64..).zip(QueueReason::ALL) {
+        let key = format!("reason-{reason}");
+        let mut new = queued_request(keyed_request(&key), at(i), at(i));
+        new.reason = reason;
+        let stored = enqueue(queue, new.clone()).await;
+        assert_eq!(stored.reason, reason);
+        assert_eq!(get(queue, new.id).await.reason, reason, "{reason}");
+        let key = IdempotencyKey::new(&key).unwrap();
+        let found = queue.find_by_idempotency_key(&key).await.unwrap().unwrap();
+        assert_eq!(found.reason, reason, "{reason}");
+        stored_ids.push(new.id);
+    }
+    let listed = queue.list(MessageStatus::Queued, 100).await.unwrap();
+    assert_eq!(ids(&listed), stored_ids);
+    let reasons: Vec<QueueReason> = listed.iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, QueueReason::ALL);
+    let claimed = claim(queue, "a", 100, 100).await;
+    let reasons: Vec<QueueReason> = claimed.iter().map(|m| m.reason).collect();
+    assert_eq!(reasons, QueueReason::ALL);
 }
 
 /// An id or key never stored is absent, not an error.

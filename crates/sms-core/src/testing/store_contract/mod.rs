@@ -4,8 +4,8 @@
 //!
 //! Each case is a `pub async fn` taking the queue (`&Arc<dyn DeferredQueue>`) or the
 //! ledger (`&Arc<dyn UsageLedger>`) to drive, grouped by concept: [`enqueue`],
-//! [`claim`], [`outcome`], [`operator`], [`batch`] and [`ledger`]. The cases guard what
-//! the gateway relies on:
+//! [`claim`], [`outcome`], [`pinning`], [`operator`], [`batch`] and [`ledger`]. The
+//! cases guard what the gateway relies on:
 //!
 //! - concurrent drainers never lease one message twice
 //!   ([`claim::concurrent_claimers_never_share_a_message`] and the lease cases);
@@ -16,6 +16,8 @@
 //!   backoff ([`outcome`]);
 //! - a message past its deliver-by time is taken out for good
 //!   ([`outcome::expire_marks_the_message_expired`]);
+//! - a message a vendor's per-number limit refused goes back to that vendor, until a
+//!   failure without a pin or an operator's retry frees it ([`pinning`]);
 //! - usage is counted per billed message and period, exactly under concurrency
 //!   ([`ledger`]);
 //! - arguments and recipients are lists, so any text survives, separators included
@@ -61,6 +63,7 @@ pub mod fixtures;
 pub mod ledger;
 pub mod operator;
 pub mod outcome;
+pub mod pinning;
 mod support;
 
 use std::future::Future;
@@ -153,6 +156,7 @@ macro_rules! store_contract_tests {
             enqueue::enqueue_leased_is_claimable_only_after_its_lease,
             enqueue::enqueue_sent_records_the_vendor_and_is_never_claimed,
             enqueue::arguments_and_recipients_round_trip_exactly,
+            enqueue::every_reason_round_trips_through_enqueue_and_get,
             claim::claim_takes_oldest_due_first_up_to_the_limit,
             claim::claim_breaks_due_time_ties_by_id,
             claim::claim_with_limit_zero_claims_nothing,
@@ -168,6 +172,9 @@ macro_rules! store_contract_tests {
             outcome::release_requeues_now_without_counting_the_attempt,
             outcome::retry_requeues_dead_and_expired_messages_only,
             outcome::updates_of_unknown_messages_are_not_found,
+            pinning::a_pinned_failure_stores_its_vendor_and_the_claim_returns_it,
+            pinning::a_failure_without_a_pin_clears_it,
+            pinning::dead_keeps_the_pin_and_retry_clears_it,
             operator::list_returns_one_status_oldest_first_up_to_the_limit,
             operator::stats_count_every_status,
             operator::purge_sent_removes_only_old_sent_messages,
@@ -176,6 +183,7 @@ macro_rules! store_contract_tests {
             batch::enqueue_many_answers_existing_for_known_and_repeated_keys,
             batch::enqueue_many_of_nothing_stores_nothing,
             batch::enqueue_many_round_trips_arguments_and_recipients_exactly,
+            batch::enqueue_many_keeps_every_reason,
             batch::enqueue_answers_equal_what_get_returns_at_the_stored_precision,
             batch::concurrent_enqueue_many_with_shared_keys_store_each_key_once,
             batch::complete_many_marks_every_message_sent_with_its_vendor,
