@@ -1,0 +1,320 @@
+//! `sms-app simulate`: the gateway on embedded defaults against three simulated vendors,
+//! driven through a scenario, with a report a person can read at a glance.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sms_core::sync::lock;
+use sms_core::{DeferredQueue, Money, SendError, SmsRequest, VendorId};
+use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver, SendOutcome};
+use sms_providers::delivery_log::DeliveryLog;
+
+use crate::wire::{Extras, build_send_path};
+
+mod report;
+mod scenario;
+
+pub use report::Report;
+use report::{Sample, SwitchRecord, VendorTally};
+pub use scenario::Scenario;
+
+/// Collects events for the report.
+#[derive(Default)]
+struct Recorder {
+    started: Mutex<Option<Instant>>,
+    switches: Mutex<Vec<SwitchRecord>>,
+    attempts: Mutex<HashMap<VendorId, VendorTally>>,
+    failures: AtomicU64,
+    queued: AtomicU64,
+    drained: AtomicU64,
+}
+
+impl Recorder {
+    fn elapsed(&self) -> f64 {
+        lock(&self.started)
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+    }
+}
+
+impl GatewayObserver for Recorder {
+    fn on_event(&self, event: &GatewayEvent) {
+        match event {
+            GatewayEvent::Attempt {
+                vendor,
+                outcome,
+                cost,
+                ..
+            } => {
+                let mut attempts = lock(&self.attempts);
+                let tally = attempts.entry(vendor.clone()).or_default();
+                match outcome {
+                    AttemptOutcome::Ok => tally.sent += 1,
+                    AttemptOutcome::Slow => {
+                        tally.sent += 1;
+                        tally.slow += 1;
+                    }
+                    _ => {
+                        tally.failed += 1;
+                        self.failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tally.spend += *cost;
+            }
+            GatewayEvent::Switched {
+                from, to, reason, ..
+            } => {
+                let record = SwitchRecord {
+                    at_s: self.elapsed(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    reason: reason.clone(),
+                };
+                lock(&self.switches).push(record);
+            }
+            GatewayEvent::Queued { .. } => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            GatewayEvent::Delivered { drained: true, .. } => {
+                self.drained.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Options of `simulate`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Draw the timeline here.
+    pub chart: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Runs the scenario and prints the report. Fails if any accepted message was lost.
+pub async fn run(options: Options) -> Result<Report> {
+    let scenario = options.scenario.clone();
+    scenario.validate()?;
+    let dir =
+        tempfile::tempdir().context("creating a temporary directory for the embedded store")?;
+    let log = DeliveryLog::in_memory();
+    let recorder = Arc::new(Recorder::default());
+    let send_path = build_send_path(
+        &scenario.config(dir.path()),
+        Extras {
+            delivery_log: log.clone(),
+            observer: recorder.clone(),
+            seed: scenario.seed,
+        },
+    )
+    .await?;
+    let (gateway, drainer, queue) = (send_path.gateway, send_path.drainer, send_path.store.queue);
+    let fee_schedules = send_path.fees;
+
+    let started = Instant::now();
+    *lock(&recorder.started) = Some(started);
+    let progress = options.progress.then(|| progress_bar(scenario.duration_s));
+
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let accepted_ids = Arc::new(Mutex::new(HashSet::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut timeline = Vec::new();
+
+    let total_ticks = (scenario.duration_s * 20.0).round() as u64; // 50 ms ticks
+    let per_tick = f64::from(scenario.rate_per_s) / 20.0;
+    let mut owed = 0.0;
+    let mut bursts = scenario.bursts.clone();
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    for tick in 0..total_ticks {
+        ticker.tick().await;
+        let t = started.elapsed().as_secs_f64();
+        owed += per_tick;
+        let mut due = owed.floor() as u64;
+        owed -= due as f64;
+        bursts.retain(|b| {
+            if b.at_s <= t {
+                due += u64::from(b.requests);
+                false
+            } else {
+                true
+            }
+        });
+        for _ in 0..due {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let gateway = gateway.clone();
+            let latencies = latencies.clone();
+            let accepted_ids = accepted_ids.clone();
+            let refused = refused.clone();
+            tasks.spawn(async move {
+                let request = match SmsRequest::new(
+                    "SMS_LOGIN",
+                    [format!("{:06}", n % 1_000_000)],
+                    [format!("+86139{n:08}")],
+                ) {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
+                let began = Instant::now();
+                let result = gateway.send(request).await;
+                lock(&latencies).push(began.elapsed());
+                match result {
+                    Ok(SendOutcome::Sent { id, .. }) | Ok(SendOutcome::Queued { id, .. }) => {
+                        lock(&accepted_ids).insert(id);
+                    }
+                    Ok(SendOutcome::Existing(_)) => {}
+                    Err(SendError::Invalid(_)) | Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+        if tick % 5 == 0 {
+            timeline.push(sample(&gateway, queue.as_ref(), &recorder, t).await);
+            if let Some(bar) = &progress {
+                bar.set_position((t * 10.0) as u64);
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+
+    // Let the queue settle: everything queued is sent, dead or expired.
+    let settle_until = Instant::now() + Duration::from_secs_f64(scenario.settle_s);
+    loop {
+        let stats = queue.stats().await.context("reading queue stats")?;
+        let t = started.elapsed().as_secs_f64();
+        timeline.push(sample(&gateway, queue.as_ref(), &recorder, t).await);
+        if stats.queued + stats.leased == 0 || Instant::now() >= settle_until {
+            break;
+        }
+        gateway.trigger_drain();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    drainer.shutdown().await;
+    if let Err(e) = gateway.flush().await {
+        tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
+    }
+
+    let accepted_ids = std::mem::take(&mut *lock(&accepted_ids));
+    let mut deliveries: HashMap<sms_core::MessageId, u64> = HashMap::new();
+    for record in log.records() {
+        *deliveries.entry(record.message_id).or_default() += 1;
+    }
+    let mut delivered = 0;
+    let mut duplicates = 0;
+    let (mut pending, mut dead, mut expired, mut lost) = (0, 0, 0, 0);
+    for id in &accepted_ids {
+        match deliveries.get(id) {
+            Some(n) => {
+                delivered += 1;
+                duplicates += n - 1;
+            }
+            None => match queue.get(*id).await?.map(|m| m.status) {
+                Some(sms_core::MessageStatus::Queued | sms_core::MessageStatus::Leased) => {
+                    pending += 1
+                }
+                Some(sms_core::MessageStatus::Dead) => dead += 1,
+                Some(sms_core::MessageStatus::Expired) => expired += 1,
+                _ => lost += 1,
+            },
+        }
+    }
+
+    let mut lat = std::mem::take(&mut *lock(&latencies));
+    lat.sort();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i].as_secs_f64() * 1000.0
+    };
+    let vendors: BTreeMap<String, VendorTally> = lock(&recorder.attempts)
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let spend_total: Money = vendors.values().map(|v| v.spend).sum();
+    let billed: u64 = vendors.values().map(|v| v.sent).sum();
+    let spend_if_always_cheapest = fee_schedules
+        .iter()
+        .map(|f| f.cost_of(0, billed))
+        .min()
+        .unwrap_or_default();
+    let share = billed / fee_schedules.len().max(1) as u64;
+    let extra = billed % fee_schedules.len().max(1) as u64;
+    let spend_if_round_robin = fee_schedules
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.cost_of(0, share + u64::from((i as u64) < extra)))
+        .sum();
+    let switch_log = lock(&recorder.switches).clone();
+    let report = Report {
+        scenario: scenario.name.clone(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        accepted: accepted_ids.len() as u64,
+        refused: refused.load(Ordering::Relaxed),
+        delivered,
+        pending,
+        dead,
+        expired,
+        lost,
+        duplicates,
+        queued: recorder.queued.load(Ordering::Relaxed),
+        drained: recorder.drained.load(Ordering::Relaxed),
+        switches: switch_log.len(),
+        switch_log,
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        spend_total,
+        spend_if_always_cheapest,
+        spend_if_round_robin,
+        vendors,
+        timeline,
+    };
+    if let Some(path) = &options.chart {
+        std::fs::write(
+            path,
+            crate::chart::render(&report.timeline_points(), &report.switch_times()),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+async fn sample(
+    gateway: &Gateway,
+    queue: &dyn DeferredQueue,
+    recorder: &Recorder,
+    t: f64,
+) -> Sample {
+    let stats = queue.stats().await.unwrap_or_default();
+    let spend = gateway.vendors().iter().map(|v| v.spend).sum();
+    Sample {
+        t,
+        vendor: gateway.current_vendor().to_string(),
+        queue_depth: stats.queued + stats.leased,
+        failures: recorder.failures.load(Ordering::Relaxed),
+        spend,
+    }
+}
+
+fn progress_bar(duration_s: f64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new((duration_s * 10.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} simulating [{bar:40}] {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,156 @@
+//! The report of a `simulate` run: the figures, the switch log, the timeline, and the
+//! table printed for people.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sms_core::{Money, VendorId};
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct SwitchRecord {
+    pub(super) at_s: f64,
+    pub(super) from: VendorId,
+    pub(super) to: VendorId,
+    pub(super) reason: String,
+}
+
+/// One vendor's share of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VendorTally {
+    /// Attempts it delivered.
+    pub sent: u64,
+    /// Attempts that failed (timeout, throttle, error, rejection).
+    pub failed: u64,
+    /// Delivered attempts slower than the threshold.
+    pub slow: u64,
+    /// What its deliveries cost.
+    pub spend: Money,
+}
+
+/// One sample of the timeline, taken every quarter second.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Sample {
+    pub(super) t: f64,
+    pub(super) vendor: String,
+    pub(super) queue_depth: u64,
+    pub(super) failures: u64,
+    pub(super) spend: Money,
+}
+
+/// The run's result; `--json` prints it whole.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub(super) scenario: String,
+    pub(super) elapsed_s: f64,
+    /// Requests the gateway answered with sent or queued.
+    pub accepted: u64,
+    /// Requests refused outright (invalid, rejected, limited per recipient, storage down).
+    pub refused: u64,
+    /// Accepted messages that reached a vendor at least once.
+    pub delivered: u64,
+    /// Accepted messages still queued or leased when the run ended.
+    pub pending: u64,
+    /// Accepted messages that ran out of attempts.
+    pub dead: u64,
+    /// Accepted messages that passed their deliver-by time.
+    pub expired: u64,
+    /// Accepted messages that are nowhere: must be 0.
+    pub lost: u64,
+    /// Deliveries beyond the first of a message.
+    pub duplicates: u64,
+    /// Messages that went through the queue.
+    pub queued: u64,
+    /// Queued messages later delivered by the drain.
+    pub drained: u64,
+    /// Vendor switches.
+    pub switches: usize,
+    pub(super) switch_log: Vec<SwitchRecord>,
+    pub(super) latency_p50_ms: f64,
+    pub(super) latency_p99_ms: f64,
+    /// Total spend.
+    pub spend_total: Money,
+    pub(super) spend_if_always_cheapest: Money,
+    pub(super) spend_if_round_robin: Money,
+    /// Per vendor: sent, failed, spend.
+    pub vendors: BTreeMap<String, VendorTally>,
+    #[serde(skip)]
+    pub(super) timeline: Vec<Sample>,
+}
+
+impl Report {
+    pub(super) fn timeline_points(&self) -> Vec<crate::chart::Point> {
+        self.timeline
+            .iter()
+            .map(|s| crate::chart::Point {
+                t: s.t,
+                vendor: s.vendor.clone(),
+                queue_depth: s.queue_depth,
+                failures: s.failures,
+                spend: s.spend.micros() as f64 / 1e6,
+            })
+            .collect()
+    }
+
+    pub(super) fn switch_times(&self) -> Vec<(f64, String)> {
+        self.switch_log
+            .iter()
+            .map(|s| (s.at_s, format!("{} → {}", s.from, s.to)))
+            .collect()
+    }
+
+    /// The report as a table for people.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario {:?} finished in {:.1} s",
+            self.scenario, self.elapsed_s
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8} {:>8} {:>8} {:>12}",
+            "vendor", "sent", "failed", "slow", "spend"
+        );
+        for (name, v) in &self.vendors {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>8} {:>8} {:>8} {:>12}",
+                name,
+                v.sent,
+                v.failed,
+                v.slow,
+                v.spend.to_string()
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "switches: {}", self.switches);
+        for s in &self.switch_log {
+            let _ = writeln!(
+                out,
+                "  {:>6.2} s  {} -> {}  ({})",
+                s.at_s, s.from, s.to, s.reason
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "accepted {}  delivered {}  pending {}  dead {}  expired {}  refused {}",
+            self.accepted, self.delivered, self.pending, self.dead, self.expired, self.refused
+        );
+        let _ = writeln!(out, "queued {}  drained {}", self.queued, self.drained);
+        let _ = writeln!(out, "lost {}  duplicates {}", self.lost, self.duplicates);
+        let _ = writeln!(
+            out,
+            "latency p50 {:.1} ms  p99 {:.1} ms",
+            self.latency_p50_ms, self.latency_p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "spend {}  (always cheapest: {}, round-robin: {})",
+            self.spend_total, self.spend_if_always_cheapest, self.spend_if_round_robin
+        );
+        out
+    }
+}

@@ -1,0 +1,190 @@
+//! Scenarios of `simulate`: the built-in presets, files, and the gateway configuration
+//! each one runs with.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sms_core::VendorId;
+use sms_failover::FailoverConfig;
+use sms_limit::LimitConfig;
+use sms_providers::simulated::{FaultKind, ScheduledFault, SimulationSettings};
+
+use crate::config::{Config, SimulatedVendorConfig, VendorConfig};
+
+/// A scenario: steady traffic, faults on a schedule, bursts, then a wait for the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Shown in the report.
+    pub name: String,
+    /// How long traffic runs, in seconds.
+    pub duration_s: f64,
+    /// Steady requests per second.
+    pub rate_per_s: u32,
+    /// The global limit during the run (lower than production so a burst shows it).
+    pub global_per_second: u32,
+    /// Longest wait for the queue to empty after traffic stops, in seconds.
+    pub settle_s: f64,
+    /// Failures in a row that switch vendor.
+    pub consecutive_failures: u32,
+    /// Rest of a vendor after a switch, in seconds.
+    pub cooldown_s: f64,
+    /// First retry delay of queued messages, in milliseconds.
+    pub backoff_base_ms: u64,
+    /// Seed of the simulated vendors.
+    pub seed: u64,
+    /// Extra requests sent all at once.
+    pub bursts: Vec<Burst>,
+    /// Settings per simulated vendor (name → settings).
+    pub vendors: BTreeMap<String, SimulationSettings>,
+}
+
+/// A burst of requests at one moment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    /// When, in seconds from the start.
+    pub at_s: f64,
+    /// How many requests.
+    pub requests: u32,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self::preset("default").unwrap_or_else(|| unreachable!("the default preset exists"))
+    }
+}
+
+fn vendor_settings(latency_ms: u64, jitter_ms: u64, error_rate: f64) -> SimulationSettings {
+    SimulationSettings {
+        latency_ms,
+        jitter_ms,
+        error_rate,
+        ..SimulationSettings::default()
+    }
+}
+
+impl Scenario {
+    /// Names of the built-in scenarios.
+    pub const PRESETS: [&'static str; 3] = ["default", "steady", "flaky"];
+
+    /// A built-in scenario by name.
+    pub fn preset(name: &str) -> Option<Self> {
+        let mut vendors = BTreeMap::new();
+        vendors.insert("aliyun".to_owned(), vendor_settings(20, 10, 0.0005));
+        vendors.insert("tencent".to_owned(), vendor_settings(30, 15, 0.0005));
+        vendors.insert("cloopen".to_owned(), vendor_settings(40, 20, 0.0005));
+        let mut s = Self {
+            name: name.to_owned(),
+            duration_s: 12.0,
+            rate_per_s: 200,
+            global_per_second: 500,
+            settle_s: 15.0,
+            consecutive_failures: 2,
+            cooldown_s: 3.0,
+            backoff_base_ms: 250,
+            seed: 7,
+            bursts: vec![Burst {
+                at_s: 9.0,
+                requests: 1500,
+            }],
+            vendors,
+        };
+        match name {
+            // The cheapest vendor (Aliyun at this volume) goes down from 3 s to 7 s.
+            "default" => {
+                if let Some(aliyun) = s.vendors.get_mut("aliyun") {
+                    aliyun.schedule = vec![ScheduledFault::new(3, 7, FaultKind::Outage)];
+                }
+            }
+            "steady" => s.bursts.clear(),
+            // Every vendor errs now and then and Tencent is slow.
+            "flaky" => {
+                for v in s.vendors.values_mut() {
+                    v.error_rate = 0.05;
+                    v.throttle_rate = 0.02;
+                }
+                if let Some(t) = s.vendors.get_mut("tencent") {
+                    t.latency_ms = 900;
+                    t.jitter_ms = 400;
+                }
+            }
+            _ => return None,
+        }
+        Some(s)
+    }
+
+    /// Reads a scenario file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Scenario = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        if !(self.duration_s > 0.0 && self.duration_s <= 3600.0) {
+            bail!(
+                "duration_s: expected more than 0 and at most 3600, found {}",
+                self.duration_s
+            );
+        }
+        if self.global_per_second == 0 || self.consecutive_failures == 0 {
+            bail!("global_per_second and consecutive_failures must be at least 1");
+        }
+        if self.vendors.is_empty() {
+            bail!("vendors: expected at least one simulated vendor");
+        }
+        for (name, settings) in &self.vendors {
+            VendorId::new(name).map_err(|e| anyhow::anyhow!("vendors.{name}: {}", e.problem))?;
+            settings
+                .validate()
+                .map_err(|e| anyhow::anyhow!("vendors.{name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The gateway's configuration for this scenario in `dir`: the embedded store, the
+    /// in-process limiter at the scenario's global limit and no per-recipient windows
+    /// (the requests go to distinct numbers anyway), quicker retries and drains than in
+    /// production so the queue settles within the run, and the scenario's vendors with
+    /// their built-in price lists.
+    pub(super) fn config(&self, dir: &Path) -> Config {
+        Config {
+            sqlite_path: dir.join("simulate.db"),
+            failover: FailoverConfig {
+                consecutive_failures: self.consecutive_failures,
+                cooldown: Duration::from_secs_f64(self.cooldown_s),
+                backoff_base: Duration::from_millis(self.backoff_base_ms),
+                backoff_max: Duration::from_millis(self.backoff_base_ms.max(2000)),
+                drain_interval: Duration::from_millis(200),
+                attempt_timeout: Duration::from_secs(2),
+                ..FailoverConfig::default()
+            },
+            limit: LimitConfig {
+                global_per_second: self.global_per_second,
+                recipient_windows: Vec::new(),
+                ..LimitConfig::default()
+            },
+            vendors: self
+                .vendors
+                .iter()
+                .zip(0..)
+                .map(|((name, simulation), order)| {
+                    let vendor = VendorConfig::Simulated(SimulatedVendorConfig {
+                        order,
+                        fees: None,
+                        simulation: simulation.clone(),
+                    });
+                    (name.clone(), vendor)
+                })
+                .collect(),
+            ..Config::default()
+        }
+    }
+}
