@@ -75,8 +75,9 @@ enum Reservation {
     Unkeyed,
     /// Stored leased to this instance under this token.
     Leased(LeaseToken),
-    /// A concurrent request with the same key stored it first.
-    Existing(StoredMessage),
+    /// A concurrent request with the same key stored it first (boxed: the rare case
+    /// should not make every reservation as large as a stored message).
+    Existing(Box<StoredMessage>),
 }
 
 /// The number of rate-limit permits a request takes: one per recipient.
@@ -126,7 +127,7 @@ impl Gateway {
         let token = match self.reserve(id, &request, now).await? {
             Reservation::Unkeyed => None,
             Reservation::Leased(token) => Some(token),
-            Reservation::Existing(existing) => return Ok(SendOutcome::Existing(existing)),
+            Reservation::Existing(existing) => return Ok(SendOutcome::Existing(*existing)),
         };
         let attempted = match self.attempt(id, &request, None, Origin::Live).await {
             Ok(attempted) => attempted,
@@ -241,7 +242,7 @@ impl Gateway {
         };
         match self.queue.enqueue(message).await {
             Ok(Enqueued::Created(_)) => Ok(Reservation::Leased(token)),
-            Ok(Enqueued::Existing(existing)) => Ok(Reservation::Existing(existing)),
+            Ok(Enqueued::Existing(existing)) => Ok(Reservation::Existing(Box::new(existing))),
             Err(e) => Err(SendError::StorageUnavailable(e)),
         }
     }
