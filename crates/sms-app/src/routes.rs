@@ -128,3 +128,48 @@ mod tests {
         assert!(three[0].to_string().contains("needs [templates]"));
     }
 }
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+    use crate::config::Config;
+
+    /// The first TOML block after `heading` in `doc`.
+    fn toml_after(doc: &str, heading: &str) -> String {
+        let from = doc.find(heading).expect("the section exists");
+        let rest = &doc[from..];
+        let start = rest.find("```toml\n").expect("a TOML block") + "```toml\n".len();
+        let end = rest[start..].find("```").expect("the block ends");
+        rest[start..start + end].to_owned()
+    }
+
+    fn ids(config: &Config) -> Vec<VendorId> {
+        config
+            .vendors_in_order()
+            .into_iter()
+            .map(|(name, _)| VendorId::new(name).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_and_operations_configurations_load_with_every_template_at_its_vendors() {
+        let readme = toml_after(include_str!("../../../README.md"), "## Real vendors");
+        let operations = toml_after(
+            include_str!("../../../docs/OPERATIONS.md"),
+            "## Templates and real vendors",
+        );
+        for (doc, text) in [("README", readme), ("OPERATIONS", operations)] {
+            let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{doc}: {e:#}"));
+            config.validate().unwrap_or_else(|e| panic!("{doc}: {e:#}"));
+            let lines = report(&config.templates, &ids(&config));
+            assert_eq!(
+                lines[0],
+                Line::Routed {
+                    template: "login_code".into(),
+                    vendors: vec!["aliyun".into(), "tencent".into(), "cloopen".into()],
+                },
+                "{doc}"
+            );
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sms_core::sync::lock;
-use sms_core::{DeferredQueue, Money, SendError, SmsRequest, VendorId};
+use sms_core::{DeferredQueue, Money, SendError, VendorId};
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver, SendOutcome};
 use sms_providers::delivery_log::DeliveryLog;
 
@@ -54,6 +54,9 @@ impl GatewayObserver for Recorder {
                 let tally = attempts.entry(vendor.clone()).or_default();
                 match outcome {
                     AttemptOutcome::Ok => tally.sent += 1,
+                    // The vendor is fine: these are the number's limit and our mapping.
+                    AttemptOutcome::RecipientRefused => tally.refused_numbers += 1,
+                    AttemptOutcome::Misconfigured => tally.refused_templates += 1,
                     AttemptOutcome::Slow => {
                         tally.sent += 1;
                         tally.slow += 1;
@@ -125,6 +128,7 @@ pub async fn run(options: Options) -> Result<Report> {
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let accepted_ids = Arc::new(Mutex::new(HashSet::new()));
     let refused = Arc::new(AtomicU64::new(0));
+    let refused_by_vendor = Arc::new(AtomicU64::new(0));
     let counter = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let mut timeline = Vec::new();
@@ -138,31 +142,35 @@ pub async fn run(options: Options) -> Result<Report> {
         ticker.tick().await;
         let t = started.elapsed().as_secs_f64();
         owed += per_tick;
-        let mut due = owed.floor() as u64;
+        let due = owed.floor() as u64;
         owed -= due as f64;
+        // Each request due now, with the number it goes to: its own, or one of a
+        // burst's few.
+        let mut recipients: Vec<Option<u32>> = Vec::new();
         bursts.retain(|b| {
             if b.at_s <= t {
-                due += u64::from(b.requests);
+                recipients.extend(std::iter::repeat_n(b.recipients, b.requests as usize));
                 false
             } else {
                 true
             }
         });
-        for _ in 0..due {
+        recipients.extend(std::iter::repeat_n(None, due as usize));
+        for (i, few) in recipients.into_iter().enumerate() {
             let n = counter.fetch_add(1, Ordering::Relaxed);
+            let to = match few {
+                Some(count) => format!("+86137{:08}", i as u64 % u64::from(count.max(1))),
+                None => format!("+86139{n:08}"),
+            };
+            let Some(request) = scenario.request(n, &to) else {
+                continue;
+            };
             let gateway = gateway.clone();
             let latencies = latencies.clone();
             let accepted_ids = accepted_ids.clone();
             let refused = refused.clone();
+            let refused_by_vendor = refused_by_vendor.clone();
             tasks.spawn(async move {
-                let request = match SmsRequest::new(
-                    "SMS_LOGIN",
-                    [format!("{:06}", n % 1_000_000)],
-                    [format!("+86139{n:08}")],
-                ) {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
                 let began = Instant::now();
                 let result = gateway.send(request).await;
                 lock(&latencies).push(began.elapsed());
@@ -171,7 +179,11 @@ pub async fn run(options: Options) -> Result<Report> {
                         lock(&accepted_ids).insert(id);
                     }
                     Ok(SendOutcome::Existing(_)) => {}
-                    Err(SendError::Invalid(_)) | Err(_) => {
+                    Err(SendError::RecipientRefused { .. }) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        refused_by_vendor.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -265,6 +277,7 @@ pub async fn run(options: Options) -> Result<Report> {
         elapsed_s: started.elapsed().as_secs_f64(),
         accepted: accepted_ids.len() as u64,
         refused: refused.load(Ordering::Relaxed),
+        refused_by_vendor_limits: refused_by_vendor.load(Ordering::Relaxed),
         delivered,
         pending,
         dead,

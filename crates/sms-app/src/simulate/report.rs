@@ -21,6 +21,10 @@ pub struct VendorTally {
     pub sent: u64,
     /// Attempts that failed (timeout, throttle, error, rejection).
     pub failed: u64,
+    /// Attempts its per-number limit refused: not failures of the vendor.
+    pub refused_numbers: u64,
+    /// Attempts refused because it has not approved the template: not failures either.
+    pub refused_templates: u64,
     /// Delivered attempts slower than the threshold.
     pub slow: u64,
     /// What its deliveries cost.
@@ -46,6 +50,8 @@ pub struct Report {
     pub accepted: u64,
     /// Requests refused outright (invalid, rejected, limited per recipient, storage down).
     pub refused: u64,
+    /// Of those, requests a vendor's per-number limit refused.
+    pub refused_by_vendor_limits: u64,
     /// Accepted messages that reached a vendor at least once.
     pub delivered: u64,
     /// Accepted messages still queued or leased when the run ended.
@@ -124,6 +130,20 @@ impl Report {
                 v.spend.to_string()
             );
         }
+        let refusals: Vec<String> = self
+            .vendors
+            .iter()
+            .filter(|(_, v)| v.refused_numbers + v.refused_templates > 0)
+            .map(|(name, v)| {
+                format!(
+                    "{name} {} per-number, {} template",
+                    v.refused_numbers, v.refused_templates
+                )
+            })
+            .collect();
+        if !refusals.is_empty() {
+            let _ = writeln!(out, "refusals (not failures): {}", refusals.join("; "));
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "switches: {}", self.switches);
         for s in &self.switch_log {
@@ -139,6 +159,13 @@ impl Report {
             "accepted {}  delivered {}  pending {}  dead {}  expired {}  refused {}",
             self.accepted, self.delivered, self.pending, self.dead, self.expired, self.refused
         );
+        if self.refused_by_vendor_limits > 0 {
+            let _ = writeln!(
+                out,
+                "refused by vendors' per-number limits {} (the vendors' health is untouched)",
+                self.refused_by_vendor_limits
+            );
+        }
         let _ = writeln!(out, "queued {}  drained {}", self.queued, self.drained);
         let _ = writeln!(out, "lost {}  duplicates {}", self.lost, self.duplicates);
         let _ = writeln!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sms_core::VendorId;
+use sms_core::{SmsRequest, Templates, VendorId};
 use sms_failover::FailoverConfig;
 use sms_limit::LimitConfig;
 use sms_providers::simulated::{FaultKind, ScheduledFault, SimulationSettings};
@@ -40,6 +40,9 @@ pub struct Scenario {
     pub bursts: Vec<Burst>,
     /// Settings per simulated vendor (name → settings).
     pub vendors: BTreeMap<String, SimulationSettings>,
+    /// Logical templates and which vendor has which; requests take them in turn. None:
+    /// every request names the vendors' template `SMS_LOGIN` directly.
+    pub templates: Templates,
 }
 
 /// A burst of requests at one moment.
@@ -50,6 +53,10 @@ pub struct Burst {
     pub at_s: f64,
     /// How many requests.
     pub requests: u32,
+    /// How many numbers the burst goes to, taken in turn (absent: each request its own):
+    /// a few numbers asked for many codes meet the vendors' per-number limits.
+    #[serde(default)]
+    pub recipients: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -69,7 +76,7 @@ fn vendor_settings(latency_ms: u64, jitter_ms: u64, error_rate: f64) -> Simulati
 
 impl Scenario {
     /// Names of the built-in scenarios.
-    pub const PRESETS: [&'static str; 3] = ["default", "steady", "flaky"];
+    pub const PRESETS: [&'static str; 4] = ["default", "steady", "flaky", "mapping"];
 
     /// A built-in scenario by name.
     pub fn preset(name: &str) -> Option<Self> {
@@ -90,8 +97,10 @@ impl Scenario {
             bursts: vec![Burst {
                 at_s: 9.0,
                 requests: 1500,
+                recipients: None,
             }],
             vendors,
+            templates: Templates::default(),
         };
         match name {
             // The cheapest vendor (Aliyun at this volume) goes down from 3 s to 7 s.
@@ -112,9 +121,36 @@ impl Scenario {
                     t.jitter_ms = 400;
                 }
             }
+            // Real vendors' rules: `notice` is not approved at the cheapest vendor, and
+            // a burst asks 20 numbers for 400 codes. Expect detours, per-number refusals
+            // answered to the callers, and no switch and no dead message.
+            "mapping" => {
+                s.bursts = vec![Burst {
+                    at_s: 6.0,
+                    requests: 400,
+                    recipients: Some(20),
+                }];
+                s.templates = mapping_templates();
+            }
             _ => return None,
         }
         Some(s)
+    }
+
+    /// The request number `n` sends, to `to`: the templates taken in turn, or the
+    /// vendors' `SMS_LOGIN` without templates.
+    pub(super) fn request(&self, n: u64, to: &str) -> Option<SmsRequest> {
+        let code = format!("{:06}", n % 1_000_000);
+        let names: Vec<(&str, usize)> = self
+            .templates
+            .iter()
+            .map(|(name, t)| (name, t.arg_count().unwrap_or(1)))
+            .collect();
+        if names.is_empty() {
+            return SmsRequest::new("SMS_LOGIN", [code], [to]).ok();
+        }
+        let (name, args) = names[(n % names.len() as u64) as usize];
+        SmsRequest::new(name, vec![code; args], [to]).ok()
     }
 
     /// Reads a scenario file.
@@ -184,7 +220,49 @@ impl Scenario {
                     (name.clone(), vendor)
                 })
                 .collect(),
+            templates: self.templates.clone(),
             ..Config::default()
         }
     }
+}
+
+/// `login_code` at every vendor; `notice` at all but Aliyun, the cheapest.
+fn mapping_templates() -> Templates {
+    let login = |id: &str| sms_core::VendorTemplate {
+        id: id.to_owned(),
+        params: Vec::new(),
+        sign_name: None,
+    };
+    let mut templates = BTreeMap::new();
+    templates.insert(
+        "login_code".to_owned(),
+        sms_core::Template {
+            text: Some("您的验证码是{1}，5分钟内有效。".to_owned()),
+            vendors: [
+                (
+                    "aliyun",
+                    sms_core::VendorTemplate {
+                        params: vec!["code".to_owned()],
+                        ..login("SMS_154950909")
+                    },
+                ),
+                ("tencent", login("1860001")),
+                ("cloopen", login("9001")),
+            ]
+            .into_iter()
+            .map(|(v, t)| (VendorId::new(v).expect("a valid name"), t))
+            .collect(),
+        },
+    );
+    templates.insert(
+        "notice".to_owned(),
+        sms_core::Template {
+            text: Some("您的订单{1}已发货。".to_owned()),
+            vendors: [("tencent", login("1860002")), ("cloopen", login("9002"))]
+                .into_iter()
+                .map(|(v, t)| (VendorId::new(v).expect("a valid name"), t))
+                .collect(),
+        },
+    );
+    Templates::new(templates).expect("the built-in templates are valid")
 }
