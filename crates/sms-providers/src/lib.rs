@@ -2,8 +2,12 @@
 //!
 //! - [`fees`]: tiered per-message price lists ([`fees::TieredFeeSchedule`]) and the
 //!   built-in lists of Aliyun, Tencent Cloud and Cloopen.
-//! - [`simulated`]: in-process vendors ([`simulated::SimulatedVendor`]) with seeded,
-//!   reproducible latency, errors, throttling, hangs, outages and scripted fault windows.
+//! - [`simulated`]: in-process vendors ([`simulated::SimulatedVendor`]) speaking like
+//!   Aliyun, Tencent Cloud or Cloopen, with seeded, reproducible latency, errors,
+//!   throttling, hangs, outages and scripted fault windows.
+//! - [`rules`]: what a real vendor checks before it sends (approved templates and
+//!   signatures, per-number limits, billing by segment), with each vendor's own codes;
+//!   the simulated vendors and the sandbox both apply them.
 //! - [`delivery_log`]: what the simulated vendors "delivered", in memory or as JSON lines
 //!   on disk, so a test or a simulation run can count duplicates across restarts.
 //! - [`http`]: the real vendors' HTTP adapters (Aliyun, Tencent Cloud, Cloopen), their
@@ -14,6 +18,7 @@
 pub mod delivery_log;
 pub mod fees;
 pub mod http;
+pub mod rules;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod simulated;
