@@ -1,11 +1,23 @@
-//! In-process vendors with reproducible latency, failures, hangs, outages and scripted
-//! fault windows, for tests, benchmarks and the gateway's simulation mode.
+//! In-process vendors that answer like Aliyun, Tencent Cloud or Cloopen, with
+//! reproducible latency, failures, hangs, outages and scripted fault windows, for tests,
+//! benchmarks and the gateway's simulation mode.
 //!
 //! A [`SimulatedVendor`] draws its behaviour from a seeded random generator, always the
 //! same number of values per send, so a given seed and a given order of sends give the
 //! same outcomes on every run. Time is tokio's: under `tokio::time::pause()` the latency,
-//! the hangs and the scripted windows follow the test's virtual clock.
+//! the hangs, the scripted windows and the per-number limits follow the test's virtual
+//! clock.
+//!
+//! A send the faults let through meets what the real vendor of its protocol checks
+//! ([`crate::rules`]): a template, signature or arguments the vendor has not approved
+//! fail with [`VendorError::Misconfigured`], a number over the vendor's per-number
+//! limits with [`VendorError::RecipientRefused`], both with the vendor's own codes. The
+//! approved templates come from [`SimulatedVendor::with_templates`]; without them the
+//! vendor approves anything, as suits a gateway without a catalogue. A delivered send
+//! bills the segments of its signed text, and a Tencent-like vendor reports its own count
+//! in [`Receipt::reported_billed`] as Tencent's `Fee` does.
 
+mod checks;
 mod settings;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +29,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sms_core::sync::{lock, read, write};
-use sms_core::{Clock, OutboundSms, Receipt, SystemClock, Vendor, VendorError, VendorId};
+use sms_core::{
+    Clock, OutboundSms, PhoneNumber, Receipt, SystemClock, Templates, Vendor, VendorError, VendorId,
+};
 use tokio::time::Instant;
 
 pub use settings::{FaultKind, ScheduledFault, SimulationSettings};
 
 use crate::ConfigError;
 use crate::delivery_log::{DeliveryLog, DeliveryRecord};
+use crate::rules::Protocol;
+use checks::{VendorRules, partial_send, resolve, rules_for};
 
 /// How long a hanging send sleeps: far past any deadline a caller would set.
 const HANG: Duration = Duration::from_secs(3600);
@@ -37,6 +53,10 @@ pub struct SimulatedVendor {
     /// Swapped whole by [`SimulatedVendor::set_settings`]; a send clones the `Arc` under
     /// a short read lock and never holds the lock across an `await`.
     settings: RwLock<Arc<SimulationSettings>>,
+    /// The templates the vendor approved; empty approves anything.
+    templates: RwLock<Templates>,
+    /// Built from the settings and the templates, replaced whole with them.
+    rules: RwLock<Arc<VendorRules>>,
     /// The seeded generator; locked only to draw a send's values.
     rng: Mutex<StdRng>,
     /// The moment the scripted windows count from.
@@ -55,6 +75,8 @@ struct Counters {
     rejected: AtomicU64,
     unauthorized: AtomicU64,
     transient: AtomicU64,
+    recipient_refused: AtomicU64,
+    misconfigured: AtomicU64,
     billed_messages: AtomicU64,
 }
 
@@ -68,7 +90,7 @@ pub struct SimulationStats {
     pub attempted: u64,
     /// Sends delivered and answered.
     pub succeeded: u64,
-    /// Sends that failed or hang: the sum of the five kinds below.
+    /// Sends that failed or hang: the sum of the seven kinds below.
     pub failed: u64,
     /// Sends that hang (counted when the hang starts).
     pub timed_out: u64,
@@ -81,7 +103,12 @@ pub struct SimulationStats {
     pub unauthorized: u64,
     /// Sends failed transiently (errors and outages).
     pub transient: u64,
-    /// Messages billed by the successful sends (recipients × segments).
+    /// Sends refused for the vendor's per-number limits, nothing delivered (a Tencent
+    /// send that reached some numbers counts as `rejected`, as its adapter reports it).
+    pub recipient_refused: u64,
+    /// Sends refused because the template, signature or arguments are not approved.
+    pub misconfigured: u64,
+    /// Segments billed by the successful sends, counted from the signed text.
     pub billed_messages: u64,
 }
 
@@ -203,36 +230,11 @@ fn decide(settings: &SimulationSettings, elapsed: Duration, draws: &Draws) -> De
     Decision { outcome, latency }
 }
 
-/// Messages a text takes: GSM-7 texts fit 160 characters in one message and 153 per part
-/// when split; anything else is sent as UCS-2, 70 in one and 67 per part. Characters of
-/// GSM-7's extension table (`^{}[]~|\€`) take two places; characters outside the Basic
-/// Multilingual Plane (emoji) take two UCS-2 units. An empty text is still one message.
-pub fn segments(text: &str) -> u64 {
-    fn gsm_units(c: char) -> Option<u64> {
-        match c {
-            '^' | '{' | '}' | '[' | ']' | '~' | '|' | '\\' | '€' => Some(2),
-            // Printable ASCII except the backtick, plus line breaks: close enough to the
-            // GSM-7 basic table for billing estimates.
-            ' '..='~' if c != '`' => Some(1),
-            '\n' | '\r' => Some(1),
-            _ => None,
-        }
-    }
-    let gsm: Option<u64> = text.chars().map(gsm_units).sum();
-    let (units, single, part) = match gsm {
-        Some(units) => (units, 160, 153),
-        None => (text.encode_utf16().count() as u64, 70, 67),
-    };
-    if units <= single {
-        1
-    } else {
-        units.div_ceil(part)
-    }
-}
-
 impl SimulatedVendor {
     /// A vendor named `id` behaving as `settings`, drawing from a generator seeded with
-    /// `seed`, delivering into `log`. Refuses invalid settings.
+    /// `seed`, delivering into `log`, approving any template until
+    /// [`with_templates`](Self::with_templates). Refuses invalid settings, and a vendor
+    /// whose protocol is neither set nor its name (see [`SimulationSettings::protocol`]).
     ///
     /// The scripted windows count from now (tokio's clock: create the vendor after
     /// `tokio::time::pause()` in tests).
@@ -242,10 +244,14 @@ impl SimulatedVendor {
         seed: u64,
         log: DeliveryLog,
     ) -> Result<Self, ConfigError> {
-        settings.validate()?;
+        let settings = resolve(&id, settings, None)?;
+        let templates = Templates::default();
+        let rules = rules_for(&id, &settings, &templates, None);
         Ok(Self {
             id,
             settings: RwLock::new(Arc::new(settings)),
+            templates: RwLock::new(templates),
+            rules: RwLock::new(Arc::new(rules)),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             started: Mutex::new(Instant::now()),
             log,
@@ -274,22 +280,46 @@ impl SimulatedVendor {
         Self::preset("cloopen", SimulationSettings::cloopen(), seed, log)
     }
 
+    /// The same vendor approving the templates `templates` maps for its name, each with
+    /// its own signature or the vendor's `sign_name`; an empty catalogue approves any.
+    pub fn with_templates(self, templates: Templates) -> Self {
+        let settings = self.settings();
+        let rules = rules_for(&self.id, &settings, &templates, Some(&self.rules()));
+        *write(&self.templates) = templates;
+        *write(&self.rules) = Arc::new(rules);
+        self
+    }
+
+    /// The protocol the vendor speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.rules().protocol
+    }
+
     /// The same vendor stamping deliveries with `clock`'s time instead of the system's.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// The current settings.
+    /// The current settings, with the protocol the vendor speaks filled in.
     pub fn settings(&self) -> Arc<SimulationSettings> {
         read(&self.settings).clone()
     }
 
+    fn rules(&self) -> Arc<VendorRules> {
+        read(&self.rules).clone()
+    }
+
     /// Replaces the settings, for the sends that start from now on (sends already
     /// running keep what they drew). Refuses invalid settings and keeps the old ones.
+    /// Without a `protocol` the vendor keeps the one it speaks; with the same protocol
+    /// it keeps what each number was sent, so the per-number windows carry on.
     pub fn set_settings(&self, settings: SimulationSettings) -> Result<(), ConfigError> {
-        settings.validate()?;
+        let current = self.rules();
+        let settings = resolve(&self.id, settings, Some(current.protocol))?;
+        let rules = rules_for(&self.id, &settings, &read(&self.templates), Some(&current));
         *write(&self.settings) = Arc::new(settings);
+        *write(&self.rules) = Arc::new(rules);
         Ok(())
     }
 
@@ -319,15 +349,24 @@ impl SimulatedVendor {
             get(&c.unauthorized),
             get(&c.transient),
         );
+        let (recipient_refused, misconfigured) = (get(&c.recipient_refused), get(&c.misconfigured));
         SimulationStats {
             attempted: get(&c.attempted),
             succeeded: get(&c.succeeded),
-            failed: timed_out + throttled + rejected + unauthorized + transient,
+            failed: timed_out
+                + throttled
+                + rejected
+                + unauthorized
+                + transient
+                + recipient_refused
+                + misconfigured,
             timed_out,
             throttled,
             rejected,
             unauthorized,
             transient,
+            recipient_refused,
+            misconfigured,
             billed_messages: get(&c.billed_messages),
         }
     }
@@ -353,16 +392,22 @@ impl SimulatedVendor {
             VendorError::Rejected { .. } => &self.counters.rejected,
             VendorError::Unauthorized { .. } => &self.counters.unauthorized,
             VendorError::Transient { .. } => &self.counters.transient,
+            VendorError::RecipientRefused { .. } => &self.counters.recipient_refused,
+            VendorError::Misconfigured { .. } => &self.counters.misconfigured,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes one record per recipient; the send succeeds only if this does.
-    fn deliver(&self, sms: &OutboundSms, vendor_message_id: &str) -> Result<(), VendorError> {
+    /// Writes one record per recipient in `recipients`; the send succeeds only if this
+    /// does.
+    fn deliver(
+        &self,
+        sms: &OutboundSms,
+        vendor_message_id: &str,
+        recipients: &[PhoneNumber],
+    ) -> Result<(), VendorError> {
         let at = self.clock.now();
-        let records = sms
-            .request
-            .recipients()
+        let records = recipients
             .iter()
             .map(|recipient| DeliveryRecord {
                 message_id: sms.id,
@@ -404,15 +449,18 @@ impl Vendor for SimulatedVendor {
         self.id.clone()
     }
 
-    /// Waits the drawn latency, then delivers (recording each recipient in the log) or
-    /// fails as drawn. Billed messages are recipients × [`segments`] of the arguments
-    /// joined: the simulator does not know the template's own text, so this is a lower
-    /// bound of what a real vendor bills.
+    /// Waits the drawn latency, then fails as drawn, or checks the message as the real
+    /// vendor does and delivers it (recording each accepted recipient in the log).
+    /// Billed messages are the segments of the signed text, as
+    /// [`OutboundSms::billed_segments`] counts them; a Tencent-like vendor also reports
+    /// its own count, from the text it approved.
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
         let settings = self.settings();
+        let rules = self.rules();
         let elapsed = lock(&self.started).elapsed();
         let draws = self.draw();
         let decision = decide(&settings, elapsed, &draws);
+        let per_number_limits = settings.per_number_limits;
         drop(settings);
         let vendor_message_id = format!("sim-{}-{:06}-{:08x}", self.id, draws.sequence, draws.tag);
         tracing::debug!(
@@ -426,9 +474,12 @@ impl Vendor for SimulatedVendor {
             Outcome::Hang { delivers } => {
                 self.count_failure(&VendorError::TimedOut);
                 if delivers {
-                    // The vendor took the message; only the answer is lost. A log failure
-                    // here changes nothing for the caller, who never gets an answer.
-                    let _ = self.deliver(sms, &vendor_message_id);
+                    // The vendor took the message, checked it as usual, and only the
+                    // answer is lost. A refusal or a log failure here changes nothing for
+                    // the caller, who never gets an answer.
+                    if let Ok(screened) = rules.screen(sms, per_number_limits) {
+                        let _ = self.deliver(sms, &vendor_message_id, &screened.accepted);
+                    }
                 }
                 tokio::time::sleep(HANG).await;
                 Err(VendorError::TimedOut)
@@ -440,12 +491,26 @@ impl Vendor for SimulatedVendor {
             }
             Outcome::Deliver => {
                 pause(decision.latency).await;
-                if let Err(error) = self.deliver(sms, &vendor_message_id) {
+                let screened = match rules.screen(sms, per_number_limits) {
+                    Ok(screened) => screened,
+                    Err(error) => {
+                        self.count_failure(&error);
+                        return Err(error);
+                    }
+                };
+                if let Err(error) = self.deliver(sms, &vendor_message_id, &screened.accepted) {
                     self.count_failure(&error);
                     return Err(error);
                 }
-                let per_recipient = segments(&sms.request.args().concat());
-                let billed_messages = sms.request.recipients().len() as u64 * per_recipient;
+                if let Some(refusal) = screened.refused.clone() {
+                    // Some numbers got it and others were refused: answered as the HTTP
+                    // adapter answers Tencent's mixed statuses.
+                    let total = sms.request.recipients().len();
+                    let error = partial_send(screened, total, &vendor_message_id, refusal);
+                    self.count_failure(&error);
+                    return Err(error);
+                }
+                let billed_messages = screened.billed_messages;
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .billed_messages
@@ -453,6 +518,7 @@ impl Vendor for SimulatedVendor {
                 Ok(Receipt {
                     vendor_message_id,
                     billed_messages,
+                    reported_billed: screened.reported_billed,
                 })
             }
         }
@@ -590,25 +656,5 @@ mod tests {
         };
         let d = decide(&s, Duration::from_secs(1), &draws(0.0, 0.9, 0.0));
         assert_eq!(d.outcome, Outcome::Hang { delivers: false });
-    }
-
-    #[test]
-    fn segments_follow_the_encoding() {
-        assert_eq!(segments(""), 1);
-        assert_eq!(segments(&"a".repeat(160)), 1);
-        assert_eq!(segments(&"a".repeat(161)), 2);
-        assert_eq!(segments(&"a".repeat(306)), 2);
-        assert_eq!(segments(&"a".repeat(307)), 3);
-        // Extension characters take two places.
-        assert_eq!(segments(&"{".repeat(80)), 1);
-        assert_eq!(segments(&"{".repeat(81)), 2);
-        // Chinese text is UCS-2.
-        assert_eq!(segments(&"验".repeat(70)), 1);
-        assert_eq!(segments(&"验".repeat(71)), 2);
-        assert_eq!(segments(&"验".repeat(134)), 2);
-        assert_eq!(segments(&"验".repeat(135)), 3);
-        // One non-GSM character switches the whole text to UCS-2; emoji take two units.
-        assert_eq!(segments(&format!("{}ж", "a".repeat(69))), 1);
-        assert_eq!(segments(&format!("{}😀", "a".repeat(69))), 2);
     }
 }

@@ -1,10 +1,12 @@
-//! How a simulated vendor behaves: latency, fault rates, outage switch, scripted windows.
+//! How a simulated vendor behaves: the vendor API it speaks like, its signature and
+//! per-number limits, latency, fault rates, outage switch, scripted windows.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
+use crate::rules::Protocol;
 
 /// A simulated vendor's behaviour. Every field has a default, so a TOML table names only
 /// what it changes; the defaults are a healthy vendor that answers at once.
@@ -14,7 +16,14 @@ use crate::ConfigError;
 /// `throttle_rate`, else is rejected with `reject_rate`, else is delivered. They must add
 /// up to at most 1.
 ///
+/// A send the faults let through then meets what the real vendor checks
+/// ([`crate::rules`]): the template, signature and arguments approved (see
+/// [`SimulatedVendor::with_templates`](super::SimulatedVendor::with_templates)), and
+/// the vendor's per-number limits unless `per_number_limits = false`.
+///
 /// ```toml
+/// protocol = "tencent"
+/// sign_name = "腾讯云"
 /// latency_ms = 80
 /// jitter_ms = 40
 /// error_rate = 0.01
@@ -27,6 +36,20 @@ use crate::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulationSettings {
+    /// The vendor API the vendor behaves as: its codes, its per-number windows, whether
+    /// it reports the billed segments (Tencent's `Fee`). Unset, a vendor named `aliyun`,
+    /// `tencent` or `cloopen` speaks its name's protocol and keeps the one it has when
+    /// the settings are replaced; a vendor with another name must set it.
+    pub protocol: Option<Protocol>,
+    /// The signature the vendor signs with when a template has none of its own, approved
+    /// with every template. Unset: no signature, and the text is billed without one.
+    pub sign_name: Option<String>,
+    /// Whether the vendor applies its default per-number limits (Aliyun 1 a minute, 5 an
+    /// hour, 10 a day per signature and number; Tencent the same content once per 30 s
+    /// and 10 a day per number; Cloopen the same template once a minute and 10 a day).
+    /// On by default, as at the real vendors; off for load tests that send many messages
+    /// to a few numbers.
+    pub per_number_limits: bool,
     /// Base time to answer, in milliseconds.
     pub latency_ms: u64,
     /// Extra time to answer, drawn uniformly from `0..=jitter_ms` for each send.
@@ -55,6 +78,9 @@ pub struct SimulationSettings {
 impl Default for SimulationSettings {
     fn default() -> Self {
         Self {
+            protocol: None,
+            sign_name: None,
+            per_number_limits: true,
             latency_ms: 0,
             jitter_ms: 0,
             error_rate: 0.0,
@@ -164,8 +190,20 @@ impl SimulationSettings {
 
     /// Checks that every rate is a share between 0 and 1, that the four exclusive rates
     /// add up to at most 1, and that every window ends after it starts and has the fields
-    /// its kind needs. The error names the field (`schedule[2].to_s`).
+    /// its kind needs, and that a signature, when set, is not empty. The error names the
+    /// field (`schedule[2].to_s`).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .sign_name
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(ConfigError::Simulation {
+                field: "sign_name".into(),
+                problem: "expected a signature, found an empty string; leave it out for none"
+                    .into(),
+            });
+        }
         for (field, rate) in [
             ("error_rate", self.error_rate),
             ("throttle_rate", self.throttle_rate),
@@ -255,6 +293,8 @@ mod tests {
         assert_eq!(settings, SimulationSettings::default());
         assert_eq!(settings.latency_ms, 0);
         assert!(!settings.outage);
+        assert!(settings.per_number_limits, "on, as at the real vendors");
+        assert_eq!((settings.protocol, settings.sign_name), (None, None));
         for preset in [
             SimulationSettings::aliyun(),
             SimulationSettings::tencent(),
@@ -345,6 +385,25 @@ mod tests {
         let mut window = ScheduledFault::new(0, 10, FaultKind::Reject);
         window.latency_ms = Some(5);
         assert_eq!(problem_field(&with(window)), "schedule[1].latency_ms");
+    }
+
+    #[test]
+    fn the_protocol_signature_and_limits_switch_parse() {
+        let settings = parse(
+            r#"
+            protocol = "tencent"
+            sign_name = "腾讯云"
+            per_number_limits = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.protocol, Some(Protocol::Tencent));
+        assert_eq!(settings.sign_name.as_deref(), Some("腾讯云"));
+        assert!(!settings.per_number_limits);
+        let e = parse("protocol = \"twilio\"").unwrap_err();
+        assert!(e.contains("twilio"), "{e}");
+        let e = parse("sign_name = \" \"").unwrap_err();
+        assert!(e.starts_with("simulation setting sign_name:"), "{e}");
     }
 
     #[test]

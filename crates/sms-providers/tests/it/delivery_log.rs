@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sms_core::{Vendor, VendorId};
 use sms_providers::delivery_log::{self, DeliveryLog};
+use sms_providers::rules::Protocol;
 use sms_providers::simulated::{SimulatedVendor, SimulationSettings};
 
 use crate::{sms, sms_to};
@@ -19,7 +20,8 @@ async fn the_file_holds_what_was_delivered() {
         .send(&sms_to(&["+8613800138000", "+8613800138001"]))
         .await
         .unwrap();
-    vendor.send(&sms()).await.unwrap();
+    // Another number: Aliyun takes one message a minute per number.
+    vendor.send(&sms_to(&["+8613800138002"])).await.unwrap();
 
     let from_file = DeliveryLog::read_file(&path).unwrap();
     assert_eq!(from_file.len(), 3);
@@ -31,7 +33,8 @@ async fn duplicates_are_counted_across_handles_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deliveries.jsonl");
     let message = sms();
-    let other = sms();
+    // Another number: Tencent refuses the same content to one number twice in 30 s.
+    let other = sms_to(&["+8613800138001"]);
 
     // Two "instances" of the gateway share the file, each with its own vendor.
     let first = SimulatedVendor::aliyun(1, DeliveryLog::append_to(&path).unwrap());
@@ -81,7 +84,13 @@ fn concurrent_writers_never_interleave_lines() {
                 Arc::new(
                     SimulatedVendor::new(
                         VendorId::new(&format!("sim{i}")).unwrap(),
-                        SimulationSettings::default(),
+                        // A log test: a hundred messages to the same three numbers, which
+                        // the vendor's per-number limits would refuse.
+                        SimulationSettings {
+                            protocol: Some(Protocol::Aliyun),
+                            per_number_limits: false,
+                            ..SimulationSettings::default()
+                        },
                         i as u64,
                         log.clone(),
                     )

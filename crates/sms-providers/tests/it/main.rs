@@ -4,15 +4,17 @@
 mod delivery_log;
 mod fees;
 mod simulated;
+mod vendor_rules;
 
 use sms_core::{MessageId, OutboundSms, SmsRequest};
 
-/// A message to `recipients` with one short argument.
+/// A message to `recipients` with one short argument, as a gateway without a template
+/// catalogue hands it over (template id = the request's template name, no text).
 pub fn sms_to(recipients: &[&str]) -> OutboundSms {
-    OutboundSms {
-        id: MessageId::new(),
-        request: SmsRequest::new("login_code", ["123456"], recipients).unwrap(),
-    }
+    OutboundSms::pass_through(
+        MessageId::new(),
+        SmsRequest::new("login_code", ["123456"], recipients).unwrap(),
+    )
 }
 
 /// A message to one recipient.

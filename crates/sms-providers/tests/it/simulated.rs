@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sms_core::{Vendor, VendorError, VendorId};
+use sms_core::{Templates, Vendor, VendorError, VendorId};
 use sms_providers::ConfigError;
 use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::simulated::{FaultKind, ScheduledFault, SimulatedVendor, SimulationSettings};
@@ -15,6 +15,9 @@ use crate::{sms, sms_to};
 /// Longer than any simulated latency, far shorter than a hang.
 const DEADLINE: Duration = Duration::from_secs(5);
 
+/// A vendor named `aliyun` with `settings`. The tests here are about faults and send the
+/// same message to one number many times, so those that send more than one switch the
+/// vendor's per-number limits off (tests/it/vendor_rules.rs covers them).
 fn vendor(settings: SimulationSettings, seed: u64) -> SimulatedVendor {
     SimulatedVendor::new(
         VendorId::new("aliyun").unwrap(),
@@ -33,6 +36,7 @@ fn noisy() -> SimulationSettings {
         throttle_rate: 0.1,
         timeout_rate: 0.05,
         reject_rate: 0.05,
+        per_number_limits: false,
         ..SimulationSettings::default()
     }
 }
@@ -201,21 +205,30 @@ async fn a_delivery_records_each_recipient_and_bills_them() {
     assert_eq!(stats.billed_messages, 3);
 }
 
+/// Billing counts the segments of the signed text the catalogue gives, as the vendor
+/// bills it; a message without a known text is billed one per recipient.
 #[tokio::test(start_paused = true)]
 async fn long_texts_bill_several_messages_per_recipient() {
-    let vendor = vendor(SimulationSettings::default(), 1);
+    let templates: Templates = serde_json::from_value(serde_json::json!({
+        "notice": {"text": "{1}", "vendors": {"aliyun": {"id": "SMS_NOTICE"}}}
+    }))
+    .unwrap();
+    let vendor = vendor(SimulationSettings::default(), 1).with_templates(templates.clone());
     let request = sms_core::SmsRequest::new(
         "notice",
         ["验".repeat(100)],
         ["+8613800138000", "+8613800138001"],
     )
     .unwrap();
-    let message = sms_core::OutboundSms {
-        id: sms_core::MessageId::new(),
-        request,
-    };
-    // 100 UCS-2 characters take two parts of 67.
-    assert_eq!(vendor.send(&message).await.unwrap().billed_messages, 4);
+    let aliyun = VendorId::new("aliyun").unwrap();
+    let message = templates
+        .outbound(sms_core::MessageId::new(), &request, &aliyun)
+        .unwrap();
+    // 100 characters to a mainland number take two parts of 67.
+    let receipt = vendor.send(&message).await.unwrap();
+    assert_eq!(receipt.billed_messages, 4);
+    assert_eq!(receipt.reported_billed, None, "Aliyun reports no count");
+    assert_eq!(vendor.stats().billed_messages, 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,6 +237,7 @@ async fn scripted_windows_follow_the_vendors_clock() {
     slow.latency_ms = Some(1500);
     let settings = SimulationSettings {
         schedule: vec![ScheduledFault::new(20, 60, FaultKind::Outage), slow],
+        per_number_limits: false,
         ..SimulationSettings::healthy(10, 0)
     };
     let vendor = vendor(settings, 5);
@@ -259,7 +273,11 @@ async fn scripted_windows_follow_the_vendors_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn settings_change_while_running() {
-    let vendor = Arc::new(vendor(SimulationSettings::healthy(100, 0), 11));
+    let settings = SimulationSettings {
+        per_number_limits: false,
+        ..SimulationSettings::healthy(100, 0)
+    };
+    let vendor = Arc::new(vendor(settings, 11));
     assert!(vendor.send(&sms()).await.is_ok());
 
     // A send already waiting keeps what it drew; the next one sees the outage.
