@@ -8,6 +8,14 @@
 //! the network. Every accepted recipient is recorded ([`Delivery`]), in memory and, when
 //! configured, as JSON lines in a file.
 //!
+//! Past the credentials each route checks what its real vendor checks ([`crate::rules`]),
+//! in that vendor's answer: the template, signature and parameters approved (from the
+//! [`SandboxConfig::templates`] catalogue, for the vendor name each route answers for;
+//! an empty catalogue approves anything), and the vendor's per-number limits (on unless
+//! [`SandboxConfig::per_number_limits`] is false). Tencent's `Fee` is the billed segments
+//! of the signed text: the approved template's text with `TemplateParamSet` in place,
+//! or the parameters alone when the text is not known.
+//!
 //! Faults are set per vendor with `PUT /_control/{vendor}` and a JSON [`FaultControls`]
 //! (or [`SandboxHandle::set_faults`]): added latency, a rate of vendor errors, a rate of
 //! throttling answers, and a full outage (HTTP 503). `GET /_control/{vendor}` reads them
@@ -27,15 +35,27 @@
 //! and a fault set while it runs:
 //! `curl -X PUT localhost:PORT/_control/tencent -d '{"throttle_rate": 0.3, "latency_ms": 200}'`.
 //!
+//! With templates, each route approves what the catalogue maps for its vendor name
+//! (`aliyun`, `tencent`, `cloopen`, or the `vendor` key of its table), signed with the
+//! mapping's `sign_name` or the route's (`Sandbox`, or the `sign_name` key of its table):
+//!
+//! ```toml
+//! per_number_limits = true
+//! [templates.login_code]
+//! text = "您的验证码是{1}，{2}分钟内有效。"
+//! vendors.aliyun = { id = "SMS_154950909", params = ["code", "minutes"] }
+//! vendors.tencent = { id = "1860001", sign_name = "腾讯云" }
+//! ```
+//!
 //! Which numbers the sandbox refuses: a `+86` number that is not a mobile (11 digits
 //! starting with 1), like the landline `+862012345678`, as the real vendors do.
 
+mod config;
 mod handlers;
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,12 +64,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use serde::{Deserialize, Serialize};
+use sms_core::VendorId;
 use sms_core::sync::lock;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::http::{AliyunConfig, CloopenConfig, Secret, TencentConfig};
+pub use config::{AliyunCredentials, CloopenCredentials, SandboxConfig, TencentCredentials};
+
+use crate::http::{AliyunConfig, CloopenConfig, TencentConfig};
+use crate::rules::{Approvals, PerNumberLimits, Protocol};
 
 /// One of the vendors the sandbox speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +97,15 @@ impl SandboxVendor {
         }
     }
 
+    /// The protocol the vendor's route speaks.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Self::Aliyun => Protocol::Aliyun,
+            Self::Tencent => Protocol::Tencent,
+            Self::Cloopen => Protocol::Cloopen,
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Self::Aliyun => 0,
@@ -90,80 +123,6 @@ impl FromStr for SandboxVendor {
             "tencent" => Ok(Self::Tencent),
             "cloopen" => Ok(Self::Cloopen),
             other => Err(SandboxError::UnknownVendor(other.to_owned())),
-        }
-    }
-}
-
-/// The credentials the sandbox accepts for Aliyun.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliyunCredentials {
-    /// AccessKey id.
-    pub access_key_id: String,
-    /// AccessKey secret.
-    pub access_key_secret: Secret,
-}
-
-/// The credentials the sandbox accepts for Tencent Cloud.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TencentCredentials {
-    /// SecretId.
-    pub secret_id: String,
-    /// SecretKey.
-    pub secret_key: Secret,
-    /// The only `SmsSdkAppId` accepted.
-    pub sdk_app_id: String,
-}
-
-/// The credentials the sandbox accepts for Cloopen.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloopenCredentials {
-    /// ACCOUNT SID.
-    pub account_sid: String,
-    /// AUTH TOKEN.
-    pub auth_token: Secret,
-    /// The only `appId` accepted.
-    pub app_id: String,
-}
-
-/// What the sandbox accepts and where it writes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxConfig {
-    /// Aliyun credentials.
-    pub aliyun: AliyunCredentials,
-    /// Tencent Cloud credentials.
-    pub tencent: TencentCredentials,
-    /// Cloopen credentials.
-    pub cloopen: CloopenCredentials,
-    /// JSON-lines file each delivery is appended to; none keeps them in memory only.
-    pub delivery_log: Option<PathBuf>,
-    /// Seed of the random draws behind error and throttling rates, so a run repeats.
-    pub seed: u64,
-}
-
-impl Default for SandboxConfig {
-    /// Fixed, obviously fake credentials: the sandbox is for tests and local runs.
-    fn default() -> Self {
-        Self {
-            aliyun: AliyunCredentials {
-                access_key_id: "sandbox-aliyun-id".into(),
-                access_key_secret: Secret::new("sandbox-aliyun-secret"),
-            },
-            tencent: TencentCredentials {
-                secret_id: "AKIDsandbox".into(),
-                secret_key: Secret::new("sandbox-tencent-key"),
-                sdk_app_id: "1400000000".into(),
-            },
-            cloopen: CloopenCredentials {
-                account_sid: "sandboxaccountsid".into(),
-                auth_token: Secret::new("sandbox-cloopen-token"),
-                app_id: "sandboxapp".into(),
-            },
-            delivery_log: None,
-            seed: 0,
         }
     }
 }
@@ -213,7 +172,8 @@ pub struct Delivery {
     pub reference: Option<String>,
     /// Template id or code.
     pub template: String,
-    /// Template arguments, in order (Aliyun's named ones in name order).
+    /// Template arguments, in order (Aliyun's named ones in the approved template's
+    /// order, or in name order when the sandbox approves anything).
     pub args: Vec<String>,
     /// When the sandbox accepted it.
     pub time: DateTime<Utc>,
@@ -233,9 +193,16 @@ pub enum SandboxError {
     UnknownVendor(String),
 }
 
+/// What one route's vendor checks past the credentials.
+pub(crate) struct Route {
+    pub(crate) approvals: Approvals,
+    pub(crate) limits: PerNumberLimits,
+}
+
 /// Shared by every request handler.
 pub(crate) struct SandboxState {
     pub(crate) config: SandboxConfig,
+    routes: [Route; 3],
     faults: Mutex<[FaultControls; 3]>,
     deliveries: Mutex<Vec<Delivery>>,
     log: Mutex<Option<std::fs::File>>,
@@ -255,7 +222,29 @@ pub(crate) enum Fate {
 
 impl SandboxState {
     fn new(config: SandboxConfig, log: Option<std::fs::File>) -> Self {
+        let route = |vendor: SandboxVendor, name: &VendorId, sign_name: &str| {
+            let protocol = vendor.protocol();
+            Route {
+                approvals: Approvals::from_catalogue(protocol, &config.templates, name, sign_name),
+                limits: PerNumberLimits::new(protocol),
+            }
+        };
+        let routes = [
+            route(
+                SandboxVendor::Aliyun,
+                &config.aliyun.vendor,
+                &config.aliyun.sign_name,
+            ),
+            route(
+                SandboxVendor::Tencent,
+                &config.tencent.vendor,
+                &config.tencent.sign_name,
+            ),
+            // Cloopen checks no signature apart from the template.
+            route(SandboxVendor::Cloopen, &config.cloopen.vendor, ""),
+        ];
         Self {
+            routes,
             faults: Mutex::new([FaultControls::default(); 3]),
             deliveries: Mutex::new(Vec::new()),
             log: Mutex::new(log),
@@ -264,6 +253,11 @@ impl SandboxState {
             next_id: AtomicU64::new(0),
             config,
         }
+    }
+
+    /// What `vendor`'s route checks past the credentials.
+    pub(crate) fn route(&self, vendor: SandboxVendor) -> &Route {
+        &self.routes[vendor.index()]
     }
 
     pub(crate) fn faults(&self, vendor: SandboxVendor) -> FaultControls {
@@ -417,7 +411,7 @@ impl SandboxHandle {
             base_url: format!("{}/", self.base_url()),
             access_key_id: c.access_key_id.clone(),
             access_key_secret: c.access_key_secret.clone(),
-            sign_name: "Sandbox".into(),
+            sign_name: c.sign_name.clone(),
             ..AliyunConfig::default()
         }
     }
@@ -430,7 +424,7 @@ impl SandboxHandle {
             secret_id: c.secret_id.clone(),
             secret_key: c.secret_key.clone(),
             sdk_app_id: c.sdk_app_id.clone(),
-            sign_name: "Sandbox".into(),
+            sign_name: c.sign_name.clone(),
             ..TencentConfig::default()
         }
     }
@@ -540,6 +534,66 @@ mod tests {
             SandboxConfig::default().tencent.secret_id
         );
         assert!(toml::from_str::<SandboxConfig>("sede = 7").is_err());
+        assert!(c.per_number_limits);
+        assert!(c.templates.is_pass_through());
+        assert_eq!(c.aliyun.vendor.as_str(), "aliyun");
+        assert_eq!(c.aliyun.sign_name, "Sandbox");
+    }
+
+    #[test]
+    fn the_documented_catalogue_parses() {
+        let c: SandboxConfig = toml::from_str(
+            r#"
+            per_number_limits = true
+            [templates.login_code]
+            text = "您的验证码是{1}，{2}分钟内有效。"
+            vendors.aliyun = { id = "SMS_154950909", params = ["code", "minutes"] }
+            vendors.tencent = { id = "1860001", sign_name = "腾讯云" }
+            "#,
+        )
+        .unwrap();
+        let state = SandboxState::new(c, None);
+        let tencent = &state.route(SandboxVendor::Tencent).approvals;
+        assert_eq!(tencent.template("1860001").unwrap().sign_name, "腾讯云");
+        let aliyun = &state.route(SandboxVendor::Aliyun).approvals;
+        assert_eq!(
+            aliyun.template("SMS_154950909").unwrap().sign_name,
+            "Sandbox"
+        );
+    }
+
+    #[test]
+    fn the_documented_templates_give_each_route_its_approvals() {
+        let c: SandboxConfig = toml::from_str(
+            r#"
+            [aliyun]
+            access_key_id = "local-id"
+            access_key_secret = "local-secret"
+            sign_name = "阿里云"
+            [tencent]
+            secret_id = "AKID"
+            secret_key = "key"
+            sdk_app_id = "1400"
+            vendor = "tc"
+            [templates.login_code]
+            text = "您的验证码是{1}，{2}分钟内有效。"
+            vendors.aliyun = { id = "SMS_154950909", params = ["code", "minutes"] }
+            vendors.tc = { id = "1860001" }
+            "#,
+        )
+        .unwrap();
+        let state = SandboxState::new(c, None);
+        let aliyun = &state.route(SandboxVendor::Aliyun).approvals;
+        let approved = aliyun.template("SMS_154950909").unwrap();
+        assert_eq!(approved.sign_name, "阿里云");
+        assert_eq!(approved.params, ["code", "minutes"]);
+        // The Tencent route answers for the name `tc`.
+        let tencent = &state.route(SandboxVendor::Tencent).approvals;
+        assert_eq!(tencent.template("1860001").unwrap().arg_count, Some(2));
+        // Cloopen has no mapping in a catalogue that is not empty: it approves none.
+        let cloopen = &state.route(SandboxVendor::Cloopen).approvals;
+        assert!(!cloopen.is_lenient());
+        assert!(cloopen.template("1860001").is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{after_latency, deliverable, outage, parse_form, within};
 use crate::http::sign::aliyun_signature;
+use crate::rules::{Outgoing, TemplateArgs};
 use crate::sandbox::{Delivery, Fate, SandboxState, SandboxVendor};
 
 /// Aliyun refuses a `Timestamp` further than this from its clock.
@@ -151,21 +152,30 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
             _ => return ok_business("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
         }
     }
-    if get("SignName").unwrap_or_default().is_empty() {
+    let sign_name = get("SignName").unwrap_or_default();
+    if sign_name.is_empty() {
         return ok_business("isv.SMS_SIGNATURE_ILLEGAL", "短信签名不合法");
     }
     let template = get("TemplateCode").unwrap_or_default();
     if template.is_empty() {
         return ok_business("isv.SMS_TEMPLATE_ILLEGAL", "短信模板不合法");
     }
-    let args = match get("TemplateParam") {
+    // Variables in name order: a JSON object's keys carry no order of their own.
+    let variables: Vec<(String, String)> = match get("TemplateParam") {
         None => Vec::new(),
         Some(json) => {
             match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
-                Ok(map) => map
-                    .values()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    .collect(),
+                Ok(map) => {
+                    let mut pairs: Vec<(String, String)> = map
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let value = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                            (k, value)
+                        })
+                        .collect();
+                    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                    pairs
+                }
                 Err(_) => {
                     return ok_business("isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值");
                 }
@@ -175,6 +185,39 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
     if state.draw(SandboxVendor::Aliyun) == Fate::Throttle {
         return ok_business("isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1");
     }
+    let route = state.route(SandboxVendor::Aliyun);
+    let approved = match route
+        .approvals
+        .check(template, sign_name, TemplateArgs::Named(&variables))
+    {
+        Ok(approved) => approved,
+        Err(refusal) => return ok_business(refusal.code(), refusal.message()),
+    };
+    if state.config.per_number_limits {
+        let outgoing: Vec<Outgoing<'_>> = recipients
+            .iter()
+            .map(|r| Outgoing {
+                number: r.as_str(),
+                signature: sign_name,
+                template_id: template,
+                args: &[],
+            })
+            .collect();
+        // Aliyun answers one code for the request: one number over its limit stops all.
+        if let Err(refusal) = route.limits.admit_all(&outgoing) {
+            return ok_business(refusal.code(), refusal.message());
+        }
+    }
+    // The arguments in the approved template's order when it names its variables.
+    let args: Vec<String> = match approved.filter(|t| !t.params.is_empty()) {
+        Some(t) => t
+            .params
+            .iter()
+            .filter_map(|p| variables.iter().find(|(n, _)| n == p))
+            .map(|(_, v)| v.clone())
+            .collect(),
+        None => variables.into_iter().map(|(_, v)| v).collect(),
+    };
     let biz_id = format!("{}^0", state.next_id());
     let now = Utc::now();
     state.record(

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Shared, after_latency, deliverable, outage, parse_form, within};
 use crate::http::sign::{cloopen_parse_authorization, cloopen_sig, cloopen_timestamp};
+use crate::rules::{Outgoing, TemplateArgs};
 use crate::sandbox::{Delivery, Fate, SandboxState, SandboxVendor};
 
 /// A Cloopen `sig` is valid for 24 hours.
@@ -58,7 +59,7 @@ pub(super) async fn cloopen_send(
 }
 
 /// The 111xxx codes below are the sandbox's picks within Cloopen's request and
-/// authentication family; 160038 and 160042 are Cloopen's own.
+/// authentication family; the 160xxx codes are Cloopen's own.
 fn cloopen_answer(
     state: &SandboxState,
     sid: &str,
@@ -130,6 +131,30 @@ fn cloopen_answer(
     }
     if state.draw(SandboxVendor::Cloopen) == Fate::Throttle {
         return cloopen_status(ok, "160038", "短信验证码发送过频繁");
+    }
+    let route = state.route(SandboxVendor::Cloopen);
+    // Cloopen binds the signature to the template: there is none to check apart.
+    if let Err(refusal) = route.approvals.check(
+        &request.template_id,
+        "",
+        TemplateArgs::Positional(&request.datas),
+    ) {
+        return cloopen_status(ok, refusal.code(), refusal.message());
+    }
+    if state.config.per_number_limits {
+        let outgoing: Vec<Outgoing<'_>> = recipients
+            .iter()
+            .map(|r| Outgoing {
+                number: r.as_str(),
+                signature: "",
+                template_id: &request.template_id,
+                args: &request.datas,
+            })
+            .collect();
+        // Cloopen answers one code for the request: one number over its limit stops all.
+        if let Err(refusal) = route.limits.admit_all(&outgoing) {
+            return cloopen_status(ok, refusal.code(), refusal.message());
+        }
     }
     let message_sid = format!("{:032x}", state.next_id());
     let now = Utc::now();

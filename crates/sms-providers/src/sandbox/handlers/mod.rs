@@ -1,8 +1,9 @@
 //! The sandbox's routes: one module per vendor protocol, the control endpoints here.
 //!
 //! Each vendor module checks a request as strictly as the real API does (signature,
-//! clock skew, parameters, recipients) and answers in that vendor's format; the helpers
-//! they share (latency, outage, recipient and form parsing) live here.
+//! clock skew, parameters, recipients, then the approved templates and the per-number
+//! limits of [`crate::rules`]) and answers in that vendor's format; the helpers they
+//! share (latency, outage, recipient and form parsing) live here.
 
 mod aliyun;
 mod cloopen;

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{after_latency, deliverable, outage, within};
 use crate::http::sign::{TC3_CONTENT_TYPE, Tc3Input, tc3_date, tc3_sign};
+use crate::rules::{Outgoing, TemplateArgs, billed_for, vendor_text};
 use crate::sandbox::{Delivery, Fate, SandboxState, SandboxVendor};
 
 /// Tencent refuses an `X-TC-Timestamp` further than this from its clock.
@@ -71,6 +72,8 @@ struct TencentBody {
     sms_sdk_app_id: String,
     #[serde(default)]
     template_id: String,
+    #[serde(default)]
+    sign_name: String,
     #[serde(default)]
     template_param_set: Vec<String>,
     #[serde(default)]
@@ -192,36 +195,68 @@ fn tencent_answer(state: &SandboxState, headers: &HeaderMap, body: &str) -> Resp
         );
     }
     let throttled = state.draw(SandboxVendor::Tencent) == Fate::Throttle;
-    // Billed segments: a rough model of a 70-character SMS, so adapters read `Fee`
-    // rather than assume one.
-    let chars: usize = request
-        .template_param_set
-        .iter()
-        .map(|a| a.chars().count())
-        .sum();
-    let fee = chars.div_ceil(70).max(1) as u64;
+    let route = state.route(SandboxVendor::Tencent);
+    let sign_name = request.sign_name.as_str();
+    let params = request.template_param_set.as_slice();
+    let approved = match route.approvals.check(
+        &request.template_id,
+        sign_name,
+        TemplateArgs::Positional(params),
+    ) {
+        Ok(approved) => approved,
+        Err(refusal) => return tencent_error(refusal.code(), refusal.message(), rid),
+    };
+    // What `Fee` counts: the signed text the vendor sends.
+    let text = vendor_text(approved, params);
     let now = Utc::now();
     let mut statuses = Vec::with_capacity(request.phone_number_set.len());
     let mut delivered = Vec::new();
+    let session = &request.session_context;
+    let failed = |number: &str, code: &str, message: &str| json!({"SerialNo": "", "PhoneNumber": number, "Fee": 0, "SessionContext": session, "Code": code, "Message": message, "IsoCode": ""});
     for number in &request.phone_number_set {
-        let status = if throttled {
-            json!({"SerialNo": "", "PhoneNumber": number, "Fee": 0, "SessionContext": request.session_context, "Code": "LimitExceeded.DeliveryFrequencyLimit", "Message": "the delivery frequency limit was hit", "IsoCode": ""})
-        } else if let Some(p) = deliverable(number).filter(|_| number.starts_with('+')) {
-            let serial = format!("sandbox:{}", state.next_id());
-            delivered.push(Delivery {
-                vendor: "tencent".into(),
-                recipient: p.as_str().to_owned(),
-                vendor_message_id: serial.clone(),
-                reference: request.session_context.clone(),
-                template: request.template_id.clone(),
-                args: request.template_param_set.clone(),
-                time: now,
-            });
-            json!({"SerialNo": serial, "PhoneNumber": number, "Fee": fee, "SessionContext": request.session_context, "Code": "Ok", "Message": "send success", "IsoCode": "CN"})
-        } else {
-            json!({"SerialNo": "", "PhoneNumber": number, "Fee": 0, "SessionContext": request.session_context, "Code": "InvalidParameterValue.IncorrectPhoneNumber", "Message": "incorrect phone number", "IsoCode": ""})
+        if throttled {
+            statuses.push(failed(
+                number,
+                "LimitExceeded.DeliveryFrequencyLimit",
+                "the delivery frequency limit was hit",
+            ));
+            continue;
+        }
+        let Some(p) = deliverable(number).filter(|_| number.starts_with('+')) else {
+            statuses.push(failed(
+                number,
+                "InvalidParameterValue.IncorrectPhoneNumber",
+                "incorrect phone number",
+            ));
+            continue;
         };
-        statuses.push(status);
+        // Tencent answers each number on its own: one over its limit stops only itself.
+        let admitted = if state.config.per_number_limits {
+            route.limits.admit(&Outgoing {
+                number: p.as_str(),
+                signature: sign_name,
+                template_id: &request.template_id,
+                args: params,
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = admitted {
+            statuses.push(failed(number, refusal.code(), refusal.message()));
+            continue;
+        }
+        let serial = format!("sandbox:{}", state.next_id());
+        let fee = billed_for(sign_name, &text, &p);
+        delivered.push(Delivery {
+            vendor: "tencent".into(),
+            recipient: p.as_str().to_owned(),
+            vendor_message_id: serial.clone(),
+            reference: request.session_context.clone(),
+            template: request.template_id.clone(),
+            args: request.template_param_set.clone(),
+            time: now,
+        });
+        statuses.push(json!({"SerialNo": serial, "PhoneNumber": number, "Fee": fee, "SessionContext": session, "Code": "Ok", "Message": "send success", "IsoCode": "CN"}));
     }
     state.record(delivered);
     (
