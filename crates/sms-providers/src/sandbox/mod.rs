@@ -172,6 +172,10 @@ pub struct Delivery {
     pub reference: Option<String>,
     /// Template id or code.
     pub template: String,
+    /// The signature the message went out with, when the protocol carries one
+    /// (Cloopen binds it to the template).
+    #[serde(default)]
+    pub sign_name: Option<String>,
     /// Template arguments, in order (Aliyun's named ones in the approved template's
     /// order, or in name order when the sandbox approves anything).
     pub args: Vec<String>,

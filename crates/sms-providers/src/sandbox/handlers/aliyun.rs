@@ -229,6 +229,7 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
                 vendor_message_id: biz_id.clone(),
                 reference: get("OutId").map(str::to_owned),
                 template: template.to_owned(),
+                sign_name: Some(sign_name.to_owned()),
                 args: args.clone(),
                 time: now,
             })

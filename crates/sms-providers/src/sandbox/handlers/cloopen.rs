@@ -167,6 +167,7 @@ fn cloopen_answer(
                 vendor_message_id: message_sid.clone(),
                 reference: None,
                 template: request.template_id.clone(),
+                sign_name: None,
                 args: request.datas.clone(),
                 time: now,
             })

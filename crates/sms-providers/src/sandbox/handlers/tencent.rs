@@ -253,6 +253,7 @@ fn tencent_answer(state: &SandboxState, headers: &HeaderMap, body: &str) -> Resp
             vendor_message_id: serial.clone(),
             reference: request.session_context.clone(),
             template: request.template_id.clone(),
+            sign_name: Some(sign_name.to_owned()),
             args: request.template_param_set.clone(),
             time: now,
         });
