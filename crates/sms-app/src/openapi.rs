@@ -127,6 +127,13 @@ impl ToSchema for QueueCounts {
 )]
 #[allow(dead_code)] // Only its schema is used; the tests deserialize into it.
 pub struct SimulationSettingsSchema {
+    /// The vendor API it behaves as: `aliyun`, `tencent` or `cloopen` (its codes, its
+    /// per-number windows, whether it reports billed segments).
+    protocol: Option<String>,
+    /// The signature it signs with when a template has none of its own.
+    sign_name: Option<String>,
+    /// Whether it applies the vendor's default per-number limits.
+    per_number_limits: bool,
     /// Base time to answer, in milliseconds.
     latency_ms: u64,
     /// Extra time to answer, drawn uniformly from `0..=jitter_ms` for each send.

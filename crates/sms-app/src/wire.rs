@@ -167,7 +167,8 @@ fn build_vendors(
             VendorConfig::Simulated(v) => {
                 let vendor = Arc::new(
                     SimulatedVendor::new(id, v.simulation.clone(), vendor_seed, log.clone())
-                        .map_err(|e| anyhow::anyhow!("vendors.{name}.simulation: {e}"))?,
+                        .map_err(|e| anyhow::anyhow!("vendors.{name}.simulation: {e}"))?
+                        .with_templates(config.templates.clone()),
                 );
                 simulated.insert(name.clone(), vendor.clone());
                 vendor

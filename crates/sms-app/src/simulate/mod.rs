@@ -227,18 +227,21 @@ pub async fn run(options: Options) -> Result<Report> {
     let mut delivered = 0;
     let mut duplicates = 0;
     let (mut pending, mut dead, mut expired, mut lost) = (0, 0, 0, 0);
+    // Pending messages a vendor's per-number limit holds, pinned to that vendor.
+    let mut waiting_for_windows = 0;
     for id in &accepted_ids {
         match deliveries.get(id) {
             Some(n) => {
                 delivered += 1;
                 duplicates += n - 1;
             }
-            None => match queue.get(*id).await?.map(|m| m.status) {
-                Some(sms_core::MessageStatus::Queued | sms_core::MessageStatus::Leased) => {
-                    pending += 1
+            None => match queue.get(*id).await?.map(|m| (m.status, m.pinned_vendor)) {
+                Some((sms_core::MessageStatus::Queued | sms_core::MessageStatus::Leased, pin)) => {
+                    pending += 1;
+                    waiting_for_windows += u64::from(pin.is_some());
                 }
-                Some(sms_core::MessageStatus::Dead) => dead += 1,
-                Some(sms_core::MessageStatus::Expired) => expired += 1,
+                Some((sms_core::MessageStatus::Dead, _)) => dead += 1,
+                Some((sms_core::MessageStatus::Expired, _)) => expired += 1,
                 _ => lost += 1,
             },
         }
@@ -280,6 +283,7 @@ pub async fn run(options: Options) -> Result<Report> {
         refused_by_vendor_limits: refused_by_vendor.load(Ordering::Relaxed),
         delivered,
         pending,
+        waiting_for_windows,
         dead,
         expired,
         lost,

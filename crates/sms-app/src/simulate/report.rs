@@ -56,6 +56,8 @@ pub struct Report {
     pub delivered: u64,
     /// Accepted messages still queued or leased when the run ended.
     pub pending: u64,
+    /// Of those, messages waiting for a vendor's per-number window, pinned to it.
+    pub waiting_for_windows: u64,
     /// Accepted messages that ran out of attempts.
     pub dead: u64,
     /// Accepted messages that passed their deliver-by time.
@@ -159,11 +161,12 @@ impl Report {
             "accepted {}  delivered {}  pending {}  dead {}  expired {}  refused {}",
             self.accepted, self.delivered, self.pending, self.dead, self.expired, self.refused
         );
-        if self.refused_by_vendor_limits > 0 {
+        if self.refused_by_vendor_limits + self.waiting_for_windows > 0 {
             let _ = writeln!(
                 out,
-                "refused by vendors' per-number limits {} (the vendors' health is untouched)",
-                self.refused_by_vendor_limits
+                "vendors' per-number limits: {} refused live, {} pending for the window on \
+                 the same vendor (no vendor's health touched)",
+                self.refused_by_vendor_limits, self.waiting_for_windows
             );
         }
         let _ = writeln!(out, "queued {}  drained {}", self.queued, self.drained);
