@@ -58,7 +58,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: String,
-        /// Sandbox settings (accepted credentials, seed) as TOML.
+        /// Sandbox settings (accepted credentials, approved templates and signatures,
+        /// per-number limits, seed) as TOML. With `--config`, the sandbox also approves
+        /// the templates and signatures of the gateway's configuration.
         #[arg(long = "sandbox-config")]
         sandbox_config: Option<PathBuf>,
         /// Append every delivery to this JSON-lines file.
@@ -159,7 +161,12 @@ async fn run(cli: Cli) -> Result<()> {
             delivery_log,
         } => {
             init_tracing(false, "info");
-            sandbox::run(&listen, sandbox_config, delivery_log).await
+            let gateway = cli
+                .config
+                .as_deref()
+                .map(|path| config::Config::load(Some(path)))
+                .transpose()?;
+            sandbox::run(&listen, sandbox_config, delivery_log, gateway).await
         }
         command => {
             let config = config::Config::load(cli.config.as_deref())?;

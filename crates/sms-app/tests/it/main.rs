@@ -14,3 +14,4 @@ mod real_vendors;
 mod security;
 mod server;
 mod simulate;
+mod vendor_rules;

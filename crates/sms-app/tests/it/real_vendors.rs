@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::server::{Backends, Server};
 
-struct Sandbox {
+pub struct Sandbox {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Drop for Sandbox {
@@ -21,14 +21,31 @@ impl Drop for Sandbox {
     }
 }
 
-async fn start_sandbox(dir: &std::path::Path) -> Sandbox {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A free local port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_sms-app"))
-        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .port()
+}
+
+/// Starts `sms-app sandbox` on `port`, logging its deliveries in `dir`. With the
+/// gateway's configuration `gateway` (TOML), the sandbox approves its templates and
+/// signatures.
+pub async fn start_sandbox(dir: &std::path::Path, port: u16, gateway: Option<&str>) -> Sandbox {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sms-app"));
+    if let Some(gateway) = gateway {
+        let path = dir.join("sandbox-gateway.toml");
+        std::fs::write(&path, gateway).expect("writing the gateway configuration");
+        command.arg("--config").arg(path);
+    }
+    command
+        .env_remove("SMS_DATABASE_URL")
+        .env_remove("SMS_REDIS_URL")
+        .arg("sandbox");
+    let child = command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--delivery-log")
         .arg(dir.join("sandbox.jsonl"))
         .stdout(Stdio::null())
@@ -85,7 +102,7 @@ fn message(recipient: &str) -> Value {
 #[tokio::test]
 async fn real_adapters_against_the_sandbox_survive_a_vendor_outage() {
     let dir = tempfile::tempdir().expect("dir");
-    let sandbox = start_sandbox(dir.path()).await;
+    let sandbox = start_sandbox(dir.path(), free_port(), None).await;
     let server = Server::start(&Backends::Embedded, &vendors(&sandbox.base)).await;
 
     let r = server.post("/v1/messages", message("+8613800000101")).await;
