@@ -13,7 +13,7 @@
 //! | --- | --- |
 //! | the vendor's per-number limit (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, `isv.DAY_LIMIT_CONTROL`, `isv.MONTH_LIMIT_CONTROL`; Tencent `LimitExceeded.PhoneNumber*`; Cloopen 160038–160041) | `RecipientRefused`, with the window the code names |
 //! | template, signature or parameters not approved at this vendor (Aliyun `isv.SMS_TEMPLATE_ILLEGAL`, `isv.SMS_SIGNATURE_ILLEGAL`, `isv.TEMPLATE_*`; Tencent `FailedOperation.TemplateIncorrectOrUnapproved`, `FailedOperation.SignatureIncorrectOrUnapproved`, …; Cloopen 160032, 160043) | `Misconfigured` |
-//! | other throttling (the API's own rate limits, Tencent's other `LimitExceeded.*`) | `Throttled` |
+//! | other throttling (the API's own rate limits, Tencent's other `LimitExceeded.*`, HTTP 429) | `Throttled` |
 //! | bad number, content refused (the message's own fault) | `Rejected` |
 //! | credentials or request signature refused (Aliyun `InvalidAccessKeyId.*`, `SignatureDoesNotMatch`, `Forbidden.*`; Tencent `AuthFailure.*`, `UnauthorizedOperation.*`; Cloopen 111101, 111104, 111105, 111109, 111141, 111147; HTTP 401/403 without a code) | `Unauthorized` |
 //! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |
@@ -270,7 +270,13 @@ pub(crate) fn unreadable_success(vendor: &str, status: u16, body: &str) -> Vendo
 pub(crate) fn status_error(vendor: &str, status: u16, body: &str) -> VendorError {
     if (200..300).contains(&status) {
         unreadable_success(vendor, status, body)
-    } else if status >= 500 || status == 429 {
+    } else if status == 429 {
+        // Too Many Requests: we send too fast for the account, whoever the recipients.
+        VendorError::Throttled {
+            message: format!("{vendor}: HTTP 429: {}", truncate(body)),
+            retry_after: None,
+        }
+    } else if status >= 500 {
         VendorError::Transient {
             message: format!("{vendor}: HTTP {status}: {}", truncate(body)),
         }
@@ -579,7 +585,7 @@ mod tests {
         ));
         assert!(matches!(
             status_error("x", 429, ""),
-            VendorError::Transient { .. }
+            VendorError::Throttled { .. }
         ));
         assert_eq!(status_error("x", 200, "<html>"), VendorError::TimedOut);
         assert!(matches!(

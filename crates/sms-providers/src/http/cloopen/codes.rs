@@ -60,6 +60,13 @@ pub(super) fn classify(code: &str, message: String, status: u16) -> VendorError 
             };
         }
     }
+    // HTTP 429: the account sends too fast, whatever the code says.
+    if status == 429 {
+        return VendorError::Throttled {
+            message: format!("{code}: {message}"),
+            retry_after: None,
+        };
+    }
     // 111101: the `Authorization` header cannot be decoded; 111104/111105: its
     // timestamp is malformed or expired; 111109: the `sig` does not match; 111141: no
     // such account; 111147: no such application. Other 111xxx codes are not listed here
@@ -125,6 +132,19 @@ mod tests {
                     code: code.into(),
                     message: "m".into(),
                 },
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_requests_is_throttling_whatever_the_code() {
+        for code in ["429", "111109", "172001"] {
+            assert!(
+                matches!(
+                    classify(code, "m".into(), 429),
+                    VendorError::Throttled { .. }
+                ),
                 "{code}"
             );
         }
