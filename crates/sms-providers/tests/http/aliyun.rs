@@ -36,6 +36,11 @@ async fn sends_and_the_sandbox_records_every_recipient_with_our_reference() {
     );
     assert_eq!(delivered[0].args, vec!["1234".to_owned()]);
     assert_eq!(receipt.reported_billed, None);
+    assert_eq!(
+        delivered[0].sign_name.as_deref(),
+        Some("Sandbox"),
+        "the configured signature"
+    );
     // A second send signs with a fresh nonce and is accepted too (to other numbers:
     // Aliyun lets one signature reach one number once a minute).
     let again = mapped(
@@ -72,6 +77,11 @@ async fn the_vendors_template_code_and_variable_names_reach_the_vendor() {
     );
     // The sandbox lists named arguments in name order: code, then minutes.
     assert_eq!(delivered[0].args, ["1234", "5"]);
+    assert_eq!(
+        delivered[0].sign_name.as_deref(),
+        Some("登录助手"),
+        "the template's own signature"
+    );
     sandbox.stop().await.unwrap();
 }
 

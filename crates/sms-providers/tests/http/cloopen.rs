@@ -53,6 +53,7 @@ async fn sends_the_vendors_template_id_and_bills_the_text() {
         delivered[0].template, "1",
         "the vendor's id, not the caller's name"
     );
+    assert_eq!(delivered[0].sign_name, None, "Cloopen sends no signature");
     assert_eq!(delivered[0].args, vec![text]);
     sandbox.stop().await.unwrap();
 }

@@ -48,6 +48,12 @@ async fn sends_the_vendors_template_and_keeps_fee_as_tencents_own_count() {
         delivered.iter().all(|d| d.template == "1860001"),
         "{delivered:?}"
     );
+    let signatures: Vec<_> = delivered.iter().map(|d| d.sign_name.as_deref()).collect();
+    assert_eq!(
+        signatures,
+        [Some("登录助手"), Some("Sandbox"), Some("Sandbox")],
+        "the template's own signature, else the configured one"
+    );
     assert_eq!(delivered[2].recipient, "+14155550100");
     assert_eq!(delivered[2].args, vec![long]);
     sandbox.stop().await.unwrap();
