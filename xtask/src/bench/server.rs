@@ -29,11 +29,13 @@ pub(super) enum Vendors {
 
 /// A `serve` configuration with a bearer token, the global limit out of the way (the
 /// load measures the send path, not the limiter), `storage` as its storage lines and
-/// three simulated vendors behaving as `vendors` says.
+/// three simulated vendors behaving as `vendors` says. The vendors' own per-number
+/// limits are off: they would keep a log of every number the load sends to, and the
+/// figures would show the simulation's memory, not the gateway's.
 pub(super) fn serve_config(storage: &str, vendors: Vendors) -> String {
     let simulation = match vendors {
-        Vendors::Instant => "latency_ms = 0, jitter_ms = 0",
-        Vendors::Down => "outage = true",
+        Vendors::Instant => "latency_ms = 0, jitter_ms = 0, per_number_limits = false",
+        Vendors::Down => "outage = true, per_number_limits = false",
     };
     let mut config = format!(
         "listen = \"127.0.0.1:{SERVE_PORT}\"\napi_tokens = [\"{TOKEN}\"]\n{storage}\n\
