@@ -183,7 +183,14 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
         }
     };
     if state.draw(SandboxVendor::Aliyun) == Fate::Throttle {
-        return ok_business("isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1");
+        // The API's own flow control, which limits the account, not one number: the
+        // per-number limits answer `isv.BUSINESS_LIMIT_CONTROL` from the rules below.
+        return aliyun_error(
+            StatusCode::BAD_REQUEST,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+            rid,
+        );
     }
     let route = state.route(SandboxVendor::Aliyun);
     let approved = match route

@@ -130,7 +130,10 @@ fn cloopen_answer(
         }
     }
     if state.draw(SandboxVendor::Cloopen) == Fate::Throttle {
-        return cloopen_status(ok, "160038", "短信验证码发送过频繁");
+        // Too many requests for the account: Cloopen's own codes in this range are all
+        // per number (160038–160041, from the rules below), so the fault is the HTTP
+        // gateway's 429.
+        return cloopen_status(StatusCode::TOO_MANY_REQUESTS, "429", "请求过于频繁");
     }
     let route = state.route(SandboxVendor::Cloopen);
     // Cloopen binds the signature to the template: there is none to check apart.
