@@ -134,6 +134,31 @@ async fn business_limit_control_refuses_the_recipient_for_the_window_it_names() 
 }
 
 #[tokio::test]
+async fn the_accounts_flow_control_is_throttling() {
+    let sandbox = start().await;
+    sandbox
+        .set_faults(
+            SandboxVendor::Aliyun,
+            FaultControls {
+                throttle_rate: 1.0,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = vendor(sandbox.aliyun_config())
+        .send(&sms(&["1"], &["+8613800138000"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, VendorError::Throttled { message, .. } if message.starts_with("Throttling.User")),
+        "{e:?}"
+    );
+    assert!(e.counts_against_vendor());
+    assert!(sandbox.deliveries().is_empty());
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_mainland_landline_is_rejected_as_an_illegal_number() {
     let sandbox = start().await;
     let e = vendor(sandbox.aliyun_config())

@@ -84,6 +84,27 @@ async fn codes_sent_too_often_refuse_the_recipient_for_a_minute() {
 }
 
 #[tokio::test]
+async fn too_many_requests_is_throttling() {
+    let sandbox = start().await;
+    sandbox
+        .set_faults(
+            SandboxVendor::Cloopen,
+            FaultControls {
+                throttle_rate: 1.0,
+                ..FaultControls::default()
+            },
+        )
+        .unwrap();
+    let e = vendor(sandbox.cloopen_config())
+        .send(&sms(&["1"], &["+8613800138000"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VendorError::Throttled { .. }), "{e:?}");
+    assert!(sandbox.deliveries().is_empty());
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_bad_number_is_rejected() {
     let sandbox = start().await;
     let e = vendor(sandbox.cloopen_config())
