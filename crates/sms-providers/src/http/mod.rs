@@ -11,9 +11,9 @@
 //!
 //! | answer | kind |
 //! | --- | --- |
-//! | the vendor's per-number limit (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, `isv.DAY_LIMIT_CONTROL`, `isv.MONTH_LIMIT_CONTROL`; Tencent `LimitExceeded.PhoneNumber*`; Cloopen 160038–160041) | `RecipientRefused`, with the window the code names |
+//! | the vendor's per-number limit (Aliyun `isv.BUSINESS_LIMIT_CONTROL`; Tencent `LimitExceeded.PhoneNumber*`; Cloopen 160038–160041) | `RecipientRefused`, with the window the code names |
 //! | template, signature or parameters not approved at this vendor (Aliyun `isv.SMS_TEMPLATE_ILLEGAL`, `isv.SMS_SIGNATURE_ILLEGAL`, `isv.TEMPLATE_*`; Tencent `FailedOperation.TemplateIncorrectOrUnapproved`, `FailedOperation.SignatureIncorrectOrUnapproved`, …; Cloopen 160032, 160043) | `Misconfigured` |
-//! | other throttling (the API's own rate limits, Tencent's other `LimitExceeded.*`, HTTP 429) | `Throttled` |
+//! | other throttling (the API's own rate limits, the account's daily and monthly caps such as Aliyun `isv.DAY_LIMIT_CONTROL`, Tencent's other `LimitExceeded.*`, HTTP 429) | `Throttled` |
 //! | bad number, content refused (the message's own fault) | `Rejected` |
 //! | credentials or request signature refused (Aliyun `InvalidAccessKeyId.*`, `SignatureDoesNotMatch`, `Forbidden.*`; Tencent `AuthFailure.*`, `UnauthorizedOperation.*`; Cloopen 111101, 111104, 111105, 111109, 111141, 111147; HTTP 401/403 without a code) | `Unauthorized` |
 //! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |

@@ -6,17 +6,14 @@ use sms_core::VendorError;
 
 use super::VENDOR;
 
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// Aliyun's per-number limits: each refuses this recipient for the window it names.
 /// `isv.BUSINESS_LIMIT_CONTROL` names its window in the message (`触发分钟级流控Permits:1`
 /// for one a minute under a signature, `触发小时级流控Permits:5`, `触发天级流控Permits:10`).
-/// `isv.DAY_LIMIT_CONTROL` and `isv.MONTH_LIMIT_CONTROL` (Aliyun documents them as the
-/// daily and monthly caps set in its console) are waited out a day at a time, as the
-/// shared code table has it: the daily count starts again within a day, and a monthly
-/// cap is looked at again each day.
 fn per_number_window(code: &str, message: &str) -> Option<Duration> {
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
-    const DAY: Duration = Duration::from_secs(86_400);
     match code {
         "isv.BUSINESS_LIMIT_CONTROL" => Some(if message.contains("天级") {
             DAY
@@ -27,7 +24,6 @@ fn per_number_window(code: &str, message: &str) -> Option<Duration> {
             // the message is tried again soon rather than a day late.
             MINUTE
         }),
-        "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => Some(DAY),
         _ => None,
     }
 }
@@ -67,6 +63,15 @@ pub(super) fn classify(code: &str, message: String, status: u16) -> VendorError 
         return VendorError::Misconfigured {
             code: code.to_owned(),
             message,
+        };
+    }
+    // The account's daily and monthly caps, set in Aliyun's console: every message meets
+    // them until the cap resets, so Aliyun is unusable for now and the gateway should
+    // fail over. Looked at again a day later.
+    if matches!(code, "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL") {
+        return VendorError::Throttled {
+            message: format!("{code}: {message}"),
+            retry_after: Some(DAY),
         };
     }
     // The API gateway's own rate limits (`Throttling.User`, `Throttling.Api`): we send
@@ -194,8 +199,6 @@ mod tests {
                 86_400,
             ),
             ("isv.BUSINESS_LIMIT_CONTROL", "some other wording", 60),
-            ("isv.DAY_LIMIT_CONTROL", "触发日发送限额", 86_400),
-            ("isv.MONTH_LIMIT_CONTROL", "触发月发送限额", 86_400),
         ] {
             let e = classify(code, message.into(), 200);
             assert_eq!(
@@ -208,6 +211,24 @@ mod tests {
                 "{code} {message}"
             );
             assert!(!e.counts_against_vendor());
+        }
+    }
+
+    #[test]
+    fn the_accounts_daily_and_monthly_caps_are_the_vendors_not_the_numbers() {
+        for (code, message) in [
+            ("isv.DAY_LIMIT_CONTROL", "触发日发送限额"),
+            ("isv.MONTH_LIMIT_CONTROL", "触发月发送限额"),
+        ] {
+            let e = classify(code, message.into(), 200);
+            assert_eq!(
+                e,
+                VendorError::Throttled {
+                    message: format!("{code}: {message}"),
+                    retry_after: Some(DAY),
+                },
+            );
+            assert!(e.counts_against_vendor(), "the gateway must fail over");
         }
     }
 
