@@ -69,3 +69,48 @@ fn simulate_switches_away_from_the_failed_vendor_and_loses_nothing() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("timeline.svg")]);
 }
+
+#[test]
+fn the_mapping_scenario_detours_refuses_per_number_and_kills_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--scenario",
+            "mapping",
+            "--json",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .expect("running simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["dead"], 0, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(
+        report["switches"], 0,
+        "per-number limits never switch: {report}"
+    );
+    let refused = report["refused_by_vendor_limits"].as_u64().expect("count");
+    let waiting = report["waiting_for_windows"].as_u64().expect("count");
+    assert!(
+        refused + waiting > 0,
+        "the burst meets the limits: {report}"
+    );
+    // `notice` is not mapped at aliyun, the cheapest: tencent sends it.
+    let tencent = report["vendors"]["tencent"]["sent"].as_u64().unwrap_or(0);
+    assert!(tencent > 0, "{report}");
+    for vendor in ["aliyun", "tencent"] {
+        assert_eq!(
+            report["vendors"][vendor]["refused_templates"], 0,
+            "{report}"
+        );
+    }
+}
