@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::Origin;
 use super::send::permits;
 use super::{Gateway, Settled};
-use crate::backoff::{after, retry_while_unavailable};
+use crate::backoff::{after, jittered_backoff, retry_while_unavailable};
 use crate::events::GatewayEvent;
 
 /// Longest a delivered drained message waits before its "sent" is written: completions
@@ -239,6 +239,26 @@ impl Gateway {
         }
     }
 
+    /// Puts a claimed message back in the queue after a failed attempt, due at
+    /// `next_attempt_at`.
+    async fn requeue(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: AttemptFailure,
+        next_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        report: &mut DrainReport,
+    ) {
+        let result = self
+            .queue
+            .fail(id, token, failure, next_attempt_at, now)
+            .await;
+        if self.updated(id, result, report) {
+            report.requeued += 1;
+        }
+    }
+
     /// Marks a claimed message dead: out of attempts or refused for good.
     async fn bury(
         &self,
@@ -338,21 +358,14 @@ impl Gateway {
                 if attempts >= max_attempts {
                     self.bury(id, token, failure, now, report).await;
                 } else {
-                    let next_attempt_at = after(
-                        now,
-                        crate::backoff::jittered_backoff(
-                            attempts,
-                            self.config.backoff_base,
-                            self.config.backoff_max,
-                        ),
+                    let backoff = jittered_backoff(
+                        attempts,
+                        self.config.backoff_base,
+                        self.config.backoff_max,
                     );
-                    let result = self
-                        .queue
-                        .fail(id, token, failure, next_attempt_at, now)
+                    let next_attempt_at = after(now, backoff);
+                    self.requeue(id, token, failure, next_attempt_at, now, report)
                         .await;
-                    if self.updated(id, result, report) {
-                        report.requeued += 1;
-                    }
                 }
                 return Next::Continue;
             }
@@ -375,13 +388,8 @@ impl Gateway {
                     self.bury(id, token, failure, now, report).await;
                 } else {
                     let next_attempt_at = self.retry_at(&attempted, attempts);
-                    let result = self
-                        .queue
-                        .fail(id, token, failure, next_attempt_at, now)
+                    self.requeue(id, token, failure, next_attempt_at, now, report)
                         .await;
-                    if self.updated(id, result, report) {
-                        report.requeued += 1;
-                    }
                 }
             }
         }
