@@ -207,6 +207,28 @@ pub(crate) fn build_client(
 
 /// Maps a transport failure. A connection that was never made is a clean failure
 /// (`Transient`); a timeout once the request may have been written is an unknown outcome.
+/// The refusals every vendor's code table starts with, as kinds: a per-number limit
+/// (`per_number`, its window) refuses the recipient, a template, signature or
+/// parameter code (`misconfigured`) says our mapping is wrong at the vendor. `None` for
+/// any other code, which the vendor's own table goes on to map.
+pub(crate) fn refusal(
+    code: &str,
+    message: String,
+    per_number: Option<Duration>,
+    misconfigured: bool,
+) -> Result<VendorError, String> {
+    let code = code.to_owned();
+    match (per_number, misconfigured) {
+        (Some(retry_after), _) => Ok(VendorError::RecipientRefused {
+            code,
+            message,
+            retry_after,
+        }),
+        (None, true) => Ok(VendorError::Misconfigured { code, message }),
+        (None, false) => Err(message),
+    }
+}
+
 pub(crate) fn transport_error(vendor: &str, error: &reqwest::Error) -> VendorError {
     if error.is_connect() {
         VendorError::Transient {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use sms_core::VendorError;
 
 use super::VENDOR;
+use crate::http::refusal;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -52,19 +53,11 @@ fn is_misconfigured(code: &str) -> bool {
 
 /// Maps an Aliyun error code onto an error kind.
 pub(super) fn classify(code: &str, message: String, status: u16) -> VendorError {
-    if let Some(retry_after) = per_number_window(code, &message) {
-        return VendorError::RecipientRefused {
-            code: code.to_owned(),
-            message,
-            retry_after,
-        };
-    }
-    if is_misconfigured(code) {
-        return VendorError::Misconfigured {
-            code: code.to_owned(),
-            message,
-        };
-    }
+    let window = per_number_window(code, &message);
+    let message = match refusal(code, message, window, is_misconfigured(code)) {
+        Ok(refused) => return refused,
+        Err(message) => message,
+    };
     // The account's daily and monthly caps, set in Aliyun's console: every message meets
     // them until the cap resets, so Aliyun is unusable for now and the gateway should
     // fail over. Looked at again a day later.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use sms_core::VendorError;
 
 use super::VENDOR;
+use crate::http::refusal;
 
 /// Cloopen's per-number limits, and the window each names: 160038 (verification codes
 /// to one number too often) a minute; 160039 (the same template to one number, daily
@@ -45,21 +46,19 @@ fn is_misconfigured(code: &str) -> bool {
 /// permanent. Anything else, such as 172001 (network error), is treated as a vendor
 /// failure that may pass.
 pub(super) fn classify(code: &str, message: String, status: u16) -> VendorError {
-    if status < 500 {
-        if let Some(retry_after) = per_number_window(code) {
-            return VendorError::RecipientRefused {
-                code: code.to_owned(),
-                message,
-                retry_after,
-            };
+    let message = if status < 500 {
+        match refusal(
+            code,
+            message,
+            per_number_window(code),
+            is_misconfigured(code),
+        ) {
+            Ok(refused) => return refused,
+            Err(message) => message,
         }
-        if is_misconfigured(code) {
-            return VendorError::Misconfigured {
-                code: code.to_owned(),
-                message,
-            };
-        }
-    }
+    } else {
+        message
+    };
     // HTTP 429: the account sends too fast, whatever the code says.
     if status == 429 {
         return VendorError::Throttled {

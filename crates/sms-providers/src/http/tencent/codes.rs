@@ -5,6 +5,7 @@ use std::time::Duration;
 use sms_core::VendorError;
 
 use super::VENDOR;
+use crate::http::refusal;
 
 /// Tencent's per-number limits, and the window each names. The 30-second limit is the
 /// default one for the same content to one number; the others are the console's
@@ -47,19 +48,15 @@ fn is_misconfigured(code: &str) -> bool {
 
 /// Maps a Tencent Cloud error code onto an error kind.
 pub(super) fn classify(code: &str, message: String) -> VendorError {
-    if let Some(retry_after) = per_number_window(code) {
-        return VendorError::RecipientRefused {
-            code: code.to_owned(),
-            message,
-            retry_after,
-        };
-    }
-    if is_misconfigured(code) {
-        return VendorError::Misconfigured {
-            code: code.to_owned(),
-            message,
-        };
-    }
+    let message = match refusal(
+        code,
+        message,
+        per_number_window(code),
+        is_misconfigured(code),
+    ) {
+        Ok(refused) => return refused,
+        Err(message) => message,
+    };
     // The API's rate limits and the application's other quotas (daily totals, the
     // console's frequency policy): we send too fast or too much for this account.
     if code.starts_with("LimitExceeded") || code.starts_with("RequestLimitExceeded") {
