@@ -8,34 +8,17 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sms_providers::sandbox::Delivery;
 
-use crate::real_vendors::{Sandbox, free_port, start_sandbox};
+use crate::real_vendors::{Sandbox, free_port, sandbox_vendors, start_sandbox};
 use crate::server::{Backends, Server};
 
 /// Three real vendors with their own signatures, and templates mapped to each; the
 /// sandbox approves exactly this. `limit` is the gateway's `[limit]` table.
 fn gateway_config(base: &str, limit: &str) -> String {
+    let vendors = sandbox_vendors(base, ["阿里云测试", "腾讯云测试"]);
     format!(
-        r#"
-[queue]
-backoff_base_ms = 50
-backoff_max_s = 1
-drain_interval_ms = 100
-[failover]
-cooldown_s = 600
+        r#"{vendors}
 [limit]
 {limit}
-[vendors.aliyun]
-kind = "aliyun"
-order = 0
-settings = {{ base_url = "{base}", access_key_id = "sandbox-aliyun-id", access_key_secret = "sandbox-aliyun-secret", sign_name = "阿里云测试" }}
-[vendors.tencent]
-kind = "tencent"
-order = 1
-settings = {{ base_url = "{base}", secret_id = "AKIDsandbox", secret_key = "sandbox-tencent-key", sdk_app_id = "1400000000", sign_name = "腾讯云测试" }}
-[vendors.cloopen]
-kind = "cloopen"
-order = 2
-settings = {{ base_url = "{base}", account_sid = "sandboxaccountsid", auth_token = "sandbox-cloopen-token", app_id = "sandboxapp" }}
 
 [templates.login_code]
 text = "您的验证码是{{1}}，5分钟内有效。"
