@@ -32,6 +32,11 @@ pub const ENV_LISTEN: &str = "SMS_LISTEN";
 /// Comma-separated bearer tokens.
 pub const ENV_API_TOKENS: &str = "SMS_API_TOKENS";
 
+/// Shortest bearer token accepted.
+const MIN_TOKEN_CHARS: usize = 16;
+/// Shortest retention of sent messages, in hours.
+const MIN_RETENTION_H: u64 = 1;
+
 /// A value that is never printed: `Debug`, `Display` and serialisation show `***`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -282,6 +287,24 @@ impl Config {
 
     /// Checks values serde cannot, with each library's own checks; each error names its key.
     pub fn validate(&self) -> Result<()> {
+        for (i, token) in self.api_tokens.iter().enumerate() {
+            let length = token.expose().trim().chars().count();
+            if length < MIN_TOKEN_CHARS {
+                bail!(
+                    "api_tokens[{i}] ({ENV_API_TOKENS}): expected at least {MIN_TOKEN_CHARS} \
+                     characters, found {length}; a short token can be guessed, and an empty \
+                     one would let no request in while looking configured"
+                );
+            }
+        }
+        if self.queue.retention_h < MIN_RETENTION_H {
+            bail!(
+                "queue.retention_h: expected at least {MIN_RETENTION_H}, found {}; sent \
+                 messages are what answers a client retrying with the same idempotency key, \
+                 and clients retry for up to an hour",
+                self.queue.retention_h
+            );
+        }
         self.failover.validate().map_err(|e| match e {
             FailoverError::InvalidConfig { field, problem } => {
                 anyhow::anyhow!("{}.{field}: {problem}", layout::section_of(field))
@@ -649,18 +672,49 @@ mod tests {
         let mut c = Config::from_toml("listen = \"127.0.0.1:9000\"\n").unwrap();
         c.apply_env(|name| match name {
             ENV_DATABASE_URL => Some("postgres://u:hunter2@db/sms".into()),
-            ENV_API_TOKENS => Some("tok-one, tok-two,".into()),
+            ENV_API_TOKENS => Some("tok-one-0123456789, tok-two-0123456789,".into()),
             ENV_LISTEN => Some("0.0.0.0:8081".into()),
             _ => None,
         });
         assert_eq!(c.listen, "0.0.0.0:8081");
         assert_eq!(c.api_tokens.len(), 2);
-        assert_eq!(c.api_tokens[1].expose(), "tok-two");
+        assert_eq!(c.api_tokens[1].expose(), "tok-two-0123456789");
         let shown = c.to_redacted_toml().unwrap();
         let debug = format!("{c:?}");
         for leak in ["hunter2", "tok-one", "tok-two"] {
             assert!(!shown.contains(leak), "{shown}");
             assert!(!debug.contains(leak), "{debug}");
         }
+    }
+
+    #[test]
+    fn an_empty_or_short_token_is_refused_naming_the_key() {
+        for tokens in [
+            "[\"\"]",
+            "[\"short\"]",
+            "[\"long-enough-token-1\", \"   \"]",
+        ] {
+            let c = Config::from_toml(&format!("api_tokens = {tokens}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with("api_tokens["), "{tokens}: {e}");
+            assert!(e.contains("at least 16 characters"), "{e}");
+        }
+        let c = Config::from_toml("api_tokens = [\"long-enough-token-1\"]\n").unwrap();
+        c.validate().unwrap();
+        // From the environment, the same rule.
+        let mut c = Config::default();
+        c.apply_env(|name| (name == ENV_API_TOKENS).then(|| "tiny".to_owned()));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("SMS_API_TOKENS"), "{e}");
+    }
+
+    #[test]
+    fn a_retention_too_short_for_client_retries_is_refused_saying_why() {
+        let c = Config::from_toml("[queue]\nretention_h = 0\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("queue.retention_h:"), "{e}");
+        assert!(e.contains("idempotency"), "{e}");
+        let c = Config::from_toml("[queue]\nretention_h = 1\n").unwrap();
+        c.validate().unwrap();
     }
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::server::{SERVE_PORT, Server, Vendors, serve, serve_config};
+use super::server::{SERVE_PORT, Server, TOKEN, Vendors, serve, serve_config};
 use super::{
     CONCURRENCY, Report, Row, build_dir, cargo_quiet, postgres_url, redis_url, tool_exists,
 };
@@ -53,7 +53,7 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
     )?;
     let release = build_dir().join("release");
     let lua = out.join("post.lua");
-    fs::write(&lua, WRK_SCRIPT)?;
+    fs::write(&lua, WRK_SCRIPT.replace("{TOKEN}", TOKEN))?;
     let mut runs = LoadRuns::new(&lua, out);
 
     // Embedded defaults (SQLite, in-process limits, simulated instant vendors), by turns
@@ -239,7 +239,8 @@ impl<'a> LoadRuns<'a> {
 
 /// POSTs a message to a fresh recipient every time (per-recipient limits would refuse
 /// repeats, and a known recipient costs less than a new one), with the bearer token.
-/// The script's argument is where this run's numbers start (see [`NUMBERS_PER_RUN`]).
+/// The script's argument is where this run's numbers start (see [`NUMBERS_PER_RUN`]);
+/// `{TOKEN}` is replaced by the configured token when the script is written.
 const WRK_SCRIPT: &str = r#"
 local threads = 0
 function setup(thread)
@@ -254,7 +255,7 @@ function request()
   local number = string.format("+86139%01d%07d", tid % 10, counter % 10000000)
   local body = '{"template":"login","args":["123456"],"recipients":["' .. number .. '"]}'
   return wrk.format("POST", "/v1/messages",
-    { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token" }, body)
+    { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer {TOKEN}" }, body)
 end
 "#;
 

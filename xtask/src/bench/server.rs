@@ -15,7 +15,7 @@ use super::build_dir;
 /// Port of `serve`.
 pub(super) const SERVE_PORT: u16 = 18_080;
 /// The bearer token `serve` accepts; the `wrk` script sends it.
-const TOKEN: &str = "bench-token";
+pub(super) const TOKEN: &str = "bench-token-0123456789";
 
 /// How the three simulated vendors of a benchmark configuration behave.
 #[derive(Clone, Copy)]

@@ -377,7 +377,7 @@ async fn config_check_names_the_bad_key_and_hides_secrets() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("failover.consecutive_failures"));
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "api_tokens = [\"sekrit-token\"]\n").expect("write");
+    std::fs::write(&good, "api_tokens = [\"sekrit-token-0123456789\"]\n").expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms-app"))
         .args(["--config", good.to_str().expect("utf8"), "config", "check"])
         .env("SMS_DATABASE_URL", "postgres://u:hunter2@db/x")
@@ -387,7 +387,7 @@ async fn config_check_names_the_bad_key_and_hides_secrets() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("consecutive_failures = 2"), "{shown}");
     assert!(
-        !shown.contains("sekrit-token") && !shown.contains("hunter2"),
+        !shown.contains("sekrit-token-0123456789") && !shown.contains("hunter2"),
         "{shown}"
     );
 }
