@@ -41,6 +41,9 @@ pub enum ApiError {
     Rejected(String),
     /// 422: the message's deliver-by time passed before it could go out.
     Expired(String),
+    /// 422: a message stored earlier under the same idempotency key is dead or expired:
+    /// a retry must not read as a success.
+    PreviouslyFailed(String),
     /// 429: a recipient is over its per-recipient limit.
     RecipientLimited {
         /// Which recipient (masked) and which limit.
@@ -155,6 +158,12 @@ impl ApiError {
                 "expired",
                 message.clone(),
                 Some("expires_in_s"),
+            ),
+            Self::PreviouslyFailed(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "previously_failed",
+                message.clone(),
+                Some("idempotency_key"),
             ),
             Self::RecipientLimited { message, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -269,7 +269,7 @@ pub(super) enum PostAnswer {
         (status = 409, description = "Idempotency key reused for a different message", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
         (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
-        (status = 422, description = "Rejected by the vendor, or already expired", body = ErrorBody),
+        (status = 422, description = "Rejected by the vendor, already expired, or stored earlier under the same idempotency key and dead or expired (`previously_failed`)", body = ErrorBody),
         (status = 429, description = "A recipient is over its per-recipient limit", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the recipient may receive again"))),
         (status = 503, description = "Could neither send nor queue", body = ErrorBody),
@@ -324,7 +324,22 @@ pub(super) async fn post_message(
             }
             let status = match m.status {
                 MessageStatus::Queued | MessageStatus::Leased => StatusCode::ACCEPTED,
-                _ => StatusCode::OK,
+                MessageStatus::Sent => StatusCode::OK,
+                // A client that reads only status codes must not take these for sent.
+                MessageStatus::Dead | MessageStatus::Expired => {
+                    return Err(ApiError::PreviouslyFailed(format!(
+                        "message {} stored earlier under this idempotency key is {}{}; \
+                         send it again with a new key, or retry it with POST \
+                         /v1/queue/{}/retry",
+                        m.id,
+                        m.status,
+                        m.last_error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default(),
+                        m.id
+                    )));
+                }
             };
             return Ok((status, Json(PostAnswer::Existing(m.into()))));
         }

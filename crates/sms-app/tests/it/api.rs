@@ -391,3 +391,34 @@ async fn config_check_names_the_bad_key_and_hides_secrets() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_retry_of_a_dead_message_is_not_answered_as_a_success() {
+    // Every vendor refuses the message for good, so the keyed message dies at once.
+    let rejecting = r#"
+[vendors.aliyun]
+order = 0
+simulation = { reject_rate = 1.0 }
+"#;
+    let server = Server::start(&Backends::Embedded, rejecting).await;
+    let mut keyed = message("+8613800000901");
+    keyed["idempotency_key"] = json!("dies-at-once");
+    let first = server.post("/v1/messages", keyed.clone()).await;
+    assert_eq!(first.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(first).await["error"]["code"], "rejected");
+
+    // The client retries with the same key: a status it cannot take for "sent".
+    let again = server.post("/v1/messages", keyed).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        server.log()
+    );
+    let body = json_of(again).await;
+    assert_eq!(body["error"]["code"], "previously_failed", "{body}");
+    assert_eq!(body["error"]["field"], "idempotency_key", "{body}");
+    let text = body["error"]["message"].as_str().expect("message");
+    assert!(text.contains("dead"), "the stored status is named: {text}");
+    assert!(server.stop().success());
+}
