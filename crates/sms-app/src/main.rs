@@ -219,7 +219,9 @@ async fn run(cli: Cli) -> Result<()> {
                         QueueCommand::Retry { id } => {
                             let id: MessageId =
                                 id.parse().map_err(|e| anyhow::anyhow!("ID: {e}"))?;
-                            let m = store.queue.retry(id, chrono::Utc::now()).await?;
+                            let m =
+                                wire::retry_message(store.queue.as_ref(), id, chrono::Utc::now())
+                                    .await?;
                             println!("{} queued again", m.id);
                             Ok(())
                         }

@@ -267,3 +267,58 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         fees,
     })
 }
+
+/// Why an operator's retry of a message was refused.
+#[derive(Debug)]
+pub enum RetryRefused {
+    /// The message's deliver-by time has passed: queued again, it would expire at once.
+    PastDeadline {
+        /// The message.
+        id: sms_core::MessageId,
+        /// Its deliver-by time.
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The store refused or failed.
+    Store(sms_core::StoreError),
+}
+
+impl std::fmt::Display for RetryRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PastDeadline { id, at } => write!(
+                f,
+                "message {id} expired at {at}: its deliver-by time has passed, so a retry \
+                 would expire it again at once; send it again with a new expires_in_s or \
+                 expires_at"
+            ),
+            Self::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RetryRefused {}
+
+impl From<sms_core::StoreError> for RetryRefused {
+    fn from(e: sms_core::StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Re-queues a dead or expired message for a fresh set of attempts (operator action),
+/// unless its deliver-by time has passed.
+pub async fn retry_message(
+    queue: &dyn DeferredQueue,
+    id: sms_core::MessageId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<sms_core::StoredMessage, RetryRefused> {
+    if let Some(m) = queue.get(id).await? {
+        if let Some(at) = m
+            .request
+            .expires_at()
+            .filter(|_| m.request.is_expired_at(now))
+        {
+            return Err(RetryRefused::PastDeadline { id, at });
+        }
+    }
+    Ok(queue.retry(id, now).await?)
+}

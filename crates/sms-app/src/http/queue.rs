@@ -11,6 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::messages::{MessageView, parse_id};
 use crate::openapi::QueueCounts;
+use crate::wire::{self, RetryRefused};
 
 /// Messages by status
 #[utoipa::path(
@@ -38,7 +39,7 @@ pub(super) async fn get_queue(
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 404, description = "No such message", body = ErrorBody),
-        (status = 409, description = "Not dead or expired", body = ErrorBody),
+        (status = 409, description = "Not dead or expired, or past its deliver-by time", body = ErrorBody),
         (status = 503, description = "Storage unavailable", body = ErrorBody),
     )
 )]
@@ -47,7 +48,13 @@ pub(super) async fn retry_message(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let id = parse_id(&id)?;
-    let m = state.queue.retry(id, chrono::Utc::now()).await?;
+    let m = match wire::retry_message(state.queue.as_ref(), id, chrono::Utc::now()).await {
+        Ok(m) => m,
+        Err(RetryRefused::Store(e)) => return Err(e.into()),
+        Err(refused @ RetryRefused::PastDeadline { .. }) => {
+            return Err(ApiError::WrongStatus(refused.to_string()));
+        }
+    };
     state.gateway.trigger_drain();
     Ok((StatusCode::ACCEPTED, Json(m.into())))
 }

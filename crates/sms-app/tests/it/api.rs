@@ -422,3 +422,35 @@ simulation = { reject_rate = 1.0 }
     assert!(text.contains("dead"), "the stored status is named: {text}");
     assert!(server.stop().success());
 }
+
+#[tokio::test]
+async fn an_expired_message_is_not_retried_only_to_expire_again() {
+    // The only vendor is down, so the message waits in the queue until its deadline.
+    let down = r#"
+[queue]
+backoff_base_ms = 50
+backoff_max_s = 1
+drain_interval_ms = 100
+[vendors.aliyun]
+order = 0
+simulation = { outage = true }
+"#;
+    let server = Server::start(&Backends::Embedded, down).await;
+    let mut short = message("+8613800000902");
+    short["expires_in_s"] = json!(1);
+    let r = server.post("/v1/messages", short).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", server.log());
+    let id = json_of(r).await["id"].as_str().expect("id").to_owned();
+    wait_for_status(&server, &id, "expired").await;
+
+    let r = server
+        .post(&format!("/v1/queue/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{}", server.log());
+    let body = json_of(r).await;
+    let text = body["error"]["message"].as_str().expect("message");
+    assert!(text.contains("deliver-by time"), "{body}");
+    let m = json_of(server.get(&format!("/v1/messages/{id}")).await).await;
+    assert_eq!(m["status"], "expired", "nothing changed: {m}");
+    assert!(server.stop().success());
+}
