@@ -19,7 +19,10 @@
 //! probe; after `probe_successes` consecutive fast probe successes it becomes current
 //! again. A failed or slow probe demotes it again. A vendor demoted again within
 //! `flap_window` of its previous demotion rests twice as long as the previous time (up to
-//! `cooldown_max`), so a vendor that keeps failing is tried less and less often.
+//! `cooldown_max`), so a vendor that keeps failing is tried less and less often. Each
+//! probe belongs to the rest it ends: when many probes are in flight at once, the first
+//! failure demotes the vendor and the others' answers are stale, so one episode doubles
+//! the cooldown once.
 //!
 //! Prices come from the billed volumes ([`Usage`]), kept under the same lock so that a
 //! switch compares the prices of every message billed so far.
@@ -77,6 +80,10 @@ pub(crate) struct Ticket {
     /// Whether the attempt went to another vendor than the current one because the
     /// current one cannot send the message.
     pub detour: bool,
+    /// How many times the vendor had been demoted when the attempt began: a probe's
+    /// answer counts only for the rest it probed, so many probes in flight at once end
+    /// one rest, once.
+    pub rests: u64,
 }
 
 /// What an attempt says about its vendor's health.
@@ -108,6 +115,8 @@ pub(crate) struct VendorState {
     pub disabled: bool,
     /// Demotions in a row, each within `flap_window` of the previous one.
     demotion_streak: u32,
+    /// Demotions ever: the rest a probe's ticket belongs to.
+    rests: u64,
     last_demoted_at: Option<DateTime<Utc>>,
     probe_successes: u32,
 }
@@ -270,29 +279,34 @@ impl Health {
     /// cheaper one to probe), else the cheapest healthy vendor on the route as a detour.
     /// `None` when no enabled vendor is on the route.
     pub fn begin_on(&mut self, route: &Route, now: DateTime<Utc>) -> Option<Ticket> {
-        let ticket = |idx: usize, epoch: u64, probe: bool, current: usize| Ticket {
-            idx,
-            epoch,
-            probe,
-            detour: !probe && idx != current,
-        };
         if let Some(pinned) = route.pinned {
             if pinned < self.vendors.len() && route.allows(pinned) && !self.vendors[pinned].disabled
             {
-                return Some(ticket(pinned, self.epoch, false, self.current));
+                return Some(self.ticket(pinned, false));
             }
         }
         if self.vendors[self.current].disabled || !route.allows(self.current) {
             let idx = choose_vendor(&self.candidates_for(route), None, now)?;
-            return Some(ticket(idx, self.epoch, false, self.current));
+            return Some(self.ticket(idx, false));
         }
         self.attempts = self.attempts.wrapping_add(1);
         if self.attempts % self.probe_every == 0 {
             if let Some(idx) = self.probe_candidate(route, now) {
-                return Some(ticket(idx, self.epoch, true, self.current));
+                return Some(self.ticket(idx, true));
             }
         }
-        Some(ticket(self.current, self.epoch, false, self.current))
+        Some(self.ticket(self.current, false))
+    }
+
+    /// The ticket of an attempt on vendor `idx` begun now.
+    fn ticket(&self, idx: usize, probe: bool) -> Ticket {
+        Ticket {
+            idx,
+            epoch: self.epoch,
+            probe,
+            detour: !probe && idx != self.current,
+            rests: self.vendors[idx].rests,
+        }
     }
 
     /// Puts vendor `idx` to rest, longer when it was demoted recently too.
@@ -314,6 +328,7 @@ impl Health {
             .min(self.cooldown_max);
         v.cooling_until = Some(after(now, rest));
         v.last_demoted_at = Some(now);
+        v.rests += 1;
         v.probe_successes = 0;
         v.consecutive_failures = 0;
     }
@@ -326,6 +341,10 @@ impl Health {
         now: DateTime<Utc>,
     ) -> Option<Switch> {
         if ticket.probe && ticket.idx != self.current {
+            if ticket.rests != self.vendors[ticket.idx].rests {
+                // A probe of a rest that already ended (another probe failed first).
+                return None;
+            }
             return self.record_probe(ticket.idx, verdict, now);
         }
         if ticket.detour && ticket.idx != self.current {

@@ -321,3 +321,22 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn concurrent_failed_probes_of_one_rest_demote_it_once() {
+    let mut h = health(&[40, 45]);
+    for _ in 0..2 {
+        let a = h.begin(t(0)).unwrap();
+        h.record(a, Verdict::Failure, t(0));
+    }
+    assert_eq!(h.current, 1);
+    assert_eq!(h.vendors[0].cooling_until, Some(t(30)));
+    // Rested: at 1,000 requests a second many probes are in flight at once.
+    let probes: Vec<Ticket> = (0..6).map(|_| h.begin(t(31)).unwrap()).collect();
+    assert!(probes.iter().all(|p| p.probe && p.idx == 0));
+    for p in probes {
+        h.record(p, Verdict::Failure, t(32));
+    }
+    // One episode, one demotion: twice the cooldown (flapping), not 2^6 times.
+    assert_eq!(h.vendors[0].cooling_until, Some(t(32 + 60)));
+}
