@@ -33,6 +33,13 @@ impl RateDecision {
 pub trait RateLimiter: Send + Sync {
     /// Takes `permits` permits (one per recipient) if all fit in the window now, else none.
     async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError>;
+
+    /// The most permits one `acquire` can ever get (the limit per window), when known.
+    /// The gateway refuses a request with more recipients than this: waiting would never
+    /// make it fit.
+    fn capacity(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One recipient's answer from a [`RecipientLimiter`].

@@ -413,6 +413,10 @@ impl RateLimiter for RedisLimiter {
             }
         }
     }
+
+    fn capacity(&self) -> Option<u32> {
+        Some(self.limit)
+    }
 }
 
 /// Per-recipient limits shared through Redis; all recipients of a request in one call.

@@ -139,6 +139,7 @@ impl GatewayBuilder {
                 (name.to_owned(), mask)
             })
             .collect();
+        let max_permits = limiter.capacity();
         let billing_offset = FixedOffset::east_opt(config.billing_utc_offset_hours * 3600)
             .ok_or_else(|| FailoverError::InvalidConfig {
                 field: "billing_utc_offset_hours",
@@ -173,6 +174,7 @@ impl GatewayBuilder {
             observer,
             templates,
             template_routes,
+            max_permits,
             drain_wanted: Notify::new(),
             drain_running: tokio::sync::Mutex::new(()),
         })

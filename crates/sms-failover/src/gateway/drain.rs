@@ -316,6 +316,17 @@ impl Gateway {
             self.release(&message, report).await;
             return Next::Halt;
         }
+        if let Some(problem) = self.over_capacity(&message.request) {
+            // Waiting would never make it fit: it must not hold up every pass.
+            let failure = AttemptFailure {
+                vendor: None,
+                error: problem,
+                may_duplicate: false,
+                pinned: false,
+            };
+            self.bury(id, token, failure, now, report).await;
+            return Next::Continue;
+        }
         match self.limiter.acquire(permits(&message.request)).await {
             Ok(RateDecision::Allowed) => {}
             Ok(RateDecision::Limited { .. }) | Err(_) => {
@@ -533,6 +544,7 @@ mod tests {
             })
         });
         let mut limiter = MockRateLimiter::new();
+        limiter.expect_capacity().return_const(None::<u32>);
         limiter
             .expect_acquire()
             .returning(|_| Ok(RateDecision::Allowed));

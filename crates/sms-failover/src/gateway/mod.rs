@@ -85,6 +85,8 @@ pub struct Gateway {
     templates: Templates,
     /// By template name, the vendors with a template for it (bit `i`: vendor `i`).
     template_routes: HashMap<String, u64>,
+    /// The most recipients the global limit can ever let through in one request.
+    max_permits: Option<u32>,
     /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.
     drain_wanted: Notify,
     /// One drain pass at a time in this process.
@@ -217,6 +219,19 @@ impl Gateway {
             eligible: mapped & !health.broken_mask(template),
             pinned,
         }
+    }
+
+    /// Why `request` can never fit the global limit, when it has more recipients than
+    /// the limit allows per window.
+    fn over_capacity(&self, request: &SmsRequest) -> Option<String> {
+        let max = self.max_permits?;
+        let found = request.recipients().len();
+        (found > max as usize).then(|| {
+            format!(
+                "expected at most {max} recipients, found {found}: the global limit allows \
+                 {max} messages per window, so this request could never be sent; split it"
+            )
+        })
     }
 
     /// Why no vendor can take `request` now, for the caller.

@@ -20,7 +20,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::{
     Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, QueueReason, RateDecision,
-    RecipientDecision, SendError, SmsRequest, StoredMessage, VendorError, VendorId,
+    RecipientDecision, SendError, SmsRequest, StoredMessage, ValidationError, VendorError,
+    VendorId,
 };
 
 use super::Gateway;
@@ -93,6 +94,9 @@ impl Gateway {
             return Err(SendError::Expired);
         }
         self.templates.check(&request)?;
+        if let Some(problem) = self.over_capacity(&request) {
+            return Err(ValidationError::new("recipients", problem).into());
+        }
         // A retried request must not be refused by the recipient limiter that counted
         // its first try, so known keys answer before any limit.
         if let Some(existing) = self.find_existing(&request).await? {

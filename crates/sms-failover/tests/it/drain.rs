@@ -205,6 +205,7 @@ async fn a_rate_limited_drain_gives_messages_back_without_counting_an_attempt() 
     let queue = Arc::new(MemoryQueue::new());
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = sms_core::mocks::MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter.expect_acquire().times(1).returning(|_| {
         Ok(sms_core::RateDecision::Limited {
             retry_after: Duration::from_millis(100),

@@ -3,6 +3,7 @@
 mod collaborators;
 mod drain;
 mod failover;
+mod limits;
 mod pitfalls;
 mod record;
 mod send;

@@ -40,6 +40,7 @@ fn gateway_with(
 
 fn limited() -> MockRateLimiter {
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter.expect_acquire().returning(|_| {
         Ok(RateDecision::Limited {
             retry_after: Duration::from_millis(300),
@@ -64,6 +65,7 @@ async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_s
         ])
     });
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter.expect_acquire().never();
     let queue = Arc::new(MemoryQueue::new());
     let gateway = gateway_with(vendor.clone(), limiter, Some(recipients), queue.clone());
@@ -118,6 +120,7 @@ async fn a_globally_limited_request_is_queued_and_the_caller_is_told_so() {
 async fn the_global_limiter_is_asked_for_one_permit_per_recipient() {
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter
         .expect_acquire()
         .withf(|permits| *permits == 3)
@@ -147,6 +150,7 @@ async fn a_limited_request_that_cannot_be_stored_is_an_error_not_silently_lost()
 async fn a_limiter_error_queues_the_message_instead_of_sending_or_failing() {
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter
         .expect_acquire()
         .returning(|_| Err(LimitError::Unavailable("redis down".into())));
@@ -561,6 +565,7 @@ async fn a_keyed_request_that_cannot_be_reserved_is_not_sent() {
         .returning(|_| Err(StoreError::unavailable("down")));
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter
         .expect_acquire()
         .returning(|_| Ok(RateDecision::Allowed));
@@ -581,6 +586,7 @@ async fn a_failed_look_up_record_does_not_fail_a_delivered_send() {
         .expect_enqueue_many()
         .returning(|_| Err(StoreError::Backend("disk full".into())));
     let mut limiter = MockRateLimiter::new();
+    limiter.expect_capacity().return_const(None::<u32>);
     limiter
         .expect_acquire()
         .returning(|_| Ok(RateDecision::Allowed));

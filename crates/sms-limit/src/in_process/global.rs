@@ -120,6 +120,10 @@ impl RateLimiter for InProcessLimiter {
     async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError> {
         Ok(self.try_acquire(permits))
     }
+
+    fn capacity(&self) -> Option<u32> {
+        Some(self.limit)
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +140,12 @@ mod tests {
         let clock = ManualMonotonicClock::new();
         let limiter = InProcessLimiter::with_clock(limit, window, Arc::new(clock.clone())).unwrap();
         (limiter, clock)
+    }
+
+    #[test]
+    fn its_capacity_is_the_limit_per_window() {
+        let limiter = InProcessLimiter::new(7, Duration::from_secs(1)).unwrap();
+        assert_eq!(RateLimiter::capacity(&limiter), Some(7));
     }
 
     #[test]
