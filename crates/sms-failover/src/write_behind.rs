@@ -9,6 +9,9 @@
 //!   queue in one [`DeferredQueue::enqueue_many`] call per [`RECORD_WRITE_DELAY`] (in
 //!   batches of [`RECORD_BATCH`]), however many sends added one meanwhile.
 //!
+//! A record stays in the buffer until its write has landed, so a look-up by id finds
+//! a message in the buffer or in the store, never in neither ([`WriteBehind::pending`]).
+//!
 //! Usage, and records, each have at most one write in flight and at most one task
 //! waiting to start the next. A write starts when the first item arrives after
 //! the previous one began, so an idle gateway runs no task at all.
@@ -23,8 +26,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    DeferredQueue, InitialState, MessageId, NewMessage, QueueReason, SmsRequest, StoreError,
-    UsageLedger, VendorId,
+    DeferredQueue, InitialState, MessageId, MessageStatus, NewMessage, QueueReason, SmsRequest,
+    StoreError, StoredMessage, UsageLedger, VendorId,
 };
 
 use crate::backoff::retry_while_unavailable;
@@ -39,11 +42,12 @@ const RECORD_BATCH: usize = 500;
 /// Records kept while the store is unreachable; more are dropped (with a warning): the
 /// messages are delivered, only their status look-up is lost.
 const RECORD_BACKLOG_MAX: usize = 100_000;
-/// Records waiting beyond which the sender that adds one waits for the next write
+/// Records in the buffer beyond which the sender that adds one waits for the next write
 /// (while the store takes writes): memory stays bounded and intake slows to what the
-/// store can record, instead of piling up under load. Two batches and a little more:
-/// while one batch is being written, the next fills up without holding anyone.
-const RECORD_SOFT_MAX: usize = 1024;
+/// store can record, instead of piling up under load. The batch being written stays in
+/// the buffer, and two batches and a little more wait beside it: while one batch is
+/// being written, the next fills up without holding anyone.
+const RECORD_SOFT_MAX: usize = RECORD_BATCH + 1024;
 
 /// Tries to write one batch of records while the store is unreachable: 250 ms,
 /// doubling to 30 s, about two and a half minutes in all.
@@ -63,6 +67,7 @@ impl Drop for ClearOnDrop<'_> {
 }
 
 /// A message delivered at once, without an idempotency key, to be stored for look-ups.
+#[derive(Clone)]
 pub(crate) struct SentRecord {
     pub id: MessageId,
     pub request: SmsRequest,
@@ -73,6 +78,26 @@ pub(crate) struct SentRecord {
 }
 
 impl SentRecord {
+    /// The message as the store will hold it once written.
+    fn to_stored(&self, ids: &[VendorId]) -> StoredMessage {
+        StoredMessage {
+            id: self.id,
+            request: self.request.clone(),
+            status: MessageStatus::Sent,
+            reason: QueueReason::Accepted,
+            attempts: 1,
+            max_attempts: self.max_attempts,
+            next_attempt_at: self.at,
+            lease: None,
+            last_vendor: Some(ids[self.vendor].clone()),
+            last_error: None,
+            may_duplicate: false,
+            pinned_vendor: None,
+            created_at: self.at,
+            updated_at: self.at,
+        }
+    }
+
     fn to_message(&self, ids: &[VendorId]) -> NewMessage {
         let vendor = ids[self.vendor].clone();
         NewMessage {
@@ -261,16 +286,30 @@ impl WriteBehind {
     /// unreachable; the caller holds the records' writer lock.
     async fn write_records_now(&self) {
         loop {
+            // Copies (each shares its request): the records stay in the buffer, where
+            // look-ups find them, until the write has landed.
             let batch: Vec<SentRecord> = {
-                let mut buffer = lock(&self.records.buffer);
+                let buffer = lock(&self.records.buffer);
                 let n = buffer.len().min(RECORD_BATCH);
-                buffer.drain(..n).collect()
+                buffer[..n].to_vec()
             };
             if batch.is_empty() {
                 return;
             }
             self.write_record_batch(&batch).await;
+            // The one writer (this caller holds the writer lock) takes from the front
+            // and senders only push at the back, so the batch is still the front.
+            lock(&self.records.buffer).drain(..batch.len());
         }
+    }
+
+    /// A delivered message still waiting for its record to be written, as the store
+    /// will hold it.
+    pub fn pending(&self, id: MessageId) -> Option<StoredMessage> {
+        lock(&self.records.buffer)
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.to_stored(&self.ids))
     }
 
     /// Writes one batch; each try builds the messages afresh from the records (which

@@ -370,7 +370,7 @@ pub(super) async fn get_message(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    match state.queue.get(id).await? {
+    match state.gateway.message(id).await? {
         Some(m) => Ok(Json(m.into())),
         None => Err(ApiError::MessageNotFound(id)),
     }

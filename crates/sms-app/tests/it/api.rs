@@ -454,3 +454,27 @@ simulation = { outage = true }
     assert_eq!(m["status"], "expired", "nothing changed: {m}");
     assert!(server.stop().success());
 }
+
+#[tokio::test]
+async fn a_sent_message_is_found_by_its_id_at_once() {
+    let server = Server::start(&Backends::Embedded, VENDORS).await;
+    let mut not_found = 0;
+    for i in 0..20 {
+        let r = server
+            .post("/v1/messages", message(&format!("+86138000010{i:02}")))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{}", server.log());
+        let id = json_of(r).await["id"].as_str().expect("id").to_owned();
+        let r = server.get(&format!("/v1/messages/{id}")).await;
+        if r.status() == StatusCode::NOT_FOUND {
+            not_found += 1;
+        } else {
+            assert_eq!(json_of(r).await["status"], "sent");
+        }
+    }
+    assert_eq!(
+        not_found, 0,
+        "read your writes: no 404 straight after a 200"
+    );
+    assert!(server.stop().success());
+}

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
     Clock, DeferredQueue, FeeSchedule, MessageId, Money, RateLimiter, RecipientLimiter, SmsRequest,
-    StoreError, Templates, UsageLedger, Vendor, VendorId,
+    StoreError, StoredMessage, Templates, UsageLedger, Vendor, VendorId,
 };
 use tokio::sync::Notify;
 
@@ -159,6 +159,18 @@ impl Gateway {
                 Settled::Failed
             }
         }
+    }
+
+    /// The message with this id: from the store, or, for a message just delivered
+    /// whose record is still being written, from memory. A look-up straight after a
+    /// send finds it.
+    pub async fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        // Memory first: a record leaves it only once its write has landed, so a miss
+        // there means the store has it (or it never existed).
+        if let Some(m) = self.write_behind.pending(id) {
+            return Ok(Some(m));
+        }
+        self.queue.get(id).await
     }
 
     /// Loads this period's billed volumes from the ledger and makes the cheapest vendor

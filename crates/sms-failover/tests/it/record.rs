@@ -142,6 +142,10 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
     let SendOutcome::Sent { id, .. } = gateway.send(request()).await.unwrap() else {
         panic!("sent at once");
     };
+    // While the store is down, a look-up still finds the message, from memory.
+    assert!(queue.get(id).await.unwrap().is_none());
+    let seen = gateway.message(id).await.unwrap().expect("found at once");
+    assert_eq!((seen.status, seen.id), (MessageStatus::Sent, id));
     // Paused time: sleeping lets the recorder's back-off elapse at once.
     for _ in 0..100 {
         if queue.get(id).await.unwrap().is_some() {
@@ -159,6 +163,11 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
         queue.calls.load(Ordering::SeqCst),
         4,
         "three failures, one success"
+    );
+    assert_eq!(
+        gateway.message(id).await.unwrap(),
+        Some(stored),
+        "the same, from the store"
     );
 }
 
