@@ -1,0 +1,236 @@
+//! Reading, validating and printing the configuration, case by case.
+use super::*;
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let c = Config::default();
+    assert_eq!(c.failover.consecutive_failures, 2);
+    assert_eq!(c.failover.slow_threshold, std::time::Duration::from_secs(1));
+    assert_eq!(c.limit.global_per_second, 3000);
+    assert_eq!(c.listen, "127.0.0.1:8080");
+    assert!(c.database_url.is_none() && c.redis_url.is_none());
+    assert_eq!(
+        c.vendors.keys().collect::<Vec<_>>(),
+        ["aliyun", "cloopen", "tencent"]
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn unknown_and_bad_keys_are_named() {
+    let e = Config::from_toml("[failover]\nconsecutive_failure = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("consecutive_failure"), "{e}");
+    let e = Config::from_toml("[failover]\nconsecutive_failures = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("consecutive_failures"), "{e}");
+    let c = Config::from_toml("[queue]\nmax_attempts = 0\n").unwrap();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("queue.max_attempts")
+    );
+    let e = Config::from_toml("[vendors.x]\nkind = \"nope\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown variant `nope`"), "{e}");
+    assert!(e.contains("simulated") && e.contains("cloopen"), "{e}");
+}
+
+#[test]
+fn each_vendor_kind_parses_with_its_settings() {
+    let c = Config::from_toml(
+        r#"
+        [vendors.quiet]
+        [vendors.sim]
+        kind = "simulated"
+        order = 3
+        simulation = { latency_ms = 5, error_rate = 0.1 }
+        fees = [{ up_to = 10, price = "0.05" }, { price = "0.04" }]
+        [vendors.ali]
+        kind = "aliyun"
+        settings = { access_key_id = "id", access_key_secret = "s", sign_name = "Test" }
+        [vendors.tc]
+        kind = "tencent"
+        order = 1
+        settings = { secret_id = "AKID", sdk_app_id = "1400", timeout_ms = 500 }
+        [vendors.cl]
+        kind = "cloopen"
+        settings = { account_sid = "sid", app_id = "app" }
+        "#,
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert!(
+        matches!(&c.vendors["quiet"], VendorConfig::Simulated(v) if v.simulation == quiet_vendor())
+    );
+    match &c.vendors["sim"] {
+        VendorConfig::Simulated(v) => {
+            assert_eq!(v.order, 3);
+            assert_eq!(v.simulation.latency_ms, 5);
+            assert_eq!(v.simulation.error_rate, 0.1);
+            assert_eq!(v.fees.as_ref().map(|f| f.tiers().len()), Some(2));
+        }
+        other => panic!("expected a simulated vendor, got {other:?}"),
+    }
+    assert!(matches!(&c.vendors["ali"], VendorConfig::Aliyun(v) if v.settings.sign_name == "Test"));
+    assert!(
+        matches!(&c.vendors["tc"], VendorConfig::Tencent(v) if v.order == 1 && v.settings.timeout_ms == 500)
+    );
+    assert!(
+        matches!(&c.vendors["cl"], VendorConfig::Cloopen(v) if v.settings.app_id == "app" && v.fees.is_none())
+    );
+}
+
+#[test]
+fn a_typo_in_a_vendor_is_an_error_naming_the_key() {
+    for (text, key) in [
+        (
+            "kind = \"aliyun\"\nsettings = { acess_key_id = \"x\" }",
+            "acess_key_id",
+        ),
+        (
+            "kind = \"tencent\"\nsettings = { sdk_appid = \"1\" }",
+            "sdk_appid",
+        ),
+        (
+            "kind = \"cloopen\"\nsetings = { app_id = \"a\" }",
+            "setings",
+        ),
+        ("simulation = { eror_rate = 0.1 }", "eror_rate"),
+        ("oder = 1", "oder"),
+        (
+            "kind = \"aliyun\"\nsimulation = { latency_ms = 1 }",
+            "simulation",
+        ),
+        (
+            "fees = [{ upto = 10, price = \"1\" }, { price = \"1\" }]",
+            "upto",
+        ),
+    ] {
+        let e = Config::from_toml(&format!("[vendors.x]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("unknown field `{key}`")), "{text}: {e}");
+    }
+    let e = Config::from_toml("[vendors.x]\nfees = [{ up_to = 10, price = \"1\" }]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fee tier 0"), "{e}");
+}
+
+#[test]
+fn the_gateways_retry_keys_are_read_from_the_queue_section() {
+    let c = Config::from_toml(
+        "[failover]\ncooldown_s = 5\n[queue]\nmax_attempts = 3\nlease_s = 60\nretention_h = 1\n",
+    )
+    .unwrap();
+    assert_eq!(c.failover.cooldown, std::time::Duration::from_secs(5));
+    assert_eq!(c.failover.max_attempts, 3);
+    assert_eq!(c.failover.lease, std::time::Duration::from_secs(60));
+    assert_eq!(c.queue.retention_h, 1);
+    let e = Config::from_toml("[failover]\nmax_attempts = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "line 2: failover.max_attempts: this key belongs in [queue]"
+    );
+    let e = Config::from_toml("[queue]\n\ncooldown_s = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("line 3: queue.cooldown_s: unknown key"),
+        "{e}"
+    );
+    let e = Config::from_toml("[postgres]\nurl = \"postgres://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("postgres.url: give the URL as database_url"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_key_kept_in_the_queue_section_is_a_gateway_key() {
+    let keys = toml::Table::try_from(FailoverConfig::default()).unwrap();
+    for key in layout::QUEUE_KEYS {
+        assert!(keys.contains_key(key), "{key}");
+    }
+}
+
+#[test]
+fn the_printed_configuration_reads_back_the_same() {
+    let mut c = Config::from_toml(
+        "[queue]\nmax_attempts = 4\n[limit]\nrecipient_windows = [{ limit = 2, window_s = 30 }]\n[vendors.x]\nkind = \"cloopen\"\n",
+    )
+    .unwrap();
+    c.database_url = None;
+    let shown = c.to_redacted_toml().unwrap();
+    assert!(shown.contains("[queue]\n"), "{shown}");
+    let back = Config::from_toml(&shown).unwrap();
+    assert_eq!(back.failover, c.failover);
+    assert_eq!(back.limit, c.limit);
+    assert_eq!(back.postgres, c.postgres);
+    assert_eq!(back.queue.retention_h, c.queue.retention_h);
+    assert_eq!(
+        toml::Table::try_from(&back.vendors).unwrap(),
+        toml::Table::try_from(&c.vendors).unwrap()
+    );
+    Config::from_toml(&Config::default().to_redacted_toml().unwrap()).unwrap();
+}
+
+#[test]
+fn environment_overrides_the_file_and_secrets_stay_hidden() {
+    let mut c = Config::from_toml("listen = \"127.0.0.1:9000\"\n").unwrap();
+    c.apply_env(|name| match name {
+        ENV_DATABASE_URL => Some("postgres://u:hunter2@db/sms".into()),
+        ENV_API_TOKENS => Some("tok-one-0123456789, tok-two-0123456789,".into()),
+        ENV_LISTEN => Some("0.0.0.0:8081".into()),
+        _ => None,
+    });
+    assert_eq!(c.listen, "0.0.0.0:8081");
+    assert_eq!(c.api_tokens.len(), 2);
+    assert_eq!(c.api_tokens[1].expose(), "tok-two-0123456789");
+    let shown = c.to_redacted_toml().unwrap();
+    let debug = format!("{c:?}");
+    for leak in ["hunter2", "tok-one", "tok-two"] {
+        assert!(!shown.contains(leak), "{shown}");
+        assert!(!debug.contains(leak), "{debug}");
+    }
+}
+
+#[test]
+fn an_empty_or_short_token_is_refused_naming_the_key() {
+    for tokens in [
+        "[\"\"]",
+        "[\"short\"]",
+        "[\"long-enough-token-1\", \"   \"]",
+    ] {
+        let c = Config::from_toml(&format!("api_tokens = {tokens}\n")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("api_tokens["), "{tokens}: {e}");
+        assert!(e.contains("at least 16 characters"), "{e}");
+    }
+    let c = Config::from_toml("api_tokens = [\"long-enough-token-1\"]\n").unwrap();
+    c.validate().unwrap();
+    // From the environment, the same rule.
+    let mut c = Config::default();
+    c.apply_env(|name| (name == ENV_API_TOKENS).then(|| "tiny".to_owned()));
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("SMS_API_TOKENS"), "{e}");
+}
+
+#[test]
+fn a_retention_too_short_for_client_retries_is_refused_saying_why() {
+    let c = Config::from_toml("[queue]\nretention_h = 0\n").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("queue.retention_h:"), "{e}");
+    assert!(e.contains("idempotency"), "{e}");
+    let c = Config::from_toml("[queue]\nretention_h = 1\n").unwrap();
+    c.validate().unwrap();
+}
