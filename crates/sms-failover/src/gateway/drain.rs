@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::Origin;
 use super::send::permits;
-use super::{Gateway, Settled};
+use super::{Gateway, OUTCOME_RETRY_FIRST, OUTCOME_RETRY_MAX, OUTCOME_TRIES, Settled};
 use crate::backoff::{after, jittered_backoff, retry_while_unavailable};
 use crate::events::GatewayEvent;
 
@@ -30,10 +30,6 @@ use crate::events::GatewayEvent;
 /// is sent sooner). A process that dies in between sends these messages again once
 /// their leases lapse, so the interval bounds that exposure.
 const COMPLETE_EVERY: Duration = Duration::from_millis(20);
-/// Tries to mark a batch sent while the store is briefly unreachable: 50, 100 and
-/// 200 ms apart.
-const COMPLETE_TRIES: u32 = 4;
-const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
 
 /// What one drain pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -416,9 +412,9 @@ impl Gateway {
             return;
         }
         let results = match retry_while_unavailable(
-            COMPLETE_TRIES,
-            COMPLETE_RETRY_FIRST,
-            COMPLETE_RETRY_FIRST * 4,
+            OUTCOME_TRIES,
+            OUTCOME_RETRY_FIRST,
+            OUTCOME_RETRY_MAX,
             "marking delivered messages sent",
             || self.queue.complete_many(&batch),
         )

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
@@ -30,6 +31,13 @@ pub(crate) mod builder;
 pub(crate) mod drain;
 pub(crate) mod drainer;
 pub(crate) mod send;
+
+/// Tries to write a leased message's outcome (sent, dead) while the store is briefly
+/// unreachable: 50, 100 and 200 ms apart. A write that still fails leaves the message
+/// leased, to be sent again when the lease lapses: this keeps that to real outages.
+pub(crate) const OUTCOME_TRIES: u32 = 4;
+pub(crate) const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
+pub(crate) const OUTCOME_RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// A vendor and its price list.
 #[derive(Clone)]

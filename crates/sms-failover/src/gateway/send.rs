@@ -26,7 +26,7 @@ use sms_core::{
 
 use super::Gateway;
 use super::attempt::{Attempted, Origin, may_duplicate, queue_reason};
-use crate::backoff::after;
+use crate::backoff::{after, retry_while_unavailable};
 use crate::config::TimeoutPolicy;
 use crate::events::GatewayEvent;
 use crate::write_behind::SentRecord;
@@ -329,15 +329,20 @@ impl Gateway {
                 if !attempted.slow {
                     self.trigger_drain();
                 }
-                if let Err(e) = self.queue.complete(id, token, vendor, now).await {
-                    tracing::warn!(%id, error = %e, "delivered, but could not mark the message sent");
-                }
+                let result = self
+                    .write_outcome("marking a delivered message sent", || {
+                        self.queue.complete(id, token, vendor, now)
+                    })
+                    .await;
+                // Still failing: the message stays leased and is sent again when its
+                // lease lapses (logged by `settle`).
+                self.settle(id, result);
                 Ok(self.delivered_live(id, &attempted))
             }
             Err(error @ VendorError::Rejected { code, message }) => {
                 if let Some(token) = token {
                     let failure = attempted.failure(self, error);
-                    self.settle(id, self.queue.dead(id, token, failure, now).await);
+                    self.bury_keyed(id, token, failure, now).await;
                 }
                 Err(SendError::Rejected {
                     vendor: vendor.clone(),
@@ -359,7 +364,7 @@ impl Gateway {
                 if let Some(token) = token {
                     // The caller was told; a later automatic retry would surprise them.
                     let failure = attempted.failure(self, error);
-                    self.settle(id, self.queue.dead(id, token, failure, now).await);
+                    self.bury_keyed(id, token, failure, now).await;
                 }
                 Err(SendError::TimedOut)
             }
@@ -394,5 +399,38 @@ impl Gateway {
                 })
             }
         }
+    }
+
+    /// Marks a keyed message dead after the caller was told it failed, trying again
+    /// while the store is briefly unreachable: left leased, it would be sent again.
+    async fn bury_keyed(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        failure: sms_core::AttemptFailure,
+        now: DateTime<Utc>,
+    ) {
+        let result = self
+            .write_outcome("marking a failed message dead", || {
+                self.queue.dead(id, token, failure.clone(), now)
+            })
+            .await;
+        self.settle(id, result);
+    }
+
+    /// Runs `write` until it lands or the store stays unreachable for a few tries.
+    async fn write_outcome<F, Fut>(&self, what: &str, write: F) -> Result<(), sms_core::StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), sms_core::StoreError>>,
+    {
+        retry_while_unavailable(
+            super::OUTCOME_TRIES,
+            super::OUTCOME_RETRY_FIRST,
+            super::OUTCOME_RETRY_MAX,
+            what,
+            write,
+        )
+        .await
     }
 }

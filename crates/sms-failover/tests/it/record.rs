@@ -23,6 +23,20 @@ struct FlakyInserts {
     calls: AtomicUsize,
     /// When set, every insert waits for a permit (a store that takes its time).
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// How many of the next writes of an outcome (`complete`, `dead`) fail as if the
+    /// database were down.
+    outcome_failures: AtomicUsize,
+}
+
+impl FlakyInserts {
+    fn outcome_write(&self) -> Result<(), StoreError> {
+        let left = self.outcome_failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.outcome_failures.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::unavailable("connection reset by peer"));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -52,6 +66,7 @@ impl DeferredQueue for FlakyInserts {
         vendor: &VendorId,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.outcome_write()?;
         self.inner.complete(id, token, vendor, now).await
     }
     async fn fail(
@@ -73,6 +88,7 @@ impl DeferredQueue for FlakyInserts {
         failure: AttemptFailure,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.outcome_write()?;
         self.inner.dead(id, token, failure, now).await
     }
     async fn expire(
@@ -125,6 +141,7 @@ async fn a_direct_send_is_recorded_once_the_store_answers_again() {
         failures: 3,
         calls: AtomicUsize::new(0),
         gate: None,
+        outcome_failures: AtomicUsize::new(0),
     });
     let gateway = Gateway::builder(
         vec![VendorEntry {
@@ -213,6 +230,7 @@ async fn records_a_slow_store_cannot_take_hold_senders_back_instead_of_piling_up
         failures: 0,
         calls: AtomicUsize::new(0),
         gate: Some(gate.clone()),
+        outcome_failures: AtomicUsize::new(0),
     });
     let gateway = gateway_over(queue.clone());
     let (answered, task) = send_many(&gateway, 5_000);
@@ -237,6 +255,7 @@ async fn senders_are_not_held_while_the_store_is_unreachable() {
         failures: usize::MAX,
         calls: AtomicUsize::new(0),
         gate: None,
+        outcome_failures: AtomicUsize::new(0),
     });
     let gateway = gateway_over(queue);
     let (answered, task) = send_many(&gateway, 5_000);
@@ -245,4 +264,76 @@ async fn senders_are_not_held_while_the_store_is_unreachable() {
         .expect("every send answered while the store is down")
         .unwrap();
     assert_eq!(answered.load(Ordering::SeqCst), 5_000);
+}
+
+/// A gateway over `queue` whose only vendor follows `step`.
+fn gateway_with(
+    queue: Arc<FlakyInserts>,
+    step: Step,
+    config: sms_failover::FailoverConfig,
+) -> Gateway {
+    let vendor = FakeVendor::new("aliyun");
+    vendor.always(step);
+    Gateway::builder(
+        vec![VendorEntry {
+            vendor,
+            fees: flat(45_000),
+        }],
+        Arc::new(AllowAll::default()),
+        queue,
+        Arc::new(MemoryLedger::new()),
+    )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config)
+    .build()
+    .unwrap()
+}
+
+fn flaky_outcomes(failures: usize) -> Arc<FlakyInserts> {
+    Arc::new(FlakyInserts {
+        inner: MemoryQueue::new(),
+        failures: 0,
+        calls: AtomicUsize::new(0),
+        gate: None,
+        outcome_failures: AtomicUsize::new(failures),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_delivery_is_marked_sent_though_the_first_writes_fail() {
+    let queue = flaky_outcomes(2);
+    let gateway = gateway_with(queue.clone(), Step::Ok(1), config());
+    let keyed = request().with_idempotency_key(IdempotencyKey::new("k-sent").unwrap());
+    let SendOutcome::Sent { id, .. } = gateway.send(keyed).await.unwrap() else {
+        panic!("sent at once");
+    };
+    let stored = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        MessageStatus::Sent,
+        "not left leased to be sent again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_reported_as_failed_is_dead_though_the_first_writes_fail() {
+    let queue = flaky_outcomes(2);
+    let config = sms_failover::FailoverConfig {
+        on_timeout: sms_failover::TimeoutPolicy::Fail,
+        ..config()
+    };
+    let gateway = gateway_with(queue.clone(), Step::Hang, config);
+    let keyed = request().with_idempotency_key(IdempotencyKey::new("k-dead").unwrap());
+    let e = gateway.send(keyed.clone()).await.unwrap_err();
+    assert!(matches!(e, sms_core::SendError::TimedOut), "{e}");
+    let stored = queue
+        .find_by_idempotency_key(keyed.idempotency_key().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.status,
+        MessageStatus::Dead,
+        "the caller was told it failed: no automatic resend"
+    );
 }
