@@ -291,7 +291,14 @@ pub(super) async fn post_message(
     let request = decode_message(&body, Utc::now())?;
     // Kept only to tell a retry from a different message under the same key.
     let asked = request.idempotency_key().is_some().then(|| request.clone());
-    let (status, answer) = match state.gateway.send(request).await? {
+    // The send runs on its own task: a client that hangs up drops this handler, and a
+    // send cut off mid-call would leave a keyed message leased, to be sent again
+    // unflagged when its lease lapses. Started, it finishes and records its result.
+    let gateway = Arc::clone(&state.gateway);
+    let sent = tokio::spawn(async move { gateway.send(request).await })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the send task failed: {e}")))?;
+    let (status, answer) = match sent? {
         SendOutcome::Sent { id, vendor, .. } => (
             StatusCode::OK,
             Answer {

@@ -478,3 +478,36 @@ async fn a_sent_message_is_found_by_its_id_at_once() {
     );
     assert!(server.stop().success());
 }
+
+#[tokio::test]
+async fn a_send_finishes_and_records_its_result_when_the_client_hangs_up() {
+    let slow = r#"
+[vendors.aliyun]
+order = 0
+simulation = { latency_ms = 400 }
+"#;
+    let server = Server::start(&Backends::Embedded, slow).await;
+    let mut keyed = message("+8613800000903");
+    keyed["idempotency_key"] = json!("hangs-up-1");
+    // The client gives up long before the vendor answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .expect("client");
+    let gone = impatient
+        .post(server.url("/v1/messages"))
+        .bearer_auth(TOKEN)
+        .json(&keyed)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client hung up: {gone:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Its retry finds the message sent, once, not left leased to be sent again.
+    let again = server.post("/v1/messages", keyed).await;
+    assert_eq!(again.status(), StatusCode::OK, "{}", server.log());
+    let body = json_of(again).await;
+    assert_eq!(body["status"], "sent", "{body}");
+    assert_eq!(server.deliveries_of(body["id"].as_str().expect("id")), 1);
+    assert!(server.stop().success());
+}
