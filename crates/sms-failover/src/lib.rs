@@ -49,4 +49,4 @@ pub use gateway::builder::GatewayBuilder;
 pub use gateway::drain::DrainReport;
 pub use gateway::drainer::DrainerHandle;
 pub use gateway::send::SendOutcome;
-pub use gateway::{Gateway, VendorEntry, VendorSnapshot};
+pub use gateway::{Gateway, TOTALS_REFRESH, VendorEntry, VendorSnapshot};

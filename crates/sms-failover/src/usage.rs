@@ -184,6 +184,21 @@ impl Usage {
         }
     }
 
+    /// The ledger's `total` for vendor `idx` in `period`, read now: other instances'
+    /// usage joins this instance's count, which never goes back (a write of this
+    /// instance may still be on its way to the ledger).
+    pub fn refreshed(&mut self, period: &BillingPeriod, idx: usize, total: u64) {
+        if *period != self.period {
+            return;
+        }
+        let seen = total.saturating_add(self.unwritten[idx]);
+        if seen > self.billed[idx] {
+            let cost = self.fees[idx].cost_of(self.billed[idx], seen - self.billed[idx]);
+            self.spend[idx] = self.spend[idx].checked_add(cost).unwrap_or(self.spend[idx]);
+            self.billed[idx] = seen;
+        }
+    }
+
     /// Writing `delta` failed: it waits for the next write, merged with what was billed
     /// meanwhile when its period is still the current one.
     pub fn not_written(&mut self, delta: UsageDelta) {
@@ -204,6 +219,23 @@ mod tests {
 
     fn usage(prices: &[i64]) -> Usage {
         Usage::new(prices.iter().map(|p| flat(*p)).collect(), utc8(), t(0))
+    }
+
+    #[test]
+    fn a_refresh_adds_the_others_usage_and_never_goes_back() {
+        let mut u = usage(&[1000]);
+        let period = u.period(t(0));
+        u.add(0, 5, t(0));
+        // The ledger has 20 from other instances; our 5 are not written yet.
+        u.refreshed(&period, 0, 20);
+        assert_eq!(u.billed(0), 25);
+        assert_eq!(u.spend(0), Money::from_micros(25_000));
+        // A total read before our last write landed never lowers the count.
+        u.refreshed(&period, 0, 3);
+        assert_eq!(u.billed(0), 25);
+        // Another period's total changes nothing.
+        u.refreshed(&BillingPeriod::from_label("1999-01"), 0, 1_000);
+        assert_eq!(u.billed(0), 25);
     }
 
     #[test]

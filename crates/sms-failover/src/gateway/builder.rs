@@ -175,6 +175,7 @@ impl GatewayBuilder {
             templates,
             template_routes,
             max_permits,
+            totals_stale: std::sync::atomic::AtomicBool::new(false),
             drain_wanted: Notify::new(),
             drain_running: tokio::sync::Mutex::new(()),
         })

@@ -1,6 +1,10 @@
 //! The drainer: a task of its own that drains the deferred queue at start-up, on every
 //! tick and when asked (after a fast success), one pass at a time.
 //!
+//! Between passes it reads the deployment's billed totals from the ledger, every
+//! [`TOTALS_REFRESH`](super::TOTALS_REFRESH) and soon after a switch, so that an
+//! instance's prices follow what the others billed.
+//!
 //! It never runs on a request's task, so a pass is not cancelled when the request that
 //! asked for it ends, and it runs without new traffic too, so stored messages never
 //! wait for a live success to be retried.
@@ -50,8 +54,18 @@ impl Gateway {
         let period = self.config.drain_interval;
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_refresh = Instant::now() + super::TOTALS_REFRESH;
         while !stop.is_cancelled() {
             let began = Instant::now();
+            let stale = self
+                .totals_stale
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if stale || began >= next_refresh {
+                next_refresh = began + super::TOTALS_REFRESH;
+                if let Err(e) = self.refresh_totals().await {
+                    tracing::warn!(error = %e, "could not read the billed totals; prices use this instance's counts until the next read");
+                }
+            }
             let found_nothing = match self.drain(&stop).await {
                 Ok(report) if report.claimed > 0 => {
                     tracing::debug!(?report, "drain pass");

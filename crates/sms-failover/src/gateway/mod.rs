@@ -39,6 +39,9 @@ pub(crate) const OUTCOME_TRIES: u32 = 4;
 pub(crate) const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
 pub(crate) const OUTCOME_RETRY_MAX: Duration = Duration::from_millis(200);
 
+/// How often the drainer reads the other instances' billed totals from the ledger.
+pub const TOTALS_REFRESH: Duration = Duration::from_secs(10);
+
 /// A vendor and its price list.
 #[derive(Clone)]
 pub struct VendorEntry {
@@ -95,6 +98,8 @@ pub struct Gateway {
     template_routes: HashMap<String, u64>,
     /// The most recipients the global limit can ever let through in one request.
     max_permits: Option<u32>,
+    /// A switch happened since the drainer last read the ledger's totals.
+    totals_stale: std::sync::atomic::AtomicBool,
     /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.
     drain_wanted: Notify,
     /// One drain pass at a time in this process.
@@ -143,6 +148,9 @@ impl Gateway {
         let Some(switch) = switch else {
             return false;
         };
+        // Prices decide the next switch: read the deployment's totals soon.
+        self.totals_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (from, to) = (self.ids[switch.from].clone(), self.ids[switch.to].clone());
         tracing::warn!(%from, %to, reason = %switch.reason, "switched vendor");
         self.emit(|| GatewayEvent::Switched {
@@ -284,6 +292,20 @@ impl Gateway {
             "no enabled vendor can send template {template:?}: {}",
             states.join(", ")
         )
+    }
+
+    /// Reads every vendor's billed total this period from the shared ledger, so that
+    /// prices follow what the other instances billed too. The drainer calls it every
+    /// [`TOTALS_REFRESH`] and soon after a switch.
+    pub async fn refresh_totals(&self) -> Result<(), StoreError> {
+        let period = self.health().usage.period(self.clock.now());
+        let totals = self.ledger.totals(&period).await?;
+        let mut health = self.health();
+        for (idx, id) in self.ids.iter().enumerate() {
+            let total = totals.get(id).copied().unwrap_or(0);
+            health.usage.refreshed(&period, idx, total);
+        }
+        Ok(())
     }
 
     /// The vendor live requests go to now.

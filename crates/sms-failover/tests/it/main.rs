@@ -7,5 +7,6 @@ mod limits;
 mod pitfalls;
 mod record;
 mod send;
+mod shared_usage;
 mod support;
 mod templates;
