@@ -33,6 +33,22 @@ async fn json_of(r: reqwest::Response) -> Value {
     r.json().await.expect("JSON body")
 }
 
+/// `GET /v1/queue` once the counts hold still: records of messages sent without a key
+/// are written behind the send (within milliseconds), and a comparison of counts must
+/// not catch one landing.
+async fn settled_counts(server: &Server) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = json_of(server.get("/v1/queue").await).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = json_of(server.get("/v1/queue").await).await;
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Polls `GET /v1/messages/{id}` until its status is `want`.
 async fn wait_for_status(server: &Server, id: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -139,7 +155,7 @@ async fn exercise_every_endpoint(server: &Server) {
     assert_eq!(server.deliveries_of(first["id"].as_str().expect("id")), 1);
 
     // Bad input: 400 naming the field, 413 for a huge body; nothing stored.
-    let before = json_of(server.get("/v1/queue").await).await;
+    let before = settled_counts(server).await;
     let r = server
         .post(
             "/v1/messages",
