@@ -163,8 +163,9 @@ pub struct Outcome {
     pub lost: Vec<String>,
     /// Deliveries beyond the first, summed over messages.
     pub duplicates: usize,
-    /// Of those, deliveries of messages flagged `may_duplicate` (a timeout).
-    pub duplicates_after_timeout: usize,
+    /// Of those, deliveries of messages flagged `may_duplicate`: a timeout, or a lease
+    /// that lapsed and was claimed again.
+    pub duplicates_flagged: usize,
 }
 
 /// Classifies every accepted id from the delivery logs and `GET /v1/messages/{id}`.
@@ -191,7 +192,7 @@ pub async fn outcome(server: &Server, accepted: &[String], logs: &[PathBuf]) -> 
             if delivered > 1 {
                 out.duplicates += delivered - 1;
                 if status["may_duplicate"] == true {
-                    out.duplicates_after_timeout += delivered - 1;
+                    out.duplicates_flagged += delivered - 1;
                 }
             }
         } else if status["status"] == "dead" {

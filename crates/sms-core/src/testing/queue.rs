@@ -171,6 +171,8 @@ impl DeferredQueue for MemoryQueue {
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let m = state.update(id, |m| {
+                // Its lease lapsed: the holder may have sent it before it was lost.
+                m.may_duplicate |= m.status == MessageStatus::Leased;
                 m.status = MessageStatus::Leased;
                 m.attempts += 1;
                 m.lease = Some(Lease {

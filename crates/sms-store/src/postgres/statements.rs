@@ -137,7 +137,8 @@ pub(super) const CLAIM: &str = concat!(
      ) \
      UPDATE messages AS m \
      SET status = 'leased', attempts = m.attempts + 1, lease_owner = $3, lease_token = $4, \
-         lease_expires_at = $5, updated_at = $1 \
+         lease_expires_at = $5, updated_at = $1, \
+         may_duplicate = (m.may_duplicate OR m.status = 'leased') \
      FROM due WHERE m.id = due.id \
      RETURNING due.due_at AS claimed_due_at, ",
     message_columns!("m.")

@@ -67,7 +67,8 @@ pub(super) const CLAIM_PICK: &str = "SELECT id FROM messages INDEXED BY messages
 /// Leases one picked message under the claim's owner, token and expiry.
 pub(super) const CLAIM_LEASE: &str = concat!(
     "UPDATE messages SET status = 'leased', attempts = attempts + 1, \
-     lease_owner = ?2, lease_token = ?3, lease_expires_at = ?4, updated_at = ?5 \
+     lease_owner = ?2, lease_token = ?3, lease_expires_at = ?4, updated_at = ?5, \
+     may_duplicate = (may_duplicate OR status = 'leased') \
      WHERE id = ?1 RETURNING ",
     message_columns!()
 );

@@ -132,6 +132,26 @@ pub async fn a_lapsed_lease_is_claimed_again_and_the_old_token_is_refused(
     assert_eq!(get(queue, m.id).await.status, MessageStatus::Sent);
 }
 
+/// A message claimed again because its lease lapsed may have been sent by the holder
+/// that lost it (a crash mid-call): the new claim flags it `may_duplicate`. A first
+/// claim of a queued message does not.
+pub async fn a_reclaimed_lapsed_lease_is_flagged_may_duplicate(queue: &Arc<dyn DeferredQueue>) {
+    let m = enqueue(queue, queued(at(0), at(0))).await;
+    let first = claim(queue, "crashed", 10, 1).await.remove(0);
+    assert!(!first.may_duplicate, "a first claim is not a duplicate");
+    let second = claim(queue, "rescuer", 40, 10).await.remove(0);
+    assert!(second.may_duplicate, "{second:?}");
+    assert!(get(queue, m.id).await.may_duplicate);
+    // Released (shutdown) rather than lapsed: not sent, not flagged.
+    let other = enqueue(queue, queued(at(50), at(50))).await;
+    let claimed = claim(queue, "a", 50, 10).await;
+    let mine = claimed.iter().find(|c| c.id == other.id).unwrap();
+    queue.release(other.id, token(mine), at(51)).await.unwrap();
+    let again = claim(queue, "b", 52, 10).await;
+    let again = again.iter().find(|c| c.id == other.id).unwrap();
+    assert!(!again.may_duplicate, "{again:?}");
+}
+
 /// A lapsed lease nobody claimed again still accepts its holder's outcome.
 pub async fn a_lapsed_lease_not_yet_reclaimed_still_accepts_its_token(
     queue: &Arc<dyn DeferredQueue>,

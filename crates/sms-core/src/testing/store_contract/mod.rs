@@ -164,6 +164,7 @@ macro_rules! store_contract_tests {
             claim::every_claim_counts_one_attempt,
             claim::a_lapsed_lease_is_claimed_again_and_the_old_token_is_refused,
             claim::a_lapsed_lease_not_yet_reclaimed_still_accepts_its_token,
+            claim::a_reclaimed_lapsed_lease_is_flagged_may_duplicate,
             claim::concurrent_claimers_never_share_a_message,
             outcome::complete_marks_sent_and_records_the_vendor,
             outcome::fail_requeues_with_backoff_and_keeps_the_failure,
