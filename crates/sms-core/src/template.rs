@@ -82,21 +82,23 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
     out
 }
 
+/// The argument numbers a text's `{n}` placeholders name, in order of appearance.
+fn placeholders(text: &str) -> Vec<usize> {
+    pieces(text)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Arg(n) => Some(n),
+            Piece::Literal(_) => None,
+        })
+        .collect()
+}
+
 impl Template {
     /// How many arguments the template takes, when its text or a vendor's variable
     /// names say.
     pub fn arg_count(&self) -> Option<usize> {
         if let Some(text) = &self.text {
-            return Some(
-                pieces(text)
-                    .iter()
-                    .filter_map(|p| match p {
-                        Piece::Arg(n) => Some(*n),
-                        Piece::Literal(_) => None,
-                    })
-                    .max()
-                    .unwrap_or(0),
-            );
+            return Some(placeholders(text).into_iter().max().unwrap_or(0));
         }
         self.vendors
             .values()
@@ -132,13 +134,7 @@ impl Template {
             ));
         }
         if let Some(text) = &self.text {
-            let used: Vec<usize> = pieces(text)
-                .iter()
-                .filter_map(|p| match p {
-                    Piece::Arg(n) => Some(*n),
-                    Piece::Literal(_) => None,
-                })
-                .collect();
+            let used = placeholders(text);
             let max = used.iter().copied().max().unwrap_or(0);
             if let Some(missing) = (1..=max).find(|n| !used.contains(n)) {
                 return Err(ValidationError::new(
