@@ -238,14 +238,18 @@ impl Gateway {
     /// is not broken, and `pinned` first while enabled.
     fn route(&self, health: &Health, request: &SmsRequest, pinned: Option<usize>) -> Route {
         let template = request.template().as_str();
-        let mapped = if self.templates.is_pass_through() {
+        Route {
+            eligible: self.mapped(template) & !health.broken_mask(template),
+            pinned,
+        }
+    }
+
+    /// The vendors with a template for `template` (all of them, with no templates).
+    fn mapped(&self, template: &str) -> u64 {
+        if self.templates.is_pass_through() {
             u64::MAX
         } else {
             self.template_routes.get(template).copied().unwrap_or(0)
-        };
-        Route {
-            eligible: mapped & !health.broken_mask(template),
-            pinned,
         }
     }
 
@@ -268,17 +272,12 @@ impl Gateway {
             return "every vendor is disabled".into();
         }
         let template = request.template().as_str();
+        let mapped = self.mapped(template);
         let states: Vec<String> = self
             .ids
             .iter()
             .enumerate()
-            .filter(|(_, id)| {
-                self.templates.is_pass_through()
-                    || self
-                        .templates
-                        .get(template)
-                        .is_some_and(|t| t.at(id).is_some())
-            })
+            .filter(|(i, _)| mapped & (1 << i) != 0)
             .map(|(i, id)| {
                 let state = if health.vendors[i].disabled {
                     "disabled"
