@@ -128,20 +128,17 @@ impl Gateway {
         &self,
         id: MessageId,
         request: &SmsRequest,
-        mut pinned: Option<usize>,
+        pinned: Option<usize>,
         origin: Origin,
     ) -> Result<Attempted, NoRoute> {
-        // Each refusal of the template removes one vendor from the route.
+        // Each refusal of the template marks that vendor's mapping broken, which takes
+        // it off the route (a pin to it included).
         for _ in 0..self.vendors.len() {
             let ticket = {
                 let mut health = self.health();
                 let route = self.route(&health, request, pinned);
-                health
-                    .begin_on(&route, self.clock.now())
-                    .ok_or_else(|| NoRoute {
-                        all_disabled: health.all_disabled(),
-                        reason: self.no_route_reason(&health, request),
-                    })?
+                let ticket = health.begin_on(&route, self.clock.now());
+                ticket.ok_or_else(|| self.no_route(&health, request))?
             };
             let sms = self
                 .templates
@@ -151,15 +148,15 @@ impl Gateway {
             if !matches!(attempted.result, Err(VendorError::Misconfigured { .. })) {
                 return Ok(attempted);
             }
-            if pinned == Some(attempted.idx) {
-                pinned = None;
-            }
         }
-        let health = self.health();
-        Err(NoRoute {
+        Err(self.no_route(&self.health(), request))
+    }
+
+    fn no_route(&self, health: &crate::health::Health, request: &SmsRequest) -> NoRoute {
+        NoRoute {
             all_disabled: health.all_disabled(),
-            reason: self.no_route_reason(&health, request),
-        })
+            reason: self.no_route_reason(health, request),
+        }
     }
 
     /// One vendor call, with its timeout, health accounting and usage. The call is
