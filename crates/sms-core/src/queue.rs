@@ -449,6 +449,34 @@ pub trait DeferredQueue: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// Extends the lease `token` holds on message `id` to `lease_for` from now; returns the
+    /// new lease.
+    ///
+    /// A sender calls it before an attempt that could outlive its lease, and while it
+    /// retries an outcome write, so the message is not claimed again meanwhile. The lease
+    /// is set to end `lease_for` after `now` (which may also shorten it); the owner and
+    /// token stay, and so do `status`, `attempts`, `next_attempt_at` and `may_duplicate`.
+    /// A lease that lapsed is renewed as long as nobody claimed the message since. Refused
+    /// with [`StoreError::LeaseLost`] when the message is no longer leased under `token`
+    /// (claimed again, sent, failed, released), and [`StoreError::NotFound`] when it is not
+    /// stored.
+    ///
+    /// The default refuses with [`StoreError::Backend`]: it is there so wrappers written
+    /// before the method existed still build, and the contract suite fails for a store
+    /// that keeps it.
+    async fn renew(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let _ = (token, lease_for, now);
+        Err(StoreError::backend(format!(
+            "this queue cannot renew leases (message {id})"
+        )))
+    }
+
     /// Re-queues a dead or expired message for a fresh set of attempts (operator action).
     async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError>;
 

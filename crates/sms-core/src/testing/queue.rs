@@ -252,6 +252,29 @@ impl DeferredQueue for MemoryQueue {
         })
     }
 
+    async fn renew(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let expires_at =
+            now + chrono::Duration::from_std(lease_for).map_err(StoreError::backend)?;
+        self.state().update(id, |m| {
+            let leased = m.status == MessageStatus::Leased;
+            match m.lease.as_mut() {
+                Some(lease) if leased && lease.token == token => {
+                    lease.expires_at = expires_at;
+                    let renewed = lease.clone();
+                    m.updated_at = now;
+                    Ok(renewed)
+                }
+                _ => Err(StoreError::LeaseLost(id)),
+            }
+        })
+    }
+
     async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
         self.state().update(id, |m| {
             if !matches!(m.status, MessageStatus::Dead | MessageStatus::Expired) {

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object};
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, LeaseToken, MessageId,
-    MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
+    MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
 };
 use tokio_postgres::types::ToSql;
 
@@ -27,7 +27,7 @@ use super::error::pg_error;
 use super::row::{BatchColumns, InsertParams, message_from_row};
 use super::statements::{
     CLAIM, COMPLETE, COMPLETE_MANY, DEAD, EXISTING_IDS, EXPIRE, FAIL, INSERT_MANY, INSERT_MESSAGE,
-    LIST, PURGE_SENT, RELEASE, RETRY, SELECT_BY_ID, SELECT_BY_KEY, SELECT_BY_KEYS, STATS,
+    LIST, PURGE_SENT, RELEASE, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, SELECT_BY_KEYS, STATS,
     STATUS_OF,
 };
 use crate::codec;
@@ -351,6 +351,37 @@ impl DeferredQueue for PgStore {
     ) -> Result<(), StoreError> {
         self.update_leased(id, RELEASE, &[id.as_uuid(), &token.0, &now])
             .await
+    }
+
+    async fn renew(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        // The stored end, to the microsecond, is what the answer carries.
+        let expires_at = codec::whole_micros(now + codec::lease_duration(lease_for)?);
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(RENEW).await.map_err(pg_error)?;
+            let row = client
+                .query_opt(&stmt, &[id.as_uuid(), &token.0, &expires_at, &now])
+                .await
+                .map_err(pg_error)?;
+            match row {
+                Some(row) => Ok(Lease {
+                    owner: row.try_get(0).map_err(pg_error)?,
+                    token,
+                    expires_at,
+                }),
+                None => match current_status(&client, id).await? {
+                    None => Err(StoreError::NotFound(id)),
+                    Some(_) => Err(StoreError::LeaseLost(id)),
+                },
+            }
+        })
+        .await
     }
 
     async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {

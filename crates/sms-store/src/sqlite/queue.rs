@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, LeaseToken, MessageId,
-    MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
+    MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
 };
 
 use super::SqliteStore;
@@ -20,7 +20,7 @@ use super::error::sqlite_error;
 use super::row::{InsertRow, MessageRow, micros};
 use super::statements::{
     CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, EXPIRE, FAIL, INSERT, LIST, PURGE_SENT, RELEASE,
-    RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
+    RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -237,6 +237,47 @@ impl DeferredQueue for SqliteStore {
             // The claim's attempt is given back: the message was never tried.
             conn.prepare_cached(RELEASE)?
                 .execute(params![id, token, micros(now)])
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        // The stored end, to the microsecond, is what the answer carries.
+        let expires_at = codec::whole_micros(now + codec::lease_duration(lease_for)?);
+        self.call(move |conn| {
+            let id_text = id.to_string();
+            let owner: Option<String> = conn
+                .prepare_cached(RENEW)
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            id_text,
+                            token.0.to_string(),
+                            micros(expires_at),
+                            micros(now)
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(sqlite_error)?;
+            match owner {
+                Some(owner) => Ok(Lease {
+                    owner,
+                    token,
+                    expires_at,
+                }),
+                None => match current_status(conn, &id_text)? {
+                    None => Err(StoreError::NotFound(id)),
+                    Some(_) => Err(StoreError::LeaseLost(id)),
+                },
+            }
         })
         .await
     }

@@ -115,6 +115,14 @@ pub(super) const RELEASE: &str = concat!(
     leased_under_token!()
 );
 
+/// Moves a leased message's lease end to `?3`, guarded by its lease token; answers the
+/// owner, so the caller can hand back the whole lease.
+pub(super) const RENEW: &str = concat!(
+    "UPDATE messages SET lease_expires_at = ?3, updated_at = ?4",
+    leased_under_token!(),
+    " RETURNING lease_owner"
+);
+
 /// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned
 /// the message belongs to the attempts it ran out of).
 pub(super) const RETRY: &str = concat!(

@@ -4,14 +4,16 @@
 //!
 //! Each case is a `pub async fn` taking the queue (`&Arc<dyn DeferredQueue>`) or the
 //! ledger (`&Arc<dyn UsageLedger>`) to drive, grouped by concept: [`enqueue`],
-//! [`claim`], [`outcome`], [`pinning`], [`operator`], [`batch`] and [`ledger`]. The
-//! cases guard what the gateway relies on:
+//! [`claim`], [`renew`], [`outcome`], [`pinning`], [`operator`], [`batch`] and
+//! [`ledger`]. The cases guard what the gateway relies on:
 //!
 //! - concurrent drainers never lease one message twice
 //!   ([`claim::concurrent_claimers_never_share_a_message`] and the lease cases);
 //! - a sender that dies leaves a lease that lapses and is claimed again, and its late
 //!   outcome is refused instead of overwriting the new holder's
 //!   ([`claim::a_lapsed_lease_is_claimed_again_and_the_old_token_is_refused`]);
+//! - a sender that needs longer than its lease extends it, and only while it still
+//!   holds the message ([`renew`]);
 //! - retries end: a dead message is kept and never claimed, a failed one waits for its
 //!   backoff ([`outcome`]);
 //! - a message past its deliver-by time is taken out for good
@@ -64,6 +66,7 @@ pub mod ledger;
 pub mod operator;
 pub mod outcome;
 pub mod pinning;
+pub mod renew;
 mod support;
 
 use std::future::Future;
@@ -166,6 +169,11 @@ macro_rules! store_contract_tests {
             claim::a_lapsed_lease_not_yet_reclaimed_still_accepts_its_token,
             claim::a_reclaimed_lapsed_lease_is_flagged_may_duplicate,
             claim::concurrent_claimers_never_share_a_message,
+            renew::renew_extends_so_a_claim_before_the_new_expiry_takes_nothing,
+            renew::renew_of_a_lapsed_lease_not_yet_reclaimed_holds_it_again,
+            renew::renew_extends_a_lease_stored_with_the_message,
+            renew::renew_with_a_stale_token_after_another_claim_is_lease_lost,
+            renew::renew_of_a_message_no_longer_leased_is_refused,
             outcome::complete_marks_sent_and_records_the_vendor,
             outcome::fail_requeues_with_backoff_and_keeps_the_failure,
             outcome::dead_messages_are_kept_and_never_claimed,
