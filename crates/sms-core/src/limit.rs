@@ -105,6 +105,17 @@ pub trait RecipientLimiter: Send + Sync {
     /// A limited recipient is not counted.
     async fn check(&self, recipients: &[PhoneNumber])
     -> Result<Vec<RecipientDecision>, LimitError>;
+
+    /// Gives back one message's count for each of `recipients` (counted by an earlier
+    /// `check` whose request was then refused), in every window.
+    ///
+    /// A recipient listed twice gets two counts back; one with nothing counted is
+    /// skipped. The default gives nothing back: the counts stay until they leave their
+    /// windows, which errs on the side of fewer messages to each number.
+    async fn give_back(&self, recipients: &[PhoneNumber]) -> Result<(), LimitError> {
+        let _ = recipients;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,26 @@ impl Log {
         };
     }
 
+    /// Forgets the newest time; returns whether the log is empty now.
+    ///
+    /// Which time is forgotten does not matter for exactness even when `push` has
+    /// dropped the oldest of a full log: that time had left every window of the
+    /// largest limit (else the push would have been refused), and windows of smaller
+    /// limits only look at the newer times, which are all kept.
+    fn drop_newest(&mut self) -> bool {
+        match *self.times() {
+            [] | [_] => return true,
+            [first, _] => *self = Self::One(first),
+            _ => {
+                let Self::Many(slots) = self else {
+                    unreachable!("a log of one time has no third")
+                };
+                slots[0] -= 1;
+            }
+        }
+        false
+    }
+
     /// Appends `time`, dropping the oldest time if `keep` are held already.
     fn push(&mut self, time: u32, keep: usize) {
         match self {
@@ -247,6 +267,20 @@ impl InProcessRecipientLimiter {
         recipients.iter().map(|r| self.check_one(r)).collect()
     }
 
+    /// Gives back one message per listed recipient, synchronously: forgets its newest
+    /// logged time. A recipient with nothing logged is skipped.
+    pub fn give_back_now(&self, recipients: &[PhoneNumber]) {
+        for recipient in recipients {
+            let key = recipient_key(recipient);
+            let mut shard = lock(&self.shards[shard_of(key)]);
+            if let Entry::Occupied(mut log) = shard.logs.entry(key) {
+                if log.get_mut().drop_newest() {
+                    log.remove();
+                }
+            }
+        }
+    }
+
     /// How many recipients have a log in memory (for tests of the sweep).
     pub fn tracked_recipients(&self) -> usize {
         self.shards.iter().map(|s| lock(s).logs.len()).sum()
@@ -356,6 +390,11 @@ impl RecipientLimiter for InProcessRecipientLimiter {
         recipients: &[PhoneNumber],
     ) -> Result<Vec<RecipientDecision>, LimitError> {
         Ok(self.check_now(recipients))
+    }
+
+    async fn give_back(&self, recipients: &[PhoneNumber]) -> Result<(), LimitError> {
+        self.give_back_now(recipients);
+        Ok(())
     }
 }
 #[cfg(test)]
@@ -595,6 +634,48 @@ mod tests {
         clock.advance(2 * SECOND);
         limiter.check_now(&(0..2000).map(phone).collect::<Vec<_>>());
         assert_eq!(limiter.tracked_recipients(), 2000);
+    }
+
+    #[test]
+    fn giving_back_drops_the_newest_time_and_forgets_an_emptied_log() {
+        let (limiter, clock) = recipients(vec![RecipientWindow::new(10, 60 * SECOND)]);
+        for _ in 0..3 {
+            assert!(allowed(&limiter, &phone(1)));
+            clock.advance(SECOND);
+        }
+        assert!(allowed(&limiter, &phone(2)));
+        assert_eq!(logged(&limiter, &phone(1)).unwrap(), [0, 1000, 2000]);
+        limiter.give_back_now(&[phone(1)]);
+        assert_eq!(logged(&limiter, &phone(1)).unwrap(), [0, 1000]);
+        limiter.give_back_now(&[phone(1), phone(2)]);
+        assert_eq!(logged(&limiter, &phone(1)).unwrap(), [0]);
+        assert_eq!(logged(&limiter, &phone(2)), None);
+        limiter.give_back_now(&[phone(1), phone(1)]);
+        assert_eq!(logged(&limiter, &phone(1)), None);
+        assert_eq!(limiter.tracked_recipients(), 0);
+    }
+
+    #[test]
+    fn giving_back_after_a_full_log_dropped_its_oldest_time_stays_exact() {
+        // The log keeps two times; the third message pushes out the first, which had
+        // left the window already, so losing it cannot let a fourth through early.
+        let (limiter, clock) = recipients(vec![RecipientWindow::new(2, 10 * SECOND)]);
+        assert!(allowed(&limiter, &phone(1)));
+        clock.advance(SECOND);
+        assert!(allowed(&limiter, &phone(1)));
+        clock.advance(9 * SECOND);
+        assert!(allowed(&limiter, &phone(1)));
+        limiter.give_back_now(&[phone(1)]);
+        assert_eq!(logged(&limiter, &phone(1)).unwrap(), [1000]);
+        assert!(allowed(&limiter, &phone(1)));
+        assert_eq!(
+            limiter.check_now(&[phone(1)]),
+            vec![RecipientDecision::Limited {
+                window: 10 * SECOND,
+                limit: 2,
+                retry_after: SECOND,
+            }]
+        );
     }
 
     #[test]
