@@ -37,9 +37,11 @@
 //!
 //! So the caller chooses the policy. The gateway rejects the whole request, naming a
 //! limited recipient, when any is limited; the allowed recipients of that request
-//! have then been counted without being sent to, which errs on the side of fewer
-//! messages to each number. A caller that sends to the allowed recipients only can
-//! use the decisions as they are.
+//! have then been counted without being sent to. A caller that refuses a request
+//! after checking it can hand those counts back with `give_back`, which forgets each
+//! listed recipient's newest message in every window (during an outage under
+//! `FailOpen`, in the in-process fallback, which counted it). A caller that sends to
+//! the allowed recipients only can use the decisions as they are.
 
 mod config;
 mod error;

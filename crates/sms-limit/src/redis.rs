@@ -119,6 +119,22 @@ redis.call('PEXPIRE', sequence, math.ceil(longest / 1000) + 1000)
 return out
 ";
 
+/// Gives back one message per recipient: removes the newest entry of its log.
+///
+/// KEYS: one log per recipient, a recipient listed twice listed twice.
+/// Returns `{removed}`, the number of entries removed (an empty or missing log gives
+/// nothing back). The newest entry may be a later message than the one refused, when
+/// another request for the same recipient came in between; the count is what matters,
+/// and the entry kept is the older one, so the recipient frees a little earlier at most.
+/// Redis deletes a sorted set once its last member is popped.
+const GIVE_BACK_SCRIPT: &str = r"
+local removed = 0
+for r = 1, #KEYS do
+  if #redis.call('ZPOPMAX', KEYS[r]) > 0 then removed = removed + 1 end
+end
+return {removed}
+";
+
 /// Builds a fred client for `url` that reconnects forever, starts connecting, and
 /// waits up to `config.connect_timeout_ms` for the first connection.
 ///
@@ -423,6 +439,7 @@ impl RateLimiter for RedisLimiter {
 #[derive(Debug)]
 pub struct RedisRecipientLimiter {
     runner: ScriptRunner,
+    give_back_runner: ScriptRunner,
     key_prefix: String,
     sequence_key: String,
     windows: Vec<RecipientWindow>,
@@ -450,7 +467,10 @@ impl RedisRecipientLimiter {
             args.push(Value::from(micros(window.window)));
         }
         Ok(Self {
-            runner: ScriptRunner::new(client, RECIPIENT_SCRIPT, config.command_timeout()).await,
+            runner: ScriptRunner::new(client.clone(), RECIPIENT_SCRIPT, config.command_timeout())
+                .await,
+            give_back_runner: ScriptRunner::new(client, GIVE_BACK_SCRIPT, config.command_timeout())
+                .await,
             key_prefix: format!("{}limit:rcpt:", config.key_prefix),
             sequence_key: format!("{}limit:rcpt-seq", config.key_prefix),
             fallback: InProcessRecipientLimiter::new(windows.clone())?,
@@ -526,6 +546,34 @@ impl RecipientLimiter for RedisRecipientLimiter {
                 _ => Err(malformed(&reply)),
             })
             .collect()
+    }
+
+    async fn give_back(&self, recipients: &[PhoneNumber]) -> Result<(), LimitError> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = recipients.iter().map(|r| self.key_for(r)).collect();
+        match self.give_back_runner.run(keys, Vec::new()).await {
+            Ok(reply) => {
+                self.health.succeeded();
+                match reply[..] {
+                    [_removed] => Ok(()),
+                    _ => Err(malformed(&reply)),
+                }
+            }
+            Err(error) => {
+                self.health.failed(&error, self.policy);
+                match self.policy {
+                    // While Redis is unreachable the fallback is what counted the
+                    // refused request, so it is the one to give back to.
+                    RedisErrorPolicy::FailOpen => {
+                        self.fallback.give_back_now(recipients);
+                        Ok(())
+                    }
+                    RedisErrorPolicy::FailClosed => Err(LimitError::Unavailable(Box::new(error))),
+                }
+            }
+        }
     }
 }
 

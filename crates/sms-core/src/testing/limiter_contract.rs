@@ -267,6 +267,114 @@ pub async fn every_window_applies_and_a_limited_message_is_not_counted(backend: 
     }
 }
 
+fn assert_limited(decisions: &[RecipientDecision], expected: (Duration, u32)) {
+    match decisions {
+        [RecipientDecision::Limited { window, limit, .. }] => {
+            assert_eq!((*window, *limit), expected, "the full window")
+        }
+        other => panic!("expected one Limited decision, found {other:?}"),
+    }
+}
+
+/// A message given back no longer counts: the recipient may receive again within
+/// the same window. Only that one message is given back, not the whole count.
+pub async fn a_given_back_message_no_longer_counts(backend: &dyn Backend) {
+    let limiter = backend
+        .recipients(vec![RecipientWindow::new(1, MINUTE)])
+        .await;
+    let number = [phone(11)];
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    // Without giving it back, the recipient stays limited.
+    assert_limited(&limiter.check(&number).await.unwrap(), (MINUTE, 1));
+    limiter.give_back(&number).await.unwrap();
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    assert_limited(&limiter.check(&number).await.unwrap(), (MINUTE, 1));
+}
+
+/// A message is given back in every window, not only in the one that was full.
+pub async fn a_message_is_given_back_in_every_window(backend: &dyn Backend) {
+    let hour = 60 * MINUTE;
+    let limiter = backend
+        .recipients(vec![
+            RecipientWindow::new(1, MINUTE),
+            RecipientWindow::new(2, hour),
+        ])
+        .await;
+    let number = [phone(12)];
+    // Three messages within the minute, two given back: neither window ever holds
+    // more than one, so each is allowed. Had the hour window kept its counts, the
+    // third would be limited by it.
+    for _ in 0..2 {
+        assert_eq!(
+            limiter.check(&number).await.unwrap(),
+            vec![RecipientDecision::Allowed]
+        );
+        limiter.give_back(&number).await.unwrap();
+    }
+    assert_eq!(
+        limiter.check(&number).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    assert_limited(&limiter.check(&number).await.unwrap(), (MINUTE, 1));
+}
+
+/// A recipient listed twice in a give-back gets two messages back; others listed
+/// alongside get theirs back too.
+pub async fn a_recipient_listed_twice_gets_two_counts_back(backend: &dyn Backend) {
+    let limiter = backend
+        .recipients(vec![RecipientWindow::new(2, MINUTE)])
+        .await;
+    let twice = [phone(13), phone(14), phone(13)];
+    let all_allowed = vec![RecipientDecision::Allowed; 3];
+    assert_eq!(limiter.check(&twice).await.unwrap(), all_allowed);
+    assert_eq!(
+        limiter.check(&[phone(14)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    // Both recipients are full now.
+    assert_limited(&limiter.check(&[phone(13)]).await.unwrap(), (MINUTE, 2));
+    assert_limited(&limiter.check(&[phone(14)]).await.unwrap(), (MINUTE, 2));
+    limiter.give_back(&twice).await.unwrap();
+    // Two messages back for the first number, one for the second.
+    assert_eq!(
+        limiter
+            .check(&[phone(13), phone(13), phone(14)])
+            .await
+            .unwrap(),
+        all_allowed
+    );
+    assert_limited(&limiter.check(&[phone(13)]).await.unwrap(), (MINUTE, 2));
+    assert_limited(&limiter.check(&[phone(14)]).await.unwrap(), (MINUTE, 2));
+}
+
+/// Giving back for a recipient with nothing counted does nothing: it earns no credit
+/// for later, and other recipients keep their counts.
+pub async fn giving_back_with_nothing_counted_changes_nothing(backend: &dyn Backend) {
+    let limiter = backend
+        .recipients(vec![RecipientWindow::new(1, MINUTE)])
+        .await;
+    limiter.give_back(&[]).await.unwrap();
+    limiter.give_back(&[phone(15), phone(15)]).await.unwrap();
+    assert_eq!(
+        limiter.check(&[phone(15)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    assert_limited(&limiter.check(&[phone(15)]).await.unwrap(), (MINUTE, 1));
+
+    assert_eq!(
+        limiter.check(&[phone(16)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    limiter.give_back(&[phone(17)]).await.unwrap();
+    assert_limited(&limiter.check(&[phone(16)]).await.unwrap(), (MINUTE, 1));
+}
+
 /// Generates one `#[tokio::test]` per case of the limiter contract
 /// ([`testing::limiter_contract`](crate::testing::limiter_contract)), each on a fresh
 /// backend.
@@ -285,6 +393,10 @@ macro_rules! limiter_contract_tests {
             one_message_per_window_then_limited_others_unaffected,
             each_recipient_of_a_request_is_decided_on_its_own,
             every_window_applies_and_a_limited_message_is_not_counted,
+            a_given_back_message_no_longer_counts,
+            a_message_is_given_back_in_every_window,
+            a_recipient_listed_twice_gets_two_counts_back,
+            giving_back_with_nothing_counted_changes_nothing,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {

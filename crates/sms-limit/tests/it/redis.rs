@@ -256,6 +256,69 @@ async fn redis_down_fail_closed_limits_everything() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fail_open_gives_back_to_the_fallback() {
+    let config = unreachable_config(RedisErrorPolicy::FailOpen);
+    let recipients = RedisRecipientLimiter::connect(CLOSED_PORT, &config)
+        .await
+        .unwrap();
+    // The fallback counted the message, so the fallback gets it back.
+    assert_eq!(
+        recipients.check(&[phone(1)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    recipients.give_back(&[phone(1)]).await.unwrap();
+    assert_eq!(
+        recipients.check(&[phone(1)]).await.unwrap(),
+        vec![RecipientDecision::Allowed]
+    );
+    assert!(matches!(
+        recipients.check(&[phone(1)]).await.unwrap()[..],
+        [RecipientDecision::Limited { .. }]
+    ));
+    assert!(recipients.degraded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fail_closed_give_back_reports_the_outage() {
+    let config = unreachable_config(RedisErrorPolicy::FailClosed);
+    let recipients = RedisRecipientLimiter::connect(CLOSED_PORT, &config)
+        .await
+        .unwrap();
+    let error = recipients.give_back(&[phone(1)]).await.unwrap_err();
+    assert!(
+        matches!(error, sms_core::LimitError::Unavailable(_)),
+        "{error}"
+    );
+    assert!(recipients.degraded());
+    // Nothing to give back needs no Redis.
+    recipients.give_back(&[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_back_every_message_leaves_no_key_behind() {
+    let Some(client) = redis_or_skip("giving_back_every_message_leaves_no_key_behind").await else {
+        return;
+    };
+    let prefix = random_prefix();
+    let config = LimitConfig {
+        recipient_windows: vec![RecipientWindow::per_seconds(3, 60)],
+        ..test_config(&prefix)
+    };
+    let recipients = RedisRecipientLimiter::from_client(client.clone(), &config)
+        .await
+        .unwrap();
+    let numbers = [phone(5), phone(5), phone(6)];
+    recipients.check(&numbers).await.unwrap();
+    let logs = format!("{prefix}limit:rcpt:");
+    assert_eq!(count_keys(&client, &logs).await, 2);
+    recipients.give_back(&numbers).await.unwrap();
+    // An emptied log is deleted, as Redis deletes an empty sorted set.
+    assert_eq!(count_keys(&client, &logs).await, 0);
+    assert!(!recipients.degraded());
+    delete_keys(&client, &prefix).await;
+}
+
 /// A TCP proxy to Redis that the test can cut, to simulate an outage: when `cut`
 /// turns true it stops accepting and closes every proxied connection.
 async fn proxy(listener: TcpListener, target: String, cut: watch::Receiver<bool>) {
