@@ -62,9 +62,16 @@ pub struct FailoverConfig {
     pub probe_every: u32,
     /// What a timeout of a live request does. Default `requeue`.
     pub on_timeout: TimeoutPolicy,
-    /// Attempts a queued message gets (the first live attempt included) before it is dead.
-    /// Default 10.
+    /// Attempts a queued message gets (the first live attempt included). A message is
+    /// dead once it has had them all *and* `retry_horizon` has passed since it was
+    /// accepted (or at its deadline, which expires it). Default 10.
     pub max_attempts: u32,
+    /// How long a failed message without a deadline is retried, from when it was
+    /// accepted, however many attempts that takes: an outage of every vendor for
+    /// hours kills nothing younger. 0 leaves `max_attempts` alone to decide.
+    /// Key `retry_horizon_h`, default 24.
+    #[serde(rename = "retry_horizon_h", with = "hours")]
+    pub retry_horizon: Duration,
     /// Base of the exponential retry backoff (full jitter). Key `backoff_base_ms`,
     /// default 1000.
     #[serde(rename = "backoff_base_ms", with = "millis")]
@@ -108,6 +115,7 @@ impl Default for FailoverConfig {
             probe_every: 10,
             on_timeout: TimeoutPolicy::Requeue,
             max_attempts: 10,
+            retry_horizon: Duration::from_secs(24 * 3600),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             lease: Duration::from_secs(30),
@@ -240,6 +248,20 @@ mod seconds {
     }
 }
 
+mod hours {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs() / 3600)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(|h| Duration::from_secs(h.saturating_mul(3600)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +273,7 @@ mod tests {
         assert_eq!(c.slow_threshold, Duration::from_secs(1));
         assert_eq!(c.attempt_timeout, Duration::from_secs(5));
         assert_eq!(c.cooldown, Duration::from_secs(30));
+        assert_eq!(c.retry_horizon, Duration::from_secs(24 * 3600));
         assert_eq!(c.on_timeout, TimeoutPolicy::Requeue);
         assert_eq!(c.max_attempts, 10);
         assert_eq!(c.backoff_base, Duration::from_secs(1));

@@ -77,6 +77,23 @@ pub enum GatewayEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// Every vendor rests after failures (or is disabled): nothing is attempted, and
+    /// messages wait, until the first rest ends. Reported once per outage.
+    AllVendorsUnavailable {
+        /// When the last usable vendor was put to rest.
+        at: DateTime<Utc>,
+        /// When the first rest ends.
+        until: DateTime<Utc>,
+    },
+    /// A vendor delivered again after every vendor was unavailable: the outage is over.
+    VendorsAvailableAgain {
+        /// The vendor that delivered.
+        vendor: VendorId,
+        /// When.
+        at: DateTime<Utc>,
+        /// How long no vendor could be used.
+        unavailable_for: Duration,
+    },
     /// A message was stored for a later attempt.
     Queued {
         /// The message.

@@ -22,13 +22,16 @@ use tokio::time::Instant;
 use super::Gateway;
 use crate::backoff::{after, jittered_backoff};
 use crate::events::{AttemptOutcome, GatewayEvent};
-use crate::health::{Ticket, Verdict};
+use crate::health::{Blocked, Health, Notice, Ticket, Verdict};
 
-/// No enabled vendor can take the message now.
+/// No vendor can take the message now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NoRoute {
     /// Every vendor is disabled (no message can go), not only this message's.
     pub all_disabled: bool,
+    /// Every enabled vendor that can send the message rests after failures; the first
+    /// rest ends then. The message waits for it: nothing was attempted.
+    pub resting_until: Option<DateTime<Utc>>,
     /// Why, for the caller and the log.
     pub reason: String,
 }
@@ -134,12 +137,19 @@ impl Gateway {
         // Each refusal of the template marks that vendor's mapping broken, which takes
         // it off the route (a pin to it included).
         for _ in 0..self.vendors.len() {
-            let ticket = {
+            let (woke, ticket) = {
                 let mut health = self.health();
+                let now = self.clock.now();
+                let woke = health.wake(now);
                 let route = self.route(&health, request, pinned);
-                let ticket = health.begin_on(&route, self.clock.now());
-                ticket.ok_or_else(|| self.no_route(&health, request))?
+                let ticket = health.begin_on(&route, now);
+                (
+                    woke,
+                    ticket.map_err(|blocked| self.no_route(&health, request, blocked)),
+                )
             };
+            self.announce(woke);
+            let ticket = ticket?;
             let sms = self
                 .templates
                 .outbound(id, request, &self.ids[ticket.idx])
@@ -149,13 +159,48 @@ impl Gateway {
                 return Ok(attempted);
             }
         }
-        Err(self.no_route(&self.health(), request))
+        Err(self.no_route(&self.health(), request, Blocked::NoVendor))
     }
 
-    fn no_route(&self, health: &crate::health::Health, request: &SmsRequest) -> NoRoute {
-        NoRoute {
-            all_disabled: health.all_disabled(),
-            reason: self.no_route_reason(health, request),
+    fn no_route(&self, health: &Health, request: &SmsRequest, blocked: Blocked) -> NoRoute {
+        match blocked {
+            Blocked::NoVendor => NoRoute {
+                all_disabled: health.all_disabled(),
+                resting_until: None,
+                reason: self.no_route_reason(health, request),
+            },
+            Blocked::Resting { until } => NoRoute {
+                all_disabled: false,
+                resting_until: Some(until),
+                reason: format!(
+                    "every vendor that can send template {:?} rests after failures until {until}",
+                    request.template().as_str()
+                ),
+            },
+        }
+    }
+
+    /// Logs and reports a change of whether any vendor can be used.
+    fn report(&self, notice: Option<Notice>) {
+        match notice {
+            None => {}
+            Some(Notice::AllUnavailable { until }) => {
+                tracing::error!(%until, "all vendors unavailable: each rests after failures or is disabled; messages are kept and nothing is attempted until a rest ends");
+                self.emit(|| GatewayEvent::AllVendorsUnavailable {
+                    at: self.clock.now(),
+                    until,
+                });
+            }
+            Some(Notice::AvailableAgain { idx, since }) => {
+                let vendor = &self.ids[idx];
+                let unavailable_for = (self.clock.now() - since).to_std().unwrap_or_default();
+                tracing::warn!(%vendor, ?unavailable_for, "a vendor delivered again after all vendors were unavailable");
+                self.emit(|| GatewayEvent::VendorsAvailableAgain {
+                    vendor: vendor.clone(),
+                    at: self.clock.now(),
+                    unavailable_for,
+                });
+            }
         }
     }
 
@@ -176,7 +221,7 @@ impl Gateway {
             Err(_) => 0,
         };
         let finished_at = self.clock.now();
-        let (cost, switch, newly_broken) = {
+        let (cost, switch, newly_broken, notice) = {
             let mut health = self.health();
             let cost = if billed > 0 {
                 health.add_usage(idx, billed, finished_at)
@@ -185,11 +230,8 @@ impl Gateway {
             };
             let newly_broken = matches!(result, Err(VendorError::Misconfigured { .. }))
                 && health.mark_broken(sms.request.template().as_str(), idx);
-            (
-                cost,
-                health.record(ticket, verdict, finished_at),
-                newly_broken,
-            )
+            let switch = health.record(ticket, verdict, finished_at);
+            (cost, switch, newly_broken, health.take_notice())
         };
         if billed > 0 {
             self.write_behind.usage_added();
@@ -213,6 +255,7 @@ impl Gateway {
             });
         }
         let switched = self.announce(switch);
+        self.report(notice);
         Attempted {
             idx,
             result,

@@ -4,8 +4,13 @@
 //! Every update of a claimed message is checked against its lease token, so a message
 //! whose lease lapsed and was claimed by another drainer is counted as lost and left to
 //! that drainer. A lane stops the pass (the rest of the batch goes back unattempted)
-//! when going on could not help: the rate limit is reached, no vendor is enabled, or a
-//! lease could lapse during the attempt.
+//! when going on could not help: the rate limit is reached, no vendor can be used, or a
+//! lease could lapse during the attempt. While every vendor rests or is disabled, no
+//! pass claims anything: the messages keep their attempts for when a vendor is back.
+//!
+//! A failed message is retried with a backoff until it is out of attempts *and* past
+//! the retry horizon (counted from when it was accepted), or until its deadline: an
+//! outage of every vendor that outlasts the attempts kills nothing.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -85,7 +90,7 @@ impl Gateway {
         // A batch claimed while the previous one was being marked sent.
         let mut claimed_ahead: Option<Vec<StoredMessage>> = None;
         for pass_batch in 0..self.config.drain_max_batches {
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || self.no_vendor_usable() {
                 break;
             }
             let batch = match claimed_ahead.take() {
@@ -291,12 +296,12 @@ impl Gateway {
             }
             return Next::Continue;
         }
-        if message.attempts > message.max_attempts {
+        if message.attempts > message.max_attempts && self.past_horizon(message.created_at, now) {
             // Claimed again after lapsed leases (crashes) without a recorded outcome.
             let failure = AttemptFailure {
                 vendor: None,
                 error: format!(
-                    "out of attempts ({} of {})",
+                    "out of attempts ({} of {}) and past the retry horizon",
                     message.attempts - 1,
                     message.max_attempts
                 ),
@@ -339,13 +344,18 @@ impl Gateway {
             attempts,
             max_attempts,
             pinned_vendor,
+            created_at,
             ..
         } = message;
+        let gives_up = |now| attempts >= max_attempts && self.past_horizon(created_at, now);
         let pinned = pinned_vendor.and_then(|v| self.ids.iter().position(|id| *id == v));
         let attempted = match self.attempt(id, &request, pinned, Origin::Drained).await {
             Ok(attempted) => attempted,
-            Err(no_route) if no_route.all_disabled => {
-                // No message can go: give this one back and end the pass.
+            Err(no_route)
+                if no_route.all_disabled
+                    || (no_route.resting_until.is_some() && self.no_vendor_usable()) =>
+            {
+                // No message can go: give this one back unattempted and end the pass.
                 let result = self.queue.release(id, token, self.clock.now()).await;
                 if self.updated(id, result, report) {
                     report.released += 1;
@@ -353,8 +363,8 @@ impl Gateway {
                 return Next::Halt;
             }
             Err(no_route) => {
-                // Only this message's template has no vendor now: it waits with a
-                // backoff, and the others go on.
+                // Only this message's vendors are out of use now: it waits (for the
+                // first rest to end, or with a backoff), and the others go on.
                 let now = self.clock.now();
                 let failure = AttemptFailure {
                     vendor: None,
@@ -362,7 +372,7 @@ impl Gateway {
                     may_duplicate: false,
                     pinned: false,
                 };
-                if attempts >= max_attempts {
+                if gives_up(now) {
                     self.bury(id, token, failure, now, report).await;
                 } else {
                     let backoff = jittered_backoff(
@@ -370,7 +380,7 @@ impl Gateway {
                         self.config.backoff_base,
                         self.config.backoff_max,
                     );
-                    let next_attempt_at = after(now, backoff);
+                    let next_attempt_at = no_route.resting_until.unwrap_or(after(now, backoff));
                     self.requeue(id, token, failure, next_attempt_at, now, report)
                         .await;
                 }
@@ -391,7 +401,7 @@ impl Gateway {
                 // vendor's fault: it counted as a failure and the message waits for a
                 // vendor that takes it.
                 let refused = matches!(error, VendorError::Rejected { .. });
-                if refused || attempts >= max_attempts {
+                if refused || gives_up(now) {
                     self.bury(id, token, failure, now, report).await;
                 } else {
                     let next_attempt_at = self.retry_at(&attempted, attempts);
@@ -401,6 +411,17 @@ impl Gateway {
             }
         }
         Next::Continue
+    }
+
+    /// Whether no vendor at all can take an attempt now: each rests or is disabled.
+    fn no_vendor_usable(&self) -> bool {
+        self.health().unavailable(self.clock.now()).is_some()
+    }
+
+    /// Whether a message accepted at `created_at` has been retried for the whole retry
+    /// horizon at `now`.
+    fn past_horizon(&self, created_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now >= after(created_at, self.config.retry_horizon)
     }
 
     /// Marks the deliveries waiting in `delivered` sent, in one write. A store that is

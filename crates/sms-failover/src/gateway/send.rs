@@ -25,7 +25,7 @@ use sms_core::{
 };
 
 use super::Gateway;
-use super::attempt::{Attempted, Origin, may_duplicate, queue_reason};
+use super::attempt::{Attempted, NoRoute, Origin, may_duplicate, queue_reason};
 use crate::backoff::{after, retry_while_unavailable};
 use crate::config::TimeoutPolicy;
 use crate::events::GatewayEvent;
@@ -135,6 +135,14 @@ impl Gateway {
         };
         let attempted = match self.attempt(id, &request, None, Origin::Live).await {
             Ok(attempted) => attempted,
+            Err(NoRoute {
+                resting_until: Some(until),
+                ..
+            }) => {
+                // Every vendor that can send it rests after failures: it waits for the
+                // first rest to end without a vendor call, its attempts untouched.
+                return Box::pin(self.store_unattempted(id, request, token, until)).await;
+            }
             Err(no_route) => {
                 // Every vendor that can send it was disabled (or refused its template)
                 // between the check and the attempt.
@@ -267,6 +275,40 @@ impl Gateway {
             // Never lose a message silently: the caller hears it was neither sent nor kept.
             Err(e) => Err(SendError::StorageUnavailable(e)),
         }
+    }
+
+    /// Keeps a live request that no vendor could take now (each rests), due `until`.
+    /// A keyed one, stored already, is given back unattempted.
+    async fn store_unattempted(
+        &self,
+        id: MessageId,
+        request: SmsRequest,
+        token: Option<LeaseToken>,
+        until: DateTime<Utc>,
+    ) -> Result<SendOutcome, SendError> {
+        let now = self.clock.now();
+        let reason = QueueReason::VendorFailed;
+        let Some(token) = token else {
+            let message = NewMessage {
+                next_attempt_at: until,
+                ..NewMessage::queued(id, request, reason, self.config.max_attempts, now)
+            };
+            return self.store_new(message).await;
+        };
+        let result = self
+            .write_outcome("giving back a message no vendor could take", || {
+                self.queue.release(id, token, now)
+            })
+            .await;
+        // If that failed, it is still leased to us and the drain takes it once the
+        // lease lapses (logged by `settle`).
+        self.settle(id, result);
+        self.emit(|| GatewayEvent::Queued { id, reason });
+        Ok(SendOutcome::Queued {
+            id,
+            reason,
+            may_duplicate: false,
+        })
     }
 
     /// A live request without a key that the vendor took: recorded for look-ups

@@ -24,6 +24,13 @@
 //! failure demotes the vendor and the others' answers are stale, so one episode doubles
 //! the cooldown once.
 //!
+//! A resting vendor gets no attempts. When every vendor rests at once, nothing is
+//! attempted until the first rest ends: the gateway reports the outage once (a
+//! [`Notice`]) and keeps the demoted vendor current, and when a rest ends the vendor
+//! whose rest ended first takes over. The outage ends with the first delivered attempt.
+//! This keeps an outage of every vendor from spending each message's retries on vendors
+//! known to be down, and from cycling through them.
+//!
 //! Prices come from the billed volumes ([`Usage`]), kept under the same lock so that a
 //! switch compares the prices of every message billed so far.
 //!
@@ -107,6 +114,25 @@ pub(crate) struct Switch {
     pub reason: String,
 }
 
+/// Why no attempt can begin now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// No enabled vendor is on the route.
+    NoVendor,
+    /// Every enabled vendor on the route rests; the first rest ends at `until`.
+    Resting { until: DateTime<Utc> },
+}
+
+/// A change in whether any vendor can be used, for the log and the observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// The current vendor was put to rest and every other one rests or is disabled:
+    /// nothing is attempted until `until`.
+    AllUnavailable { until: DateTime<Utc> },
+    /// Vendor `idx` delivered again after every vendor was unavailable since `since`.
+    AvailableAgain { idx: usize, since: DateTime<Utc> },
+}
+
 /// One vendor's health.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct VendorState {
@@ -139,6 +165,10 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
+    /// Since when every vendor has been unavailable, until one delivers again.
+    unavailable_since: Option<DateTime<Utc>>,
+    /// A change of availability not yet reported.
+    notice: Option<Notice>,
 }
 
 impl Health {
@@ -162,6 +192,8 @@ impl Health {
             flap_window: config.flap_window,
             probe_successes: config.probe_successes.max(1),
             probe_every: u64::from(config.probe_every.max(1)),
+            unavailable_since: None,
+            notice: None,
         };
         health.current = choose_vendor(&health.candidates(), None, now).unwrap_or(0);
         health
@@ -268,34 +300,91 @@ impl Health {
     }
 
     /// Picks the vendor for the next attempt of a message any vendor can send; `None`
-    /// when every vendor is disabled.
+    /// when no vendor can be used now.
     #[cfg(test)]
     pub fn begin(&mut self, now: DateTime<Utc>) -> Option<Ticket> {
-        self.begin_on(&Route::ANY, now)
+        self.begin_on(&Route::ANY, now).ok()
+    }
+
+    /// Whether vendor `idx` can take an attempt of a message on `route` at `now`: on
+    /// the route, enabled and not resting.
+    fn usable(&self, idx: usize, route: &Route, now: DateTime<Utc>) -> bool {
+        let v = &self.vendors[idx];
+        route.allows(idx) && !v.disabled && v.cooling_until.is_none_or(|until| until <= now)
+    }
+
+    /// The cheapest vendor usable for `route` at `now`, other than `exclude`.
+    fn cheapest_usable(
+        &self,
+        route: &Route,
+        exclude: Option<usize>,
+        now: DateTime<Utc>,
+    ) -> Option<usize> {
+        (0..self.vendors.len())
+            .filter(|&i| Some(i) != exclude && self.usable(i, route, now))
+            .min_by_key(|&i| (price_rank(self.price(i)), i))
+    }
+
+    /// Why nothing on `route` can be attempted now (when nothing can).
+    fn blocked(&self, route: &Route) -> Blocked {
+        (0..self.vendors.len())
+            .filter(|&i| route.allows(i) && !self.vendors[i].disabled)
+            .filter_map(|i| self.vendors[i].cooling_until)
+            .min()
+            .map_or(Blocked::NoVendor, |until| Blocked::Resting { until })
+    }
+
+    /// When no vendor at all can take an attempt at `now`, why.
+    pub fn unavailable(&self, now: DateTime<Utc>) -> Option<Blocked> {
+        match self.cheapest_usable(&Route::ANY, None, now) {
+            Some(_) => None,
+            None => Some(self.blocked(&Route::ANY)),
+        }
+    }
+
+    /// While the current vendor rests and another one has ended its rest (every vendor
+    /// rested at once), makes the cheapest such vendor current.
+    pub fn wake(&mut self, now: DateTime<Utc>) -> Option<Switch> {
+        let current = &self.vendors[self.current];
+        if current.disabled || current.cooling_until.is_none_or(|until| until <= now) {
+            return None;
+        }
+        let next = self.cheapest_usable(&Route::ANY, Some(self.current), now)?;
+        self.make_current(
+            next,
+            "its rest ended first while every vendor was unavailable".into(),
+        )
     }
 
     /// Picks the vendor for the next attempt of a message on `route`: its pinned vendor
     /// while enabled, else the current vendor (or, one attempt in `probe_every`, a rested
-    /// cheaper one to probe), else the cheapest healthy vendor on the route as a detour.
-    /// `None` when no enabled vendor is on the route.
-    pub fn begin_on(&mut self, route: &Route, now: DateTime<Utc>) -> Option<Ticket> {
+    /// cheaper one to probe), else the cheapest usable vendor on the route as a detour.
+    /// A resting vendor takes no attempt: when every vendor on the route rests, the
+    /// answer says until when.
+    pub fn begin_on(&mut self, route: &Route, now: DateTime<Utc>) -> Result<Ticket, Blocked> {
         if let Some(pinned) = route.pinned {
             if pinned < self.vendors.len() && route.allows(pinned) && !self.vendors[pinned].disabled
             {
-                return Some(self.ticket(pinned, false));
+                // Another vendor would get around the number's limit: wait for this one.
+                return match self.vendors[pinned].cooling_until {
+                    Some(until) if until > now => Err(Blocked::Resting { until }),
+                    _ => Ok(self.ticket(pinned, false)),
+                };
             }
         }
-        if self.vendors[self.current].disabled || !route.allows(self.current) {
-            let idx = choose_vendor(&self.candidates_for(route), None, now)?;
-            return Some(self.ticket(idx, false));
+        if !self.usable(self.current, route, now) {
+            return match self.cheapest_usable(route, None, now) {
+                Some(idx) => Ok(self.ticket(idx, false)),
+                None => Err(self.blocked(route)),
+            };
         }
         self.attempts = self.attempts.wrapping_add(1);
         if self.attempts % self.probe_every == 0 {
             if let Some(idx) = self.probe_candidate(route, now) {
-                return Some(self.ticket(idx, true));
+                return Ok(self.ticket(idx, true));
             }
         }
-        Some(self.ticket(self.current, false))
+        Ok(self.ticket(self.current, false))
     }
 
     /// The ticket of an attempt on vendor `idx` begun now.
@@ -340,6 +429,13 @@ impl Health {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) -> Option<Switch> {
+        if let (Verdict::Fast | Verdict::Slow, Some(since)) = (verdict, self.unavailable_since) {
+            self.unavailable_since = None;
+            self.notice = Some(Notice::AvailableAgain {
+                idx: ticket.idx,
+                since,
+            });
+        }
         if ticket.probe && ticket.idx != self.current {
             if ticket.rests != self.vendors[ticket.idx].rests {
                 // A probe of a rest that already ended (another probe failed first).
@@ -372,13 +468,21 @@ impl Health {
                 let failures = v.consecutive_failures;
                 let from = self.current;
                 self.demote(from, now);
-                match choose_vendor(&self.candidates(), Some(from), now) {
+                match self.cheapest_usable(&Route::ANY, Some(from), now) {
                     Some(next) => {
                         self.make_current(next, format!("{failures} consecutive failures"))
                     }
                     None => {
-                        // Nowhere to go: keep the only vendor, start a new episode.
+                        // Nowhere to go: every vendor rests or is disabled. The demoted
+                        // vendor stays current and a new episode starts; nothing is
+                        // attempted until a rest ends.
                         self.epoch += 1;
+                        if self.unavailable_since.is_none() {
+                            self.unavailable_since = Some(now);
+                            if let Blocked::Resting { until } = self.blocked(&Route::ANY) {
+                                self.notice = Some(Notice::AllUnavailable { until });
+                            }
+                        }
                         None
                     }
                 }
@@ -458,6 +562,11 @@ impl Health {
             return self.make_current(idx, "enabled by operator".into());
         }
         None
+    }
+
+    /// The change of availability the last [`record`](Self::record) made, once.
+    pub fn take_notice(&mut self) -> Option<Notice> {
+        self.notice.take()
     }
 
     /// Adds `messages` billed by vendor `idx` at `now` and returns their cost (see

@@ -46,7 +46,7 @@ fn a_route_without_the_current_vendor_detours_to_the_cheapest_that_can_send() {
     // No enabled vendor on the route: no ticket.
     h.disable(1, t(1));
     h.disable(2, t(1));
-    assert!(h.begin_on(&only(&[1, 2]), t(1)).is_none());
+    assert!(h.begin_on(&only(&[1, 2]), t(1)).is_err());
     assert!(!h.can_route(&only(&[1, 2])));
     assert!(h.can_route(&Route::ANY));
 }
@@ -138,7 +138,7 @@ fn failures_started_before_a_switch_are_not_charged_to_the_new_vendor() {
 }
 
 #[test]
-fn when_all_others_cool_down_the_earliest_end_is_taken() {
+fn when_every_vendor_rests_nothing_is_attempted_until_the_first_rest_ends() {
     let mut h = health(&[40, 45, 47]);
     for _ in 0..2 {
         let a = h.begin(t(0)).unwrap();
@@ -150,12 +150,38 @@ fn when_all_others_cool_down_the_earliest_end_is_taken() {
         h.record(a, Verdict::Failure, t(1));
     }
     assert_eq!(h.current, 2);
-    // Vendor 2 fails at t=2: 0 rests until 30, 1 until 31: 0 ends first.
+    assert_eq!(h.take_notice(), None);
+    // Vendor 2 fails at t=2 too: 0 rests until 30, 1 until 31, 2 until 32.
     for _ in 0..2 {
         let a = h.begin(t(2)).unwrap();
         h.record(a, Verdict::Failure, t(2));
     }
-    assert_eq!(h.current, 0);
+    assert_eq!(h.current, 2, "no switch to a vendor that rests");
+    assert_eq!(
+        h.take_notice(),
+        Some(Notice::AllUnavailable { until: t(30) })
+    );
+    assert_eq!(h.begin(t(10)), None, "a resting vendor takes no attempt");
+    assert_eq!(
+        h.unavailable(t(10)),
+        Some(Blocked::Resting { until: t(30) })
+    );
+    assert_eq!(h.wake(t(10)), None);
+    // The first rest ends: that vendor takes over and gets the attempts.
+    let switch = h.wake(t(30)).expect("a switch");
+    assert_eq!((switch.from, switch.to), (2, 0));
+    assert_eq!(h.unavailable(t(30)), None);
+    let a = h.begin(t(30)).unwrap();
+    assert_eq!(a.idx, 0);
+    h.record(a, Verdict::Fast, t(30));
+    assert_eq!(
+        h.take_notice(),
+        Some(Notice::AvailableAgain {
+            idx: 0,
+            since: t(2)
+        })
+    );
+    assert_eq!(h.take_notice(), None, "each notice is given once");
 }
 
 #[test]
@@ -273,11 +299,21 @@ proptest::proptest! {
         for op in ops {
             match op {
                 Op::Begin => {
+                    let current = h.current;
+                    if let Some(switch) = h.wake(t(now)) {
+                        // Only away from a resting vendor, to one whose rest is over.
+                        proptest::prop_assert_eq!(switch.from, current);
+                        proptest::prop_assert!(h.vendors[current].is_cooling(t(now)));
+                        proptest::prop_assert!(!h.vendors[switch.to].is_cooling(t(now)));
+                    }
                     if let Some(ticket) = h.begin(t(now)) {
                         proptest::prop_assert!(!h.vendors[ticket.idx].disabled);
+                        // A resting vendor takes no attempt.
+                        proptest::prop_assert!(!h.vendors[ticket.idx].is_cooling(t(now)));
                         in_flight.push(ticket);
                     } else {
-                        proptest::prop_assert!(h.vendors.iter().all(|v| v.disabled));
+                        let now = t(now);
+                        proptest::prop_assert!(h.vendors.iter().all(|v| v.disabled || v.is_cooling(now)));
                     }
                 }
                 Op::Finish(n, v) if !in_flight.is_empty() => {

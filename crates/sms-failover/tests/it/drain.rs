@@ -66,12 +66,14 @@ async fn a_drain_sends_due_messages_and_marks_them_sent_without_new_rows() {
 }
 
 #[tokio::test]
-async fn a_failing_message_backs_off_and_dies_after_max_attempts() {
-    // A message that keeps failing must not be retried forever.
+async fn a_failing_message_dies_once_out_of_attempts_and_past_the_retry_horizon() {
+    // A message that keeps failing must not be retried forever, nor given up while it
+    // is younger than the retry horizon.
     let h = Harness::new(
         &[("aliyun", 45_000)],
         FailoverConfig {
             max_attempts: 3,
+            retry_horizon: Duration::from_secs(3600),
             consecutive_failures: 100,
             backoff_max: Duration::from_secs(10),
             ..config()
@@ -89,25 +91,62 @@ async fn a_failing_message_backs_off_and_dies_after_max_attempts() {
         ))
         .await
         .unwrap();
-    for attempt in 1..=3u32 {
+    for attempt in 1..=4u32 {
+        if attempt == 4 {
+            // Out of attempts, but only dead once the horizon has passed: then it is
+            // buried when claimed, without another vendor call.
+            h.clock.set(start() + chrono::Duration::seconds(3600));
+        }
         let report = h.gateway.drain_once().await.unwrap();
         assert_eq!(report.claimed, 1, "attempt {attempt}");
         let m = h.queue.get(id).await.unwrap().unwrap();
         assert_eq!(m.attempts, attempt);
-        if attempt < 3 {
-            assert_eq!(report.requeued, 1);
+        if attempt < 4 {
+            assert_eq!(report.requeued, 1, "attempt {attempt}");
             assert_eq!(m.status, MessageStatus::Queued);
             assert!(m.next_attempt_at <= start_plus(&h, 10), "backoff is capped");
             assert!(m.last_error.as_deref().unwrap().contains("503"));
         } else {
             assert_eq!(report.dead, 1);
             assert_eq!(m.status, MessageStatus::Dead);
+            assert!(m.last_error.as_deref().unwrap().contains("retry horizon"));
         }
         h.clock.advance(Duration::from_secs(11));
     }
     assert_eq!(h.gateway.drain_once().await.unwrap().claimed, 0);
     assert_eq!(h.vendor("aliyun").calls(), 3);
     assert!(h.events.events().contains(&GatewayEvent::Dead { id }));
+}
+
+#[tokio::test]
+async fn with_no_retry_horizon_the_attempts_alone_decide() {
+    let h = Harness::new(
+        &[("aliyun", 45_000)],
+        FailoverConfig {
+            max_attempts: 2,
+            retry_horizon: Duration::ZERO,
+            consecutive_failures: 100,
+            ..config()
+        },
+    );
+    h.vendor("aliyun").always(transient());
+    let id = MessageId::new();
+    h.queue
+        .enqueue(NewMessage::queued(
+            id,
+            request(),
+            QueueReason::VendorFailed,
+            2,
+            start(),
+        ))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        h.gateway.drain_once().await.unwrap();
+        h.clock.advance(Duration::from_secs(400));
+    }
+    let m = h.queue.get(id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.attempts), (MessageStatus::Dead, 2));
 }
 
 fn start_plus(h: &Harness, secs: i64) -> chrono::DateTime<Utc> {

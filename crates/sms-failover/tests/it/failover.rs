@@ -103,7 +103,7 @@ async fn equal_prices_go_to_the_vendor_configured_first() {
 }
 
 #[tokio::test]
-async fn when_every_other_vendor_cools_down_the_earliest_to_recover_is_taken() {
+async fn when_every_vendor_rests_the_first_whose_rest_ends_takes_over() {
     let h = Harness::new(
         &[("aliyun", 40_000), ("tencent", 45_000), ("cloopen", 47_000)],
         config(),
@@ -119,7 +119,18 @@ async fn when_every_other_vendor_cools_down_the_earliest_to_recover_is_taken() {
     for _ in 0..2 {
         fail_once(&h).await;
     }
-    // All three demoted; aliyun's cooldown (from t=0) ends first.
+    // All three rest: no switch to a resting vendor, and no call while they rest.
+    assert_eq!(h.current(), "cloopen");
+    let calls = |h: &Harness| h.vendors.iter().map(|v| v.calls()).sum::<usize>();
+    let before = calls(&h);
+    let outcome = h.gateway.send(request()).await.unwrap();
+    assert!(matches!(outcome, SendOutcome::Queued { .. }), "{outcome:?}");
+    assert_eq!(calls(&h), before);
+    // aliyun's rest (from t=0) ends first: it takes over.
+    h.clock.advance(Duration::from_secs(28));
+    let outcome = h.gateway.send(request()).await.unwrap();
+    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(h.vendor("aliyun").calls(), 3);
     assert_eq!(h.current(), "aliyun");
     assert_eq!(
         h.events.switches(),

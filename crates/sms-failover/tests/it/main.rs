@@ -4,6 +4,7 @@ mod collaborators;
 mod drain;
 mod failover;
 mod limits;
+mod outage;
 mod pitfalls;
 mod record;
 mod send;
