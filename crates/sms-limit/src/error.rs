@@ -1,4 +1,5 @@
-//! Errors of this crate: bad settings, and a Redis client that cannot be set up.
+//! Errors of this crate: bad settings, and a Redis client that cannot be set up or a
+//! Redis deployment the limiters do not support.
 //!
 //! Failures while limiting are reported through `sms_core::LimitError`, the type the
 //! limiter traits return; this enum covers construction only.
@@ -12,6 +13,17 @@ pub enum Error {
     /// The Redis URL could not be parsed, or the client could not be created.
     #[error("invalid redis client settings: {0}")]
     Redis(#[source] fred::error::Error),
+    /// The server runs in cluster mode (or the URL asks for a cluster client).
+    #[error(
+        "redis at {servers} is a Redis Cluster, which is not supported: each request runs \
+         one script over several keys (one per recipient) that fall in different hash \
+         slots; use a standalone Redis, or a primary with replicas (with Sentinel for \
+         failover)"
+    )]
+    RedisCluster {
+        /// The server addresses (`host:port`), without credentials.
+        servers: String,
+    },
 }
 
 /// A setting that is out of range: names the field and says what was expected.

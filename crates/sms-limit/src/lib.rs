@@ -13,6 +13,15 @@
 //! settings and their defaults (3000 per 1 s globally; 1 per 60 s and 10 per 24 h per
 //! recipient; fail open).
 //!
+//! # Redis Cluster is not supported
+//!
+//! The recipients of a request are checked in one script over one key per recipient,
+//! and those keys share no hash slot, so Redis Cluster would refuse every
+//! multi-recipient check (`CROSSSLOT`). [`connect_client`] and the limiters'
+//! `from_client` therefore fail with [`Error::RedisCluster`] when the server reports
+//! cluster mode: use a standalone Redis, or a primary with replicas (with Sentinel for
+//! failover). A Redis unreachable at start cannot be asked and is not checked.
+//!
 //! # When Redis is unreachable
 //!
 //! Every Redis call has a timeout. On failure the [`RedisErrorPolicy`] decides:

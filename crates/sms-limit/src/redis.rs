@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, ErrorKind, LuaInterface, Options, ReconnectPolicy, Value,
 };
+use fred::types::InfoKind;
 use fred::types::scripts::Script;
 use sms_core::{
     LimitError, PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter,
@@ -139,10 +140,17 @@ return {removed}
 /// waits up to `config.connect_timeout_ms` for the first connection.
 ///
 /// Redis being down is not an error here: the limiters start degraded and follow
-/// [`RedisErrorPolicy`] until the client connects. Only a malformed URL fails.
+/// [`RedisErrorPolicy`] until the client connects. A malformed URL fails, and so does
+/// Redis Cluster (a `redis-cluster://` URL, or a server reporting cluster mode): see
+/// [`Error::RedisCluster`].
 pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, Error> {
     config.validate()?;
     let mut redis_config = Config::from_url(url).map_err(Error::Redis)?;
+    if redis_config.server.is_clustered() {
+        return Err(Error::RedisCluster {
+            servers: servers(&redis_config),
+        });
+    }
     // With fred's default (`fail_fast`), a failed first connection ends the connection
     // task for good; an instance started during a Redis outage would never use Redis.
     redis_config.fail_fast = false;
@@ -169,7 +177,65 @@ pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, E
             "redis limiter did not connect in time; starting degraded"
         ),
     }
+    if let Err(error) = refuse_cluster(&client, connect_timeout).await {
+        // The connection task would otherwise reconnect to the refused server forever.
+        let _ = client.quit().await;
+        return Err(error);
+    }
     Ok(client)
+}
+
+/// The servers `config` points at, as `host:port`: never the credentials.
+fn servers(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .server
+        .hosts()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    hosts.join(", ")
+}
+
+/// Whether the text of `INFO cluster` says the server runs in cluster mode.
+fn reports_cluster_mode(info: &str) -> bool {
+    info.lines().any(|line| line.trim() == "cluster_enabled:1")
+}
+
+/// Fails with [`Error::RedisCluster`] when `client` is set up for a cluster, or is
+/// connected to a server in cluster mode.
+///
+/// The recipient script touches one key per recipient, and recipients' keys share no
+/// hash tag, so on a cluster it would fail with `CROSSSLOT` on every multi-recipient
+/// request: better refused at start than degraded at every request. A client that is
+/// not connected (Redis down at start) cannot be asked and is let through; a server
+/// that does not answer `INFO` in time is let through too, with a warning.
+async fn refuse_cluster(client: &Client, timeout: Duration) -> Result<(), Error> {
+    let config = client.client_config();
+    let refused = Error::RedisCluster {
+        servers: servers(&config),
+    };
+    if config.server.is_clustered() {
+        return Err(refused);
+    }
+    if !client.is_connected() {
+        return Ok(());
+    }
+    let options = Options {
+        timeout: Some(timeout),
+        ..Options::default()
+    };
+    match client
+        .with_options(&options)
+        .info::<String>(Some(InfoKind::Cluster))
+        .await
+    {
+        Ok(info) if reports_cluster_mode(&info) => Err(refused),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not ask redis whether it runs in cluster mode");
+            Ok(())
+        }
+    }
 }
 
 /// Counts of decisions, for metrics and tests. Monotonic since construction.
@@ -354,8 +420,12 @@ impl RedisLimiter {
     }
 
     /// Uses an existing client (shared with other users of the same Redis).
+    ///
+    /// Fails with [`Error::RedisCluster`] when the client is connected to Redis
+    /// Cluster.
     pub async fn from_client(client: Client, config: &LimitConfig) -> Result<Self, Error> {
         config.validate()?;
+        refuse_cluster(&client, config.connect_timeout()).await?;
         let window = config.global_window();
         let global = format!("{}limit:{{global}}", config.key_prefix);
         Ok(Self {
@@ -457,8 +527,12 @@ impl RedisRecipientLimiter {
     }
 
     /// Uses an existing client (for example the one the global limiter uses).
+    ///
+    /// Fails with [`Error::RedisCluster`] when the client is connected to Redis
+    /// Cluster.
     pub async fn from_client(client: Client, config: &LimitConfig) -> Result<Self, Error> {
         config.validate()?;
+        refuse_cluster(&client, config.connect_timeout()).await?;
         validate_windows(&config.recipient_windows)?;
         let windows = config.recipient_windows.clone();
         let mut args = vec![Value::from(windows.len() as i64)];
@@ -593,6 +667,19 @@ mod tests {
         assert_eq!(health.stats().fallback, 2);
         health.succeeded();
         assert!(!health.degraded.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn cluster_mode_is_read_from_info_cluster() {
+        assert!(reports_cluster_mode("# Cluster\r\ncluster_enabled:1\r\n"));
+        assert!(!reports_cluster_mode("# Cluster\r\ncluster_enabled:0\r\n"));
+        assert!(!reports_cluster_mode(""));
+    }
+
+    #[test]
+    fn servers_are_named_without_credentials() {
+        let config = Config::from_url("redis://user:secret@cache.internal:6380/2").unwrap();
+        assert_eq!(servers(&config), "cache.internal:6380");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Integration tests of `sms-limit`: the limiter contract of `sms_core::testing` run
 //! against the in-process and the Redis limiters, then Redis-only behaviour (sharing,
-//! outages, script reload).
+//! outages, script reload), and a Redis Cluster refused at start.
 
+mod cluster;
 mod in_process;
 mod redis;
 mod support;
