@@ -73,9 +73,31 @@ impl GatewayObserver for Recorder {
             } => {
                 let record = SwitchRecord {
                     at_s: self.elapsed(),
-                    from: from.clone(),
-                    to: to.clone(),
+                    what: format!("{from} -> {to}"),
                     reason: reason.clone(),
+                    switched: true,
+                };
+                lock(&self.switches).push(record);
+            }
+            GatewayEvent::AllVendorsUnavailable { .. } => {
+                let record = SwitchRecord {
+                    at_s: self.elapsed(),
+                    what: "all vendors unavailable".into(),
+                    reason: "each rests after failures; messages wait".into(),
+                    switched: false,
+                };
+                lock(&self.switches).push(record);
+            }
+            GatewayEvent::VendorsAvailableAgain {
+                vendor,
+                unavailable_for,
+                ..
+            } => {
+                let record = SwitchRecord {
+                    at_s: self.elapsed(),
+                    what: format!("{vendor} delivers again"),
+                    reason: format!("no vendor for {:.1} s", unavailable_for.as_secs_f64()),
+                    switched: false,
                 };
                 lock(&self.switches).push(record);
             }
@@ -290,7 +312,7 @@ pub async fn run(options: Options) -> Result<Report> {
         duplicates,
         queued: recorder.queued.load(Ordering::Relaxed),
         drained: recorder.drained.load(Ordering::Relaxed),
-        switches: switch_log.len(),
+        switches: switch_log.iter().filter(|s| s.switched).count(),
         switch_log,
         latency_p50_ms: pct(0.5),
         latency_p99_ms: pct(0.99),

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sms_core::{Money, VendorId};
+use sms_core::Money;
 
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct SwitchRecord {
     pub(super) at_s: f64,
-    pub(super) from: VendorId,
-    pub(super) to: VendorId,
+    /// `from -> to` for a switch, or a change of every vendor's availability.
+    pub(super) what: String,
     pub(super) reason: String,
+    /// Whether the current vendor changed.
+    pub(super) switched: bool,
 }
 
 /// One vendor's share of the run.
@@ -102,7 +104,8 @@ impl Report {
     pub(super) fn switch_times(&self) -> Vec<(f64, String)> {
         self.switch_log
             .iter()
-            .map(|s| (s.at_s, format!("{} → {}", s.from, s.to)))
+            .filter(|s| s.switched)
+            .map(|s| (s.at_s, s.what.clone()))
             .collect()
     }
 
@@ -149,11 +152,7 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(out, "switches: {}", self.switches);
         for s in &self.switch_log {
-            let _ = writeln!(
-                out,
-                "  {:>6.2} s  {} -> {}  ({})",
-                s.at_s, s.from, s.to, s.reason
-            );
+            let _ = writeln!(out, "  {:>6.2} s  {}  ({})", s.at_s, s.what, s.reason);
         }
         let _ = writeln!(out);
         let _ = writeln!(

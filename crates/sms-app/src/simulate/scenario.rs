@@ -76,7 +76,7 @@ fn vendor_settings(latency_ms: u64, jitter_ms: u64, error_rate: f64) -> Simulati
 
 impl Scenario {
     /// Names of the built-in scenarios.
-    pub const PRESETS: [&'static str; 4] = ["default", "steady", "flaky", "mapping"];
+    pub const PRESETS: [&'static str; 5] = ["default", "steady", "flaky", "mapping", "outage"];
 
     /// A built-in scenario by name.
     pub fn preset(name: &str) -> Option<Self> {
@@ -134,6 +134,22 @@ impl Scenario {
                 // What is left waits for the vendors' per-number windows (a minute and
                 // more): the run does not wait for it.
                 s.settle_s = 5.0;
+            }
+            // Every vendor is down from 1 s to 6 s, at 300 requests a second and 100 ms
+            // per call. Expect "all vendors unavailable" once, every message kept, and
+            // the queue drained once the vendors are back.
+            "outage" => {
+                s.rate_per_s = 300;
+                s.duration_s = 10.0;
+                s.bursts.clear();
+                for v in s.vendors.values_mut() {
+                    v.latency_ms = 100;
+                    v.jitter_ms = 20;
+                    v.schedule = vec![ScheduledFault::new(1, 6, FaultKind::Outage)];
+                }
+                // The drain sends what waited at about 80 a second (8 lanes of 100 ms
+                // calls): give it the time.
+                s.settle_s = 60.0;
             }
             _ => return None,
         }

@@ -56,7 +56,12 @@ fn simulate_switches_away_from_the_failed_vendor_and_loses_nothing() {
     );
     // The default scenario takes Aliyun down at 3 s: the gateway must leave it.
     let switches = report["switch_log"].as_array().expect("switch log");
-    assert!(switches.iter().any(|s| s["from"] == "aliyun"), "{report}");
+    assert!(
+        switches.iter().any(|s| s["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("aliyun ->"))),
+        "{report}"
+    );
     let tencent = &report["vendors"]["tencent"];
     assert!(tencent["sent"].as_u64().unwrap_or(0) > 0, "{report}");
     let svg = std::fs::read_to_string(&chart).expect("chart written");
@@ -113,4 +118,41 @@ fn the_mapping_scenario_detours_refuses_per_number_and_kills_nothing() {
             "{report}"
         );
     }
+}
+
+#[test]
+fn the_outage_scenario_keeps_every_message_and_reports_the_outage_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--scenario",
+            "outage",
+            "--json",
+            "--duration",
+            "7",
+        ])
+        .output()
+        .expect("running simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in ["dead", "expired", "lost", "duplicates", "pending"] {
+        assert_eq!(report[key], 0, "{key}: {report}");
+    }
+    let log = report["switch_log"].as_array().expect("switch log");
+    let unavailable = log
+        .iter()
+        .filter(|s| s["what"] == "all vendors unavailable")
+        .count();
+    assert_eq!(unavailable, 1, "{report}");
+    // Vendors resting are not cycled through: a few switches as rests end, not dozens.
+    assert!(
+        report["switches"].as_u64().expect("switches") <= 8,
+        "{report}"
+    );
 }

@@ -165,8 +165,9 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
-    /// Since when every vendor has been unavailable, until one delivers again.
-    unavailable_since: Option<DateTime<Utc>>,
+    /// Since when, and from which epoch on, every vendor has been unavailable, until an
+    /// attempt begun since then delivers.
+    unavailable_since: Option<(DateTime<Utc>, u64)>,
     /// A change of availability not yet reported.
     notice: Option<Notice>,
 }
@@ -429,12 +430,17 @@ impl Health {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) -> Option<Switch> {
-        if let (Verdict::Fast | Verdict::Slow, Some(since)) = (verdict, self.unavailable_since) {
-            self.unavailable_since = None;
-            self.notice = Some(Notice::AvailableAgain {
-                idx: ticket.idx,
-                since,
-            });
+        if let (Verdict::Fast | Verdict::Slow, Some((since, epoch))) =
+            (verdict, self.unavailable_since)
+        {
+            // An attempt begun before the outage says nothing about the vendors now.
+            if ticket.epoch >= epoch {
+                self.unavailable_since = None;
+                self.notice = Some(Notice::AvailableAgain {
+                    idx: ticket.idx,
+                    since,
+                });
+            }
         }
         if ticket.probe && ticket.idx != self.current {
             if ticket.rests != self.vendors[ticket.idx].rests {
@@ -478,7 +484,7 @@ impl Health {
                         // attempted until a rest ends.
                         self.epoch += 1;
                         if self.unavailable_since.is_none() {
-                            self.unavailable_since = Some(now);
+                            self.unavailable_since = Some((now, self.epoch));
                             if let Blocked::Resting { until } = self.blocked(&Route::ANY) {
                                 self.notice = Some(Notice::AllUnavailable { until });
                             }

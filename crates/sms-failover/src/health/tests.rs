@@ -152,6 +152,7 @@ fn when_every_vendor_rests_nothing_is_attempted_until_the_first_rest_ends() {
     assert_eq!(h.current, 2);
     assert_eq!(h.take_notice(), None);
     // Vendor 2 fails at t=2 too: 0 rests until 30, 1 until 31, 2 until 32.
+    let begun_before = h.begin(t(2)).unwrap();
     for _ in 0..2 {
         let a = h.begin(t(2)).unwrap();
         h.record(a, Verdict::Failure, t(2));
@@ -162,6 +163,9 @@ fn when_every_vendor_rests_nothing_is_attempted_until_the_first_rest_ends() {
         Some(Notice::AllUnavailable { until: t(30) })
     );
     assert_eq!(h.begin(t(10)), None, "a resting vendor takes no attempt");
+    // A delivery of an attempt begun before says nothing about the vendors now.
+    h.record(begun_before, Verdict::Fast, t(3));
+    assert_eq!(h.take_notice(), None);
     assert_eq!(
         h.unavailable(t(10)),
         Some(Blocked::Resting { until: t(30) })
