@@ -13,7 +13,9 @@
 //! - ledger increments are single atomic upserts, exact under concurrency.
 //!
 //! Times are kept to the microsecond (Postgres' precision) in both backends, so a time
-//! read back may be up to a microsecond earlier than the one written.
+//! read back may be up to a microsecond earlier than the one written. Postgres, shared by
+//! instances with clocks of their own, times leases by the database's clock
+//! ([`postgres::LeaseClock`]).
 //!
 //! Features (both on by default): `postgres` ([`postgres::PgStore`]) and `sqlite`
 //! ([`sqlite::SqliteStore`]).

@@ -35,6 +35,38 @@ pub struct PgConfig {
     /// Apply pending migrations when connecting. Default `true`; turn it off when
     /// migrations are run by a separate deploy step.
     pub migrate_on_connect: bool,
+    /// Whose clock times leases: `database` (the default) or `caller`. See
+    /// [`LeaseClock`].
+    pub lease_clock: LeaseClock,
+}
+
+/// Whose clock the Postgres queue times leases with.
+///
+/// Instances share one database but each has its own clock; a lease written with one
+/// instance's time and checked against another's lasts longer or shorter by their
+/// skew, and a skew larger than the lease lets two instances hold one message. With
+/// [`LeaseClock::Database`] every instance's leases are timed by the one clock of the
+/// database server.
+///
+/// Either way, the lease a claim, a renewal or an enqueue hands back ends `lease_for`
+/// after the caller's `now`, in the caller's clock: the gateway compares it with its
+/// own clock to decide whether an attempt still fits in the lease. That `now` is taken
+/// before the statement runs, so with clocks in agreement it is never later than the
+/// end the database stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseClock {
+    /// The database server's clock decides: a claim takes the messages due and the
+    /// leases lapsed at the database's time, and a claim, a renewal and an enqueue of a
+    /// leased message store a lease that ends `lease_for` after the database's time
+    /// (the time the statement reached the server).
+    /// The `now` passed to them still dates the change (`updated_at`), and the due
+    /// times written by `fail`, `release` and `retry` are the caller's.
+    #[default]
+    Database,
+    /// The `now` passed to each call decides, as in the other stores: for tests that
+    /// drive time by hand, and the shared contract suite.
+    Caller,
 }
 
 impl Default for PgConfig {
@@ -47,6 +79,7 @@ impl Default for PgConfig {
             wait_timeout_ms: 5_000,
             operation_timeout_ms: 15_000,
             migrate_on_connect: true,
+            lease_clock: LeaseClock::Database,
         }
     }
 }
@@ -135,6 +168,7 @@ impl fmt::Debug for PgConfig {
             .field("wait_timeout_ms", &self.wait_timeout_ms)
             .field("operation_timeout_ms", &self.operation_timeout_ms)
             .field("migrate_on_connect", &self.migrate_on_connect)
+            .field("lease_clock", &self.lease_clock)
             .finish()
     }
 }
@@ -258,6 +292,19 @@ mod tests {
         assert!(config.migrate_on_connect);
         assert_eq!(config.schema, "s");
         assert!(serde_json::from_str::<PgConfig>(r#"{"pool":3}"#).is_err());
+    }
+
+    #[test]
+    fn leases_use_the_database_clock_unless_the_caller_is_named() {
+        assert_eq!(PgConfig::default().lease_clock, LeaseClock::Database);
+        let config: PgConfig = serde_json::from_str(r#"{"lease_clock":"caller"}"#).unwrap();
+        assert_eq!(config.lease_clock, LeaseClock::Caller);
+        let config: PgConfig = serde_json::from_str(r#"{"lease_clock":"database"}"#).unwrap();
+        assert_eq!(config.lease_clock, LeaseClock::Database);
+        let e = serde_json::from_str::<PgConfig>(r#"{"lease_clock":"local"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
+        let shown = serde_json::to_string(&PgConfig::default()).unwrap();
+        assert!(shown.contains(r#""lease_clock":"database""#), "{shown}");
     }
 
     #[test]

@@ -6,12 +6,17 @@
 //! tests can each work in a schema of their own. Statements are prepared once per
 //! connection (`prepare_cached`).
 //!
+//! Leases are timed by the database's clock unless `lease_clock` says otherwise
+//! ([`LeaseClock`]): instances share the database, not a clock.
+//!
 //! The store is split by concept: the pool and its settings here and in `config`, the
-//! SQL in `statements`, the row codec in `row`, the driver's errors in `error`, the
-//! migrations in `migrate`, and the two traits in `queue` and `ledger`.
+//! SQL in `statements`, the row codec in `row`, the lease parameters in `lease`, the
+//! driver's errors in `error`, the migrations in `migrate`, and the two traits in
+//! `queue` and `ledger`.
 
 mod config;
 mod error;
+mod lease;
 mod ledger;
 mod migrate;
 mod queue;
@@ -27,10 +32,11 @@ use sms_core::StoreError;
 use tokio_postgres::NoTls;
 
 use self::error::{pg_error, pool_error};
+use self::lease::LeaseTiming;
 use self::statements::CLAIM;
 use crate::Error;
 
-pub use config::PgConfig;
+pub use config::{LeaseClock, PgConfig};
 
 /// The deferred queue and usage ledger in Postgres. Cheap to share behind an `Arc`; all
 /// methods take `&self`.
@@ -38,12 +44,14 @@ pub struct PgStore {
     pool: Pool,
     schema: String,
     operation_timeout: Duration,
+    lease_clock: LeaseClock,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("schema", &self.schema)
+            .field("lease_clock", &self.lease_clock)
             .field("pool", &self.pool.status())
             .finish()
     }
@@ -98,6 +106,7 @@ impl PgStore {
             pool,
             schema: config.schema.clone(),
             operation_timeout: config.operation_timeout(),
+            lease_clock: config.lease_clock,
         };
         if config.migrate_on_connect {
             store.migrate().await?;
@@ -124,6 +133,11 @@ impl PgStore {
         &self.schema
     }
 
+    /// Whose clock times leases.
+    pub fn lease_clock(&self) -> LeaseClock {
+        self.lease_clock
+    }
+
     /// The connection pool, for health checks and tools that need raw SQL.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -139,7 +153,8 @@ impl PgStore {
         .await
     }
 
-    /// The plan Postgres chooses for the claim at `now`, one line per `EXPLAIN` row, for
+    /// The plan Postgres chooses for the claim at `now` (or at the database's time, as
+    /// the store's [`LeaseClock`] has it), one line per `EXPLAIN` row, for
     /// operators and tests. A healthy plan walks the partial index `messages_claim`
     /// (`Index Scan using messages_claim`) with no sort: the claim's filter and order are
     /// the index's predicate and key.
@@ -148,6 +163,7 @@ impl PgStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        let lease = LeaseTiming::new(self.lease_clock, now, Duration::from_secs(30))?;
         self.timed(async {
             let client = self.client().await?;
             let explain = format!("EXPLAIN {CLAIM}");
@@ -155,10 +171,11 @@ impl PgStore {
                 .query(
                     explain.as_str(),
                     &[
-                        &now,
+                        &lease.start,
                         &i64::from(limit),
                         &"explain",
                         &uuid::Uuid::nil(),
+                        &lease.micros,
                         &now,
                     ],
                 )

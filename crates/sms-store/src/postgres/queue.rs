@@ -5,6 +5,10 @@
 //! `FOR UPDATE SKIP LOCKED` pattern of River, graphile-worker and pgmq). Claimers that
 //! run at the same moment skip each other's rows instead of waiting for them.
 //!
+//! A claim, a renewal and an enqueue of a leased message time the lease by the store's
+//! [`LeaseClock`](super::LeaseClock) (`lease`): the database's clock, or the caller's
+//! `now`. The lease handed back is in the caller's clock either way.
+//!
 //! A batch (`enqueue_many`, `complete_many`) is one transaction on one connection: one
 //! set-based statement over arrays of the batch's values (`unnest`), a look-up of the
 //! messages it did not write to answer for them, and one commit, so one flush of the
@@ -24,6 +28,7 @@ use tokio_postgres::types::ToSql;
 
 use super::PgStore;
 use super::error::pg_error;
+use super::lease::LeaseTiming;
 use super::row::{BatchColumns, InsertParams, message_from_row};
 use super::statements::{
     CLAIM, COMPLETE, COMPLETE_MANY, DEAD, EXISTING_IDS, EXPIRE, FAIL, INSERT_MANY, INSERT_MESSAGE,
@@ -40,7 +45,7 @@ const PURGE_BATCH: u32 = 500;
 impl DeferredQueue for PgStore {
     async fn enqueue(&self, new: NewMessage) -> Result<Enqueued, StoreError> {
         let message = codec::stored_from_new(new);
-        let insert_params = InsertParams::new(&message);
+        let insert_params = InsertParams::new(&message, self.lease_clock);
         let params = insert_params.params();
         let existing = self
             .timed(async {
@@ -94,7 +99,10 @@ impl DeferredQueue for PgStore {
         }
         let messages: Vec<StoredMessage> =
             messages.into_iter().map(codec::stored_from_new).collect();
-        let inserts: Vec<InsertParams<'_>> = messages.iter().map(InsertParams::new).collect();
+        let inserts: Vec<InsertParams<'_>> = messages
+            .iter()
+            .map(|m| InsertParams::new(m, self.lease_clock))
+            .collect();
         let columns = BatchColumns::new(&inserts)?;
         let position: HashMap<uuid::Uuid, usize> = inserts
             .iter()
@@ -199,7 +207,7 @@ impl DeferredQueue for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let expires_at = now + codec::lease_duration(lease_for)?;
+        let lease = LeaseTiming::new(self.lease_clock, now, lease_for)?;
         let token = LeaseToken::new();
         self.timed(async {
             let client = self.client().await?;
@@ -207,7 +215,14 @@ impl DeferredQueue for PgStore {
             let rows = client
                 .query(
                     &stmt,
-                    &[&now, &i64::from(limit), &owner, &token.0, &expires_at],
+                    &[
+                        &lease.start,
+                        &i64::from(limit),
+                        &owner,
+                        &token.0,
+                        &lease.micros,
+                        &now,
+                    ],
                 )
                 .await
                 .map_err(pg_error)?;
@@ -220,7 +235,10 @@ impl DeferredQueue for PgStore {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             // RETURNING has no order of its own.
             claimed.sort_by_key(|(was_due, m)| (*was_due, m.id));
-            Ok(claimed.into_iter().map(|(_, m)| m).collect())
+            Ok(claimed
+                .into_iter()
+                .map(|(_, m)| lease.for_caller(m))
+                .collect())
         })
         .await
     }
@@ -360,20 +378,23 @@ impl DeferredQueue for PgStore {
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        // The stored end, to the microsecond, is what the answer carries.
-        let expires_at = codec::whole_micros(now + codec::lease_duration(lease_for)?);
+        let lease = LeaseTiming::new(self.lease_clock, now, lease_for)?;
         self.timed(async {
             let client = self.client().await?;
             let stmt = client.prepare_cached(RENEW).await.map_err(pg_error)?;
             let row = client
-                .query_opt(&stmt, &[id.as_uuid(), &token.0, &expires_at, &now])
+                .query_opt(
+                    &stmt,
+                    &[id.as_uuid(), &token.0, &lease.start, &lease.micros, &now],
+                )
                 .await
                 .map_err(pg_error)?;
             match row {
                 Some(row) => Ok(Lease {
-                    owner: row.try_get(0).map_err(pg_error)?,
+                    owner: row.try_get("lease_owner").map_err(pg_error)?,
                     token,
-                    expires_at,
+                    expires_at: lease
+                        .end_for_caller(row.try_get("lease_expires_at").map_err(pg_error)?),
                 }),
                 None => match current_status(&client, id).await? {
                     None => Err(StoreError::NotFound(id)),

@@ -6,7 +6,9 @@ use sms_core::{Lease, LeaseToken, MessageId, StoreError, StoredMessage, VendorId
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::config::LeaseClock;
 use super::error::pg_error;
+use super::lease;
 use crate::codec;
 
 /// Reads a row selected with the message columns of [`super::statements`], by column
@@ -55,6 +57,10 @@ pub(super) fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
 
 /// The parameters of [`INSERT_MESSAGE`] for one message, borrowed from it.
 ///
+/// A lease is written as its length from the message's creation and the time it starts
+/// from: the creation time for [`LeaseClock::Caller`], which gives back the lease's end
+/// exactly, or NULL for the database's time.
+///
 /// [`INSERT_MESSAGE`]: super::statements::INSERT_MESSAGE
 pub(super) struct InsertParams<'a> {
     pub(super) id: &'a uuid::Uuid,
@@ -70,17 +76,18 @@ pub(super) struct InsertParams<'a> {
     next_attempt_at: DateTime<Utc>,
     lease_owner: Option<&'a str>,
     lease_token: Option<uuid::Uuid>,
-    lease_expires_at: Option<DateTime<Utc>>,
+    lease_micros: Option<i64>,
     last_vendor: Option<&'a str>,
     last_error: Option<&'a str>,
     may_duplicate: bool,
     created_at: DateTime<Utc>,
+    lease_start: Option<DateTime<Utc>>,
 }
 
 impl<'a> InsertParams<'a> {
     /// The parameters of a message built by [`codec::stored_from_new`] (status, lease
-    /// and vendor already resolved from its initial state).
-    pub(super) fn new(m: &'a StoredMessage) -> Self {
+    /// and vendor already resolved from its initial state), its lease timed by `clock`.
+    pub(super) fn new(m: &'a StoredMessage, clock: LeaseClock) -> Self {
         let request = &m.request;
         let lease = m.lease.as_ref();
         Self {
@@ -97,16 +104,22 @@ impl<'a> InsertParams<'a> {
             next_attempt_at: m.next_attempt_at,
             lease_owner: lease.map(|l| l.owner.as_str()),
             lease_token: lease.map(|l| l.token.0),
-            lease_expires_at: lease.map(|l| l.expires_at),
+            // Both times are whole microseconds (`stored_from_new`): the length is exact.
+            lease_micros: lease.map(|l| {
+                l.expires_at
+                    .timestamp_micros()
+                    .saturating_sub(m.created_at.timestamp_micros())
+            }),
             last_vendor: m.last_vendor.as_ref().map(VendorId::as_str),
             last_error: m.last_error.as_deref(),
             may_duplicate: m.may_duplicate,
             created_at: m.created_at,
+            lease_start: lease::start(clock, m.created_at),
         }
     }
 
-    /// `$1` … `$18` of `INSERT_MESSAGE`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+    /// `$1` … `$19` of `INSERT_MESSAGE`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             self.id,
             &self.key,
@@ -121,11 +134,12 @@ impl<'a> InsertParams<'a> {
             &self.next_attempt_at,
             &self.lease_owner,
             &self.lease_token,
-            &self.lease_expires_at,
+            &self.lease_micros,
             &self.last_vendor,
             &self.last_error,
             &self.may_duplicate,
             &self.created_at,
+            &self.lease_start,
         ]
     }
 }
@@ -147,11 +161,12 @@ pub(super) struct BatchColumns<'a> {
     next_attempt_at: Vec<DateTime<Utc>>,
     lease_owner: Vec<Option<&'a str>>,
     lease_token: Vec<Option<uuid::Uuid>>,
-    lease_expires_at: Vec<Option<DateTime<Utc>>>,
+    lease_micros: Vec<Option<i64>>,
     last_vendor: Vec<Option<&'a str>>,
     last_error: Vec<Option<&'a str>>,
     may_duplicate: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
+    lease_start: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> BatchColumns<'a> {
@@ -179,16 +194,17 @@ impl<'a> BatchColumns<'a> {
             next_attempt_at: rows.iter().map(|r| r.next_attempt_at).collect(),
             lease_owner: rows.iter().map(|r| r.lease_owner).collect(),
             lease_token: rows.iter().map(|r| r.lease_token).collect(),
-            lease_expires_at: rows.iter().map(|r| r.lease_expires_at).collect(),
+            lease_micros: rows.iter().map(|r| r.lease_micros).collect(),
             last_vendor: rows.iter().map(|r| r.last_vendor).collect(),
             last_error: rows.iter().map(|r| r.last_error).collect(),
             may_duplicate: rows.iter().map(|r| r.may_duplicate).collect(),
             created_at: rows.iter().map(|r| r.created_at).collect(),
+            lease_start: rows.iter().map(|r| r.lease_start).collect(),
         })
     }
 
-    /// `$1` … `$18` of `INSERT_MANY`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 18] {
+    /// `$1` … `$19` of `INSERT_MANY`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.id,
             &self.key,
@@ -203,11 +219,12 @@ impl<'a> BatchColumns<'a> {
             &self.next_attempt_at,
             &self.lease_owner,
             &self.lease_token,
-            &self.lease_expires_at,
+            &self.lease_micros,
             &self.last_vendor,
             &self.last_error,
             &self.may_duplicate,
             &self.created_at,
+            &self.lease_start,
         ]
     }
 }

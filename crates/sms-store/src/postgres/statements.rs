@@ -3,6 +3,10 @@
 //!
 //! Statements name no schema: every pooled connection starts with `search_path` set to
 //! the configured one.
+//!
+//! Leases are timed by `lease_end!`: each statement that starts one takes the time it
+//! starts from as a parameter, the caller's `now` or NULL for the database's time
+//! (`LeaseClock`), and its length in microseconds.
 
 /// The columns of a message row, which [`message_from_row`] reads by name; `$p`
 /// qualifies them when a statement joins another relation.
@@ -55,17 +59,48 @@ macro_rules! message_columns {
     };
 }
 
+/// The time a lease starts from: parameter `$start`, the caller's `now`, or when it is
+/// NULL the database's `statement_timestamp()`. That is the time the statement arrived,
+/// one value for the whole statement (every row a claim leases gets the same end), and
+/// a stable expression, so a claim's due check on it still bounds the index scan.
+/// `clock_timestamp()` would be evaluated again for every row and could not bound the
+/// scan; `now()` is the start of the transaction, earlier than the statement in a batch.
+macro_rules! lease_clock {
+    ($start:literal) => {
+        concat!("coalesce(", $start, "::timestamptz, statement_timestamp())")
+    };
+}
+
+/// The end of a lease of `$micros` microseconds from `lease_clock!($start)`; NULL
+/// when `$micros` is NULL (a message stored unleased). The multiplication goes through
+/// `float8`, exact for any lease under 285 years.
+macro_rules! lease_end {
+    ($start:literal, $micros:literal) => {
+        concat!(
+            lease_clock!($start),
+            " + ",
+            $micros,
+            "::int8 * interval '1 microsecond'"
+        )
+    };
+}
+
 /// The insert of one message: it returns only the id (a row means it was inserted), the
 /// answer is built from the message itself ([`stored_from_new`]). `pinned_vendor` is
-/// left NULL, here and in [`INSERT_MANY`]: only a failed attempt pins a message.
+/// left NULL, here and in [`INSERT_MANY`]: only a failed attempt pins a message. A
+/// message stored leased has a lease of `$14` microseconds from `$19` (`lease_end!`).
 ///
 /// [`stored_from_new`]: crate::codec::stored_from_new
-pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+pub(super) const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ",
+    lease_end!("$19", "$14"),
+    ", $15, $16, $17, $18, $18) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-     RETURNING id";
+     RETURNING id"
+);
 
 /// The insert of a whole batch, one statement: the parameters are one array per column
 /// (`args` and `recipients` as one JSON array text per message, since Postgres arrays
@@ -76,7 +111,8 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, idempotency_k
 /// back: the answers are built from the messages themselves ([`stored_from_new`]).
 ///
 /// [`stored_from_new`]: crate::codec::stored_from_new
-pub(super) const INSERT_MANY: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
+pub(super) const INSERT_MANY: &str = concat!(
+    "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
      SELECT b.id, b.idempotency_key, b.template, \
@@ -85,18 +121,22 @@ pub(super) const INSERT_MANY: &str = "INSERT INTO messages (id, idempotency_key,
          ARRAY(SELECT r.v FROM jsonb_array_elements_text(b.recipients::jsonb) WITH ORDINALITY \
                AS r(v, n) ORDER BY r.n), \
          b.expires_at, b.status, b.reason, b.attempts, b.max_attempts, b.next_attempt_at, \
-         b.lease_owner, b.lease_token, b.lease_expires_at, b.last_vendor, b.last_error, \
-         b.may_duplicate, b.created_at, b.created_at \
+         b.lease_owner, b.lease_token, ",
+    lease_end!("b.lease_start", "b.lease_micros"),
+    ", b.last_vendor, b.last_error, b.may_duplicate, b.created_at, b.created_at \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
-                 $11::timestamptz[], $12::text[], $13::uuid[], $14::timestamptz[], $15::text[], \
-                 $16::text[], $17::bool[], $18::timestamptz[]) WITH ORDINALITY \
+                 $11::timestamptz[], $12::text[], $13::uuid[], $14::int8[], $15::text[], \
+                 $16::text[], $17::bool[], $18::timestamptz[], $19::timestamptz[]) \
+         WITH ORDINALITY \
          AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
               attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
-              lease_expires_at, last_vendor, last_error, may_duplicate, created_at, ord) \
+              lease_micros, last_vendor, last_error, may_duplicate, created_at, lease_start, \
+              ord) \
      ORDER BY b.idempotency_key, b.ord \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-     RETURNING id";
+     RETURNING id"
+);
 
 /// The stored messages holding any of the given idempotency keys.
 pub(super) const SELECT_BY_KEYS: &str = concat!(
@@ -123,21 +163,28 @@ pub(super) const SELECT_BY_KEY: &str = concat!(
 /// once (an `id IN (subquery)` form may be re-planned as a join); it also hands back each
 /// row's previous due time, so the claimed rows are returned oldest due first.
 ///
-/// The pick is `status IN (…) AND due_at <= $1 ORDER BY due_at, id`, exactly the
+/// The pick is `status IN (…) AND due_at <= <time> ORDER BY due_at, id`, exactly the
 /// predicate and key of the partial index `messages_claim`, so Postgres walks the index
 /// from the oldest due row and stops after `limit` rows, however many final rows the
 /// table holds. `tests/it/postgres.rs` checks the plan with EXPLAIN.
+///
+/// `<time>` is `lease_clock!($1)`: due messages and lapsed leases are those of the
+/// caller's `now`, or of the database's time when `$1` is NULL; the new lease runs `$5`
+/// microseconds from the same time. `$6` dates the change.
 pub(super) const CLAIM: &str = concat!(
     "WITH due AS ( \
          SELECT id, due_at FROM messages \
-         WHERE status IN ('queued', 'leased') AND due_at <= $1 \
-         ORDER BY due_at, id \
+         WHERE status IN ('queued', 'leased') AND due_at <= ",
+    lease_clock!("$1"),
+    " ORDER BY due_at, id \
          LIMIT $2 \
          FOR UPDATE SKIP LOCKED \
      ) \
      UPDATE messages AS m \
      SET status = 'leased', attempts = m.attempts + 1, lease_owner = $3, lease_token = $4, \
-         lease_expires_at = $5, updated_at = $1, \
+         lease_expires_at = ",
+    lease_end!("$1", "$5"),
+    ", updated_at = $6, \
          may_duplicate = (m.may_duplicate OR m.status = 'leased') \
      FROM due WHERE m.id = due.id \
      RETURNING due.due_at AS claimed_due_at, ",
@@ -208,12 +255,15 @@ pub(super) const RELEASE: &str = concat!(
     leased_under_token!()
 );
 
-/// Moves a leased message's lease end to `$3`, guarded by its lease token; answers the
-/// owner, so the caller can hand back the whole lease.
+/// Moves a leased message's lease end to `$4` microseconds from `lease_clock!($3)`,
+/// guarded by its lease token; `$5` dates the change. Answers the owner and the stored
+/// end, so the caller can hand back the whole lease.
 pub(super) const RENEW: &str = concat!(
-    "UPDATE messages SET lease_expires_at = $3, updated_at = $4",
+    "UPDATE messages SET lease_expires_at = ",
+    lease_end!("$3", "$4"),
+    ", updated_at = $5",
     leased_under_token!(),
-    " RETURNING lease_owner"
+    " RETURNING lease_owner, lease_expires_at"
 );
 
 /// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned

@@ -8,7 +8,7 @@ use sms_core::testing::store_contract::ContractStore;
 pub use sms_core::testing::store_contract::fixtures::{
     at, keyed_request, queued, queued_request, request,
 };
-use sms_store::postgres::{PgConfig, PgStore};
+use sms_store::postgres::{LeaseClock, PgConfig, PgStore};
 
 /// The Postgres server the tests use.
 pub fn postgres_url() -> String {
@@ -119,7 +119,9 @@ fn drop_stale_schemas() {
 }
 
 /// The test settings: a small pool and short timeouts, in `guard`'s schema, with
-/// sessions named after the schema so the guard can end them.
+/// sessions named after the schema so the guard can end them. Leases are timed by the
+/// caller's `now`: the contract suite and most tests drive time with fixed instants
+/// (`postgres_lease_clock` tests the database's clock).
 pub fn pg_config(guard: &SchemaGuard) -> PgConfig {
     let url = postgres_url();
     let url = if url.contains("://") {
@@ -133,6 +135,7 @@ pub fn pg_config(guard: &SchemaGuard) -> PgConfig {
         connect_timeout_ms: 3_000,
         wait_timeout_ms: 10_000,
         operation_timeout_ms: 30_000,
+        lease_clock: LeaseClock::Caller,
         ..PgConfig::with_url(url).schema(guard.schema())
     }
 }
