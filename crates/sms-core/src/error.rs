@@ -229,6 +229,10 @@ pub enum SendError {
     /// No vendor can take messages (all disabled or none configured).
     #[error("no vendor available: {0}")]
     NoVendor(String),
+    /// The per-recipient limits could not be checked and the policy is to fail closed;
+    /// nothing was sent or stored.
+    #[error("the per-recipient limits cannot be checked now, so nothing was sent: {0}")]
+    LimitsUnavailable(#[source] LimitError),
 }
 
 #[cfg(test)]

@@ -271,9 +271,9 @@ impl From<SendError> for ApiError {
             SendError::Rejected { .. } => Self::Rejected(e.to_string()),
             SendError::Expired => Self::Expired(e.to_string()),
             SendError::TimedOut => Self::TimedOut(e.to_string()),
-            SendError::StorageUnavailable(_) | SendError::NoVendor(_) => {
-                Self::Unavailable(e.to_string())
-            }
+            SendError::StorageUnavailable(_)
+            | SendError::NoVendor(_)
+            | SendError::LimitsUnavailable(_) => Self::Unavailable(e.to_string()),
         }
     }
 }

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, QueueReason, RateDecision,
-    RecipientDecision, SendError, SmsRequest, StoredMessage, ValidationError, VendorError,
-    VendorId,
+    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, PhoneNumber, QueueReason,
+    RateDecision, RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoredMessage,
+    ValidationError, VendorError, VendorId,
 };
 
 use super::Gateway;
@@ -81,6 +81,29 @@ enum Reservation {
     Existing(Box<StoredMessage>),
 }
 
+/// Whether a request's outcome may have reached its recipients (or is kept to reach
+/// them): everything but a refusal before any vendor took it. A timeout reported to the
+/// caller may have been delivered, so it keeps its counts.
+fn went_out(outcome: &Result<SendOutcome, SendError>) -> bool {
+    match outcome {
+        Ok(SendOutcome::Existing(_)) => false,
+        Ok(_) => true,
+        Err(SendError::TimedOut) => true,
+        Err(_) => false,
+    }
+}
+
+/// Gives `recipients`' counts back to the limiter; a failure only costs the recipients
+/// part of their allowance, so it is logged.
+async fn give_back(limiter: &dyn RecipientLimiter, recipients: &[PhoneNumber]) {
+    if recipients.is_empty() {
+        return;
+    }
+    if let Err(e) = limiter.give_back(recipients).await {
+        tracing::warn!(error = %e, "could not give recipient limit counts back");
+    }
+}
+
 /// The number of rate-limit permits a request takes: one per recipient.
 pub(crate) fn permits(request: &SmsRequest) -> u32 {
     u32::try_from(request.recipients().len()).unwrap_or(u32::MAX)
@@ -102,7 +125,26 @@ impl Gateway {
         if let Some(existing) = self.find_existing(&request).await? {
             return Ok(SendOutcome::Existing(existing));
         }
-        self.check_recipients(&request).await?;
+        let Some(limiter) = &self.recipient_limiter else {
+            return self.send_checked(request, now).await;
+        };
+        self.check_recipients(limiter.as_ref(), &request).await?;
+        let recipients = request.recipients().to_vec();
+        let outcome = self.send_checked(request, now).await;
+        if !went_out(&outcome) {
+            // Refused after it was counted: the counts go back, so the refusal does not
+            // use up the recipient's allowance.
+            give_back(limiter.as_ref(), &recipients).await;
+        }
+        outcome
+    }
+
+    /// The rest of [`send`](Self::send), once the recipients are checked and counted.
+    async fn send_checked(
+        &self,
+        request: SmsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<SendOutcome, SendError> {
         {
             // Never store a message no vendor can send: it would only wait to die.
             let health = self.health();
@@ -177,36 +219,49 @@ impl Gateway {
             .map_err(SendError::StorageUnavailable)
     }
 
-    async fn check_recipients(&self, request: &SmsRequest) -> Result<(), SendError> {
-        let Some(limiter) = &self.recipient_limiter else {
+    /// Checks and counts every recipient. When one is limited, the request is refused
+    /// and the others' counts go back. A limiter that cannot answer refuses the request
+    /// (the limiter crate falls back to in-process windows itself when it fails open).
+    async fn check_recipients(
+        &self,
+        limiter: &dyn RecipientLimiter,
+        request: &SmsRequest,
+    ) -> Result<(), SendError> {
+        let decisions = limiter
+            .check(request.recipients())
+            .await
+            .map_err(SendError::LimitsUnavailable)?;
+        let limited =
+            request
+                .recipients()
+                .iter()
+                .zip(&decisions)
+                .find_map(|(recipient, decision)| match *decision {
+                    RecipientDecision::Limited {
+                        window,
+                        limit,
+                        retry_after,
+                    } => Some(SendError::RecipientLimited {
+                        recipient: recipient.masked(),
+                        limit,
+                        window,
+                        retry_after,
+                    }),
+                    RecipientDecision::Allowed => None,
+                });
+        let Some(refusal) = limited else {
             return Ok(());
         };
-        let decisions = match limiter.check(request.recipients()).await {
-            Ok(decisions) => decisions,
-            Err(e) => {
-                // The limiter crate already applied its fail-open/closed policy; an error
-                // that still reaches us is logged and the request goes on.
-                tracing::warn!(error = %e, "recipient limiter failed; not limiting this request");
-                return Ok(());
-            }
-        };
-        for (recipient, decision) in request.recipients().iter().zip(decisions) {
-            if let RecipientDecision::Limited {
-                window,
-                limit,
-                retry_after,
-            } = decision
-            {
-                self.emit(|| GatewayEvent::RecipientLimited);
-                return Err(SendError::RecipientLimited {
-                    recipient: recipient.masked(),
-                    limit,
-                    window,
-                    retry_after,
-                });
-            }
-        }
-        Ok(())
+        self.emit(|| GatewayEvent::RecipientLimited);
+        let counted: Vec<PhoneNumber> = request
+            .recipients()
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, decision)| **decision == RecipientDecision::Allowed)
+            .map(|(recipient, _)| recipient.clone())
+            .collect();
+        give_back(limiter, &counted).await;
+        Err(refusal)
     }
 
     async fn check_rate(&self, request: &SmsRequest) -> RateCheck {

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use sms_core::mocks::{MockClock, MockRecipientLimiter, MockUsageLedger, MockVendor};
+use sms_core::mocks::{MockClock, MockUsageLedger, MockVendor};
 use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
-use sms_core::{LimitError, Money, Receipt, StoreError, VendorId};
+use sms_core::{Money, Receipt, StoreError, VendorId};
 use sms_failover::{Gateway, SendOutcome, VendorEntry};
 
 use crate::support::*;
@@ -157,34 +157,6 @@ async fn init_reads_the_totals_of_the_current_period_only() {
     .unwrap();
     gateway.init().await.unwrap();
     assert_eq!(gateway.vendors()[0].billed_this_period, 7);
-}
-
-#[tokio::test]
-async fn a_recipient_limiter_error_does_not_block_the_request() {
-    let mut recipients = MockRecipientLimiter::new();
-    recipients
-        .expect_check()
-        .returning(|_| Err(LimitError::Unavailable("redis down".into())));
-    let vendor = FakeVendor::new("aliyun");
-    let gateway = Gateway::builder(
-        vec![VendorEntry {
-            vendor: vendor.clone(),
-            fees: flat(45_000),
-        }],
-        Arc::new(AllowAll::default()),
-        Arc::new(MemoryQueue::new()),
-        Arc::new(MemoryLedger::new()),
-    )
-    .recipient_limiter(Arc::new(recipients))
-    .clock(Arc::new(ManualClock::new(start())))
-    .config(config())
-    .build()
-    .unwrap();
-    assert!(matches!(
-        gateway.send(request()).await.unwrap(),
-        SendOutcome::Sent { .. }
-    ));
-    assert_eq!(vendor.calls(), 1);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod failover;
 mod limits;
 mod outage;
 mod pitfalls;
+mod recipient_limits;
 mod record;
 mod send;
 mod shared_usage;

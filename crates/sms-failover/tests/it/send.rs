@@ -64,6 +64,13 @@ async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_s
             },
         ])
     });
+    // The allowed first recipient's count goes back: the request was refused.
+    let first = request_to(2).recipients()[0].clone();
+    recipients
+        .expect_give_back()
+        .times(1)
+        .withf(move |numbers| numbers == [first.clone()])
+        .returning(|_| Ok(()));
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
     limiter.expect_acquire().never();

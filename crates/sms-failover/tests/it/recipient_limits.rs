@@ -1,0 +1,136 @@
+//! Per-recipient limits on the live path: an unavailable limiter refuses instead of
+//! letting the request through unchecked, and a request refused after it was counted
+//! gives its counts back.
+
+use std::sync::Arc;
+
+use sms_core::mocks::{MockDeferredQueue, MockRecipientLimiter};
+use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
+use sms_core::{
+    DeferredQueue, IdempotencyKey, LimitError, RecipientLimiter, RecipientWindow, SendError,
+    SmsRequest, StoreError, VendorId,
+};
+use sms_failover::{Gateway, VendorEntry};
+use sms_limit::InProcessRecipientLimiter;
+
+use crate::support::*;
+
+/// One vendor, every request allowed by the global limit, and `recipients` as the
+/// per-recipient limiter.
+fn gateway(
+    recipients: Arc<dyn RecipientLimiter>,
+    queue: Arc<dyn DeferredQueue>,
+) -> (Gateway, Arc<FakeVendor>) {
+    let vendor = FakeVendor::new("aliyun");
+    let gateway = Gateway::builder(
+        vec![VendorEntry {
+            vendor: vendor.clone(),
+            fees: flat(40_000),
+        }],
+        Arc::new(AllowAll::default()),
+        queue,
+        Arc::new(MemoryLedger::new()),
+    )
+    .clock(Arc::new(ManualClock::new(start())))
+    .config(config())
+    .recipient_limiter(recipients)
+    .build()
+    .expect("a gateway");
+    (gateway, vendor)
+}
+
+/// One message per number per minute, in process.
+fn one_a_minute() -> Arc<InProcessRecipientLimiter> {
+    Arc::new(
+        InProcessRecipientLimiter::new(vec![RecipientWindow::per_seconds(1, 60)])
+            .expect("a limiter"),
+    )
+}
+
+fn to(numbers: &[&str]) -> SmsRequest {
+    SmsRequest::new("login", ["1234"], numbers.iter().copied()).unwrap()
+}
+
+#[tokio::test]
+async fn an_unavailable_recipient_limiter_refuses_the_request_instead_of_skipping_the_check() {
+    let mut recipients = MockRecipientLimiter::new();
+    recipients
+        .expect_check()
+        .returning(|_| Err(LimitError::Unavailable("redis down".into())));
+    let queue = Arc::new(MemoryQueue::new());
+    let (gateway, vendor) = gateway(Arc::new(recipients), queue.clone());
+
+    let e = gateway.send(request()).await.unwrap_err();
+    assert!(matches!(e, SendError::LimitsUnavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("per-recipient"), "{e}");
+    assert_eq!(vendor.calls(), 0, "nothing sent unchecked");
+    assert_eq!(queue.stats().await.unwrap().queued, 0, "nothing stored");
+}
+
+#[tokio::test]
+async fn a_request_refused_for_one_limited_number_gives_the_others_their_counts_back() {
+    let limiter = one_a_minute();
+    let (gateway, vendor) = gateway(limiter.clone(), Arc::new(MemoryQueue::new()));
+    gateway.send(to(&["+8613800000001"])).await.unwrap();
+
+    // Two numbers, the first limited: refused, and the second is not counted.
+    let e = gateway
+        .send(to(&["+8613800000001", "+8613800000002"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
+    gateway.send(to(&["+8613800000002"])).await.unwrap();
+    assert_eq!(vendor.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_request_refused_because_every_vendor_is_disabled_gives_its_counts_back() {
+    let limiter = one_a_minute();
+    let (gateway, _vendor) = gateway(limiter, Arc::new(MemoryQueue::new()));
+    let aliyun = VendorId::new("aliyun").unwrap();
+    gateway.disable(&aliyun).unwrap();
+    let e = gateway.send(request()).await.unwrap_err();
+    assert!(matches!(e, SendError::NoVendor(_)), "{e:?}");
+
+    gateway.enable(&aliyun).unwrap();
+    gateway
+        .send(request())
+        .await
+        .expect("the refused request did not use the number's one message a minute");
+}
+
+#[tokio::test]
+async fn a_request_the_store_cannot_take_gives_its_counts_back() {
+    let limiter = one_a_minute();
+    let mut queue = MockDeferredQueue::new();
+    queue
+        .expect_find_by_idempotency_key()
+        .returning(|_| Ok(None));
+    queue
+        .expect_enqueue()
+        .times(1)
+        .returning(|_| Err(StoreError::Unavailable("database down".into())));
+    let (gateway, vendor) = gateway(limiter.clone(), Arc::new(queue));
+    let keyed = request().with_idempotency_key(IdempotencyKey::new("k-1").unwrap());
+    let e = gateway.send(keyed).await.unwrap_err();
+    assert!(matches!(e, SendError::StorageUnavailable(_)), "{e:?}");
+    assert_eq!(vendor.calls(), 0);
+
+    let again = limiter.check(request().recipients()).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|d| *d == sms_core::RecipientDecision::Allowed),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delivered_request_keeps_its_count() {
+    // The give-back must not reach requests that went out: the limit still holds.
+    let limiter = one_a_minute();
+    let (gateway, _vendor) = gateway(limiter, Arc::new(MemoryQueue::new()));
+    gateway.send(request()).await.unwrap();
+    let e = gateway.send(request()).await.unwrap_err();
+    assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
+}
