@@ -4,8 +4,9 @@
 //! Every update of a claimed message is checked against its lease token, so a message
 //! whose lease lapsed and was claimed by another drainer is counted as lost and left to
 //! that drainer. A lane stops the pass (the rest of the batch goes back unattempted)
-//! when going on could not help: the rate limit is reached, no vendor can be used, or a
-//! lease could lapse during the attempt. While every vendor rests or is disabled, no
+//! when going on could not help: the rate limit is reached or no vendor can be used. A
+//! lease too short for an attempt and the write of its outcome is renewed before the
+//! vendor call (see [`lease`](super::lease)). While every vendor rests or is disabled, no
 //! pass claims anything: the messages keep their attempts for when a vendor is back.
 //!
 //! A failed message is retried with a backoff until it is out of attempts *and* past
@@ -311,11 +312,14 @@ impl Gateway {
             self.bury(id, token, failure, now, report).await;
             return Next::Continue;
         }
-        // A lease that could lapse during the attempt would let another drainer send the
-        // message too: give it back instead.
-        if after(now, self.config.attempt_timeout) >= lease.expires_at {
-            self.release(&message, report).await;
-            return Next::Halt;
+        // A lease that could lapse during the attempt or before its outcome is written
+        // would let another drainer send the message too: renew it first.
+        if let Err(e) = self.cover_attempt(id, token, lease.expires_at).await {
+            let lost = matches!(e, StoreError::LeaseLost(_));
+            self.updated(id, Err(e), report);
+            // Lost to another claimer: that one sends it. Otherwise the store is failing
+            // and the message stays leased until its lease lapses.
+            return if lost { Next::Continue } else { Next::Halt };
         }
         if let Some(problem) = self.over_capacity(&message.request) {
             // Waiting would never make it fit: it must not hold up every pass.

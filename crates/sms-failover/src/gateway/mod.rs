@@ -30,6 +30,7 @@ pub(crate) mod attempt;
 pub(crate) mod builder;
 pub(crate) mod drain;
 pub(crate) mod drainer;
+pub(crate) mod lease;
 pub(crate) mod send;
 
 /// Tries to write a leased message's outcome (sent, dead) while the store is briefly

@@ -24,8 +24,9 @@ use sms_core::{
     ValidationError, VendorError, VendorId,
 };
 
-use super::Gateway;
 use super::attempt::{Attempted, NoRoute, Origin, may_duplicate, queue_reason};
+use super::lease::Outcome;
+use super::{Gateway, Settled};
 use crate::backoff::{after, retry_while_unavailable};
 use crate::config::TimeoutPolicy;
 use crate::events::GatewayEvent;
@@ -74,8 +75,8 @@ enum RateCheck {
 enum Reservation {
     /// No idempotency key: nothing is stored before the attempt.
     Unkeyed,
-    /// Stored leased to this instance under this token.
-    Leased(LeaseToken),
+    /// Stored leased to this instance under this token, until then (this clock).
+    Leased(LeaseToken, DateTime<Utc>),
     /// A concurrent request with the same key stored it first (boxed: the rare case
     /// should not make every reservation as large as a stored message).
     Existing(Box<StoredMessage>),
@@ -172,7 +173,20 @@ impl Gateway {
 
         let token = match self.reserve(id, &request, now).await? {
             Reservation::Unkeyed => None,
-            Reservation::Leased(token) => Some(token),
+            Reservation::Leased(token, expires_at) => {
+                // The store and the limiters may have taken a while since the row was
+                // stored: the lease must still cover the call and the outcome write.
+                if let Err(e) = self.cover_attempt(id, token, expires_at).await {
+                    // The row is stored: the drain sends it once the lease lapses.
+                    tracing::warn!(%id, error = %e, "could not renew the lease before the vendor call; the message waits in the queue");
+                    return Ok(SendOutcome::Queued {
+                        id,
+                        reason: QueueReason::Accepted,
+                        may_duplicate: false,
+                    });
+                }
+                Some(token)
+            }
             Reservation::Existing(existing) => return Ok(SendOutcome::Existing(*existing)),
         };
         let attempted = match self.attempt(id, &request, None, Origin::Live).await {
@@ -292,11 +306,12 @@ impl Gateway {
             return Ok(Reservation::Unkeyed);
         }
         let token = LeaseToken::new();
+        let expires_at = after(now, self.config.lease);
         let message = NewMessage {
             initial: InitialState::Leased(Lease {
                 owner: self.config.instance_id.clone(),
                 token,
-                expires_at: after(now, self.config.lease),
+                expires_at,
             }),
             attempts: 1,
             ..NewMessage::queued(
@@ -308,7 +323,7 @@ impl Gateway {
             )
         };
         match self.queue.enqueue(message).await {
-            Ok(Enqueued::Created(_)) => Ok(Reservation::Leased(token)),
+            Ok(Enqueued::Created(_)) => Ok(Reservation::Leased(token, expires_at)),
             Ok(Enqueued::Existing(existing)) => Ok(Reservation::Existing(Box::new(existing))),
             Err(e) => Err(SendError::StorageUnavailable(e)),
         }
@@ -431,9 +446,14 @@ impl Gateway {
                         self.queue.complete(id, token, vendor, now)
                     })
                     .await;
-                // Still failing: the message stays leased and is sent again when its
-                // lease lapses (logged by `settle`).
-                self.settle(id, result);
+                if self.settle(id, result) == Settled::Failed {
+                    // Left leased, it would be sent again when the lease lapses.
+                    let outcome = Outcome::Sent {
+                        vendor: vendor.clone(),
+                        at: now,
+                    };
+                    self.keep_writing(id, token, outcome);
+                }
                 Ok(self.delivered_live(id, &attempted))
             }
             Err(error @ VendorError::Rejected { code, message }) => {
@@ -512,7 +532,9 @@ impl Gateway {
                 self.queue.dead(id, token, failure.clone(), now)
             })
             .await;
-        self.settle(id, result);
+        if self.settle(id, result) == Settled::Failed {
+            self.keep_writing(id, token, Outcome::Dead { failure, at: now });
+        }
     }
 
     /// Runs `write` until it lands or the store stays unreachable for a few tries.

@@ -3,6 +3,7 @@
 mod collaborators;
 mod drain;
 mod failover;
+mod leases;
 mod limits;
 mod outage;
 mod pitfalls;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
 use sms_core::{
-    AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, LeaseToken, MessageId, MessageStatus,
-    NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+    AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken, MessageId,
+    MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
 };
 use sms_failover::{Gateway, SendOutcome, VendorEntry};
 
@@ -131,6 +131,15 @@ impl DeferredQueue for FlakyInserts {
     }
     async fn purge_sent(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         self.inner.purge_sent(before, limit).await
+    }
+    async fn renew(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.inner.renew(id, token, lease_for, now).await
     }
 }
 
@@ -336,4 +345,43 @@ async fn a_timeout_reported_as_failed_is_dead_though_the_first_writes_fail() {
         MessageStatus::Dead,
         "the caller was told it failed: no automatic resend"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_outcome_the_store_refuses_for_a_while_is_written_once_it_is_back() {
+    // More failures than the quick retries: the write goes on in the background, the
+    // message stays ours, and it ends sent or dead, never leased to be sent again.
+    for (step, policy) in [
+        (Step::Ok(1), sms_failover::TimeoutPolicy::Requeue),
+        (Step::Hang, sms_failover::TimeoutPolicy::Fail),
+    ] {
+        let queue = flaky_outcomes(12);
+        let config = sms_failover::FailoverConfig {
+            on_timeout: policy,
+            ..config()
+        };
+        let gateway = gateway_with(queue.clone(), step.clone(), config);
+        let keyed = request().with_idempotency_key(IdempotencyKey::new("k-later").unwrap());
+        let _ = gateway.send(keyed.clone()).await;
+        let key = keyed.idempotency_key().unwrap();
+        let status = || async {
+            queue
+                .find_by_idempotency_key(key)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        assert_eq!(
+            status().await,
+            MessageStatus::Leased,
+            "{step:?}: the store is still down"
+        );
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        let want = match step {
+            Step::Ok(_) => MessageStatus::Sent,
+            _ => MessageStatus::Dead,
+        };
+        assert_eq!(status().await, want, "{step:?}");
+    }
 }
