@@ -449,6 +449,31 @@ pub trait DeferredQueue: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// Gives a leased message back unattempted, due at `due_at`: nothing could take it
+    /// before then (every vendor rests). Like `release`, the claim's attempt is not counted.
+    ///
+    /// The message is queued again with `next_attempt_at` set to `due_at` (the caller's
+    /// time, as every due time is) and `updated_at` to `now`; its failure, pin and
+    /// duplicate flag stay. Refused like `release`: [`StoreError::LeaseLost`] when the
+    /// message is no longer leased under `token`, [`StoreError::NotFound`] when it is not
+    /// stored. A release is a deferral due `now`.
+    ///
+    /// The default refuses with [`StoreError::Backend`]: it is there so wrappers written
+    /// before the method existed still build, and the contract suite fails for a store
+    /// that keeps it.
+    async fn defer(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _ = (token, due_at, now);
+        Err(StoreError::backend(format!(
+            "this queue cannot defer messages (message {id})"
+        )))
+    }
+
     /// Extends the lease `token` holds on message `id` to `lease_for` from now; returns the
     /// new lease.
     ///

@@ -239,15 +239,27 @@ impl DeferredQueue for MemoryQueue {
             .update_leased(id, token, |m| finish(m, MessageStatus::Expired, now))
     }
 
+    /// A release is a deferral due now.
     async fn release(
         &self,
         id: MessageId,
         token: LeaseToken,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.defer(id, token, now, now).await
+    }
+
+    async fn defer(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.state().update_leased(id, token, |m| {
+            // The claim's attempt is given back: the message was never tried.
             m.attempts = m.attempts.saturating_sub(1);
-            m.next_attempt_at = now;
+            m.next_attempt_at = due_at;
             finish(m, MessageStatus::Queued, now);
         })
     }
