@@ -61,7 +61,7 @@ pub enum LeaseClock {
     /// leased message store a lease that ends `lease_for` after the database's time
     /// (the time the statement reached the server).
     /// The `now` passed to them still dates the change (`updated_at`), and the due
-    /// times written by `fail`, `release` and `retry` are the caller's.
+    /// times written by `fail`, `release`, `defer` and `retry` are the caller's.
     #[default]
     Database,
     /// The `now` passed to each call decides, as in the other stores: for tests that

@@ -31,9 +31,9 @@ use super::error::pg_error;
 use super::lease::LeaseTiming;
 use super::row::{BatchColumns, InsertParams, message_from_row};
 use super::statements::{
-    CLAIM, COMPLETE, COMPLETE_MANY, DEAD, EXISTING_IDS, EXPIRE, FAIL, INSERT_MANY, INSERT_MESSAGE,
-    LIST, PURGE_SENT, RELEASE, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, SELECT_BY_KEYS, STATS,
-    STATUS_OF,
+    CLAIM, COMPLETE, COMPLETE_MANY, DEAD, DEFER, EXISTING_IDS, EXPIRE, FAIL, INSERT_MANY,
+    INSERT_MESSAGE, LIST, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, SELECT_BY_KEYS,
+    STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -361,13 +361,26 @@ impl DeferredQueue for PgStore {
             .await
     }
 
+    /// A release is a deferral due now: one statement, `DEFER`.
     async fn release(
         &self,
         id: MessageId,
         token: LeaseToken,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.update_leased(id, RELEASE, &[id.as_uuid(), &token.0, &now])
+        self.defer(id, token, now, now).await
+    }
+
+    /// `due_at` is stored as given under either `LeaseClock`: only leases are timed by
+    /// the database's clock.
+    async fn defer(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.update_leased(id, DEFER, &[id.as_uuid(), &token.0, &due_at, &now])
             .await
     }
 

@@ -247,10 +247,12 @@ pub(super) const EXPIRE: &str = concat!(
     leased_under_token!()
 );
 
-/// A release gives back the claim's attempt: the message was never tried.
-pub(super) const RELEASE: &str = concat!(
+/// Requeues a leased message unattempted, due at `$3`, dated `$4`: the claim's attempt
+/// is given back, the message was never tried. A release is this with `$3` = `$4`.
+/// `$3` is the caller's time under either `LeaseClock`, as every due time written is.
+pub(super) const DEFER: &str = concat!(
     "UPDATE messages SET status = 'queued', attempts = GREATEST(attempts - 1, 0), \
-     next_attempt_at = $3, updated_at = $3, ",
+     next_attempt_at = $3, updated_at = $4, ",
     drop_lease!(),
     leased_under_token!()
 );

@@ -19,8 +19,8 @@ use super::SqliteStore;
 use super::error::sqlite_error;
 use super::row::{InsertRow, MessageRow, micros};
 use super::statements::{
-    CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, EXPIRE, FAIL, INSERT, LIST, PURGE_SENT, RELEASE,
-    RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
+    CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, DEFER, EXPIRE, FAIL, INSERT, LIST, PURGE_SENT, RENEW,
+    RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -227,16 +227,26 @@ impl DeferredQueue for SqliteStore {
         .await
     }
 
+    /// A release is a deferral due now: one statement, `DEFER`.
     async fn release(
         &self,
         id: MessageId,
         token: LeaseToken,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.defer(id, token, now, now).await
+    }
+
+    async fn defer(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.update_leased(id, token, move |conn, id, token| {
-            // The claim's attempt is given back: the message was never tried.
-            conn.prepare_cached(RELEASE)?
-                .execute(params![id, token, micros(now)])
+            conn.prepare_cached(DEFER)?
+                .execute(params![id, token, micros(due_at), micros(now)])
         })
         .await
     }

@@ -160,6 +160,37 @@ async fn a_claim_stores_database_time_and_answers_in_the_callers_clock() {
     assert!(handed_back <= stored_lease_end(&store, m.message().id).await);
 }
 
+/// A deferral stores the caller's due time as given, as every due time is: only leases
+/// are timed by the database's clock. Until then the message is not due in the
+/// database's time, so an instance whose clock runs ahead takes nothing either.
+#[tokio::test]
+async fn a_deferral_is_due_at_the_callers_due_time() {
+    let Some((first, second, _guard)) = two_instances(LeaseClock::Database).await else {
+        return;
+    };
+    let m = first.enqueue(queued(at(0), at(0))).await.unwrap();
+    let now = Utc::now();
+    let claimed = first.claim("instance-1", now, LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let due_at = now + chrono::Duration::seconds(60);
+    first
+        .defer(m.message().id, token(&claimed[0]), due_at, now)
+        .await
+        .unwrap();
+    let deferred = first.get(m.message().id).await.unwrap().unwrap();
+    assert_eq!(deferred.next_attempt_at, micros(due_at));
+    assert_eq!(deferred.updated_at, micros(now));
+    assert_eq!(deferred.attempts, 0);
+    assert!(
+        second
+            .claim("instance-2", Utc::now() + SKEW, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet in the database's time"
+    );
+}
+
 /// A lease of one second really lapses in the database's time: instance two claims the
 /// message although by its own clock, which runs behind, the lease has minutes to go.
 /// The claim flags it `may_duplicate`, as any claim of a lapsed lease does.
