@@ -4,8 +4,8 @@
 //!
 //! Each case is a `pub async fn` taking the queue (`&Arc<dyn DeferredQueue>`) or the
 //! ledger (`&Arc<dyn UsageLedger>`) to drive, grouped by concept: [`enqueue`],
-//! [`claim`], [`renew`], [`outcome`], [`pinning`], [`operator`], [`batch`] and
-//! [`ledger`]. The cases guard what the gateway relies on:
+//! [`claim`], [`renew`], [`outcome`], [`defer`], [`pinning`], [`operator`], [`batch`]
+//! and [`ledger`]. The cases guard what the gateway relies on:
 //!
 //! - concurrent drainers never lease one message twice
 //!   ([`claim::concurrent_claimers_never_share_a_message`] and the lease cases);
@@ -16,6 +16,8 @@
 //!   holds the message ([`renew`]);
 //! - retries end: a dead message is kept and never claimed, a failed one waits for its
 //!   backoff ([`outcome`]);
+//! - a message given back while every vendor rests waits for the rest to end, and the
+//!   claim that gave it back costs it no attempt ([`defer`]);
 //! - a message past its deliver-by time is taken out for good
 //!   ([`outcome::expire_marks_the_message_expired`]);
 //! - a message a vendor's per-number limit refused goes back to that vendor, until a
@@ -60,6 +62,7 @@
 
 pub mod batch;
 pub mod claim;
+pub mod defer;
 pub mod enqueue;
 pub mod fixtures;
 pub mod ledger;
@@ -181,6 +184,8 @@ macro_rules! store_contract_tests {
             outcome::release_requeues_now_without_counting_the_attempt,
             outcome::retry_requeues_dead_and_expired_messages_only,
             outcome::updates_of_unknown_messages_are_not_found,
+            defer::defer_requeues_at_due_at_without_counting_the_attempt,
+            defer::defer_with_a_stale_token_is_lease_lost,
             pinning::a_pinned_failure_stores_its_vendor_and_the_claim_returns_it,
             pinning::a_failure_without_a_pin_clears_it,
             pinning::dead_keeps_the_pin_and_retry_clears_it,
