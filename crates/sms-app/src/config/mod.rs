@@ -371,8 +371,9 @@ mod layout {
     use toml::de::{DeTable, DeValue};
 
     /// `FailoverConfig` keys written in `[queue]`.
-    pub(super) const QUEUE_KEYS: [&str; 8] = [
+    pub(super) const QUEUE_KEYS: [&str; 9] = [
         "max_attempts",
+        "retry_horizon_h",
         "backoff_base_ms",
         "backoff_max_s",
         "lease_s",

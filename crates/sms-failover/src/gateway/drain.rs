@@ -6,8 +6,9 @@
 //! that drainer. A lane stops the pass (the rest of the batch goes back unattempted)
 //! when going on could not help: the rate limit is reached or no vendor can be used. A
 //! lease too short for an attempt and the write of its outcome is renewed before the
-//! vendor call (see [`lease`](super::lease)). While every vendor rests or is disabled, no
-//! pass claims anything: the messages keep their attempts for when a vendor is back.
+//! vendor call (see [`lease`](super::lease)). While every vendor that could send a
+//! message rests, it is put back unattempted, due when the first rest ends (or at its
+//! deadline, to be expired on time): it keeps its attempts for when a vendor is back.
 //!
 //! A failed message is retried with a backoff until it is out of attempts *and* past
 //! the retry horizon (counted from when it was accepted), or until its deadline: an
@@ -20,16 +21,17 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
 use sms_core::{
-    AttemptFailure, Completion, LeaseToken, MessageId, RateDecision, StoreError, StoredMessage,
-    VendorError,
+    AttemptFailure, Completion, LeaseToken, MessageId, RateDecision, SmsRequest, StoreError,
+    StoredMessage, VendorError,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::Origin;
+use super::attempt::{NoRoute, Origin};
 use super::send::permits;
 use super::{Gateway, OUTCOME_RETRY_FIRST, OUTCOME_RETRY_MAX, OUTCOME_TRIES, Settled};
 use crate::backoff::{after, jittered_backoff, retry_while_unavailable};
 use crate::events::GatewayEvent;
+use crate::health::Blocked;
 
 /// Longest a delivered drained message waits before its "sent" is written: completions
 /// are written together, one commit per this interval (or per claimed batch, when that
@@ -52,8 +54,10 @@ pub struct DrainReport {
     pub expired: usize,
     /// Updates refused because another claimer holds the message now.
     pub lease_lost: usize,
-    /// Given back unattempted (rate limit reached, no vendor, lease too short, shutdown).
+    /// Given back unattempted (rate limit reached, every vendor disabled, shutdown).
     pub released: usize,
+    /// Put back unattempted, due when the first of its vendors' rests ends.
+    pub deferred: usize,
 }
 
 impl DrainReport {
@@ -66,6 +70,7 @@ impl DrainReport {
         self.expired += other.expired;
         self.lease_lost += other.lease_lost;
         self.released += other.released;
+        self.deferred += other.deferred;
     }
 }
 
@@ -91,7 +96,7 @@ impl Gateway {
         // A batch claimed while the previous one was being marked sent.
         let mut claimed_ahead: Option<Vec<StoredMessage>> = None;
         for pass_batch in 0..self.config.drain_max_batches {
-            if stop.is_cancelled() || self.no_vendor_usable() {
+            if stop.is_cancelled() {
                 break;
             }
             let batch = match claimed_ahead.take() {
@@ -321,6 +326,12 @@ impl Gateway {
             // and the message stays leased until its lease lapses.
             return if lost { Next::Continue } else { Next::Halt };
         }
+        let unavailable = self.health().unavailable(now);
+        if let Some(Blocked::Resting { until }) = unavailable {
+            // Every vendor rests: an attempt now would only spend one of its retries.
+            self.defer(&message, until, report).await;
+            return Next::Continue;
+        }
         if let Some(problem) = self.over_capacity(&message.request) {
             // Waiting would never make it fit: it must not hold up every pass.
             let failure = AttemptFailure {
@@ -355,10 +366,16 @@ impl Gateway {
         let pinned = pinned_vendor.and_then(|v| self.ids.iter().position(|id| *id == v));
         let attempted = match self.attempt(id, &request, pinned, Origin::Drained).await {
             Ok(attempted) => attempted,
-            Err(no_route)
-                if no_route.all_disabled
-                    || (no_route.resting_until.is_some() && self.no_vendor_usable()) =>
-            {
+            Err(NoRoute {
+                resting_until: Some(until),
+                ..
+            }) => {
+                // Every vendor with its template rests: it waits for the first rest to
+                // end, and the others go on.
+                self.defer_request(id, token, &request, until, report).await;
+                return Next::Continue;
+            }
+            Err(no_route) if no_route.all_disabled => {
                 // No message can go: give this one back unattempted and end the pass.
                 let result = self.queue.release(id, token, self.clock.now()).await;
                 if self.updated(id, result, report) {
@@ -367,8 +384,8 @@ impl Gateway {
                 return Next::Halt;
             }
             Err(no_route) => {
-                // Only this message's vendors are out of use now: it waits (for the
-                // first rest to end, or with a backoff), and the others go on.
+                // Only this message's template has no enabled vendor now: it waits with
+                // a backoff, and the others go on.
                 let now = self.clock.now();
                 let failure = AttemptFailure {
                     vendor: None,
@@ -384,7 +401,7 @@ impl Gateway {
                         self.config.backoff_base,
                         self.config.backoff_max,
                     );
-                    let next_attempt_at = no_route.resting_until.unwrap_or(after(now, backoff));
+                    let next_attempt_at = after(now, backoff);
                     self.requeue(id, token, failure, next_attempt_at, now, report)
                         .await;
                 }
@@ -417,9 +434,31 @@ impl Gateway {
         Next::Continue
     }
 
-    /// Whether no vendor at all can take an attempt now: each rests or is disabled.
-    fn no_vendor_usable(&self) -> bool {
-        self.health().unavailable(self.clock.now()).is_some()
+    /// Puts a claimed message back unattempted, due when the first rest ends.
+    async fn defer(&self, message: &StoredMessage, until: DateTime<Utc>, report: &mut DrainReport) {
+        if let Some(lease) = &message.lease {
+            self.defer_request(message.id, lease.token, &message.request, until, report)
+                .await;
+        }
+    }
+
+    /// Puts a claimed message back unattempted, due at `until`, or at its deadline when
+    /// that comes first (so that it is expired on time).
+    async fn defer_request(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        request: &SmsRequest,
+        until: DateTime<Utc>,
+        report: &mut DrainReport,
+    ) {
+        let due_at = request
+            .expires_at()
+            .map_or(until, |deadline| deadline.min(until));
+        let result = self.queue.defer(id, token, due_at, self.clock.now()).await;
+        if self.updated(id, result, report) {
+            report.deferred += 1;
+        }
     }
 
     /// Whether a message accepted at `created_at` has been retried for the whole retry

@@ -108,53 +108,75 @@ async fn ten_minutes_of_every_vendor_down_kills_no_message_under_the_defaults() 
 }
 
 #[tokio::test]
-async fn while_every_vendor_rests_the_drain_claims_nothing_and_counts_no_attempt() {
+async fn while_every_vendor_rests_messages_wait_unattempted_and_expire_on_time() {
     let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config());
     for vendor in &h.vendors {
         vendor.always(transient());
     }
-    // Four live failures put both vendors to rest (two in a row each).
+    // Four live failures put both vendors to rest (two in a row each) until 30 s.
     for _ in 0..4 {
         h.gateway.send(request()).await.unwrap();
     }
-    let calls = h.vendors.iter().map(|v| v.calls()).sum::<usize>();
-    assert_eq!(calls, 4);
-    let id = sms_core::MessageId::new();
-    h.queue
-        .enqueue(NewMessage::queued(
-            id,
-            request(),
-            QueueReason::VendorFailed,
-            10,
-            start(),
-        ))
-        .await
-        .unwrap();
+    let calls = || h.vendors.iter().map(|v| v.calls()).sum::<usize>();
+    assert_eq!(calls(), 4);
+    let rest_ends = start() + chrono::Duration::seconds(30);
+    let waiting = sms_core::MessageId::new();
+    let expiring = sms_core::MessageId::new();
+    let deadline = start() + chrono::Duration::seconds(10);
+    for (id, request) in [
+        (waiting, request()),
+        (expiring, request().with_expiry(deadline)),
+    ] {
+        let message = NewMessage::queued(id, request, QueueReason::VendorFailed, 10, start());
+        h.queue.enqueue(message).await.unwrap();
+    }
 
     let report = h.gateway.drain_once().await.unwrap();
-    assert_eq!(report.claimed, 0, "{report:?}");
-    assert_eq!(h.vendors.iter().map(|v| v.calls()).sum::<usize>(), calls);
-    let message = h.queue.get(id).await.unwrap().unwrap();
+    // Both, and those of the live failures that are due.
+    assert!(report.claimed >= 2, "{report:?}");
+    assert_eq!(report.deferred, report.claimed, "{report:?}");
+    assert_eq!(calls(), 4, "no vendor call while every vendor rests");
+    let message = h.queue.get(waiting).await.unwrap().unwrap();
     assert_eq!(
-        (message.status, message.attempts),
-        (MessageStatus::Queued, 0)
+        (message.status, message.attempts, message.next_attempt_at),
+        (MessageStatus::Queued, 0, rest_ends),
+        "due when the first rest ends, its attempt not counted"
     );
+    assert_eq!(
+        h.queue
+            .get(expiring)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at,
+        deadline
+    );
+    // Nothing is claimed again before then, and the deadline still expires a message.
+    h.clock.advance(std::time::Duration::from_secs(10));
+    let report = h.gateway.drain_once().await.unwrap();
+    assert_eq!(report.expired, 1, "{report:?}");
+    assert_eq!(
+        report.claimed,
+        report.expired + report.deferred,
+        "{report:?}"
+    );
+    assert_eq!(calls(), 4);
     // A live request is stored without a vendor call too.
     match h.gateway.send(request()).await.unwrap() {
         SendOutcome::Queued { reason, .. } => assert_eq!(reason, QueueReason::VendorFailed),
         other => panic!("expected queued, got {other:?}"),
     }
-    assert_eq!(h.vendors.iter().map(|v| v.calls()).sum::<usize>(), calls);
+    assert_eq!(calls(), 4);
 
     // Once the first rest ends, the drain sends again.
     for vendor in &h.vendors {
         vendor.always(Step::Ok(1));
     }
-    h.clock.advance(FailoverConfig::default().cooldown);
+    h.clock.set(rest_ends);
     let report = h.gateway.drain_once().await.unwrap();
     assert!(report.sent >= 1, "{report:?}");
     assert_eq!(
-        h.queue.get(id).await.unwrap().unwrap().status,
+        h.queue.get(waiting).await.unwrap().unwrap().status,
         MessageStatus::Sent
     );
 }

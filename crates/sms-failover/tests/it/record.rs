@@ -141,6 +141,15 @@ impl DeferredQueue for FlakyInserts {
     ) -> Result<Lease, StoreError> {
         self.inner.renew(id, token, lease_for, now).await
     }
+    async fn defer(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.defer(id, token, due_at, now).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
