@@ -271,7 +271,7 @@ impl Vendor for AliyunVendor {
         let mut split = SplitSend::new(VENDOR, recipients.len());
         for chunk in recipients.chunks(MAX_RECIPIENTS_PER_CALL) {
             match self.send_call(sms, chunk, &billing).await {
-                Ok(r) => split.accept(r.vendor_message_id, chunk.len(), r.billed_messages, None),
+                Ok(r) => split.accept(r.vendor_message_id, chunk, r.billed_messages, None),
                 Err(e) => return Err(split.fail(e)),
             }
         }

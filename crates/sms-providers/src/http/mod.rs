@@ -18,6 +18,7 @@
 //! | credentials or request signature refused (Aliyun `InvalidAccessKeyId.*`, `SignatureDoesNotMatch`, `Forbidden.*`; Tencent `AuthFailure.*`, `UnauthorizedOperation.*`; Cloopen 111101, 111104, 111105, 111109, 111141, 111147; HTTP 401/403 without a code) | `Unauthorized` |
 //! | 5xx, connection refused or reset before the request was sent, vendor system error | `Transient` |
 //! | timeout after the request was written, or a 2xx answer that cannot be read | `TimedOut` (outcome unknown) |
+//! | some recipients taken, then a failure for the others (a later call of a split send fails; Tencent refuses some numbers of a call and takes the rest) | `PartlySent`: the recipients taken, their [`Receipt`], and the others' failure, of one of the kinds above |
 //!
 //! A [`Receipt`]'s `billed_messages` is counted from the message's text as the vendor
 //! bills it: segments of `【signature】text` per recipient ([`OutboundSms::billed_segments`]),
@@ -25,13 +26,17 @@
 //! (`Fee`), which goes in `reported_billed`.
 //!
 //! Requests over a vendor's recipient cap (Aliyun 1000, Tencent 200, Cloopen 100) are
-//! split into consecutive calls. Sending stops at the first call that fails. When no
-//! recipient was accepted yet, that call's error is returned as is; when some were, the
-//! send is reported as [`VendorError::Rejected`] with code [`PARTIAL_SEND`] and a message
-//! naming how many recipients were accepted, the messages billed for them and the vendor
-//! ids: retrying the whole message would send it twice to those who already have it, so
-//! the gateway must not retry it, and the caller is told plainly that part of it did not
-//! go out.
+//! split into consecutive calls; a request holds at most
+//! [`sms_core::MAX_RECIPIENTS`] (1000), so today only Tencent and Cloopen split.
+//! Sending stops at the first call that fails. When no recipient was accepted yet, that
+//! call's error is returned as is; when some were, the send is reported as
+//! [`VendorError::PartlySent`]: the recipients accepted, in order, a receipt for them (the
+//! calls' vendor ids joined, the messages billed for them as counted from the text,
+//! Tencent's own count while every call gave one), and the failure as the inner error.
+//! The gateway bills what was taken and retries only the others, as the inner error's
+//! kind says: nobody gets the message twice, and the others are not given up merely
+//! because some went out. Tencent answers each number of a call on its own, so a single
+//! call can be partly sent the same way.
 //!
 //! Credentials live in [`Secret`]s, whose `Debug` prints `***`, and are never logged.
 
@@ -49,10 +54,6 @@ use sms_core::{OutboundSms, PhoneNumber, Receipt, VendorError, billed_segments, 
 pub use aliyun::{AliyunConfig, AliyunVendor};
 pub use cloopen::{CloopenConfig, CloopenVendor};
 pub use tencent::{TencentConfig, TencentVendor};
-
-/// The code of the [`VendorError::Rejected`] returned when a split send was accepted for
-/// some recipients and failed for the rest.
-pub const PARTIAL_SEND: &str = "PARTIAL_SEND";
 
 /// Default per-request timeout when the configuration names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -373,7 +374,8 @@ impl Billing {
 pub(crate) struct SplitSend {
     vendor: &'static str,
     total: usize,
-    accepted: usize,
+    /// The recipients the vendor accepted so far, in the order sent.
+    sent: Vec<PhoneNumber>,
     billed: u64,
     /// The vendor's own count over the accepted recipients, while every call reported one.
     reported: Option<u64>,
@@ -385,24 +387,24 @@ impl SplitSend {
         Self {
             vendor,
             total,
-            accepted: 0,
+            sent: Vec::with_capacity(total),
             billed: 0,
             reported: Some(0),
             ids: Vec::new(),
         }
     }
 
-    /// Records recipients the vendor accepted under `vendor_id`: `billed` messages as
+    /// Records `recipients` the vendor accepted under `vendor_id`: `billed` messages as
     /// counted from the text, `reported` as the vendor counted them, when it said. One
     /// acceptance without a vendor count leaves the whole send without one.
     pub(crate) fn accept(
         &mut self,
         vendor_id: String,
-        recipients: usize,
+        recipients: &[PhoneNumber],
         billed: u64,
         reported: Option<u64>,
     ) {
-        self.accepted += recipients;
+        self.sent.extend_from_slice(recipients);
         self.billed += billed;
         self.reported = self.reported.zip(reported).map(|(sum, more)| sum + more);
         if !vendor_id.is_empty() && !self.ids.contains(&vendor_id) {
@@ -411,38 +413,39 @@ impl SplitSend {
     }
 
     /// The send stops here with `error`: returned as is when nobody got the message,
-    /// as a [`PARTIAL_SEND`] rejection when some did.
+    /// else as [`VendorError::PartlySent`] with the accepted recipients and their receipt.
     pub(crate) fn fail(self, error: VendorError) -> VendorError {
-        if self.accepted == 0 {
+        if self.sent.is_empty() {
             return error;
         }
+        // Counts only: recipients' numbers stay out of the logs.
         tracing::warn!(
             vendor = self.vendor,
-            accepted = self.accepted,
+            sent = self.sent.len(),
             total = self.total,
             billed = self.billed,
             error = %error,
-            "split send failed part way; not retrying to avoid duplicates"
+            "vendor took the message for some recipients and failed for the others"
         );
-        VendorError::Rejected {
-            code: PARTIAL_SEND.to_owned(),
-            message: format!(
-                "accepted for {} of {} recipients, billed {} messages (vendor ids {}); the other {} were not sent: {error}",
-                self.accepted,
-                self.total,
-                self.billed,
-                self.ids.join(","),
-                self.total - self.accepted
-            ),
+        let receipt = self.receipt();
+        VendorError::PartlySent {
+            sent: self.sent,
+            receipt,
+            error: Box::new(error),
         }
     }
 
     /// Every recipient was accepted.
     pub(crate) fn finish(self) -> Receipt {
+        self.receipt()
+    }
+
+    /// What the vendor answered for the recipients accepted so far.
+    fn receipt(&self) -> Receipt {
         Receipt {
             vendor_message_id: self.ids.join(","),
             billed_messages: self.billed,
-            reported_billed: self.reported.filter(|_| self.accepted > 0),
+            reported_billed: self.reported.filter(|_| !self.sent.is_empty()),
         }
     }
 }
@@ -515,31 +518,71 @@ mod tests {
         assert_eq!(e, VendorError::TimedOut);
     }
 
+    fn numbers(count: usize) -> Vec<PhoneNumber> {
+        (0..count)
+            .map(|i| PhoneNumber::parse(&format!("+86139{i:08}")).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn split_send_reports_a_partial_failure_as_a_rejection_naming_the_counts() {
-        let mut split = SplitSend::new("tencent", 300);
-        split.accept("s1".into(), 200, 400, Some(400));
+    fn split_send_failing_after_acceptances_is_partly_sent_with_their_receipt() {
+        let recipients = numbers(300);
+        let mut split = SplitSend::new("tencent", recipients.len());
+        split.accept("s1".into(), &recipients[..150], 300, Some(300));
+        split.accept("s2".into(), &recipients[150..200], 100, Some(101));
         let e = split.fail(VendorError::Transient {
             message: "boom".into(),
         });
         match e {
-            VendorError::Rejected { code, message } => {
-                assert_eq!(code, PARTIAL_SEND);
-                assert!(message.contains("200 of 300"), "{message}");
-                assert!(message.contains("billed 400 messages"), "{message}");
-                assert!(message.contains("s1"), "{message}");
-                assert!(message.contains("other 100"), "{message}");
-                assert!(message.contains("boom"), "{message}");
+            VendorError::PartlySent {
+                sent,
+                receipt,
+                error,
+            } => {
+                assert_eq!(sent, recipients[..200], "the accepted, in order");
+                assert_eq!(
+                    receipt,
+                    Receipt {
+                        vendor_message_id: "s1,s2".into(),
+                        billed_messages: 400,
+                        reported_billed: Some(401),
+                    }
+                );
+                assert_eq!(
+                    *error,
+                    VendorError::Transient {
+                        message: "boom".into()
+                    }
+                );
             }
-            other => panic!("expected a rejection, got {other:?}"),
+            other => panic!("expected PartlySent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_call_timing_out_after_acceptances_is_partly_sent_with_timed_out_inside() {
+        let recipients = numbers(150);
+        let mut split = SplitSend::new("cloopen", recipients.len());
+        split.accept("c1".into(), &recipients[..100], 100, None);
+        let e = split.fail(VendorError::TimedOut);
+        assert_eq!(e.cause(), &VendorError::TimedOut);
+        assert_eq!(e.kind(), "timed_out");
+        match e {
+            VendorError::PartlySent { sent, receipt, .. } => {
+                assert_eq!(sent, recipients[..100]);
+                assert_eq!(receipt.billed_messages, 100);
+                assert_eq!(receipt.reported_billed, None, "cloopen reports no count");
+            }
+            other => panic!("expected PartlySent, got {other:?}"),
         }
     }
 
     #[test]
     fn split_send_sums_billing_and_joins_ids() {
+        let recipients = numbers(3);
         let mut split = SplitSend::new("aliyun", 3);
-        split.accept("a".into(), 2, 2, None);
-        split.accept("b".into(), 1, 3, None);
+        split.accept("a".into(), &recipients[..2], 2, None);
+        split.accept("b".into(), &recipients[2..], 3, None);
         let r = split.finish();
         assert_eq!(r.vendor_message_id, "a,b");
         assert_eq!(r.billed_messages, 5);
@@ -548,15 +591,16 @@ mod tests {
 
     #[test]
     fn split_send_reports_the_vendors_count_only_when_every_call_gave_one() {
+        let recipients = numbers(3);
         let mut split = SplitSend::new("tencent", 3);
-        split.accept("a".into(), 1, 2, Some(2));
-        split.accept("b".into(), 2, 4, Some(5));
+        split.accept("a".into(), &recipients[..1], 2, Some(2));
+        split.accept("b".into(), &recipients[1..], 4, Some(5));
         let r = split.finish();
         assert_eq!(r.billed_messages, 6);
         assert_eq!(r.reported_billed, Some(7));
         let mut split = SplitSend::new("tencent", 2);
-        split.accept("a".into(), 1, 2, Some(2));
-        split.accept("b".into(), 1, 2, None);
+        split.accept("a".into(), &recipients[..1], 2, Some(2));
+        split.accept("b".into(), &recipients[1..2], 2, None);
         assert_eq!(split.finish().reported_billed, None);
     }
 

@@ -240,8 +240,10 @@ struct SendStatus {
 /// Reads one answer into `split`. Tencent answers with HTTP 200 even for errors: a
 /// request-level `Response.Error`, or one status per number in `SendStatusSet`, some of
 /// which may have failed while others went out. Statuses come in the order of the
-/// numbers sent; an accepted number is billed what `billing` counts for it, and `Fee`
-/// is kept as Tencent's own count.
+/// numbers sent; an accepted number goes into `split`, billed what `billing` counts for
+/// it, with `Fee` kept as Tencent's own count. The refused numbers' failure, one for all
+/// of them ([`one_failure`]), is the error, which `split` turns into
+/// [`VendorError::PartlySent`] when numbers were accepted.
 fn read_answer(
     status: u16,
     body: &str,
@@ -262,7 +264,12 @@ fn read_answer(
     let mut failures = Vec::new();
     for (s, number) in answer.send_status_set.into_iter().zip(numbers) {
         if s.code == "Ok" {
-            split.accept(s.serial_no, 1, billing.of(number), s.fee);
+            split.accept(
+                s.serial_no,
+                std::slice::from_ref(number),
+                billing.of(number),
+                s.fee,
+            );
         } else {
             failures.push(classify(&s.code, s.message));
         }
@@ -277,7 +284,8 @@ fn read_answer(
 /// one kind, that kind: for per-number refusals the longest wait, so that the message is
 /// tried again once every refused number's window has passed. Numbers failing in
 /// different ways leave no single right answer; the first failure is kept, as the
-/// vendor listed it.
+/// vendor listed it. Beside accepted numbers it is the inner error of
+/// [`VendorError::PartlySent`], so the gateway treats every refused number as it says.
 fn one_failure(failures: Vec<VendorError>) -> Option<VendorError> {
     let first = failures.first()?;
     if failures.iter().any(|f| f.kind() != first.kind()) {
@@ -315,7 +323,6 @@ mod tests {
     use sms_core::{MessageId, SmsRequest, VendorTemplate};
 
     use super::*;
-    use crate::http::PARTIAL_SEND;
 
     fn outbound(text: Option<&str>, numbers: &[&str], sign_name: Option<&str>) -> OutboundSms {
         OutboundSms {
@@ -461,8 +468,28 @@ mod tests {
         assert!(matches!(e, VendorError::Rejected { .. }), "{e:?}");
     }
 
+    /// The numbers [`read`] sends to, `+8613800138000` on.
+    fn sent_to(indexes: &[usize]) -> Vec<PhoneNumber> {
+        indexes
+            .iter()
+            .map(|i| PhoneNumber::parse(&format!("+86138001380{i:02}")).unwrap())
+            .collect()
+    }
+
+    /// The parts of a [`VendorError::PartlySent`].
+    fn partly_sent(e: VendorError) -> (Vec<PhoneNumber>, Receipt, VendorError) {
+        match e {
+            VendorError::PartlySent {
+                sent,
+                receipt,
+                error,
+            } => (sent, receipt, *error),
+            other => panic!("expected PartlySent, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_partly_failed_call_is_reported_as_partial() {
+    fn a_call_accepted_for_some_numbers_is_partly_sent_with_the_others_error() {
         let e = read(
             r#"{"Response":{"SendStatusSet":[
                 {"SerialNo":"a","Fee":1,"Code":"Ok","Message":"send success"},
@@ -471,23 +498,76 @@ mod tests {
             2,
         )
         .unwrap_err();
-        assert!(
-            matches!(e, VendorError::Rejected { ref code, .. } if code == PARTIAL_SEND),
-            "{e:?}"
+        let (sent, receipt, error) = partly_sent(e);
+        assert_eq!(sent, sent_to(&[0]));
+        assert_eq!(
+            receipt,
+            Receipt {
+                vendor_message_id: "a".into(),
+                billed_messages: 1,
+                reported_billed: Some(1),
+            }
         );
-        // A per-number refusal among accepted numbers is a partial send too: the others
-        // already have the message.
+        assert!(
+            matches!(&error, VendorError::Rejected { code, .. } if code == "InvalidParameterValue.IncorrectPhoneNumber"),
+            "{error:?}"
+        );
+        // A per-number refusal among accepted numbers: the refused ones wait out their
+        // window, the others already have the message.
+        let e = read(
+            &statuses(&[
+                status("LimitExceeded.PhoneNumberThirtySecondLimit", 0),
+                status("Ok", 2),
+                status("Ok", 1),
+            ]),
+            3,
+        )
+        .unwrap_err();
+        let (sent, receipt, error) = partly_sent(e);
+        assert_eq!(sent, sent_to(&[1, 2]), "in the order sent");
+        assert_eq!(
+            (receipt.billed_messages, receipt.reported_billed),
+            (2, Some(3))
+        );
+        assert!(
+            matches!(&error, VendorError::RecipientRefused { code, retry_after, .. }
+                if code == "LimitExceeded.PhoneNumberThirtySecondLimit" && *retry_after == Duration::from_secs(30)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn refused_numbers_beside_accepted_ones_give_one_error_as_if_alone() {
+        // Refused the same way: the longest wait.
         let e = read(
             &statuses(&[
                 status("Ok", 1),
                 status("LimitExceeded.PhoneNumberThirtySecondLimit", 0),
+                status("LimitExceeded.PhoneNumberDailyLimit", 0),
             ]),
-            2,
+            3,
         )
         .unwrap_err();
+        let (sent, _, error) = partly_sent(e);
+        assert_eq!(sent, sent_to(&[0]));
         assert!(
-            matches!(&e, VendorError::Rejected { code, message } if code == PARTIAL_SEND && message.contains("PhoneNumberThirtySecondLimit")),
-            "{e:?}"
+            matches!(&error, VendorError::RecipientRefused { code, .. } if code == "LimitExceeded.PhoneNumberDailyLimit"),
+            "{error:?}"
+        );
+        // Refused in different ways: the first, as listed.
+        let e = read(
+            &statuses(&[
+                status("Ok", 1),
+                status("LimitExceeded.PhoneNumberDailyLimit", 0),
+                status("InvalidParameterValue.IncorrectPhoneNumber", 0),
+            ]),
+            3,
+        )
+        .unwrap_err();
+        let (_, _, error) = partly_sent(e);
+        assert!(
+            matches!(&error, VendorError::RecipientRefused { code, .. } if code == "LimitExceeded.PhoneNumberDailyLimit"),
+            "{error:?}"
         );
     }
 

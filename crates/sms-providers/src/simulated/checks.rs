@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sms_core::{OutboundSms, PhoneNumber, Templates, VendorError, VendorId};
+use sms_core::{OutboundSms, PhoneNumber, Receipt, Templates, VendorError, VendorId};
 
 use super::SimulationSettings;
 use crate::ConfigError;
-use crate::http::PARTIAL_SEND;
 use crate::rules::{
     Approvals, Outgoing, PerNumberLimits, Protocol, Refusal, TemplateArgs, billed_for, vendor_text,
 };
@@ -178,23 +177,21 @@ fn aliyun_variables(sms: &OutboundSms) -> Vec<(String, String)> {
 }
 
 /// What the HTTP adapter answers when a vendor accepted some recipients and refused the
-/// rest: retrying the message would send it twice to those who have it.
+/// rest: the accepted ones and their receipt, with the refusal as the others' error, so
+/// the gateway bills what went and retries only the others.
 pub(super) fn partial_send(
     screened: Screened,
-    total: usize,
-    vendor_message_id: &str,
+    vendor_message_id: String,
     refusal: Refusal,
 ) -> VendorError {
-    let accepted = screened.accepted.len();
-    VendorError::Rejected {
-        code: PARTIAL_SEND.to_owned(),
-        message: format!(
-            "accepted for {accepted} of {total} recipients, billed {} messages \
-             (vendor ids {vendor_message_id}); the other {} were not sent: {}",
-            screened.billed_messages,
-            total - accepted,
-            VendorError::from(refusal)
-        ),
+    VendorError::PartlySent {
+        sent: screened.accepted,
+        receipt: Receipt {
+            vendor_message_id,
+            billed_messages: screened.billed_messages,
+            reported_billed: screened.reported_billed,
+        },
+        error: Box::new(refusal.into()),
     }
 }
 

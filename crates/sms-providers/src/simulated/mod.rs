@@ -11,7 +11,9 @@
 //! A send the faults let through meets what the real vendor of its protocol checks
 //! ([`crate::rules`]): a template, signature or arguments the vendor has not approved
 //! fail with [`VendorError::Misconfigured`], a number over the vendor's per-number
-//! limits with [`VendorError::RecipientRefused`], both with the vendor's own codes. The
+//! limits with [`VendorError::RecipientRefused`], both with the vendor's own codes (a
+//! Tencent-like vendor, which answers per number, sends to the others and answers
+//! [`VendorError::PartlySent`] with the refusal inside, as its HTTP adapter does). The
 //! approved templates come from [`SimulatedVendor::with_templates`]; without them the
 //! vendor approves anything, as suits a gateway without a catalogue. A delivered send
 //! bills the segments of its signed text, and a Tencent-like vendor reports its own count
@@ -103,12 +105,14 @@ pub struct SimulationStats {
     pub unauthorized: u64,
     /// Sends failed transiently (errors and outages).
     pub transient: u64,
-    /// Sends refused for the vendor's per-number limits, nothing delivered (a Tencent
-    /// send that reached some numbers counts as `rejected`, as its adapter reports it).
+    /// Sends refused for the vendor's per-number limits: nothing delivered, or for
+    /// Tencent, which answers per number, some numbers refused and the rest delivered
+    /// ([`VendorError::PartlySent`] with this refusal inside).
     pub recipient_refused: u64,
     /// Sends refused because the template, signature or arguments are not approved.
     pub misconfigured: u64,
-    /// Segments billed by the successful sends, counted from the signed text.
+    /// Segments billed by the successful sends, and by the partly sent ones for the
+    /// numbers they reached, counted from the signed text.
     pub billed_messages: u64,
 }
 
@@ -385,6 +389,9 @@ impl SimulatedVendor {
         }
     }
 
+    /// Counts a failed send under its kind. A partly sent one counts under the kind of
+    /// why the others were not sent (as [`VendorError::kind`] names it), and what it
+    /// billed for the numbers it reached counts as billed.
     fn count_failure(&self, error: &VendorError) {
         let counter = match error {
             VendorError::TimedOut => &self.counters.timed_out,
@@ -394,6 +401,12 @@ impl SimulatedVendor {
             VendorError::Transient { .. } => &self.counters.transient,
             VendorError::RecipientRefused { .. } => &self.counters.recipient_refused,
             VendorError::Misconfigured { .. } => &self.counters.misconfigured,
+            VendorError::PartlySent { receipt, error, .. } => {
+                self.counters
+                    .billed_messages
+                    .fetch_add(receipt.billed_messages, Ordering::Relaxed);
+                return self.count_failure(error);
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -505,8 +518,7 @@ impl Vendor for SimulatedVendor {
                 if let Some(refusal) = screened.refused.clone() {
                     // Some numbers got it and others were refused: answered as the HTTP
                     // adapter answers Tencent's mixed statuses.
-                    let total = sms.request.recipients().len();
-                    let error = partial_send(screened, total, &vendor_message_id, refusal);
+                    let error = partial_send(screened, vendor_message_id, refusal);
                     self.count_failure(&error);
                     return Err(error);
                 }

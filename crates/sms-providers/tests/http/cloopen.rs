@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sms_core::{Vendor, VendorError};
-use sms_providers::http::{CloopenConfig, CloopenVendor, PARTIAL_SEND, Secret};
+use sms_providers::http::{CloopenConfig, CloopenVendor, Secret};
 use sms_providers::sandbox::{FaultControls, SandboxVendor};
 
 use crate::support::{mapped, mobiles, sms, start};
@@ -217,12 +217,21 @@ async fn a_split_that_fails_in_its_second_call_reports_what_went_out() {
         .await
         .unwrap_err();
     match e {
-        VendorError::Rejected { code, message } => {
-            assert_eq!(code, PARTIAL_SEND);
-            assert!(message.contains("100 of 150"), "{message}");
-            assert!(message.contains("160042"), "{message}");
+        VendorError::PartlySent {
+            sent,
+            receipt,
+            error,
+        } => {
+            let first_call: Vec<&str> = numbers[..100].iter().map(String::as_str).collect();
+            let sent: Vec<&str> = sent.iter().map(|n| n.as_str()).collect();
+            assert_eq!(sent, first_call);
+            assert_eq!(receipt.billed_messages, 100, "no text known: one each");
+            assert!(
+                matches!(&*error, VendorError::Rejected { code, .. } if code == "160042"),
+                "{error:?}"
+            );
         }
-        other => panic!("expected a partial send, got {other:?}"),
+        other => panic!("expected PartlySent, got {other:?}"),
     }
     assert_eq!(sandbox.deliveries().len(), 100);
     sandbox.stop().await.unwrap();

@@ -1,7 +1,7 @@
 //! The Tencent Cloud adapter against the sandbox.
 
-use sms_core::{Vendor, VendorError};
-use sms_providers::http::{PARTIAL_SEND, Secret, TencentConfig, TencentVendor};
+use sms_core::{PhoneNumber, Vendor, VendorError};
+use sms_providers::http::{Secret, TencentConfig, TencentVendor};
 use sms_providers::sandbox::{FaultControls, SandboxVendor};
 
 use crate::support::{mapped, mobiles, sms, start};
@@ -98,19 +98,27 @@ async fn an_incorrect_number_is_rejected() {
 }
 
 #[tokio::test]
-async fn one_bad_number_among_good_ones_is_a_partial_send_not_a_retryable_error() {
+async fn one_bad_number_among_good_ones_is_partly_sent_to_the_good_ones() {
     let sandbox = start().await;
     let e = vendor(sandbox.tencent_config())
         .send(&sms(&["1"], &["+8613800138000", "+862012345678"]))
         .await
         .unwrap_err();
     match e {
-        VendorError::Rejected { code, message } => {
-            assert_eq!(code, PARTIAL_SEND);
-            assert!(message.contains("1 of 2"), "{message}");
-            assert!(message.contains("IncorrectPhoneNumber"), "{message}");
+        VendorError::PartlySent {
+            sent,
+            receipt,
+            error,
+        } => {
+            assert_eq!(sent, [PhoneNumber::parse("+8613800138000").unwrap()]);
+            assert_eq!(receipt.billed_messages, 1, "no text known: one");
+            assert_eq!(receipt.reported_billed, Some(1));
+            assert!(
+                matches!(&*error, VendorError::Rejected { code, .. } if code == "InvalidParameterValue.IncorrectPhoneNumber"),
+                "{error:?}"
+            );
         }
-        other => panic!("expected a partial send, got {other:?}"),
+        other => panic!("expected PartlySent, got {other:?}"),
     }
     assert_eq!(sandbox.deliveries().len(), 1);
     sandbox.stop().await.unwrap();

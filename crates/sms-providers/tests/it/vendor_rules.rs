@@ -9,7 +9,6 @@ use sms_core::{
 };
 use sms_providers::ConfigError;
 use sms_providers::delivery_log::DeliveryLog;
-use sms_providers::http::PARTIAL_SEND;
 use sms_providers::rules::Protocol;
 use sms_providers::simulated::{SimulatedVendor, SimulationSettings};
 use tokio::time::advance;
@@ -330,15 +329,22 @@ async fn tencent_sends_to_the_numbers_within_their_limits_and_says_it_did_part()
         .await
         .unwrap_err();
     match &error {
-        VendorError::Rejected { code, message } => {
-            assert_eq!(code, PARTIAL_SEND);
-            assert!(message.contains("1 of 2"), "{message}");
-            assert!(
-                message.contains("PhoneNumberThirtySecondLimit"),
-                "{message}"
+        VendorError::PartlySent {
+            sent,
+            receipt,
+            error,
+        } => {
+            let sent: Vec<&str> = sent.iter().map(|n| n.as_str()).collect();
+            assert_eq!(sent, ["+8613800138001"]);
+            assert_eq!(
+                (receipt.billed_messages, receipt.reported_billed),
+                (1, Some(1))
             );
+            let (code, _, retry_after) = refused(Err((**error).clone()));
+            assert_eq!(code, "LimitExceeded.PhoneNumberThirtySecondLimit");
+            assert_eq!(retry_after, Duration::from_secs(30));
         }
-        other => panic!("expected a partial send, got {other:?}"),
+        other => panic!("expected PartlySent, got {other:?}"),
     }
     let records = vendor.delivery_log().records();
     assert_eq!(records.len(), 2);
@@ -347,7 +353,13 @@ async fn tencent_sends_to_the_numbers_within_their_limits_and_says_it_did_part()
     advance(Duration::from_secs(1)).await;
     let (code, _, _) = refused(vendor.send(&m(&["+8613800138001", NUMBER])).await);
     assert_eq!(code, "LimitExceeded.PhoneNumberThirtySecondLimit");
-    assert_eq!(vendor.stats().rejected, 1);
+    // The partly sent one counts by why the others were not sent, and bills what went.
+    let stats = vendor.stats();
+    assert_eq!(
+        (stats.succeeded, stats.recipient_refused, stats.rejected),
+        (1, 2, 0)
+    );
+    assert_eq!(stats.billed_messages, 2);
 }
 
 #[tokio::test(start_paused = true)]
