@@ -38,6 +38,12 @@
 //! because some went out. Tencent answers each number of a call on its own, so a single
 //! call can be partly sent the same way.
 //!
+//! Each call is bounded by the adapter's timeout, so a split send may take up to that
+//! timeout times its calls; the adapters say so through
+//! [`sms_core::Vendor::split_send_time`], and the gateway waits that long rather than cut
+//! the send mid-way and lose which recipients were sent. A call that times out after
+//! earlier ones were accepted is `PartlySent` with `TimedOut` inside.
+//!
 //! Credentials live in [`Secret`]s, whose `Debug` prints `***`, and are never logged.
 
 pub mod aliyun;
@@ -57,6 +63,18 @@ pub use tencent::{TencentConfig, TencentVendor};
 
 /// Default per-request timeout when the configuration names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a send to `recipients` may take when one call takes at most `per_call`
+/// and `per_call_cap` recipients: `per_call` times the calls, or `None` for one call
+/// (which the gateway's own attempt timeout bounds). See the module documentation.
+pub(crate) fn split_send_time(
+    per_call: Duration,
+    per_call_cap: usize,
+    recipients: usize,
+) -> Option<Duration> {
+    let calls = recipients.div_ceil(per_call_cap);
+    (calls > 1).then(|| per_call.saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX)))
+}
 
 /// A credential (access key secret, secret key, auth token). Its `Debug`, `Display` and
 /// serialisation print `***`, so a stray `{:?}` or a printed configuration cannot leak it.
@@ -602,6 +620,83 @@ mod tests {
         split.accept("a".into(), &recipients[..1], 2, Some(2));
         split.accept("b".into(), &recipients[1..2], 2, None);
         assert_eq!(split.finish().reported_billed, None);
+    }
+
+    #[test]
+    fn split_send_time_covers_every_call_only_when_there_are_several() {
+        let per_call = Duration::from_millis(1500);
+        assert_eq!(split_send_time(per_call, 100, 0), None);
+        assert_eq!(split_send_time(per_call, 100, 1), None);
+        assert_eq!(split_send_time(per_call, 100, 100), None, "one full call");
+        assert_eq!(
+            split_send_time(per_call, 100, 101),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            split_send_time(per_call, 100, 1000),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            split_send_time(per_call, 100, 1001),
+            Some(Duration::from_millis(16_500))
+        );
+        // Absurd counts saturate rather than overflow.
+        assert_eq!(split_send_time(Duration::MAX, 1, 2), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn each_adapter_bounds_a_split_send_by_its_timeout_times_its_calls() {
+        use sms_core::Vendor;
+        let aliyun = AliyunVendor::new(AliyunConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            access_key_id: "id".into(),
+            access_key_secret: Secret::new("s"),
+            timeout_ms: 2_000,
+            ..AliyunConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            aliyun.split_send_time(aliyun::MAX_RECIPIENTS_PER_CALL),
+            None
+        );
+        assert_eq!(
+            aliyun.split_send_time(aliyun::MAX_RECIPIENTS_PER_CALL + 1),
+            Some(Duration::from_secs(4))
+        );
+        let tencent = TencentVendor::new(TencentConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            secret_id: "AKID".into(),
+            secret_key: Secret::new("k"),
+            timeout_ms: 500,
+            ..TencentConfig::default()
+        })
+        .unwrap();
+        assert_eq!(tencent.split_send_time(1), None);
+        assert_eq!(
+            tencent.split_send_time(tencent::MAX_RECIPIENTS_PER_CALL),
+            None
+        );
+        assert_eq!(
+            tencent.split_send_time(3 * tencent::MAX_RECIPIENTS_PER_CALL),
+            Some(Duration::from_millis(1_500))
+        );
+        let cloopen = CloopenVendor::new(CloopenConfig {
+            base_url: "http://127.0.0.1:9/".into(),
+            account_sid: "sid".into(),
+            auth_token: Secret::new("t"),
+            app_id: "app".into(),
+            ..CloopenConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            cloopen.split_send_time(cloopen::MAX_RECIPIENTS_PER_CALL),
+            None
+        );
+        assert_eq!(
+            cloopen.split_send_time(cloopen::MAX_RECIPIENTS_PER_CALL + 1),
+            Some(2 * DEFAULT_TIMEOUT),
+            "the default timeout when none is configured"
+        );
     }
 
     fn outbound(text: Option<&str>, sign_name: Option<&str>, recipients: &[&str]) -> OutboundSms {

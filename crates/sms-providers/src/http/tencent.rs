@@ -14,8 +14,8 @@ use self::codes::classify;
 use super::sign::{TC3_CONTENT_TYPE, Tc3Input, tc3_sign};
 use super::{
     Billing, DEFAULT_TIMEOUT, HttpConfigError, Secret, SplitSend, build_client, host_header,
-    override_from_env, parse_base_url, process_env, read_answer_body, require, status_error,
-    transport_error,
+    override_from_env, parse_base_url, process_env, read_answer_body, require, split_send_time,
+    status_error, transport_error,
 };
 
 /// The real endpoint.
@@ -315,6 +315,16 @@ impl Vendor for TencentVendor {
             }
         }
         Ok(split.finish())
+    }
+
+    /// Its timeout times the calls, when the recipients need more than one call of
+    /// [`MAX_RECIPIENTS_PER_CALL`]: see [`super`] on split sends.
+    fn split_send_time(&self, recipients: usize) -> Option<Duration> {
+        split_send_time(
+            Duration::from_millis(self.config.timeout_ms),
+            MAX_RECIPIENTS_PER_CALL,
+            recipients,
+        )
     }
 }
 
