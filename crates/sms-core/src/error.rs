@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::phone::PhoneNumber;
+use crate::vendor::Receipt;
+
 /// A boxed error from a backend (driver, network) that the core cannot name.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -95,9 +98,30 @@ pub enum VendorError {
         /// The vendor's words.
         message: String,
     },
+    /// A split send (one call per group of recipients) that the vendor took for `sent`
+    /// and then failed for the others with `error`. `sent` got the message and were
+    /// billed as `receipt` says: a retry goes to the others only. What it says about
+    /// the vendor, and what happens to the others, is what `error` says.
+    #[error("vendor took the message for {} recipients, then failed for the others: {error}", sent.len())]
+    PartlySent {
+        /// The recipients the vendor took.
+        sent: Vec<PhoneNumber>,
+        /// What the vendor answered for them.
+        receipt: Receipt,
+        /// Why the others were not sent.
+        error: Box<VendorError>,
+    },
 }
 
 impl VendorError {
+    /// The failure itself: for a partly sent message, why the others were not sent.
+    pub fn cause(&self) -> &VendorError {
+        match self {
+            Self::PartlySent { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
     /// Whether this failure says something about the vendor's health.
     pub fn counts_against_vendor(&self) -> bool {
         // Spelled out so that a new kind has to be placed on one side deliberately.
@@ -109,6 +133,7 @@ impl VendorError {
             | Self::Throttled { .. }
             | Self::Unauthorized { .. }
             | Self::Transient { .. } => true,
+            Self::PartlySent { error, .. } => error.counts_against_vendor(),
         }
     }
 
@@ -122,6 +147,7 @@ impl VendorError {
             Self::Transient { .. } => "transient",
             Self::RecipientRefused { .. } => "recipient_refused",
             Self::Misconfigured { .. } => "misconfigured",
+            Self::PartlySent { error, .. } => error.kind(),
         }
     }
 }

@@ -108,6 +108,23 @@ impl SmsRequest {
         self
     }
 
+    /// The same request without the recipients in `sent` (a vendor took it for them);
+    /// `None` when no recipient would be left.
+    pub fn without(&self, sent: &[PhoneNumber]) -> Option<Self> {
+        let left: Vec<PhoneNumber> = self
+            .recipients()
+            .iter()
+            .filter(|r| !sent.contains(r))
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return None;
+        }
+        let mut narrowed = self.clone();
+        Arc::make_mut(&mut narrowed.0).recipients = left;
+        Some(narrowed)
+    }
+
     /// The template id.
     pub fn template(&self) -> &TemplateId {
         &self.0.template
@@ -255,6 +272,24 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn without_keeps_the_other_recipients_in_order_and_nothing_else_changes() {
+        let request = SmsRequest::new(
+            "t",
+            ["1"],
+            ["+8613800000001", "+8613800000002", "+8613800000003"],
+        )
+        .unwrap()
+        .with_idempotency_key(crate::IdempotencyKey::new("k").unwrap());
+        let first = request.recipients()[0].clone();
+        let rest = request.without(std::slice::from_ref(&first)).unwrap();
+        assert_eq!(rest.recipients(), &request.recipients()[1..]);
+        assert_eq!(rest.idempotency_key(), request.idempotency_key());
+        assert_eq!(rest.args(), request.args());
+        assert_eq!(request.recipients().len(), 3, "the original is untouched");
+        assert!(request.without(request.recipients()).is_none());
+    }
 
     #[test]
     fn empty_duplicate_and_too_many_recipients_are_named() {

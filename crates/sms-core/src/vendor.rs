@@ -29,8 +29,20 @@ pub trait Vendor: Send + Sync {
     fn id(&self) -> VendorId;
 
     /// Sends one message to all its recipients. The gateway bounds the call with its own
-    /// timeout; an implementation that hangs is treated as timed out.
+    /// timeout; an implementation that hangs is treated as timed out. A vendor that needs
+    /// several calls for the recipients and fails part way answers
+    /// [`VendorError::PartlySent`] with the recipients it took.
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError>;
+
+    /// When a message to `recipients` recipients takes this vendor several calls, the
+    /// longest it may take in all (its own per-call timeout times the calls). The
+    /// gateway waits that long, so that it never cuts a split send mid-way and loses
+    /// which recipients were sent. `None` (the default): one call, bounded by the
+    /// gateway's attempt timeout.
+    fn split_send_time(&self, recipients: usize) -> Option<std::time::Duration> {
+        let _ = recipients;
+        None
+    }
 }
 
 /// A vendor's tiered price list: the per-message price given how many messages were
