@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::phone::PhoneNumber;
 use crate::request::SmsRequest;
 
 /// Where a stored message is in its life.
@@ -499,6 +500,35 @@ pub trait DeferredQueue: Send + Sync {
         let _ = (token, lease_for, now);
         Err(StoreError::backend(format!(
             "this queue cannot renew leases (message {id})"
+        )))
+    }
+
+    /// Takes `sent` off the recipients of the message leased under `token`: a vendor took
+    /// the message for them in a split send that failed for the others, so later attempts
+    /// go to the others only. Recipients not on the message are ignored. Nothing else
+    /// changes (status, lease, attempts, due time).
+    ///
+    /// The remaining recipients keep their order, and the rest of the request (template,
+    /// arguments, idempotency key, deliver-by time) stays; `updated_at` is set to `now`.
+    /// Refused like `fail`: [`StoreError::LeaseLost`] when the message is no longer leased
+    /// under `token`, [`StoreError::NotFound`] when it is not stored. When `sent` covers
+    /// every recipient it is refused with [`StoreError::Backend`] naming the message, and
+    /// nothing changes: a message with no recipients cannot be stored, and the gateway
+    /// never asks for it (a message the vendor took for everyone is completed instead).
+    ///
+    /// The default refuses with [`StoreError::Backend`]: it is there so wrappers written
+    /// before the method existed still build, and the contract suite fails for a store
+    /// that keeps it.
+    async fn narrow(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        sent: &[PhoneNumber],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _ = (token, sent, now);
+        Err(StoreError::backend(format!(
+            "this queue cannot narrow the recipients of messages (message {id})"
         )))
     }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
 use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::phone::PhoneNumber;
 use crate::queue::{
     AttemptFailure, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus,
     NewMessage, QueueReason, QueueStats, StoredMessage,
@@ -53,20 +54,20 @@ impl State {
         Ok(out)
     }
 
-    /// Applies `change` to a message leased under `token`.
+    /// Applies `change` to a message leased under `token`. A change that refuses does so
+    /// before it changes anything, so a refused update leaves the message as it was.
     fn update_leased(
         &mut self,
         id: MessageId,
         token: LeaseToken,
-        change: impl FnOnce(&mut StoredMessage),
+        change: impl FnOnce(&mut StoredMessage) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.update(id, |m| {
             if m.status != MessageStatus::Leased || m.lease.as_ref().map(|l| l.token) != Some(token)
             {
                 return Err(StoreError::LeaseLost(id));
             }
-            change(m);
-            Ok(())
+            change(m)
         })
     }
 }
@@ -198,6 +199,7 @@ impl DeferredQueue for MemoryQueue {
         self.state().update_leased(id, token, |m| {
             m.last_vendor = Some(vendor.clone());
             finish(m, MessageStatus::Sent, now);
+            Ok(())
         })
     }
 
@@ -213,6 +215,7 @@ impl DeferredQueue for MemoryQueue {
             record_failure(m, failure);
             m.next_attempt_at = next_attempt_at;
             finish(m, MessageStatus::Queued, now);
+            Ok(())
         })
     }
 
@@ -226,6 +229,7 @@ impl DeferredQueue for MemoryQueue {
         self.state().update_leased(id, token, |m| {
             record_failure(m, failure);
             finish(m, MessageStatus::Dead, now);
+            Ok(())
         })
     }
 
@@ -235,8 +239,10 @@ impl DeferredQueue for MemoryQueue {
         token: LeaseToken,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.state()
-            .update_leased(id, token, |m| finish(m, MessageStatus::Expired, now))
+        self.state().update_leased(id, token, |m| {
+            finish(m, MessageStatus::Expired, now);
+            Ok(())
+        })
     }
 
     /// A release is a deferral due now.
@@ -261,6 +267,27 @@ impl DeferredQueue for MemoryQueue {
             m.attempts = m.attempts.saturating_sub(1);
             m.next_attempt_at = due_at;
             finish(m, MessageStatus::Queued, now);
+            Ok(())
+        })
+    }
+
+    async fn narrow(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        sent: &[PhoneNumber],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().update_leased(id, token, |m| {
+            // Refused as the durable stores refuse it: a row with no recipients.
+            m.request = m.request.without(sent).ok_or_else(|| {
+                StoreError::backend(format!(
+                    "message {id} cannot be narrowed to no recipients: every one is among \
+                     those sent"
+                ))
+            })?;
+            m.updated_at = now;
+            Ok(())
         })
     }
 
