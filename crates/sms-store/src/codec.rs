@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, IdempotencyKey, InitialState, Lease, MessageStatus, NewMessage, QueueReason,
-    QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
+    AttemptFailure, IdempotencyKey, InitialState, Lease, MessageId, MessageStatus, NewMessage,
+    QueueReason, QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -54,6 +54,15 @@ pub(crate) fn pinned_vendor(failure: &AttemptFailure) -> Option<&str> {
         .as_ref()
         .filter(|_| failure.pinned)
         .map(VendorId::as_str)
+}
+
+/// The refusal of a narrowing that would leave message `id` with no recipients: the
+/// gateway completes a message sent to everyone instead, and a message to nobody cannot
+/// be stored (Postgres' CHECK on `recipients` would refuse the row).
+pub(crate) fn nobody_left(id: MessageId) -> StoreError {
+    StoreError::backend(format!(
+        "message {id} cannot be narrowed to no recipients: every one is among those sent"
+    ))
 }
 
 /// Narrows a stored attempt count.

@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object};
 use sms_core::{
     AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
+    VendorId,
 };
 use tokio_postgres::types::ToSql;
 
@@ -31,9 +32,9 @@ use super::error::pg_error;
 use super::lease::LeaseTiming;
 use super::row::{BatchColumns, InsertParams, message_from_row};
 use super::statements::{
-    CLAIM, COMPLETE, COMPLETE_MANY, DEAD, DEFER, EXISTING_IDS, EXPIRE, FAIL, INSERT_MANY,
-    INSERT_MESSAGE, LIST, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, SELECT_BY_KEYS,
-    STATS, STATUS_OF,
+    CLAIM, COMPLETE, COMPLETE_MANY, DEAD, DEFER, EXISTING_IDS, EXPIRE, FAIL, HELD_UNDER_TOKEN,
+    INSERT_MANY, INSERT_MESSAGE, LIST, NARROW, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID,
+    SELECT_BY_KEY, SELECT_BY_KEYS, STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -382,6 +383,48 @@ impl DeferredQueue for PgStore {
     ) -> Result<(), StoreError> {
         self.update_leased(id, DEFER, &[id.as_uuid(), &token.0, &due_at, &now])
             .await
+    }
+
+    /// One guarded statement, `NARROW`; when it changes nothing, `HELD_UNDER_TOKEN` tells
+    /// why. A lost lease is never held again (every claim takes a fresh token), so a
+    /// message still held under `token` was held during the update too: what stopped it
+    /// was that nobody would be left.
+    async fn narrow(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        sent: &[PhoneNumber],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sent: Vec<&str> = sent.iter().map(PhoneNumber::as_str).collect();
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(NARROW).await.map_err(pg_error)?;
+            let changed = client
+                .execute(&stmt, &[id.as_uuid(), &token.0, &sent, &now])
+                .await
+                .map_err(pg_error)?;
+            if changed == 1 {
+                return Ok(());
+            }
+            let stmt = client
+                .prepare_cached(HELD_UNDER_TOKEN)
+                .await
+                .map_err(pg_error)?;
+            let held = client
+                .query_opt(&stmt, &[id.as_uuid(), &token.0])
+                .await
+                .map_err(pg_error)?
+                .map(|row| row.try_get::<_, bool>(0))
+                .transpose()
+                .map_err(pg_error)?;
+            match held {
+                None => Err(StoreError::NotFound(id)),
+                Some(false) => Err(StoreError::LeaseLost(id)),
+                Some(true) => Err(codec::nobody_left(id)),
+            }
+        })
+        .await
     }
 
     async fn renew(

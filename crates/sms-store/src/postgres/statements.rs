@@ -268,6 +268,25 @@ pub(super) const RENEW: &str = concat!(
     " RETURNING lease_owner, lease_expires_at"
 );
 
+/// Takes the recipients in `$3` off a leased message, keeping the others in their order;
+/// `$4` dates the change. Besides the lease token it is guarded by some recipient being
+/// left (`recipients <@ $3`: every one is among those sent), so a narrowing to nobody
+/// changes no row rather than breaking the CHECK on `recipients` with an error that does
+/// not say why. Numbers are compared as stored, in E.164.
+pub(super) const NARROW: &str = concat!(
+    "UPDATE messages SET recipients = ARRAY( \
+         SELECT r.v FROM unnest(recipients) WITH ORDINALITY AS r(v, n) \
+         WHERE r.v <> ALL($3::text[]) ORDER BY r.n), \
+     updated_at = $4",
+    leased_under_token!(),
+    " AND NOT (recipients <@ $3::text[])"
+);
+
+/// Whether message `$1` is leased under token `$2`; no row when it is not stored. Tells
+/// why a guarded update that also checks something else ([`NARROW`]) changed nothing.
+pub(super) const HELD_UNDER_TOKEN: &str = "SELECT coalesce(status = 'leased' AND lease_token = $2, false) \
+     FROM messages WHERE id = $1";
+
 /// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned
 /// the message belongs to the attempts it ran out of).
 pub(super) const RETRY: &str = concat!(

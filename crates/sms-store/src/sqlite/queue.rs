@@ -12,15 +12,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sms_core::{
     AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, QueueStats, StoreError, StoredMessage, VendorId,
+    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
+    VendorId,
 };
 
 use super::SqliteStore;
 use super::error::sqlite_error;
-use super::row::{InsertRow, MessageRow, micros};
+use super::row::{InsertRow, MessageRow, json_list, micros, to_json};
 use super::statements::{
-    CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, DEFER, EXPIRE, FAIL, INSERT, LIST, PURGE_SENT, RENEW,
-    RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
+    CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, DEFER, EXPIRE, FAIL, INSERT, LEASED_RECIPIENTS, LIST,
+    NARROW, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -247,6 +248,51 @@ impl DeferredQueue for SqliteStore {
         self.update_leased(id, token, move |conn, id, token| {
             conn.prepare_cached(DEFER)?
                 .execute(params![id, token, micros(due_at), micros(now)])
+        })
+        .await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the recipients are read under the token's
+    /// guard, narrowed here (SQLite has no arrays; they are stored as a JSON list) and
+    /// written back under the same guard, so nothing changes them in between. A
+    /// narrowing that would leave nobody writes nothing.
+    async fn narrow(
+        &self,
+        id: MessageId,
+        token: LeaseToken,
+        sent: &[PhoneNumber],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sent: Vec<String> = sent.iter().map(|r| r.as_str().to_owned()).collect();
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let id_text = id.to_string();
+            let token_text = token.0.to_string();
+            let stored: Option<String> = tx
+                .prepare_cached(LEASED_RECIPIENTS)
+                .and_then(|mut s| {
+                    s.query_row(params![id_text, token_text], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(sqlite_error)?;
+            let Some(stored) = stored else {
+                return match current_status(&tx, &id_text)? {
+                    None => Err(StoreError::NotFound(id)),
+                    Some(_) => Err(StoreError::LeaseLost(id)),
+                };
+            };
+            let mut recipients = json_list("recipients", &stored)?;
+            recipients.retain(|r| !sent.contains(r));
+            if recipients.is_empty() {
+                return Err(codec::nobody_left(id));
+            }
+            let recipients = to_json(&recipients)?;
+            tx.prepare_cached(NARROW)
+                .and_then(|mut s| s.execute(params![id_text, token_text, recipients, micros(now)]))
+                .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }

@@ -99,7 +99,7 @@ impl MessageRow {
     }
 }
 
-fn json_list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
+pub(super) fn json_list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| {
         StoreError::backend(format!(
             "stored {column} is invalid: expected a JSON array of strings: {e}"
@@ -107,7 +107,7 @@ fn json_list(column: &str, text: &str) -> Result<Vec<String>, StoreError> {
     })
 }
 
-fn to_json(list: &[impl serde::Serialize]) -> Result<String, StoreError> {
+pub(super) fn to_json(list: &[impl serde::Serialize]) -> Result<String, StoreError> {
     serde_json::to_string(list).map_err(StoreError::backend)
 }
 

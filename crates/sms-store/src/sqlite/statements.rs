@@ -124,6 +124,18 @@ pub(super) const RENEW: &str = concat!(
     " RETURNING lease_owner"
 );
 
+/// The recipients (a JSON list) of a message leased under the caller's token: what
+/// [`NARROW`] narrows, read in the same transaction.
+pub(super) const LEASED_RECIPIENTS: &str =
+    concat!("SELECT recipients FROM messages", leased_under_token!());
+
+/// Writes a leased message's narrowed recipients `?3` (a JSON list), dated `?4`,
+/// guarded by its lease token; nothing else about the message changes.
+pub(super) const NARROW: &str = concat!(
+    "UPDATE messages SET recipients = ?3, updated_at = ?4",
+    leased_under_token!()
+);
+
 /// An operator's retry starts afresh: new attempts and no pin (the refusal that pinned
 /// the message belongs to the attempts it ran out of).
 pub(super) const RETRY: &str = concat!(
@@ -167,6 +179,7 @@ mod tests {
         let statements = [
             INSERT,
             COMPLETE,
+            NARROW,
             "UPDATE messages SET status = 'queued', reason = 'manual_retry', attempts = 0 \
              WHERE id = ?1",
         ];
