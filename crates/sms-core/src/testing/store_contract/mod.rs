@@ -4,8 +4,8 @@
 //!
 //! Each case is a `pub async fn` taking the queue (`&Arc<dyn DeferredQueue>`) or the
 //! ledger (`&Arc<dyn UsageLedger>`) to drive, grouped by concept: [`enqueue`],
-//! [`claim`], [`renew`], [`outcome`], [`defer`], [`pinning`], [`operator`], [`batch`]
-//! and [`ledger`]. The cases guard what the gateway relies on:
+//! [`claim`], [`renew`], [`outcome`], [`defer`], [`narrow`], [`pinning`], [`operator`],
+//! [`batch`] and [`ledger`]. The cases guard what the gateway relies on:
 //!
 //! - concurrent drainers never lease one message twice
 //!   ([`claim::concurrent_claimers_never_share_a_message`] and the lease cases);
@@ -18,6 +18,8 @@
 //!   backoff ([`outcome`]);
 //! - a message given back while every vendor rests waits for the rest to end, and the
 //!   claim that gave it back costs it no attempt ([`defer`]);
+//! - a split send a vendor took for some recipients is retried to the others only, and
+//!   never narrowed to nobody ([`narrow`]);
 //! - a message past its deliver-by time is taken out for good
 //!   ([`outcome::expire_marks_the_message_expired`]);
 //! - a message a vendor's per-number limit refused goes back to that vendor, until a
@@ -66,6 +68,7 @@ pub mod defer;
 pub mod enqueue;
 pub mod fixtures;
 pub mod ledger;
+pub mod narrow;
 pub mod operator;
 pub mod outcome;
 pub mod pinning;
@@ -186,6 +189,10 @@ macro_rules! store_contract_tests {
             outcome::updates_of_unknown_messages_are_not_found,
             defer::defer_requeues_at_due_at_without_counting_the_attempt,
             defer::defer_with_a_stale_token_is_lease_lost,
+            narrow::narrow_keeps_the_other_recipients_in_order,
+            narrow::narrow_with_a_stale_token_is_lease_lost,
+            narrow::narrowing_away_every_recipient_is_refused,
+            narrow::a_narrowed_message_can_still_be_failed_completed_or_buried,
             pinning::a_pinned_failure_stores_its_vendor_and_the_claim_returns_it,
             pinning::a_failure_without_a_pin_clears_it,
             pinning::dead_keeps_the_pin_and_retry_clears_it,

@@ -200,4 +200,5 @@ pub async fn updates_of_unknown_messages_are_not_found(queue: &Arc<dyn DeferredQ
     assert_not_found(queue.expire(id, t, at(0)).await, id);
     assert_not_found(queue.release(id, t, at(0)).await, id);
     assert_not_found(queue.defer(id, t, at(0), at(0)).await, id);
+    assert_not_found(queue.narrow(id, t, &[], at(0)).await, id);
 }
