@@ -24,6 +24,10 @@ use crate::backoff::{after, jittered_backoff};
 use crate::events::{AttemptOutcome, GatewayEvent};
 use crate::health::{Blocked, Health, Notice, Ticket, Verdict};
 
+/// Time a split send gets beyond its vendor's own bound, so the vendor's per-call
+/// timeout fires first and its answer says which recipients were sent.
+const SPLIT_SEND_GRACE: Duration = Duration::from_secs(1);
+
 /// No vendor can take the message now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NoRoute {
@@ -74,7 +78,7 @@ impl Attempted {
             vendor: Some(gateway.ids[self.idx].clone()),
             error: error.to_string(),
             may_duplicate: may_duplicate(error),
-            pinned: matches!(error, VendorError::RecipientRefused { .. }),
+            pinned: matches!(error.cause(), VendorError::RecipientRefused { .. }),
         }
     }
 }
@@ -82,7 +86,7 @@ impl Attempted {
 /// Whether the vendor may have delivered a message although the attempt failed: it
 /// timed out, so its outcome is unknown.
 pub(crate) fn may_duplicate(error: &VendorError) -> bool {
-    matches!(error, VendorError::TimedOut)
+    matches!(error.cause(), VendorError::TimedOut)
 }
 
 /// What the observer is told about an answer, and what it says about the vendor.
@@ -90,25 +94,34 @@ fn outcome_of(result: &Result<Receipt, VendorError>, slow: bool) -> (AttemptOutc
     match result {
         Ok(_) if slow => (AttemptOutcome::Slow, Verdict::Slow),
         Ok(_) => (AttemptOutcome::Ok, Verdict::Fast),
-        Err(VendorError::TimedOut) => (AttemptOutcome::TimedOut, Verdict::Failure),
-        Err(VendorError::Throttled { .. }) => (AttemptOutcome::Throttled, Verdict::Failure),
-        Err(VendorError::Rejected { .. }) => (AttemptOutcome::Rejected, Verdict::Neutral),
+        Err(error) => failure_outcome(error),
+    }
+}
+
+/// What the observer is told about a failure, and what it says about the vendor.
+fn failure_outcome(error: &VendorError) -> (AttemptOutcome, Verdict) {
+    match error {
+        VendorError::TimedOut => (AttemptOutcome::TimedOut, Verdict::Failure),
+        VendorError::Throttled { .. } => (AttemptOutcome::Throttled, Verdict::Failure),
+        VendorError::Rejected { .. } => (AttemptOutcome::Rejected, Verdict::Neutral),
         // A per-number limit protects one recipient; the vendor itself is fine.
-        Err(VendorError::RecipientRefused { .. }) => {
+        VendorError::RecipientRefused { .. } => {
             (AttemptOutcome::RecipientRefused, Verdict::Neutral)
         }
         // Our template or signature is wrong there; the vendor itself is fine.
-        Err(VendorError::Misconfigured { .. }) => (AttemptOutcome::Misconfigured, Verdict::Neutral),
+        VendorError::Misconfigured { .. } => (AttemptOutcome::Misconfigured, Verdict::Neutral),
         // Revoked keys or a bad signature make the vendor unusable for every message:
         // count it so the gateway switches away instead of losing each message in turn.
-        Err(VendorError::Unauthorized { .. }) => (AttemptOutcome::Unauthorized, Verdict::Failure),
-        Err(VendorError::Transient { .. }) => (AttemptOutcome::Transient, Verdict::Failure),
+        VendorError::Unauthorized { .. } => (AttemptOutcome::Unauthorized, Verdict::Failure),
+        VendorError::Transient { .. } => (AttemptOutcome::Transient, Verdict::Failure),
+        // What failed the rest is what the vendor's health hears about.
+        VendorError::PartlySent { error, .. } => failure_outcome(error),
     }
 }
 
 /// Why a message whose attempt failed with `error` waits in the queue.
 pub(crate) fn queue_reason(error: &VendorError) -> QueueReason {
-    match error {
+    match error.cause() {
         VendorError::TimedOut => QueueReason::TimedOut,
         VendorError::Throttled { .. } => QueueReason::VendorThrottled,
         VendorError::RecipientRefused { .. } => QueueReason::RecipientRefused,
@@ -117,7 +130,8 @@ pub(crate) fn queue_reason(error: &VendorError) -> QueueReason {
         VendorError::Unauthorized { .. }
         | VendorError::Transient { .. }
         | VendorError::Rejected { .. }
-        | VendorError::Misconfigured { .. } => QueueReason::VendorFailed,
+        | VendorError::Misconfigured { .. }
+        | VendorError::PartlySent { .. } => QueueReason::VendorFailed,
     }
 }
 
@@ -209,15 +223,21 @@ impl Gateway {
     /// it is never counted as the vendor's latency.
     async fn call(&self, sms: &OutboundSms, ticket: Ticket, origin: Origin) -> Attempted {
         let idx = ticket.idx;
+        let timeout = self.send_timeout(idx, sms.request.recipients().len());
         let started = Instant::now();
-        let result = tokio::time::timeout(self.config.attempt_timeout, self.vendors[idx].send(sms))
+        let result = tokio::time::timeout(timeout, self.vendors[idx].send(sms))
             .await
             .unwrap_or(Err(VendorError::TimedOut));
         let latency = started.elapsed();
         let slow = result.is_ok() && latency > self.config.slow_threshold;
         let (outcome, verdict) = outcome_of(&result, slow);
+        let recipients = sms.request.recipients().len();
         let billed = match &result {
-            Ok(receipt) => self.billed(sms, idx, receipt),
+            Ok(receipt) => self.billed(idx, receipt, recipients),
+            // The recipients the vendor took before it failed were billed.
+            Err(VendorError::PartlySent { sent, receipt, .. }) => {
+                self.billed(idx, receipt, sent.len())
+            }
             Err(_) => 0,
         };
         let finished_at = self.clock.now();
@@ -266,11 +286,31 @@ impl Gateway {
         }
     }
 
-    /// Messages billed for an accepted send: the vendor's own count when it reports
-    /// one (a difference from the count from the text is reported), else the count
-    /// from the text; never less than one per recipient.
-    fn billed(&self, sms: &OutboundSms, idx: usize, receipt: &Receipt) -> u64 {
-        let recipients = sms.request.recipients().len() as u64;
+    /// How long vendor `idx` may take to send to `recipients` recipients: the attempt
+    /// timeout, or, when it needs several calls, its own bound for them and a little
+    /// more, so that its per-call timeout fires first and it can say whom it sent to.
+    fn send_timeout(&self, idx: usize, recipients: usize) -> Duration {
+        match self.vendors[idx].split_send_time(recipients) {
+            Some(split) => self.config.attempt_timeout.max(split + SPLIT_SEND_GRACE),
+            None => self.config.attempt_timeout,
+        }
+    }
+
+    /// The longest any vendor may take to send `request`.
+    pub(crate) fn send_bound(&self, request: &SmsRequest) -> Duration {
+        let recipients = request.recipients().len();
+        (0..self.vendors.len())
+            .map(|idx| self.send_timeout(idx, recipients))
+            .max()
+            .unwrap_or(self.config.attempt_timeout)
+    }
+
+    /// Messages billed for a send the vendor took for `recipients` recipients: the
+    /// vendor's own count when it reports one (a difference from the count from the
+    /// text is reported), else the count from the text; never less than one per
+    /// recipient.
+    fn billed(&self, idx: usize, receipt: &Receipt, recipients: usize) -> u64 {
+        let recipients = recipients as u64;
         let billed = match receipt.reported_billed {
             Some(reported) => {
                 if reported != receipt.billed_messages {
@@ -299,7 +339,7 @@ impl Gateway {
             self.config.backoff_base,
             self.config.backoff_max,
         );
-        match &attempted.result {
+        match attempted.result.as_ref().map_err(VendorError::cause) {
             Err(VendorError::Throttled {
                 retry_after: Some(wait),
                 ..

@@ -319,7 +319,10 @@ impl Gateway {
         }
         // A lease that could lapse during the attempt or before its outcome is written
         // would let another drainer send the message too: renew it first.
-        if let Err(e) = self.cover_attempt(id, token, lease.expires_at).await {
+        if let Err(e) = self
+            .cover_attempt(id, token, lease.expires_at, &message.request)
+            .await
+        {
             let lost = matches!(e, StoreError::LeaseLost(_));
             self.updated(id, Err(e), report);
             // Lost to another claimer: that one sends it. Otherwise the store is failing
@@ -417,11 +420,19 @@ impl Gateway {
                 at: now,
             }),
             Err(error) => {
+                if let VendorError::PartlySent { sent, .. } = error {
+                    // The vendor took it for some: what follows is about the others.
+                    // Unwritten, the message stays leased and is claimed again, flagged
+                    // may_duplicate, once its lease lapses.
+                    if !self.narrow(id, token, sent).await {
+                        return Next::Continue;
+                    }
+                }
                 let failure = attempted.failure(self, error);
                 // Only a refusal of the message itself is final. Unauthorized is the
                 // vendor's fault: it counted as a failure and the message waits for a
                 // vendor that takes it.
-                let refused = matches!(error, VendorError::Rejected { .. });
+                let refused = matches!(error.cause(), VendorError::Rejected { .. });
                 if refused || gives_up(now) {
                     self.bury(id, token, failure, now, report).await;
                 } else {
@@ -590,6 +601,7 @@ mod tests {
         });
 
         let mut vendor = MockVendor::new();
+        vendor.expect_split_send_time().return_const(None);
         vendor
             .expect_id()
             .returning(|| VendorId::new("aliyun").expect("an id"));

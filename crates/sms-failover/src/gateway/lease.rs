@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sms_core::{AttemptFailure, Clock, DeferredQueue, LeaseToken, MessageId, StoreError, VendorId};
+use sms_core::{
+    AttemptFailure, Clock, DeferredQueue, LeaseToken, MessageId, SmsRequest, StoreError, VendorId,
+};
 
 use super::Gateway;
 use crate::backoff::after;
@@ -58,31 +60,41 @@ impl Outcome {
 }
 
 impl Gateway {
-    /// What a lease must have left when a vendor call starts: the attempt timeout, and
-    /// a margin for the outcome write (at most [`OUTCOME_MARGIN_MAX`], and at most half
-    /// of what the lease leaves beyond the timeout, so a renewed lease always covers it).
-    pub(crate) fn lease_needed(&self) -> Duration {
+    /// Room kept for the outcome write beyond the vendor call: at most
+    /// [`OUTCOME_MARGIN_MAX`], and at most half of what the configured lease leaves
+    /// beyond the attempt timeout, so a renewed lease always covers a one-call send.
+    fn outcome_margin(&self) -> Duration {
         let spare = self
             .config
             .lease
             .saturating_sub(self.config.attempt_timeout);
-        self.config.attempt_timeout + (spare / 2).min(OUTCOME_MARGIN_MAX)
+        (spare / 2).min(OUTCOME_MARGIN_MAX)
+    }
+
+    /// What a lease must have left when the vendor call for `request` starts: the
+    /// longest the call may take and the margin for the outcome write.
+    pub(crate) fn lease_needed(&self, request: &SmsRequest) -> Duration {
+        self.send_bound(request) + self.outcome_margin()
     }
 
     /// Renews the lease `token` holds on `id` when what is left of it (until
-    /// `expires_at`) could not cover an attempt and its outcome write.
+    /// `expires_at`) could not cover an attempt of `request` and its outcome write.
     pub(crate) async fn cover_attempt(
         &self,
         id: MessageId,
         token: LeaseToken,
         expires_at: DateTime<Utc>,
+        request: &SmsRequest,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        if after(now, self.lease_needed()) < expires_at {
+        let needed = self.lease_needed(request);
+        if after(now, needed) < expires_at {
             return Ok(());
         }
+        // A split send to many recipients may need more than the configured lease.
+        let lease_for = self.config.lease.max(needed + self.outcome_margin());
         self.queue
-            .renew(id, token, self.config.lease, now)
+            .renew(id, token, lease_for, now)
             .await
             .map(|_| ())
     }

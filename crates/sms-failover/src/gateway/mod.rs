@@ -15,11 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    Clock, DeferredQueue, FeeSchedule, MessageId, Money, RateLimiter, RecipientLimiter, SmsRequest,
-    StoreError, StoredMessage, Templates, UsageLedger, Vendor, VendorId,
+    Clock, DeferredQueue, FeeSchedule, MessageId, Money, PhoneNumber, RateLimiter,
+    RecipientLimiter, SmsRequest, StoreError, StoredMessage, Templates, UsageLedger, Vendor,
+    VendorId,
 };
 use tokio::sync::Notify;
 
+use crate::backoff::retry_while_unavailable;
 use crate::config::FailoverConfig;
 use crate::error::FailoverError;
 use crate::events::{GatewayEvent, GatewayObserver};
@@ -176,6 +178,27 @@ impl Gateway {
                 Settled::Failed
             }
         }
+    }
+
+    /// Takes the recipients a vendor took off leased message `id`, so that what follows
+    /// (a retry, or giving up) is about the others only; returns whether that was
+    /// written. When it was not, nothing else may be written under the lease: a retry
+    /// would send to everybody again, unflagged.
+    async fn narrow(
+        &self,
+        id: MessageId,
+        token: sms_core::LeaseToken,
+        sent: &[PhoneNumber],
+    ) -> bool {
+        let result = retry_while_unavailable(
+            OUTCOME_TRIES,
+            OUTCOME_RETRY_FIRST,
+            OUTCOME_RETRY_MAX,
+            "keeping the recipients not yet sent",
+            || self.queue.narrow(id, token, sent, self.clock.now()),
+        )
+        .await;
+        self.settle(id, result) == Settled::Done
     }
 
     /// The message with this id: from the store, or, for a message just delivered

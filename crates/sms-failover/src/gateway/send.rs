@@ -176,7 +176,7 @@ impl Gateway {
             Reservation::Leased(token, expires_at) => {
                 // The store and the limiters may have taken a while since the row was
                 // stored: the lease must still cover the call and the outcome write.
-                if let Err(e) = self.cover_attempt(id, token, expires_at).await {
+                if let Err(e) = self.cover_attempt(id, token, expires_at, &request).await {
                     // The row is stored: the drain sends it once the lease lapses.
                     tracing::warn!(%id, error = %e, "could not renew the lease before the vendor call; the message waits in the queue");
                     return Ok(SendOutcome::Queued {
@@ -433,7 +433,7 @@ impl Gateway {
     ) -> Result<SendOutcome, SendError> {
         let now = attempted.finished_at;
         let vendor = &self.ids[attempted.idx];
-        match &attempted.result {
+        let error = match &attempted.result {
             Ok(_) => {
                 let Some(token) = token else {
                     return Ok(self.delivered_without_key(id, request, &attempted).await);
@@ -454,9 +454,32 @@ impl Gateway {
                     };
                     self.keep_writing(id, token, outcome);
                 }
-                Ok(self.delivered_live(id, &attempted))
+                return Ok(self.delivered_live(id, &attempted));
             }
-            Err(error @ VendorError::Rejected { code, message }) => {
+            Err(error) => error,
+        };
+        // A split send the vendor took for some recipients: what follows is about the
+        // others only, and the stored message keeps only them.
+        let partly = matches!(error, VendorError::PartlySent { .. });
+        let request = match error {
+            VendorError::PartlySent { sent, .. } => {
+                if let Some(token) = token {
+                    if !self.narrow(id, token, sent).await {
+                        // Still leased with every recipient: when the lease lapses it is
+                        // claimed again, flagged may_duplicate, as after a crash.
+                        return Ok(SendOutcome::Queued {
+                            id,
+                            reason: queue_reason(error),
+                            may_duplicate: true,
+                        });
+                    }
+                }
+                request.without(sent).unwrap_or(request)
+            }
+            _ => request,
+        };
+        match error.cause() {
+            VendorError::Rejected { code, message } => {
                 if let Some(token) = token {
                     let failure = attempted.failure(self, error);
                     self.bury_keyed(id, token, failure, now).await;
@@ -464,20 +487,25 @@ impl Gateway {
                 Err(SendError::Rejected {
                     vendor: vendor.clone(),
                     code: code.clone(),
-                    message: message.clone(),
+                    // Part of it went out: say so.
+                    message: if partly {
+                        error.to_string()
+                    } else {
+                        message.clone()
+                    },
                 })
             }
-            Err(VendorError::RecipientRefused {
+            VendorError::RecipientRefused {
                 code,
                 message,
                 retry_after,
-            }) if token.is_none() => Err(SendError::RecipientRefused {
+            } if token.is_none() && !partly => Err(SendError::RecipientRefused {
                 vendor: vendor.clone(),
                 code: code.clone(),
                 message: message.clone(),
                 retry_after: *retry_after,
             }),
-            Err(error @ VendorError::TimedOut) if self.config.on_timeout == TimeoutPolicy::Fail => {
+            VendorError::TimedOut if self.config.on_timeout == TimeoutPolicy::Fail => {
                 if let Some(token) = token {
                     // The caller was told; a later automatic retry would surprise them.
                     let failure = attempted.failure(self, error);
@@ -485,7 +513,7 @@ impl Gateway {
                 }
                 Err(SendError::TimedOut)
             }
-            Err(error) => {
+            _ => {
                 let reason = queue_reason(error);
                 let may_duplicate = may_duplicate(error);
                 let next_attempt_at = self.retry_at(&attempted, 1);

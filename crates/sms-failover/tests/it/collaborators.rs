@@ -13,6 +13,7 @@ use crate::support::*;
 
 fn mock_vendor() -> MockVendor {
     let mut vendor = MockVendor::new();
+    vendor.expect_split_send_time().return_const(None);
     vendor
         .expect_id()
         .returning(|| VendorId::new("aliyun").unwrap());

@@ -11,5 +11,6 @@ mod recipient_limits;
 mod record;
 mod send;
 mod shared_usage;
+mod split_sends;
 mod support;
 mod templates;

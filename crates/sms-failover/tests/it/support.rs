@@ -54,6 +54,8 @@ pub struct FakeVendor {
     calls: AtomicUsize,
     /// When set, every send waits here before answering (to hold many sends in flight).
     gate: Mutex<Option<Arc<tokio::sync::Barrier>>>,
+    /// What it says a split send may take (like an HTTP adapter with a recipient cap).
+    split_send_time: Mutex<Option<Duration>>,
 }
 
 impl FakeVendor {
@@ -65,7 +67,13 @@ impl FakeVendor {
             received: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             gate: Mutex::new(None),
+            split_send_time: Mutex::new(None),
         })
+    }
+
+    /// Says that a send to more than one recipient takes several calls, `time` in all.
+    pub fn splits(&self, time: Duration) {
+        *self.split_send_time.lock().unwrap() = Some(time);
     }
 
     pub fn then(&self, step: Step) -> &Self {
@@ -94,6 +102,11 @@ impl FakeVendor {
 impl Vendor for FakeVendor {
     fn id(&self) -> VendorId {
         self.id.clone()
+    }
+
+    fn split_send_time(&self, recipients: usize) -> Option<Duration> {
+        let time = *self.split_send_time.lock().unwrap();
+        time.filter(|_| recipients > 1)
     }
 
     async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
