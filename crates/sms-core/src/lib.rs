@@ -31,7 +31,7 @@ mod vendor;
 pub mod testing;
 
 pub use clock::{BillingPeriod, Clock, SystemClock};
-pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError, VendorError};
+pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError};
 pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
 pub use ledger::UsageLedger;
 pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter, RecipientWindow};
@@ -44,7 +44,7 @@ pub use queue::{
 pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, SmsRequest};
 pub use segments::{billed_segments, signed_text};
 pub use template::{OutboundSms, Template, Templates, VendorTemplate};
-pub use vendor::{FeeSchedule, Receipt, Vendor};
+pub use vendor::{FeeSchedule, Receipt, Vendor, VendorError};
 
 /// mockall mocks of every trait (feature `mocks`).
 #[cfg(any(test, feature = "mocks"))]
