@@ -13,7 +13,10 @@ use sms_core::StoreError;
 
 /// The instant `delay` after `now`; the end of time for a delay too long to represent.
 pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|delay| now.checked_add_signed(delay))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The delay before the retry that follows failed attempt number `attempt` (1-based):

@@ -26,6 +26,9 @@ pub enum TimeoutPolicy {
     Fail,
 }
 
+/// Longest retry horizon: a message older than a year is not a notice anyone waits for.
+const MAX_RETRY_HORIZON: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Tuning of the gateway. Every field has a default (see each field), so an empty
 /// section is valid; a key it does not know is an error naming that key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +69,10 @@ pub struct FailoverConfig {
     /// dead once it has had them all *and* `retry_horizon` has passed since it was
     /// accepted (or at its deadline, which expires it). Default 10.
     pub max_attempts: u32,
-    /// How long a failed message without a deadline is retried, from when it was
-    /// accepted, however many attempts that takes: an outage of every vendor for
-    /// hours kills nothing younger. 0 leaves `max_attempts` alone to decide.
+    /// How long a failed message is retried, from when it was accepted, however many
+    /// attempts that takes: an outage of every vendor for hours kills nothing younger.
+    /// A message with a deadline expires at it if that comes first. 0 leaves
+    /// `max_attempts` alone to decide. At most 8760 (a year).
     /// Key `retry_horizon_h`, default 24.
     #[serde(rename = "retry_horizon_h", with = "hours")]
     pub retry_horizon: Duration,
@@ -180,6 +184,16 @@ impl FailoverConfig {
         }
         if self.drain_interval.is_zero() {
             return bad("drain_interval_ms", "expected at least 1, found 0".into());
+        }
+        if self.retry_horizon > MAX_RETRY_HORIZON {
+            return bad(
+                "retry_horizon_h",
+                format!(
+                    "expected at most {} (a year), found {}",
+                    MAX_RETRY_HORIZON.as_secs() / 3600,
+                    self.retry_horizon.as_secs() / 3600
+                ),
+            );
         }
         if self.backoff_base.is_zero() {
             return bad("backoff_base_ms", "expected at least 1, found 0".into());
@@ -335,6 +349,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("backoff_max_s")
+        );
+        let c = FailoverConfig {
+            retry_horizon: Duration::from_secs(100_000 * 3600),
+            ..FailoverConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("retry_horizon_h")
         );
         let c = FailoverConfig {
             billing_utc_offset_hours: 20,

@@ -229,7 +229,10 @@ impl Gateway {
             .await
             .unwrap_or(Err(VendorError::TimedOut));
         let latency = started.elapsed();
-        let slow = result.is_ok() && latency > self.config.slow_threshold;
+        // A split send makes several calls in a row: its total says nothing about how
+        // fast the vendor answers one, so it is judged by its errors only.
+        let split = timeout > self.config.attempt_timeout;
+        let slow = result.is_ok() && !split && latency > self.config.slow_threshold;
         let (outcome, verdict) = outcome_of(&result, slow);
         let recipients = sms.request.recipients().len();
         let billed = match &result {

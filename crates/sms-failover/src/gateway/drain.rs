@@ -27,6 +27,7 @@ use sms_core::{
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{NoRoute, Origin};
+use super::lease::Outcome;
 use super::send::permits;
 use super::{Gateway, OUTCOME_RETRY_FIRST, OUTCOME_RETRY_MAX, OUTCOME_TRIES, Settled};
 use crate::backoff::{after, jittered_backoff, retry_while_unavailable};
@@ -317,6 +318,12 @@ impl Gateway {
             self.bury(id, token, failure, now, report).await;
             return Next::Continue;
         }
+        let unavailable = self.health().unavailable(now);
+        if let Some(Blocked::Resting { until }) = unavailable {
+            // Every vendor rests: an attempt now would only spend one of its retries.
+            self.defer(&message, until, report).await;
+            return Next::Continue;
+        }
         // A lease that could lapse during the attempt or before its outcome is written
         // would let another drainer send the message too: renew it first.
         if let Err(e) = self
@@ -328,12 +335,6 @@ impl Gateway {
             // Lost to another claimer: that one sends it. Otherwise the store is failing
             // and the message stays leased until its lease lapses.
             return if lost { Next::Continue } else { Next::Halt };
-        }
-        let unavailable = self.health().unavailable(now);
-        if let Some(Blocked::Resting { until }) = unavailable {
-            // Every vendor rests: an attempt now would only spend one of its retries.
-            self.defer(&message, until, report).await;
-            return Next::Continue;
         }
         if let Some(problem) = self.over_capacity(&message.request) {
             // Waiting would never make it fit: it must not hold up every pass.
@@ -497,11 +498,28 @@ impl Gateway {
         {
             Ok(results) => results,
             Err(e) => {
-                tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent; they are sent again when their leases lapse");
+                // Left leased, they would be sent again when their leases lapse.
+                tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent yet");
+                for completion in batch {
+                    let outcome = Outcome::Sent {
+                        vendor: completion.vendor,
+                        at: completion.at,
+                    };
+                    self.keep_writing(completion.id, completion.token, outcome);
+                }
                 return;
             }
         };
         for (completion, result) in batch.into_iter().zip(results) {
+            if let Err(StoreError::Unavailable(_)) = &result {
+                let (id, token) = (completion.id, completion.token);
+                let outcome = Outcome::Sent {
+                    vendor: completion.vendor,
+                    at: completion.at,
+                };
+                self.keep_writing(id, token, outcome);
+                continue;
+            }
             if self.updated(completion.id, result, report) {
                 report.sent += 1;
                 self.emit(|| GatewayEvent::Delivered {

@@ -11,8 +11,9 @@
 //!   is renewed first.
 //! - An outcome write that the store keeps refusing is handed to a task that goes on
 //!   trying, renewing the lease each time, until it lands or another claimer holds the
-//!   message. The store being down stops every other claimer too, so the lease is only
-//!   ever lost to one that reached the store while this instance could not.
+//!   message. Its tries come at least four times per lease, so the lease lapses only
+//!   when the store stays away from this instance for most of a lease; a message then
+//!   claimed again is flagged `may_duplicate`, as after a crash.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,8 +106,17 @@ impl Gateway {
         let queue = self.queue.clone();
         let clock = self.clock.clone();
         let lease = self.config.lease;
+        let longest_pause = KEEP_TRYING_MAX.min(lease / 4);
         tracing::warn!(%id, "the store refuses the outcome; trying again in the background, holding the lease");
-        tokio::spawn(keep_trying(queue, clock, lease, id, token, outcome));
+        tokio::spawn(keep_trying(
+            queue,
+            clock,
+            lease,
+            longest_pause,
+            id,
+            token,
+            outcome,
+        ));
     }
 }
 
@@ -115,14 +125,15 @@ async fn keep_trying(
     queue: Arc<dyn DeferredQueue>,
     clock: Arc<dyn Clock>,
     lease: Duration,
+    longest_pause: Duration,
     id: MessageId,
     token: LeaseToken,
     outcome: Outcome,
 ) {
-    let mut pause = KEEP_TRYING_FIRST;
+    let mut pause = KEEP_TRYING_FIRST.min(longest_pause);
     for tries in 1u64.. {
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(KEEP_TRYING_MAX);
+        pause = (pause * 2).min(longest_pause);
         // Renewing first keeps the message ours while the store comes back; a renewal
         // refused for the token means another claimer holds it now.
         let result = match queue.renew(id, token, lease, clock.now()).await {

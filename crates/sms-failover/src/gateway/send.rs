@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, PhoneNumber, QueueReason,
-    RateDecision, RecipientDecision, RecipientLimiter, SendError, SmsRequest, StoredMessage,
-    ValidationError, VendorError, VendorId,
+    AttemptFailure, Enqueued, InitialState, Lease, LeaseToken, MessageId, NewMessage, PhoneNumber,
+    QueueReason, RateDecision, RecipientDecision, RecipientLimiter, SendError, SmsRequest,
+    StoredMessage, ValidationError, VendorError, VendorId,
 };
 
 use super::attempt::{Attempted, NoRoute, Origin, may_duplicate, queue_reason};
@@ -82,15 +82,28 @@ enum Reservation {
     Existing(Box<StoredMessage>),
 }
 
-/// Whether a request's outcome may have reached its recipients (or is kept to reach
-/// them): everything but a refusal before any vendor took it. A timeout reported to the
-/// caller may have been delivered, so it keeps its counts.
-fn went_out(outcome: &Result<SendOutcome, SendError>) -> bool {
-    match outcome {
-        Ok(SendOutcome::Existing(_)) => false,
-        Ok(_) => true,
-        Err(SendError::TimedOut) => true,
-        Err(_) => false,
+/// Which recipients a live request's vendor call may have reached: a refused request
+/// gives the others their recipient-limit counts back.
+#[derive(Debug, Default)]
+enum Reached {
+    /// No vendor took it (or it was never sent to one).
+    #[default]
+    Nobody,
+    /// The vendor took it for these, and not for the others.
+    Only(Vec<PhoneNumber>),
+    /// Every recipient may have it: delivered, or a timeout left it unknown.
+    Everyone,
+}
+
+impl Reached {
+    /// What a vendor's answer says about who got the message.
+    fn from_answer(result: &Result<sms_core::Receipt, VendorError>) -> Self {
+        match result {
+            Ok(_) => Self::Everyone,
+            Err(error) if matches!(error.cause(), VendorError::TimedOut) => Self::Everyone,
+            Err(VendorError::PartlySent { sent, .. }) => Self::Only(sent.clone()),
+            Err(_) => Self::Nobody,
+        }
     }
 }
 
@@ -127,24 +140,39 @@ impl Gateway {
             return Ok(SendOutcome::Existing(existing));
         }
         let Some(limiter) = &self.recipient_limiter else {
-            return self.send_checked(request, now).await;
+            return self.send_checked(request, now, &mut Reached::Nobody).await;
         };
         self.check_recipients(limiter.as_ref(), &request).await?;
         let recipients = request.recipients().to_vec();
-        let outcome = self.send_checked(request, now).await;
-        if !went_out(&outcome) {
-            // Refused after it was counted: the counts go back, so the refusal does not
-            // use up the recipient's allowance.
-            give_back(limiter.as_ref(), &recipients).await;
+        let mut reached = Reached::Nobody;
+        let outcome = self.send_checked(request, now, &mut reached).await;
+        let kept = matches!(
+            outcome,
+            Ok(SendOutcome::Sent { .. } | SendOutcome::Queued { .. })
+        );
+        if !kept {
+            // Refused after it was counted: the counts of those who did not get it go
+            // back, so the refusal does not use up their allowance.
+            let not_reached: Vec<PhoneNumber> = match reached {
+                Reached::Nobody => recipients,
+                Reached::Only(sent) => recipients
+                    .into_iter()
+                    .filter(|r| !sent.contains(r))
+                    .collect(),
+                Reached::Everyone => Vec::new(),
+            };
+            give_back(limiter.as_ref(), &not_reached).await;
         }
         outcome
     }
 
     /// The rest of [`send`](Self::send), once the recipients are checked and counted.
+    /// `reached` is told whom a vendor call may have reached.
     async fn send_checked(
         &self,
         request: SmsRequest,
         now: DateTime<Utc>,
+        reached: &mut Reached,
     ) -> Result<SendOutcome, SendError> {
         {
             // Never store a message no vendor can send: it would only wait to die.
@@ -201,14 +229,21 @@ impl Gateway {
             }
             Err(no_route) => {
                 // Every vendor that can send it was disabled (or refused its template)
-                // between the check and the attempt.
+                // between the check and the attempt. The caller hears it failed, so the
+                // stored row must not be sent later.
                 if let Some(token) = token {
-                    let result = self.queue.release(id, token, self.clock.now()).await;
-                    self.settle(id, result);
+                    let failure = AttemptFailure {
+                        vendor: None,
+                        error: no_route.reason.clone(),
+                        may_duplicate: false,
+                        pinned: false,
+                    };
+                    self.bury_keyed(id, token, failure, self.clock.now()).await;
                 }
                 return Err(no_route.into());
             }
         };
+        *reached = Reached::from_answer(&attempted.result);
         match token {
             None if attempted.result.is_ok() => {
                 Ok(self.delivered_without_key(id, request, &attempted).await)
@@ -347,8 +382,9 @@ impl Gateway {
         }
     }
 
-    /// Keeps a live request that no vendor could take now (each rests), due `until`.
-    /// A keyed one, stored already, is given back unattempted.
+    /// Keeps a live request that no vendor could take now (each rests), due `until` (or
+    /// at its deadline, when that comes first). A keyed one, stored already, is put back
+    /// unattempted.
     async fn store_unattempted(
         &self,
         id: MessageId,
@@ -358,16 +394,19 @@ impl Gateway {
     ) -> Result<SendOutcome, SendError> {
         let now = self.clock.now();
         let reason = QueueReason::VendorFailed;
+        let due_at = request
+            .expires_at()
+            .map_or(until, |deadline| deadline.min(until));
         let Some(token) = token else {
             let message = NewMessage {
-                next_attempt_at: until,
+                next_attempt_at: due_at,
                 ..NewMessage::queued(id, request, reason, self.config.max_attempts, now)
             };
             return self.store_new(message).await;
         };
         let result = self
-            .write_outcome("giving back a message no vendor could take", || {
-                self.queue.release(id, token, now)
+            .write_outcome("putting back a message no vendor could take", || {
+                self.queue.defer(id, token, due_at, now)
             })
             .await;
         // If that failed, it is still leased to us and the drain takes it once the
@@ -495,14 +534,21 @@ impl Gateway {
                     },
                 })
             }
+            // Without a key nothing is stored: the caller hears the refusal (for the
+            // others, when the vendor took it for some) and retries when the window
+            // allows. Queued, it could go to another vendor, around the limit.
             VendorError::RecipientRefused {
                 code,
                 message,
                 retry_after,
-            } if token.is_none() && !partly => Err(SendError::RecipientRefused {
+            } if token.is_none() => Err(SendError::RecipientRefused {
                 vendor: vendor.clone(),
                 code: code.clone(),
-                message: message.clone(),
+                message: if partly {
+                    error.to_string()
+                } else {
+                    message.clone()
+                },
                 retry_after: *retry_after,
             }),
             VendorError::TimedOut if self.config.on_timeout == TimeoutPolicy::Fail => {

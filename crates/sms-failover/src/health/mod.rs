@@ -26,8 +26,8 @@
 //!
 //! A resting vendor gets no attempts. When every vendor rests at once, nothing is
 //! attempted until the first rest ends: the gateway reports the outage once (a
-//! [`Notice`]) and keeps the demoted vendor current, and when a rest ends the vendor
-//! whose rest ended first takes over. The outage ends with the first delivered attempt.
+//! [`Notice`]) and keeps the demoted vendor current; once a rest ends, the cheapest
+//! vendor whose rest is over takes over. The outage ends with the first delivered attempt.
 //! This keeps an outage of every vendor from spending each message's retries on vendors
 //! known to be down, and from cycling through them.
 //!

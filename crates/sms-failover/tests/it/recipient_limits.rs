@@ -134,3 +134,29 @@ async fn a_delivered_request_keeps_its_count() {
     let e = gateway.send(request()).await.unwrap_err();
     assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_split_send_refused_for_the_others_keeps_only_the_counts_of_those_who_got_it() {
+    let limiter = one_a_minute();
+    let (gateway, vendor) = gateway(limiter, Arc::new(MemoryQueue::new()));
+    let request = to(&["+8613800000001", "+8613800000002"]);
+    let first = request.recipients()[0].clone();
+    vendor.then(Step::Fail(sms_core::VendorError::PartlySent {
+        sent: vec![first],
+        receipt: sms_core::Receipt {
+            vendor_message_id: "biz-1".into(),
+            billed_messages: 1,
+            reported_billed: None,
+        },
+        error: Box::new(sms_core::VendorError::Rejected {
+            code: "isv.MOBILE_NUMBER_ILLEGAL".into(),
+            message: "bad number".into(),
+        }),
+    }));
+    let e = gateway.send(request).await.unwrap_err();
+    assert!(matches!(e, SendError::Rejected { .. }), "{e:?}");
+    // The first got it: its count stays. The second did not: its count is back.
+    let e = gateway.send(to(&["+8613800000001"])).await.unwrap_err();
+    assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
+    gateway.send(to(&["+8613800000002"])).await.unwrap();
+}

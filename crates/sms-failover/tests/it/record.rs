@@ -394,3 +394,31 @@ async fn a_keyed_outcome_the_store_refuses_for_a_while_is_written_once_it_is_bac
         assert_eq!(status().await, want, "{step:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_delivery_the_store_refuses_for_a_while_is_marked_sent_once_it_is_back() {
+    // The drain's "sent" write fails past its quick retries: the message must not stay
+    // leased, to be sent again when its lease lapses.
+    let queue = flaky_outcomes(12);
+    let gateway = gateway_with(queue.clone(), Step::Ok(1), config());
+    let id = MessageId::new();
+    let message = NewMessage::queued(
+        id,
+        request(),
+        sms_core::QueueReason::RateLimited,
+        10,
+        start(),
+    );
+    queue.inner.enqueue(message).await.unwrap();
+    let report = gateway.drain_once().await.unwrap();
+    assert_eq!((report.claimed, report.sent), (1, 0), "{report:?}");
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().status,
+        MessageStatus::Leased
+    );
+    tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+    assert_eq!(
+        queue.get(id).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+}

@@ -120,7 +120,6 @@ async fn a_split_send_gets_the_time_its_vendor_needs_for_every_call() {
         &[("aliyun", 40_000)],
         FailoverConfig {
             attempt_timeout: Duration::from_secs(5),
-            slow_threshold: Duration::from_secs(60),
             ..config()
         },
     );
@@ -128,7 +127,11 @@ async fn a_split_send_gets_the_time_its_vendor_needs_for_every_call() {
     h.vendor("aliyun")
         .then(Step::OkAfter(Duration::from_secs(9)));
     let outcome = h.gateway.send(request_to(3)).await.unwrap();
-    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    // Several calls in a row take longer than one: not a slow vendor.
+    assert!(
+        matches!(outcome, SendOutcome::Sent { slow: false, .. }),
+        "{outcome:?}"
+    );
     // A one-recipient message keeps the attempt timeout.
     h.vendor("aliyun")
         .then(Step::OkAfter(Duration::from_secs(9)));
@@ -143,4 +146,23 @@ async fn a_split_send_gets_the_time_its_vendor_needs_for_every_call() {
         ),
         "{outcome:?}"
     );
+}
+
+#[tokio::test]
+async fn an_unkeyed_split_send_refused_per_number_for_the_others_tells_the_caller() {
+    // Queued, the others could go out through another vendor, around the number's limit.
+    let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config());
+    h.vendor("aliyun")
+        .then(took_the_first(VendorError::RecipientRefused {
+            code: "LimitExceeded.PhoneNumberThirtySecondLimit".into(),
+            message: "30 s limit".into(),
+            retry_after: Duration::from_secs(30),
+        }));
+    let e = h.gateway.send(request_to(3)).await.unwrap_err();
+    let SendError::RecipientRefused { message, .. } = &e else {
+        panic!("expected a refusal, found {e:?}");
+    };
+    assert!(message.contains("took the message for 1"), "{message}");
+    assert_eq!(h.queue.stats().await.unwrap().queued, 0, "nothing queued");
+    assert_eq!(h.vendor("tencent").calls(), 0);
 }
