@@ -40,6 +40,12 @@ pub trait RateLimiter: Send + Sync {
     fn capacity(&self) -> Option<u32> {
         None
     }
+
+    /// The window `capacity` permits fit in, when known. With both, the gateway knows
+    /// the rate it may send at, and keeps enough drained sends in flight to reach it.
+    fn window(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// One recipient's answer from a [`RecipientLimiter`].

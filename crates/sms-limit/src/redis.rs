@@ -503,6 +503,10 @@ impl RateLimiter for RedisLimiter {
     fn capacity(&self) -> Option<u32> {
         Some(self.limit)
     }
+
+    fn window(&self) -> Option<Duration> {
+        Some(self.window)
+    }
 }
 
 /// Per-recipient limits shared through Redis; all recipients of a request in one call.

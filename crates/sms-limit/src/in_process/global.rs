@@ -124,6 +124,10 @@ impl RateLimiter for InProcessLimiter {
     fn capacity(&self) -> Option<u32> {
         Some(self.limit)
     }
+
+    fn window(&self) -> Option<Duration> {
+        Some(self.window)
+    }
 }
 
 #[cfg(test)]
