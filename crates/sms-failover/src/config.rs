@@ -90,9 +90,14 @@ pub struct FailoverConfig {
     pub lease: Duration,
     /// Messages claimed per batch. Default 100.
     pub drain_batch: u32,
-    /// Messages of a batch sent at the same time (each lane sends its share in order).
-    /// Default 8.
+    /// Fewest messages of a batch sent at the same time (each lane sends its share in
+    /// order). The drain keeps more in flight when the global limit and the vendors'
+    /// latency call for it, up to `drain_concurrency_max`. Default 8.
     pub drain_concurrency: u32,
+    /// Most drained messages sent at the same time: the drain aims for 90% of the global
+    /// limit (the rest is left to live requests), which takes about limit × vendor
+    /// latency sends in flight, and never more than this. Default 512.
+    pub drain_concurrency_max: u32,
     /// Most batches one drain pass claims, so a pass ends even when messages keep
     /// becoming due. Default 50.
     pub drain_max_batches: u32,
@@ -125,6 +130,7 @@ impl Default for FailoverConfig {
             lease: Duration::from_secs(30),
             drain_batch: 100,
             drain_concurrency: 8,
+            drain_concurrency_max: 512,
             drain_max_batches: 50,
             drain_interval: Duration::from_secs(1),
             billing_utc_offset_hours: 8,
@@ -172,6 +178,15 @@ impl FailoverConfig {
         }
         if self.drain_concurrency == 0 {
             return bad("drain_concurrency", "expected at least 1, found 0".into());
+        }
+        if self.drain_concurrency_max < self.drain_concurrency {
+            return bad(
+                "drain_concurrency_max",
+                format!(
+                    "expected at least drain_concurrency ({}), found {}",
+                    self.drain_concurrency, self.drain_concurrency_max
+                ),
+            );
         }
         if self.drain_max_batches == 0 {
             return bad("drain_max_batches", "expected at least 1, found 0".into());

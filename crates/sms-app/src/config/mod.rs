@@ -371,7 +371,7 @@ mod layout {
     use toml::de::{DeTable, DeValue};
 
     /// `FailoverConfig` keys written in `[queue]`.
-    pub(super) const QUEUE_KEYS: [&str; 9] = [
+    pub(super) const QUEUE_KEYS: [&str; 10] = [
         "max_attempts",
         "retry_horizon_h",
         "backoff_base_ms",
@@ -379,6 +379,7 @@ mod layout {
         "lease_s",
         "drain_batch",
         "drain_concurrency",
+        "drain_concurrency_max",
         "drain_max_batches",
         "drain_interval_ms",
     ];

@@ -147,9 +147,9 @@ impl Scenario {
                     v.jitter_ms = 20;
                     v.schedule = vec![ScheduledFault::new(1, 6, FaultKind::Outage)];
                 }
-                // The drain sends what waited at about 80 a second (8 lanes of 100 ms
-                // calls): give it the time.
-                s.settle_s = 60.0;
+                // What waited drains at about 90% of the 500/s limit once a vendor is
+                // back, after the vendors' last rests (up to 6 s) end.
+                s.settle_s = 30.0;
             }
             _ => return None,
         }

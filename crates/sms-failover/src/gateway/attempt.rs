@@ -233,6 +233,9 @@ impl Gateway {
         // fast the vendor answers one, so it is judged by its errors only.
         let split = timeout > self.config.attempt_timeout;
         let slow = result.is_ok() && !split && latency > self.config.slow_threshold;
+        if !split {
+            self.note_latency(latency);
+        }
         let (outcome, verdict) = outcome_of(&result, slow);
         let recipients = sms.request.recipients().len();
         let billed = match &result {
@@ -296,6 +299,29 @@ impl Gateway {
         match self.vendors[idx].split_send_time(recipients) {
             Some(split) => self.config.attempt_timeout.max(split + SPLIT_SEND_GRACE),
             None => self.config.attempt_timeout,
+        }
+    }
+
+    /// Adds one call's latency to the moving average the drain sizes its concurrency
+    /// by (each call weighs an eighth).
+    fn note_latency(&self, latency: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        // Racing updates may drop a sample; an average does not need every one.
+        let old = self.latency_micros.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old.saturating_mul(7).saturating_add(sample)) / 8
+        };
+        self.latency_micros.store(new.max(1), Relaxed);
+    }
+
+    /// The vendors' recent call latency, once a call has been made.
+    pub(crate) fn latency(&self) -> Option<Duration> {
+        match self.latency_micros.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
         }
     }
 

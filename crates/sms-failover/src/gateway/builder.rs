@@ -140,6 +140,10 @@ impl GatewayBuilder {
             })
             .collect();
         let max_permits = limiter.capacity();
+        let send_rate = max_permits
+            .zip(limiter.window())
+            .filter(|(_, window)| !window.is_zero())
+            .map(|(permits, window)| f64::from(permits) / window.as_secs_f64());
         let billing_offset = FixedOffset::east_opt(config.billing_utc_offset_hours * 3600)
             .ok_or_else(|| FailoverError::InvalidConfig {
                 field: "billing_utc_offset_hours",
@@ -175,6 +179,8 @@ impl GatewayBuilder {
             templates,
             template_routes,
             max_permits,
+            send_rate,
+            latency_micros: std::sync::atomic::AtomicU64::new(0),
             totals_stale: std::sync::atomic::AtomicBool::new(false),
             drain_wanted: Notify::new(),
             drain_running: tokio::sync::Mutex::new(()),

@@ -17,6 +17,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
@@ -39,6 +40,13 @@ use crate::health::Blocked;
 /// is sent sooner). A process that dies in between sends these messages again once
 /// their leases lapse, so the interval bounds that exposure.
 const COMPLETE_EVERY: Duration = Duration::from_millis(20);
+
+/// Share of the global limit the drain aims for; live requests keep the rest.
+const DRAIN_SHARE: f64 = 0.9;
+
+/// Longest a drained message waits, in all, for the global limit to let it through
+/// before it is given back and the pass ends.
+const LIMIT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What one drain pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,7 +115,7 @@ impl Gateway {
             if batch.is_empty() {
                 break;
             }
-            let full = batch.len() >= self.config.drain_batch as usize;
+            let full = batch.len() >= self.batch_size() as usize;
             report.claimed += batch.len();
             // Cancelled by a lane that ends the pass, or with `stop`.
             let halt = stop.child_token();
@@ -146,9 +154,32 @@ impl Gateway {
                 &self.config.instance_id,
                 self.clock.now(),
                 self.config.lease,
-                self.config.drain_batch,
+                self.batch_size(),
             )
             .await
+    }
+
+    /// Messages sent at the same time: enough for the drain's share of the global limit
+    /// at the vendors' latency (rate × latency), between `drain_concurrency` and
+    /// `drain_concurrency_max`. Without a known rate or latency, `drain_concurrency`.
+    pub(crate) fn lanes(&self) -> usize {
+        let floor = self.config.drain_concurrency.max(1) as usize;
+        let ceiling = (self.config.drain_concurrency_max as usize).max(floor);
+        let (Some(rate), Some(latency)) = (self.send_rate, self.latency()) else {
+            return floor;
+        };
+        let needed = (rate * DRAIN_SHARE * latency.as_secs_f64()).ceil();
+        (needed as usize).clamp(floor, ceiling)
+    }
+
+    /// Messages claimed per batch: `drain_batch` rounded up to a whole number of
+    /// messages per lane, since a batch lasts as long as its busiest lane.
+    fn batch_size(&self) -> u32 {
+        let lanes = u32::try_from(self.lanes()).unwrap_or(u32::MAX).max(1);
+        self.config
+            .drain_batch
+            .div_ceil(lanes)
+            .saturating_mul(lanes)
     }
 
     /// Sends a batch on `drain_concurrency` lanes that run together, each sending its
@@ -162,7 +193,7 @@ impl Gateway {
         delivered: &Mutex<Vec<Completion>>,
     ) -> DrainReport {
         // Round-robin over the lanes, so each lane sends its messages oldest first.
-        let lane_count = (self.config.drain_concurrency.max(1) as usize).min(batch.len());
+        let lane_count = self.lanes().min(batch.len()).max(1);
         let mut lanes: Vec<Vec<StoredMessage>> = (0..lane_count).map(|_| Vec::new()).collect();
         for (i, message) in batch.into_iter().enumerate() {
             lanes[i % lane_count].push(message);
@@ -324,18 +355,6 @@ impl Gateway {
             self.defer(&message, until, report).await;
             return Next::Continue;
         }
-        // A lease that could lapse during the attempt or before its outcome is written
-        // would let another drainer send the message too: renew it first.
-        if let Err(e) = self
-            .cover_attempt(id, token, lease.expires_at, &message.request)
-            .await
-        {
-            let lost = matches!(e, StoreError::LeaseLost(_));
-            self.updated(id, Err(e), report);
-            // Lost to another claimer: that one sends it. Otherwise the store is failing
-            // and the message stays leased until its lease lapses.
-            return if lost { Next::Continue } else { Next::Halt };
-        }
         if let Some(problem) = self.over_capacity(&message.request) {
             // Waiting would never make it fit: it must not hold up every pass.
             let failure = AttemptFailure {
@@ -347,16 +366,25 @@ impl Gateway {
             self.bury(id, token, failure, now, report).await;
             return Next::Continue;
         }
-        match self.limiter.acquire(permits(&message.request)).await {
-            Ok(RateDecision::Allowed) => {}
-            Ok(RateDecision::Limited { .. }) | Err(_) => {
-                // The limit is reached (or the limiter cannot tell): give the message
-                // back without counting an attempt and end the pass; the next tick or
-                // trigger resumes.
-                self.emit(|| GatewayEvent::RateLimited);
-                self.release(&message, report).await;
-                return Next::Halt;
-            }
+        if !self.wait_for_permits(&message.request).await {
+            // The limit stays reached (or the limiter cannot tell): give the message
+            // back without counting an attempt and end the pass; the next tick or
+            // trigger resumes.
+            self.emit(|| GatewayEvent::RateLimited);
+            self.release(&message, report).await;
+            return Next::Halt;
+        }
+        // A lease that could lapse during the attempt or before its outcome is written
+        // would let another drainer send the message too: renew it first.
+        if let Err(e) = self
+            .cover_attempt(id, token, lease.expires_at, &message.request)
+            .await
+        {
+            let lost = matches!(e, StoreError::LeaseLost(_));
+            self.updated(id, Err(e), report);
+            // Lost to another claimer: that one sends it. Otherwise the store is failing
+            // and the message stays leased until its lease lapses.
+            return if lost { Next::Continue } else { Next::Halt };
         }
         let StoredMessage {
             request,
@@ -444,6 +472,27 @@ impl Gateway {
             }
         }
         Next::Continue
+    }
+
+    /// Takes the global limit's permits for `request`, waiting while the limit frees
+    /// within [`LIMIT_WAIT_MAX`]: a drain running at the limit meets it all the time,
+    /// and ending the pass there would leave it idle until the next tick. Returns
+    /// whether the permits were taken.
+    async fn wait_for_permits(&self, request: &SmsRequest) -> bool {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.limiter.acquire(permits(request)).await {
+                Ok(RateDecision::Allowed) => return true,
+                Ok(RateDecision::Limited { retry_after }) if waited < LIMIT_WAIT_MAX => {
+                    let pause = retry_after
+                        .max(Duration::from_millis(1))
+                        .min(LIMIT_WAIT_MAX - waited);
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                }
+                Ok(RateDecision::Limited { .. }) | Err(_) => return false,
+            }
+        }
     }
 
     /// Puts a claimed message back unattempted, due when the first rest ends.
@@ -635,6 +684,7 @@ mod tests {
         });
         let mut limiter = MockRateLimiter::new();
         limiter.expect_capacity().return_const(None::<u32>);
+        limiter.expect_window().return_const(None::<std::time::Duration>);
         limiter
             .expect_acquire()
             .returning(|_| Ok(RateDecision::Allowed));

@@ -101,6 +101,11 @@ pub struct Gateway {
     template_routes: HashMap<String, u64>,
     /// The most recipients the global limit can ever let through in one request.
     max_permits: Option<u32>,
+    /// Messages per second the global limit lets through, when the limiter says.
+    send_rate: Option<f64>,
+    /// Vendor call latency, a moving average in microseconds (0 until the first call):
+    /// the drain keeps about rate × latency sends in flight.
+    latency_micros: std::sync::atomic::AtomicU64,
     /// A switch happened since the drainer last read the ledger's totals.
     totals_stale: std::sync::atomic::AtomicBool,
     /// Wakes the drainer for a pass; a pass asked for while one runs is one more pass.

@@ -2,6 +2,7 @@
 
 mod collaborators;
 mod drain;
+mod drain_rate;
 mod failover;
 mod leases;
 mod limits;
