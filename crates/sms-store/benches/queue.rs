@@ -16,10 +16,13 @@
 //! - `SMS_BENCH_DRAIN` (default 100000): backlog size of the drain phase.
 //! - `SMS_BENCH_DRAIN_BATCH` (default: the gateway's `drain_batch`, 100): messages the
 //!   drain claims per batch.
+//! - `SMS_BENCH_DRAIN_CONCURRENCY_MAX` (default: the gateway's, 512): most drained sends
+//!   in flight; 8 gives the drain's old fixed concurrency.
 //! - `SMS_BENCH_DRAIN_CAP_S` (default 60): longest a drain runs; a slower drain is stopped
 //!   and its time projected from its rate (reported with `drain_projected = 1`).
 //! - `SMS_BENCH_MODE=drain-sqlite` or `drain-postgres` (`-random` appended for random
-//!   ids): only the drain phase, on that store (for profiling it).
+//!   ids): only the drain phase, on that store (for profiling it);
+//!   `drain-sqlite-latent`: only the drain through a 100 ms vendor.
 //! - `SMS_BENCH_MODE=prefill-sqlite` or `prefill-postgres` with `SMS_BENCH_PATH` (the
 //!   SQLite file, or the Postgres schema) and `SMS_BENCH_COUNT`: only fills a queue
 //!   with due messages (for the memory benchmark of `serve`) and exits.
@@ -86,6 +89,29 @@ impl Vendor for InstantVendor {
         })
     }
 }
+
+/// A vendor that answers like a real one: after 100 ms, give or take 20 ms.
+struct LatentVendor(VendorId);
+
+#[async_trait]
+impl Vendor for LatentVendor {
+    fn id(&self) -> VendorId {
+        self.0.clone()
+    }
+
+    async fn send(&self, sms: &OutboundSms) -> Result<Receipt, VendorError> {
+        let micros = 80_000 + rand::random::<u64>() % 40_000;
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+        Ok(Receipt {
+            vendor_message_id: sms.id.to_string(),
+            billed_messages: sms.request.recipients().len() as u64,
+            reported_billed: None,
+        })
+    }
+}
+
+/// The global limit of the drain with vendor latency: the gateway's default, 3,000/s.
+const LATENT_DRAIN_LIMIT: u32 = 3_000;
 
 struct FlatFee;
 
@@ -268,12 +294,38 @@ async fn drain_time<S>(store: Arc<S>, count: u64) -> (f64, bool)
 where
     S: DeferredQueue + UsageLedger + 'static,
 {
+    let vendor = Arc::new(InstantVendor(VendorId::new("instant").expect("id")));
+    let limiter = InProcessLimiter::new(1_000_000, Duration::from_secs(1)).expect("limiter");
+    drain_time_with(store, count, vendor, Arc::new(limiter)).await
+}
+
+/// [`drain_time`] with a vendor that answers in 100 ms ± 20 ms, under the default
+/// global limit.
+async fn latent_drain_time<S>(store: Arc<S>, count: u64) -> (f64, bool)
+where
+    S: DeferredQueue + UsageLedger + 'static,
+{
+    let vendor = Arc::new(LatentVendor(VendorId::new("latent").expect("id")));
+    let limiter =
+        InProcessLimiter::new(LATENT_DRAIN_LIMIT, Duration::from_secs(1)).expect("limiter");
+    drain_time_with(store, count, vendor, Arc::new(limiter)).await
+}
+
+async fn drain_time_with<S>(
+    store: Arc<S>,
+    count: u64,
+    vendor: Arc<dyn Vendor>,
+    limiter: Arc<dyn sms_core::RateLimiter>,
+) -> (f64, bool)
+where
+    S: DeferredQueue + UsageLedger + 'static,
+{
     let gateway = Gateway::builder(
         vec![VendorEntry {
-            vendor: Arc::new(InstantVendor(VendorId::new("instant").expect("id"))),
+            vendor,
             fees: Arc::new(FlatFee),
         }],
-        Arc::new(InProcessLimiter::new(1_000_000, Duration::from_secs(1)).expect("limiter")),
+        limiter,
         store.clone(),
         store.clone(),
     )
@@ -283,6 +335,10 @@ where
         drain_batch: env_or(
             "SMS_BENCH_DRAIN_BATCH",
             FailoverConfig::default().drain_batch,
+        ),
+        drain_concurrency_max: env_or(
+            "SMS_BENCH_DRAIN_CONCURRENCY_MAX",
+            FailoverConfig::default().drain_concurrency_max,
         ),
         ..FailoverConfig::default()
     })
@@ -569,6 +625,18 @@ async fn sqlite_part(seconds: f64, drain: u64) -> String {
         fields.push((format!("{name}_s"), drained));
         fields.push((format!("{name}_projected"), f64::from(u8::from(projected))));
     }
+    // Real vendors answer in 50-300 ms: the drain is bound by the limit only if it keeps
+    // enough sends in flight. Its baseline is the backlog at the limit's rate.
+    let (drained, projected) = sqlite_drain_with_latency(drain).await;
+    fields.push(("drain_backlog_100ms_vendor_s".into(), drained));
+    fields.push((
+        "drain_backlog_100ms_vendor_projected".into(),
+        f64::from(u8::from(projected)),
+    ));
+    fields.push((
+        "drain_backlog_limit_bound_s".into(),
+        drain as f64 / f64::from(LATENT_DRAIN_LIMIT),
+    ));
     eprintln!("sqlite: {fields:?}");
     json_fields(&fields)
 }
@@ -585,6 +653,21 @@ async fn sqlite_drain(drain: u64, ids: Ids) -> (f64, bool) {
             .expect("fill");
     }
     drain_time(store, drain).await
+}
+
+/// Fills a new SQLite queue with `drain` due messages and drains it through a vendor
+/// with latency: [`latent_drain_time`].
+async fn sqlite_drain_with_latency(drain: u64) -> (f64, bool) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("latent.db");
+    let store = Arc::new(SqliteStore::open(&path).await.expect("open SQLite"));
+    {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || sqlite_fill(&path, drain, Ids::Gateway))
+            .await
+            .expect("fill");
+    }
+    latent_drain_time(store, drain).await
 }
 
 /// Fills a queue in a new Postgres schema with `drain` due messages and drains it:
@@ -641,6 +724,17 @@ fn main() {
     if let Some(rest) = mode.strip_prefix("drain-") {
         // Only one drain (for profiling it): `drain-sqlite` or `drain-postgres`, with
         // `-random` for random ids.
+        if rest == "sqlite-latent" {
+            let drain: u64 = env_or("SMS_BENCH_DRAIN", 100_000);
+            let (seconds, projected) = runtime.block_on(sqlite_drain_with_latency(drain));
+            let bound = drain as f64 / f64::from(LATENT_DRAIN_LIMIT);
+            println!(
+                "sqlite drain of {drain} through a 100 ms vendor: {seconds:.2} s{} (limit-bound {bound:.2} s, {:.2}x)",
+                if projected { " (projected)" } else { "" },
+                bound / seconds
+            );
+            return;
+        }
         let (backend, ids) = match rest.strip_suffix("-random") {
             Some(backend) => (backend, Ids::Random),
             None => (rest, Ids::Gateway),
