@@ -306,7 +306,9 @@ impl Gateway {
     /// by (each call weighs an eighth).
     fn note_latency(&self, latency: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
-        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let sample = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         // Racing updates may drop a sample; an average does not need every one.
         let old = self.latency_micros.load(Relaxed);
         let new = if old == 0 {
@@ -319,7 +321,10 @@ impl Gateway {
 
     /// The vendors' recent call latency, once a call has been made.
     pub(crate) fn latency(&self) -> Option<Duration> {
-        match self.latency_micros.load(std::sync::atomic::Ordering::Relaxed) {
+        match self
+            .latency_micros
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             0 => None,
             micros => Some(Duration::from_micros(micros)),
         }

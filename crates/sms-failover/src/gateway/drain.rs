@@ -17,7 +17,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
@@ -684,7 +683,9 @@ mod tests {
         });
         let mut limiter = MockRateLimiter::new();
         limiter.expect_capacity().return_const(None::<u32>);
-        limiter.expect_window().return_const(None::<std::time::Duration>);
+        limiter
+            .expect_window()
+            .return_const(None::<std::time::Duration>);
         limiter
             .expect_acquire()
             .returning(|_| Ok(RateDecision::Allowed));

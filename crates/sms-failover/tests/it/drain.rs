@@ -245,7 +245,9 @@ async fn a_rate_limited_drain_gives_messages_back_without_counting_an_attempt() 
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = sms_core::mocks::MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     // Limited for longer than a drained message waits for it (1 s in all).
     limiter.expect_acquire().times(1..).returning(|_| {
         Ok(sms_core::RateDecision::Limited {

@@ -41,7 +41,9 @@ fn gateway_with(
 fn limited() -> MockRateLimiter {
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter.expect_acquire().returning(|_| {
         Ok(RateDecision::Limited {
             retry_after: Duration::from_millis(300),
@@ -74,7 +76,9 @@ async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_s
         .returning(|_| Ok(()));
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter.expect_acquire().never();
     let queue = Arc::new(MemoryQueue::new());
     let gateway = gateway_with(vendor.clone(), limiter, Some(recipients), queue.clone());
@@ -130,7 +134,9 @@ async fn the_global_limiter_is_asked_for_one_permit_per_recipient() {
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter
         .expect_acquire()
         .withf(|permits| *permits == 3)
@@ -161,7 +167,9 @@ async fn a_limiter_error_queues_the_message_instead_of_sending_or_failing() {
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter
         .expect_acquire()
         .returning(|_| Err(LimitError::Unavailable("redis down".into())));
@@ -577,7 +585,9 @@ async fn a_keyed_request_that_cannot_be_reserved_is_not_sent() {
     let vendor = FakeVendor::new("aliyun");
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter
         .expect_acquire()
         .returning(|_| Ok(RateDecision::Allowed));
@@ -599,7 +609,9 @@ async fn a_failed_look_up_record_does_not_fail_a_delivered_send() {
         .returning(|_| Err(StoreError::Backend("disk full".into())));
     let mut limiter = MockRateLimiter::new();
     limiter.expect_capacity().return_const(None::<u32>);
-    limiter.expect_window().return_const(None::<std::time::Duration>);
+    limiter
+        .expect_window()
+        .return_const(None::<std::time::Duration>);
     limiter
         .expect_acquire()
         .returning(|_| Ok(RateDecision::Allowed));
