@@ -368,14 +368,7 @@ impl Gateway {
     async fn store_new(&self, message: NewMessage) -> Result<SendOutcome, SendError> {
         let (id, reason, may_duplicate) = (message.id, message.reason, message.may_duplicate);
         match self.queue.enqueue(message).await {
-            Ok(Enqueued::Created(_)) => {
-                self.emit(|| GatewayEvent::Queued { id, reason });
-                Ok(SendOutcome::Queued {
-                    id,
-                    reason,
-                    may_duplicate,
-                })
-            }
+            Ok(Enqueued::Created(_)) => Ok(self.queued(id, reason, may_duplicate)),
             Ok(Enqueued::Existing(m)) => Ok(SendOutcome::Existing(m)),
             // Never lose a message silently: the caller hears it was neither sent nor kept.
             Err(e) => Err(SendError::StorageUnavailable(e)),
@@ -412,12 +405,17 @@ impl Gateway {
         // If that failed, it is still leased to us and the drain takes it once the
         // lease lapses (logged by `settle`).
         self.settle(id, result);
+        Ok(self.queued(id, reason, false))
+    }
+
+    /// Tells the observer and the caller that message `id` waits in the queue.
+    fn queued(&self, id: MessageId, reason: QueueReason, may_duplicate: bool) -> SendOutcome {
         self.emit(|| GatewayEvent::Queued { id, reason });
-        Ok(SendOutcome::Queued {
+        SendOutcome::Queued {
             id,
             reason,
-            may_duplicate: false,
-        })
+            may_duplicate,
+        }
     }
 
     /// A live request without a key that the vendor took: recorded for look-ups
@@ -582,12 +580,7 @@ impl Gateway {
                     .fail(id, token, failure, next_attempt_at, now)
                     .await;
                 self.settle(id, result);
-                self.emit(|| GatewayEvent::Queued { id, reason });
-                Ok(SendOutcome::Queued {
-                    id,
-                    reason,
-                    may_duplicate,
-                })
+                Ok(self.queued(id, reason, may_duplicate))
             }
         }
     }
