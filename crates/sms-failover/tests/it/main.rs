@@ -5,6 +5,7 @@ mod drain;
 mod drain_rate;
 mod failover;
 mod leases;
+mod limiter_time;
 mod limits;
 mod outage;
 mod pitfalls;
