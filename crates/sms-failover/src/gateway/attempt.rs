@@ -233,7 +233,9 @@ impl Gateway {
         // fast the vendor answers one, so it is judged by its errors only.
         let split = timeout > self.config.attempt_timeout;
         let slow = result.is_ok() && !split && latency > self.config.slow_threshold;
-        if !split {
+        // Only the drain sizes itself by it, so only its calls feed it: live sends on
+        // every core would otherwise all write one shared word.
+        if origin == Origin::Drained && !split {
             self.note_latency(latency);
         }
         let (outcome, verdict) = outcome_of(&result, slow);
@@ -302,8 +304,8 @@ impl Gateway {
         }
     }
 
-    /// Adds one call's latency to the moving average the drain sizes its concurrency
-    /// by (each call weighs an eighth).
+    /// Adds one drained call's latency to the moving average the drain sizes its
+    /// concurrency by (each call weighs an eighth).
     fn note_latency(&self, latency: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         let sample = u64::try_from(latency.as_micros())

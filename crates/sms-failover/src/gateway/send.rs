@@ -143,7 +143,8 @@ impl Gateway {
             return self.send_checked(request, now, &mut Reached::Nobody).await;
         };
         self.check_recipients(limiter.as_ref(), &request).await?;
-        let recipients = request.recipients().to_vec();
+        // A second handle on the request (it is shared, not copied), for the counts.
+        let counted = request.clone();
         let mut reached = Reached::Nobody;
         let outcome = self.send_checked(request, now, &mut reached).await;
         let kept = matches!(
@@ -153,11 +154,13 @@ impl Gateway {
         if !kept {
             // Refused after it was counted: the counts of those who did not get it go
             // back, so the refusal does not use up their allowance.
+            let recipients = counted.recipients();
             let not_reached: Vec<PhoneNumber> = match reached {
-                Reached::Nobody => recipients,
+                Reached::Nobody => recipients.to_vec(),
                 Reached::Only(sent) => recipients
-                    .into_iter()
+                    .iter()
                     .filter(|r| !sent.contains(r))
+                    .cloned()
                     .collect(),
                 Reached::Everyone => Vec::new(),
             };
