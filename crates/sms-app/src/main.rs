@@ -35,7 +35,7 @@ enum Command {
     Serve,
     /// Run the gateway on embedded defaults against simulated vendors and print a report.
     Simulate {
-        /// A built-in scenario (default, steady, flaky) or a scenario TOML file.
+        /// A built-in scenario (default, steady, flaky, mapping, outage) or a scenario TOML file.
         #[arg(long, default_value = "default")]
         scenario: String,
         /// How long traffic runs, in seconds (overrides the scenario).
