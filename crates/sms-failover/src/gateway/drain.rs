@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::{NoRoute, Origin};
 use super::lease::Outcome;
 use super::send::permits;
-use super::{Gateway, OUTCOME_RETRY_FIRST, OUTCOME_RETRY_MAX, OUTCOME_TRIES, Settled};
-use crate::backoff::{after, jittered_backoff, retry_while_unavailable};
+use super::{Gateway, Settled, due_after_rest};
+use crate::backoff::{after, jittered_backoff};
 use crate::events::GatewayEvent;
 use crate::health::Blocked;
 
@@ -351,7 +351,7 @@ impl Gateway {
         let unavailable = self.health().unavailable(now);
         if let Some(Blocked::Resting { until }) = unavailable {
             // Every vendor rests: an attempt now would only spend one of its retries.
-            self.defer(&message, until, report).await;
+            self.defer(id, token, &message.request, until, report).await;
             return Next::Continue;
         }
         if let Some(problem) = self.over_capacity(&message.request) {
@@ -403,7 +403,7 @@ impl Gateway {
             }) => {
                 // Every vendor with its template rests: it waits for the first rest to
                 // end, and the others go on.
-                self.defer_request(id, token, &request, until, report).await;
+                self.defer(id, token, &request, until, report).await;
                 return Next::Continue;
             }
             Err(no_route) if no_route.all_disabled => {
@@ -494,17 +494,9 @@ impl Gateway {
         }
     }
 
-    /// Puts a claimed message back unattempted, due when the first rest ends.
-    async fn defer(&self, message: &StoredMessage, until: DateTime<Utc>, report: &mut DrainReport) {
-        if let Some(lease) = &message.lease {
-            self.defer_request(message.id, lease.token, &message.request, until, report)
-                .await;
-        }
-    }
-
-    /// Puts a claimed message back unattempted, due at `until`, or at its deadline when
-    /// that comes first (so that it is expired on time).
-    async fn defer_request(
+    /// Puts a claimed message back unattempted, due when the first rest ends (see
+    /// [`due_after_rest`]).
+    async fn defer(
         &self,
         id: MessageId,
         token: LeaseToken,
@@ -512,13 +504,20 @@ impl Gateway {
         until: DateTime<Utc>,
         report: &mut DrainReport,
     ) {
-        let due_at = request
-            .expires_at()
-            .map_or(until, |deadline| deadline.min(until));
+        let due_at = due_after_rest(request, until);
         let result = self.queue.defer(id, token, due_at, self.clock.now()).await;
         if self.updated(id, result, report) {
             report.deferred += 1;
         }
+    }
+
+    /// Hands a delivery the store would not mark sent to the background writer.
+    fn keep_completing(&self, completion: Completion) {
+        let outcome = Outcome::Sent {
+            vendor: completion.vendor,
+            at: completion.at,
+        };
+        self.keep_writing(completion.id, completion.token, outcome);
     }
 
     /// Whether a message accepted at `created_at` has been retried for the whole retry
@@ -528,44 +527,32 @@ impl Gateway {
     }
 
     /// Marks the deliveries waiting in `delivered` sent, in one write. A store that is
-    /// briefly unreachable gets a few more tries; after that the messages stay leased
-    /// and are sent again when their leases lapse (logged).
+    /// briefly unreachable gets a few more tries; after that the writes go on in the
+    /// background (see [`keep_writing`](Gateway::keep_writing)), so the messages are
+    /// not left leased to be sent again.
     async fn commit_delivered(&self, delivered: &Mutex<Vec<Completion>>, report: &mut DrainReport) {
         let batch = std::mem::take(&mut *lock(delivered));
         if batch.is_empty() {
             return;
         }
-        let results = match retry_while_unavailable(
-            OUTCOME_TRIES,
-            OUTCOME_RETRY_FIRST,
-            OUTCOME_RETRY_MAX,
-            "marking delivered messages sent",
-            || self.queue.complete_many(&batch),
-        )
-        .await
+        let results = match self
+            .write_outcome("marking delivered messages sent", || {
+                self.queue.complete_many(&batch)
+            })
+            .await
         {
             Ok(results) => results,
             Err(e) => {
-                // Left leased, they would be sent again when their leases lapse.
                 tracing::warn!(messages = batch.len(), error = %e, "delivered, but could not mark the messages sent yet");
                 for completion in batch {
-                    let outcome = Outcome::Sent {
-                        vendor: completion.vendor,
-                        at: completion.at,
-                    };
-                    self.keep_writing(completion.id, completion.token, outcome);
+                    self.keep_completing(completion);
                 }
                 return;
             }
         };
         for (completion, result) in batch.into_iter().zip(results) {
             if let Err(StoreError::Unavailable(_)) = &result {
-                let (id, token) = (completion.id, completion.token);
-                let outcome = Outcome::Sent {
-                    vendor: completion.vendor,
-                    at: completion.at,
-                };
-                self.keep_writing(id, token, outcome);
+                self.keep_completing(completion);
                 continue;
             }
             if self.updated(completion.id, result, report) {

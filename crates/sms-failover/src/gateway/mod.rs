@@ -38,12 +38,20 @@ pub(crate) mod send;
 /// Tries to write a leased message's outcome (sent, dead) while the store is briefly
 /// unreachable: 50, 100 and 200 ms apart. A write that still fails leaves the message
 /// leased, to be sent again when the lease lapses: this keeps that to real outages.
-pub(crate) const OUTCOME_TRIES: u32 = 4;
-pub(crate) const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
-pub(crate) const OUTCOME_RETRY_MAX: Duration = Duration::from_millis(200);
+const OUTCOME_TRIES: u32 = 4;
+const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(50);
+const OUTCOME_RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// How often the drainer reads the other instances' billed totals from the ledger.
 pub const TOTALS_REFRESH: Duration = Duration::from_secs(10);
+
+/// When a message that waits for a vendor's rest to end is due: then, or at its
+/// deadline when that comes first, so that it is expired on time.
+pub(crate) fn due_after_rest(request: &SmsRequest, until: DateTime<Utc>) -> DateTime<Utc> {
+    request
+        .expires_at()
+        .map_or(until, |deadline| deadline.min(until))
+}
 
 /// A vendor and its price list.
 #[derive(Clone)]
@@ -185,6 +193,27 @@ impl Gateway {
         }
     }
 
+    /// Runs the write of a leased message's outcome until it lands or the store stays
+    /// unreachable for a few tries ([`OUTCOME_TRIES`]).
+    pub(crate) async fn write_outcome<T, F, Fut>(
+        &self,
+        what: &str,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        retry_while_unavailable(
+            OUTCOME_TRIES,
+            OUTCOME_RETRY_FIRST,
+            OUTCOME_RETRY_MAX,
+            what,
+            write,
+        )
+        .await
+    }
+
     /// Takes the recipients a vendor took off leased message `id`, so that what follows
     /// (a retry, or giving up) is about the others only; returns whether that was
     /// written. When it was not, nothing else may be written under the lease: a retry
@@ -195,14 +224,11 @@ impl Gateway {
         token: sms_core::LeaseToken,
         sent: &[PhoneNumber],
     ) -> bool {
-        let result = retry_while_unavailable(
-            OUTCOME_TRIES,
-            OUTCOME_RETRY_FIRST,
-            OUTCOME_RETRY_MAX,
-            "keeping the recipients not yet sent",
-            || self.queue.narrow(id, token, sent, self.clock.now()),
-        )
-        .await;
+        let result = self
+            .write_outcome("keeping the recipients not yet sent", || {
+                self.queue.narrow(id, token, sent, self.clock.now())
+            })
+            .await;
         self.settle(id, result) == Settled::Done
     }
 

@@ -26,8 +26,8 @@ use sms_core::{
 
 use super::attempt::{Attempted, NoRoute, Origin, may_duplicate, queue_reason};
 use super::lease::Outcome;
-use super::{Gateway, Settled};
-use crate::backoff::{after, retry_while_unavailable};
+use super::{Gateway, Settled, due_after_rest};
+use crate::backoff::after;
 use crate::config::TimeoutPolicy;
 use crate::events::GatewayEvent;
 use crate::write_behind::SentRecord;
@@ -390,9 +390,7 @@ impl Gateway {
     ) -> Result<SendOutcome, SendError> {
         let now = self.clock.now();
         let reason = QueueReason::VendorFailed;
-        let due_at = request
-            .expires_at()
-            .map_or(until, |deadline| deadline.min(until));
+        let due_at = due_after_rest(&request, until);
         let Some(token) = token else {
             let message = NewMessage {
                 next_attempt_at: due_at,
@@ -605,21 +603,5 @@ impl Gateway {
         if self.settle(id, result) == Settled::Failed {
             self.keep_writing(id, token, Outcome::Dead { failure, at: now });
         }
-    }
-
-    /// Runs `write` until it lands or the store stays unreachable for a few tries.
-    async fn write_outcome<F, Fut>(&self, what: &str, write: F) -> Result<(), sms_core::StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), sms_core::StoreError>>,
-    {
-        retry_while_unavailable(
-            super::OUTCOME_TRIES,
-            super::OUTCOME_RETRY_FIRST,
-            super::OUTCOME_RETRY_MAX,
-            what,
-            write,
-        )
-        .await
     }
 }
