@@ -17,6 +17,9 @@
 //! instances with clocks of their own, times leases by the database's clock
 //! ([`postgres::LeaseClock`]).
 //!
+//! [`GroupCommit`] wraps either (or any queue) so that concurrent live sends share their
+//! commits.
+//!
 //! Features (both on by default): `postgres` ([`postgres::PgStore`]) and `sqlite`
 //! ([`sqlite::SqliteStore`]).
 
@@ -24,6 +27,7 @@
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod codec;
 mod error;
+mod group_commit;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -31,3 +35,4 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::Error;
+pub use group_commit::{DEFAULT_MAX_ROWS, GroupCommit};
