@@ -12,6 +12,7 @@ use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
 use sms_providers::http::{AliyunVendor, CloopenVendor, TencentVendor};
 use sms_providers::simulated::SimulatedVendor;
+use sms_store::GroupCommit;
 use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -36,8 +37,21 @@ fn pg_config(config: &Config, url: &str) -> PgConfig {
     }
 }
 
-/// Opens PostgreSQL when a URL is configured, else the embedded SQLite file; applies migrations.
+/// Opens PostgreSQL when a URL is configured, else the embedded SQLite file; applies
+/// migrations. Concurrent keyed sends share their commits (`queue.group_commit_rows`).
 pub async fn open_store(config: &Config) -> Result<Store> {
+    let store = open_backend(config).await?;
+    Ok(Store {
+        queue: Arc::new(GroupCommit::new(
+            store.queue,
+            config.queue.group_commit_rows,
+        )),
+        ..store
+    })
+}
+
+/// The configured backend, its queue unwrapped.
+async fn open_backend(config: &Config) -> Result<Store> {
     match &config.database_url {
         Some(url) => {
             let store = Arc::new(
@@ -86,7 +100,7 @@ pub async fn migrate(config: &Config) -> Result<()> {
             );
         }
         None => {
-            open_store(config).await?;
+            open_backend(config).await?;
             println!(
                 "sqlite {}: migrations applied",
                 config.sqlite_path.display()

@@ -36,6 +36,8 @@ pub const ENV_API_TOKENS: &str = "SMS_API_TOKENS";
 const MIN_TOKEN_CHARS: usize = 16;
 /// Shortest retention of sent messages, in hours.
 const MIN_RETENTION_H: u64 = 1;
+/// Most rows one shared commit may hold.
+const MAX_GROUP_COMMIT_ROWS: usize = 4096;
 
 /// A value that is never printed: `Debug`, `Display` and serialisation show `***`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -86,7 +88,7 @@ pub struct Config {
     /// `[failover]`, and the retry and drain keys of `[queue]`.
     pub failover: FailoverConfig,
     /// The rest of `[queue]`.
-    pub queue: QueueRetention,
+    pub queue: QueueStorage,
     /// `[limit]`: the global and per-recipient limiters.
     pub limit: LimitConfig,
     /// `[postgres]`: the pool and schema; the URL is `database_url`.
@@ -110,7 +112,7 @@ impl Default for Config {
             max_body_bytes: 256 * 1024,
             simulation_log: None,
             failover: FailoverConfig::default(),
-            queue: QueueRetention::default(),
+            queue: QueueStorage::default(),
             limit: LimitConfig::default(),
             postgres: PgConfig::default(),
             vendors: default_vendors(),
@@ -122,14 +124,20 @@ impl Default for Config {
 /// What `[queue]` holds besides the gateway's retry and drain settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct QueueRetention {
+pub struct QueueStorage {
     /// How long sent messages are kept for status look-ups, in hours.
     pub retention_h: u64,
+    /// Most keyed live sends stored (or marked sent) in one shared commit; 1 gives each
+    /// its own commit.
+    pub group_commit_rows: usize,
 }
 
-impl Default for QueueRetention {
+impl Default for QueueStorage {
     fn default() -> Self {
-        Self { retention_h: 72 }
+        Self {
+            retention_h: 72,
+            group_commit_rows: sms_store::DEFAULT_MAX_ROWS,
+        }
     }
 }
 
@@ -297,6 +305,12 @@ impl Config {
                 );
             }
         }
+        if !(1..=MAX_GROUP_COMMIT_ROWS).contains(&self.queue.group_commit_rows) {
+            bail!(
+                "queue.group_commit_rows: expected 1 to {MAX_GROUP_COMMIT_ROWS}, found {}",
+                self.queue.group_commit_rows
+            );
+        }
         if self.queue.retention_h < MIN_RETENTION_H {
             bail!(
                 "queue.retention_h: expected at least {MIN_RETENTION_H}, found {}; sent \
@@ -384,6 +398,9 @@ mod layout {
         "drain_interval_ms",
     ];
 
+    /// `QueueStorage` keys, the rest of `[queue]`.
+    const STORAGE_KEYS: [&str; 2] = ["retention_h", "group_commit_rows"];
+
     /// The file's section holding `FailoverConfig`'s key `field`.
     pub(super) fn section_of(field: &str) -> &'static str {
         if is_queue_key(field) {
@@ -410,11 +427,12 @@ mod layout {
                     if let Some(value) = queue.remove(key.get_ref().as_ref() as &str) {
                         moved.push((key, value));
                     }
-                } else if key.get_ref() != "retention_h" {
+                } else if !STORAGE_KEYS.contains(&key.get_ref().as_ref()) {
                     bail!(
-                        "line {}: queue.{}: unknown key, expected retention_h or one of {}",
+                        "line {}: queue.{}: unknown key, expected one of {}, {}",
                         line(key.span()),
                         key.get_ref(),
+                        STORAGE_KEYS.join(", "),
                         QUEUE_KEYS.join(", ")
                     );
                 }

@@ -234,3 +234,24 @@ fn a_retention_too_short_for_client_retries_is_refused_saying_why() {
     let c = Config::from_toml("[queue]\nretention_h = 1\n").unwrap();
     c.validate().unwrap();
 }
+
+#[test]
+fn group_commit_rows_is_read_from_the_queue_section_and_bounded() {
+    let c = Config::from_toml("[queue]\ngroup_commit_rows = 32\n").unwrap();
+    assert_eq!(c.queue.group_commit_rows, 32);
+    c.validate().unwrap();
+    assert_eq!(
+        Config::default().queue.group_commit_rows,
+        sms_store::DEFAULT_MAX_ROWS
+    );
+    for rows in [0, 100_000] {
+        let c = Config::from_toml(&format!("[queue]\ngroup_commit_rows = {rows}\n")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("queue.group_commit_rows: expected 1 to"), "{e}");
+    }
+    let e = Config::from_toml("[queue]\ngroup_commit = 32\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("queue.group_commit: unknown key"), "{e}");
+    assert!(e.contains("group_commit_rows"), "{e}");
+}

@@ -1,8 +1,13 @@
-//! A live request: expiry and template checks → idempotency look-up → per-recipient
-//! limits → a vendor that can send its template → global rate limit (limited: stored,
-//! caller told "queued") → one attempt on the vendor picked by the health state →
-//! usage, health, and either "sent", "queued" (for a later attempt by the drain) or an
-//! error the caller can act on.
+//! A live request: expiry and template checks → per-recipient limits → a vendor that
+//! can send its template → global rate limit (limited: stored, caller told "queued") →
+//! with an idempotency key, stored leased before the attempt → one attempt on the
+//! vendor picked by the health state → usage, health, and either "sent", "queued" (for a
+//! later attempt by the drain) or an error the caller can act on.
+//!
+//! A key already stored is found by the write that stores the message, so a retried
+//! request gets the first try's message back without a separate look-up. Only a keyed
+//! request refused before that write (recipient limit, no vendor) looks its key up, so
+//! that a retry is never refused by the limit its first try used.
 //!
 //! A vendor's per-number limit is the recipient's, not the vendor's: a request without
 //! a key is answered with the refusal and its wait; a keyed one, already stored, waits
@@ -134,15 +139,14 @@ impl Gateway {
         if let Some(problem) = self.over_capacity(&request) {
             return Err(ValidationError::new("recipients", problem).into());
         }
-        // A retried request must not be refused by the recipient limiter that counted
-        // its first try, so known keys answer before any limit.
-        if let Some(existing) = self.find_existing(&request).await? {
-            return Ok(SendOutcome::Existing(existing));
-        }
         let Some(limiter) = &self.recipient_limiter else {
             return self.send_checked(request, now, &mut Reached::Nobody).await;
         };
-        self.check_recipients(limiter.as_ref(), &request).await?;
+        if let Err(refusal) = self.check_recipients(limiter.as_ref(), &request).await {
+            // A retried request must not be refused by the recipient limiter that
+            // counted its first try: a stored key answers instead.
+            return self.existing_or(&request, refusal).await;
+        }
         // A second handle on the request (it is shared, not copied), for the counts.
         let counted = request.clone();
         let mut reached = Reached::Nobody;
@@ -177,12 +181,16 @@ impl Gateway {
         now: DateTime<Utc>,
         reached: &mut Reached,
     ) -> Result<SendOutcome, SendError> {
-        {
-            // Never store a message no vendor can send: it would only wait to die.
+        // Never store a message no vendor can send: it would only wait to die.
+        let no_route = {
             let health = self.health();
-            if !health.can_route(&self.route(&health, &request, None)) {
-                return Err(SendError::NoVendor(self.no_route_reason(&health, &request)));
-            }
+            (!health.can_route(&self.route(&health, &request, None)))
+                .then(|| self.no_route_reason(&health, &request))
+        };
+        if let Some(reason) = no_route {
+            return self
+                .existing_or(&request, SendError::NoVendor(reason))
+                .await;
         }
 
         let id = MessageId::at(now);
@@ -257,18 +265,28 @@ impl Gateway {
         }
     }
 
-    /// The message stored earlier under the request's idempotency key, if any.
-    async fn find_existing(
+    /// Answers a request refused before it was stored: with the message stored earlier
+    /// under its idempotency key if there is one (the request is a retry, and its first
+    /// try stands), else with `refusal`.
+    ///
+    /// Keys are looked up only here. On the way to a send, storing the message answers
+    /// the same question (`Enqueued::Existing`) in the write it needs anyway.
+    async fn existing_or(
         &self,
         request: &SmsRequest,
-    ) -> Result<Option<StoredMessage>, SendError> {
+        refusal: SendError,
+    ) -> Result<SendOutcome, SendError> {
         let Some(key) = request.idempotency_key() else {
-            return Ok(None);
+            return Err(refusal);
         };
-        self.queue
-            .find_by_idempotency_key(key)
-            .await
-            .map_err(SendError::StorageUnavailable)
+        match self.queue.find_by_idempotency_key(key).await {
+            Ok(Some(existing)) => Ok(SendOutcome::Existing(existing)),
+            Ok(None) => Err(refusal),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up an idempotency key; answering with the refusal");
+                Err(refusal)
+            }
+        }
     }
 
     /// Checks and counts every recipient. When one is limited, the request is refused

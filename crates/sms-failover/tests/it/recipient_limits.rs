@@ -1,6 +1,7 @@
 //! Per-recipient limits on the live path: an unavailable limiter refuses instead of
-//! letting the request through unchecked, and a request refused after it was counted
-//! gives its counts back.
+//! letting the request through unchecked, a request refused after it was counted
+//! gives its counts back, and a retry is answered by its first try, not refused by the
+//! limit that first try used.
 
 use std::sync::Arc;
 
@@ -103,9 +104,8 @@ async fn a_request_refused_because_every_vendor_is_disabled_gives_its_counts_bac
 async fn a_request_the_store_cannot_take_gives_its_counts_back() {
     let limiter = one_a_minute();
     let mut queue = MockDeferredQueue::new();
-    queue
-        .expect_find_by_idempotency_key()
-        .returning(|_| Ok(None));
+    // Storing the message answers whether its key is known: no separate look-up.
+    queue.expect_find_by_idempotency_key().never();
     queue
         .expect_enqueue()
         .times(1)
@@ -159,4 +159,53 @@ async fn a_split_send_refused_for_the_others_keeps_only_the_counts_of_those_who_
     let e = gateway.send(to(&["+8613800000001"])).await.unwrap_err();
     assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
     gateway.send(to(&["+8613800000002"])).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_keyed_retry_after_its_first_try_used_the_limit_gets_the_first_message() {
+    let limiter = one_a_minute();
+    let queue = Arc::new(MemoryQueue::new());
+    let (gateway, vendor) = gateway(limiter, queue.clone());
+    let keyed = request().with_idempotency_key(IdempotencyKey::new("k-retry").unwrap());
+    let first = gateway.send(keyed.clone()).await.unwrap();
+    let sms_failover::SendOutcome::Sent { id, .. } = first else {
+        panic!("expected Sent, found {first:?}");
+    };
+
+    let again = gateway.send(keyed).await.unwrap();
+    assert!(
+        matches!(&again, sms_failover::SendOutcome::Existing(m) if m.id == id),
+        "{again:?}"
+    );
+    assert_eq!(vendor.calls(), 1);
+    // Another request to the number is still refused: the retry did not free the count.
+    let e = gateway.send(request()).await.unwrap_err();
+    assert!(matches!(e, SendError::RecipientLimited { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_keyed_retry_while_no_vendor_can_send_gets_the_first_message() {
+    // A limit the retry does not reach: what refuses it is that no vendor is enabled.
+    let limiter = Arc::new(
+        InProcessRecipientLimiter::new(vec![RecipientWindow::per_seconds(10, 60)])
+            .expect("a limiter"),
+    );
+    let (gateway, vendor) = gateway(limiter, Arc::new(MemoryQueue::new()));
+    let keyed = request().with_idempotency_key(IdempotencyKey::new("k-disabled").unwrap());
+    let first = gateway.send(keyed.clone()).await.unwrap();
+    let sms_failover::SendOutcome::Sent { id, .. } = first else {
+        panic!("expected Sent, found {first:?}");
+    };
+    gateway.disable(&VendorId::new("aliyun").unwrap()).unwrap();
+
+    let again = gateway.send(keyed).await.unwrap();
+    assert!(
+        matches!(&again, sms_failover::SendOutcome::Existing(m) if m.id == id),
+        "{again:?}"
+    );
+    // A new key is refused as before.
+    let fresh = request().with_idempotency_key(IdempotencyKey::new("k-new").unwrap());
+    let e = gateway.send(fresh).await.unwrap_err();
+    assert!(matches!(e, SendError::NoVendor(_)), "{e:?}");
+    assert_eq!(vendor.calls(), 1);
 }

@@ -576,9 +576,7 @@ async fn a_failed_keyed_request_is_queued_on_its_reserved_row() {
 #[tokio::test]
 async fn a_keyed_request_that_cannot_be_reserved_is_not_sent() {
     let mut queue = MockDeferredQueue::new();
-    queue
-        .expect_find_by_idempotency_key()
-        .returning(|_| Ok(None));
+    queue.expect_find_by_idempotency_key().never();
     queue
         .expect_enqueue()
         .returning(|_| Err(StoreError::unavailable("down")));
