@@ -2,10 +2,19 @@
 //! messages to `sms-app serve` (embedded defaults, then Postgres + Redis), against the
 //! axum hello-world of `sms-app/examples/hello.rs`, with `serve`'s peak RSS.
 //!
-//! Each server is warmed up for [`WARMUP_SECONDS`], then measured [`HTTP_ROUNDS`] times
-//! for [`HTTP_SECONDS`]; the figures are the medians. The hello-world and the embedded
-//! `serve` take turns, so a slow spell of the machine hits both. Every run sends to
-//! recipients no run used before.
+//! Each backend is measured twice on the same running `serve`: keyless, and keyed, with
+//! a unique `idempotency_key` on every request. A client that puts a key on every
+//! request is the safe way of calling the API (a retry after a timeout or a dropped
+//! connection cannot send the message twice). What the key costs the server (the
+//! message is stored before the vendor call and marked sent after it, two commits a
+//! keyless send does not wait for) is measured against keyless sends of the same
+//! backend.
+//!
+//! Each load is warmed up for [`WARMUP_SECONDS`], then measured [`HTTP_ROUNDS`] times
+//! for [`HTTP_SECONDS`]; the figures are the medians. The loads of a backend take turns
+//! (with the hello-world for the embedded one), so a slow spell of the machine hits all
+//! of them. Every run uses recipients (and keys) no earlier run used.
+//! `serve`'s peak RSS is over all its runs, keyed ones included.
 
 use std::fs;
 use std::path::Path;
@@ -15,7 +24,8 @@ use anyhow::{Context, Result, bail};
 
 use super::server::{SERVE_PORT, Server, TOKEN, Vendors, serve, serve_config};
 use super::{
-    CONCURRENCY, Report, Row, build_dir, cargo_quiet, postgres_url, redis_url, tool_exists,
+    CONCURRENCY, Report, Row, build_dir, cargo_quiet, format_value, postgres_url, redis_url,
+    tool_exists,
 };
 
 /// Length of one measured `wrk` run.
@@ -25,11 +35,19 @@ const HTTP_ROUNDS: u64 = 3;
 /// Length of the `wrk` run that warms a server up before it is measured (its first
 /// seconds grow the allocator's heap, the database file and the limiter's tables).
 const WARMUP_SECONDS: u32 = 3;
-/// Recipients each `wrk` run may use: every run starts at its own multiple of this, so
-/// no run repeats a recipient of an earlier one. The script numbers 10,000,000 per
-/// `wrk` thread before it wraps, enough for the 12 runs of the phase; one run of 10 s
-/// sends well under 500,000 per thread on 2 cores.
+/// Recipients (and idempotency keys) each `wrk` run may use: every run starts at its own
+/// multiple of this, so no run repeats a recipient or a key of an earlier one. The
+/// script numbers [`NUMBERS_PER_THREAD`] per `wrk` thread before it wraps, enough for
+/// the [`RUNS`] runs of the phase; one run of `serve` for 10 s sends well under 500,000
+/// per thread on 2 cores.
 const NUMBERS_PER_RUN: u64 = 500_000;
+/// Numbers the script gives each `wrk` thread before it wraps (`counter % 10000000`).
+const NUMBERS_PER_THREAD: u64 = 10_000_000;
+/// `wrk` runs of the phase: a warm-up and [`HTTP_ROUNDS`] measured runs for each of the
+/// hello-world, embedded keyless, embedded keyed, Postgres + Redis keyless and Postgres +
+/// Redis keyed: 5 × 4 = 20.
+const RUNS: u64 = 5 * (1 + HTTP_ROUNDS);
+const _: () = assert!(RUNS * NUMBERS_PER_RUN <= NUMBERS_PER_THREAD);
 /// Port of the hello-world baseline.
 const HELLO_PORT: u16 = 18_081;
 
@@ -71,11 +89,17 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
     );
     let config = serve_config(&storage, Vendors::Instant);
     let server = start_serve(&config, out, "embedded")?;
-    let [base, mut embedded] = runs.by_turns([(HELLO_PORT, "hello"), (SERVE_PORT, "embedded")])?;
+    let [base, mut embedded, embedded_keyed] = runs.by_turns([
+        (HELLO_PORT, "hello", Body::Keyless),
+        (SERVE_PORT, "embedded", Body::Keyless),
+        (SERVE_PORT, "embedded-keyed", Body::Keyed),
+    ])?;
+    // The peak over every run of this `serve`, keyed ones included.
     embedded.peak_mib = server.memory_mib().1;
     drop(server);
     drop(hello);
     push_load_rows(report, Setup::Embedded, &embedded, &base);
+    push_keyed_rows(report, Setup::Embedded, &embedded_keyed, &embedded);
 
     // Postgres + Redis, in a schema and under a key prefix of their own.
     let pg_url = postgres_url();
@@ -86,12 +110,18 @@ pub(super) fn run(report: &mut Report, out: &Path) -> Result<()> {
         &format!("[postgres]\nschema = {schema:?}\n\n[limit]\nkey_prefix = \"{schema}:\"\n"),
     );
     let measured = start_serve(&config, out, "postgres-redis").and_then(|server| {
-        let [mut shared] = runs.by_turns([(SERVE_PORT, "postgres-redis")])?;
+        let [mut shared, keyed] = runs.by_turns([
+            (SERVE_PORT, "postgres-redis", Body::Keyless),
+            (SERVE_PORT, "postgres-redis-keyed", Body::Keyed),
+        ])?;
         shared.peak_mib = server.memory_mib().1;
-        Ok(shared)
+        Ok((shared, keyed))
     });
     match measured {
-        Ok(shared) => push_load_rows(report, Setup::PostgresRedis, &shared, &base),
+        Ok((shared, keyed)) => {
+            push_load_rows(report, Setup::PostgresRedis, &shared, &base);
+            push_keyed_rows(report, Setup::PostgresRedis, &keyed, &shared);
+        }
         Err(e) => report.skip(format!("http pg+redis: {e:#}")),
     }
     drop_pg_schema(&pg_url, &schema);
@@ -156,6 +186,46 @@ fn push_load_rows(report: &mut Report, setup: Setup, serve: &LoadResult, base: &
     );
 }
 
+/// The rows of keyed sends on one `serve` setup, against keyless sends of the same
+/// `serve`: the rate (at least 0.6× keyless), p50, and p99 against an absolute 20 ms
+/// (its ratio is `20 ms / p99`, at least 1 when met; the keyless p99 is in the note).
+fn push_keyed_rows(report: &mut Report, setup: Setup, keyed: &LoadResult, keyless: &LoadResult) {
+    let label = setup.label();
+    report.push(
+        Row::new(
+            format!("http {label} keyed: POST /v1/messages (req/s)"),
+            keyed.rps,
+            "/s",
+        )
+        .baseline("keyless, same backend", keyless.rps)
+        .target("≥ 0.6×")
+        .note(keyed.note()),
+    );
+    report.push(
+        Row::new(
+            format!("http {label} keyed: p50 latency (ms)"),
+            keyed.latency_ms[0],
+            "ms",
+        )
+        .baseline("keyless, same backend", keyless.latency_ms[0])
+        .lower_is_better(),
+    );
+    report.push(
+        Row::new(
+            format!("http {label} keyed: p99 latency (ms)"),
+            keyed.latency_ms[1],
+            "ms",
+        )
+        .baseline("target", Some(20.0))
+        .lower_is_better()
+        .target("≤ 20 ms")
+        .note(format!(
+            "keyless p99, same backend: {}",
+            format_value(keyless.latency_ms[1], "ms")
+        )),
+    );
+}
+
 /// Writes `config` to `serve-{name}.toml` and starts `serve` with it.
 fn start_serve(config: &str, out: &Path, name: &str) -> Result<Server> {
     let path = out.join(format!("serve-{name}.toml"));
@@ -201,6 +271,25 @@ impl LoadResult {
     }
 }
 
+/// What the requests of a `wrk` run carry besides the message.
+#[derive(Clone, Copy)]
+enum Body {
+    /// No idempotency key.
+    Keyless,
+    /// A unique `idempotency_key` on every request.
+    Keyed,
+}
+
+impl Body {
+    /// The script's second argument.
+    fn script_arg(self) -> &'static str {
+        match self {
+            Body::Keyless => "keyless",
+            Body::Keyed => "keyed",
+        }
+    }
+}
+
 /// `wrk` runs against the servers of the phase, each with recipients of its own.
 struct LoadRuns<'a> {
     lua: &'a Path,
@@ -213,34 +302,45 @@ impl<'a> LoadRuns<'a> {
         Self { lua, out, runs: 0 }
     }
 
-    /// Warms up each of `servers` (port, name) in order, then measures them by turns
-    /// [`HTTP_ROUNDS`] times; the medians of each, in the same order.
-    fn by_turns<const N: usize>(&mut self, servers: [(u16, &str); N]) -> Result<[LoadResult; N]> {
-        for (port, name) in servers {
-            self.run(port, &format!("{name}-warmup"), WARMUP_SECONDS)?;
+    /// Warms up each of `loads` (port, name, body) in order, then measures them by turns
+    /// [`HTTP_ROUNDS`] times; the medians of each, in the same order. Two loads may be on
+    /// the same port: the same server, taking turns with itself.
+    fn by_turns<const N: usize>(
+        &mut self,
+        loads: [(u16, &str, Body); N],
+    ) -> Result<[LoadResult; N]> {
+        for (port, name, body) in loads {
+            self.run(port, &format!("{name}-warmup"), body, WARMUP_SECONDS)?;
         }
         let mut measured: [Vec<LoadResult>; N] = std::array::from_fn(|_| Vec::new());
         for _ in 0..HTTP_ROUNDS {
-            for ((port, name), runs) in servers.iter().zip(&mut measured) {
+            for ((port, name, body), runs) in loads.iter().zip(&mut measured) {
                 let round = self.runs;
-                runs.push(self.run(*port, &format!("{name}-{round}"), HTTP_SECONDS)?);
+                let name = format!("{name}-{round}");
+                runs.push(self.run(*port, &name, *body, HTTP_SECONDS)?);
             }
         }
         Ok(measured.map(LoadResult::median))
     }
 
-    fn run(&mut self, port: u16, name: &str, seconds: u32) -> Result<LoadResult> {
+    fn run(&mut self, port: u16, name: &str, body: Body, seconds: u32) -> Result<LoadResult> {
+        if self.runs >= RUNS {
+            bail!("more than {RUNS} wrk runs would reuse recipients; see NUMBERS_PER_RUN");
+        }
         let first_number = self.runs * NUMBERS_PER_RUN;
         self.runs += 1;
         let save = self.out.join(format!("wrk-{name}.txt"));
-        wrk(port, self.lua, &save, seconds, first_number)
+        wrk(port, self.lua, &save, seconds, first_number, body)
     }
 }
 
 /// POSTs a message to a fresh recipient every time (per-recipient limits would refuse
 /// repeats, and a known recipient costs less than a new one), with the bearer token.
-/// The script's argument is where this run's numbers start (see [`NUMBERS_PER_RUN`]);
-/// `{TOKEN}` is replaced by the configured token when the script is written.
+/// The script's first argument is where this run's numbers start (see
+/// [`NUMBERS_PER_RUN`]); with `keyed` as its second, every request also carries the
+/// idempotency key `b<thread>-<number>`, as unique as its recipient (a repeated key
+/// would be answered with the message it first sent, for less). `{TOKEN}` is replaced
+/// by the configured token when the script is written.
 const WRK_SCRIPT: &str = r#"
 local threads = 0
 function setup(thread)
@@ -249,24 +349,39 @@ function setup(thread)
 end
 function init(args)
   counter = tonumber(args[1] or "0")
+  keyed = args[2] == "keyed"
 end
 function request()
   counter = counter + 1
-  local number = string.format("+86139%01d%07d", tid % 10, counter % 10000000)
-  local body = '{"template":"login","args":["123456"],"recipients":["' .. number .. '"]}'
+  local n = counter % 10000000
+  local number = string.format("+86139%01d%07d", tid % 10, n)
+  local body
+  if keyed then
+    body = '{"template":"login","args":["123456"],"recipients":["' .. number .. '"],'
+      .. string.format('"idempotency_key":"b%d-%d"}', tid, n)
+  else
+    body = '{"template":"login","args":["123456"],"recipients":["' .. number .. '"]}'
+  end
   return wrk.format("POST", "/v1/messages",
     { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer {TOKEN}" }, body)
 end
 "#;
 
-/// One `wrk` run of `seconds`, its recipients numbered from `first_number` on.
-fn wrk(port: u16, lua: &Path, save: &Path, seconds: u32, first_number: u64) -> Result<LoadResult> {
+/// One `wrk` run of `seconds`, its recipients (and keys) numbered from `first_number` on.
+fn wrk(
+    port: u16,
+    lua: &Path,
+    save: &Path,
+    seconds: u32,
+    first_number: u64,
+    body: Body,
+) -> Result<LoadResult> {
     let output = Command::new("wrk")
         .args(["-t", "2", "-c", &CONCURRENCY.to_string()])
         .args(["-d", &format!("{seconds}s"), "--latency", "-s"])
         .arg(lua)
         .arg(format!("http://127.0.0.1:{port}/v1/messages"))
-        .args(["--", &first_number.to_string()])
+        .args(["--", &first_number.to_string(), body.script_arg()])
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -341,5 +456,12 @@ mod tests {
         assert_eq!(parse_duration_ms("850.00us"), Some(0.85));
         assert_eq!(parse_duration_ms("1.02s"), Some(1020.0));
         assert_eq!(parse_duration_ms("3.10ms"), Some(3.1));
+    }
+
+    #[test]
+    fn the_script_reads_the_keyed_argument() {
+        let keyed = format!("args[2] == {:?}", Body::Keyed.script_arg());
+        assert!(WRK_SCRIPT.contains(&keyed));
+        assert!(WRK_SCRIPT.contains(r#""idempotency_key":"b%d-%d""#));
     }
 }
