@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sms_core::{DeferredQueue, FeeSchedule, RateLimiter, RecipientLimiter, UsageLedger, VendorId};
@@ -41,10 +42,15 @@ fn pg_config(config: &Config, url: &str) -> PgConfig {
 /// migrations. Concurrent keyed sends share their commits (`queue.group_commit_rows`).
 pub async fn open_store(config: &Config) -> Result<Store> {
     let store = open_backend(config).await?;
+    // Postgres pays a round trip and a statement per write, SQLite only a short commit
+    // that a wait would leave its one writer idle for.
+    let default_wait_us = if store.kind == "postgres" { 1_000 } else { 0 };
+    let wait = Duration::from_micros(config.queue.group_commit_wait_us.unwrap_or(default_wait_us));
     Ok(Store {
         queue: Arc::new(GroupCommit::new(
             store.queue,
             config.queue.group_commit_rows,
+            wait,
         )),
         ..store
     })

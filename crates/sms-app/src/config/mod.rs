@@ -38,6 +38,8 @@ const MIN_TOKEN_CHARS: usize = 16;
 const MIN_RETENTION_H: u64 = 1;
 /// Most rows one shared commit may hold.
 const MAX_GROUP_COMMIT_ROWS: usize = 4096;
+/// Longest wait of a shared commit for more sends, in microseconds.
+const MAX_GROUP_COMMIT_WAIT_US: u64 = 100_000;
 
 /// A value that is never printed: `Debug`, `Display` and serialisation show `***`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -130,6 +132,10 @@ pub struct QueueStorage {
     /// Most keyed live sends stored (or marked sent) in one shared commit; 1 gives each
     /// its own commit.
     pub group_commit_rows: usize,
+    /// How long a shared commit waits after its first send for others, in microseconds.
+    /// Absent: 1000 on Postgres, 0 on SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_commit_wait_us: Option<u64>,
 }
 
 impl Default for QueueStorage {
@@ -137,6 +143,7 @@ impl Default for QueueStorage {
         Self {
             retention_h: 72,
             group_commit_rows: sms_store::DEFAULT_MAX_ROWS,
+            group_commit_wait_us: None,
         }
     }
 }
@@ -311,6 +318,16 @@ impl Config {
                 self.queue.group_commit_rows
             );
         }
+        if let Some(wait) = self
+            .queue
+            .group_commit_wait_us
+            .filter(|w| *w > MAX_GROUP_COMMIT_WAIT_US)
+        {
+            bail!(
+                "queue.group_commit_wait_us: expected at most {MAX_GROUP_COMMIT_WAIT_US}, found {wait}; \
+                 every keyed send may wait this long for its commit"
+            );
+        }
         if self.queue.retention_h < MIN_RETENTION_H {
             bail!(
                 "queue.retention_h: expected at least {MIN_RETENTION_H}, found {}; sent \
@@ -399,7 +416,7 @@ mod layout {
     ];
 
     /// `QueueStorage` keys, the rest of `[queue]`.
-    const STORAGE_KEYS: [&str; 2] = ["retention_h", "group_commit_rows"];
+    const STORAGE_KEYS: [&str; 3] = ["retention_h", "group_commit_rows", "group_commit_wait_us"];
 
     /// The file's section holding `FailoverConfig`'s key `field`.
     pub(super) fn section_of(field: &str) -> &'static str {

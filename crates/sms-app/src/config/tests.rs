@@ -247,11 +247,23 @@ fn group_commit_rows_is_read_from_the_queue_section_and_bounded() {
     for rows in [0, 100_000] {
         let c = Config::from_toml(&format!("[queue]\ngroup_commit_rows = {rows}\n")).unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.starts_with("queue.group_commit_rows: expected 1 to"), "{e}");
+        assert!(
+            e.starts_with("queue.group_commit_rows: expected 1 to"),
+            "{e}"
+        );
     }
     let e = Config::from_toml("[queue]\ngroup_commit = 32\n")
         .unwrap_err()
         .to_string();
     assert!(e.contains("queue.group_commit: unknown key"), "{e}");
     assert!(e.contains("group_commit_rows"), "{e}");
+    let c = Config::from_toml("[queue]\ngroup_commit_wait_us = 500\n").unwrap();
+    assert_eq!(c.queue.group_commit_wait_us, Some(500));
+    c.validate().unwrap();
+    let c = Config::from_toml("[queue]\ngroup_commit_wait_us = 1000000\n").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("queue.group_commit_wait_us: expected at most"),
+        "{e}"
+    );
 }

@@ -27,14 +27,19 @@ async fn sqlite_group_commit() -> Option<ContractStore> {
             .await
             .unwrap(),
     );
-    let queue = Arc::new(GroupCommit::new(store.clone(), 64));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 64, Duration::ZERO));
     Some(ContractStore::split(queue, store).keeping(dir))
 }
 
 async fn postgres_group_commit() -> Option<ContractStore> {
     let (store, guard) = pg_store().await?;
     let store = Arc::new(store);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 64));
+    // With the wait `serve` gives Postgres.
+    let queue = Arc::new(GroupCommit::new(
+        store.clone(),
+        64,
+        Duration::from_millis(1),
+    ));
     Some(ContractStore::split(queue, store).keeping(guard))
 }
 
@@ -234,7 +239,7 @@ async fn enqueue_together(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_keyed_enqueues_share_a_few_writes() {
     let store = Recording::new(Duration::from_millis(50), Batches::Written);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 256));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, Duration::ZERO));
     let messages = keyed_messages("shared", 50);
     let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
 
@@ -260,7 +265,7 @@ async fn fifty_concurrent_keyed_enqueues_share_a_few_writes() {
 #[tokio::test]
 async fn a_lone_call_is_written_at_once_with_the_single_row_method() {
     let store = Recording::new(Duration::ZERO, Batches::Written);
-    let queue = GroupCommit::new(store.clone(), 256);
+    let queue = GroupCommit::new(store.clone(), 256, Duration::ZERO);
     let message = queued_request(keyed_request("alone"), at(0), at(0));
     let id = message.id;
     assert!(matches!(
@@ -273,7 +278,7 @@ async fn a_lone_call_is_written_at_once_with_the_single_row_method() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_key_sent_by_ten_callers_at_once_is_stored_once() {
     let store = Recording::new(Duration::from_millis(50), Batches::Written);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 256));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, Duration::ZERO));
     let messages: Vec<NewMessage> = (0..10)
         .map(|_| queued_request(keyed_request("the-same-key"), at(0), at(0)))
         .collect();
@@ -297,7 +302,7 @@ async fn one_key_sent_by_ten_callers_at_once_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn completions_share_writes_and_a_lost_lease_fails_alone() {
     let store = Recording::new(Duration::from_millis(50), Batches::Written);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 256));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, Duration::ZERO));
     let vendor = VendorId::new("aliyun").unwrap();
     let mut leased = Vec::new();
     for _ in 0..20 {
@@ -348,7 +353,7 @@ async fn completions_share_writes_and_a_lost_lease_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_batch_is_written_again_one_row_at_a_time() {
     let store = Recording::new(Duration::from_millis(20), Batches::Refused);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 256));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, Duration::ZERO));
     let messages = keyed_messages("refused", 20);
     let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
 
@@ -368,7 +373,7 @@ async fn a_refused_batch_is_written_again_one_row_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_store_fails_every_caller_and_stores_nothing() {
     let store = Recording::new(Duration::from_millis(20), Batches::Unreachable);
-    let queue = Arc::new(GroupCommit::new(store.clone(), 256));
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, Duration::ZERO));
 
     let answers = enqueue_together(&queue, keyed_messages("down", 20)).await;
 
@@ -379,4 +384,36 @@ async fn an_unreachable_store_fails_every_caller_and_stores_nothing() {
         );
     }
     assert_eq!(store.inner.stats().await.unwrap(), QueueStats::default());
+}
+
+/// Five calls 10 ms apart through a queue whose batches wait `wait`; the writes made.
+async fn five_calls_ten_ms_apart(wait: Duration) -> (usize, usize) {
+    let store = Recording::new(Duration::ZERO, Batches::Written);
+    let queue = Arc::new(GroupCommit::new(store.clone(), 256, wait));
+    let tasks: Vec<_> = keyed_messages("spaced", 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                queue.enqueue(m).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Ok(Enqueued::Created(_))));
+    }
+    store.writes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_wait_calls_arriving_within_it_share_one_write() {
+    assert_eq!(
+        five_calls_ten_ms_apart(Duration::from_millis(100)).await,
+        (0, 1),
+        "the first call and the four that joined it in one batch"
+    );
+    // Without a wait, each is written as it comes.
+    assert_eq!(five_calls_ten_ms_apart(Duration::ZERO).await, (5, 0));
 }
