@@ -290,10 +290,10 @@ impl DeferredQueue for PgStore {
             let mut client = self.client().await?;
             if rounds.len() == 1 {
                 // One statement commits on its own: no BEGIN and COMMIT round trips.
-                return complete_rounds(&client, completions, &rounds).await;
+                return complete_rounds(&**client, completions, &rounds).await;
             }
             let tx = client.transaction().await.map_err(pg_error)?;
-            let results = complete_rounds(&tx, completions, &rounds).await?;
+            let results = complete_rounds(&*tx, completions, &rounds).await?;
             tx.commit().await.map_err(pg_error)?;
             Ok(results)
         })
@@ -622,15 +622,18 @@ async fn current_status(
 /// Runs [`COMPLETE_MANY`] once per round (see `complete_many`) on `client`, then tells
 /// the refused completions apart: `NotFound` for a missing message, `LeaseLost` for one
 /// no longer leased under the completion's token.
-async fn complete_rounds<C: GenericClient>(
+/// Runs [`COMPLETE_MANY`] once per round.
+///
+/// The statement is planned at each run instead of prepared once per connection. A plan
+/// cached while the table was empty (a fresh deployment's first completions) scans the
+/// whole table to join the batch, and stays until statistics change: at each run, the
+/// planner sees the batch's size and the table's, and probes the primary key.
+async fn complete_rounds<C: tokio_postgres::GenericClient>(
     client: &C,
     completions: &[Completion],
     rounds: &[Vec<usize>],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let complete_many = client
-        .prepare_cached(COMPLETE_MANY)
-        .await
-        .map_err(pg_error)?;
+    use tokio_postgres::types::Type;
     let mut results: Vec<Option<Result<(), StoreError>>> =
         completions.iter().map(|_| None).collect();
     for round in rounds {
@@ -645,7 +648,15 @@ async fn complete_rounds<C: GenericClient>(
             .collect();
         let times: Vec<DateTime<Utc>> = round.iter().map(|&i| completions[i].at).collect();
         let sent = client
-            .query(&complete_many, &[&ids, &tokens, &vendors, &times])
+            .query_typed(
+                COMPLETE_MANY,
+                &[
+                    (&ids, Type::UUID_ARRAY),
+                    (&tokens, Type::UUID_ARRAY),
+                    (&vendors, Type::TEXT_ARRAY),
+                    (&times, Type::TIMESTAMPTZ_ARRAY),
+                ],
+            )
             .await
             .map_err(pg_error)?
             .iter()
@@ -665,12 +676,8 @@ async fn complete_rounds<C: GenericClient>(
             .iter()
             .map(|&i| *completions[i].id.as_uuid())
             .collect();
-        let existing = client
-            .prepare_cached(EXISTING_IDS)
-            .await
-            .map_err(pg_error)?;
         let stored = client
-            .query(&existing, &[&ids])
+            .query_typed(EXISTING_IDS, &[(&ids, Type::UUID_ARRAY)])
             .await
             .map_err(pg_error)?
             .iter()
