@@ -1,10 +1,11 @@
 //! Project automation, run as `cargo xtask <task>`.
 //!
 //! `ci` runs every check CI runs, in order, stopping at the first failure:
-//! formatting, layering, clippy, docs, tests, fault scenarios. Each step is also a task of
-//! its own.
+//! formatting, layering, clippy, docs, tests, fault scenarios, the container files.
+//! Each step is also a task of its own.
 
 mod chaos;
+mod container;
 mod tidy;
 
 use std::env;
@@ -30,7 +31,7 @@ const DRIVERS: &[&str] = &[
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci       fmt, layering, clippy, doc and test, stopping at the first failure
+  ci       fmt, layering, clippy, doc, test, chaos and container, stopping at the first failure
   fmt      cargo fmt --check
   layers   fail if sms-core, sms-failover or sms-providers depend on a driver
   tidy     fail on import cycles between modules, long files without a reason,
@@ -39,7 +40,8 @@ tasks:
   doc      cargo doc, warnings denied
   test     cargo nextest (or cargo test when nextest is not installed)
   bench    benchmarks against baselines measured in the same run (not part of ci)
-  chaos    fault scenarios (kill -9, Redis/Postgres outages, two instances) and a fuzz smoke run";
+  chaos    fault scenarios (kill -9, Redis/Postgres outages, two instances) and a fuzz smoke run
+  container  check the Dockerfile and deploy/compose.yaml; build the image where Docker runs";
 
 fn main() -> ExitCode {
     let task = env::args().nth(1).unwrap_or_default();
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "bench" => bench::run(),
         "chaos" => chaos::run(),
+        "container" => container::run(),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
 type Step = (&'static str, fn() -> Result<()>);
 
 fn ci() -> Result<()> {
-    let steps: [Step; 7] = [
+    let steps: [Step; 8] = [
         ("fmt", fmt),
         ("layers", layers),
         ("tidy", || tidy::run(&root())),
@@ -80,6 +83,7 @@ fn ci() -> Result<()> {
         ("doc", doc),
         ("test", test),
         ("chaos", chaos::run),
+        ("container", container::run),
     ];
     for (name, step) in steps {
         let started = Instant::now();

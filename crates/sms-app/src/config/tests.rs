@@ -267,3 +267,21 @@ fn group_commit_rows_is_read_from_the_queue_section_and_bounded() {
         "{e}"
     );
 }
+
+#[test]
+fn the_compose_deployments_configuration_is_valid() {
+    // deploy/compose.yaml mounts this file into the gateways and the sandbox.
+    let c = Config::from_toml(include_str!("../../../../deploy/gateway.toml")).unwrap();
+    c.validate().unwrap();
+    let kinds: Vec<&str> = c
+        .vendors
+        .values()
+        .map(|v| match v {
+            VendorConfig::Aliyun(_) => "aliyun",
+            VendorConfig::Tencent(_) => "tencent",
+            VendorConfig::Cloopen(_) => "cloopen",
+            VendorConfig::Simulated(_) => "simulated",
+        })
+        .collect();
+    assert_eq!(kinds, ["aliyun", "cloopen", "tencent"]);
+}
