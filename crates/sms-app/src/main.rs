@@ -10,6 +10,7 @@ mod routes;
 mod sandbox;
 mod serve;
 mod simulate;
+mod switch_log;
 mod wire;
 
 use std::path::PathBuf;

@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 use sms_core::{DeferredQueue, MessageStatus, VendorId};
 use sms_failover::{Gateway, GatewayEvent, GatewayObserver};
 
+use crate::switch_log::{Switch, SwitchLog};
+
 /// A vendor's name as a label value: looking a metric up by it copies nothing (the
 /// name is held inline), where a `String` label cost an allocation per event.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub struct Metrics {
     expired: Counter,
     broken_mappings: Family<MappingLabels, Gauge>,
     billing_mismatches: Family<VendorLabels, Counter>,
+    /// The last switches, for the status page.
+    switch_log: SwitchLog,
 }
 
 impl Metrics {
@@ -159,7 +163,13 @@ impl Metrics {
             queued,
             dead,
             expired,
+            switch_log: SwitchLog::default(),
         })
+    }
+
+    /// The last switches of the current vendor.
+    pub fn switch_log(&self) -> &SwitchLog {
+        &self.switch_log
     }
 
     /// The text exposition, after refreshing the values read at scrape time.
@@ -222,8 +232,19 @@ impl GatewayObserver for Metrics {
                     })
                     .observe(latency.as_secs_f64());
             }
-            GatewayEvent::Switched { .. } => {
+            GatewayEvent::Switched {
+                from,
+                to,
+                reason,
+                at,
+            } => {
                 self.switches.inc();
+                self.switch_log.record(Switch {
+                    at: *at,
+                    from: from.clone(),
+                    to: to.clone(),
+                    reason: reason.clone(),
+                });
             }
             GatewayEvent::Queued { .. } => {
                 self.queued.inc();

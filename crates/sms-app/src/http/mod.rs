@@ -12,6 +12,7 @@ mod error;
 mod messages;
 mod public;
 mod queue;
+mod status;
 mod vendors;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ fn open_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(public::readyz))
         .routes(routes!(public::metrics))
         .routes(routes!(public::openapi_json))
+        .routes(routes!(status::status_page))
 }
 
 /// The routes that need a bearer token, each marked as such in the document.
@@ -67,7 +69,8 @@ fn protected_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(vendors::enable_vendor))
         .routes(routes!(vendors::put_simulation))
         .routes(routes!(queue::get_queue))
-        .routes(routes!(queue::retry_message));
+        .routes(routes!(queue::retry_message))
+        .routes(routes!(status::get_switches));
     openapi::require_bearer(routes.get_openapi_mut());
     routes
 }
@@ -171,7 +174,7 @@ mod tests {
             json!({ "type": "http", "scheme": "bearer" })
         );
         let operations = operations(&document);
-        assert_eq!(operations.len(), 12, "{operations:?}");
+        assert_eq!(operations.len(), 14, "{operations:?}");
         for (method, path, operation) in operations {
             let security = &operation["security"];
             if path.starts_with("/v1/") {

@@ -14,4 +14,5 @@ mod real_vendors;
 mod security;
 mod server;
 mod simulate;
+mod status_page;
 mod vendor_rules;
