@@ -1,6 +1,7 @@
 //! `sms-app`: the SMS gateway binary. Reads configuration, picks backends, wires the
 //! send path, and serves the HTTP API, or runs one of the operator commands.
 
+mod activity;
 mod chart;
 mod config;
 mod http;

@@ -9,8 +9,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sms_core::{DeferredQueue, MessageStatus, VendorId};
-use sms_failover::{Gateway, GatewayEvent, GatewayObserver};
+use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver};
 
+use crate::activity::{self, Activity};
 use crate::switch_log::{Switch, SwitchLog};
 
 /// A vendor's name as a label value: looking a metric up by it copies nothing (the
@@ -73,6 +74,8 @@ pub struct Metrics {
     billing_mismatches: Family<VendorLabels, Counter>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
+    /// Sends and outcomes per minute of the last hour, for the status page.
+    activity: Activity,
 }
 
 impl Metrics {
@@ -164,7 +167,13 @@ impl Metrics {
             dead,
             expired,
             switch_log: SwitchLog::default(),
+            activity: Activity::default(),
         })
+    }
+
+    /// Sends and outcomes per minute of the last hour.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The last switches of the current vendor.
@@ -213,6 +222,20 @@ impl Metrics {
 
 impl GatewayObserver for Metrics {
     fn on_event(&self, event: &GatewayEvent) {
+        let minute = match event {
+            GatewayEvent::Delivered { .. } => Some(activity::Kind::Sent),
+            GatewayEvent::Attempt { outcome, .. }
+                if !matches!(outcome, AttemptOutcome::Ok | AttemptOutcome::Slow) =>
+            {
+                Some(activity::Kind::Failed)
+            }
+            GatewayEvent::Queued { .. } => Some(activity::Kind::Queued),
+            GatewayEvent::Dead { .. } | GatewayEvent::Expired { .. } => Some(activity::Kind::Dead),
+            _ => None,
+        };
+        if let Some(kind) = minute {
+            self.activity.count(kind, chrono::Utc::now());
+        }
         match event {
             GatewayEvent::Attempt {
                 vendor,

@@ -70,7 +70,8 @@ fn protected_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(vendors::put_simulation))
         .routes(routes!(queue::get_queue))
         .routes(routes!(queue::retry_message))
-        .routes(routes!(status::get_switches));
+        .routes(routes!(status::get_switches))
+        .routes(routes!(status::get_activity));
     openapi::require_bearer(routes.get_openapi_mut());
     routes
 }
@@ -174,7 +175,7 @@ mod tests {
             json!({ "type": "http", "scheme": "bearer" })
         );
         let operations = operations(&document);
-        assert_eq!(operations.len(), 14, "{operations:?}");
+        assert_eq!(operations.len(), 15, "{operations:?}");
         for (method, path, operation) in operations {
             let security = &operation["security"];
             if path.starts_with("/v1/") {

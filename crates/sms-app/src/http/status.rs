@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ErrorBody;
+use crate::activity::Minute;
 use crate::switch_log::Switch;
 
 /// The page, built into the binary.
@@ -52,5 +53,27 @@ pub(super) async fn get_switches(State(state): State<Arc<AppState>>) -> Json<Swi
     let since = chrono::Utc::now() - chrono::Duration::hours(TIMELINE_HOURS);
     Json(Switches {
         switches: state.metrics.switch_log().since(since),
+    })
+}
+
+/// The last hour, minute by minute.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ActivityView {
+    /// Sixty minutes, oldest first, the current one last.
+    minutes: Vec<Minute>,
+}
+
+/// Sends and outcomes per minute over the last hour
+#[utoipa::path(
+    get,
+    path = "/v1/activity",
+    responses(
+        (status = 200, description = "Sixty minutes, oldest first", body = ActivityView),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+    )
+)]
+pub(super) async fn get_activity(State(state): State<Arc<AppState>>) -> Json<ActivityView> {
+    Json(ActivityView {
+        minutes: state.metrics.activity().last_hour(chrono::Utc::now()),
     })
 }

@@ -153,6 +153,19 @@ async fn the_status_page_shows_vendors_queue_and_the_switch_after_an_outage() {
         dom.contains("live requests go to tencent"),
         "the current vendor:\n{dom}"
     );
+    // The chart's totals: the three messages went out, after failed calls to aliyun.
+    assert!(dom.contains("data-series=\"sent\""), "the chart:\n{dom}");
+    assert!(dom.contains(">3 sent<"), "three sent this hour:\n{dom}");
+    let failed = dom
+        .split("<span class=\"failed\">")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(
+        failed >= 2,
+        "the failed calls to aliyun are counted:\n{dom}"
+    );
 
     let path = screenshot_path();
     let _ = std::fs::remove_file(&path);
