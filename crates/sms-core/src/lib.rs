@@ -44,7 +44,7 @@ pub use queue::{
 pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, SmsRequest};
 pub use segments::{billed_segments, signed_text};
 pub use template::{OutboundSms, Template, Templates, VendorTemplate};
-pub use vendor::{FeeSchedule, Receipt, Vendor, VendorError};
+pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
 
 /// mockall mocks of every trait (feature `mocks`).
 #[cfg(any(test, feature = "mocks"))]

@@ -185,6 +185,24 @@ pub trait FeeSchedule: Send + Sync {
             .map(|i| self.price_at(billed_volume.saturating_add(i)))
             .sum()
     }
+
+    /// Where the price changes next after `billed_volume` messages this period, and to
+    /// what: for operators watching spend against the tiers. The default knows no
+    /// tiers and answers `None`.
+    fn next_tier(&self, billed_volume: u64) -> Option<NextTier> {
+        let _ = billed_volume;
+        None
+    }
+}
+
+/// The next price tier of a vendor: from the `from_volume`-th message of the period
+/// (counted from 0), each message costs `price`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextTier {
+    /// The billed volume at which the tier starts.
+    pub from_volume: u64,
+    /// Its price per message.
+    pub price: Money,
 }
 
 #[cfg(test)]

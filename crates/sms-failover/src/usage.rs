@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
-use sms_core::{BillingPeriod, FeeSchedule, Money};
+use sms_core::{BillingPeriod, FeeSchedule, Money, NextTier};
 
 /// Billed messages of one vendor and period, on their way to the shared ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,11 @@ impl Usage {
     /// The per-message price of vendor `idx` now.
     pub fn price(&self, idx: usize) -> Money {
         self.fees[idx].price_at(self.billed[idx])
+    }
+
+    /// Where vendor `idx`'s price changes next this period.
+    pub fn next_tier(&self, idx: usize) -> Option<NextTier> {
+        self.fees[idx].next_tier(self.billed[idx])
     }
 
     /// Messages vendor `idx` billed this period.

@@ -20,7 +20,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use sms_core::{FeeSchedule, Money};
+use sms_core::{FeeSchedule, Money, NextTier};
 
 use crate::ConfigError;
 
@@ -182,6 +182,16 @@ impl FeeSchedule for TieredFeeSchedule {
         let start = u128::from(billed_volume);
         let cost = self.cumulative_cost(start + u128::from(count)) - self.cumulative_cost(start);
         Money::from_micros(i64::try_from(cost).unwrap_or(i64::MAX))
+    }
+
+    fn next_tier(&self, billed_volume: u64) -> Option<NextTier> {
+        let index = self.tier_index(u128::from(billed_volume));
+        let from_volume = self.tiers[index].up_to?;
+        let next = self.tiers.get(index + 1)?;
+        Some(NextTier {
+            from_volume,
+            price: next.price,
+        })
     }
 }
 
@@ -350,6 +360,27 @@ mod tests {
         assert_eq!(aliyun.price_at(2_999_999), money("0.037"));
         assert_eq!(aliyun.price_at(3_000_000), money("0.036"));
         assert_eq!(aliyun.price_at(u64::MAX), money("0.036"));
+    }
+
+    #[test]
+    fn the_next_tier_is_where_the_price_changes_and_the_last_has_none() {
+        let aliyun = aliyun();
+        let next = |volume| aliyun.next_tier(volume);
+        assert_eq!(
+            next(0),
+            Some(NextTier {
+                from_volume: 100_000,
+                price: money("0.040")
+            })
+        );
+        assert_eq!(next(99_999).map(|t| t.from_volume), Some(100_000));
+        assert_eq!(
+            next(100_000).map(|t| t.price),
+            Some(aliyun.price_at(next(100_000).unwrap().from_volume))
+        );
+        assert_eq!(next(3_000_000), None, "the open-ended tier has no next");
+        let flat = TieredFeeSchedule::from_tiers(vec![Tier::open_ended(money("0.05"))]).unwrap();
+        assert_eq!(flat.next_tier(0), None);
     }
 
     #[test]

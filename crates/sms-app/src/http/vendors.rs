@@ -50,11 +50,24 @@ pub(super) struct VendorView {
     /// What was spent on it this period, as a decimal string.
     #[schema(value_type = String)]
     spend: Money,
+    /// Where its price changes next this period; absent past its last tier.
+    next_tier: Option<NextTierView>,
     /// Whether it is a simulated vendor whose faults can be changed.
     simulated: bool,
     /// Templates it answered it has not approved (template, signature or parameters):
     /// no message of these goes to it until it is enabled again.
     broken_templates: Vec<String>,
+}
+
+/// A vendor's next price tier.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NextTier)]
+pub(super) struct NextTierView {
+    /// The billed volume this period from which the tier's price applies.
+    from_volume: u64,
+    /// The tier's price per message, as a decimal string.
+    #[schema(value_type = String)]
+    price: Money,
 }
 
 /// A vendor after an operator took it out of rotation or put it back.
@@ -104,6 +117,10 @@ pub(super) async fn get_vendors(State(state): State<Arc<AppState>>) -> Json<Vend
             billed_this_period: v.billed_this_period,
             price: v.price,
             spend: v.spend,
+            next_tier: v.next_tier.map(|t| NextTierView {
+                from_volume: t.from_volume,
+                price: t.price,
+            }),
             broken_templates: v.broken_templates,
         })
         .collect();

@@ -147,6 +147,20 @@ async fn the_status_page_shows_vendors_queue_and_the_switch_after_an_outage() {
         );
     }
     assert!(dom.contains("cooling down until"), "aliyun rests:\n{dom}");
+    // Spend against the tiers: Tencent's next tier and where it starts.
+    let vendors = json_of(server.get("/v1/vendors").await).await;
+    let tencent = &vendors["vendors"]
+        .as_array()
+        .expect("vendors")
+        .iter()
+        .find(|v| v["id"] == "tencent")
+        .expect("tencent")["next_tier"];
+    let next = format!(
+        "{} from message {}",
+        tencent["price"].as_str().expect("a price"),
+        tencent["from_volume"].as_u64().expect("a volume")
+    );
+    assert!(dom.contains(&next), "the next tier, {next}:\n{dom}");
     assert!(dom.contains("aliyun → tencent"), "the switch:\n{dom}");
     assert!(dom.contains("data-status=\"queued\""), "the queue:\n{dom}");
     assert!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    Clock, DeferredQueue, FeeSchedule, MessageId, Money, PhoneNumber, RateLimiter,
+    Clock, DeferredQueue, FeeSchedule, MessageId, Money, NextTier, PhoneNumber, RateLimiter,
     RecipientLimiter, SmsRequest, StoreError, StoredMessage, Templates, UsageLedger, Vendor,
     VendorId,
 };
@@ -79,6 +79,8 @@ pub struct VendorSnapshot {
     pub billed_this_period: u64,
     /// Price of its next message.
     pub price: Money,
+    /// Where its price changes next this period, and to what (none past its last tier).
+    pub next_tier: Option<NextTier>,
     /// What was spent on it this period (as seen by this instance, plus what was billed
     /// before it started).
     pub spend: Money,
@@ -277,6 +279,7 @@ impl Gateway {
                     disabled: v.disabled,
                     billed_this_period: health.usage.billed(i),
                     price: health.price(i),
+                    next_tier: health.usage.next_tier(i),
                     spend: health.usage.spend(i),
                     broken_templates: health.broken_templates(i),
                 }
