@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use sms_core::{MessageStatus, QueueReason};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -87,7 +87,8 @@ pub fn queue_reason_schema() -> Schema {
     )
 }
 
-/// The schema of [`sms_core::QueueStats`] on the wire: a count per message status.
+/// The schema of `GET /v1/queue`'s answer: a count per message status
+/// ([`sms_core::QueueStats`]), and when the oldest queued message was accepted.
 pub struct QueueCounts;
 
 impl PartialSchema for QueueCounts {
@@ -105,8 +106,21 @@ impl PartialSchema for QueueCounts {
                     .required(status.as_str())
             },
         );
+        let counts = counts.property(
+            "oldest_queued_at",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some(
+                    "When the oldest message still queued was accepted; null when none is",
+                )),
+        );
         RefOr::T(Schema::Object(
-            counts.description(Some("Messages per status")).build(),
+            counts
+                .description(Some(
+                    "Messages per status, and when the oldest queued one was accepted",
+                ))
+                .build(),
         ))
     }
 }
@@ -235,7 +249,10 @@ mod tests {
     #[test]
     fn queue_counts_describe_every_field_of_queue_stats() {
         let written = serde_json::to_value(QueueStats::default()).expect("JSON");
-        assert_eq!(properties::<QueueCounts>(), keys(&written));
+        // `GET /v1/queue` adds the oldest queued message's time to the counts.
+        let mut answered = keys(&written);
+        answered.insert("oldest_queued_at".to_owned());
+        assert_eq!(properties::<QueueCounts>(), answered);
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sms_core::QueueStats;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sms_core::{MessageStatus, QueueStats};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
@@ -13,7 +15,7 @@ use super::messages::{MessageView, parse_id};
 use crate::openapi::QueueCounts;
 use crate::wire::{self, RetryRefused};
 
-/// Messages by status
+/// Messages by status, and the oldest queued one's age
 #[utoipa::path(
     get,
     path = "/v1/queue",
@@ -25,8 +27,22 @@ use crate::wire::{self, RetryRefused};
 )]
 pub(super) async fn get_queue(
     State(state): State<Arc<AppState>>,
-) -> Result<Json<QueueStats>, ApiError> {
-    Ok(Json(state.queue.stats().await?))
+) -> Result<Json<QueueView>, ApiError> {
+    let counts = state.queue.stats().await?;
+    let oldest = state.queue.list(MessageStatus::Queued, 1).await?;
+    Ok(Json(QueueView {
+        counts,
+        oldest_queued_at: oldest.first().map(|m| m.created_at),
+    }))
+}
+
+/// Messages per status, and how long the oldest queued one has waited.
+#[derive(Debug, Serialize)]
+pub(super) struct QueueView {
+    #[serde(flatten)]
+    counts: QueueStats,
+    /// When the oldest message still queued was accepted.
+    oldest_queued_at: Option<DateTime<Utc>>,
 }
 
 /// Re-queue a dead or expired message

@@ -535,3 +535,35 @@ simulation = { latency_ms = 400 }
     assert_eq!(server.deliveries_of(body["id"].as_str().expect("id")), 1);
     assert!(server.stop().success());
 }
+
+#[tokio::test]
+async fn the_queue_answer_says_when_the_oldest_queued_message_was_accepted() {
+    // The only vendor is down: what is accepted stays queued.
+    let down = r#"
+[queue]
+backoff_base_ms = 60000
+backoff_max_s = 600
+[vendors.aliyun]
+order = 0
+simulation = { outage = true }
+"#;
+    let server = Server::start(&Backends::Embedded, down).await;
+    let empty = json_of(server.get("/v1/queue").await).await;
+    assert!(empty["oldest_queued_at"].is_null(), "{empty}");
+
+    let r = server.post("/v1/messages", message("+8613800000903")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", server.log());
+    let first = json_of(r).await["id"].as_str().expect("id").to_owned();
+    let r = server.post("/v1/messages", message("+8613800000904")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", server.log());
+
+    let accepted =
+        json_of(server.get(&format!("/v1/messages/{first}")).await).await["created_at"].clone();
+    let queue = json_of(server.get("/v1/queue").await).await;
+    assert_eq!(queue["queued"], 2, "{queue}");
+    assert_eq!(
+        queue["oldest_queued_at"], accepted,
+        "the first one's: {queue}"
+    );
+    assert!(server.stop().success());
+}

@@ -164,6 +164,10 @@ async fn the_status_page_shows_vendors_queue_and_the_switch_after_an_outage() {
     assert!(dom.contains("aliyun → tencent"), "the switch:\n{dom}");
     assert!(dom.contains("data-status=\"queued\""), "the queue:\n{dom}");
     assert!(
+        dom.contains("nothing waiting") || dom.contains("oldest queued message waiting"),
+        "the oldest queued message's age:\n{dom}"
+    );
+    assert!(
         dom.contains("live requests go to tencent"),
         "the current vendor:\n{dom}"
     );
