@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::server::{Backends, Server, TOKEN, drop_schema, shared_backends};
 
-const VENDORS: &str = r#"
+/// Three simulated vendors answering in 1 ms, quick retries, and a long cooldown (a
+/// vendor that fails stays out): the API tests' and the status page test's setup.
+pub const VENDORS: &str = r#"
 [failover]
 cooldown_s = 600
 [queue]

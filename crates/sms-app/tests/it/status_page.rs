@@ -12,25 +12,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::api::VENDORS;
 use crate::server::{Backends, Server, TOKEN};
-
-const VENDORS: &str = r#"
-[failover]
-cooldown_s = 600
-[queue]
-backoff_base_ms = 50
-backoff_max_s = 1
-drain_interval_ms = 100
-[vendors.aliyun]
-order = 0
-simulation = { latency_ms = 1 }
-[vendors.tencent]
-order = 1
-simulation = { latency_ms = 1 }
-[vendors.cloopen]
-order = 2
-simulation = { latency_ms = 1 }
-"#;
 
 /// The browser's command, if one is installed.
 fn chromium() -> Option<&'static str> {
