@@ -44,16 +44,17 @@ pub async fn run(config: Config) -> Result<()> {
         send_path.store.queue.clone(),
         Duration::from_secs(config.queue.retention_h * 3600),
     );
-    let tokens = config
-        .api_tokens
-        .iter()
-        .map(|t| t.expose().to_owned())
-        .collect();
+    let exposed = |tokens: &[crate::config::Secret]| -> Vec<String> {
+        tokens.iter().map(|t| t.expose().to_owned()).collect()
+    };
+    let tokens = exposed(&config.api_tokens);
+    let operator_tokens = exposed(&config.operator_tokens);
     let state = AppState {
         gateway: send_path.gateway.clone(),
         queue: send_path.store.queue.clone(),
         metrics,
         tokens: Arc::new(tokens),
+        operator_tokens: Arc::new(operator_tokens),
         simulated: Arc::new(send_path.simulated),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)

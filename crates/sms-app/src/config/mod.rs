@@ -31,6 +31,8 @@ pub const ENV_REDIS_URL: &str = "SMS_REDIS_URL";
 pub const ENV_LISTEN: &str = "SMS_LISTEN";
 /// Comma-separated bearer tokens.
 pub const ENV_API_TOKENS: &str = "SMS_API_TOKENS";
+/// Comma-separated read-only bearer tokens (the status page's, for operators).
+pub const ENV_OPERATOR_TOKENS: &str = "SMS_OPERATOR_TOKENS";
 
 /// Shortest bearer token accepted.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -83,6 +85,9 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// Bearer tokens accepted by the API (`SMS_API_TOKENS`, comma-separated).
     pub api_tokens: Vec<Secret>,
+    /// Read-only bearer tokens (`SMS_OPERATOR_TOKENS`, comma-separated): `GET` routes
+    /// only, such as the status page's data; anything else is refused with 403.
+    pub operator_tokens: Vec<Secret>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Where simulated vendors append their deliveries (JSON lines); absent keeps them in memory.
@@ -111,6 +116,7 @@ impl Default for Config {
             sqlite_path: PathBuf::from("./data/sms-gateway.db"),
             redis_url: None,
             api_tokens: Vec::new(),
+            operator_tokens: Vec::new(),
             max_body_bytes: 256 * 1024,
             simulation_log: None,
             failover: FailoverConfig::default(),
@@ -291,26 +297,45 @@ impl Config {
             self.listen = listen;
         }
         if let Some(tokens) = var(ENV_API_TOKENS) {
-            self.api_tokens = tokens
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(Secret::new)
-                .collect();
+            self.api_tokens = token_list(&tokens);
+        }
+        if let Some(tokens) = var(ENV_OPERATOR_TOKENS) {
+            self.operator_tokens = token_list(&tokens);
         }
     }
 
     /// Checks values serde cannot, with each library's own checks; each error names its key.
     pub fn validate(&self) -> Result<()> {
-        for (i, token) in self.api_tokens.iter().enumerate() {
-            let length = token.expose().trim().chars().count();
-            if length < MIN_TOKEN_CHARS {
-                bail!(
-                    "api_tokens[{i}] ({ENV_API_TOKENS}): expected at least {MIN_TOKEN_CHARS} \
-                     characters, found {length}; a short token can be guessed, and an empty \
-                     one would let no request in while looking configured"
-                );
+        let lists = [
+            ("api_tokens", ENV_API_TOKENS, &self.api_tokens),
+            (
+                "operator_tokens",
+                ENV_OPERATOR_TOKENS,
+                &self.operator_tokens,
+            ),
+        ];
+        for (key, env, tokens) in lists {
+            for (i, token) in tokens.iter().enumerate() {
+                let length = token.expose().trim().chars().count();
+                if length < MIN_TOKEN_CHARS {
+                    bail!(
+                        "{key}[{i}] ({env}): expected at least {MIN_TOKEN_CHARS} \
+                         characters, found {length}; a short token can be guessed, and an \
+                         empty one would let no request in while looking configured"
+                    );
+                }
             }
+        }
+        if let Some(i) = self
+            .operator_tokens
+            .iter()
+            .position(|t| self.api_tokens.iter().any(|a| a.expose() == t.expose()))
+        {
+            bail!(
+                "operator_tokens[{i}] ({ENV_OPERATOR_TOKENS}): the same token is in api_tokens, \
+                 which would make the read-only token a full one; give operators a token of \
+                 their own"
+            );
         }
         if !(1..=MAX_GROUP_COMMIT_ROWS).contains(&self.queue.group_commit_rows) {
             bail!(
@@ -385,6 +410,15 @@ impl Config {
         layout::write(&mut document);
         Ok(toml::to_string_pretty(&document)?)
     }
+}
+
+/// Tokens from a comma-separated environment variable, blanks dropped.
+fn token_list(text: &str) -> Vec<Secret> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .collect()
 }
 
 /// Where the file puts keys that its sections' types keep elsewhere.

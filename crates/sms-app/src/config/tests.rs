@@ -285,3 +285,27 @@ fn the_compose_deployments_configuration_is_valid() {
         .collect();
     assert_eq!(kinds, ["aliyun", "cloopen", "tencent"]);
 }
+
+#[test]
+fn operator_tokens_are_checked_like_api_tokens_and_never_equal_one() {
+    let c = Config::from_toml(
+        "api_tokens = [\"api-token-0123456789\"]\noperator_tokens = [\"short\"]\n",
+    )
+    .unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("operator_tokens[0] (SMS_OPERATOR_TOKENS): expected at least"),
+        "{e}"
+    );
+    let c = Config::from_toml(
+        "api_tokens = [\"api-token-0123456789\"]\noperator_tokens = [\"api-token-0123456789\"]\n",
+    )
+    .unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("the same token is in api_tokens"), "{e}");
+    let c = Config::from_toml(
+        "api_tokens = [\"api-token-0123456789\"]\noperator_tokens = [\"operator-token-0123\"]\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+}

@@ -22,6 +22,8 @@ pub enum ApiError {
     },
     /// 401: no bearer token, or one that is not configured.
     Unauthorized,
+    /// 403: a read-only operator token asked for a change.
+    ReadOnlyToken,
     /// 404: no message has this id.
     MessageNotFound(MessageId),
     /// 404: the vendor named in the path does not exist (or is not simulated).
@@ -112,6 +114,12 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or unknown bearer token".to_owned(),
+                None,
+            ),
+            Self::ReadOnlyToken => (
+                StatusCode::FORBIDDEN,
+                "read_only_token",
+                "this token may only read (GET); changes need an API token".to_owned(),
                 None,
             ),
             Self::MessageNotFound(id) => (

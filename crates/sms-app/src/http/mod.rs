@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Accepted bearer tokens.
     pub tokens: Arc<Vec<String>>,
+    /// Accepted read-only bearer tokens: `GET` routes only.
+    pub operator_tokens: Arc<Vec<String>>,
     /// Simulated vendors by name, for fault control.
     pub simulated: Arc<HashMap<String, Arc<SimulatedVendor>>>,
 }

@@ -569,3 +569,71 @@ simulation = { outage = true }
     );
     assert!(server.stop().success());
 }
+
+#[tokio::test]
+async fn an_operator_token_reads_everything_and_changes_nothing() {
+    const OPERATOR: &str = "operator-read-only-7c2e";
+    let server = Server::start(
+        &Backends::Embedded,
+        &format!("operator_tokens = [\"{OPERATOR}\"]\n{VENDORS}"),
+    )
+    .await;
+    let as_operator = |method: reqwest::Method, path: &str| {
+        server
+            .client
+            .request(method, server.url(path))
+            .bearer_auth(OPERATOR)
+    };
+    for path in ["/v1/vendors", "/v1/queue", "/v1/switches", "/v1/activity"] {
+        let r = as_operator(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    }
+    let changes = [
+        (
+            reqwest::Method::POST,
+            "/v1/vendors/aliyun/disable",
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/messages",
+            message("+8613800000905"),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/vendors/aliyun/simulation",
+            json!({ "outage": true }),
+        ),
+    ];
+    for (method, path, body) in changes {
+        let r = as_operator(method.clone(), path)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(json_of(r).await["error"]["code"], "read_only_token");
+    }
+    // Nothing changed: no vendor disabled, nothing sent or queued.
+    let vendors = json_of(server.get("/v1/vendors").await).await;
+    assert!(
+        vendors["vendors"]
+            .as_array()
+            .expect("vendors")
+            .iter()
+            .all(|v| v["disabled"] == false),
+        "{vendors}"
+    );
+    let queue = json_of(server.get("/v1/queue").await).await;
+    assert_eq!(
+        (queue["queued"].clone(), queue["sent"].clone()),
+        (json!(0), json!(0))
+    );
+    // An API token still changes things.
+    let r = server.post("/v1/vendors/aliyun/disable", json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(server.stop().success());
+}
