@@ -44,8 +44,40 @@ pub const DEFAULT_MAX_ROWS: usize = 256;
 /// module docs.
 pub struct GroupCommit {
     inner: Arc<dyn DeferredQueue>,
-    enqueues: mpsc::Sender<Call<NewMessage, Enqueued>>,
-    completions: mpsc::Sender<Call<Completion, ()>>,
+    enqueues: Writer<Enqueues>,
+    completions: Writer<Completions>,
+}
+
+/// Where calls of one kind go: the writer task's queue, and the kind's single-row write
+/// for when that task is gone.
+struct Writer<B: Batch> {
+    calls: mpsc::Sender<Call<B::Item, B::Answer>>,
+    batch: B,
+}
+
+impl<B: Batch> Writer<B> {
+    /// Starts the writer task of `batch`.
+    fn start(batch: B, batching: Batching) -> Self {
+        let (calls, taken) = mpsc::channel(batching.max_rows);
+        tokio::spawn(write_batches(batch.clone(), taken, batching));
+        Self { calls, batch }
+    }
+
+    /// Hands `item` to the writer task and waits for its answer; writes it alone when
+    /// the task is gone (the runtime is shutting down).
+    async fn write(&self, item: B::Item) -> Result<B::Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        match self.calls.send(Call { item, reply }).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                // The writer took the call and stopped before answering: whether it
+                // was written is unknown, as after a lost connection.
+                Err(StoreError::unavailable(
+                    "the group-commit writer stopped before answering",
+                ))
+            }),
+            Err(mpsc::error::SendError(call)) => self.batch.one(call.item).await,
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -60,42 +92,14 @@ impl GroupCommit {
     /// Starts the two writer tasks, so it must be called within a tokio runtime; they
     /// end, after answering every call they took, when the wrapper is dropped.
     pub fn new(inner: Arc<dyn DeferredQueue>, max_rows: usize, wait: Duration) -> Self {
-        let batches = Batching {
+        let batching = Batching {
             max_rows: max_rows.max(1),
             wait,
         };
-        let (enqueues, calls) = mpsc::channel(batches.max_rows);
-        tokio::spawn(write_batches(Enqueues(inner.clone()), calls, batches));
-        let (completions, calls) = mpsc::channel(batches.max_rows);
-        tokio::spawn(write_batches(Completions(inner.clone()), calls, batches));
         Self {
+            enqueues: Writer::start(Enqueues(inner.clone()), batching),
+            completions: Writer::start(Completions(inner.clone()), batching),
             inner,
-            enqueues,
-            completions,
-        }
-    }
-
-    /// Hands `item` to a writer and waits for its answer; writes it directly when the
-    /// writer is gone (the runtime is shutting down).
-    async fn through<I, O, F>(
-        &self,
-        writer: &mpsc::Sender<Call<I, O>>,
-        item: I,
-        direct: impl FnOnce(I) -> F,
-    ) -> Result<O, StoreError>
-    where
-        F: Future<Output = Result<O, StoreError>>,
-    {
-        let (reply, answer) = oneshot::channel();
-        match writer.send(Call { item, reply }).await {
-            Ok(()) => answer.await.unwrap_or_else(|_| {
-                // The writer took the call and stopped before answering: whether it
-                // was written is unknown, as after a lost connection.
-                Err(StoreError::unavailable(
-                    "the group-commit writer stopped before answering",
-                ))
-            }),
-            Err(mpsc::error::SendError(call)) => direct(call.item).await,
         }
     }
 }
@@ -108,7 +112,7 @@ struct Call<I, O> {
 
 /// A kind of write the writer can batch.
 #[async_trait]
-trait Batch: Send + Sync + 'static {
+trait Batch: Clone + Send + Sync + 'static {
     type Item: Clone + Send + 'static;
     type Answer: Send + 'static;
     /// Writes all of `items` in one commit: one answer per item, in order, or an error
@@ -121,6 +125,7 @@ trait Batch: Send + Sync + 'static {
     async fn one(&self, item: Self::Item) -> Result<Self::Answer, StoreError>;
 }
 
+#[derive(Clone)]
 struct Enqueues(Arc<dyn DeferredQueue>);
 
 #[async_trait]
@@ -144,6 +149,7 @@ impl Batch for Enqueues {
     }
 }
 
+#[derive(Clone)]
 struct Completions(Arc<dyn DeferredQueue>);
 
 #[async_trait]
@@ -239,8 +245,7 @@ async fn write<B: Batch>(batch: &B, items: Vec<B::Item>) -> Vec<Result<B::Answer
 #[async_trait]
 impl DeferredQueue for GroupCommit {
     async fn enqueue(&self, message: NewMessage) -> Result<Enqueued, StoreError> {
-        self.through(&self.enqueues, message, |m| self.inner.enqueue(m))
-            .await
+        self.enqueues.write(message).await
     }
 
     async fn enqueue_many(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, StoreError> {
@@ -270,10 +275,7 @@ impl DeferredQueue for GroupCommit {
             vendor: vendor.clone(),
             at: now,
         };
-        self.through(&self.completions, completion, |c| async move {
-            self.inner.complete(c.id, c.token, &c.vendor, c.at).await
-        })
-        .await
+        self.completions.write(completion).await
     }
 
     async fn complete_many(
