@@ -622,9 +622,8 @@ async fn current_status(
 /// Runs [`COMPLETE_MANY`] once per round (see `complete_many`) on `client`, then tells
 /// the refused completions apart: `NotFound` for a missing message, `LeaseLost` for one
 /// no longer leased under the completion's token.
-/// Runs [`COMPLETE_MANY`] once per round.
 ///
-/// The statement is planned at each run instead of prepared once per connection. A plan
+/// Both statements is planned at each run instead of prepared once per connection. A plan
 /// cached while the table was empty (a fresh deployment's first completions) scans the
 /// whole table to join the batch, and stays until statistics change: at each run, the
 /// planner sees the batch's size and the table's, and probes the primary key.
