@@ -222,21 +222,9 @@ impl Metrics {
 
 impl GatewayObserver for Metrics {
     fn on_event(&self, event: &GatewayEvent) {
-        let minute = match event {
-            GatewayEvent::Delivered { .. } => Some(activity::Kind::Sent),
-            GatewayEvent::Attempt { outcome, .. }
-                if !matches!(outcome, AttemptOutcome::Ok | AttemptOutcome::Slow) =>
-            {
-                Some(activity::Kind::Failed)
-            }
-            GatewayEvent::Queued { .. } => Some(activity::Kind::Queued),
-            GatewayEvent::Dead { .. } | GatewayEvent::Expired { .. } => Some(activity::Kind::Dead),
-            _ => None,
-        };
-        if let Some(kind) = minute {
-            self.activity.count(kind, chrono::Utc::now());
-        }
+        let this_minute = |kind| self.activity.count(kind, chrono::Utc::now());
         match event {
+            GatewayEvent::Delivered { .. } => this_minute(activity::Kind::Sent),
             GatewayEvent::Attempt {
                 vendor,
                 outcome,
@@ -254,6 +242,9 @@ impl GatewayObserver for Metrics {
                         vendor: VendorLabel(vendor.clone()),
                     })
                     .observe(latency.as_secs_f64());
+                if !matches!(outcome, AttemptOutcome::Ok | AttemptOutcome::Slow) {
+                    this_minute(activity::Kind::Failed);
+                }
             }
             GatewayEvent::Switched {
                 from,
@@ -271,12 +262,15 @@ impl GatewayObserver for Metrics {
             }
             GatewayEvent::Queued { .. } => {
                 self.queued.inc();
+                this_minute(activity::Kind::Queued);
             }
             GatewayEvent::Dead { .. } => {
                 self.dead.inc();
+                this_minute(activity::Kind::Dead);
             }
             GatewayEvent::Expired { .. } => {
                 self.expired.inc();
+                this_minute(activity::Kind::Dead);
             }
             GatewayEvent::RateLimited => {
                 self.limiter
