@@ -517,6 +517,14 @@ impl Gateway {
         // A split send the vendor took for some recipients: what follows is about the
         // others only, and the stored message keeps only them.
         let partly = matches!(error, VendorError::PartlySent { .. });
+        // The caller's message: the vendor's, or when part of it went out, one saying so.
+        let told = |message: &str| {
+            if partly {
+                error.to_string()
+            } else {
+                message.to_owned()
+            }
+        };
         let request = match error {
             VendorError::PartlySent { sent, .. } => {
                 if let Some(token) = token {
@@ -543,12 +551,7 @@ impl Gateway {
                 Err(SendError::Rejected {
                     vendor: vendor.clone(),
                     code: code.clone(),
-                    // Part of it went out: say so.
-                    message: if partly {
-                        error.to_string()
-                    } else {
-                        message.clone()
-                    },
+                    message: told(message),
                 })
             }
             // Without a key nothing is stored: the caller hears the refusal (for the
@@ -561,11 +564,7 @@ impl Gateway {
             } if token.is_none() => Err(SendError::RecipientRefused {
                 vendor: vendor.clone(),
                 code: code.clone(),
-                message: if partly {
-                    error.to_string()
-                } else {
-                    message.clone()
-                },
+                message: told(message),
                 retry_after: *retry_after,
             }),
             VendorError::TimedOut if self.config.on_timeout == TimeoutPolicy::Fail => {
