@@ -18,7 +18,7 @@
 //! ([`postgres::LeaseClock`]).
 //!
 //! [`GroupCommit`] wraps either (or any queue) so that concurrent live sends share their
-//! commits.
+//! commits, and [`TracedQueue`] opens a `tracing` span around each call.
 //!
 //! Features (both on by default): `postgres` ([`postgres::PgStore`]) and `sqlite`
 //! ([`sqlite::SqliteStore`]).
@@ -28,6 +28,7 @@
 mod codec;
 mod error;
 mod group_commit;
+mod traced;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -36,3 +37,4 @@ pub mod sqlite;
 
 pub use error::Error;
 pub use group_commit::{DEFAULT_MAX_ROWS, GroupCommit};
+pub use traced::TracedQueue;

@@ -1,6 +1,6 @@
 //! Integration tests of sms-store, one binary: the contract every backend shares
 //! (`sms_core::testing::store_contract`, run against the in-memory fake, SQLite and
-//! Postgres, and through the group-commit wrapper), the exactly-once drain under concurrent claimers, and each backend's own
+//! Postgres, and through the group-commit and tracing wrappers), the exactly-once drain under concurrent claimers, and each backend's own
 //! concerns (migrations, schemas, plans, outages, whose clock times leases).
 
 mod drain;
@@ -10,3 +10,4 @@ mod postgres;
 mod postgres_lease_clock;
 mod sqlite;
 mod support;
+mod traced;
