@@ -6,14 +6,15 @@
 #   docker run -p 8080:8080 -e SMS_API_TOKENS=a-long-secret-token-value sms-gateway
 #
 # Configuration comes from the environment (SMS_API_TOKENS, SMS_DATABASE_URL,
-# SMS_REDIS_URL, SMS_LISTEN, the vendors' SMS_ALIYUN_*, SMS_TENCENT_*, SMS_CLOOPEN_*) or
+# SMS_REDIS_URL, SMS_LISTEN, the vendors' SMS_ALIYUN_*, SMS_TENCENT_*, SMS_CLOOPEN_*, and
+# SMS_OTLP_ENDPOINT to export traces: the image is built with the `otlp` feature) or
 # from a file mounted at /etc/sms-gateway/gateway.toml and named with --config. Without
 # a database URL the gateway keeps its queue in /var/lib/sms-gateway (a volume).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p sms-app --bin sms-app \
+RUN cargo build --release --locked -p sms-app --bin sms-app --features otlp \
  && cp target/release/sms-app /usr/local/bin/sms-app
 
 FROM debian:bookworm-slim

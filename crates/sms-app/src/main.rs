@@ -12,6 +12,7 @@ mod sandbox;
 mod serve;
 mod simulate;
 mod switch_log;
+mod telemetry;
 mod wire;
 
 use std::path::PathBuf;
@@ -120,7 +121,7 @@ async fn run(cli: Cli) -> Result<()> {
             json,
             chart,
         } => {
-            init_tracing(json || std::env::var_os("RUST_LOG").is_none(), "warn");
+            init_logs(json || std::env::var_os("RUST_LOG").is_none(), "warn")?;
             let mut s = match simulate::Scenario::preset(&scenario) {
                 Some(s) => s,
                 None => simulate::Scenario::from_file(std::path::Path::new(&scenario))
@@ -162,7 +163,7 @@ async fn run(cli: Cli) -> Result<()> {
             sandbox_config,
             delivery_log,
         } => {
-            init_tracing(false, "info");
+            init_logs(false, "info")?;
             let gateway = cli
                 .config
                 .as_deref()
@@ -190,15 +191,17 @@ async fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
                 Command::Serve => {
-                    init_tracing(false, "info");
-                    serve::run(config).await
+                    let telemetry = telemetry::init(false, "info", &config.telemetry)?;
+                    let served = serve::run(config).await;
+                    telemetry.shutdown().await;
+                    served
                 }
                 Command::Migrate => {
-                    init_tracing(false, "info");
+                    init_logs(false, "info")?;
                     wire::migrate(&config).await
                 }
                 Command::Queue { command } => {
-                    init_tracing(false, "warn");
+                    init_logs(false, "warn")?;
                     let store = wire::open_store(&config).await?;
                     match command {
                         QueueCommand::List { status, limit } => {
@@ -235,17 +238,10 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Logs to stderr; JSON lines unless `quiet`-ish human output is wanted.
-fn init_tracing(quiet: bool, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if quiet {
-        let _ = builder.compact().try_init();
-    } else {
-        let _ = builder.json().try_init();
-    }
+/// Logs to stderr, without trace export: only `serve` exports traces.
+fn init_logs(compact: bool, default_level: &str) -> Result<()> {
+    let no_export = telemetry::TelemetryConfig::default();
+    // Without an endpoint there is nothing to shut down.
+    let _no_exporter = telemetry::init(compact, default_level, &no_export)?;
+    Ok(())
 }

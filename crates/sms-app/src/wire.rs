@@ -13,9 +13,9 @@ use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
 use sms_providers::http::{AliyunVendor, CloopenVendor, TencentVendor};
 use sms_providers::simulated::SimulatedVendor;
-use sms_store::GroupCommit;
 use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
+use sms_store::{GroupCommit, TracedQueue};
 
 use crate::config::{Config, VendorConfig};
 use crate::routes;
@@ -39,19 +39,17 @@ fn pg_config(config: &Config, url: &str) -> PgConfig {
 }
 
 /// Opens PostgreSQL when a URL is configured, else the embedded SQLite file; applies
-/// migrations. Concurrent keyed sends share their commits (`queue.group_commit_rows`).
+/// migrations. Concurrent keyed sends share their commits (`queue.group_commit_rows`),
+/// and each caller's write is a span of its trace.
 pub async fn open_store(config: &Config) -> Result<Store> {
     let store = open_backend(config).await?;
     // Postgres pays a round trip and a statement per write, SQLite only a short commit
     // that a wait would leave its one writer idle for.
     let default_wait_us = if store.kind == "postgres" { 1_000 } else { 0 };
     let wait = Duration::from_micros(config.queue.group_commit_wait_us.unwrap_or(default_wait_us));
+    let shared = GroupCommit::new(store.queue, config.queue.group_commit_rows, wait);
     Ok(Store {
-        queue: Arc::new(GroupCommit::new(
-            store.queue,
-            config.queue.group_commit_rows,
-            wait,
-        )),
+        queue: Arc::new(TracedQueue::new(Arc::new(shared))),
         ..store
     })
 }

@@ -23,6 +23,8 @@ use sms_providers::http::{AliyunConfig, CloopenConfig, TencentConfig};
 use sms_providers::simulated::SimulationSettings;
 use sms_store::postgres::PgConfig;
 
+use crate::telemetry::{ENV_OTLP_ENDPOINT, TelemetryConfig};
+
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "SMS_DATABASE_URL";
 /// Redis URL; absent means in-process limiters.
@@ -106,6 +108,8 @@ pub struct Config {
     /// template name goes to every vendor unchanged.
     #[serde(skip_serializing_if = "Templates::is_pass_through")]
     pub templates: Templates,
+    /// `[telemetry]`: the optional export of traces.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -125,6 +129,7 @@ impl Default for Config {
             postgres: PgConfig::default(),
             vendors: default_vendors(),
             templates: Templates::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -302,6 +307,9 @@ impl Config {
         if let Some(tokens) = var(ENV_OPERATOR_TOKENS) {
             self.operator_tokens = token_list(&tokens);
         }
+        if let Some(endpoint) = var(ENV_OTLP_ENDPOINT).filter(|v| !v.is_empty()) {
+            self.telemetry.otlp_endpoint = Some(endpoint);
+        }
     }
 
     /// Checks values serde cannot, with each library's own checks; each error names its key.
@@ -401,7 +409,7 @@ impl Config {
         self.templates
             .check_vendors(&ids)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(())
+        self.telemetry.validate()
     }
 
     /// The effective configuration as TOML, in the file's layout, secrets shown as `***`.

@@ -309,3 +309,42 @@ fn operator_tokens_are_checked_like_api_tokens_and_never_equal_one() {
     .unwrap();
     c.validate().unwrap();
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_bad_values_are_named() {
+    assert_eq!(Config::default().telemetry.otlp_endpoint, None);
+    let c = Config::from_toml(
+        "[telemetry]\notlp_endpoint = \"http://collector:4318/v1/traces\"\nsample_ratio = 0.25\n",
+    )
+    .unwrap();
+    assert_eq!(c.telemetry.sample_ratio, 0.25);
+    // Tests build the `otlp` feature; without it the endpoint itself is refused.
+    c.validate().unwrap();
+    for (toml, key) in [
+        (
+            "otlp_endpoint = \"collector:4318\"",
+            "telemetry.otlp_endpoint",
+        ),
+        ("otlp_endpoint = \"http://\"", "telemetry.otlp_endpoint"),
+        ("sample_ratio = 1.5", "telemetry.sample_ratio"),
+        ("service_name = \" \"", "telemetry.service_name"),
+        ("export_interval_ms = 0", "telemetry.export_interval_ms"),
+    ] {
+        let e = Config::from_toml(&format!("[telemetry]\n{toml}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(key), "{toml}: {e}");
+    }
+    let e = Config::from_toml("[telemetry]\notlp_endpont = \"http://c\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("otlp_endpont"), "{e}");
+    let mut c = Config::default();
+    c.apply_env(|name| (name == ENV_OTLP_ENDPOINT).then(|| "http://c:4318/v1/traces".into()));
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://c:4318/v1/traces")
+    );
+}

@@ -11,9 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sms_core::{
     IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId, MessageStatus, QueueReason,
-    RawSmsRequest, SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
+    RawSmsRequest, SendError, SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
 };
 use sms_failover::SendOutcome;
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 
@@ -295,9 +297,18 @@ pub(super) async fn post_message(
     // send cut off mid-call would leave a keyed message leased, to be sent again
     // unflagged when its lease lapses. Started, it finishes and records its result.
     let gateway = Arc::clone(&state.gateway);
-    let sent = tokio::spawn(async move { gateway.send(request).await })
+    let intake = tracing::debug_span!(
+        "intake",
+        template = request.template().as_str(),
+        recipients = request.recipients().len(),
+        keyed = request.idempotency_key().is_some(),
+        message_id = Empty,
+        outcome = Empty,
+    );
+    let sent = tokio::spawn(async move { gateway.send(request).await }.instrument(intake.clone()))
         .await
         .map_err(|e| ApiError::Unavailable(format!("the send task failed: {e}")))?;
+    record_intake(&intake, &sent);
     let (status, answer) = match sent? {
         SendOutcome::Sent { id, vendor, .. } => (
             StatusCode::OK,
@@ -352,6 +363,20 @@ pub(super) async fn post_message(
         }
     };
     Ok((status, Json(PostAnswer::New(answer))))
+}
+
+/// Notes on the intake span which message the request became and how it went.
+fn record_intake(span: &Span, sent: &Result<SendOutcome, SendError>) {
+    let (id, outcome) = match sent {
+        Ok(SendOutcome::Sent { id, .. }) => (Some(*id), "sent"),
+        Ok(SendOutcome::Queued { id, .. }) => (Some(*id), "queued"),
+        Ok(SendOutcome::Existing(m)) => (Some(m.id), "existing"),
+        Err(_) => (None, "refused"),
+    };
+    if let Some(id) = id {
+        span.record("message_id", display(id));
+    }
+    span.record("outcome", outcome);
 }
 
 /// A message id from the path.

@@ -15,4 +15,5 @@ mod security;
 mod server;
 mod simulate;
 mod status_page;
+mod traces;
 mod vendor_rules;

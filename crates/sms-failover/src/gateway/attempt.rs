@@ -18,6 +18,7 @@ use sms_core::{
     VendorError,
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Gateway;
 use crate::backoff::{after, jittered_backoff};
@@ -224,8 +225,18 @@ impl Gateway {
     async fn call(&self, sms: &OutboundSms, ticket: Ticket, origin: Origin) -> Attempted {
         let idx = ticket.idx;
         let timeout = self.send_timeout(idx, sms.request.recipients().len());
+        let span = tracing::debug_span!(
+            "vendor_call",
+            vendor = %self.ids[idx],
+            message_id = %sms.id,
+            recipients = sms.request.recipients().len(),
+            drained = origin == Origin::Drained,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, self.vendors[idx].send(sms))
+            .instrument(span.clone())
             .await
             .unwrap_or(Err(VendorError::TimedOut));
         let latency = started.elapsed();
@@ -239,6 +250,9 @@ impl Gateway {
             self.note_latency(latency);
         }
         let (outcome, verdict) = outcome_of(&result, slow);
+        span.record("outcome", outcome.as_str());
+        span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+        drop(span);
         let recipients = sms.request.recipients().len();
         let billed = match &result {
             Ok(receipt) => self.billed(idx, receipt, recipients),

@@ -25,6 +25,7 @@ use sms_core::{
     StoredMessage, VendorError,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::attempt::{NoRoute, Origin};
 use super::lease::Outcome;
@@ -99,6 +100,17 @@ impl Gateway {
     /// A drain pass that ends early, giving claimed messages back unattempted, once
     /// `stop` is cancelled.
     pub(crate) async fn drain(&self, stop: &CancellationToken) -> Result<DrainReport, StoreError> {
+        // One span per pass: its claims, and each message's attempt, belong to it.
+        let span = tracing::debug_span!("drain", claimed = tracing::field::Empty);
+        let report = self.drain_pass(stop).instrument(span.clone()).await;
+        if let Ok(report) = &report {
+            span.record("claimed", report.claimed);
+        }
+        report
+    }
+
+    /// The pass of [`drain`](Self::drain).
+    async fn drain_pass(&self, stop: &CancellationToken) -> Result<DrainReport, StoreError> {
         let _one_at_a_time = self.drain_running.lock().await;
         let mut report = DrainReport::default();
         // A batch claimed while the previous one was being marked sent.
@@ -238,7 +250,16 @@ impl Gateway {
         for message in messages {
             if halt.is_cancelled() {
                 self.release(&message, &mut report).await;
-            } else if let Next::Halt = self.drain_one(message, &mut report, delivered).await {
+            } else if let Next::Halt = {
+                let span = tracing::debug_span!(
+                    "drain_message",
+                    message_id = %message.id,
+                    attempts = message.attempts
+                );
+                self.drain_one(message, &mut report, delivered)
+                    .instrument(span)
+                    .await
+            } {
                 halt.cancel();
             }
         }

@@ -29,6 +29,8 @@ use sms_core::{
     StoredMessage, ValidationError, VendorError, VendorId,
 };
 
+use tracing::Instrument;
+
 use super::attempt::{Attempted, NoRoute, Origin, may_duplicate, queue_reason};
 use super::lease::Outcome;
 use super::{Gateway, Settled, due_after_rest};
@@ -297,8 +299,14 @@ impl Gateway {
         limiter: &dyn RecipientLimiter,
         request: &SmsRequest,
     ) -> Result<(), SendError> {
+        let span = tracing::debug_span!(
+            "limit_check",
+            limit = "recipient",
+            recipients = request.recipients().len()
+        );
         let decisions = limiter
             .check(request.recipients())
+            .instrument(span)
             .await
             .map_err(SendError::LimitsUnavailable)?;
         let limited =
@@ -335,7 +343,19 @@ impl Gateway {
     }
 
     async fn check_rate(&self, request: &SmsRequest) -> RateCheck {
-        match self.limiter.acquire(permits(request)).await {
+        let span = tracing::debug_span!(
+            "limit_check",
+            limit = "global",
+            permits = permits(request),
+            allowed = tracing::field::Empty,
+        );
+        let decision = self
+            .limiter
+            .acquire(permits(request))
+            .instrument(span.clone())
+            .await;
+        span.record("allowed", matches!(decision, Ok(RateDecision::Allowed)));
+        match decision {
             Ok(RateDecision::Allowed) => RateCheck::Allowed,
             Ok(RateDecision::Limited { retry_after }) => RateCheck::Limited { retry_after },
             Err(e) => {
