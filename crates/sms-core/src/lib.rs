@@ -4,7 +4,7 @@
 //! ([`SmsRequest`], [`PhoneNumber`], [`Money`]), what can go wrong ([`VendorError`],
 //! [`SendError`], [`StoreError`]), and the traits the other crates implement:
 //! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
-//! [`UsageLedger`] and [`Clock`].
+//! [`UsageLedger`], [`DeliveryLog`] and [`Clock`].
 //!
 //! [`sync`] holds the poison-tolerant lock helpers every crate of the gateway shares.
 //!
@@ -14,6 +14,7 @@
 //! `testing::limiter_contract`).
 
 mod clock;
+mod delivery;
 mod error;
 mod ids;
 mod ledger;
@@ -31,6 +32,9 @@ mod vendor;
 pub mod testing;
 
 pub use clock::{BillingPeriod, Clock, SystemClock};
+pub use delivery::{
+    DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
+};
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError};
 pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
 pub use ledger::UsageLedger;
@@ -50,6 +54,7 @@ pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
 #[cfg(any(test, feature = "mocks"))]
 pub mod mocks {
     pub use crate::clock::MockClock;
+    pub use crate::delivery::MockDeliveryLog;
     pub use crate::ledger::MockUsageLedger;
     pub use crate::limit::{MockRateLimiter, MockRecipientLimiter};
     pub use crate::queue::MockDeferredQueue;

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "pinned_vendor",
         sql: include_str!("../../migrations/postgres/0003_pinned_vendor.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deliveries",
+        sql: include_str!("../../migrations/postgres/0004_deliveries.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -15,6 +15,7 @@
 //! `queue` and `ledger`.
 
 mod config;
+mod delivery;
 mod error;
 mod lease;
 mod ledger;

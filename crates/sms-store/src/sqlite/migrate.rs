@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pinned_vendor",
         include_str!("../../migrations/sqlite/0004_pinned_vendor.sql"),
     ),
+    (
+        5,
+        "deliveries",
+        include_str!("../../migrations/sqlite/0005_deliveries.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -304,7 +309,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
     }
 
     /// Migrations 3 and 4 rewrote the CHECK constraints on `status` and `reason`: they

@@ -11,6 +11,7 @@
 //! migrations in `migrate`, and the two traits in `queue` and `ledger`.
 
 mod config;
+mod delivery;
 mod error;
 mod ledger;
 mod migrate;

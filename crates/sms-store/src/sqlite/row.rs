@@ -124,7 +124,7 @@ pub(super) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn time(column: &str, micros: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn time(column: &str, micros: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
         StoreError::backend(format!(
             "stored {column} is invalid: {micros} µs is out of range"

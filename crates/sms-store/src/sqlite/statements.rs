@@ -165,6 +165,31 @@ pub(super) const USAGE_ADD: &str = "INSERT INTO usage (vendor, period, billed) V
 
 pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE period = ?1";
 
+/// Records a send for one recipient; fills in a row a receipt made first, and leaves a
+/// recorded send as it is.
+pub(super) const DELIVERY_SENT: &str = "INSERT INTO deliveries \
+     (vendor, vendor_message_id, recipient, message_id, sent_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
+     SET message_id = excluded.message_id, sent_at = excluded.sent_at \
+     WHERE deliveries.message_id IS NULL";
+
+/// Applies a receipt to a row no receipt has settled, making the row if there is none.
+/// Returns whether the send is recorded; no row back means the row was settled already.
+pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
+     (vendor, vendor_message_id, recipient, state, code, description, reported_at, \
+      receipt_at, segments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
+     SET state = excluded.state, code = excluded.code, description = excluded.description, \
+         reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
+         segments = excluded.segments \
+     WHERE deliveries.receipt_at IS NULL \
+     RETURNING message_id IS NOT NULL";
+
+/// A message's recipients, oldest send first.
+pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \
+     code, description, sent_at, reported_at, receipt_at, segments FROM deliveries \
+     WHERE message_id = ?1 ORDER BY sent_at, recipient";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,3 +20,16 @@ sms_core::store_contract_tests!(memory_store);
 async fn eight_claimers_drain_10_000_messages_exactly_once() {
     crate::drain::drain_exactly_once(&[Arc::new(MemoryQueue::new())], 10_000).await;
 }
+
+mod delivery {
+    use std::sync::Arc;
+
+    use sms_core::testing::MemoryDeliveryLog;
+    use sms_core::testing::delivery_contract::ContractLog;
+
+    async fn memory_log() -> Option<ContractLog> {
+        Some(ContractLog::new(Arc::new(MemoryDeliveryLog::new())))
+    }
+
+    sms_core::delivery_contract_tests!(memory_log);
+}

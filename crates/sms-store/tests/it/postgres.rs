@@ -163,7 +163,10 @@ async fn tables_live_in_the_configured_schema_with_their_migration_recorded() {
         .await
         .unwrap();
     let tables: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(tables, ["messages", "schema_migrations", "usage"]);
+    assert_eq!(
+        tables,
+        ["deliveries", "messages", "schema_migrations", "usage"]
+    );
     assert_eq!(recorded_versions(&client).await, every_version());
     // Migrating again changes nothing.
     assert!(store.migrate().await.unwrap().is_empty());

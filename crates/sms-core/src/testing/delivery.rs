@@ -1,0 +1,122 @@
+//! An in-memory delivery log.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::delivery::{
+    DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
+};
+use crate::error::StoreError;
+use crate::ids::{MessageId, VendorId};
+use crate::phone::PhoneNumber;
+
+/// What identifies one recipient's send at a vendor.
+type Key = (VendorId, String, PhoneNumber);
+
+/// One row: a recorded send, a receipt, or both.
+#[derive(Debug, Clone)]
+struct Row {
+    sent: Option<(MessageId, DateTime<Utc>)>,
+    receipt: Option<(DeliveryReport, DateTime<Utc>)>,
+}
+
+/// A delivery log in a map; atomic per call, lost on restart.
+#[derive(Debug, Default)]
+pub struct MemoryDeliveryLog {
+    rows: Mutex<HashMap<Key, Row>>,
+}
+
+impl MemoryDeliveryLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for MemoryDeliveryLog {
+    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError> {
+        let mut rows = crate::sync::lock(&self.rows);
+        for s in sent {
+            let key = (
+                s.vendor.clone(),
+                s.vendor_message_id.clone(),
+                s.recipient.clone(),
+            );
+            let row = rows.entry(key).or_insert(Row {
+                sent: None,
+                receipt: None,
+            });
+            row.sent.get_or_insert((s.message_id, s.sent_at));
+        }
+        Ok(())
+    }
+
+    async fn apply_reports(
+        &self,
+        reports: &[DeliveryReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReportApplied>, StoreError> {
+        let mut rows = crate::sync::lock(&self.rows);
+        Ok(reports
+            .iter()
+            .map(|report| {
+                let key = (
+                    report.vendor.clone(),
+                    report.vendor_message_id.clone(),
+                    report.recipient.clone(),
+                );
+                let row = rows.entry(key).or_insert(Row {
+                    sent: None,
+                    receipt: None,
+                });
+                if row.receipt.is_some() {
+                    return ReportApplied::Duplicate;
+                }
+                row.receipt = Some((report.clone(), now));
+                if row.sent.is_some() {
+                    ReportApplied::Applied
+                } else {
+                    ReportApplied::Kept
+                }
+            })
+            .collect())
+    }
+
+    async fn deliveries(&self, id: MessageId) -> Result<Vec<RecipientDelivery>, StoreError> {
+        let rows = crate::sync::lock(&self.rows);
+        let mut found: Vec<RecipientDelivery> = rows
+            .iter()
+            .filter_map(|((vendor, vendor_message_id, recipient), row)| {
+                let (message_id, sent_at) = row.sent?;
+                (message_id == id).then(|| {
+                    let receipt = row.receipt.as_ref();
+                    let report = receipt.map(|(r, _)| r);
+                    RecipientDelivery {
+                        recipient: recipient.clone(),
+                        vendor: vendor.clone(),
+                        vendor_message_id: vendor_message_id.clone(),
+                        state: match report {
+                            None => DeliveryState::Sent,
+                            Some(r) if r.delivered => DeliveryState::Delivered,
+                            Some(_) => DeliveryState::Undelivered,
+                        },
+                        code: report.and_then(|r| r.code.clone()),
+                        description: report.and_then(|r| r.description.clone()),
+                        sent_at,
+                        reported_at: report.and_then(|r| r.reported_at),
+                        receipt_at: receipt.map(|(_, at)| *at),
+                        segments: report.and_then(|r| r.segments),
+                    }
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            (a.sent_at, a.recipient.as_str()).cmp(&(b.sent_at, b.recipient.as_str()))
+        });
+        Ok(found)
+    }
+}

@@ -1,0 +1,28 @@
+-- Delivery to the handset, per recipient: one row for each recipient a vendor accepted a
+-- message for, found by the vendor's id for the send and the number, and the receipt
+-- that settles it. A receipt that arrives before its send is recorded makes a row
+-- without a message, which recording the send fills in.
+
+CREATE TABLE deliveries (
+    vendor            TEXT    NOT NULL,
+    vendor_message_id TEXT    NOT NULL,
+    recipient         TEXT    NOT NULL,
+    message_id        TEXT,
+    sent_at           INTEGER,
+    state             TEXT    NOT NULL DEFAULT 'sent'
+                      CHECK (state = 'sent' OR state = 'delivered' OR state = 'undelivered'),
+    code              TEXT,
+    description       TEXT,
+    reported_at       INTEGER,
+    receipt_at        INTEGER,
+    segments          INTEGER CHECK (segments >= 0),
+    PRIMARY KEY (vendor, vendor_message_id, recipient),
+    -- A row is a recorded send, a receipt, or both.
+    CHECK ((message_id IS NULL) = (sent_at IS NULL)),
+    CHECK (message_id IS NOT NULL OR receipt_at IS NOT NULL),
+    CHECK ((state = 'sent') = (receipt_at IS NULL))
+) WITHOUT ROWID;
+
+-- A message's recipients, oldest send first.
+CREATE INDEX deliveries_message ON deliveries (message_id, sent_at)
+    WHERE message_id IS NOT NULL;

@@ -1,0 +1,139 @@
+//! The delivery log in Postgres: [`DeliveryLog`] for [`PgStore`]. Sends are recorded in
+//! one statement per batch; receipts are upserts that only a row no receipt has settled
+//! accepts, so copies of a receipt applied by several instances at once settle a send
+//! once.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sms_core::{
+    DeliveryLog, DeliveryReport, DeliveryState, MessageId, PhoneNumber, RecipientDelivery,
+    ReportApplied, SentDelivery, StoreError,
+};
+
+use super::PgStore;
+use super::error::pg_error;
+use super::statements::{DELIVERIES_OF, DELIVERIES_SENT, DELIVERY_RECEIPT};
+use crate::codec;
+
+#[async_trait]
+impl DeliveryLog for PgStore {
+    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError> {
+        // One statement may not touch a row twice: a repeated send goes once.
+        let mut seen = HashSet::new();
+        let sent: Vec<&SentDelivery> = sent
+            .iter()
+            .filter(|s| seen.insert((&s.vendor, &s.vendor_message_id, &s.recipient)))
+            .collect();
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let vendors: Vec<&str> = sent.iter().map(|s| s.vendor.as_str()).collect();
+        let ids: Vec<&str> = sent.iter().map(|s| s.vendor_message_id.as_str()).collect();
+        let recipients: Vec<&str> = sent.iter().map(|s| s.recipient.as_str()).collect();
+        let messages: Vec<uuid::Uuid> = sent.iter().map(|s| *s.message_id.as_uuid()).collect();
+        let times: Vec<DateTime<Utc>> = sent.iter().map(|s| s.sent_at).collect();
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(DELIVERIES_SENT)
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute(&stmt, &[&vendors, &ids, &recipients, &messages, &times])
+                .await
+                .map_err(pg_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn apply_reports(
+        &self,
+        reports: &[DeliveryReport],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReportApplied>, StoreError> {
+        self.timed(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let upsert = tx
+                .prepare_cached(DELIVERY_RECEIPT)
+                .await
+                .map_err(pg_error)?;
+            let mut applied = Vec::with_capacity(reports.len());
+            for r in reports {
+                let state = if r.delivered {
+                    DeliveryState::Delivered
+                } else {
+                    DeliveryState::Undelivered
+                };
+                let segments = r.segments.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+                let row = tx
+                    .query_opt(
+                        &upsert,
+                        &[
+                            &r.vendor.as_str(),
+                            &r.vendor_message_id,
+                            &r.recipient.as_str(),
+                            &state.as_str(),
+                            &r.code,
+                            &r.description,
+                            &r.reported_at,
+                            &now,
+                            &segments,
+                        ],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                applied.push(match row {
+                    None => ReportApplied::Duplicate,
+                    Some(row) if row.try_get::<_, bool>(0).map_err(pg_error)? => {
+                        ReportApplied::Applied
+                    }
+                    Some(_) => ReportApplied::Kept,
+                });
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn deliveries(&self, id: MessageId) -> Result<Vec<RecipientDelivery>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(DELIVERIES_OF)
+                .await
+                .map_err(pg_error)?;
+            let rows = client
+                .query(&stmt, &[id.as_uuid()])
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| {
+                    let recipient: String = row.try_get(0).map_err(pg_error)?;
+                    let state: String = row.try_get(3).map_err(pg_error)?;
+                    let segments: Option<i32> = row.try_get(9).map_err(pg_error)?;
+                    Ok(RecipientDelivery {
+                        recipient: PhoneNumber::parse(&recipient).map_err(|e| {
+                            StoreError::backend(format!("stored recipient is invalid: {e}"))
+                        })?,
+                        vendor: codec::vendor(Some(row.try_get(1).map_err(pg_error)?))?
+                            .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
+                        vendor_message_id: row.try_get(2).map_err(pg_error)?,
+                        state: state.parse().map_err(StoreError::backend)?,
+                        code: row.try_get(4).map_err(pg_error)?,
+                        description: row.try_get(5).map_err(pg_error)?,
+                        sent_at: row.try_get(6).map_err(pg_error)?,
+                        reported_at: row.try_get(7).map_err(pg_error)?,
+                        receipt_at: row.try_get(8).map_err(pg_error)?,
+                        segments: segments.and_then(|s| u32::try_from(s).ok()),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
