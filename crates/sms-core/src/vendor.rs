@@ -144,6 +144,20 @@ pub struct Receipt {
     /// The count the vendor reported itself (Tencent's `Fee`), when it did; the gateway
     /// bills this one and reports a difference from `billed_messages`.
     pub reported_billed: Option<u64>,
+    /// The vendor's id for each accepted recipient, where they differ (Tencent's
+    /// `SerialNo` is per number; a send split into several calls has an id per call).
+    /// Empty: every recipient's id is `vendor_message_id`. Delivery receipts name these.
+    pub recipient_ids: Vec<(PhoneNumber, String)>,
+}
+
+impl Receipt {
+    /// The vendor's id for the send to `recipient`, which its delivery receipt names.
+    pub fn id_of(&self, recipient: &PhoneNumber) -> &str {
+        self.recipient_ids
+            .iter()
+            .find(|(number, _)| number == recipient)
+            .map_or(self.vendor_message_id.as_str(), |(_, id)| id.as_str())
+    }
 }
 
 /// A vendor that sends SMS. Implementations map every vendor answer onto

@@ -49,6 +49,7 @@ impl Vendor for InstantVendor {
             vendor_message_id: String::new(),
             billed_messages: sms.request.recipients().len() as u64,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     }
 }

@@ -31,6 +31,7 @@
 
 mod backoff;
 mod config;
+mod deliveries;
 mod error;
 mod events;
 mod gateway;

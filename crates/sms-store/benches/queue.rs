@@ -86,6 +86,7 @@ impl Vendor for InstantVendor {
             vendor_message_id: sms.id.to_string(),
             billed_messages: sms.request.recipients().len() as u64,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     }
 }
@@ -106,6 +107,7 @@ impl Vendor for LatentVendor {
             vendor_message_id: sms.id.to_string(),
             billed_messages: sms.request.recipients().len() as u64,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     }
 }

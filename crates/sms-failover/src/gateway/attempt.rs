@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError, SmsRequest,
-    VendorError,
+    AttemptFailure, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError, SentDelivery,
+    SmsRequest, VendorError,
 };
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -263,6 +263,28 @@ impl Gateway {
             Err(_) => 0,
         };
         let finished_at = self.clock.now();
+        if let Some(deliveries) = &self.deliveries {
+            let accepted = match &result {
+                Ok(receipt) => Some((receipt, sms.request.recipients())),
+                Err(VendorError::PartlySent { sent, receipt, .. }) => {
+                    Some((receipt, sent.as_slice()))
+                }
+                Err(_) => None,
+            };
+            if let Some((receipt, recipients)) = accepted {
+                let records = recipients
+                    .iter()
+                    .map(|recipient| SentDelivery {
+                        message_id: sms.id,
+                        recipient: recipient.clone(),
+                        vendor: self.ids[idx].clone(),
+                        vendor_message_id: receipt.id_of(recipient).to_owned(),
+                        sent_at: finished_at,
+                    })
+                    .collect();
+                deliveries.record(records).await;
+            }
+        }
         let (cost, switch, newly_broken, notice) = {
             let mut health = self.health();
             let cost = if billed > 0 {

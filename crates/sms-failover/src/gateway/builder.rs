@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use chrono::FixedOffset;
 use sms_core::{
-    Clock, DeferredQueue, RateLimiter, RecipientLimiter, SystemClock, Templates, UsageLedger,
-    VendorId,
+    Clock, DeferredQueue, DeliveryLog, RateLimiter, RecipientLimiter, SystemClock, Templates,
+    UsageLedger, VendorId,
 };
 use tokio::sync::Notify;
 
 use super::{Gateway, VendorEntry};
 use crate::config::FailoverConfig;
+use crate::deliveries::DeliveryRecorder;
 use crate::error::FailoverError;
 use crate::events::GatewayObserver;
 use crate::health::Health;
@@ -33,6 +34,7 @@ pub struct GatewayBuilder {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
+    deliveries: Option<Arc<dyn DeliveryLog>>,
     templates: Templates,
 }
 
@@ -55,6 +57,7 @@ impl Gateway {
             clock: Arc::new(SystemClock),
             config: FailoverConfig::default(),
             observer: None,
+            deliveries: None,
             templates: Templates::default(),
         }
     }
@@ -94,6 +97,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Records, for each recipient a vendor accepts a message for, the vendor's id for
+    /// it in `log`, so that delivery receipts find their message (default: none).
+    pub fn deliveries(mut self, log: Arc<dyn DeliveryLog>) -> Self {
+        self.deliveries = Some(log);
+        self
+    }
+
     /// The gateway, once the configuration and the vendor list are found valid: at least
     /// one vendor, no two with one name, at most 64, and templates that name only these
     /// vendors.
@@ -107,6 +117,7 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
+            deliveries,
             templates,
         } = self;
         config.validate()?;
@@ -176,6 +187,7 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
+            deliveries: deliveries.map(DeliveryRecorder::new),
             templates,
             template_routes,
             max_permits,

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::backoff::retry_while_unavailable;
 use crate::config::FailoverConfig;
+use crate::deliveries::DeliveryRecorder;
 use crate::error::FailoverError;
 use crate::events::{GatewayEvent, GatewayObserver};
 use crate::health::{Health, Route, Switch};
@@ -105,6 +106,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
+    /// Which recipients each vendor accepted, under its id, for delivery receipts.
+    deliveries: Option<DeliveryRecorder>,
     /// The logical templates; empty for pass-through.
     templates: Templates,
     /// By template name, the vendors with a template for it (bit `i`: vendor `i`).
@@ -150,6 +153,9 @@ impl Gateway {
     /// Call it before the process ends, after the last send; counts a failed ledger
     /// write kept are reported as its error.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if let Some(deliveries) = &self.deliveries {
+            deliveries.flush().await;
+        }
         self.write_behind.flush().await
     }
 

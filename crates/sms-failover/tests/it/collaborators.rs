@@ -34,6 +34,7 @@ async fn the_vendor_gets_the_gateways_id_and_the_request_once() {
                 vendor_message_id: format!("biz-{}", sms.id),
                 billed_messages: 2,
                 reported_billed: None,
+                recipient_ids: Vec::new(),
             })
         });
     let gateway = Gateway::builder(
@@ -79,6 +80,7 @@ async fn usage_is_recorded_in_the_billing_month_of_the_billing_time_zone() {
             vendor_message_id: "x".into(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     });
     let gateway = Gateway::builder(
@@ -214,6 +216,7 @@ fn records_of_senders_on_two_runtimes_are_each_written_once() {
             vendor_message_id: String::new(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     });
     let gateway = Arc::new(

@@ -37,6 +37,7 @@ impl Vendor for SlowVendor {
             vendor_message_id: sms.id.to_string(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     }
 }

@@ -43,6 +43,7 @@ impl Vendor for TimedVendor {
             vendor_message_id: sms.id.to_string(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Behaviour of the gateway against in-memory fakes and mocks: one binary, several modules.
 
 mod collaborators;
+mod deliveries;
 mod drain;
 mod drain_rate;
 mod failover;

@@ -147,6 +147,7 @@ async fn a_split_send_refused_for_the_others_keeps_only_the_counts_of_those_who_
             vendor_message_id: "biz-1".into(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         },
         error: Box::new(sms_core::VendorError::Rejected {
             code: "isv.MOBILE_NUMBER_ILLEGAL".into(),

@@ -21,6 +21,7 @@ fn took_the_first(error: VendorError) -> Step {
             vendor_message_id: "biz-1".into(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         },
         error: Box::new(error),
     })

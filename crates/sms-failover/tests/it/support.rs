@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sms_core::testing::{ManualClock, MemoryLedger, MemoryQueue};
+use sms_core::testing::{ManualClock, MemoryDeliveryLog, MemoryLedger, MemoryQueue};
 use sms_core::{
     FeeSchedule, LimitError, Money, OutboundSms, RateDecision, RateLimiter, Receipt, SmsRequest,
     Templates, Vendor, VendorError, VendorId,
@@ -25,6 +25,8 @@ pub enum Step {
     Reported(u64, u64),
     /// Accept after a delay.
     OkAfter(Duration),
+    /// Accept at once with this receipt.
+    Receipt(Receipt),
     /// Answer with this error.
     Fail(VendorError),
     /// Never answer (the gateway's timeout fires).
@@ -126,9 +128,11 @@ impl Vendor for FakeVendor {
             vendor_message_id: format!("{}-{}", self.id, sms.id),
             billed_messages: billed,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         };
         match step {
             Step::Ok(billed) => Ok(receipt(billed)),
+            Step::Receipt(answer) => Ok(answer),
             Step::Reported(counted, reported) => Ok(Receipt {
                 reported_billed: Some(reported),
                 ..receipt(counted)
@@ -230,6 +234,7 @@ pub struct Harness {
     pub gateway: Arc<Gateway>,
     pub queue: Arc<MemoryQueue>,
     pub ledger: Arc<MemoryLedger>,
+    pub deliveries: Arc<MemoryDeliveryLog>,
     pub clock: Arc<ManualClock>,
     pub vendors: Vec<Arc<FakeVendor>>,
     pub events: Arc<Recorder>,
@@ -274,6 +279,7 @@ impl Harness {
         let events = Arc::new(Recorder::default());
         let clock = Arc::new(ManualClock::new(start()));
         let ledger = Arc::new(MemoryLedger::new());
+        let deliveries = Arc::new(MemoryDeliveryLog::new());
         let limiter = Arc::new(AllowAll::default());
         let entries = fakes
             .iter()
@@ -288,12 +294,14 @@ impl Harness {
             .config(config)
             .observer(events.clone())
             .templates(templates)
+            .deliveries(deliveries.clone())
             .build()
             .unwrap();
         Self {
             gateway: Arc::new(gateway),
             queue,
             ledger,
+            deliveries,
             clock,
             vendors: fakes,
             events,

@@ -254,6 +254,7 @@ fn parse_answer(status: u16, body: &str, billed: u64) -> Result<Receipt, VendorE
             vendor_message_id: answer.biz_id,
             billed_messages: billed,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         });
     }
     Err(classify(&code, answer.message, status))

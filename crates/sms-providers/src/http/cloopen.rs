@@ -239,6 +239,7 @@ fn parse_answer(status: u16, body: &str, billed: u64) -> Result<Receipt, VendorE
                 .unwrap_or_default(),
             billed_messages: billed,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         });
     }
     Err(classify(&code, answer.status_msg, status))

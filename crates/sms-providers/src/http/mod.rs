@@ -398,6 +398,8 @@ pub(crate) struct SplitSend {
     /// The vendor's own count over the accepted recipients, while every call reported one.
     reported: Option<u64>,
     ids: Vec<String>,
+    /// Each accepted recipient's id, as the call that took it answered.
+    recipient_ids: Vec<(PhoneNumber, String)>,
 }
 
 impl SplitSend {
@@ -409,6 +411,7 @@ impl SplitSend {
             billed: 0,
             reported: Some(0),
             ids: Vec::new(),
+            recipient_ids: Vec::with_capacity(total),
         }
     }
 
@@ -423,6 +426,11 @@ impl SplitSend {
         reported: Option<u64>,
     ) {
         self.sent.extend_from_slice(recipients);
+        self.recipient_ids.extend(
+            recipients
+                .iter()
+                .map(|number| (number.clone(), vendor_id.clone())),
+        );
         self.billed += billed;
         self.reported = self.reported.zip(reported).map(|(sum, more)| sum + more);
         if !vendor_id.is_empty() && !self.ids.contains(&vendor_id) {
@@ -464,6 +472,12 @@ impl SplitSend {
             vendor_message_id: self.ids.join(","),
             billed_messages: self.billed,
             reported_billed: self.reported.filter(|_| !self.sent.is_empty()),
+            // One id for everybody needs no list.
+            recipient_ids: if self.ids.len() > 1 {
+                self.recipient_ids.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

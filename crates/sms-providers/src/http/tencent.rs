@@ -516,6 +516,7 @@ mod tests {
                 vendor_message_id: "a".into(),
                 billed_messages: 1,
                 reported_billed: Some(1),
+                recipient_ids: Vec::new(),
             }
         );
         assert!(

@@ -92,8 +92,16 @@ fn split_send_failing_after_acceptances_is_partly_sent_with_their_receipt() {
                     vendor_message_id: "s1,s2".into(),
                     billed_messages: 400,
                     reported_billed: Some(401),
+                    // Each recipient under the id of the call that took it.
+                    recipient_ids: recipients[..200]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (n.clone(), if i < 150 { "s1" } else { "s2" }.into()))
+                        .collect(),
                 }
             );
+            assert_eq!(receipt.id_of(&recipients[149]), "s1");
+            assert_eq!(receipt.id_of(&recipients[150]), "s2");
             assert_eq!(
                 *error,
                 VendorError::Transient {

@@ -190,6 +190,7 @@ pub(super) fn partial_send(
             vendor_message_id,
             billed_messages: screened.billed_messages,
             reported_billed: screened.reported_billed,
+            recipient_ids: Vec::new(),
         },
         error: Box::new(refusal.into()),
     }

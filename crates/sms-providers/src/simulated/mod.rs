@@ -531,6 +531,7 @@ impl Vendor for SimulatedVendor {
                     vendor_message_id,
                     billed_messages,
                     reported_billed: screened.reported_billed,
+                    recipient_ids: Vec::new(),
                 })
             }
         }

@@ -95,6 +95,7 @@ async fn a_batch_claimed_ahead_is_released_when_the_drainer_stops() {
             vendor_message_id: String::new(),
             billed_messages: 1,
             reported_billed: None,
+            recipient_ids: Vec::new(),
         })
     });
     let mut limiter = MockRateLimiter::new();
