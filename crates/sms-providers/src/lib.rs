@@ -18,6 +18,9 @@
 pub mod delivery_log;
 pub mod fees;
 pub mod http;
+/// Delivery receipts the vendors push (Aliyun, Tencent Cloud, Cloopen), read into
+/// `DeliveryReport`s, and the answer each vendor expects.
+pub mod receipts;
 pub mod rules;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
