@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sms_core::{DeferredQueue, MessageStatus, VendorId};
+use sms_core::{DeferredQueue, MessageStatus, ReportApplied, VendorId};
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver};
 
 use crate::activity::{self, Activity};
@@ -28,6 +28,13 @@ impl EncodeLabelValue for VendorLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SendLabels {
     vendor: VendorLabel,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiptLabels {
+    vendor: VendorLabel,
+    status: &'static str,
     outcome: &'static str,
 }
 
@@ -72,6 +79,7 @@ pub struct Metrics {
     expired: Counter,
     broken_mappings: Family<MappingLabels, Gauge>,
     billing_mismatches: Family<VendorLabels, Counter>,
+    receipts: Family<ReceiptLabels, Counter>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
     /// Sends and outcomes per minute of the last hour, for the status page.
@@ -152,8 +160,15 @@ impl Metrics {
             "Accepted sends whose vendor-reported billed count differs from the count from the text",
             billing_mismatches.clone(),
         );
+        let receipts = Family::<ReceiptLabels, Counter>::default();
+        registry.register(
+            "receipts",
+            "Delivery receipts by vendor, status (delivered, undelivered) and outcome (applied; kept: no send recorded with its id, yet; duplicate)",
+            receipts.clone(),
+        );
         Arc::new(Self {
             registry,
+            receipts,
             broken_mappings,
             billing_mismatches,
             sends,
@@ -169,6 +184,27 @@ impl Metrics {
             switch_log: SwitchLog::default(),
             activity: Activity::default(),
         })
+    }
+
+    /// Counts a delivery receipt from `vendor`, by what it said and what applying it did.
+    pub fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: ReportApplied) {
+        let outcome = match outcome {
+            ReportApplied::Applied => "applied",
+            ReportApplied::Kept => "kept",
+            ReportApplied::Duplicate => "duplicate",
+        };
+        let status = if delivered {
+            "delivered"
+        } else {
+            "undelivered"
+        };
+        self.receipts
+            .get_or_create(&ReceiptLabels {
+                vendor: VendorLabel(vendor.clone()),
+                status,
+                outcome,
+            })
+            .inc();
     }
 
     /// Sends and outcomes per minute of the last hour.

@@ -1,14 +1,17 @@
 //! `sms-app serve`: the send path behind the HTTP API, with its drainer and the retention
 //! task, until SIGTERM or Ctrl-C.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sms_core::DeferredQueue;
 use sms_providers::delivery_log::DeliveryLog;
+use sms_providers::receipts::ReceiptFormat;
 
 use crate::config::Config;
+use crate::http::receipts::{ReceiptEndpoint, ReceiptEndpoints};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::wire::{Extras, build_send_path};
@@ -56,6 +59,11 @@ pub async fn run(config: Config) -> Result<()> {
         tokens: Arc::new(tokens),
         operator_tokens: Arc::new(operator_tokens),
         simulated: Arc::new(send_path.simulated),
+        deliveries: send_path.store.deliveries.clone(),
+        receipts: Arc::new(receipt_endpoints(&config, &send_path.receipt_formats)?),
+        unknown_after: chrono::Duration::seconds(
+            i64::try_from(config.receipts.unknown_after_s).unwrap_or(i64::MAX),
+        ),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -127,4 +135,29 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// The receipt endpoint of each vendor with a secret.
+fn receipt_endpoints(
+    config: &Config,
+    formats: &HashMap<String, ReceiptFormat>,
+) -> Result<ReceiptEndpoints> {
+    let mut endpoints = ReceiptEndpoints::new();
+    for (name, secret) in &config.receipts.secrets {
+        let format = *formats
+            .get(name)
+            .with_context(|| format!("receipts.secrets.{name}: no vendor {name:?}"))?;
+        let vendor = sms_core::VendorId::new(name)
+            .map_err(|e| anyhow::anyhow!("receipts.secrets.{name}: {}", e.problem))?;
+        endpoints.insert(
+            name.clone(),
+            ReceiptEndpoint {
+                vendor,
+                format,
+                secret: secret.expose().to_owned(),
+            },
+        );
+        tracing::info!(vendor = %name, format = %format, "receipts accepted at /v1/receipts/{name}/<secret>");
+    }
+    Ok(endpoints)
 }

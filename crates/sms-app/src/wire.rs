@@ -12,6 +12,8 @@ use sms_limit::{InProcessLimiter, InProcessRecipientLimiter, RedisLimiter, Redis
 use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
 use sms_providers::http::{AliyunVendor, CloopenVendor, TencentVendor};
+use sms_providers::receipts::ReceiptFormat;
+use sms_providers::rules::Protocol;
 use sms_providers::simulated::SimulatedVendor;
 use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
@@ -26,6 +28,8 @@ pub struct Store {
     pub queue: Arc<dyn DeferredQueue>,
     /// The usage ledger.
     pub ledger: Arc<dyn UsageLedger>,
+    /// Which recipients vendors accepted, and their delivery receipts.
+    pub deliveries: Arc<dyn sms_core::DeliveryLog>,
     /// Which backend, for logs.
     pub kind: &'static str,
 }
@@ -65,7 +69,8 @@ async fn open_backend(config: &Config) -> Result<Store> {
             );
             Ok(Store {
                 queue: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                deliveries: store,
                 kind: "postgres",
             })
         }
@@ -77,7 +82,8 @@ async fn open_backend(config: &Config) -> Result<Store> {
             );
             Ok(Store {
                 queue: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                deliveries: store,
                 kind: "sqlite",
             })
         }
@@ -244,6 +250,27 @@ pub struct SendPath {
     pub simulated: SimulatedByName,
     /// Each vendor's fee schedule, in tie-break order.
     pub fees: Vec<Arc<dyn FeeSchedule>>,
+    /// The format of each vendor's delivery receipts, by vendor name.
+    pub receipt_formats: HashMap<String, ReceiptFormat>,
+}
+
+/// The receipt format vendor `name` pushes: its kind's, or for a simulated vendor the
+/// protocol it speaks.
+fn receipt_format(
+    name: &str,
+    vendor: &VendorConfig,
+    simulated: &SimulatedByName,
+) -> Option<ReceiptFormat> {
+    Some(match vendor {
+        VendorConfig::Aliyun(_) => ReceiptFormat::Aliyun,
+        VendorConfig::Tencent(_) => ReceiptFormat::Tencent,
+        VendorConfig::Cloopen(_) => ReceiptFormat::Cloopen,
+        VendorConfig::Simulated(_) => match simulated.get(name)?.protocol() {
+            Protocol::Aliyun => ReceiptFormat::Aliyun,
+            Protocol::Tencent => ReceiptFormat::Tencent,
+            Protocol::Cloopen => ReceiptFormat::Cloopen,
+        },
+    })
 }
 
 /// Builds the store, the limiters, the vendors and the gateway from `config`, reads the
@@ -253,6 +280,13 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     let (limiter, recipient_limiter) = build_limiters(config).await?;
     let (vendors, simulated) = build_vendors(config, &extras.delivery_log, extras.seed)?;
     let fees = vendors.iter().map(|entry| entry.fees.clone()).collect();
+    let receipt_formats = config
+        .vendors
+        .iter()
+        .filter_map(|(name, vendor)| {
+            receipt_format(name, vendor, &simulated).map(|format| (name.clone(), format))
+        })
+        .collect();
     let ids: Vec<VendorId> = vendors.iter().map(|entry| entry.vendor.id()).collect();
     for line in routes::report(&config.templates, &ids) {
         if line.is_warning() {
@@ -264,7 +298,8 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     let mut builder = Gateway::builder(vendors, limiter, store.queue.clone(), store.ledger.clone())
         .config(config.failover.clone())
         .templates(config.templates.clone())
-        .observer(extras.observer);
+        .observer(extras.observer)
+        .deliveries(store.deliveries.clone());
     if let Some(recipient_limiter) = recipient_limiter {
         builder = builder.recipient_limiter(recipient_limiter);
     }
@@ -283,6 +318,7 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         store,
         simulated,
         fees,
+        receipt_formats,
     })
 }
 

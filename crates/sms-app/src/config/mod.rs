@@ -110,6 +110,8 @@ pub struct Config {
     pub templates: Templates,
     /// `[telemetry]`: the optional export of traces.
     pub telemetry: TelemetryConfig,
+    /// `[receipts]`: the vendors' delivery receipts.
+    pub receipts: ReceiptsConfig,
 }
 
 impl Default for Config {
@@ -130,8 +132,40 @@ impl Default for Config {
             vendors: default_vendors(),
             templates: Templates::default(),
             telemetry: TelemetryConfig::default(),
+            receipts: ReceiptsConfig::default(),
         }
     }
+}
+
+/// `[receipts]`: where the vendors push delivery receipts, and how long the gateway
+/// waits for one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// The secret in each vendor's receipt URL, `POST /v1/receipts/{vendor}/{secret}`,
+    /// by vendor name (`SMS_RECEIPT_SECRET_<VENDOR>`, the name in capitals). A vendor
+    /// without one has no receipt endpoint.
+    pub secrets: BTreeMap<String, Secret>,
+    /// A recipient whose receipt has not come this long after the send is `unknown`.
+    pub unknown_after_s: u64,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        Self {
+            secrets: BTreeMap::new(),
+            // Vendors keep pushing receipts for up to three days.
+            unknown_after_s: 72 * 3600,
+        }
+    }
+}
+
+/// The environment variable holding vendor `name`'s receipt secret.
+pub fn receipt_secret_env(name: &str) -> String {
+    format!(
+        "SMS_RECEIPT_SECRET_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// What `[queue]` holds besides the gateway's retry and drain settings.
@@ -307,6 +341,12 @@ impl Config {
         if let Some(tokens) = var(ENV_OPERATOR_TOKENS) {
             self.operator_tokens = token_list(&tokens);
         }
+        let names: Vec<String> = self.vendors.keys().cloned().collect();
+        for name in names {
+            if let Some(secret) = var(&receipt_secret_env(&name)).filter(|v| !v.is_empty()) {
+                self.receipts.secrets.insert(name, Secret::new(secret));
+            }
+        }
         if let Some(endpoint) = var(ENV_OTLP_ENDPOINT).filter(|v| !v.is_empty()) {
             self.telemetry.otlp_endpoint = Some(endpoint);
         }
@@ -409,6 +449,32 @@ impl Config {
         self.templates
             .check_vendors(&ids)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (name, secret) in &self.receipts.secrets {
+            let env = receipt_secret_env(name);
+            if !self.vendors.contains_key(name) {
+                bail!("receipts.secrets.{name} ({env}): no vendor is named {name:?}");
+            }
+            let length = secret.expose().chars().count();
+            let url_safe = secret
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if length < MIN_TOKEN_CHARS || !url_safe {
+                bail!(
+                    "receipts.secrets.{name} ({env}): expected at least {MIN_TOKEN_CHARS} \
+                     letters, digits, '-' or '_' (it is part of a URL), found {length} \
+                     characters{}",
+                    if url_safe {
+                        ""
+                    } else {
+                        " with others among them"
+                    }
+                );
+            }
+        }
+        if self.receipts.unknown_after_s == 0 {
+            bail!("receipts.unknown_after_s: expected at least 1 second, found 0");
+        }
         self.telemetry.validate()
     }
 

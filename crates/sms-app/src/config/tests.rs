@@ -348,3 +348,45 @@ fn telemetry_is_off_by_default_and_bad_values_are_named() {
         Some("http://c:4318/v1/traces")
     );
 }
+
+#[test]
+fn receipt_secrets_name_a_vendor_fit_in_a_url_and_come_from_the_environment() {
+    let c = Config::from_toml(
+        "[receipts]\nsecrets = { aliyun = \"aliyun-receipts-0123456789\" }\nunknown_after_s = 600\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.receipts.unknown_after_s, 600);
+    for (toml, key) in [
+        (
+            "secrets = { twilio = \"a-long-enough-secret-0123\" }",
+            "receipts.secrets.twilio",
+        ),
+        (
+            "secrets = { aliyun = \"short\" }",
+            "receipts.secrets.aliyun",
+        ),
+        (
+            "secrets = { aliyun = \"has/slash-and-is-long-enough\" }",
+            "receipts.secrets.aliyun",
+        ),
+        ("unknown_after_s = 0", "receipts.unknown_after_s"),
+    ] {
+        let e = Config::from_toml(&format!("[receipts]\n{toml}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(key), "{toml}: {e}");
+        assert!(!e.contains("long-enough"), "the secret is not printed: {e}");
+    }
+    let mut c = Config::default();
+    c.apply_env(|name| {
+        (name == "SMS_RECEIPT_SECRET_TENCENT").then(|| "tencent-receipts-0123456789".into())
+    });
+    assert_eq!(
+        c.receipts.secrets["tencent"].expose(),
+        "tencent-receipts-0123456789"
+    );
+    assert!(!c.to_redacted_toml().unwrap().contains("tencent-receipts"));
+}

@@ -28,6 +28,9 @@ pub enum ApiError {
     MessageNotFound(MessageId),
     /// 404: the vendor named in the path does not exist (or is not simulated).
     UnknownVendor(String),
+    /// 404: no receipt endpoint at this address (no such vendor, none configured for
+    /// it, or a wrong secret: the same answer, so that the address reveals nothing).
+    NoReceiptEndpoint,
     /// 409: the operation does not apply to the message in its current status.
     WrongStatus(String),
     /// 409: the idempotency key was used before for a different message.
@@ -133,6 +136,12 @@ impl ApiError {
                 "unknown_vendor",
                 message.clone(),
                 Some("name"),
+            ),
+            Self::NoReceiptEndpoint => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no receipt endpoint at this address".to_owned(),
+                None,
             ),
             Self::WrongStatus(message) => {
                 (StatusCode::CONFLICT, "wrong_status", message.clone(), None)

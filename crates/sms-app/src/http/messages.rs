@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sms_core::{
-    IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId, MessageStatus, QueueReason,
-    RawSmsRequest, SendError, SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
+    DeliveryState, IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId,
+    MessageStatus, QueueReason, RawSmsRequest, RecipientDelivery, SendError, SmsRequest,
+    StoredMessage, TemplateId, ValidationError, VendorId,
 };
 use sms_failover::SendOutcome;
 use tracing::field::{Empty, display};
@@ -192,6 +193,73 @@ pub(super) struct MessageView {
     created_at: DateTime<Utc>,
     /// When it last changed.
     updated_at: DateTime<Utc>,
+    /// Each recipient a vendor accepted it for, and what its receipt said (only in
+    /// `GET /v1/messages/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    recipients: Option<Vec<RecipientView>>,
+}
+
+/// One recipient of a message, as the vendor's receipts tell it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RecipientView {
+    /// The number, masked.
+    recipient: String,
+    /// The vendor that accepted it.
+    #[schema(value_type = String)]
+    vendor: VendorId,
+    /// The vendor's id for the send (Aliyun `BizId`, Tencent `SerialNo`, Cloopen
+    /// `smsMessageSid`).
+    vendor_message_id: String,
+    /// `sent` (accepted, no receipt yet), `delivered`, `undelivered`, or `unknown` (no
+    /// receipt within `receipts.unknown_after_s`).
+    status: &'static str,
+    /// The receipt's status code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    /// The receipt's description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// When the vendor accepted it.
+    sent_at: DateTime<Utc>,
+    /// When the handset got it, as the vendor says (when delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_at: Option<DateTime<Utc>>,
+    /// When the gateway received the receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt_at: Option<DateTime<Utc>>,
+    /// Segments the vendor billed for it, from the receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segments: Option<u32>,
+}
+
+impl RecipientView {
+    /// `delivery` as shown at `now`: still without a receipt `unknown_after` after the
+    /// send, it is `unknown`.
+    fn new(
+        delivery: RecipientDelivery,
+        now: DateTime<Utc>,
+        unknown_after: chrono::Duration,
+    ) -> Self {
+        let status = match delivery.state {
+            DeliveryState::Sent if now - delivery.sent_at >= unknown_after => "unknown",
+            state => state.as_str(),
+        };
+        Self {
+            recipient: delivery.recipient.masked(),
+            vendor: delivery.vendor,
+            vendor_message_id: delivery.vendor_message_id,
+            status,
+            code: delivery.code,
+            description: delivery.description,
+            sent_at: delivery.sent_at,
+            delivered_at: (delivery.state == DeliveryState::Delivered)
+                .then(|| delivery.reported_at.or(delivery.receipt_at))
+                .flatten(),
+            receipt_at: delivery.receipt_at,
+            segments: delivery.segments,
+        }
+    }
 }
 
 impl From<StoredMessage> for MessageView {
@@ -209,6 +277,7 @@ impl From<StoredMessage> for MessageView {
             next_attempt_at: m.next_attempt_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            recipients: None,
         }
     }
 }
@@ -402,10 +471,19 @@ pub(super) async fn get_message(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    match state.gateway.message(id).await? {
-        Some(m) => Ok(Json(m.into())),
-        None => Err(ApiError::MessageNotFound(id)),
-    }
+    let Some(message) = state.gateway.message(id).await? else {
+        return Err(ApiError::MessageNotFound(id));
+    };
+    let deliveries = state.deliveries.deliveries(id).await?;
+    let now = Utc::now();
+    let mut view = MessageView::from(message);
+    view.recipients = Some(
+        deliveries
+            .into_iter()
+            .map(|d| RecipientView::new(d, now, state.unknown_after))
+            .collect(),
+    );
+    Ok(Json(view))
 }
 
 #[cfg(test)]

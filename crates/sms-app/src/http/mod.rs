@@ -12,6 +12,7 @@ mod error;
 mod messages;
 mod public;
 mod queue;
+pub mod receipts;
 mod status;
 mod vendors;
 
@@ -23,7 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
-use sms_core::DeferredQueue;
+use sms_core::{DeferredQueue, DeliveryLog};
 use sms_failover::Gateway;
 use sms_providers::simulated::SimulatedVendor;
 use utoipa_axum::router::OpenApiRouter;
@@ -49,6 +50,12 @@ pub struct AppState {
     pub operator_tokens: Arc<Vec<String>>,
     /// Simulated vendors by name, for fault control.
     pub simulated: Arc<HashMap<String, Arc<SimulatedVendor>>>,
+    /// Which recipients vendors accepted, and their delivery receipts.
+    pub deliveries: Arc<dyn DeliveryLog>,
+    /// Where each vendor pushes its delivery receipts.
+    pub receipts: Arc<receipts::ReceiptEndpoints>,
+    /// How long after a send a recipient without a receipt is `unknown`.
+    pub unknown_after: chrono::Duration,
 }
 
 /// The routes anyone may call, on the document's base (title, bearer scheme).
@@ -59,6 +66,7 @@ fn open_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(public::metrics))
         .routes(routes!(public::openapi_json))
         .routes(routes!(status::status_page))
+        .routes(routes!(receipts::post_receipts))
 }
 
 /// The routes that need a bearer token, each marked as such in the document.
@@ -177,10 +185,18 @@ mod tests {
             json!({ "type": "http", "scheme": "bearer" })
         );
         let operations = operations(&document);
-        assert_eq!(operations.len(), 15, "{operations:?}");
+        assert_eq!(operations.len(), 16, "{operations:?}");
         for (method, path, operation) in operations {
             let security = &operation["security"];
-            if path.starts_with("/v1/") {
+            // Vendors cannot send a bearer token: the secret in the address stands in.
+            let by_secret = path.starts_with("/v1/receipts/");
+            if by_secret {
+                assert!(security.is_null(), "{method} {path}: {security}");
+                assert!(
+                    operation["responses"]["404"].is_object(),
+                    "{method} {path} documents its 404 for a wrong secret"
+                );
+            } else if path.starts_with("/v1/") {
                 assert_eq!(security, &json!([{ "bearer": [] }]), "{method} {path}");
                 assert!(
                     operation["responses"]["401"].is_object(),

@@ -11,6 +11,7 @@ mod fuzz_targets;
 mod outcomes;
 mod proxy;
 mod real_vendors;
+mod receipts;
 mod security;
 mod server;
 mod simulate;

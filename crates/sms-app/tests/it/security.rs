@@ -39,7 +39,9 @@ async fn v1_operations(server: &Server) -> Vec<(Method, String)> {
         .expect("JSON");
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
-        if !path.starts_with("/v1/") {
+        // Receipt pushes carry a secret in the address instead of a token (tested in
+        // `receipts`).
+        if !path.starts_with("/v1/") || path.starts_with("/v1/receipts/") {
             continue;
         }
         let filled = path

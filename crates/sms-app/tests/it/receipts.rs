@@ -1,0 +1,265 @@
+//! Delivery receipts over HTTP, one test per vendor format: a message goes out through
+//! the vendor, the vendor's receipt push (in its documented format) settles it, and
+//! `GET /v1/messages/{id}` shows the recipient delivered or not. The same push again
+//! changes nothing; a push for an id the gateway never sent is answered (so that the
+//! vendor stops) and counted as kept; a wrong secret is 404 and a body that is not a
+//! receipt 400, neither changing anything.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::api::VENDORS;
+use crate::server::{Backends, Server};
+
+const SECRET: &str = "receipt-secret-0123456789";
+
+/// The three simulated vendors, each with a receipt secret.
+fn config() -> String {
+    format!(
+        "{VENDORS}\n[receipts]\nsecrets = {{ aliyun = \"{SECRET}-a\", tencent = \"{SECRET}-t\", \
+         cloopen = \"{SECRET}-c\" }}\n"
+    )
+}
+
+/// Sends to `number` through `vendor` (the others disabled); the message id and the
+/// vendor's id for the send, once recorded.
+async fn send_through(server: &Server, vendor: &str, number: &str) -> (String, String) {
+    for other in ["aliyun", "tencent", "cloopen"] {
+        let action = if other == vendor { "enable" } else { "disable" };
+        let r = server
+            .post(&format!("/v1/vendors/{other}/{action}"), json!({}))
+            .await;
+        assert!(r.status().is_success(), "{action} {other}: {}", r.status());
+    }
+    let r = server
+        .post(
+            "/v1/messages",
+            json!({"template": "SMS_LOGIN", "args": ["123456"], "recipients": [number]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let sent: Value = r.json().await.unwrap();
+    assert_eq!(sent["vendor"], vendor);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = message(server, &id).await;
+        if let Some(recipient) = message["recipients"].as_array().and_then(|r| r.first()) {
+            assert_eq!(recipient["status"], "sent");
+            assert_eq!(recipient["vendor"], vendor);
+            let masked = recipient["recipient"].as_str().unwrap();
+            assert!(
+                masked.contains('*') && !masked.contains(&number[3..]),
+                "{masked}"
+            );
+            return (
+                id,
+                recipient["vendor_message_id"].as_str().unwrap().to_owned(),
+            );
+        }
+        assert!(Instant::now() < deadline, "send not recorded: {message}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn message(server: &Server, id: &str) -> Value {
+    server
+        .get(&format!("/v1/messages/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Pushes `body` to `vendor`'s receipt address with `secret`, as the vendor would
+/// (no bearer token).
+async fn push(server: &Server, vendor: &str, secret: &str, body: String) -> reqwest::Response {
+    server
+        .client
+        .post(server.url(&format!("/v1/receipts/{vendor}/{secret}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `sms_receipts_total` count for these labels.
+async fn receipts_counted(server: &Server, vendor: &str, outcome: &str) -> u64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("sms_receipts_total{")
+                && l.contains(&format!("vendor=\"{vendor}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs the common checks for one vendor: `receipt(vendor_id)` is its push settling the
+/// send; `ack` is what its answer must contain; `state` what the recipient becomes.
+async fn settles_once(
+    vendor: &str,
+    number: &str,
+    receipt: impl Fn(&str) -> String,
+    ack: &str,
+    state: &str,
+    code: &str,
+) {
+    let server = Server::start(&Backends::Embedded, &config()).await;
+    let secret = format!("{SECRET}-{}", &vendor[..1]);
+    let (id, vendor_id) = send_through(&server, vendor, number).await;
+
+    // A wrong secret, another vendor's secret, and a body that is no receipt change
+    // nothing.
+    assert_eq!(
+        push(
+            &server,
+            vendor,
+            "wrong-secret-0123456789",
+            receipt(&vendor_id)
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+    let others = if vendor == "aliyun" {
+        "tencent"
+    } else {
+        "aliyun"
+    };
+    let other_secret = format!("{SECRET}-{}", &others[..1]);
+    assert_eq!(
+        push(&server, vendor, &other_secret, receipt(&vendor_id))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let bad = push(&server, vendor, &secret, "{not json".into()).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let error: Value = bad.json().await.unwrap();
+    assert_eq!(error["error"]["field"], "body", "{error}");
+    assert_eq!(
+        message(&server, &id).await["recipients"][0]["status"],
+        "sent"
+    );
+
+    // The receipt settles the recipient; the answer is what the vendor expects.
+    let r = push(&server, vendor, &secret, receipt(&vendor_id)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains(ack), "{answer}");
+    let settled = message(&server, &id).await["recipients"][0].clone();
+    assert_eq!(settled["status"], state, "{settled}");
+    assert_eq!(settled["code"], code, "{settled}");
+    assert!(settled["receipt_at"].is_string(), "{settled}");
+    assert_eq!(receipts_counted(&server, vendor, "applied").await, 1);
+
+    // The same push again: answered the same, nothing changes.
+    let again = push(&server, vendor, &secret, receipt(&vendor_id)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.text().await.unwrap().contains(ack));
+    assert_eq!(message(&server, &id).await["recipients"][0], settled);
+    assert_eq!(receipts_counted(&server, vendor, "duplicate").await, 1);
+
+    // An id this gateway never sent: answered, so that the vendor stops, and kept.
+    let unknown = push(&server, vendor, &secret, receipt("no-such-send-id")).await;
+    assert_eq!(unknown.status(), StatusCode::OK);
+    assert_eq!(receipts_counted(&server, vendor, "kept").await, 1);
+    assert_eq!(message(&server, &id).await["recipients"][0], settled);
+}
+
+#[tokio::test]
+async fn aliyun_sms_reports_settle_the_recipient_once() {
+    settles_once(
+        "aliyun",
+        "+8613800001001",
+        |biz_id| {
+            json!([{
+                "phone_number": "13800001001",
+                "send_time": "2026-12-05 10:00:00",
+                "report_time": "2026-12-05 10:00:05",
+                "success": true,
+                "err_code": "DELIVERED",
+                "err_msg": "用户接收成功",
+                "sms_size": "1",
+                "biz_id": biz_id,
+                "out_id": "",
+            }])
+            .to_string()
+        },
+        "\"code\":0",
+        "delivered",
+        "DELIVERED",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tencent_status_callbacks_settle_the_recipient_once() {
+    settles_once(
+        "tencent",
+        "+8613800001002",
+        |sid| {
+            json!([{
+                "user_receive_time": "2026-12-05 10:00:05",
+                "nationcode": "86",
+                "mobile": "13800001002",
+                "report_status": "FAIL",
+                "errmsg": "MK:0001",
+                "description": "用户手机号空号",
+                "sid": sid,
+            }])
+            .to_string()
+        },
+        "\"result\":0",
+        "undelivered",
+        "MK:0001",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cloopen_status_reports_settle_the_recipient_once() {
+    settles_once(
+        "cloopen",
+        "+8613800001003",
+        |sid| {
+            json!({"Request": {
+                "action": "SMSArrived",
+                "smsType": "1",
+                "apiVersion": "2013-12-26",
+                "content": sid,
+                "fromNum": "13800001003",
+                "dateSent": "20261205100000",
+                "deliverCode": "DELIVRD",
+                "recvTime": "20261205100005",
+                "status": "0",
+                "reqId": "",
+            }})
+            .to_string()
+        },
+        "000000",
+        "delivered",
+        "DELIVRD",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_vendor_without_a_secret_has_no_receipt_endpoint() {
+    let server = Server::start(&Backends::Embedded, VENDORS).await;
+    let r = push(&server, "aliyun", SECRET, "[]".into()).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
