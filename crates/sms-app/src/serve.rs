@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sms_core::DeferredQueue;
-use sms_providers::delivery_log::DeliveryLog;
+use sms_core::DeliveryLog;
+use sms_providers::delivery_log::DeliveryLog as SimulatedDeliveries;
 use sms_providers::receipts::ReceiptFormat;
 
 use crate::config::Config;
@@ -29,9 +30,9 @@ pub async fn run(config: Config) -> Result<()> {
     // Nothing in `serve` reads deliveries back from memory, and a list of every one
     // would grow without bound: the file, when configured, is the only record.
     let delivery_log = match &config.simulation_log {
-        Some(path) => DeliveryLog::append_only_to(path)
+        Some(path) => SimulatedDeliveries::append_only_to(path)
             .with_context(|| format!("simulation_log: opening {}", path.display()))?,
-        None => DeliveryLog::discarding(),
+        None => SimulatedDeliveries::discarding(),
     };
     let metrics = Metrics::new();
     let send_path = build_send_path(
@@ -43,9 +44,14 @@ pub async fn run(config: Config) -> Result<()> {
         },
     )
     .await?;
+    // Delivery records live as long as messages, and at least as long as receipts may
+    // still come for them.
+    let keep = Duration::from_secs(config.queue.retention_h * 3600);
     let retention = spawn_retention(
         send_path.store.queue.clone(),
-        Duration::from_secs(config.queue.retention_h * 3600),
+        send_path.store.deliveries.clone(),
+        keep,
+        keep.max(Duration::from_secs(config.receipts.unknown_after_s)),
     );
     let exposed = |tokens: &[crate::config::Secret]| -> Vec<String> {
         tokens.iter().map(|t| t.expose().to_owned()).collect()
@@ -92,27 +98,54 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Removes sent messages past retention, a small batch at a time, every minute.
-fn spawn_retention(queue: Arc<dyn DeferredQueue>, keep: Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_retention(
+    queue: Arc<dyn DeferredQueue>,
+    deliveries: Arc<dyn DeliveryLog>,
+    keep: Duration,
+    keep_deliveries: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let Ok(keep) = chrono::Duration::from_std(keep) else {
+            let (Ok(keep), Ok(keep_deliveries)) = (
+                chrono::Duration::from_std(keep),
+                chrono::Duration::from_std(keep_deliveries),
+            ) else {
                 return;
             };
-            let before = chrono::Utc::now() - keep;
-            loop {
-                match queue.purge_sent(before, 500).await {
-                    Ok(500) => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retention: purge failed");
-                        break;
-                    }
-                }
-            }
+            let now = chrono::Utc::now();
+            purge_all("sent messages", || {
+                queue.purge_sent(now - keep, PURGE_BATCH)
+            })
+            .await;
+            purge_all("delivery records", || {
+                deliveries.purge(now - keep_deliveries, PURGE_BATCH)
+            })
+            .await;
         }
     })
+}
+
+/// Rows deleted per retention statement.
+const PURGE_BATCH: u32 = 500;
+
+/// Runs `purge` until it deletes less than a whole batch, or fails.
+async fn purge_all<F, Fut>(what: &str, mut purge: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sms_core::StoreError>>,
+{
+    loop {
+        match purge().await {
+            Ok(n) if n >= u64::from(PURGE_BATCH) => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: purging {what} failed");
+                break;
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

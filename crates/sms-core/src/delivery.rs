@@ -161,4 +161,17 @@ pub trait DeliveryLog: Send + Sync {
 
     /// The recipients of message `id` that a vendor accepted, oldest send first.
     async fn deliveries(&self, id: MessageId) -> Result<Vec<RecipientDelivery>, StoreError>;
+
+    /// The sends to `recipient` recorded at or after `since`, newest first, at most
+    /// `limit`, each with its message.
+    async fn sent_to(
+        &self,
+        recipient: &PhoneNumber,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MessageId, RecipientDelivery)>, StoreError>;
+
+    /// Deletes up to `limit` rows older than `before`: sends recorded before it, and
+    /// kept receipts that never found their send, received before it. Returns how many.
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }

@@ -5,20 +5,20 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sms_core::{
     DeliveryState, IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId,
-    MessageStatus, QueueReason, RawSmsRequest, RecipientDelivery, SendError, SmsRequest,
-    StoredMessage, TemplateId, ValidationError, VendorId,
+    MessageStatus, PhoneNumber, QueueReason, RawSmsRequest, RecipientDelivery, SendError,
+    SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
 };
 use sms_failover::SendOutcome;
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
-use utoipa::ToSchema;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
@@ -484,6 +484,94 @@ pub(super) async fn get_message(
             .collect(),
     );
     Ok(Json(view))
+}
+
+/// `GET /v1/messages`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SentToQuery {
+    /// The number, in E.164 (`+8613800138000`).
+    recipient: Option<String>,
+    /// The earliest send listed, RFC 3339; default 24 hours ago.
+    since: Option<String>,
+    /// The most sends listed, 1 to 500; default 50.
+    limit: Option<u32>,
+}
+
+/// One send to the number asked about.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SentToView {
+    /// The message.
+    #[schema(value_type = String, format = Uuid)]
+    id: MessageId,
+    /// The recipient's part of it.
+    #[serde(flatten)]
+    delivery: RecipientView,
+}
+
+/// The sends to one number.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SentToList {
+    /// Newest first.
+    messages: Vec<SentToView>,
+}
+
+/// Most sends one look-up lists.
+const MAX_LISTED: u32 = 500;
+
+/// The messages sent to one number
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    params(SentToQuery),
+    responses(
+        (status = 200, description = "The sends to the number since the time, newest first, numbers masked", body = SentToList),
+        (status = 400, description = "A missing or malformed number, time or limit; `field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn list_messages(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<SentToQuery>,
+) -> Result<Json<SentToList>, ApiError> {
+    let now = Utc::now();
+    let raw = query.recipient.ok_or_else(|| {
+        ApiError::invalid(
+            "recipient",
+            "expected the number to look up, in E.164 (+8613800138000)",
+        )
+    })?;
+    let recipient =
+        PhoneNumber::parse(&raw).map_err(|e| ApiError::invalid("recipient", e.to_string()))?;
+    let since = match query.since {
+        None => now - chrono::Duration::hours(24),
+        Some(since) => DateTime::parse_from_rfc3339(&since)
+            .map_err(|e| {
+                ApiError::invalid(
+                    "since",
+                    format!("expected an RFC 3339 time such as 2026-12-05T08:00:00Z: {e}"),
+                )
+            })?
+            .with_timezone(&Utc),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LISTED).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("expected 1 to {MAX_LISTED}, found {limit}"),
+        ));
+    }
+    let sends = state.deliveries.sent_to(&recipient, since, limit).await?;
+    Ok(Json(SentToList {
+        messages: sends
+            .into_iter()
+            .map(|(id, d)| SentToView {
+                id,
+                delivery: RecipientView::new(d, now, state.unknown_after),
+            })
+            .collect(),
+    }))
 }
 
 #[cfg(test)]

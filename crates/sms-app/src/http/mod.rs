@@ -74,6 +74,7 @@ fn protected_routes() -> OpenApiRouter<Arc<AppState>> {
     let mut routes = OpenApiRouter::default()
         .routes(routes!(messages::post_message))
         .routes(routes!(messages::get_message))
+        .routes(routes!(messages::list_messages))
         .routes(routes!(vendors::get_vendors))
         .routes(routes!(vendors::disable_vendor))
         .routes(routes!(vendors::enable_vendor))
@@ -185,7 +186,7 @@ mod tests {
             json!({ "type": "http", "scheme": "bearer" })
         );
         let operations = operations(&document);
-        assert_eq!(operations.len(), 16, "{operations:?}");
+        assert_eq!(operations.len(), 17, "{operations:?}");
         for (method, path, operation) in operations {
             let security = &operation["security"];
             // Vendors cannot send a bearer token: the secret in the address stands in.

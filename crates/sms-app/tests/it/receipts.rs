@@ -263,3 +263,75 @@ async fn a_vendor_without_a_secret_has_no_receipt_endpoint() {
     let r = push(&server, "aliyun", SECRET, "[]".into()).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_sends_to_one_number_are_listed_newest_first_and_masked() {
+    let config = "[vendors.aliyun]\nsimulation = { latency_ms = 1, per_number_limits = false }\n\
+                  [limit]\nrecipient_windows = [{ limit = 10, window_s = 60 }]\n";
+    let server = Server::start(&Backends::Embedded, config).await;
+    let number = "+8613800001009";
+    let mut ids = Vec::new();
+    for code in ["111111", "222222"] {
+        let r = server
+            .post(
+                "/v1/messages",
+                json!({"template": "SMS_LOGIN", "args": [code], "recipients": [number, "+8613800001010"]}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let sent: Value = r.json().await.unwrap();
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+    }
+    let path = "/v1/messages?recipient=%2B8613800001009";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let r = server.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let listed: Value = r.json().await.unwrap();
+        if listed["messages"].as_array().unwrap().len() == 2 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let messages = listed["messages"].as_array().unwrap();
+    let listed_ids: Vec<&str> = messages.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        listed_ids,
+        [ids[1].as_str(), ids[0].as_str()],
+        "newest first"
+    );
+    for m in messages {
+        assert_eq!(m["status"], "sent");
+        assert_eq!(m["vendor"], "aliyun");
+        assert_eq!(m["recipient"], "+86138****1009");
+    }
+    assert!(!listed.to_string().contains("13800001009"), "{listed}");
+    let one: Value = server
+        .get(&format!("{path}&limit=1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["messages"].as_array().unwrap().len(), 1);
+    let later: Value = server
+        .get(&format!("{path}&since=2999-01-01T00:00:00Z"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(later["messages"].as_array().unwrap().is_empty());
+
+    for (query, field) in [
+        ("", "recipient"),
+        ("?recipient=13800001009", "recipient"),
+        ("?recipient=%2B8613800001009&since=yesterday", "since"),
+        ("?recipient=%2B8613800001009&limit=0", "limit"),
+        ("?recipient=%2B8613800001009&limit=501", "limit"),
+    ] {
+        let r = server.get(&format!("/v1/messages{query}")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let error: Value = r.json().await.unwrap();
+        assert_eq!(error["error"]["field"], field, "{query}: {error}");
+    }
+}

@@ -90,33 +90,77 @@ impl DeliveryLog for MemoryDeliveryLog {
         let rows = crate::sync::lock(&self.rows);
         let mut found: Vec<RecipientDelivery> = rows
             .iter()
-            .filter_map(|((vendor, vendor_message_id, recipient), row)| {
-                let (message_id, sent_at) = row.sent?;
-                (message_id == id).then(|| {
-                    let receipt = row.receipt.as_ref();
-                    let report = receipt.map(|(r, _)| r);
-                    RecipientDelivery {
-                        recipient: recipient.clone(),
-                        vendor: vendor.clone(),
-                        vendor_message_id: vendor_message_id.clone(),
-                        state: match report {
-                            None => DeliveryState::Sent,
-                            Some(r) if r.delivered => DeliveryState::Delivered,
-                            Some(_) => DeliveryState::Undelivered,
-                        },
-                        code: report.and_then(|r| r.code.clone()),
-                        description: report.and_then(|r| r.description.clone()),
-                        sent_at,
-                        reported_at: report.and_then(|r| r.reported_at),
-                        receipt_at: receipt.map(|(_, at)| *at),
-                        segments: report.and_then(|r| r.segments),
-                    }
-                })
-            })
+            .filter_map(|(key, row)| view(key, row).filter(|(message, _)| *message == id))
+            .map(|(_, delivery)| delivery)
             .collect();
         found.sort_by(|a, b| {
             (a.sent_at, a.recipient.as_str()).cmp(&(b.sent_at, b.recipient.as_str()))
         });
         Ok(found)
     }
+
+    async fn sent_to(
+        &self,
+        recipient: &PhoneNumber,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MessageId, RecipientDelivery)>, StoreError> {
+        let rows = crate::sync::lock(&self.rows);
+        let mut found: Vec<(MessageId, RecipientDelivery)> = rows
+            .iter()
+            .filter(|((_, _, number), _)| number == recipient)
+            .filter_map(|(key, row)| view(key, row))
+            .filter(|(_, d)| d.sent_at >= since)
+            .collect();
+        found.sort_by_key(|(_, d)| std::cmp::Reverse(d.sent_at));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let mut rows = crate::sync::lock(&self.rows);
+        let old: Vec<Key> = rows
+            .iter()
+            .filter(|(_, row)| match (row.sent, &row.receipt) {
+                (Some((_, sent_at)), _) => sent_at < before,
+                (None, Some((_, received))) => *received < before,
+                (None, None) => true,
+            })
+            .map(|(key, _)| key.clone())
+            .take(limit as usize)
+            .collect();
+        for key in &old {
+            rows.remove(key);
+        }
+        Ok(old.len() as u64)
+    }
+}
+
+/// A recorded send's row as the log shows it, with its message.
+fn view(
+    (vendor, vendor_message_id, recipient): &Key,
+    row: &Row,
+) -> Option<(MessageId, RecipientDelivery)> {
+    let (message_id, sent_at) = row.sent?;
+    let receipt = row.receipt.as_ref();
+    let report = receipt.map(|(r, _)| r);
+    Some((
+        message_id,
+        RecipientDelivery {
+            recipient: recipient.clone(),
+            vendor: vendor.clone(),
+            vendor_message_id: vendor_message_id.clone(),
+            state: match report {
+                None => DeliveryState::Sent,
+                Some(r) if r.delivered => DeliveryState::Delivered,
+                Some(_) => DeliveryState::Undelivered,
+            },
+            code: report.and_then(|r| r.code.clone()),
+            description: report.and_then(|r| r.description.clone()),
+            sent_at,
+            reported_at: report.and_then(|r| r.reported_at),
+            receipt_at: receipt.map(|(_, at)| *at),
+            segments: report.and_then(|r| r.segments),
+        },
+    ))
 }

@@ -317,6 +317,66 @@ pub async fn concurrent_copies_of_a_receipt_settle_it_once(log: &Arc<dyn Deliver
     assert!(found[0].state.is_final());
 }
 
+/// A number's sends since a time, newest first, with their messages; other numbers'
+/// sends and kept receipts are not among them.
+pub async fn sends_to_a_number_are_listed_newest_first(log: &Arc<dyn DeliveryLog>) {
+    let number_a = "+8613800000001";
+    log.record_sent(&[
+        sent(message(11), number_a, "aliyun", "biz-11", 1),
+        sent(message(12), number_a, "tencent", "sid-12", 2),
+        sent(message(13), number_a, "aliyun", "biz-13", 3),
+        sent(message(14), "+8613800000002", "aliyun", "biz-14", 4),
+    ])
+    .await
+    .unwrap();
+    log.apply_reports(&[delivered(number_a, "aliyun", "never-sent")], at(5))
+        .await
+        .unwrap();
+    let found = log.sent_to(&number(number_a), at(2), 10).await.unwrap();
+    let listed: Vec<(MessageId, &str)> = found
+        .iter()
+        .map(|(id, d)| (*id, d.vendor_message_id.as_str()))
+        .collect();
+    assert_eq!(listed, [(message(13), "biz-13"), (message(12), "sid-12")]);
+    let newest = log.sent_to(&number(number_a), at(0), 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].0, message(13));
+}
+
+/// Purging deletes sends recorded, and kept receipts received, before the time, up to
+/// the limit, and nothing newer.
+pub async fn purge_deletes_old_sends_and_old_unmatched_receipts(log: &Arc<dyn DeliveryLog>) {
+    let (old, new) = (message(21), message(22));
+    log.record_sent(&[
+        sent(old, "+8613800000001", "aliyun", "biz-21", 1),
+        sent(old, "+8613800000002", "aliyun", "biz-21", 1),
+        sent(new, "+8613800000001", "aliyun", "biz-22", 10),
+    ])
+    .await
+    .unwrap();
+    log.apply_reports(&[delivered("+8613800000009", "aliyun", "lost-1")], at(2))
+        .await
+        .unwrap();
+    log.apply_reports(&[delivered("+8613800000009", "aliyun", "lost-2")], at(20))
+        .await
+        .unwrap();
+    assert_eq!(log.purge(at(5), 1).await.unwrap(), 1, "the limit holds");
+    assert_eq!(log.purge(at(5), 100).await.unwrap(), 2);
+    assert_eq!(log.purge(at(5), 100).await.unwrap(), 0);
+    assert!(log.deliveries(old).await.unwrap().is_empty());
+    assert_eq!(log.deliveries(new).await.unwrap().len(), 1);
+    // The newer kept receipt is still there for its send.
+    let late = message(23);
+    log.record_sent(&[sent(late, "+8613800000009", "aliyun", "lost-2", 21)])
+        .await
+        .unwrap();
+    let found = log.deliveries(late).await.unwrap();
+    assert_eq!(
+        states(&found),
+        [("+8613800000009", DeliveryState::Delivered)]
+    );
+}
+
 /// Expands to one `#[test]` per case of [`delivery_contract`](crate::testing::delivery_contract),
 /// each on a fresh log from `$factory` (an async fn returning `Option<ContractLog>`).
 #[macro_export]
@@ -330,6 +390,8 @@ macro_rules! delivery_contract_tests {
             recording_a_send_twice_keeps_one_row,
             a_message_lists_every_send_oldest_first,
             concurrent_copies_of_a_receipt_settle_it_once,
+            sends_to_a_number_are_listed_newest_first,
+            purge_deletes_old_sends_and_old_unmatched_receipts,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -26,3 +26,11 @@ CREATE TABLE deliveries (
 -- A message's recipients, oldest send first.
 CREATE INDEX deliveries_message ON deliveries (message_id, sent_at)
     WHERE message_id IS NOT NULL;
+
+-- The sends to one number, newest first ("did my code arrive?").
+CREATE INDEX deliveries_recipient ON deliveries (recipient, sent_at)
+    WHERE message_id IS NOT NULL;
+
+-- Retention: recorded sends by age, and receipts that never found their send.
+CREATE INDEX deliveries_sent ON deliveries (sent_at) WHERE message_id IS NOT NULL;
+CREATE INDEX deliveries_unmatched ON deliveries (receipt_at) WHERE message_id IS NULL;

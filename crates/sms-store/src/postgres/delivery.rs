@@ -14,7 +14,10 @@ use sms_core::{
 
 use super::PgStore;
 use super::error::pg_error;
-use super::statements::{DELIVERIES_OF, DELIVERIES_SENT, DELIVERY_RECEIPT};
+use super::statements::{
+    DELIVERIES_OF, DELIVERIES_SENT, DELIVERIES_TO, DELIVERY_RECEIPT, PURGE_DELIVERIES_SENT,
+    PURGE_DELIVERIES_UNMATCHED,
+};
 use crate::codec;
 
 #[async_trait]
@@ -111,29 +114,80 @@ impl DeliveryLog for PgStore {
                 .query(&stmt, &[id.as_uuid()])
                 .await
                 .map_err(pg_error)?;
+            rows.iter().map(delivery).collect()
+        })
+        .await
+    }
+
+    async fn sent_to(
+        &self,
+        recipient: &PhoneNumber,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MessageId, RecipientDelivery)>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(DELIVERIES_TO)
+                .await
+                .map_err(pg_error)?;
+            let rows = client
+                .query(&stmt, &[&recipient.as_str(), &since, &i64::from(limit)])
+                .await
+                .map_err(pg_error)?;
             rows.iter()
                 .map(|row| {
-                    let recipient: String = row.try_get(0).map_err(pg_error)?;
-                    let state: String = row.try_get(3).map_err(pg_error)?;
-                    let segments: Option<i32> = row.try_get(9).map_err(pg_error)?;
-                    Ok(RecipientDelivery {
-                        recipient: PhoneNumber::parse(&recipient).map_err(|e| {
-                            StoreError::backend(format!("stored recipient is invalid: {e}"))
-                        })?,
-                        vendor: codec::vendor(Some(row.try_get(1).map_err(pg_error)?))?
-                            .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
-                        vendor_message_id: row.try_get(2).map_err(pg_error)?,
-                        state: state.parse().map_err(StoreError::backend)?,
-                        code: row.try_get(4).map_err(pg_error)?,
-                        description: row.try_get(5).map_err(pg_error)?,
-                        sent_at: row.try_get(6).map_err(pg_error)?,
-                        reported_at: row.try_get(7).map_err(pg_error)?,
-                        receipt_at: row.try_get(8).map_err(pg_error)?,
-                        segments: segments.and_then(|s| u32::try_from(s).ok()),
-                    })
+                    let message = MessageId::from_uuid(row.try_get(10).map_err(pg_error)?);
+                    Ok((message, delivery(row)?))
                 })
                 .collect()
         })
         .await
     }
+
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let sent = client
+                .prepare_cached(PURGE_DELIVERIES_SENT)
+                .await
+                .map_err(pg_error)?;
+            let unmatched = client
+                .prepare_cached(PURGE_DELIVERIES_UNMATCHED)
+                .await
+                .map_err(pg_error)?;
+            let purged = client
+                .execute(&sent, &[&before, &i64::from(limit)])
+                .await
+                .map_err(pg_error)?;
+            let left = i64::from(limit).saturating_sub(i64::try_from(purged).unwrap_or(i64::MAX));
+            let more = client
+                .execute(&unmatched, &[&before, &left])
+                .await
+                .map_err(pg_error)?;
+            Ok(purged + more)
+        })
+        .await
+    }
+}
+
+/// A row of [`DELIVERIES_OF`]'s columns.
+fn delivery(row: &tokio_postgres::Row) -> Result<RecipientDelivery, StoreError> {
+    let recipient: String = row.try_get(0).map_err(pg_error)?;
+    let state: String = row.try_get(3).map_err(pg_error)?;
+    let segments: Option<i32> = row.try_get(9).map_err(pg_error)?;
+    Ok(RecipientDelivery {
+        recipient: PhoneNumber::parse(&recipient)
+            .map_err(|e| StoreError::backend(format!("stored recipient is invalid: {e}")))?,
+        vendor: codec::vendor(Some(row.try_get(1).map_err(pg_error)?))?
+            .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
+        vendor_message_id: row.try_get(2).map_err(pg_error)?,
+        state: state.parse().map_err(StoreError::backend)?,
+        code: row.try_get(4).map_err(pg_error)?,
+        description: row.try_get(5).map_err(pg_error)?,
+        sent_at: row.try_get(6).map_err(pg_error)?,
+        reported_at: row.try_get(7).map_err(pg_error)?,
+        receipt_at: row.try_get(8).map_err(pg_error)?,
+        segments: segments.and_then(|s| u32::try_from(s).ok()),
+    })
 }

@@ -13,7 +13,10 @@ use sms_core::{
 use super::SqliteStore;
 use super::error::sqlite_error;
 use super::row::{micros, time};
-use super::statements::{DELIVERIES_OF, DELIVERY_RECEIPT, DELIVERY_SENT};
+use super::statements::{
+    DELIVERIES_OF, DELIVERIES_TO, DELIVERY_RECEIPT, DELIVERY_SENT, PURGE_DELIVERIES_SENT,
+    PURGE_DELIVERIES_UNMATCHED,
+};
 use crate::codec;
 
 #[async_trait]
@@ -102,42 +105,102 @@ impl DeliveryLog for SqliteStore {
         self.call(move |conn| {
             let mut select = conn.prepare_cached(DELIVERIES_OF).map_err(sqlite_error)?;
             let rows = select
-                .query_map([id], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, Option<String>>(4)?,
-                        row.get::<_, Option<String>>(5)?,
-                        row.get::<_, i64>(6)?,
-                        row.get::<_, Option<i64>>(7)?,
-                        row.get::<_, Option<i64>>(8)?,
-                        row.get::<_, Option<u32>>(9)?,
-                    ))
+                .query_map([id], columns)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(sqlite_error)?;
+            rows.into_iter().map(delivery).collect()
+        })
+        .await
+    }
+
+    async fn sent_to(
+        &self,
+        recipient: &PhoneNumber,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MessageId, RecipientDelivery)>, StoreError> {
+        let recipient = recipient.as_str().to_owned();
+        let since = micros(since);
+        self.call(move |conn| {
+            let mut select = conn.prepare_cached(DELIVERIES_TO).map_err(sqlite_error)?;
+            let rows = select
+                .query_map(params![recipient, since, limit], |row| {
+                    Ok((row.get::<_, String>(10)?, columns(row)?))
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(sqlite_error)?;
             rows.into_iter()
-                .map(|r| {
-                    Ok(RecipientDelivery {
-                        recipient: PhoneNumber::parse(&r.0).map_err(|e| {
-                            StoreError::backend(format!("stored recipient is invalid: {e}"))
-                        })?,
-                        vendor: codec::vendor(Some(r.1))?
-                            .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
-                        vendor_message_id: r.2,
-                        state: r.3.parse().map_err(StoreError::backend)?,
-                        code: r.4,
-                        description: r.5,
-                        sent_at: time("sent_at", r.6)?,
-                        reported_at: r.7.map(|t| time("reported_at", t)).transpose()?,
-                        receipt_at: r.8.map(|t| time("receipt_at", t)).transpose()?,
-                        segments: r.9,
-                    })
+                .map(|(message, columns)| {
+                    let message: MessageId = message.parse().map_err(|e| {
+                        StoreError::backend(format!("stored message_id is invalid: {e}"))
+                    })?;
+                    Ok((message, delivery(columns)?))
                 })
                 .collect()
         })
         .await
     }
+
+    async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let before = micros(before);
+        self.call(move |conn| {
+            let sent = conn
+                .prepare_cached(PURGE_DELIVERIES_SENT)
+                .and_then(|mut s| s.execute(params![before, limit]))
+                .map_err(sqlite_error)?;
+            let left = limit.saturating_sub(u32::try_from(sent).unwrap_or(u32::MAX));
+            let unmatched = conn
+                .prepare_cached(PURGE_DELIVERIES_UNMATCHED)
+                .and_then(|mut s| s.execute(params![before, left]))
+                .map_err(sqlite_error)?;
+            Ok((sent + unmatched) as u64)
+        })
+        .await
+    }
+}
+
+/// The columns of [`DELIVERIES_OF`], as stored.
+type Columns = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<u32>,
+);
+
+fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn delivery(r: Columns) -> Result<RecipientDelivery, StoreError> {
+    Ok(RecipientDelivery {
+        recipient: PhoneNumber::parse(&r.0)
+            .map_err(|e| StoreError::backend(format!("stored recipient is invalid: {e}")))?,
+        vendor: codec::vendor(Some(r.1))?
+            .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
+        vendor_message_id: r.2,
+        state: r.3.parse().map_err(StoreError::backend)?,
+        code: r.4,
+        description: r.5,
+        sent_at: time("sent_at", r.6)?,
+        reported_at: r.7.map(|t| time("reported_at", t)).transpose()?,
+        receipt_at: r.8.map(|t| time("receipt_at", t)).transpose()?,
+        segments: r.9,
+    })
 }

@@ -190,6 +190,24 @@ pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message
      code, description, sent_at, reported_at, receipt_at, segments FROM deliveries \
      WHERE message_id = ?1 ORDER BY sent_at, recipient";
 
+/// The sends to one number since a time, newest first: the columns of
+/// [`DELIVERIES_OF`], then the message.
+pub(super) const DELIVERIES_TO: &str = "SELECT recipient, vendor, vendor_message_id, state, \
+     code, description, sent_at, reported_at, receipt_at, segments, message_id \
+     FROM deliveries WHERE recipient = ?1 AND message_id IS NOT NULL AND sent_at >= ?2 \
+     ORDER BY sent_at DESC LIMIT ?3";
+
+/// Deletes up to a number of recorded sends older than a time.
+pub(super) const PURGE_DELIVERIES_SENT: &str = "DELETE FROM deliveries \
+     WHERE (vendor, vendor_message_id, recipient) IN (SELECT vendor, vendor_message_id, \
+     recipient FROM deliveries WHERE message_id IS NOT NULL AND sent_at < ?1 LIMIT ?2)";
+
+/// Deletes up to a number of kept receipts, received before a time, that never found
+/// their send.
+pub(super) const PURGE_DELIVERIES_UNMATCHED: &str = "DELETE FROM deliveries \
+     WHERE (vendor, vendor_message_id, recipient) IN (SELECT vendor, vendor_message_id, \
+     recipient FROM deliveries WHERE message_id IS NULL AND receipt_at < ?1 LIMIT ?2)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
