@@ -32,11 +32,16 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sms_core::sync::{lock, read, write};
 use sms_core::{
-    Clock, OutboundSms, PhoneNumber, Receipt, SystemClock, Templates, Vendor, VendorError, VendorId,
+    Clock, DeliveryReport, OutboundSms, PhoneNumber, Receipt, SystemClock, Templates, Vendor,
+    VendorError, VendorId,
 };
 use tokio::time::Instant;
 
-pub use settings::{FaultKind, ScheduledFault, SimulationSettings};
+pub use settings::{FaultKind, ReceiptPlan, ScheduledFault, SimulationSettings};
+
+/// Where a simulated vendor hands the delivery receipts of its sends, as a real vendor
+/// pushes them: each a while after the send, per [`SimulationSettings::receipt_delay_ms`].
+pub type ReceiptSink = Arc<dyn Fn(Vec<DeliveryReport>) + Send + Sync>;
 
 use crate::ConfigError;
 use crate::delivery_log::{DeliveryLog, DeliveryRecord};
@@ -66,6 +71,8 @@ pub struct SimulatedVendor {
     log: DeliveryLog,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    /// Where receipts go; none: the vendor sends none.
+    receipts: RwLock<Option<ReceiptSink>>,
 }
 
 #[derive(Default)]
@@ -192,6 +199,8 @@ fn decide(settings: &SimulationSettings, elapsed: Duration, draws: &Draws) -> De
             FaultKind::Slow => {
                 slow_ms.get_or_insert(window.latency_ms.unwrap_or(settings.latency_ms));
             }
+            // These change what the receipts say, not the answer.
+            FaultKind::Undelivered | FaultKind::Silent => {}
             kind => {
                 forced.get_or_insert(kind);
             }
@@ -207,7 +216,7 @@ fn decide(settings: &SimulationSettings, elapsed: Duration, draws: &Draws) -> De
         Some(FaultKind::Throttle) => Outcome::Fail(throttled()),
         Some(FaultKind::Timeout) => hang,
         Some(FaultKind::Reject) => Outcome::Fail(rejected()),
-        Some(FaultKind::Slow) | None => {
+        Some(FaultKind::Slow | FaultKind::Undelivered | FaultKind::Silent) | None => {
             // The rates are exclusive bands of [0, 1), in this order.
             let bands = [
                 settings.timeout_rate,
@@ -261,6 +270,7 @@ impl SimulatedVendor {
             log,
             clock: Arc::new(SystemClock),
             counters: Counters::default(),
+            receipts: RwLock::new(None),
         })
     }
 
@@ -411,6 +421,53 @@ impl SimulatedVendor {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sends delivery receipts for `recipients` to `sink` (if one is set) after
+    /// `plan`'s delay, each delivered as drawn at its delivery rate; none when silent.
+    fn push_receipts(
+        &self,
+        plan: ReceiptPlan,
+        vendor_message_id: &str,
+        recipients: &[PhoneNumber],
+    ) {
+        let Some(sink) = read(&self.receipts).clone() else {
+            return;
+        };
+        if plan.silent || recipients.is_empty() {
+            return;
+        }
+        let reported_at = self.clock.now()
+            + chrono::Duration::from_std(plan.delay).unwrap_or(chrono::Duration::zero());
+        let reports: Vec<DeliveryReport> = {
+            let mut rng = lock(&self.rng);
+            recipients
+                .iter()
+                .map(|recipient| {
+                    let delivered = rng.random::<f64>() < plan.delivery_rate;
+                    DeliveryReport {
+                        vendor: self.id.clone(),
+                        vendor_message_id: vendor_message_id.to_owned(),
+                        recipient: recipient.clone(),
+                        delivered,
+                        code: Some(if delivered { "DELIVRD" } else { "UNDELIV" }.to_owned()),
+                        description: (!delivered)
+                            .then(|| "simulated: the carrier did not deliver it".to_owned()),
+                        reported_at: Some(reported_at),
+                        segments: None,
+                    }
+                })
+                .collect()
+        };
+        tokio::spawn(async move {
+            pause(plan.delay).await;
+            sink(reports);
+        });
+    }
+
+    /// Makes the vendor send delivery receipts to `sink`.
+    pub fn set_receipt_sink(&self, sink: ReceiptSink) {
+        *write(&self.receipts) = Some(sink);
+    }
+
     /// Writes one record per recipient in `recipients`; the send succeeds only if this
     /// does.
     fn deliver(
@@ -474,6 +531,7 @@ impl Vendor for SimulatedVendor {
         let draws = self.draw();
         let decision = decide(&settings, elapsed, &draws);
         let per_number_limits = settings.per_number_limits;
+        let receipts = settings.receipts_at(elapsed);
         drop(settings);
         let vendor_message_id = format!("sim-{}-{:06}-{:08x}", self.id, draws.sequence, draws.tag);
         tracing::debug!(
@@ -515,6 +573,7 @@ impl Vendor for SimulatedVendor {
                     self.count_failure(&error);
                     return Err(error);
                 }
+                self.push_receipts(receipts, &vendor_message_id, &screened.accepted);
                 if let Some(refusal) = screened.refused.clone() {
                     // Some numbers got it and others were refused: answered as the HTTP
                     // adapter answers Tencent's mixed statuses.

@@ -73,6 +73,25 @@ pub struct SimulationSettings {
     pub outage: bool,
     /// Scripted fault windows, relative to the vendor's start.
     pub schedule: Vec<ScheduledFault>,
+    /// Share of accepted recipients the handset gets: the others' delivery receipts say
+    /// undelivered. 1 (all) by default.
+    pub delivery_rate: f64,
+    /// How long after the send a delivery receipt comes, in milliseconds.
+    pub receipt_delay_ms: u64,
+    /// A silent failure: sends are accepted and billed, but nothing is delivered and no
+    /// receipt ever comes.
+    pub silent: bool,
+}
+
+/// What the receipts of a send accepted now say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReceiptPlan {
+    /// Share of recipients delivered.
+    pub delivery_rate: f64,
+    /// No receipt comes at all.
+    pub silent: bool,
+    /// When the receipts come, after the send.
+    pub delay: std::time::Duration,
 }
 
 impl Default for SimulationSettings {
@@ -90,6 +109,27 @@ impl Default for SimulationSettings {
             reject_rate: 0.0,
             outage: false,
             schedule: Vec::new(),
+            delivery_rate: 1.0,
+            receipt_delay_ms: 1000,
+            silent: false,
+        }
+    }
+}
+
+impl SimulationSettings {
+    /// What the receipts of a send accepted `elapsed` after the vendor started say: the
+    /// delivery rate lowered by any `undelivered` window (its `rate` is the share not
+    /// delivered), and silent in a `silent` window.
+    pub fn receipts_at(&self, elapsed: std::time::Duration) -> ReceiptPlan {
+        let active = || self.schedule.iter().filter(|w| w.is_active_at(elapsed));
+        let undelivered = active()
+            .filter(|w| w.fault == FaultKind::Undelivered)
+            .map(|w| w.rate)
+            .fold(0.0_f64, f64::max);
+        ReceiptPlan {
+            delivery_rate: self.delivery_rate * (1.0 - undelivered),
+            silent: self.silent || active().any(|w| w.fault == FaultKind::Silent),
+            delay: std::time::Duration::from_millis(self.receipt_delay_ms),
         }
     }
 }
@@ -131,6 +171,11 @@ pub enum FaultKind {
     Reject,
     /// Sends succeed (unless another fault hits) but take `latency_ms`.
     Slow,
+    /// Sends succeed, but the window's `rate` of the recipients is not delivered: their
+    /// receipts say undelivered.
+    Undelivered,
+    /// Sends succeed, but nothing is delivered and no receipt comes.
+    Silent,
 }
 
 impl ScheduledFault {
@@ -205,6 +250,7 @@ impl SimulationSettings {
             });
         }
         for (field, rate) in [
+            ("delivery_rate", self.delivery_rate),
             ("error_rate", self.error_rate),
             ("throttle_rate", self.throttle_rate),
             ("timeout_rate", self.timeout_rate),
@@ -266,6 +312,8 @@ fn kind_name(kind: FaultKind) -> &'static str {
         FaultKind::Timeout => "timeout",
         FaultKind::Reject => "reject",
         FaultKind::Slow => "slow",
+        FaultKind::Undelivered => "undelivered",
+        FaultKind::Silent => "silent",
     }
 }
 

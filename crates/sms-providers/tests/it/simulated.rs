@@ -400,3 +400,98 @@ async fn a_vendor_that_cannot_record_the_delivery_reports_a_failure() {
         (0, 1, 0)
     );
 }
+
+/// The receipts a vendor with `settings` sends for `sends` accepted sends, `gap` apart
+/// (virtual time), once their delay has passed.
+async fn receipts_of(
+    settings: SimulationSettings,
+    sends: usize,
+    gap: Duration,
+) -> Vec<sms_core::DeliveryReport> {
+    let vendor = vendor(settings, 7);
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    vendor.set_receipt_sink(Arc::new(move |reports| {
+        sink.lock().unwrap().extend(reports)
+    }));
+    for _ in 0..sends {
+        vendor.send(&sms()).await.unwrap();
+        advance(gap).await;
+    }
+    advance(Duration::from_secs(10)).await;
+    // Every receipt's task is due; the runtime runs a few dozen per turn.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    got.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn receipts_come_after_their_delay_at_the_delivery_rate() {
+    let settings = SimulationSettings {
+        per_number_limits: false,
+        delivery_rate: 0.7,
+        receipt_delay_ms: 2_000,
+        ..SimulationSettings::default()
+    };
+    let vendor = vendor(settings.clone(), 3);
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    vendor.set_receipt_sink(Arc::new(move |reports| {
+        sink.lock().unwrap().extend(reports)
+    }));
+    let receipt = vendor.send(&sms()).await.unwrap();
+    // The receipt's task starts its wait.
+    tokio::task::yield_now().await;
+    advance(Duration::from_millis(1_900)).await;
+    assert!(got.lock().unwrap().is_empty(), "not before the delay");
+    advance(Duration::from_millis(200)).await;
+    tokio::task::yield_now().await;
+    let first = got.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].vendor_message_id, receipt.vendor_message_id);
+    assert_eq!(first[0].recipient, sms().request.recipients()[0]);
+
+    let reports = receipts_of(settings, 400, Duration::from_millis(1)).await;
+    assert_eq!(reports.len(), 400);
+    let delivered = reports.iter().filter(|r| r.delivered).count();
+    assert!(
+        (240..=320).contains(&delivered),
+        "{delivered} of 400 at 0.7"
+    );
+    for r in &reports {
+        let code = r.code.as_deref().unwrap();
+        assert_eq!(code == "DELIVRD", r.delivered, "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undelivered_window_lowers_the_rate_and_a_silent_vendor_sends_none() {
+    let mut settings = SimulationSettings {
+        per_number_limits: false,
+        receipt_delay_ms: 10,
+        ..SimulationSettings::default()
+    };
+    let mut drop = ScheduledFault::new(1, 60, FaultKind::Undelivered);
+    drop.rate = 0.6;
+    settings.schedule = vec![drop];
+    // 100 sends before the window (10 ms apart), 100 inside it.
+    let reports = receipts_of(settings.clone(), 200, Duration::from_millis(10)).await;
+    assert_eq!(reports.len(), 200);
+    assert!(
+        reports[..100].iter().all(|r| r.delivered),
+        "before the window"
+    );
+    let inside = reports[100..].iter().filter(|r| r.delivered).count();
+    assert!((25..=55).contains(&inside), "{inside} of 100 at 0.4");
+    // The send is still accepted: only the receipts tell.
+    let silent = SimulationSettings {
+        silent: true,
+        ..settings
+    };
+    assert!(
+        receipts_of(silent, 20, Duration::from_millis(1))
+            .await
+            .is_empty()
+    );
+}
