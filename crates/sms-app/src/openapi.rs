@@ -166,6 +166,12 @@ pub struct SimulationSettingsSchema {
     outage: bool,
     /// Scripted fault windows, relative to the vendor's start.
     schedule: Vec<ScheduledFaultSchema>,
+    /// Share of accepted recipients whose delivery receipt says delivered (0 to 1).
+    delivery_rate: f64,
+    /// How long after the send a delivery receipt comes, in milliseconds.
+    receipt_delay_ms: u64,
+    /// Accepted and billed, but never delivered, and no receipt comes.
+    silent: bool,
 }
 
 /// The schema of [`sms_providers::simulated::ScheduledFault`], mirrored like
@@ -213,6 +219,10 @@ pub enum FaultKindSchema {
     Reject,
     /// Sends succeed but take `latency_ms`.
     Slow,
+    /// Sends succeed, but the window's `rate` of recipients is not delivered.
+    Undelivered,
+    /// Sends succeed, but nothing is delivered and no receipt comes.
+    Silent,
 }
 
 #[cfg(test)]
@@ -282,7 +292,7 @@ mod tests {
         // What the real settings write, the mirror reads, and the reverse.
         serde_json::from_value::<SimulationSettingsSchema>(written).expect("mirror reads");
         let kinds = serde_json::to_value(FaultKindSchema::schema()).expect("JSON")["enum"].clone();
-        assert_eq!(kinds.as_array().map(Vec::len), Some(5), "{kinds}");
+        assert_eq!(kinds.as_array().map(Vec::len), Some(7), "{kinds}");
         for kind in kinds.as_array().expect("fault kinds") {
             let fault = json!({ "from_s": 0, "to_s": 1, "fault": kind, "latency_ms": 5 });
             serde_json::from_value::<ScheduledFaultSchema>(fault.clone()).expect("mirror");

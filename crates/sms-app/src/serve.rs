@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::http::receipts::{ReceiptEndpoint, ReceiptEndpoints};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
-use crate::wire::{Extras, build_send_path};
+use crate::wire::{Extras, build_send_path, take_simulated_receipts};
 
 /// Seed of the first simulated vendor under `serve`.
 const SEED: u64 = 1;
@@ -44,6 +44,18 @@ pub async fn run(config: Config) -> Result<()> {
         },
     )
     .await?;
+    // A simulated vendor given a receipt secret pushes its receipts in-process.
+    let receipting: Vec<&str> = config.receipts.secrets.keys().map(String::as_str).collect();
+    let counter = metrics.clone();
+    take_simulated_receipts(
+        &send_path,
+        &receipting,
+        Arc::new(move |reports, applied| {
+            for (report, outcome) in reports.iter().zip(applied) {
+                counter.receipt(&report.vendor, report.delivered, *outcome);
+            }
+        }),
+    );
     // Delivery records live as long as messages, and at least as long as receipts may
     // still come for them.
     let keep = Duration::from_secs(config.queue.retention_h * 3600);

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sms_core::{DeferredQueue, FeeSchedule, RateLimiter, RecipientLimiter, UsageLedger, VendorId};
+use sms_core::{
+    DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, RecipientLimiter, ReportApplied,
+    UsageLedger, VendorId,
+};
 use sms_failover::{DrainerHandle, Gateway, GatewayObserver, VendorEntry};
 use sms_limit::{InProcessLimiter, InProcessRecipientLimiter, RedisLimiter, RedisRecipientLimiter};
 use sms_providers::delivery_log::DeliveryLog;
@@ -320,6 +323,49 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         fees,
         receipt_formats,
     })
+}
+
+/// Sees each batch of delivery receipts and what applying it did.
+pub type ReceiptCounter = Arc<dyn Fn(&[DeliveryReport], &[ReportApplied]) + Send + Sync>;
+
+/// Receipts a simulated vendor pushes wait here at most before their writer.
+const SIMULATED_RECEIPTS_QUEUED: usize = 65_536;
+
+/// Makes the simulated vendors named in `vendors` push their delivery receipts as a real
+/// vendor's reach the receipt endpoint: into the delivery log (a batch per write),
+/// then to the gateway's receipt-aware failover, and to `count`. Receipts beyond what
+/// the writer keeps up with are dropped with a warning, as a vendor whose pushes fail.
+pub fn take_simulated_receipts(send_path: &SendPath, vendors: &[&str], count: ReceiptCounter) {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Vec<DeliveryReport>>(SIMULATED_RECEIPTS_QUEUED / 64);
+    let deliveries = send_path.store.deliveries.clone();
+    let gateway = send_path.gateway.clone();
+    tokio::spawn(async move {
+        let mut batches = Vec::new();
+        while rx.recv_many(&mut batches, 64).await > 0 {
+            let reports: Vec<DeliveryReport> = batches.drain(..).flatten().collect();
+            match deliveries.apply_reports(&reports, chrono::Utc::now()).await {
+                Ok(applied) => {
+                    count(&reports, &applied);
+                    gateway.receipts_applied(&reports, &applied);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, receipts = reports.len(), "could not store simulated receipts");
+                }
+            }
+        }
+    });
+    for name in vendors {
+        let Some(vendor) = send_path.simulated.get(*name) else {
+            continue;
+        };
+        let tx = tx.clone();
+        vendor.set_receipt_sink(Arc::new(move |reports| {
+            if tx.try_send(reports).is_err() {
+                tracing::warn!("simulated receipts dropped: their writer is behind");
+            }
+        }));
+    }
 }
 
 /// Why an operator's retry of a message was refused.

@@ -31,7 +31,7 @@ const MAX_RETRY_HORIZON: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Tuning of the gateway. Every field has a default (see each field), so an empty
 /// section is valid; a key it does not know is an error naming that key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Consecutive failures charged to the current vendor that make the gateway switch
@@ -109,7 +109,17 @@ pub struct FailoverConfig {
     pub billing_utc_offset_hours: i32,
     /// Name of this instance as a lease owner. Default `<hostname>-<pid>`.
     pub instance_id: String,
+    /// Delivery receipts per vendor the delivery rate is judged over: a vendor whose
+    /// last this many receipts delivered less than `min_delivery_rate` is demoted like a
+    /// failing one. At least 50; 0 turns receipt-aware failover off. Default 200.
+    pub receipt_window: u32,
+    /// The lowest delivery rate over `receipt_window` receipts a vendor keeps its place
+    /// with, from 0 to 1. Default 0.9.
+    pub min_delivery_rate: f64,
 }
+
+/// The fewest receipts a delivery rate is judged over.
+pub const MIN_RECEIPT_WINDOW: u32 = 50;
 
 impl Default for FailoverConfig {
     fn default() -> Self {
@@ -135,6 +145,8 @@ impl Default for FailoverConfig {
             drain_interval: Duration::from_secs(1),
             billing_utc_offset_hours: 8,
             instance_id: default_instance_id(),
+            receipt_window: 200,
+            min_delivery_rate: 0.9,
         }
     }
 }
@@ -161,6 +173,25 @@ impl FailoverConfig {
         let bad = |field: &'static str, problem: String| {
             Err(FailoverError::InvalidConfig { field, problem })
         };
+        if self.receipt_window != 0 && self.receipt_window < MIN_RECEIPT_WINDOW {
+            return bad(
+                "receipt_window",
+                format!(
+                    "expected 0 (off) or at least {MIN_RECEIPT_WINDOW} receipts, found {}; \
+                     fewer say too little about a vendor",
+                    self.receipt_window
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_delivery_rate) {
+            return bad(
+                "min_delivery_rate",
+                format!(
+                    "expected a share from 0 to 1, found {}",
+                    self.min_delivery_rate
+                ),
+            );
+        }
         if self.consecutive_failures == 0 {
             return bad(
                 "consecutive_failures",

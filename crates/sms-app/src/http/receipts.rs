@@ -78,6 +78,7 @@ pub(super) async fn post_receipts(
         .apply_reports(&reports, Utc::now())
         .await
         .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
+    state.gateway.receipts_applied(&reports, &applied);
     let mut kept = 0;
     for (report, outcome) in reports.iter().zip(&applied) {
         state

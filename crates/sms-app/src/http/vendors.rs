@@ -57,6 +57,13 @@ pub(super) struct VendorView {
     /// Templates it answered it has not approved (template, signature or parameters):
     /// no message of these goes to it until it is enabled again.
     broken_templates: Vec<String>,
+    /// Share of its recent delivery receipts (the failover window) that said delivered;
+    /// absent without receipts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    delivery_rate: Option<f64>,
+    /// Receipts that share is over.
+    receipts_in_window: usize,
 }
 
 /// A vendor's next price tier.
@@ -122,6 +129,8 @@ pub(super) async fn get_vendors(State(state): State<Arc<AppState>>) -> Json<Vend
                 price: t.price,
             }),
             broken_templates: v.broken_templates,
+            delivery_rate: v.delivery_rate,
+            receipts_in_window: v.receipts_in_window,
         })
         .collect();
     Json(VendorsView {

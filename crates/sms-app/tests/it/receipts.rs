@@ -335,3 +335,56 @@ async fn the_sends_to_one_number_are_listed_newest_first_and_masked() {
         assert_eq!(error["error"]["field"], field, "{query}: {error}");
     }
 }
+
+#[tokio::test]
+async fn serve_switches_away_from_a_vendor_whose_receipts_say_undelivered() {
+    let config = format!(
+        "[failover]\ncooldown_s = 600\nreceipt_window = 50\n\
+         [vendors.aliyun]\norder = 0\nsimulation = {{ latency_ms = 1, per_number_limits = false, delivery_rate = 0.3, receipt_delay_ms = 20 }}\n\
+         [vendors.tencent]\norder = 1\nsimulation = {{ latency_ms = 1, per_number_limits = false, receipt_delay_ms = 20 }}\n\
+         [limit]\nrecipient_windows = [{{ limit = 10, window_s = 60 }}]\n\
+         [receipts]\nsecrets = {{ aliyun = \"{SECRET}-a\", tencent = \"{SECRET}-t\" }}\n"
+    );
+    let server = Server::start(&Backends::Embedded, &config).await;
+    let mut first = None;
+    for i in 0..80 {
+        let r = server
+            .post(
+                "/v1/messages",
+                json!({"template": "SMS_LOGIN", "args": ["123456"], "recipients": [format!("+86139{i:08}")]}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let sent: Value = r.json().await.unwrap();
+        first.get_or_insert(sent["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let vendors = loop {
+        let vendors: Value = server.get("/v1/vendors").await.json().await.unwrap();
+        if vendors["current"] == "tencent" {
+            break vendors;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no switch on receipts: {vendors}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let aliyun = &vendors["vendors"][0];
+    assert_eq!(aliyun["id"], "aliyun");
+    assert!(aliyun["cooling_down_until"].is_string(), "{aliyun}");
+    let switches: Value = server.get("/v1/switches").await.json().await.unwrap();
+    let reason = switches.to_string();
+    assert!(reason.contains("delivery rate"), "{reason}");
+    // The first message's recipient has its receipt.
+    let message = message(&server, first.as_deref().unwrap()).await;
+    let status = message["recipients"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ["delivered", "undelivered"].contains(&status.as_str()),
+        "{message}"
+    );
+}

@@ -131,6 +131,7 @@ impl GatewayBuilder {
             });
         }
         let ids: Vec<VendorId> = vendors.iter().map(|v| v.vendor.id()).collect();
+        let vendor_count = ids.len();
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
                 return Err(FailoverError::DuplicateVendor(id.clone()));
@@ -188,6 +189,7 @@ impl GatewayBuilder {
             config,
             observer,
             deliveries: deliveries.map(DeliveryRecorder::new),
+            receipt_windows: Mutex::new(vec![std::collections::VecDeque::new(); vendor_count]),
             templates,
             template_routes,
             max_permits,

@@ -34,6 +34,7 @@ pub(crate) mod builder;
 pub(crate) mod drain;
 pub(crate) mod drainer;
 pub(crate) mod lease;
+pub(crate) mod receipts;
 pub(crate) mod send;
 
 /// Tries to write a leased message's outcome (sent, dead) while the store is briefly
@@ -64,7 +65,7 @@ pub struct VendorEntry {
 }
 
 /// One vendor's state, for status pages and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VendorSnapshot {
     /// The vendor.
     pub id: VendorId,
@@ -88,6 +89,11 @@ pub struct VendorSnapshot {
     /// Templates this vendor answered it has not approved (template, signature or
     /// parameters): it gets no more messages of these until an operator enables it again.
     pub broken_templates: Vec<String>,
+    /// Share of its receipts in the failover window that said delivered (none: no
+    /// receipt in the window).
+    pub delivery_rate: Option<f64>,
+    /// Receipts in that window.
+    pub receipts_in_window: usize,
 }
 
 /// The failover SMS gateway. Build it with [`Gateway::builder`]; share it with `Arc`.
@@ -108,6 +114,8 @@ pub struct Gateway {
     observer: Option<Arc<dyn GatewayObserver>>,
     /// Which recipients each vendor accepted, under its id, for delivery receipts.
     deliveries: Option<DeliveryRecorder>,
+    /// Each vendor's last delivery receipts, for receipt-aware failover.
+    receipt_windows: Mutex<receipts::ReceiptWindows>,
     /// The logical templates; empty for pass-through.
     templates: Templates,
     /// By template name, the vendors with a template for it (bit `i`: vendor `i`).
@@ -271,12 +279,15 @@ impl Gateway {
     /// Every vendor's state, in configured order.
     pub fn vendors(&self) -> Vec<VendorSnapshot> {
         let now = self.clock.now();
+        // Taken before the health lock: the two locks are never held together.
+        let rates = self.delivery_rates();
         let health = self.health();
         self.ids
             .iter()
             .enumerate()
             .map(|(i, id)| {
                 let v = &health.vendors[i];
+                let (delivery_rate, receipts_in_window) = rates[i];
                 VendorSnapshot {
                     id: id.clone(),
                     is_current: i == health.current,
@@ -288,6 +299,8 @@ impl Gateway {
                     next_tier: health.usage.next_tier(i),
                     spend: health.usage.spend(i),
                     broken_templates: health.broken_templates(i),
+                    delivery_rate,
+                    receipts_in_window,
                 }
             })
             .collect()

@@ -473,27 +473,48 @@ impl Health {
                 }
                 let failures = v.consecutive_failures;
                 let from = self.current;
-                self.demote(from, now);
-                match self.cheapest_usable(&Route::ANY, Some(from), now) {
-                    Some(next) => {
-                        self.make_current(next, format!("{failures} consecutive failures"))
-                    }
-                    None => {
-                        // Nowhere to go: every vendor rests or is disabled. The demoted
-                        // vendor stays current and a new episode starts; nothing is
-                        // attempted until a rest ends.
-                        self.epoch += 1;
-                        if self.unavailable_since.is_none() {
-                            self.unavailable_since = Some((now, self.epoch));
-                            if let Blocked::Resting { until } = self.blocked(&Route::ANY) {
-                                self.notice = Some(Notice::AllUnavailable { until });
-                            }
-                        }
-                        None
-                    }
-                }
+                self.demote_current(from, format!("{failures} consecutive failures"), now)
             }
         }
+    }
+
+    /// Puts vendor `idx` to rest for a reason other than its calls' failures (its
+    /// delivery receipts), as a failing vendor is: when current, the gateway switches
+    /// to the cheapest usable vendor. A vendor that rests already, or is disabled,
+    /// is left alone.
+    pub fn demote_for(&mut self, idx: usize, reason: String, now: DateTime<Utc>) -> Option<Switch> {
+        let v = &self.vendors[idx];
+        if v.disabled || v.cooling_until.is_some_and(|until| until > now) {
+            return None;
+        }
+        if idx != self.current {
+            self.demote(idx, now);
+            return None;
+        }
+        self.demote_current(idx, reason, now)
+    }
+
+    /// Demotes the current vendor `from` and makes the cheapest usable one current.
+    fn demote_current(
+        &mut self,
+        from: usize,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Option<Switch> {
+        self.demote(from, now);
+        if let Some(next) = self.cheapest_usable(&Route::ANY, Some(from), now) {
+            return self.make_current(next, reason);
+        }
+        // Nowhere to go: every vendor rests or is disabled. The demoted vendor stays
+        // current and a new episode starts; nothing is attempted until a rest ends.
+        self.epoch += 1;
+        if self.unavailable_since.is_none() {
+            self.unavailable_since = Some((now, self.epoch));
+            if let Blocked::Resting { until } = self.blocked(&Route::ANY) {
+                self.notice = Some(Notice::AllUnavailable { until });
+            }
+        }
+        None
     }
 
     /// A detour's answer: failures in a row count against the vendor and put it to rest

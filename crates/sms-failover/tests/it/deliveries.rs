@@ -101,3 +101,105 @@ async fn a_split_send_records_the_taken_now_and_the_others_when_retried() {
     assert_eq!(retried.len(), 2);
     assert!(!retried.contains(&first));
 }
+
+/// Sends `n` messages through the current vendor; each message's receipt, delivered
+/// when `delivered(i)`, as the vendor would push it.
+async fn sends_and_receipts(
+    h: &Harness,
+    n: usize,
+    delivered: impl Fn(usize) -> bool,
+) -> Vec<sms_core::DeliveryReport> {
+    let mut reports = Vec::new();
+    for i in 0..n {
+        let request = request();
+        let SendOutcome::Sent { id, vendor, .. } = h.gateway.send(request.clone()).await.unwrap()
+        else {
+            panic!("expected sent");
+        };
+        reports.push(sms_core::DeliveryReport {
+            vendor: vendor.clone(),
+            vendor_message_id: format!("{vendor}-{id}"),
+            recipient: request.recipients()[0].clone(),
+            delivered: delivered(i),
+            code: None,
+            description: None,
+            reported_at: None,
+            segments: None,
+        });
+    }
+    h.gateway.flush().await.unwrap();
+    reports
+}
+
+/// Applies `reports` to the log and tells the gateway, as the receipt endpoint does.
+async fn push(h: &Harness, reports: &[sms_core::DeliveryReport]) {
+    let applied = h.deliveries.apply_reports(reports, start()).await.unwrap();
+    h.gateway.receipts_applied(reports, &applied);
+}
+
+fn receipt_config() -> sms_failover::FailoverConfig {
+    sms_failover::FailoverConfig {
+        receipt_window: 50,
+        min_delivery_rate: 0.9,
+        ..config()
+    }
+}
+
+#[tokio::test]
+async fn a_vendor_whose_receipts_say_undelivered_is_switched_away_from() {
+    let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], receipt_config());
+    // 40% delivered: the window is full at the 50th receipt.
+    let reports = sends_and_receipts(&h, 50, |i| i % 5 < 2).await;
+    push(&h, &reports[..49]).await;
+    assert_eq!(h.current(), "aliyun", "49 receipts do not fill the window");
+    let snapshot = &h.gateway.vendors()[0];
+    assert_eq!(snapshot.receipts_in_window, 49);
+    assert!((snapshot.delivery_rate.unwrap() - 20.0 / 49.0).abs() < 1e-9);
+    // The same receipts again say nothing new.
+    push(&h, &reports[..49]).await;
+    assert_eq!(h.gateway.vendors()[0].receipts_in_window, 49);
+    push(&h, &reports[49..]).await;
+    assert_eq!(h.current(), "tencent");
+    assert_eq!(
+        h.events.switches(),
+        [("aliyun".to_owned(), "tencent".to_owned())]
+    );
+    let reason = h
+        .events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sms_failover::GatewayEvent::Switched { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("delivery rate 40%"), "{reason}");
+    let aliyun = &h.gateway.vendors()[0];
+    assert!(
+        aliyun.cooling_down_until.is_some(),
+        "it rests, to be probed later"
+    );
+    assert_eq!(aliyun.receipts_in_window, 0, "its window starts over");
+}
+
+#[tokio::test]
+async fn a_vendor_delivering_above_the_threshold_keeps_its_place() {
+    let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], receipt_config());
+    // 46 of 50 delivered: 92%.
+    let reports = sends_and_receipts(&h, 50, |i| i % 25 >= 2).await;
+    push(&h, &reports).await;
+    assert_eq!(h.current(), "aliyun");
+    assert!(h.events.switches().is_empty());
+
+    // With receipt-aware failover off, even none delivered keeps it.
+    let off = Harness::new(
+        &[("aliyun", 40_000), ("tencent", 45_000)],
+        sms_failover::FailoverConfig {
+            receipt_window: 0,
+            ..config()
+        },
+    );
+    let reports = sends_and_receipts(&off, 60, |_| false).await;
+    push(&off, &reports).await;
+    assert_eq!(off.current(), "aliyun");
+}

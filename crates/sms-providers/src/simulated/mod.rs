@@ -20,6 +20,7 @@
 //! in [`Receipt::reported_billed`] as Tencent's `Fee` does.
 
 mod checks;
+mod receipts;
 mod settings;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,53 +420,6 @@ impl SimulatedVendor {
             }
         };
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Sends delivery receipts for `recipients` to `sink` (if one is set) after
-    /// `plan`'s delay, each delivered as drawn at its delivery rate; none when silent.
-    fn push_receipts(
-        &self,
-        plan: ReceiptPlan,
-        vendor_message_id: &str,
-        recipients: &[PhoneNumber],
-    ) {
-        let Some(sink) = read(&self.receipts).clone() else {
-            return;
-        };
-        if plan.silent || recipients.is_empty() {
-            return;
-        }
-        let reported_at = self.clock.now()
-            + chrono::Duration::from_std(plan.delay).unwrap_or(chrono::Duration::zero());
-        let reports: Vec<DeliveryReport> = {
-            let mut rng = lock(&self.rng);
-            recipients
-                .iter()
-                .map(|recipient| {
-                    let delivered = rng.random::<f64>() < plan.delivery_rate;
-                    DeliveryReport {
-                        vendor: self.id.clone(),
-                        vendor_message_id: vendor_message_id.to_owned(),
-                        recipient: recipient.clone(),
-                        delivered,
-                        code: Some(if delivered { "DELIVRD" } else { "UNDELIV" }.to_owned()),
-                        description: (!delivered)
-                            .then(|| "simulated: the carrier did not deliver it".to_owned()),
-                        reported_at: Some(reported_at),
-                        segments: None,
-                    }
-                })
-                .collect()
-        };
-        tokio::spawn(async move {
-            pause(plan.delay).await;
-            sink(reports);
-        });
-    }
-
-    /// Makes the vendor send delivery receipts to `sink`.
-    pub fn set_receipt_sink(&self, sink: ReceiptSink) {
-        *write(&self.receipts) = Some(sink);
     }
 
     /// Writes one record per recipient in `recipients`; the send succeeds only if this

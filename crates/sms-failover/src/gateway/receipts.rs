@@ -1,0 +1,83 @@
+//! Receipt-aware failover: a vendor whose API accepts messages that do not reach the
+//! handsets is demoted like a failing one.
+//!
+//! Each vendor keeps its last `receipt_window` delivery receipts (delivered or not).
+//! Once the window is full, a delivery rate under `min_delivery_rate` puts the vendor
+//! to rest (its window starts over) and, when it is current, switches to the cheapest
+//! usable vendor. After its rest it is probed and comes back as any demoted vendor
+//! does; if its receipts are still bad, a new full window demotes it again, for longer
+//! (the flap rule). Only receipts that settled a recorded send count: a repeat says
+//! nothing new, and a receipt with no send recorded may not be ours.
+
+use std::collections::VecDeque;
+
+use sms_core::sync::lock;
+use sms_core::{DeliveryReport, ReportApplied};
+
+use super::Gateway;
+
+/// Each vendor's last receipts, oldest first: `true` for delivered.
+pub(crate) type ReceiptWindows = Vec<VecDeque<bool>>;
+
+impl Gateway {
+    /// Takes receipts into account, with what applying each to the delivery log did
+    /// (`applied[i]` is `reports[i]`'s); demotes vendors whose delivery rate fell.
+    pub fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+        let window = self.config.receipt_window as usize;
+        if window == 0 {
+            return;
+        }
+        let mut fallen = Vec::new();
+        {
+            let mut windows = lock(&self.receipt_windows);
+            for (report, outcome) in reports.iter().zip(applied) {
+                if *outcome != ReportApplied::Applied {
+                    continue;
+                }
+                let Some(idx) = self.ids.iter().position(|id| *id == report.vendor) else {
+                    continue;
+                };
+                let receipts = &mut windows[idx];
+                receipts.push_back(report.delivered);
+                if receipts.len() > window {
+                    receipts.pop_front();
+                }
+                if receipts.len() < window {
+                    continue;
+                }
+                let delivered = receipts.iter().filter(|d| **d).count();
+                if (delivered as f64) < self.config.min_delivery_rate * window as f64 {
+                    receipts.clear();
+                    fallen.push((idx, delivered));
+                }
+            }
+        }
+        for (idx, delivered) in fallen {
+            let reason = format!(
+                "delivery rate {:.0}% over its last {window} receipts, under {:.0}%",
+                100.0 * delivered as f64 / window as f64,
+                100.0 * self.config.min_delivery_rate
+            );
+            tracing::warn!(vendor = %self.ids[idx], %reason, "vendor demoted on its delivery receipts");
+            let switch = {
+                let mut health = self.health();
+                health.demote_for(idx, reason, self.clock.now())
+            };
+            self.announce(switch);
+        }
+    }
+
+    /// Each vendor's delivery rate over the receipts in its window, and how many there
+    /// are (none: no receipt since the window started).
+    pub(crate) fn delivery_rates(&self) -> Vec<(Option<f64>, usize)> {
+        lock(&self.receipt_windows)
+            .iter()
+            .map(|receipts| {
+                let rate = (!receipts.is_empty()).then(|| {
+                    receipts.iter().filter(|d| **d).count() as f64 / receipts.len() as f64
+                });
+                (rate, receipts.len())
+            })
+            .collect()
+    }
+}
