@@ -13,7 +13,7 @@ use sms_core::{DeferredQueue, Money, SendError, VendorId};
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver, SendOutcome};
 use sms_providers::delivery_log::DeliveryLog;
 
-use crate::wire::{Extras, build_send_path};
+use crate::wire::{Extras, build_send_path, take_simulated_receipts};
 
 mod report;
 mod scenario;
@@ -31,6 +31,8 @@ struct Recorder {
     failures: AtomicU64,
     queued: AtomicU64,
     drained: AtomicU64,
+    /// When the first switch driven by delivery receipts happened.
+    receipt_switch_at: Mutex<Option<f64>>,
 }
 
 impl Recorder {
@@ -71,6 +73,9 @@ impl GatewayObserver for Recorder {
             GatewayEvent::Switched {
                 from, to, reason, ..
             } => {
+                if reason.starts_with("delivery rate") {
+                    lock(&self.receipt_switch_at).get_or_insert(self.elapsed());
+                }
                 let record = SwitchRecord {
                     at_s: self.elapsed(),
                     what: format!("{from} -> {to}"),
@@ -140,6 +145,25 @@ pub async fn run(options: Options) -> Result<Report> {
         },
     )
     .await?;
+    if scenario.receipts {
+        let names: Vec<&str> = scenario.vendors.keys().map(String::as_str).collect();
+        let tallies = recorder.clone();
+        take_simulated_receipts(
+            &send_path,
+            &names,
+            Arc::new(move |reports, applied| {
+                let mut attempts = lock(&tallies.attempts);
+                for (report, _) in reports.iter().zip(applied) {
+                    let tally = attempts.entry(report.vendor.clone()).or_default();
+                    if report.delivered {
+                        tally.handset_delivered += 1;
+                    } else {
+                        tally.handset_undelivered += 1;
+                    }
+                }
+            }),
+        );
+    }
     let (gateway, drainer, queue) = (send_path.gateway, send_path.drainer, send_path.store.queue);
     let fee_schedules = send_path.fees;
 
@@ -233,6 +257,16 @@ pub async fn run(options: Options) -> Result<Report> {
         gateway.trigger_drain();
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    if scenario.receipts {
+        // The last sends' receipts are still on their way.
+        let delay = scenario
+            .vendors
+            .values()
+            .map(|v| v.receipt_delay_ms)
+            .max()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(delay + 500)).await;
+    }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -297,10 +331,31 @@ pub async fn run(options: Options) -> Result<Report> {
         .map(|(i, f)| f.cost_of(0, share + u64::from((i as u64) < extra)))
         .sum();
     let switch_log = lock(&recorder.switches).clone();
+    let handset_delivered: u64 = vendors.values().map(|v| v.handset_delivered).sum();
+    let accepted = accepted_ids.len() as u64;
+    let handset_share =
+        (scenario.receipts && accepted > 0).then(|| handset_delivered as f64 / accepted as f64);
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let without_receipt_failover = if scenario.compare_without_receipt_failover {
+        let baseline = Scenario {
+            name: format!("{} without receipt-aware failover", scenario.name),
+            receipt_window: 0,
+            compare_without_receipt_failover: false,
+            ..scenario.clone()
+        };
+        let options = Options {
+            scenario: baseline,
+            chart: None,
+            progress: options.progress,
+        };
+        Some(Box::new(Box::pin(run(options)).await?))
+    } else {
+        None
+    };
     let report = Report {
         scenario: scenario.name.clone(),
-        elapsed_s: started.elapsed().as_secs_f64(),
-        accepted: accepted_ids.len() as u64,
+        elapsed_s,
+        accepted,
         refused: refused.load(Ordering::Relaxed),
         refused_by_vendor_limits: refused_by_vendor.load(Ordering::Relaxed),
         delivered,
@@ -321,6 +376,9 @@ pub async fn run(options: Options) -> Result<Report> {
         spend_if_round_robin,
         vendors,
         timeline,
+        handset_share,
+        receipt_switch_at_s: *lock(&recorder.receipt_switch_at),
+        without_receipt_failover,
     };
     if let Some(path) = &options.chart {
         std::fs::write(

@@ -31,6 +31,10 @@ pub struct VendorTally {
     pub slow: u64,
     /// What its deliveries cost.
     pub spend: Money,
+    /// Recipients its receipts said delivered to the handset.
+    pub handset_delivered: u64,
+    /// Recipients its receipts said undelivered.
+    pub handset_undelivered: u64,
 }
 
 /// One sample of the timeline, taken every quarter second.
@@ -85,6 +89,16 @@ pub struct Report {
     pub vendors: BTreeMap<String, VendorTally>,
     #[serde(skip)]
     pub(super) timeline: Vec<Sample>,
+    /// With receipts: the share of accepted messages their receipts said delivered to
+    /// the handset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handset_share: Option<f64>,
+    /// When the first switch driven by delivery receipts happened, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_switch_at_s: Option<f64>,
+    /// The same scenario without receipt-aware failover, when it was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without_receipt_failover: Option<Box<Report>>,
 }
 
 impl Report {
@@ -180,6 +194,50 @@ impl Report {
             "spend {}  (always cheapest: {}, round-robin: {})",
             self.spend_total, self.spend_if_always_cheapest, self.spend_if_round_robin
         );
+        if let Some(share) = self.handset_share {
+            let _ = writeln!(out);
+            let per_vendor: Vec<String> = self
+                .vendors
+                .iter()
+                .map(|(name, v)| {
+                    format!(
+                        "{name} {} delivered / {} undelivered",
+                        v.handset_delivered, v.handset_undelivered
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "delivered to handsets (receipts): {}",
+                per_vendor.join("; ")
+            );
+            match self.receipt_switch_at_s {
+                Some(at) => {
+                    let _ = writeln!(out, "first switch on delivery receipts at {at:.2} s");
+                }
+                None => {
+                    let _ = writeln!(out, "no switch on delivery receipts");
+                }
+            }
+            let _ = write!(
+                out,
+                "messages delivered to handsets: {:.1}% with receipt-aware failover",
+                share * 100.0
+            );
+            match self
+                .without_receipt_failover
+                .as_ref()
+                .and_then(|r| r.handset_share)
+            {
+                Some(without) => {
+                    let _ = writeln!(out, ", {:.1}% without", without * 100.0);
+                }
+                None => {
+                    let _ = writeln!(out);
+                }
+            }
+            let _ = writeln!(out, "re-sends of undelivered messages: not built yet (0)");
+        }
         out
     }
 }

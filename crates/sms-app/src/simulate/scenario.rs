@@ -43,6 +43,15 @@ pub struct Scenario {
     /// Logical templates and which vendor has which; requests take them in turn. None:
     /// every request names the vendors' template `SMS_LOGIN` directly.
     pub templates: Templates,
+    /// Whether the vendors push delivery receipts (the report then counts messages
+    /// delivered to handsets).
+    pub receipts: bool,
+    /// Receipts per vendor its delivery rate is judged over; 0 turns receipt-aware
+    /// failover off.
+    pub receipt_window: u32,
+    /// Whether to run the scenario a second time without receipt-aware failover and
+    /// print both share of messages delivered to handsets.
+    pub compare_without_receipt_failover: bool,
 }
 
 /// A burst of requests at one moment.
@@ -76,7 +85,8 @@ fn vendor_settings(latency_ms: u64, jitter_ms: u64, error_rate: f64) -> Simulati
 
 impl Scenario {
     /// Names of the built-in scenarios.
-    pub const PRESETS: [&'static str; 5] = ["default", "steady", "flaky", "mapping", "outage"];
+    pub const PRESETS: [&'static str; 6] =
+        ["default", "steady", "flaky", "mapping", "outage", "silent"];
 
     /// A built-in scenario by name.
     pub fn preset(name: &str) -> Option<Self> {
@@ -101,6 +111,9 @@ impl Scenario {
             }],
             vendors,
             templates: Templates::default(),
+            receipts: false,
+            receipt_window: FailoverConfig::default().receipt_window,
+            compare_without_receipt_failover: false,
         };
         match name {
             // The cheapest vendor (Aliyun at this volume) goes down from 3 s to 7 s.
@@ -150,6 +163,27 @@ impl Scenario {
                 // What waited drains at about 90% of the 500/s limit once a vendor is
                 // back, after the vendors' last rests (up to 6 s) end.
                 s.settle_s = 30.0;
+            }
+            // A silent failure: from 5 s on, the cheapest vendor (Aliyun) still accepts
+            // every message, but only 40% reach the handsets, and only its receipts
+            // tell. Expect a switch driven by the receipts, and the run repeated
+            // without receipt-aware failover for comparison.
+            "silent" => {
+                s.duration_s = 20.0;
+                s.bursts.clear();
+                s.receipts = true;
+                s.compare_without_receipt_failover = true;
+                s.cooldown_s = 10.0;
+                for v in s.vendors.values_mut() {
+                    v.receipt_delay_ms = 500;
+                }
+                if let Some(aliyun) = s.vendors.get_mut("aliyun") {
+                    let mut drop = ScheduledFault::new(5, 3600, FaultKind::Undelivered);
+                    drop.rate = 0.6;
+                    aliyun.schedule = vec![drop];
+                }
+                // Receipts of the last sends come half a second after them.
+                s.settle_s = 3.0;
             }
             _ => return None,
         }
@@ -219,6 +253,7 @@ impl Scenario {
                 backoff_max: Duration::from_millis(self.backoff_base_ms.max(2000)),
                 drain_interval: Duration::from_millis(200),
                 attempt_timeout: Duration::from_secs(2),
+                receipt_window: self.receipt_window,
                 ..FailoverConfig::default()
             },
             limit: LimitConfig {

@@ -156,3 +156,57 @@ fn the_outage_scenario_keeps_every_message_and_reports_the_outage_once() {
         "{report}"
     );
 }
+
+/// The `silent` scenario: from 5 s the cheapest vendor accepts everything but delivers
+/// 40%. The switch comes from its receipts, within 30 s, and more codes reach the
+/// handsets than in the same run without receipt-aware failover.
+#[test]
+fn the_silent_scenario_switches_on_receipts_and_delivers_more() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
+        .current_dir(dir.path())
+        .args([
+            "simulate",
+            "--json",
+            "--scenario",
+            "silent",
+            "--duration",
+            "12",
+        ])
+        .output()
+        .expect("running simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["lost"], 0, "{report}");
+    let at = report["receipt_switch_at_s"]
+        .as_f64()
+        .expect("a switch on receipts");
+    assert!(at > 5.0 && at < 35.0, "switched at {at} s: {report}");
+    let switches = report["switch_log"].as_array().expect("switch log");
+    let first = &switches[0];
+    assert_eq!(first["what"], "aliyun -> tencent", "{report}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("delivery rate"),
+        "{report}"
+    );
+    let aliyun = &report["vendors"]["aliyun"];
+    assert!(
+        aliyun["handset_undelivered"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let with = report["handset_share"].as_f64().expect("share");
+    let baseline = &report["without_receipt_failover"];
+    let without = baseline["handset_share"].as_f64().expect("baseline share");
+    assert!(baseline["receipt_switch_at_s"].is_null(), "{baseline}");
+    assert!(
+        with > without + 0.1,
+        "with receipt-aware failover {with}, without {without}"
+    );
+}

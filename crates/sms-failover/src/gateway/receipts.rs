@@ -54,7 +54,7 @@ impl Gateway {
         }
         for (idx, delivered) in fallen {
             let reason = format!(
-                "delivery rate {:.0}% over its last {window} receipts, under {:.0}%",
+                "delivery rate {:.1}% over its last {window} receipts, under {:.1}%",
                 100.0 * delivered as f64 / window as f64,
                 100.0 * self.config.min_delivery_rate
             );

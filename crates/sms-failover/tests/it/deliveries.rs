@@ -173,7 +173,7 @@ async fn a_vendor_whose_receipts_say_undelivered_is_switched_away_from() {
             _ => None,
         })
         .unwrap();
-    assert!(reason.contains("delivery rate 40%"), "{reason}");
+    assert!(reason.contains("delivery rate 40.0%"), "{reason}");
     let aliyun = &h.gateway.vendors()[0];
     assert!(
         aliyun.cooling_down_until.is_some(),
