@@ -80,6 +80,7 @@ pub struct Metrics {
     broken_mappings: Family<MappingLabels, Gauge>,
     billing_mismatches: Family<VendorLabels, Counter>,
     receipts: Family<ReceiptLabels, Counter>,
+    delivery_rate: Family<VendorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
     /// Sends and outcomes per minute of the last hour, for the status page.
@@ -166,9 +167,17 @@ impl Metrics {
             "Delivery receipts by vendor, status (delivered, undelivered) and outcome (applied; kept: no send recorded with its id, yet; duplicate)",
             receipts.clone(),
         );
+        let delivery_rate =
+            Family::<VendorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "delivery_rate",
+            "Share of a vendor's recent delivery receipts (its failover window) that said delivered; absent before its first receipt",
+            delivery_rate.clone(),
+        );
         Arc::new(Self {
             registry,
             receipts,
+            delivery_rate,
             broken_mappings,
             billing_mismatches,
             sends,
@@ -248,6 +257,9 @@ impl Metrics {
             self.billed
                 .get_or_create(&labels)
                 .set(v.billed_this_period as i64);
+            if let Some(rate) = v.delivery_rate {
+                self.delivery_rate.get_or_create(&labels).set(rate);
+            }
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

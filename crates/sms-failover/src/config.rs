@@ -116,6 +116,12 @@ pub struct FailoverConfig {
     /// The lowest delivery rate over `receipt_window` receipts a vendor keeps its place
     /// with, from 0 to 1. Default 0.9.
     pub min_delivery_rate: f64,
+    /// How long a vendor that sends receipts may go without one while it accepts
+    /// messages (at least 50 of them) before it is demoted: its receipts stopped, which
+    /// is how a silent failure often looks. 0 turns this off; a vendor that never sent
+    /// a receipt is never judged by it. Key `receipt_silence_s`, default 300.
+    #[serde(rename = "receipt_silence_s", with = "seconds")]
+    pub receipt_silence: Duration,
 }
 
 /// The fewest receipts a delivery rate is judged over.
@@ -147,6 +153,7 @@ impl Default for FailoverConfig {
             instance_id: default_instance_id(),
             receipt_window: 200,
             min_delivery_rate: 0.9,
+            receipt_silence: Duration::from_secs(300),
         }
     }
 }

@@ -165,6 +165,20 @@ async fn settles_once(
     assert_eq!(settled["code"], code, "{settled}");
     assert!(settled["receipt_at"].is_string(), "{settled}");
     assert_eq!(receipts_counted(&server, vendor, "applied").await, 1);
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rate = if state == "delivered" { "1.0" } else { "0.0" };
+    assert!(
+        metrics.contains(&format!("sms_delivery_rate{{vendor=\"{vendor}\"}} {rate}")),
+        "{metrics}"
+    );
 
     // The same push again: answered the same, nothing changes.
     let again = push(&server, vendor, &secret, receipt(&vendor_id)).await;

@@ -283,6 +283,7 @@ impl Gateway {
                     })
                     .collect();
                 deliveries.record(records).await;
+                self.note_accepted(idx, finished_at);
             }
         }
         let (cost, switch, newly_broken, notice) = {

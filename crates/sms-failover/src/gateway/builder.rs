@@ -189,7 +189,7 @@ impl GatewayBuilder {
             config,
             observer,
             deliveries: deliveries.map(DeliveryRecorder::new),
-            receipt_windows: Mutex::new(vec![std::collections::VecDeque::new(); vendor_count]),
+            receipt_windows: Mutex::new(vec![Default::default(); vendor_count]),
             templates,
             template_routes,
             max_permits,

@@ -115,7 +115,7 @@ pub struct Gateway {
     /// Which recipients each vendor accepted, under its id, for delivery receipts.
     deliveries: Option<DeliveryRecorder>,
     /// Each vendor's last delivery receipts, for receipt-aware failover.
-    receipt_windows: Mutex<receipts::ReceiptWindows>,
+    receipt_windows: Mutex<Vec<receipts::ReceiptWatch>>,
     /// The logical templates; empty for pass-through.
     templates: Templates,
     /// By template name, the vendors with a template for it (bit `i`: vendor `i`).

@@ -8,16 +8,29 @@
 //! does; if its receipts are still bad, a new full window demotes it again, for longer
 //! (the flap rule). Only receipts that settled a recorded send count: a repeat says
 //! nothing new, and a receipt with no send recorded may not be ours.
+//!
+//! A vendor that has sent receipts and then accepts at least 50 messages over
+//! `receipt_silence` without a single receipt is demoted too: its receipts stopped.
 
 use std::collections::VecDeque;
 
+use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{DeliveryReport, ReportApplied};
 
 use super::Gateway;
 
-/// Each vendor's last receipts, oldest first: `true` for delivered.
-pub(crate) type ReceiptWindows = Vec<VecDeque<bool>>;
+/// What a vendor's receipts have said lately.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReceiptWatch {
+    /// Its last receipts, oldest first: `true` for delivered.
+    recent: VecDeque<bool>,
+    /// Whether it ever sent a receipt: only then is its silence judged.
+    sends_receipts: bool,
+    /// When it accepted each send since its last receipt, oldest first (at most a
+    /// window's worth).
+    unanswered: VecDeque<DateTime<Utc>>,
+}
 
 impl Gateway {
     /// Takes receipts into account, with what applying each to the delivery log did
@@ -37,7 +50,10 @@ impl Gateway {
                 let Some(idx) = self.ids.iter().position(|id| *id == report.vendor) else {
                     continue;
                 };
-                let receipts = &mut windows[idx];
+                let watch = &mut windows[idx];
+                watch.sends_receipts = true;
+                watch.unanswered.clear();
+                let receipts = &mut watch.recent;
                 receipts.push_back(report.delivered);
                 if receipts.len() > window {
                     receipts.pop_front();
@@ -58,13 +74,58 @@ impl Gateway {
                 100.0 * delivered as f64 / window as f64,
                 100.0 * self.config.min_delivery_rate
             );
-            tracing::warn!(vendor = %self.ids[idx], %reason, "vendor demoted on its delivery receipts");
-            let switch = {
-                let mut health = self.health();
-                health.demote_for(idx, reason, self.clock.now())
-            };
-            self.announce(switch);
+            self.demote_on_receipts(idx, reason);
         }
+    }
+
+    /// Notes that vendor `idx` accepted a message at `at`; demotes it when it sends
+    /// receipts but none came for the sends of the last `receipt_silence`.
+    pub(crate) fn note_accepted(&self, idx: usize, at: DateTime<Utc>) {
+        let window = self.config.receipt_window as usize;
+        let Ok(silence) = chrono::Duration::from_std(self.config.receipt_silence) else {
+            return;
+        };
+        if window == 0 || silence.is_zero() {
+            return;
+        }
+        let silent = {
+            let mut windows = lock(&self.receipt_windows);
+            let watch = &mut windows[idx];
+            if !watch.sends_receipts {
+                return;
+            }
+            watch.unanswered.push_back(at);
+            if watch.unanswered.len() > window {
+                watch.unanswered.pop_front();
+            }
+            let waited = watch.unanswered.front().map(|first| at - *first);
+            let enough = watch.unanswered.len() >= crate::config::MIN_RECEIPT_WINDOW as usize;
+            match waited {
+                Some(waited) if enough && waited >= silence => {
+                    let sends = watch.unanswered.len();
+                    watch.unanswered.clear();
+                    watch.recent.clear();
+                    Some((sends, waited))
+                }
+                _ => None,
+            }
+        };
+        if let Some((sends, waited)) = silent {
+            let reason = format!(
+                "no delivery receipt for its last {sends} accepted sends over {} s",
+                waited.num_seconds()
+            );
+            self.demote_on_receipts(idx, reason);
+        }
+    }
+
+    fn demote_on_receipts(&self, idx: usize, reason: String) {
+        tracing::warn!(vendor = %self.ids[idx], %reason, "vendor demoted on its delivery receipts");
+        let switch = {
+            let mut health = self.health();
+            health.demote_for(idx, reason, self.clock.now())
+        };
+        self.announce(switch);
     }
 
     /// Each vendor's delivery rate over the receipts in its window, and how many there
@@ -72,7 +133,8 @@ impl Gateway {
     pub(crate) fn delivery_rates(&self) -> Vec<(Option<f64>, usize)> {
         lock(&self.receipt_windows)
             .iter()
-            .map(|receipts| {
+            .map(|watch| {
+                let receipts = &watch.recent;
                 let rate = (!receipts.is_empty()).then(|| {
                     receipts.iter().filter(|d| **d).count() as f64 / receipts.len() as f64
                 });

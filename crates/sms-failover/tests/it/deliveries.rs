@@ -203,3 +203,45 @@ async fn a_vendor_delivering_above_the_threshold_keeps_its_place() {
     push(&off, &reports).await;
     assert_eq!(off.current(), "aliyun");
 }
+
+#[tokio::test]
+async fn a_vendor_whose_receipts_stop_while_it_accepts_is_switched_away_from() {
+    let config = sms_failover::FailoverConfig {
+        receipt_silence: Duration::from_secs(60),
+        ..receipt_config()
+    };
+    let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config.clone());
+    // It sent receipts once...
+    let first = sends_and_receipts(&h, 1, |_| true).await;
+    push(&h, &first).await;
+    // ...then none, for 50 sends over 98 s.
+    for _ in 0..49 {
+        h.clock.advance(Duration::from_secs(2));
+        h.gateway.send(request()).await.unwrap();
+        assert_eq!(h.current(), "aliyun", "not before 50 sends");
+    }
+    h.clock.advance(Duration::from_secs(2));
+    h.gateway.send(request()).await.unwrap();
+    assert_eq!(h.current(), "tencent");
+    let reason = h
+        .events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sms_failover::GatewayEvent::Switched { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        reason.starts_with("no delivery receipt for its last 50 accepted sends over 98 s"),
+        "{reason}"
+    );
+
+    // A vendor that never sent a receipt is not judged by its silence.
+    let quiet = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config);
+    for _ in 0..120 {
+        quiet.clock.advance(Duration::from_secs(2));
+        quiet.gateway.send(request()).await.unwrap();
+    }
+    assert_eq!(quiet.current(), "aliyun");
+}
