@@ -34,6 +34,16 @@ pub fn free_port() -> u16 {
 /// gateway's configuration `gateway` (TOML), the sandbox approves its templates and
 /// signatures.
 pub async fn start_sandbox(dir: &std::path::Path, port: u16, gateway: Option<&str>) -> Sandbox {
+    start_sandbox_with(dir, port, gateway, None).await
+}
+
+/// [`start_sandbox`], with the sandbox's own settings (`--sandbox-config`) when given.
+pub async fn start_sandbox_with(
+    dir: &std::path::Path,
+    port: u16,
+    gateway: Option<&str>,
+    settings: Option<&str>,
+) -> Sandbox {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sms-app"));
     if let Some(gateway) = gateway {
         let path = dir.join("sandbox-gateway.toml");
@@ -44,6 +54,11 @@ pub async fn start_sandbox(dir: &std::path::Path, port: u16, gateway: Option<&st
         .env_remove("SMS_DATABASE_URL")
         .env_remove("SMS_REDIS_URL")
         .arg("sandbox");
+    if let Some(settings) = settings {
+        let path = dir.join("sandbox-settings.toml");
+        std::fs::write(&path, settings).expect("writing the sandbox settings");
+        command.arg("--sandbox-config").arg(path);
+    }
     let child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--delivery-log")

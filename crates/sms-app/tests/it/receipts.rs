@@ -402,3 +402,50 @@ async fn serve_switches_away_from_a_vendor_whose_receipts_say_undelivered() {
         "{message}"
     );
 }
+
+/// The real adapters against the sandbox, which pushes each vendor's receipts to the
+/// gateway's receipt endpoints in that vendor's format, as the vendors do.
+#[tokio::test]
+async fn the_sandbox_pushes_receipts_that_settle_sends_through_the_real_adapters() {
+    use crate::real_vendors::{free_port, sandbox_vendors, start_sandbox_with};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gateway = format!(
+        "{}\n[limit]\nrecipient_windows = [{{ limit = 10, window_s = 60 }}]\n\
+         [receipts]\nsecrets = {{ aliyun = \"{SECRET}-a\", tencent = \"{SECRET}-t\", \
+         cloopen = \"{SECRET}-c\" }}\n",
+        sandbox_vendors(&format!("http://127.0.0.1:{port}"), ["Test", "Test"])
+    );
+    let server = Server::start(&Backends::Embedded, &gateway).await;
+    let receipts = format!(
+        "[receipts]\ndelay_ms = 50\ndelivery_rate = 1.0\n\
+         aliyun = \"{base}/v1/receipts/aliyun/{SECRET}-a\"\n\
+         tencent = \"{base}/v1/receipts/tencent/{SECRET}-t\"\n\
+         cloopen = \"{base}/v1/receipts/cloopen/{SECRET}-c\"\n",
+        base = server.base
+    );
+    let _sandbox = start_sandbox_with(dir.path(), port, None, Some(&receipts)).await;
+    for (i, vendor) in ["aliyun", "tencent", "cloopen"].into_iter().enumerate() {
+        let (id, _) = send_through(&server, vendor, &format!("+86138000020{i:02}")).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let recipient = message(&server, &id).await["recipients"][0].clone();
+            if recipient["status"] == "delivered" {
+                assert!(recipient["delivered_at"].is_string(), "{recipient}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{vendor}: no receipt settled {id}: {recipient}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            receipts_counted(&server, vendor, "applied").await,
+            1,
+            "{vendor}"
+        );
+    }
+}

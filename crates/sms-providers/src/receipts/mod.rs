@@ -30,6 +30,7 @@
 
 mod aliyun;
 mod cloopen;
+mod render;
 mod tencent;
 
 use std::fmt;

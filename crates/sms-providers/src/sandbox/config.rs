@@ -108,6 +108,37 @@ pub struct SandboxConfig {
     pub delivery_log: Option<PathBuf>,
     /// Seed of the random draws behind error and throttling rates, so a run repeats.
     pub seed: u64,
+    /// Where each route pushes delivery receipts, in its vendor's format.
+    pub receipts: ReceiptPushes,
+}
+
+/// `[receipts]`: the delivery receipts the routes push, as the real vendors push them
+/// to the address registered with them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptPushes {
+    /// Where the Aliyun route pushes its `SmsReport`s; none: it pushes nothing.
+    pub aliyun: Option<String>,
+    /// Where the Tencent route pushes its status callbacks.
+    pub tencent: Option<String>,
+    /// Where the Cloopen route pushes its `SMSArrived` reports.
+    pub cloopen: Option<String>,
+    /// Share of accepted recipients whose receipt says delivered, from 0 to 1.
+    pub delivery_rate: f64,
+    /// How long after the send the receipts are pushed, in milliseconds.
+    pub delay_ms: u64,
+}
+
+impl Default for ReceiptPushes {
+    fn default() -> Self {
+        Self {
+            aliyun: None,
+            tencent: None,
+            cloopen: None,
+            delivery_rate: 1.0,
+            delay_ms: 200,
+        }
+    }
 }
 
 impl Default for SandboxConfig {
@@ -137,6 +168,7 @@ impl Default for SandboxConfig {
             per_number_limits: true,
             delivery_log: None,
             seed: 0,
+            receipts: ReceiptPushes::default(),
         }
     }
 }

@@ -47,11 +47,23 @@
 //! vendors.tencent = { id = "1860001", sign_name = "腾讯云" }
 //! ```
 //!
+//! Like the real vendors, each route can push delivery receipts, in its vendor's format,
+//! to the address registered with it (the gateway's receipt endpoint), a while after
+//! each accepted send:
+//!
+//! ```toml
+//! [receipts]
+//! aliyun = "http://127.0.0.1:8080/v1/receipts/aliyun/SECRET"
+//! delivery_rate = 0.95
+//! delay_ms = 200
+//! ```
+//!
 //! Which numbers the sandbox refuses: a `+86` number that is not a mobile (11 digits
 //! starting with 1), like the landline `+862012345678`, as the real vendors do.
 
 mod config;
 mod handlers;
+mod receipts;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -70,7 +82,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{AliyunCredentials, CloopenCredentials, SandboxConfig, TencentCredentials};
+pub use config::{
+    AliyunCredentials, CloopenCredentials, ReceiptPushes, SandboxConfig, TencentCredentials,
+};
 
 use crate::http::{AliyunConfig, CloopenConfig, TencentConfig};
 use crate::rules::{Approvals, PerNumberLimits, Protocol};
@@ -195,6 +209,9 @@ pub enum SandboxError {
     /// A vendor name the sandbox does not speak for.
     #[error("unknown vendor {0:?}; expected aliyun, tencent or cloopen")]
     UnknownVendor(String),
+    /// A setting out of range, named.
+    #[error("invalid sandbox configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// What one route's vendor checks past the credentials.
@@ -214,6 +231,8 @@ pub(crate) struct SandboxState {
     nonces: Mutex<HashMap<String, DateTime<Utc>>>,
     rng: Mutex<StdRng>,
     next_id: AtomicU64,
+    /// Pushes delivery receipts.
+    client: reqwest::Client,
 }
 
 /// How a request's fault draw came out.
@@ -255,6 +274,7 @@ impl SandboxState {
             nonces: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
             next_id: AtomicU64::new(0),
+            client: reqwest::Client::new(),
             config,
         }
     }
@@ -322,6 +342,7 @@ impl SandboxState {
                 }
             }
         }
+        self.push_receipts(&deliveries);
         lock(&self.deliveries).extend(deliveries);
     }
 }
@@ -348,6 +369,12 @@ pub async fn serve(
     listener: TcpListener,
     config: SandboxConfig,
 ) -> Result<SandboxHandle, SandboxError> {
+    let rate = config.receipts.delivery_rate;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(SandboxError::InvalidConfig(format!(
+            "receipts.delivery_rate: expected a share from 0 to 1, found {rate}"
+        )));
+    }
     let addr = listener.local_addr()?;
     let log = match &config.delivery_log {
         Some(path) => Some(
