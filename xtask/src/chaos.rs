@@ -18,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
+/// The end-to-end suite of `sms-app`, where the scenarios and the fuzz bodies live.
+const SUITE: [&str; 6] = ["test", "-p", "sms-app", "--all-features", "--test", "it"];
+
 /// Longest the scenarios may take together before the step fails.
 const SCENARIOS_BUDGET: Duration = Duration::from_secs(300);
 /// Longest the fuzz smoke run may take.
@@ -32,30 +35,21 @@ pub fn run() -> Result<()> {
     // Built first, outside the budget: on a cold cache the build alone can take longer
     // than the scenarios (`-p sms-app` unifies features apart from the workspace build,
     // so the test step's build is not reused).
-    crate::cargo(&[
-        "test",
-        "-p",
-        "sms-app",
-        "--all-features",
-        "--test",
-        "it",
-        "--no-run",
-    ])
-    .context("building the end-to-end suite")?;
+    crate::cargo(&[&SUITE[..], &["--no-run"]].concat()).context("building the end-to-end suite")?;
     let started = Instant::now();
-    let mut scenarios = crate::cargo_cmd(&[
-        "test",
-        "-p",
-        "sms-app",
-        "--all-features",
-        "--test",
-        "it",
-        "--",
-        "--ignored",
-        "--test-threads=1",
-        "--nocapture",
-        "chaos::",
-    ]);
+    let mut scenarios = crate::cargo_cmd(
+        &[
+            &SUITE[..],
+            &[
+                "--",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+                "chaos::",
+            ],
+        ]
+        .concat(),
+    );
     let figures = run_collecting(&mut scenarios, SCENARIOS_BUDGET, "chaos-figures ")?;
     std::fs::create_dir_all(root.join("target")).context("creating target/")?;
     std::fs::write(&figures_path, figures.join("\n") + "\n")
@@ -75,16 +69,7 @@ pub fn run() -> Result<()> {
         .map(|d| d.as_secs())
         .unwrap_or(1);
     eprintln!("xtask: fuzz smoke run, {FUZZ_CASES} inputs per target, SMS_FUZZ_SEED={seed}");
-    let mut fuzz = crate::cargo_cmd(&[
-        "test",
-        "-p",
-        "sms-app",
-        "--all-features",
-        "--test",
-        "it",
-        "--",
-        "fuzz_smoke::",
-    ]);
+    let mut fuzz = crate::cargo_cmd(&[&SUITE[..], &["--", "fuzz_smoke::"]].concat());
     fuzz.env("SMS_FUZZ_CASES", FUZZ_CASES)
         .env("SMS_FUZZ_SEED", seed.to_string());
     run_collecting(&mut fuzz, FUZZ_BUDGET, "chaos-figures ")?;

@@ -86,9 +86,9 @@ async fn push(server: &Server, vendor: &str, secret: &str, body: String) -> reqw
         .unwrap()
 }
 
-/// The `sms_receipts_total` count for these labels.
-async fn receipts_counted(server: &Server, vendor: &str, outcome: &str) -> u64 {
-    let text = server
+/// What `/metrics` says now.
+async fn metrics(server: &Server) -> String {
+    server
         .client
         .get(server.url("/metrics"))
         .send()
@@ -96,8 +96,14 @@ async fn receipts_counted(server: &Server, vendor: &str, outcome: &str) -> u64 {
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The `sms_receipts_total` count for these labels.
+async fn receipts_counted(server: &Server, vendor: &str, outcome: &str) -> u64 {
+    metrics(server)
+        .await
+        .lines()
         .filter(|l| {
             l.starts_with("sms_receipts_total{")
                 && l.contains(&format!("vendor=\"{vendor}\""))
@@ -165,19 +171,11 @@ async fn settles_once(
     assert_eq!(settled["code"], code, "{settled}");
     assert!(settled["receipt_at"].is_string(), "{settled}");
     assert_eq!(receipts_counted(&server, vendor, "applied").await, 1);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&server).await;
     let rate = if state == "delivered" { "1.0" } else { "0.0" };
     assert!(
-        metrics.contains(&format!("sms_delivery_rate{{vendor=\"{vendor}\"}} {rate}")),
-        "{metrics}"
+        text.contains(&format!("sms_delivery_rate{{vendor=\"{vendor}\"}} {rate}")),
+        "{text}"
     );
 
     // The same push again: answered the same, nothing changes.

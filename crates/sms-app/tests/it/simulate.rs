@@ -4,6 +4,23 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Runs `sms-app simulate` with `args` in a fresh directory; its JSON report.
+fn simulate(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
+        .current_dir(dir.path())
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("running simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 #[test]
 fn simulate_switches_away_from_the_failed_vendor_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("dir");
@@ -77,25 +94,7 @@ fn simulate_switches_away_from_the_failed_vendor_and_loses_nothing() {
 
 #[test]
 fn the_mapping_scenario_detours_refuses_per_number_and_kills_nothing() {
-    let dir = tempfile::tempdir().expect("dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
-        .current_dir(dir.path())
-        .args([
-            "simulate",
-            "--scenario",
-            "mapping",
-            "--json",
-            "--duration",
-            "5",
-        ])
-        .output()
-        .expect("running simulate");
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let report = simulate(&["--scenario", "mapping", "--json", "--duration", "5"]);
     assert_eq!(report["dead"], 0, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicates"], 0, "{report}");
@@ -122,25 +121,7 @@ fn the_mapping_scenario_detours_refuses_per_number_and_kills_nothing() {
 
 #[test]
 fn the_outage_scenario_keeps_every_message_and_reports_the_outage_once() {
-    let dir = tempfile::tempdir().expect("dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
-        .current_dir(dir.path())
-        .args([
-            "simulate",
-            "--scenario",
-            "outage",
-            "--json",
-            "--duration",
-            "7",
-        ])
-        .output()
-        .expect("running simulate");
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let report = simulate(&["--scenario", "outage", "--json", "--duration", "7"]);
     for key in ["dead", "expired", "lost", "duplicates", "pending"] {
         assert_eq!(report[key], 0, "{key}: {report}");
     }
@@ -162,25 +143,7 @@ fn the_outage_scenario_keeps_every_message_and_reports_the_outage_once() {
 /// handsets than in the same run without receipt-aware failover.
 #[test]
 fn the_silent_scenario_switches_on_receipts_and_delivers_more() {
-    let dir = tempfile::tempdir().expect("dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_sms-app"))
-        .current_dir(dir.path())
-        .args([
-            "simulate",
-            "--json",
-            "--scenario",
-            "silent",
-            "--duration",
-            "12",
-        ])
-        .output()
-        .expect("running simulate");
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let report = simulate(&["--json", "--scenario", "silent", "--duration", "12"]);
     assert_eq!(report["lost"], 0, "{report}");
     let at = report["receipt_switch_at_s"]
         .as_f64()

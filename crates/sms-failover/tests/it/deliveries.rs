@@ -137,6 +137,18 @@ async fn push(h: &Harness, reports: &[sms_core::DeliveryReport]) {
     h.gateway.receipts_applied(reports, &applied);
 }
 
+/// Why the gateway first switched vendor.
+fn first_switch_reason(h: &Harness) -> String {
+    h.events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sms_failover::GatewayEvent::Switched { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .expect("a switch")
+}
+
 fn receipt_config() -> sms_failover::FailoverConfig {
     sms_failover::FailoverConfig {
         receipt_window: 50,
@@ -164,15 +176,7 @@ async fn a_vendor_whose_receipts_say_undelivered_is_switched_away_from() {
         h.events.switches(),
         [("aliyun".to_owned(), "tencent".to_owned())]
     );
-    let reason = h
-        .events
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            sms_failover::GatewayEvent::Switched { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .unwrap();
+    let reason = first_switch_reason(&h);
     assert!(reason.contains("delivery rate 40.0%"), "{reason}");
     let aliyun = &h.gateway.vendors()[0];
     assert!(
@@ -223,15 +227,7 @@ async fn a_vendor_whose_receipts_stop_while_it_accepts_is_switched_away_from() {
     h.clock.advance(Duration::from_secs(2));
     h.gateway.send(request()).await.unwrap();
     assert_eq!(h.current(), "tencent");
-    let reason = h
-        .events
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            sms_failover::GatewayEvent::Switched { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .unwrap();
+    let reason = first_switch_reason(&h);
     assert!(
         reason.starts_with("no delivery receipt for its last 50 accepted sends over 98 s"),
         "{reason}"
