@@ -59,6 +59,11 @@ struct DecisionLabels {
     decision: String,
 }
 
+/// 100 ms to about 3.6 hours: receipts take seconds to hours.
+fn receipt_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 18))
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms to about 20 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
@@ -81,6 +86,7 @@ pub struct Metrics {
     billing_mismatches: Family<VendorLabels, Counter>,
     receipts: Family<ReceiptLabels, Counter>,
     delivery_rate: Family<VendorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    receipt_latency: Family<VendorLabels, Histogram, fn() -> Histogram>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
     /// Sends and outcomes per minute of the last hour, for the status page.
@@ -174,10 +180,20 @@ impl Metrics {
             "Share of a vendor's recent delivery receipts (its failover window) that said delivered; absent before its first receipt",
             delivery_rate.clone(),
         );
+        let receipt_latency =
+            Family::<VendorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                receipt_latency_histogram,
+            );
+        registry.register(
+            "receipt_latency_seconds",
+            "Time from a vendor accepting a message to its delivery receipt arriving",
+            receipt_latency.clone(),
+        );
         Arc::new(Self {
             registry,
             receipts,
             delivery_rate,
+            receipt_latency,
             broken_mappings,
             billing_mismatches,
             sends,
@@ -195,10 +211,19 @@ impl Metrics {
         })
     }
 
-    /// Counts a delivery receipt from `vendor`, by what it said and what applying it did.
+    /// Counts a delivery receipt from `vendor`, by what it said and what applying it did,
+    /// and times it from its send when it settled one.
     pub fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: ReportApplied) {
+        if let ReportApplied::Applied { sent_at } = outcome {
+            let latency = (chrono::Utc::now() - sent_at).to_std().unwrap_or_default();
+            self.receipt_latency
+                .get_or_create(&VendorLabels {
+                    vendor: VendorLabel(vendor.clone()),
+                })
+                .observe(latency.as_secs_f64());
+        }
         let outcome = match outcome {
-            ReportApplied::Applied => "applied",
+            ReportApplied::Applied { .. } => "applied",
             ReportApplied::Kept => "kept",
             ReportApplied::Duplicate => "duplicate",
         };

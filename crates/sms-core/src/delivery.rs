@@ -107,8 +107,11 @@ pub struct SentDelivery {
 /// What applying one receipt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportApplied {
-    /// It settled a recorded send.
-    Applied,
+    /// It settled a recorded send, which the vendor accepted then.
+    Applied {
+        /// When the send it settled was accepted.
+        sent_at: DateTime<Utc>,
+    },
     /// The send was settled already (the same receipt again, or a later one): nothing
     /// changed.
     Duplicate,

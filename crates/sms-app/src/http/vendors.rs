@@ -64,6 +64,20 @@ pub(super) struct VendorView {
     delivery_rate: Option<f64>,
     /// Receipts that share is over.
     receipts_in_window: usize,
+    /// How long its recent receipts took to come after the send, in milliseconds;
+    /// absent before its first receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    receipt_latency_ms: Option<LatencyView>,
+}
+
+/// How long receipts take.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LatencyView {
+    /// The median.
+    p50: u64,
+    /// The 95th percentile.
+    p95: u64,
 }
 
 /// A vendor's next price tier.
@@ -131,6 +145,10 @@ pub(super) async fn get_vendors(State(state): State<Arc<AppState>>) -> Json<Vend
             broken_templates: v.broken_templates,
             delivery_rate: v.delivery_rate,
             receipts_in_window: v.receipts_in_window,
+            receipt_latency_ms: v.receipt_latency.map(|(p50, p95)| LatencyView {
+                p50: p50.as_millis() as u64,
+                p95: p95.as_millis() as u64,
+            }),
         })
         .collect();
     Json(VendorsView {

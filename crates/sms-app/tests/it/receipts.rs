@@ -386,6 +386,17 @@ async fn serve_switches_away_from_a_vendor_whose_receipts_say_undelivered() {
     let aliyun = &vendors["vendors"][0];
     assert_eq!(aliyun["id"], "aliyun");
     assert!(aliyun["cooling_down_until"].is_string(), "{aliyun}");
+    // Receipts come 20 ms after the send, and a little more on their way in.
+    let p50 = aliyun["receipt_latency_ms"]["p50"]
+        .as_u64()
+        .expect("latency");
+    assert!((20..2_000).contains(&p50), "{aliyun}");
+    assert!(
+        metrics(&server)
+            .await
+            .contains("sms_receipt_latency_seconds_count{vendor=\"aliyun\"}"),
+        "the histogram has aliyun's receipts"
+    );
     let switches: Value = server.get("/v1/switches").await.json().await.unwrap();
     let reason = switches.to_string();
     assert!(reason.contains("delivery rate"), "{reason}");

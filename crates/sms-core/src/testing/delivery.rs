@@ -77,10 +77,9 @@ impl DeliveryLog for MemoryDeliveryLog {
                     return ReportApplied::Duplicate;
                 }
                 row.receipt = Some((report.clone(), now));
-                if row.sent.is_some() {
-                    ReportApplied::Applied
-                } else {
-                    ReportApplied::Kept
+                match row.sent {
+                    Some((_, sent_at)) => ReportApplied::Applied { sent_at },
+                    None => ReportApplied::Kept,
                 }
             })
             .collect())

@@ -139,7 +139,14 @@ pub async fn receipts_settle_each_recipient(log: &Arc<dyn DeliveryLog>) {
         )
         .await
         .unwrap();
-    assert_eq!(applied, [ReportApplied::Applied, ReportApplied::Applied]);
+    let sent_at = at(1);
+    assert_eq!(
+        applied,
+        [
+            ReportApplied::Applied { sent_at },
+            ReportApplied::Applied { sent_at }
+        ]
+    );
     let found = log.deliveries(id).await.unwrap();
     assert_eq!(
         states(&found),
@@ -174,7 +181,7 @@ pub async fn the_first_receipt_wins_and_repeats_change_nothing(log: &Arc<dyn Del
         .apply_reports(std::slice::from_ref(&report), at(10))
         .await
         .unwrap();
-    assert_eq!(first, [ReportApplied::Applied]);
+    assert_eq!(first, [ReportApplied::Applied { sent_at: at(1) }]);
     let before = log.deliveries(id).await.unwrap();
     let again = log
         .apply_reports(
@@ -301,7 +308,7 @@ pub async fn concurrent_copies_of_a_receipt_settle_it_once(log: &Arc<dyn Deliver
     assert_eq!(
         applied
             .iter()
-            .filter(|a| **a == ReportApplied::Applied)
+            .filter(|a| matches!(a, ReportApplied::Applied { .. }))
             .count(),
         1,
         "{applied:?}"

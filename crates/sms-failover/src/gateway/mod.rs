@@ -94,6 +94,9 @@ pub struct VendorSnapshot {
     pub delivery_rate: Option<f64>,
     /// Receipts in that window.
     pub receipts_in_window: usize,
+    /// How long its recent receipts took to come after the send: the median and the
+    /// 95th percentile (none before its first receipt).
+    pub receipt_latency: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 /// The failover SMS gateway. Build it with [`Gateway::builder`]; share it with `Arc`.
@@ -280,14 +283,14 @@ impl Gateway {
     pub fn vendors(&self) -> Vec<VendorSnapshot> {
         let now = self.clock.now();
         // Taken before the health lock: the two locks are never held together.
-        let rates = self.delivery_rates();
+        let receipts = self.receipt_stats();
         let health = self.health();
         self.ids
             .iter()
             .enumerate()
             .map(|(i, id)| {
                 let v = &health.vendors[i];
-                let (delivery_rate, receipts_in_window) = rates[i];
+                let stats = receipts[i];
                 VendorSnapshot {
                     id: id.clone(),
                     is_current: i == health.current,
@@ -299,8 +302,9 @@ impl Gateway {
                     next_tier: health.usage.next_tier(i),
                     spend: health.usage.spend(i),
                     broken_templates: health.broken_templates(i),
-                    delivery_rate,
-                    receipts_in_window,
+                    delivery_rate: stats.delivery_rate,
+                    receipts_in_window: stats.receipts,
+                    receipt_latency: stats.latency_p50.zip(stats.latency_p95),
                 }
             })
             .collect()

@@ -30,6 +30,18 @@ pub(crate) struct ReceiptWatch {
     /// When it accepted each send since its last receipt, oldest first (at most a
     /// window's worth).
     unanswered: VecDeque<DateTime<Utc>>,
+    /// How long its last receipts took to come, from the send (at most a window's
+    /// worth), oldest first.
+    latencies: VecDeque<std::time::Duration>,
+}
+
+/// A vendor's receipts lately: its delivery rate and how long receipts take.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ReceiptStats {
+    pub delivery_rate: Option<f64>,
+    pub receipts: usize,
+    pub latency_p50: Option<std::time::Duration>,
+    pub latency_p95: Option<std::time::Duration>,
 }
 
 impl Gateway {
@@ -41,18 +53,25 @@ impl Gateway {
             return;
         }
         let mut fallen = Vec::new();
+        let now = self.clock.now();
         {
             let mut windows = lock(&self.receipt_windows);
             for (report, outcome) in reports.iter().zip(applied) {
-                if *outcome != ReportApplied::Applied {
+                let ReportApplied::Applied { sent_at } = outcome else {
                     continue;
-                }
+                };
                 let Some(idx) = self.ids.iter().position(|id| *id == report.vendor) else {
                     continue;
                 };
                 let watch = &mut windows[idx];
                 watch.sends_receipts = true;
                 watch.unanswered.clear();
+                watch
+                    .latencies
+                    .push_back((now - *sent_at).to_std().unwrap_or_default());
+                if watch.latencies.len() > window {
+                    watch.latencies.pop_front();
+                }
                 let receipts = &mut watch.recent;
                 receipts.push_back(report.delivered);
                 if receipts.len() > window {
@@ -128,17 +147,27 @@ impl Gateway {
         self.announce(switch);
     }
 
-    /// Each vendor's delivery rate over the receipts in its window, and how many there
-    /// are (none: no receipt since the window started).
-    pub(crate) fn delivery_rates(&self) -> Vec<(Option<f64>, usize)> {
+    /// Each vendor's delivery rate over the receipts in its window, how many there are,
+    /// and how long its recent receipts took (none: no receipt yet).
+    pub(crate) fn receipt_stats(&self) -> Vec<ReceiptStats> {
         lock(&self.receipt_windows)
             .iter()
             .map(|watch| {
                 let receipts = &watch.recent;
-                let rate = (!receipts.is_empty()).then(|| {
-                    receipts.iter().filter(|d| **d).count() as f64 / receipts.len() as f64
-                });
-                (rate, receipts.len())
+                let mut latencies: Vec<_> = watch.latencies.iter().copied().collect();
+                latencies.sort_unstable();
+                let percentile = |p: f64| {
+                    let last = latencies.len().checked_sub(1)?;
+                    Some(latencies[(last as f64 * p).round() as usize])
+                };
+                ReceiptStats {
+                    delivery_rate: (!receipts.is_empty()).then(|| {
+                        receipts.iter().filter(|d| **d).count() as f64 / receipts.len() as f64
+                    }),
+                    receipts: receipts.len(),
+                    latency_p50: percentile(0.5),
+                    latency_p95: percentile(0.95),
+                }
             })
             .collect()
     }

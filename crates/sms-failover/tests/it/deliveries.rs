@@ -189,10 +189,17 @@ async fn a_vendor_whose_receipts_say_undelivered_is_switched_away_from() {
 #[tokio::test]
 async fn a_vendor_delivering_above_the_threshold_keeps_its_place() {
     let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], receipt_config());
-    // 46 of 50 delivered: 92%.
+    // 46 of 50 delivered: 92%, their receipts 3 s after the sends.
     let reports = sends_and_receipts(&h, 50, |i| i % 25 >= 2).await;
+    h.clock.advance(Duration::from_secs(3));
     push(&h, &reports).await;
     assert_eq!(h.current(), "aliyun");
+    let aliyun = &h.gateway.vendors()[0];
+    assert_eq!(aliyun.delivery_rate, Some(0.92));
+    assert_eq!(
+        aliyun.receipt_latency,
+        Some((Duration::from_secs(3), Duration::from_secs(3)))
+    );
     assert!(h.events.switches().is_empty());
 
     // With receipt-aware failover off, even none delivered keeps it.

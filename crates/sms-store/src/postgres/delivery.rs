@@ -91,10 +91,13 @@ impl DeliveryLog for PgStore {
                     .map_err(pg_error)?;
                 applied.push(match row {
                     None => ReportApplied::Duplicate,
-                    Some(row) if row.try_get::<_, bool>(0).map_err(pg_error)? => {
-                        ReportApplied::Applied
-                    }
-                    Some(_) => ReportApplied::Kept,
+                    Some(row) => match row
+                        .try_get::<_, Option<DateTime<Utc>>>(0)
+                        .map_err(pg_error)?
+                    {
+                        Some(sent_at) => ReportApplied::Applied { sent_at },
+                        None => ReportApplied::Kept,
+                    },
                 });
             }
             tx.commit().await.map_err(pg_error)?;

@@ -336,7 +336,8 @@ pub(super) const DELIVERIES_SENT: &str = "INSERT INTO deliveries \
      WHERE deliveries.message_id IS NULL";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
-/// Returns whether the send is recorded; no row back means the row was settled already.
+/// Returns when the send was recorded (NULL: not yet); no row back means the row was
+/// settled already.
 pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
      (vendor, vendor_message_id, recipient, state, code, description, reported_at, \
       receipt_at, segments) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -345,7 +346,7 @@ pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
          reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
          segments = excluded.segments \
      WHERE deliveries.receipt_at IS NULL \
-     RETURNING message_id IS NOT NULL";
+     RETURNING sent_at";
 
 /// A message's recipients, oldest send first.
 pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \

@@ -70,7 +70,7 @@ impl DeliveryLog for SqliteStore {
                     } else {
                         DeliveryState::Undelivered
                     };
-                    let recorded: Option<bool> = upsert
+                    let recorded: Option<Option<i64>> = upsert
                         .query_row(
                             params![
                                 r.vendor.as_str(),
@@ -89,8 +89,10 @@ impl DeliveryLog for SqliteStore {
                         .map_err(sqlite_error)?;
                     applied.push(match recorded {
                         None => ReportApplied::Duplicate,
-                        Some(true) => ReportApplied::Applied,
-                        Some(false) => ReportApplied::Kept,
+                        Some(Some(sent_at)) => ReportApplied::Applied {
+                            sent_at: time("sent_at", sent_at)?,
+                        },
+                        Some(None) => ReportApplied::Kept,
                     });
                 }
             }
