@@ -16,7 +16,6 @@ use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
 use sms_providers::http::{AliyunVendor, CloopenVendor, TencentVendor};
 use sms_providers::receipts::ReceiptFormat;
-use sms_providers::rules::Protocol;
 use sms_providers::simulated::SimulatedVendor;
 use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
@@ -268,11 +267,7 @@ fn receipt_format(
         VendorConfig::Aliyun(_) => ReceiptFormat::Aliyun,
         VendorConfig::Tencent(_) => ReceiptFormat::Tencent,
         VendorConfig::Cloopen(_) => ReceiptFormat::Cloopen,
-        VendorConfig::Simulated(_) => match simulated.get(name)?.protocol() {
-            Protocol::Aliyun => ReceiptFormat::Aliyun,
-            Protocol::Tencent => ReceiptFormat::Tencent,
-            Protocol::Cloopen => ReceiptFormat::Cloopen,
-        },
+        VendorConfig::Simulated(_) => simulated.get(name)?.protocol().into(),
     })
 }
 

@@ -40,6 +40,8 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use sms_core::{DeliveryReport, PhoneNumber, VendorId};
 
+use crate::rules::Protocol;
+
 /// Which vendor's receipt format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptFormat {
@@ -87,6 +89,17 @@ impl ReceiptFormat {
             Self::Aliyun => aliyun::acknowledgement(),
             Self::Tencent => tencent::acknowledgement(),
             Self::Cloopen => cloopen::acknowledgement(),
+        }
+    }
+}
+
+/// The receipts a vendor speaking `protocol` pushes.
+impl From<Protocol> for ReceiptFormat {
+    fn from(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Aliyun => Self::Aliyun,
+            Protocol::Tencent => Self::Tencent,
+            Protocol::Cloopen => Self::Cloopen,
         }
     }
 }

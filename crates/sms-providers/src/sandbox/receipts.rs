@@ -10,7 +10,7 @@ use rand::Rng as _;
 use sms_core::sync::lock;
 use sms_core::{DeliveryReport, PhoneNumber};
 
-use super::{Delivery, SandboxState};
+use super::{Delivery, SandboxState, SandboxVendor};
 use crate::receipts::ReceiptFormat;
 
 impl SandboxState {
@@ -21,34 +21,37 @@ impl SandboxState {
     pub(super) fn push_receipts(&self, deliveries: &[Delivery]) {
         let pushes = &self.config.receipts;
         let now = Utc::now() + chrono::Duration::milliseconds(pushes.delay_ms as i64);
-        // By address and the protocol of the route that accepted them.
-        let mut by_route: HashMap<(&str, &str), Vec<DeliveryReport>> = HashMap::new();
+        // By address and the route that accepted them.
+        let mut by_route: HashMap<(&str, SandboxVendor), Vec<DeliveryReport>> = HashMap::new();
         for d in deliveries {
-            let (url, vendor) = match d.vendor.as_str() {
-                "aliyun" => (&pushes.aliyun, &self.config.aliyun.vendor),
-                "tencent" => (&pushes.tencent, &self.config.tencent.vendor),
-                _ => (&pushes.cloopen, &self.config.cloopen.vendor),
+            let Ok(route) = SandboxVendor::from_str(&d.vendor) else {
+                continue;
+            };
+            let (url, vendor) = match route {
+                SandboxVendor::Aliyun => (&pushes.aliyun, &self.config.aliyun.vendor),
+                SandboxVendor::Tencent => (&pushes.tencent, &self.config.tencent.vendor),
+                SandboxVendor::Cloopen => (&pushes.cloopen, &self.config.cloopen.vendor),
             };
             let (Some(url), Ok(recipient)) = (url, PhoneNumber::parse(&d.recipient)) else {
                 continue;
             };
             let delivered = lock(&self.rng).random::<f64>() < pushes.delivery_rate;
-            let route = (url.as_str(), d.vendor.as_str());
-            by_route.entry(route).or_default().push(DeliveryReport {
-                vendor: vendor.clone(),
-                vendor_message_id: d.vendor_message_id.clone(),
-                recipient,
-                delivered,
-                code: None,
-                description: None,
-                reported_at: Some(now),
-                segments: None,
-            });
+            by_route
+                .entry((url.as_str(), route))
+                .or_default()
+                .push(DeliveryReport {
+                    vendor: vendor.clone(),
+                    vendor_message_id: d.vendor_message_id.clone(),
+                    recipient,
+                    delivered,
+                    code: None,
+                    description: None,
+                    reported_at: Some(now),
+                    segments: None,
+                });
         }
-        for ((url, protocol), reports) in by_route {
-            let Ok(format) = ReceiptFormat::from_str(protocol) else {
-                continue;
-            };
+        for ((url, route), reports) in by_route {
+            let format = ReceiptFormat::from(route.protocol());
             let (client, url) = (self.client.clone(), url.to_owned());
             let bodies = format.render(&reports);
             let delay = Duration::from_millis(pushes.delay_ms);
