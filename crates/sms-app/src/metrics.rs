@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sms_core::{DeferredQueue, MessageStatus, ReportApplied, VendorId};
+use sms_core::{DeferredQueue, DeliveryReport, MessageStatus, ReportApplied, VendorId};
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver};
 
 use crate::activity::{self, Activity};
@@ -211,9 +211,16 @@ impl Metrics {
         })
     }
 
+    /// Counts delivery receipts, `applied[i]` being what applying `reports[i]` did.
+    pub fn receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+        for (report, outcome) in reports.iter().zip(applied) {
+            self.receipt(&report.vendor, report.delivered, *outcome);
+        }
+    }
+
     /// Counts a delivery receipt from `vendor`, by what it said and what applying it did,
     /// and times it from its send when it settled one.
-    pub fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: ReportApplied) {
+    fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: ReportApplied) {
         if let ReportApplied::Applied { sent_at } = outcome {
             let latency = (chrono::Utc::now() - sent_at).to_std().unwrap_or_default();
             self.receipt_latency

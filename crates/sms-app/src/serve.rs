@@ -50,11 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
     take_simulated_receipts(
         &send_path,
         &receipting,
-        Arc::new(move |reports, applied| {
-            for (report, outcome) in reports.iter().zip(applied) {
-                counter.receipt(&report.vendor, report.delivered, *outcome);
-            }
-        }),
+        Arc::new(move |reports, applied| counter.receipts(reports, applied)),
     );
     // Delivery records live as long as messages, and at least as long as receipts may
     // still come for them.

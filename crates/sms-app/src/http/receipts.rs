@@ -79,13 +79,11 @@ pub(super) async fn post_receipts(
         .await
         .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
     state.gateway.receipts_applied(&reports, &applied);
-    let mut kept = 0;
-    for (report, outcome) in reports.iter().zip(&applied) {
-        state
-            .metrics
-            .receipt(&endpoint.vendor, report.delivered, *outcome);
-        kept += usize::from(*outcome == ReportApplied::Kept);
-    }
+    state.metrics.receipts(&reports, &applied);
+    let kept = applied
+        .iter()
+        .filter(|a| **a == ReportApplied::Kept)
+        .count();
     if kept > 0 {
         // Usually a receipt that came before its send was recorded; one that never
         // finds its send names an id this gateway did not send.
