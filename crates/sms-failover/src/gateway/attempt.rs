@@ -196,7 +196,7 @@ impl Gateway {
     }
 
     /// Logs and reports a change of whether any vendor can be used.
-    fn report(&self, notice: Option<Notice>) {
+    pub(super) fn report(&self, notice: Option<Notice>) {
         match notice {
             None => {}
             Some(Notice::AllUnavailable { until }) => {

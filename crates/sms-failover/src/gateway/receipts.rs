@@ -44,6 +44,15 @@ pub(crate) struct ReceiptStats {
     pub latency_p95: Option<std::time::Duration>,
 }
 
+/// Appends `value` to `window`, dropping the oldest beyond `max`; the length after.
+fn push_bounded<T>(window: &mut VecDeque<T>, value: T, max: usize) -> usize {
+    window.push_back(value);
+    if window.len() > max {
+        window.pop_front();
+    }
+    window.len()
+}
+
 impl Gateway {
     /// Takes receipts into account, with what applying each to the delivery log did
     /// (`applied[i]` is `reports[i]`'s); demotes vendors whose delivery rate fell.
@@ -66,18 +75,10 @@ impl Gateway {
                 let watch = &mut windows[idx];
                 watch.sends_receipts = true;
                 watch.unanswered.clear();
-                watch
-                    .latencies
-                    .push_back((now - *sent_at).to_std().unwrap_or_default());
-                if watch.latencies.len() > window {
-                    watch.latencies.pop_front();
-                }
+                let latency = (now - *sent_at).to_std().unwrap_or_default();
+                push_bounded(&mut watch.latencies, latency, window);
                 let receipts = &mut watch.recent;
-                receipts.push_back(report.delivered);
-                if receipts.len() > window {
-                    receipts.pop_front();
-                }
-                if receipts.len() < window {
+                if push_bounded(receipts, report.delivered, window) < window {
                     continue;
                 }
                 let delivered = receipts.iter().filter(|d| **d).count();
@@ -113,10 +114,7 @@ impl Gateway {
             if !watch.sends_receipts {
                 return;
             }
-            watch.unanswered.push_back(at);
-            if watch.unanswered.len() > window {
-                watch.unanswered.pop_front();
-            }
+            push_bounded(&mut watch.unanswered, at, window);
             let waited = watch.unanswered.front().map(|first| at - *first);
             let enough = watch.unanswered.len() >= crate::config::MIN_RECEIPT_WINDOW as usize;
             match waited {
@@ -140,11 +138,14 @@ impl Gateway {
 
     fn demote_on_receipts(&self, idx: usize, reason: String) {
         tracing::warn!(vendor = %self.ids[idx], %reason, "vendor demoted on its delivery receipts");
-        let switch = {
+        let (switch, notice) = {
             let mut health = self.health();
-            health.demote_for(idx, reason, self.clock.now())
+            let switch = health.demote_for(idx, reason, self.clock.now());
+            (switch, health.take_notice())
         };
         self.announce(switch);
+        // Demoting it may have left no vendor to send with.
+        self.report(notice);
     }
 
     /// Each vendor's delivery rate over the receipts in its window, how many there are,

@@ -248,3 +248,20 @@ async fn a_vendor_whose_receipts_stop_while_it_accepts_is_switched_away_from() {
     }
     assert_eq!(quiet.current(), "aliyun");
 }
+
+#[tokio::test]
+async fn demoting_the_only_vendor_on_its_receipts_reports_that_none_is_left_at_once() {
+    let h = Harness::new(&[("aliyun", 40_000)], receipt_config());
+    let reports = sends_and_receipts(&h, 50, |i| i % 5 < 2).await;
+    push(&h, &reports).await;
+    let unavailable = h
+        .events
+        .events()
+        .into_iter()
+        .any(|e| matches!(e, sms_failover::GatewayEvent::AllVendorsUnavailable { .. }));
+    assert!(
+        unavailable,
+        "reported when it happens, not at the next send"
+    );
+    assert!(h.gateway.vendors()[0].cooling_down_until.is_some());
+}
