@@ -89,6 +89,17 @@ pub struct DeliveryReport {
     pub segments: Option<u32>,
 }
 
+impl DeliveryReport {
+    /// Where it leaves its recipient.
+    pub fn state(&self) -> DeliveryState {
+        if self.delivered {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Undelivered
+        }
+    }
+}
+
 /// A recipient a vendor accepted a message for, with the vendor's id for the send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentDelivery {

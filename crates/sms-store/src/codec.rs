@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, IdempotencyKey, InitialState, Lease, MessageId, MessageStatus, NewMessage,
-    QueueReason, QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
+    AttemptFailure, DeliveryState, IdempotencyKey, InitialState, Lease, MessageId, MessageStatus,
+    NewMessage, PhoneNumber, QueueReason, QueueStats, RawSmsRequest, SmsRequest, StoreError,
+    StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -36,6 +37,16 @@ pub(crate) fn status(value: &str) -> Result<MessageStatus, StoreError> {
 /// Parses a stored queue reason.
 pub(crate) fn reason(value: &str) -> Result<QueueReason, StoreError> {
     value.parse().map_err(|e| corrupt("reason", e))
+}
+
+/// Parses a stored delivery state.
+pub(crate) fn delivery_state(value: &str) -> Result<DeliveryState, StoreError> {
+    value.parse().map_err(|e| corrupt("state", e))
+}
+
+/// Parses a stored recipient.
+pub(crate) fn recipient(value: &str) -> Result<PhoneNumber, StoreError> {
+    PhoneNumber::parse(value).map_err(|e| corrupt("recipient", e))
 }
 
 /// Parses an optional stored vendor name.

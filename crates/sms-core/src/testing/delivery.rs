@@ -149,11 +149,7 @@ fn view(
             recipient: recipient.clone(),
             vendor: vendor.clone(),
             vendor_message_id: vendor_message_id.clone(),
-            state: match report {
-                None => DeliveryState::Sent,
-                Some(r) if r.delivered => DeliveryState::Delivered,
-                Some(_) => DeliveryState::Undelivered,
-            },
+            state: report.map_or(DeliveryState::Sent, DeliveryReport::state),
             code: report.and_then(|r| r.code.clone()),
             description: report.and_then(|r| r.description.clone()),
             sent_at,

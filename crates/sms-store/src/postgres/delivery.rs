@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::{
-    DeliveryLog, DeliveryReport, DeliveryState, MessageId, PhoneNumber, RecipientDelivery,
-    ReportApplied, SentDelivery, StoreError,
+    DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery, ReportApplied,
+    SentDelivery, StoreError,
 };
 
 use super::PgStore;
@@ -66,11 +66,7 @@ impl DeliveryLog for PgStore {
                 .map_err(pg_error)?;
             let mut applied = Vec::with_capacity(reports.len());
             for r in reports {
-                let state = if r.delivered {
-                    DeliveryState::Delivered
-                } else {
-                    DeliveryState::Undelivered
-                };
+                let state = r.state();
                 let segments = r.segments.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
                 let row = tx
                     .query_opt(
@@ -180,12 +176,11 @@ fn delivery(row: &tokio_postgres::Row) -> Result<RecipientDelivery, StoreError> 
     let state: String = row.try_get(3).map_err(pg_error)?;
     let segments: Option<i32> = row.try_get(9).map_err(pg_error)?;
     Ok(RecipientDelivery {
-        recipient: PhoneNumber::parse(&recipient)
-            .map_err(|e| StoreError::backend(format!("stored recipient is invalid: {e}")))?,
+        recipient: codec::recipient(&recipient)?,
         vendor: codec::vendor(Some(row.try_get(1).map_err(pg_error)?))?
             .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
         vendor_message_id: row.try_get(2).map_err(pg_error)?,
-        state: state.parse().map_err(StoreError::backend)?,
+        state: codec::delivery_state(&state)?,
         code: row.try_get(4).map_err(pg_error)?,
         description: row.try_get(5).map_err(pg_error)?,
         sent_at: row.try_get(6).map_err(pg_error)?,

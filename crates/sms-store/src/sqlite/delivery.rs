@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use sms_core::{
-    DeliveryLog, DeliveryReport, DeliveryState, MessageId, PhoneNumber, RecipientDelivery,
-    ReportApplied, SentDelivery, StoreError,
+    DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery, ReportApplied,
+    SentDelivery, StoreError,
 };
 
 use super::SqliteStore;
@@ -65,11 +65,7 @@ impl DeliveryLog for SqliteStore {
             {
                 let mut upsert = tx.prepare_cached(DELIVERY_RECEIPT).map_err(sqlite_error)?;
                 for r in &reports {
-                    let state = if r.delivered {
-                        DeliveryState::Delivered
-                    } else {
-                        DeliveryState::Undelivered
-                    };
+                    let state = r.state();
                     let recorded: Option<Option<i64>> = upsert
                         .query_row(
                             params![
@@ -192,12 +188,11 @@ fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
 
 fn delivery(r: Columns) -> Result<RecipientDelivery, StoreError> {
     Ok(RecipientDelivery {
-        recipient: PhoneNumber::parse(&r.0)
-            .map_err(|e| StoreError::backend(format!("stored recipient is invalid: {e}")))?,
+        recipient: codec::recipient(&r.0)?,
         vendor: codec::vendor(Some(r.1))?
             .ok_or_else(|| StoreError::backend("stored vendor is missing"))?,
         vendor_message_id: r.2,
-        state: r.3.parse().map_err(StoreError::backend)?,
+        state: codec::delivery_state(&r.3)?,
         code: r.4,
         description: r.5,
         sent_at: time("sent_at", r.6)?,
