@@ -8,7 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sms_core::{DeferredQueue, DeliveryReport, MessageStatus, ReportApplied, VendorId};
+use sms_core::{
+    CallbackCounts, CallbackOutcome, DeferredQueue, DeliveryReport, MessageStatus, ReportApplied,
+    VendorId,
+};
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver};
 
 use crate::activity::{self, Activity};
@@ -55,6 +58,16 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     decision: String,
 }
@@ -87,6 +100,8 @@ pub struct Metrics {
     receipts: Family<ReceiptLabels, Counter>,
     delivery_rate: Family<VendorLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     receipt_latency: Family<VendorLabels, Histogram, fn() -> Histogram>,
+    callback_attempts: Family<OutcomeLabels, Counter>,
+    callbacks: Family<StateLabels, Gauge>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
     /// Sends and outcomes per minute of the last hour, for the status page.
@@ -189,9 +204,23 @@ impl Metrics {
             "Time from a vendor accepting a message to its delivery receipt arriving",
             receipt_latency.clone(),
         );
+        let callback_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "callback_attempts",
+            "Posts of status events to clients' callback URLs, by outcome (delivered; retry: failed, tried again later; failed: failed for the last time)",
+            callback_attempts.clone(),
+        );
+        let callbacks = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "callbacks",
+            "Status events in the callback outbox by state (pending, delivered, failed), as last counted",
+            callbacks.clone(),
+        );
         Arc::new(Self {
             registry,
             receipts,
+            callback_attempts,
+            callbacks,
             delivery_rate,
             receipt_latency,
             broken_mappings,
@@ -214,15 +243,15 @@ impl Metrics {
     /// Counts delivery receipts, `applied[i]` being what applying `reports[i]` did.
     pub fn receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         for (report, outcome) in reports.iter().zip(applied) {
-            self.receipt(&report.vendor, report.delivered, *outcome);
+            self.receipt(&report.vendor, report.delivered, outcome);
         }
     }
 
     /// Counts a delivery receipt from `vendor`, by what it said and what applying it did,
     /// and times it from its send when it settled one.
-    fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: ReportApplied) {
-        if let ReportApplied::Applied { sent_at } = outcome {
-            let latency = (chrono::Utc::now() - sent_at).to_std().unwrap_or_default();
+    fn receipt(&self, vendor: &VendorId, delivered: bool, outcome: &ReportApplied) {
+        if let ReportApplied::Applied { sent_at, .. } = outcome {
+            let latency = (chrono::Utc::now() - *sent_at).to_std().unwrap_or_default();
             self.receipt_latency
                 .get_or_create(&VendorLabels {
                     vendor: VendorLabel(vendor.clone()),
@@ -246,6 +275,31 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Counts one post of a status event, by how it ended.
+    pub fn callback_attempt(&self, outcome: &CallbackOutcome) {
+        let outcome = match outcome {
+            CallbackOutcome::Delivered => "delivered",
+            CallbackOutcome::Retry { .. } => "retry",
+            CallbackOutcome::Failed { .. } => "failed",
+        };
+        self.callback_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the outbox's counts by state.
+    pub fn callbacks(&self, counts: CallbackCounts) {
+        for (state, count) in [
+            ("pending", counts.pending),
+            ("delivered", counts.delivered),
+            ("failed", counts.failed),
+        ] {
+            self.callbacks
+                .get_or_create(&StateLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Sends and outcomes per minute of the last hour.

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sms_core::DeferredQueue;
-use sms_core::DeliveryLog;
 use sms_providers::delivery_log::DeliveryLog as SimulatedDeliveries;
 use sms_providers::receipts::ReceiptFormat;
+use tokio_util::sync::CancellationToken;
 
+use crate::callbacks::Dispatcher;
 use crate::config::Config;
 use crate::http::receipts::{ReceiptEndpoint, ReceiptEndpoints};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
-use crate::wire::{Extras, build_send_path, take_simulated_receipts};
+use crate::wire::{Extras, Store, build_send_path, take_simulated_receipts};
 
 /// Seed of the first simulated vendor under `serve`.
 const SEED: u64 = 1;
@@ -56,11 +56,26 @@ pub async fn run(config: Config) -> Result<()> {
     // still come for them.
     let keep = Duration::from_secs(config.queue.retention_h * 3600);
     let retention = spawn_retention(
-        send_path.store.queue.clone(),
-        send_path.store.deliveries.clone(),
+        &send_path.store,
         keep,
         keep.max(Duration::from_secs(config.receipts.unknown_after_s)),
     );
+    let stop_callbacks = CancellationToken::new();
+    let callbacks = match &config.callbacks.secret {
+        Some(secret) => {
+            let dispatcher = Dispatcher::new(
+                send_path.store.callbacks.clone(),
+                secret.expose(),
+                config.callbacks.clone(),
+                config.failover.instance_id.clone(),
+                Arc::new(sms_core::SystemClock),
+                Some(metrics.clone()),
+            )?;
+            tracing::info!("posting status events to the clients' callback URLs");
+            Some(tokio::spawn(dispatcher.run(stop_callbacks.clone())))
+        }
+        None => None,
+    };
     let exposed = |tokens: &[crate::config::Secret]| -> Vec<String> {
         tokens.iter().map(|t| t.expose().to_owned()).collect()
     };
@@ -78,6 +93,7 @@ pub async fn run(config: Config) -> Result<()> {
         unknown_after: chrono::Duration::seconds(
             i64::try_from(config.receipts.unknown_after_s).unwrap_or(i64::MAX),
         ),
+        callbacks: config.callbacks.enabled(),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -101,17 +117,25 @@ pub async fn run(config: Config) -> Result<()> {
     if let Err(e) = send_path.gateway.flush().await {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
     }
+    // Posts in flight finish and are recorded; the rest wait in the outbox.
+    stop_callbacks.cancel();
+    if let Some(callbacks) = callbacks {
+        let _ = callbacks.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Removes sent messages past retention, a small batch at a time, every minute.
+/// Removes sent messages past retention, their delivery records, and the status events
+/// already posted (or given up on), a small batch at a time, every minute.
 fn spawn_retention(
-    queue: Arc<dyn DeferredQueue>,
-    deliveries: Arc<dyn DeliveryLog>,
+    store: &Store,
     keep: Duration,
     keep_deliveries: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    let queue = store.queue.clone();
+    let deliveries = store.deliveries.clone();
+    let callbacks = store.callbacks.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -129,6 +153,10 @@ fn spawn_retention(
             .await;
             purge_all("delivery records", || {
                 deliveries.purge(now - keep_deliveries, PURGE_BATCH)
+            })
+            .await;
+            purge_all("posted status events", || {
+                callbacks.purge(now - keep, PURGE_BATCH)
             })
             .await;
         }

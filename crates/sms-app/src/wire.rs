@@ -32,6 +32,8 @@ pub struct Store {
     pub ledger: Arc<dyn UsageLedger>,
     /// Which recipients vendors accepted, and their delivery receipts.
     pub deliveries: Arc<dyn sms_core::DeliveryLog>,
+    /// Status events waiting to be posted to the clients.
+    pub callbacks: Arc<dyn sms_core::CallbackOutbox>,
     /// Which backend, for logs.
     pub kind: &'static str,
 }
@@ -72,7 +74,8 @@ async fn open_backend(config: &Config) -> Result<Store> {
             Ok(Store {
                 queue: store.clone(),
                 ledger: store.clone(),
-                deliveries: store,
+                deliveries: store.clone(),
+                callbacks: store,
                 kind: "postgres",
             })
         }
@@ -85,7 +88,8 @@ async fn open_backend(config: &Config) -> Result<Store> {
             Ok(Store {
                 queue: store.clone(),
                 ledger: store.clone(),
-                deliveries: store,
+                deliveries: store.clone(),
+                callbacks: store,
                 kind: "sqlite",
             })
         }
@@ -301,6 +305,9 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     if let Some(recipient_limiter) = recipient_limiter {
         builder = builder.recipient_limiter(recipient_limiter);
     }
+    if config.callbacks.enabled() {
+        builder = builder.callbacks(store.callbacks.clone(), config.callbacks.default_url()?);
+    }
     let gateway = Arc::new(builder.build().map_err(|e| anyhow::anyhow!("{e}"))?);
     gateway.init().await.context("reading billed volumes")?;
     let drainer = gateway.start_drainer();
@@ -342,7 +349,7 @@ pub fn take_simulated_receipts(send_path: &SendPath, vendors: &[&str], count: Re
             match deliveries.apply_reports(&reports, chrono::Utc::now()).await {
                 Ok(applied) => {
                     count(&reports, &applied);
-                    gateway.receipts_applied(&reports, &applied);
+                    gateway.receipts_applied(&reports, &applied).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, receipts = reports.len(), "could not store simulated receipts");

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::callback_url::CallbackUrl;
 use crate::error::StoreError;
 use crate::ids::{MessageId, VendorId};
 use crate::phone::PhoneNumber;
@@ -113,15 +114,21 @@ pub struct SentDelivery {
     pub vendor_message_id: String,
     /// When the vendor accepted it.
     pub sent_at: DateTime<Utc>,
+    /// Where the message's status events go, if anywhere.
+    pub callback_url: Option<CallbackUrl>,
 }
 
 /// What applying one receipt did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportApplied {
     /// It settled a recorded send, which the vendor accepted then.
     Applied {
         /// When the send it settled was accepted.
         sent_at: DateTime<Utc>,
+        /// The message it settled.
+        message_id: MessageId,
+        /// Where that message's status events go, if anywhere.
+        callback_url: Option<CallbackUrl>,
     },
     /// The send was settled already (the same receipt again, or a later one): nothing
     /// changed.

@@ -4,7 +4,7 @@
 //! ([`SmsRequest`], [`PhoneNumber`], [`Money`]), what can go wrong ([`VendorError`],
 //! [`SendError`], [`StoreError`]), and the traits the other crates implement:
 //! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
-//! [`UsageLedger`], [`DeliveryLog`] and [`Clock`].
+//! [`UsageLedger`], [`DeliveryLog`], [`CallbackOutbox`] and [`Clock`].
 //!
 //! [`sync`] holds the poison-tolerant lock helpers every crate of the gateway shares.
 //!
@@ -13,6 +13,8 @@
 //! suites every store and limiter backend runs (`testing::store_contract`,
 //! `testing::limiter_contract`).
 
+mod callback;
+mod callback_url;
 mod clock;
 mod delivery;
 mod error;
@@ -31,6 +33,11 @@ mod vendor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use callback::{
+    CallbackCounts, CallbackEvent, CallbackOutbox, CallbackOutcome, CallbackStatus,
+    ClaimedCallback, StatusEvent,
+};
+pub use callback_url::{CallbackUrl, MAX_CALLBACK_URL};
 pub use clock::{BillingPeriod, Clock, SystemClock};
 pub use delivery::{
     DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
@@ -53,6 +60,7 @@ pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
 /// mockall mocks of every trait (feature `mocks`).
 #[cfg(any(test, feature = "mocks"))]
 pub mod mocks {
+    pub use crate::callback::MockCallbackOutbox;
     pub use crate::clock::MockClock;
     pub use crate::delivery::MockDeliveryLog;
     pub use crate::ledger::MockUsageLedger;

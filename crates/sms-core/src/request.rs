@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::callback_url::CallbackUrl;
 use crate::error::ValidationError;
 use crate::ids::{IdempotencyKey, TemplateId};
 use crate::phone::{PhoneNumber, parse_recipient, truncate_for_error};
@@ -19,7 +20,7 @@ pub const MAX_ARGS: usize = 32;
 pub const MAX_ARG_CHARS: usize = 500;
 
 /// A validated request: template, ordered arguments, distinct E.164 recipients, and the
-/// optional idempotency key and deliver-by time.
+/// optional idempotency key, deliver-by time and status callback endpoint.
 ///
 /// Arguments are kept as a list of strings end to end (no separator encoding), so any
 /// text survives: `###`, `;`, quotes, emoji, empty strings.
@@ -37,6 +38,7 @@ struct Content {
     recipients: Vec<PhoneNumber>,
     idempotency_key: Option<IdempotencyKey>,
     expires_at: Option<DateTime<Utc>>,
+    callback_url: Option<CallbackUrl>,
 }
 
 impl fmt::Debug for SmsRequest {
@@ -47,6 +49,7 @@ impl fmt::Debug for SmsRequest {
             .field("recipients", &self.0.recipients)
             .field("idempotency_key", &self.0.idempotency_key)
             .field("expires_at", &self.0.expires_at)
+            .field("callback_url", &self.0.callback_url)
             .finish()
     }
 }
@@ -73,6 +76,9 @@ pub struct RawSmsRequest {
     /// Optional deliver-by time.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Optional endpoint for status events about the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 impl SmsRequest {
@@ -93,6 +99,7 @@ impl SmsRequest {
                 .collect(),
             idempotency_key: None,
             expires_at: None,
+            callback_url: None,
         })
     }
 
@@ -105,6 +112,12 @@ impl SmsRequest {
     /// The same request with a deliver-by time: after it, the message is expired, not sent.
     pub fn with_expiry(mut self, expires_at: DateTime<Utc>) -> Self {
         Arc::make_mut(&mut self.0).expires_at = Some(expires_at);
+        self
+    }
+
+    /// The same request with an endpoint for its status events.
+    pub fn with_callback_url(mut self, url: CallbackUrl) -> Self {
+        Arc::make_mut(&mut self.0).callback_url = Some(url);
         self
     }
 
@@ -146,6 +159,11 @@ impl SmsRequest {
         self.0.expires_at
     }
 
+    /// Where its status events go, when the caller named an endpoint.
+    pub fn callback_url(&self) -> Option<&CallbackUrl> {
+        self.0.callback_url.as_ref()
+    }
+
     /// Whether the message is past its deliver-by time at `now`.
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.0.expires_at.is_some_and(|t| now >= t)
@@ -175,6 +193,7 @@ impl SmsRequest {
                 .as_ref()
                 .map(|k| k.as_str().to_owned()),
             expires_at: self.0.expires_at,
+            callback_url: self.0.callback_url.as_ref().map(|u| u.as_str().to_owned()),
         }
     }
 }
@@ -258,12 +277,18 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             .as_deref()
             .map(IdempotencyKey::new)
             .transpose()?;
+        let callback_url = raw
+            .callback_url
+            .as_deref()
+            .map(CallbackUrl::new)
+            .transpose()?;
         Ok(Self(Arc::new(Content {
             template,
             args: raw.args,
             recipients,
             idempotency_key,
             expires_at: raw.expires_at,
+            callback_url,
         })))
     }
 }

@@ -30,8 +30,9 @@
 //! | passes template arguments to the vendor as a list, whatever characters they hold | `arguments_with_separators_reach_the_vendor_unchanged_live_and_drained` |
 
 mod backoff;
+mod batch;
+mod callbacks;
 mod config;
-mod deliveries;
 mod error;
 mod events;
 mod gateway;

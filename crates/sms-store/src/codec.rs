@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, DeliveryState, IdempotencyKey, InitialState, Lease, MessageId, MessageStatus,
-    NewMessage, PhoneNumber, QueueReason, QueueStats, RawSmsRequest, SmsRequest, StoreError,
-    StoredMessage, VendorId,
+    AttemptFailure, CallbackCounts, CallbackStatus, CallbackUrl, DeliveryState, IdempotencyKey,
+    InitialState, Lease, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueReason,
+    QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
@@ -18,6 +18,7 @@ pub(crate) fn request_from_columns(
     recipients: Vec<String>,
     idempotency_key: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    callback_url: Option<String>,
 ) -> Result<SmsRequest, StoreError> {
     SmsRequest::try_from(RawSmsRequest {
         template,
@@ -25,6 +26,7 @@ pub(crate) fn request_from_columns(
         recipients,
         idempotency_key,
         expires_at,
+        callback_url,
     })
     .map_err(|e| corrupt("request", e))
 }
@@ -47,6 +49,52 @@ pub(crate) fn delivery_state(value: &str) -> Result<DeliveryState, StoreError> {
 /// Parses a stored recipient.
 pub(crate) fn recipient(value: &str) -> Result<PhoneNumber, StoreError> {
     PhoneNumber::parse(value).map_err(|e| corrupt("recipient", e))
+}
+
+/// Parses a stored callback URL; `column` names where it was stored.
+pub(crate) fn callback_url(column: &str, value: &str) -> Result<CallbackUrl, StoreError> {
+    CallbackUrl::new(value).map_err(|e| corrupt(column, e))
+}
+
+/// The callback URL column of a request.
+pub(crate) fn callback_url_column(request: &SmsRequest) -> Option<&str> {
+    request.callback_url().map(CallbackUrl::as_str)
+}
+
+/// Parses the stored status of a callback event.
+pub(crate) fn callback_status(value: &str) -> Result<CallbackStatus, StoreError> {
+    CallbackStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == value)
+        .ok_or_else(|| {
+            corrupt(
+                "status",
+                format!("expected a callback status, found {value:?}"),
+            )
+        })
+}
+
+/// The outbox's counts from the `(state, count)` rows of a count grouped by state; a
+/// state with no row has no events.
+pub(crate) fn callback_counts<S: AsRef<str>>(
+    rows: impl IntoIterator<Item = (S, i64)>,
+) -> Result<CallbackCounts, StoreError> {
+    let mut counts = CallbackCounts::default();
+    for (state, stored_count) in rows {
+        let count = u64::try_from(stored_count).unwrap_or_default();
+        match state.as_ref() {
+            "pending" => counts.pending = count,
+            "delivered" => counts.delivered = count,
+            "failed" => counts.failed = count,
+            other => {
+                return Err(corrupt(
+                    "state",
+                    format!("expected pending, delivered or failed, found {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// Parses an optional stored vendor name.
@@ -193,9 +241,19 @@ mod tests {
         assert!(billed_total(-3).is_err());
         assert!(billed_increment(u64::MAX).is_err());
         assert_eq!(billed_increment(5).unwrap(), 5);
-        let e =
-            request_from_columns("t".into(), vec![], vec!["123".into()], None, None).unwrap_err();
+        let e = request_from_columns("t".into(), vec![], vec!["123".into()], None, None, None)
+            .unwrap_err();
         assert!(e.to_string().contains("stored request"), "{e}");
+        let e = callback_url("deliveries.callback_url", "ftp://x").unwrap_err();
+        assert!(
+            e.to_string().contains("stored deliveries.callback_url"),
+            "{e}"
+        );
+        assert!(callback_status("lost").is_err());
+        for status in CallbackStatus::ALL {
+            assert_eq!(callback_status(status.as_str()).unwrap(), status);
+        }
+        assert!(callback_counts([("claimed", 1)]).is_err());
     }
 
     #[test]

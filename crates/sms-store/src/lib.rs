@@ -1,5 +1,5 @@
-//! Durable deferred queue and usage ledger: Postgres for several instances, and
-//! embedded SQLite for one.
+//! Durable deferred queue, usage ledger, delivery log and callback outbox: Postgres for
+//! several instances, and embedded SQLite for one.
 //!
 //! Both backends implement [`sms_core::DeferredQueue`] and [`sms_core::UsageLedger`]
 //! with the same behaviour as `sms_core::testing::MemoryQueue` (the contract suite
@@ -11,6 +11,19 @@
 //!   [`sms_core::StoreError::LeaseLost`] once someone else holds the message;
 //! - a message with an idempotency key is stored at most once;
 //! - ledger increments are single atomic upserts, exact under concurrency.
+//!
+//! They also implement [`sms_core::DeliveryLog`] (each recipient's send and the receipt
+//! that settles it) and [`sms_core::CallbackOutbox`] (status events waiting to be
+//! posted to clients), each checked by its own contract suite
+//! (`sms_core::testing::delivery_contract`, `sms_core::testing::callback_contract`)
+//! against the in-memory fake and both backends:
+//!
+//! - an event is stored once per id; a callback claim leases due events oldest due
+//!   first, each under a token of its own, so concurrent dispatchers never post the
+//!   same event at once;
+//! - settling an event names its token and changes nothing once the lease has lapsed
+//!   and another claim holds the event; a delivered or failed event is never claimed
+//!   again.
 //!
 //! Times are kept to the microsecond (Postgres' precision) in both backends, so a time
 //! read back may be up to a microsecond earlier than the one written. Postgres, shared by

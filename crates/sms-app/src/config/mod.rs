@@ -25,6 +25,10 @@ use sms_store::postgres::PgConfig;
 
 use crate::telemetry::{ENV_OTLP_ENDPOINT, TelemetryConfig};
 
+pub mod callbacks;
+
+pub use self::callbacks::{CallbacksConfig, ENV_CALLBACK_SECRET};
+
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "SMS_DATABASE_URL";
 /// Redis URL; absent means in-process limiters.
@@ -112,6 +116,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[receipts]`: the vendors' delivery receipts.
     pub receipts: ReceiptsConfig,
+    /// `[callbacks]`: status events posted to the clients.
+    pub callbacks: CallbacksConfig,
 }
 
 impl Default for Config {
@@ -133,6 +139,7 @@ impl Default for Config {
             templates: Templates::default(),
             telemetry: TelemetryConfig::default(),
             receipts: ReceiptsConfig::default(),
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -347,6 +354,9 @@ impl Config {
                 self.receipts.secrets.insert(name, Secret::new(secret));
             }
         }
+        if let Some(secret) = var(ENV_CALLBACK_SECRET).filter(|v| !v.is_empty()) {
+            self.callbacks.secret = Some(Secret::new(secret));
+        }
         if let Some(endpoint) = var(ENV_OTLP_ENDPOINT).filter(|v| !v.is_empty()) {
             self.telemetry.otlp_endpoint = Some(endpoint);
         }
@@ -475,6 +485,7 @@ impl Config {
         if self.receipts.unknown_after_s == 0 {
             bail!("receipts.unknown_after_s: expected at least 1 second, found 0");
         }
+        self.callbacks.validate()?;
         self.telemetry.validate()
     }
 

@@ -47,6 +47,9 @@ pub(super) struct PostMessage {
     #[serde(default)]
     #[schema(schema_with = expires_in_s_schema)]
     expires_in_s: Option<u64>,
+    #[serde(default)]
+    #[schema(schema_with = callback_url_schema)]
+    callback_url: Option<String>,
 }
 
 fn string_schema() -> ObjectBuilder {
@@ -111,6 +114,19 @@ fn expires_in_s_schema() -> Schema {
     )
 }
 
+fn callback_url_schema() -> Schema {
+    Schema::Object(
+        string_schema()
+            .description(Some(
+                "Where to POST signed status events about this message (queued, sent, \
+                 delivered, undelivered, dead, expired); absolute http(s) URL",
+            ))
+            .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".into())))
+            .max_length(Some(sms_core::MAX_CALLBACK_URL))
+            .build(),
+    )
+}
+
 /// Decodes and validates a request body; every error names the field.
 pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, ValidationError> {
     // Tracking the path of every value costs time on each request; only a body that
@@ -141,6 +157,7 @@ pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, Val
         recipients: parsed.recipients,
         idempotency_key: parsed.idempotency_key,
         expires_at,
+        callback_url: parsed.callback_url,
     })
 }
 
@@ -360,6 +377,13 @@ pub(super) async fn post_message(
         return Err(ApiError::UnsupportedMediaType);
     }
     let request = decode_message(&body, Utc::now())?;
+    if request.callback_url().is_some() && !state.callbacks {
+        return Err(ValidationError::new(
+            "callback_url",
+            "this gateway sends no status callbacks (callbacks.secret is not configured)",
+        )
+        .into());
+    }
     // Kept only to tell a retry from a different message under the same key.
     let asked = request.idempotency_key().is_some().then(|| request.clone());
     // The send runs on its own task: a client that hangs up drops this handler, and a

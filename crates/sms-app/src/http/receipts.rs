@@ -78,7 +78,7 @@ pub(super) async fn post_receipts(
         .apply_reports(&reports, Utc::now())
         .await
         .map_err(|e| ApiError::StorageUnavailable(e.to_string()))?;
-    state.gateway.receipts_applied(&reports, &applied);
+    state.gateway.receipts_applied(&reports, &applied).await;
     state.metrics.receipts(&reports, &applied);
     let kept = applied
         .iter()

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod callbacks;
 mod chaos;
 mod fuzz_smoke;
 // The fuzz target bodies (fuzz/ is not a workspace member), run here on stable.

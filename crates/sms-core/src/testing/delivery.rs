@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::callback_url::CallbackUrl;
 use crate::delivery::{
     DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
 };
@@ -19,7 +20,7 @@ type Key = (VendorId, String, PhoneNumber);
 /// One row: a recorded send, a receipt, or both.
 #[derive(Debug, Clone)]
 struct Row {
-    sent: Option<(MessageId, DateTime<Utc>)>,
+    sent: Option<(MessageId, DateTime<Utc>, Option<CallbackUrl>)>,
     receipt: Option<(DeliveryReport, DateTime<Utc>)>,
 }
 
@@ -50,7 +51,8 @@ impl DeliveryLog for MemoryDeliveryLog {
                 sent: None,
                 receipt: None,
             });
-            row.sent.get_or_insert((s.message_id, s.sent_at));
+            row.sent
+                .get_or_insert((s.message_id, s.sent_at, s.callback_url.clone()));
         }
         Ok(())
     }
@@ -77,8 +79,12 @@ impl DeliveryLog for MemoryDeliveryLog {
                     return ReportApplied::Duplicate;
                 }
                 row.receipt = Some((report.clone(), now));
-                match row.sent {
-                    Some((_, sent_at)) => ReportApplied::Applied { sent_at },
+                match &row.sent {
+                    Some((message_id, sent_at, callback_url)) => ReportApplied::Applied {
+                        sent_at: *sent_at,
+                        message_id: *message_id,
+                        callback_url: callback_url.clone(),
+                    },
                     None => ReportApplied::Kept,
                 }
             })
@@ -120,8 +126,8 @@ impl DeliveryLog for MemoryDeliveryLog {
         let mut rows = crate::sync::lock(&self.rows);
         let old: Vec<Key> = rows
             .iter()
-            .filter(|(_, row)| match (row.sent, &row.receipt) {
-                (Some((_, sent_at)), _) => sent_at < before,
+            .filter(|(_, row)| match (&row.sent, &row.receipt) {
+                (Some((_, sent_at, _)), _) => *sent_at < before,
                 (None, Some((_, received))) => *received < before,
                 (None, None) => true,
             })
@@ -140,7 +146,7 @@ fn view(
     (vendor, vendor_message_id, recipient): &Key,
     row: &Row,
 ) -> Option<(MessageId, RecipientDelivery)> {
-    let (message_id, sent_at) = row.sent?;
+    let (message_id, sent_at, _) = row.sent.clone()?;
     let receipt = row.receipt.as_ref();
     let report = receipt.map(|(r, _)| r);
     Some((

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::callback_url::CallbackUrl;
 use crate::delivery::{
     DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
 };
@@ -71,6 +72,7 @@ fn sent(
         vendor: vendor(vendor_name),
         vendor_message_id: vendor_id.to_owned(),
         sent_at: at(secs),
+        callback_url: None,
     }
 }
 
@@ -114,8 +116,12 @@ fn states(found: &[RecipientDelivery]) -> Vec<(&str, DeliveryState)> {
 /// Each receipt settles its own recipient; the receipt's fields are kept.
 pub async fn receipts_settle_each_recipient(log: &Arc<dyn DeliveryLog>) {
     let id = message(1);
+    let hook = CallbackUrl::new("https://app.example/sms-events").unwrap();
     log.record_sent(&[
-        sent(id, "+8613800000001", "aliyun", "biz-1", 1),
+        SentDelivery {
+            callback_url: Some(hook.clone()),
+            ..sent(id, "+8613800000001", "aliyun", "biz-1", 1)
+        },
         sent(id, "+8613800000002", "aliyun", "biz-1", 1),
         sent(id, "+8613800000003", "aliyun", "biz-1", 1),
     ])
@@ -143,8 +149,16 @@ pub async fn receipts_settle_each_recipient(log: &Arc<dyn DeliveryLog>) {
     assert_eq!(
         applied,
         [
-            ReportApplied::Applied { sent_at },
-            ReportApplied::Applied { sent_at }
+            ReportApplied::Applied {
+                sent_at,
+                message_id: id,
+                callback_url: Some(hook),
+            },
+            ReportApplied::Applied {
+                sent_at,
+                message_id: id,
+                callback_url: None,
+            }
         ]
     );
     let found = log.deliveries(id).await.unwrap();
@@ -181,7 +195,14 @@ pub async fn the_first_receipt_wins_and_repeats_change_nothing(log: &Arc<dyn Del
         .apply_reports(std::slice::from_ref(&report), at(10))
         .await
         .unwrap();
-    assert_eq!(first, [ReportApplied::Applied { sent_at: at(1) }]);
+    assert_eq!(
+        first,
+        [ReportApplied::Applied {
+            sent_at: at(1),
+            message_id: id,
+            callback_url: None,
+        }]
+    );
     let before = log.deliveries(id).await.unwrap();
     let again = log
         .apply_reports(
@@ -242,7 +263,7 @@ pub async fn receipts_match_vendor_id_and_recipient_together(log: &Arc<dyn Deliv
         )
         .await
         .unwrap();
-    assert_eq!(applied, [ReportApplied::Kept; 3]);
+    assert_eq!(applied, vec![ReportApplied::Kept; 3]);
     let found = log.deliveries(id).await.unwrap();
     assert_eq!(states(&found), [("+8613800000001", DeliveryState::Sent)]);
 }
@@ -297,7 +318,7 @@ pub async fn concurrent_copies_of_a_receipt_settle_it_once(log: &Arc<dyn Deliver
                 } else {
                     undelivered("+8613800000001", "aliyun", "biz-8")
                 };
-                log.apply_reports(&[report], at(10 + i)).await.unwrap()[0]
+                log.apply_reports(&[report], at(10 + i)).await.unwrap()[0].clone()
             })
         })
         .collect();

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError, SentDelivery,
-    SmsRequest, VendorError,
+    AttemptFailure, CallbackStatus, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError,
+    SentDelivery, SmsRequest, StatusEvent, VendorError,
 };
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -263,15 +263,14 @@ impl Gateway {
             Err(_) => 0,
         };
         let finished_at = self.clock.now();
-        if let Some(deliveries) = &self.deliveries {
-            let accepted = match &result {
-                Ok(receipt) => Some((receipt, sms.request.recipients())),
-                Err(VendorError::PartlySent { sent, receipt, .. }) => {
-                    Some((receipt, sent.as_slice()))
-                }
-                Err(_) => None,
-            };
-            if let Some((receipt, recipients)) = accepted {
+        let accepted = match &result {
+            Ok(receipt) => Some((receipt, sms.request.recipients())),
+            Err(VendorError::PartlySent { sent, receipt, .. }) => Some((receipt, sent.as_slice())),
+            Err(_) => None,
+        };
+        if let Some((receipt, recipients)) = accepted {
+            let callback_url = sms.request.callback_url();
+            if let Some(deliveries) = &self.deliveries {
                 let records = recipients
                     .iter()
                     .map(|recipient| SentDelivery {
@@ -280,10 +279,17 @@ impl Gateway {
                         vendor: self.ids[idx].clone(),
                         vendor_message_id: receipt.id_of(recipient).to_owned(),
                         sent_at: finished_at,
+                        callback_url: callback_url.cloned(),
                     })
                     .collect();
                 deliveries.record(records).await;
                 self.note_accepted(idx, finished_at);
+            }
+            if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
+                let mut event = StatusEvent::new(sms.id, CallbackStatus::Sent, finished_at);
+                event.vendor = Some(self.ids[idx].clone());
+                event.vendor_message_id = Some(receipt.vendor_message_id.clone());
+                callbacks.record(&url, [event]).await;
             }
         }
         let (cost, switch, newly_broken, notice) = {

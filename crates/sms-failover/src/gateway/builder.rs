@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use chrono::FixedOffset;
 use sms_core::{
-    Clock, DeferredQueue, DeliveryLog, RateLimiter, RecipientLimiter, SystemClock, Templates,
-    UsageLedger, VendorId,
+    CallbackOutbox, CallbackUrl, Clock, DeferredQueue, DeliveryLog, RateLimiter, RecipientLimiter,
+    SystemClock, Templates, UsageLedger, VendorId,
 };
 use tokio::sync::Notify;
 
 use super::{Gateway, VendorEntry};
+use crate::batch::{BatchWriter, Deliveries};
+use crate::callbacks::StatusCallbacks;
 use crate::config::FailoverConfig;
-use crate::deliveries::DeliveryRecorder;
 use crate::error::FailoverError;
 use crate::events::GatewayObserver;
 use crate::health::Health;
@@ -35,6 +36,7 @@ pub struct GatewayBuilder {
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
     deliveries: Option<Arc<dyn DeliveryLog>>,
+    callbacks: Option<(Arc<dyn CallbackOutbox>, Option<CallbackUrl>)>,
     templates: Templates,
 }
 
@@ -58,6 +60,7 @@ impl Gateway {
             config: FailoverConfig::default(),
             observer: None,
             deliveries: None,
+            callbacks: None,
             templates: Templates::default(),
         }
     }
@@ -104,6 +107,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Stores a status event in `outbox` for each change of a message's status (queued,
+    /// sent, delivered or undelivered per recipient, dead, expired), addressed to the
+    /// request's callback URL or else to `default_url`; messages with neither make none
+    /// (default: no events).
+    pub fn callbacks(
+        mut self,
+        outbox: Arc<dyn CallbackOutbox>,
+        default_url: Option<CallbackUrl>,
+    ) -> Self {
+        self.callbacks = Some((outbox, default_url));
+        self
+    }
+
     /// The gateway, once the configuration and the vendor list are found valid: at least
     /// one vendor, no two with one name, at most 64, and templates that name only these
     /// vendors.
@@ -118,6 +134,7 @@ impl GatewayBuilder {
             config,
             observer,
             deliveries,
+            callbacks,
             templates,
         } = self;
         config.validate()?;
@@ -188,7 +205,8 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
-            deliveries: deliveries.map(DeliveryRecorder::new),
+            deliveries: deliveries.map(|log| BatchWriter::new(Deliveries(log))),
+            callbacks: callbacks.map(|(outbox, url)| StatusCallbacks::new(outbox, url)),
             receipt_windows: Mutex::new(vec![Default::default(); vendor_count]),
             templates,
             template_routes,

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
 use sms_core::{
-    AttemptFailure, Completion, LeaseToken, MessageId, RateDecision, SmsRequest, StoreError,
-    StoredMessage, VendorError,
+    AttemptFailure, CallbackStatus, CallbackUrl, Completion, LeaseToken, MessageId, RateDecision,
+    SmsRequest, StatusEvent, StoreError, StoredMessage, VendorError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -322,16 +322,23 @@ impl Gateway {
     async fn bury(
         &self,
         id: MessageId,
+        callback_url: Option<&CallbackUrl>,
         token: LeaseToken,
         failure: AttemptFailure,
         now: DateTime<Utc>,
         report: &mut DrainReport,
     ) {
+        let error = failure.error.clone();
         let result = self.queue.dead(id, token, failure, now).await;
         if self.updated(id, result, report) {
             report.dead += 1;
             tracing::warn!(%id, "message is dead");
             self.emit(|| GatewayEvent::Dead { id });
+            if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
+                let mut event = StatusEvent::new(id, CallbackStatus::Dead, now);
+                event.description = Some(error);
+                callbacks.record(&url, [event]).await;
+            }
         }
     }
 
@@ -351,6 +358,10 @@ impl Gateway {
             if self.updated(id, result, report) {
                 report.expired += 1;
                 self.emit(|| GatewayEvent::Expired { id });
+                if let Some((callbacks, url)) = self.callbacks_for(message.request.callback_url()) {
+                    let event = StatusEvent::new(id, CallbackStatus::Expired, now);
+                    callbacks.record(&url, [event]).await;
+                }
             }
             return Next::Continue;
         }
@@ -366,7 +377,15 @@ impl Gateway {
                 may_duplicate: false,
                 pinned: false,
             };
-            self.bury(id, token, failure, now, report).await;
+            self.bury(
+                id,
+                message.request.callback_url(),
+                token,
+                failure,
+                now,
+                report,
+            )
+            .await;
             return Next::Continue;
         }
         let unavailable = self.health().unavailable(now);
@@ -383,7 +402,15 @@ impl Gateway {
                 may_duplicate: false,
                 pinned: false,
             };
-            self.bury(id, token, failure, now, report).await;
+            self.bury(
+                id,
+                message.request.callback_url(),
+                token,
+                failure,
+                now,
+                report,
+            )
+            .await;
             return Next::Continue;
         }
         if !self.wait_for_permits(&message.request).await {
@@ -446,7 +473,8 @@ impl Gateway {
                     pinned: false,
                 };
                 if gives_up(now) {
-                    self.bury(id, token, failure, now, report).await;
+                    self.bury(id, request.callback_url(), token, failure, now, report)
+                        .await;
                 } else {
                     let backoff = jittered_backoff(
                         attempts,
@@ -483,7 +511,8 @@ impl Gateway {
                 // vendor that takes it.
                 let refused = matches!(error.cause(), VendorError::Rejected { .. });
                 if refused || gives_up(now) {
-                    self.bury(id, token, failure, now, report).await;
+                    self.bury(id, request.callback_url(), token, failure, now, report)
+                        .await;
                 } else {
                     let next_attempt_at = self.retry_at(&attempted, attempts);
                     self.requeue(id, token, failure, next_attempt_at, now, report)

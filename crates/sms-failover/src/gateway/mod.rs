@@ -15,15 +15,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    Clock, DeferredQueue, FeeSchedule, MessageId, Money, NextTier, PhoneNumber, RateLimiter,
-    RecipientLimiter, SmsRequest, StoreError, StoredMessage, Templates, UsageLedger, Vendor,
-    VendorId,
+    CallbackUrl, Clock, DeferredQueue, FeeSchedule, MessageId, Money, NextTier, PhoneNumber,
+    RateLimiter, RecipientLimiter, SmsRequest, StoreError, StoredMessage, Templates, UsageLedger,
+    Vendor, VendorId,
 };
 use tokio::sync::Notify;
 
 use crate::backoff::retry_while_unavailable;
+use crate::batch::{BatchWriter, Deliveries};
+use crate::callbacks::StatusCallbacks;
 use crate::config::FailoverConfig;
-use crate::deliveries::DeliveryRecorder;
 use crate::error::FailoverError;
 use crate::events::{GatewayEvent, GatewayObserver};
 use crate::health::{Health, Route, Switch};
@@ -116,7 +117,9 @@ pub struct Gateway {
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
     /// Which recipients each vendor accepted, under its id, for delivery receipts.
-    deliveries: Option<DeliveryRecorder>,
+    deliveries: Option<BatchWriter<Deliveries>>,
+    /// Status events for the clients' callbacks, into the outbox.
+    callbacks: Option<StatusCallbacks>,
     /// Each vendor's last delivery receipts, for receipt-aware failover.
     receipt_windows: Mutex<Vec<receipts::ReceiptWatch>>,
     /// The logical templates; empty for pass-through.
@@ -167,7 +170,18 @@ impl Gateway {
         if let Some(deliveries) = &self.deliveries {
             deliveries.flush().await;
         }
+        if let Some(callbacks) = &self.callbacks {
+            callbacks.flush().await;
+        }
         self.write_behind.flush().await
+    }
+
+    /// Where the status events of a message whose own callback URL is `url` go, and
+    /// the writer that stores them; none when they have nowhere to go (so nothing is
+    /// built for them).
+    fn callbacks_for(&self, url: Option<&CallbackUrl>) -> Option<(&StatusCallbacks, CallbackUrl)> {
+        let callbacks = self.callbacks.as_ref()?;
+        Some((callbacks, callbacks.target(url)?))
     }
 
     /// Sends the event `make` builds to the observer; builds nothing without one.

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
-use sms_core::{DeliveryReport, ReportApplied};
+use sms_core::{CallbackStatus, DeliveryReport, ReportApplied, StatusEvent};
 
 use super::Gateway;
 
@@ -55,8 +55,51 @@ fn push_bounded<T>(window: &mut VecDeque<T>, value: T, max: usize) -> usize {
 
 impl Gateway {
     /// Takes receipts into account, with what applying each to the delivery log did
-    /// (`applied[i]` is `reports[i]`'s); demotes vendors whose delivery rate fell.
-    pub fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+    /// (`applied[i]` is `reports[i]`'s): tells the clients of the messages they settled,
+    /// and demotes vendors whose delivery rate fell.
+    pub async fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+        self.notify_receipts(reports, applied).await;
+        self.watch_receipts(reports, applied);
+    }
+
+    /// Stores a `delivered` or `undelivered` status event for each receipt that settled
+    /// a recorded send.
+    async fn notify_receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+        if self.callbacks.is_none() {
+            return;
+        }
+        let now = self.clock.now();
+        for (report, outcome) in reports.iter().zip(applied) {
+            let ReportApplied::Applied {
+                message_id,
+                callback_url,
+                ..
+            } = outcome
+            else {
+                continue;
+            };
+            let Some((callbacks, url)) = self.callbacks_for(callback_url.as_ref()) else {
+                continue;
+            };
+            let status = if report.delivered {
+                CallbackStatus::Delivered
+            } else {
+                CallbackStatus::Undelivered
+            };
+            let mut event =
+                StatusEvent::new(*message_id, status, report.reported_at.unwrap_or(now));
+            event.recipient = Some(report.recipient.clone());
+            event.vendor = Some(report.vendor.clone());
+            event.vendor_message_id = Some(report.vendor_message_id.clone());
+            event.code.clone_from(&report.code);
+            event.description.clone_from(&report.description);
+            callbacks.record(&url, [event]).await;
+        }
+    }
+
+    /// Adds the receipts that settled a send to their vendors' windows, and demotes
+    /// vendors whose delivery rate fell.
+    fn watch_receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         let window = self.config.receipt_window as usize;
         if window == 0 {
             return;
@@ -66,7 +109,7 @@ impl Gateway {
         {
             let mut windows = lock(&self.receipt_windows);
             for (report, outcome) in reports.iter().zip(applied) {
-                let ReportApplied::Applied { sent_at } = outcome else {
+                let ReportApplied::Applied { sent_at, .. } = outcome else {
                     continue;
                 };
                 let Some(idx) = self.ids.iter().position(|id| *id == report.vendor) else {

@@ -134,7 +134,7 @@ async fn sends_and_receipts(
 /// Applies `reports` to the log and tells the gateway, as the receipt endpoint does.
 async fn push(h: &Harness, reports: &[sms_core::DeliveryReport]) {
     let applied = h.deliveries.apply_reports(reports, start()).await.unwrap();
-    h.gateway.receipts_applied(reports, &applied);
+    h.gateway.receipts_applied(reports, &applied).await;
 }
 
 /// Why the gateway first switched vendor.

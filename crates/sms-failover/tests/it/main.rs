@@ -1,5 +1,6 @@
 //! Behaviour of the gateway against in-memory fakes and mocks: one binary, several modules.
 
+mod callbacks;
 mod collaborators;
 mod deliveries;
 mod drain;

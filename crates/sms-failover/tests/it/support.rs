@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sms_core::testing::{ManualClock, MemoryDeliveryLog, MemoryLedger, MemoryQueue};
+use sms_core::testing::{ManualClock, MemoryDeliveryLog, MemoryLedger, MemoryOutbox, MemoryQueue};
 use sms_core::{
     FeeSchedule, LimitError, Money, OutboundSms, RateDecision, RateLimiter, Receipt, SmsRequest,
     Templates, Vendor, VendorError, VendorId,
@@ -235,6 +235,7 @@ pub struct Harness {
     pub queue: Arc<MemoryQueue>,
     pub ledger: Arc<MemoryLedger>,
     pub deliveries: Arc<MemoryDeliveryLog>,
+    pub outbox: Arc<MemoryOutbox>,
     pub clock: Arc<ManualClock>,
     pub vendors: Vec<Arc<FakeVendor>>,
     pub events: Arc<Recorder>,
@@ -280,6 +281,7 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(start()));
         let ledger = Arc::new(MemoryLedger::new());
         let deliveries = Arc::new(MemoryDeliveryLog::new());
+        let outbox = Arc::new(MemoryOutbox::new());
         let limiter = Arc::new(AllowAll::default());
         let entries = fakes
             .iter()
@@ -295,6 +297,7 @@ impl Harness {
             .observer(events.clone())
             .templates(templates)
             .deliveries(deliveries.clone())
+            .callbacks(outbox.clone(), None)
             .build()
             .unwrap();
         Self {
@@ -302,6 +305,7 @@ impl Harness {
             queue,
             ledger,
             deliveries,
+            outbox,
             clock,
             vendors: fakes,
             events,

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::{
-    DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery, ReportApplied,
-    SentDelivery, StoreError,
+    CallbackUrl, DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery,
+    ReportApplied, SentDelivery, StoreError,
 };
 
 use super::PgStore;
@@ -37,6 +37,10 @@ impl DeliveryLog for PgStore {
         let recipients: Vec<&str> = sent.iter().map(|s| s.recipient.as_str()).collect();
         let messages: Vec<uuid::Uuid> = sent.iter().map(|s| *s.message_id.as_uuid()).collect();
         let times: Vec<DateTime<Utc>> = sent.iter().map(|s| s.sent_at).collect();
+        let callback_urls: Vec<Option<&str>> = sent
+            .iter()
+            .map(|s| s.callback_url.as_ref().map(CallbackUrl::as_str))
+            .collect();
         self.timed(async {
             let client = self.client().await?;
             let stmt = client
@@ -44,7 +48,17 @@ impl DeliveryLog for PgStore {
                 .await
                 .map_err(pg_error)?;
             client
-                .execute(&stmt, &[&vendors, &ids, &recipients, &messages, &times])
+                .execute(
+                    &stmt,
+                    &[
+                        &vendors,
+                        &ids,
+                        &recipients,
+                        &messages,
+                        &times,
+                        &callback_urls,
+                    ],
+                )
                 .await
                 .map_err(pg_error)?;
             Ok(())
@@ -87,13 +101,7 @@ impl DeliveryLog for PgStore {
                     .map_err(pg_error)?;
                 applied.push(match row {
                     None => ReportApplied::Duplicate,
-                    Some(row) => match row
-                        .try_get::<_, Option<DateTime<Utc>>>(0)
-                        .map_err(pg_error)?
-                    {
-                        Some(sent_at) => ReportApplied::Applied { sent_at },
-                        None => ReportApplied::Kept,
-                    },
+                    Some(row) => settled(&row)?,
                 });
             }
             tx.commit().await.map_err(pg_error)?;
@@ -168,6 +176,25 @@ impl DeliveryLog for PgStore {
         })
         .await
     }
+}
+
+/// What a receipt did to the row [`DELIVERY_RECEIPT`] returned: settled the recorded
+/// send it names, or, with no send recorded yet, kept the receipt for it.
+fn settled(row: &tokio_postgres::Row) -> Result<ReportApplied, StoreError> {
+    let sent_at: Option<DateTime<Utc>> = row.try_get(0).map_err(pg_error)?;
+    let message_id: Option<uuid::Uuid> = row.try_get(1).map_err(pg_error)?;
+    // The CHECK on `deliveries` keeps a message and its send time together.
+    let (Some(sent_at), Some(message_id)) = (sent_at, message_id) else {
+        return Ok(ReportApplied::Kept);
+    };
+    let callback_url: Option<&str> = row.try_get(2).map_err(pg_error)?;
+    Ok(ReportApplied::Applied {
+        sent_at,
+        message_id: MessageId::from_uuid(message_id),
+        callback_url: callback_url
+            .map(|u| codec::callback_url("deliveries.callback_url", u))
+            .transpose()?,
+    })
 }
 
 /// A row of [`DELIVERIES_OF`]'s columns.

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "deliveries",
         sql: include_str!("../../migrations/postgres/0004_deliveries.sql"),
     },
+    Migration {
+        version: 5,
+        name: "callbacks",
+        sql: include_str!("../../migrations/postgres/0005_callbacks.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

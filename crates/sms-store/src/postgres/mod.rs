@@ -1,19 +1,23 @@
-//! The Postgres store: the deferred queue and the usage ledger shared by every gateway
-//! instance.
+//! The Postgres store: the deferred queue, the usage ledger, the delivery log and the
+//! callback outbox shared by every gateway instance.
 //!
 //! Connections come from a deadpool pool whose connections all start with
 //! `search_path` set to the configured schema, so the statements name no schema and
 //! tests can each work in a schema of their own. Statements are prepared once per
 //! connection (`prepare_cached`).
 //!
-//! Leases are timed by the database's clock unless `lease_clock` says otherwise
-//! ([`LeaseClock`]): instances share the database, not a clock.
+//! Message leases are timed by the database's clock unless `lease_clock` says otherwise
+//! ([`LeaseClock`]): instances share the database, not a clock. Callback leases are
+//! timed by the caller's `now`: an instance whose clock runs ahead may take an event
+//! while another still holds it and post it twice, which its event id lets the client
+//! drop.
 //!
 //! The store is split by concept: the pool and its settings here and in `config`, the
 //! SQL in `statements`, the row codec in `row`, the lease parameters in `lease`, the
-//! driver's errors in `error`, the migrations in `migrate`, and the two traits in
-//! `queue` and `ledger`.
+//! driver's errors in `error`, the migrations in `migrate`, and the traits in `queue`,
+//! `ledger`, `delivery` and `callback`.
 
+mod callback;
 mod config;
 mod delivery;
 mod error;
@@ -34,13 +38,13 @@ use tokio_postgres::NoTls;
 
 use self::error::{pg_error, pool_error};
 use self::lease::LeaseTiming;
-use self::statements::CLAIM;
+use self::statements::{CALLBACK_PICK, CLAIM};
 use crate::Error;
 
 pub use config::{LeaseClock, PgConfig};
 
-/// The deferred queue and usage ledger in Postgres. Cheap to share behind an `Arc`; all
-/// methods take `&self`.
+/// The deferred queue, usage ledger, delivery log and callback outbox in Postgres.
+/// Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct PgStore {
     pool: Pool,
     schema: String,
@@ -180,6 +184,29 @@ impl PgStore {
                         &now,
                     ],
                 )
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| row.try_get::<_, String>(0).map_err(pg_error))
+                .collect()
+        })
+        .await
+    }
+
+    /// The plan Postgres chooses for the pick of a callback claim at `now` (the query
+    /// that selects and locks the events the claim leases), one line per `EXPLAIN`
+    /// row, for operators and tests. A healthy plan walks the partial index `callbacks_claim` with no
+    /// sort: the pick's filter and order are the index's predicate and key.
+    pub async fn explain_callback_claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let explain = format!("EXPLAIN {CALLBACK_PICK}");
+            let rows = client
+                .query(explain.as_str(), &[&now, &i64::from(limit)])
                 .await
                 .map_err(pg_error)?;
             rows.iter()

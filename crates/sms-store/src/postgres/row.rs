@@ -21,6 +21,7 @@ pub(super) fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
         row.try_get("recipients").map_err(get_err)?,
         row.try_get("idempotency_key").map_err(get_err)?,
         row.try_get("expires_at").map_err(get_err)?,
+        row.try_get("callback_url").map_err(get_err)?,
     )?;
     let lease_owner: Option<String> = row.try_get("lease_owner").map_err(get_err)?;
     let lease_token: Option<uuid::Uuid> = row.try_get("lease_token").map_err(get_err)?;
@@ -82,6 +83,7 @@ pub(super) struct InsertParams<'a> {
     may_duplicate: bool,
     created_at: DateTime<Utc>,
     lease_start: Option<DateTime<Utc>>,
+    callback_url: Option<&'a str>,
 }
 
 impl<'a> InsertParams<'a> {
@@ -115,11 +117,12 @@ impl<'a> InsertParams<'a> {
             may_duplicate: m.may_duplicate,
             created_at: m.created_at,
             lease_start: lease::start(clock, m.created_at),
+            callback_url: codec::callback_url_column(request),
         }
     }
 
-    /// `$1` … `$19` of `INSERT_MESSAGE`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    /// `$1` … `$20` of `INSERT_MESSAGE`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 20] {
         [
             self.id,
             &self.key,
@@ -140,6 +143,7 @@ impl<'a> InsertParams<'a> {
             &self.may_duplicate,
             &self.created_at,
             &self.lease_start,
+            &self.callback_url,
         ]
     }
 }
@@ -167,6 +171,7 @@ pub(super) struct BatchColumns<'a> {
     may_duplicate: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     lease_start: Vec<Option<DateTime<Utc>>>,
+    callback_url: Vec<Option<&'a str>>,
 }
 
 impl<'a> BatchColumns<'a> {
@@ -200,11 +205,12 @@ impl<'a> BatchColumns<'a> {
             may_duplicate: rows.iter().map(|r| r.may_duplicate).collect(),
             created_at: rows.iter().map(|r| r.created_at).collect(),
             lease_start: rows.iter().map(|r| r.lease_start).collect(),
+            callback_url: rows.iter().map(|r| r.callback_url).collect(),
         })
     }
 
-    /// `$1` … `$19` of `INSERT_MANY`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    /// `$1` … `$20` of `INSERT_MANY`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 20] {
         [
             &self.id,
             &self.key,
@@ -225,6 +231,7 @@ impl<'a> BatchColumns<'a> {
             &self.may_duplicate,
             &self.created_at,
             &self.lease_start,
+            &self.callback_url,
         ]
     }
 }

@@ -54,7 +54,9 @@ macro_rules! message_columns {
             $p,
             "created_at, ",
             $p,
-            "updated_at"
+            "updated_at, ",
+            $p,
+            "callback_url"
         )
     };
 }
@@ -94,10 +96,11 @@ macro_rules! lease_end {
 pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
-     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
+     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
+     callback_url) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ",
     lease_end!("$19", "$14"),
-    ", $15, $16, $17, $18, $18) \
+    ", $15, $16, $17, $18, $18, $20) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"
 );
@@ -114,7 +117,8 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
 pub(super) const INSERT_MANY: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
-     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at) \
+     lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
+     callback_url) \
      SELECT b.id, b.idempotency_key, b.template, \
          ARRAY(SELECT a.v FROM jsonb_array_elements_text(b.args::jsonb) WITH ORDINALITY \
                AS a(v, n) ORDER BY a.n), \
@@ -123,16 +127,18 @@ pub(super) const INSERT_MANY: &str = concat!(
          b.expires_at, b.status, b.reason, b.attempts, b.max_attempts, b.next_attempt_at, \
          b.lease_owner, b.lease_token, ",
     lease_end!("b.lease_start", "b.lease_micros"),
-    ", b.last_vendor, b.last_error, b.may_duplicate, b.created_at, b.created_at \
+    ", b.last_vendor, b.last_error, b.may_duplicate, b.created_at, b.created_at, \
+         b.callback_url \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
                  $11::timestamptz[], $12::text[], $13::uuid[], $14::int8[], $15::text[], \
-                 $16::text[], $17::bool[], $18::timestamptz[], $19::timestamptz[]) \
+                 $16::text[], $17::bool[], $18::timestamptz[], $19::timestamptz[], \
+                 $20::text[]) \
          WITH ORDINALITY \
          AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
               attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
               lease_micros, last_vendor, last_error, may_duplicate, created_at, lease_start, \
-              ord) \
+              callback_url, ord) \
      ORDER BY b.idempotency_key, b.ord \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"
@@ -329,15 +335,17 @@ pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE pe
 /// Records sends, one row per recipient; fills in a row a receipt made first, and leaves
 /// a recorded send as it is.
 pub(super) const DELIVERIES_SENT: &str = "INSERT INTO deliveries \
-     (vendor, vendor_message_id, recipient, message_id, sent_at) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[]) \
+     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], \
+                          $6::text[]) \
      ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
-     SET message_id = excluded.message_id, sent_at = excluded.sent_at \
+     SET message_id = excluded.message_id, sent_at = excluded.sent_at, \
+         callback_url = excluded.callback_url \
      WHERE deliveries.message_id IS NULL";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
-/// Returns when the send was recorded (NULL: not yet); no row back means the row was
-/// settled already.
+/// Returns the recorded send it settled: when it was accepted (NULL: not recorded yet),
+/// its message and its callback URL; no row back means the row was settled already.
 pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
      (vendor, vendor_message_id, recipient, state, code, description, reported_at, \
       receipt_at, segments) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -346,7 +354,7 @@ pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
          reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
          segments = excluded.segments \
      WHERE deliveries.receipt_at IS NULL \
-     RETURNING sent_at";
+     RETURNING sent_at, message_id, callback_url";
 
 /// A message's recipients, oldest send first.
 pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \
@@ -370,3 +378,89 @@ pub(super) const PURGE_DELIVERIES_SENT: &str = "DELETE FROM deliveries \
 pub(super) const PURGE_DELIVERIES_UNMATCHED: &str = "DELETE FROM deliveries \
      WHERE (vendor, vendor_message_id, recipient) IN (SELECT vendor, vendor_message_id, \
      recipient FROM deliveries WHERE message_id IS NULL AND receipt_at < $1 LIMIT $2)";
+
+/// Stores a batch of callback events, one statement: the parameters are one array per
+/// column. Each event is due at its creation; an id stored already keeps its row, and
+/// an id repeated in the batch is stored as its first copy. Rows go in ordered by id, so
+/// two batches sharing ids take their locks in the same order and cannot deadlock.
+pub(super) const CALLBACK_INSERT: &str = "INSERT INTO callbacks \
+     (id, message_id, status, url, body, created_at, due_at) \
+     SELECT e.id, e.message_id, e.status, e.url, e.body, e.created_at, e.created_at \
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                 $6::timestamptz[]) WITH ORDINALITY \
+         AS e(id, message_id, status, url, body, created_at, ord) \
+     ORDER BY e.id, e.ord \
+     ON CONFLICT (id) DO NOTHING";
+
+/// The pick of a callback claim: the pending events due at `$1`, oldest due first, at
+/// most `$2`, locked, skipping those another claim has locked. Its filter and order are exactly the predicate and key of the partial
+/// index `callbacks_claim`, so Postgres walks the index from the oldest due event and
+/// stops after `$2` rows, however many settled events the table holds.
+/// `tests/it/callback.rs` checks the plan with EXPLAIN.
+macro_rules! callback_pick {
+    () => {
+        "SELECT id, due_at FROM callbacks \
+         WHERE state = 'pending' AND due_at <= $1 \
+         ORDER BY due_at, id LIMIT $2 \
+         FOR UPDATE SKIP LOCKED"
+    };
+}
+
+/// [`CALLBACK_CLAIM`]'s pick on its own, for EXPLAIN.
+pub(super) const CALLBACK_PICK: &str = callback_pick!();
+
+/// The callback claim, one statement. The CTE is the pick; the UPDATE leases exactly
+/// the events it picked: one more attempt, due again when the lease `$3` ends, held by
+/// owner `$4` under a token of each event's own. A CTE with `FOR UPDATE` is never inlined, so its `LIMIT`
+/// holds (an `id IN (subquery)` form can be re-evaluated under concurrent updates and
+/// lease more rows than asked for); it also hands back each event's due time before the
+/// claim, by which the answer is put oldest due first.
+pub(super) const CALLBACK_CLAIM: &str = concat!(
+    "WITH due AS (",
+    callback_pick!(),
+    ") \
+     UPDATE callbacks AS c \
+     SET attempts = c.attempts + 1, due_at = $3, lease_owner = $4, \
+         lease_token = gen_random_uuid() \
+     FROM due WHERE c.id = due.id \
+     RETURNING due.due_at AS claimed_due_at, c.id, c.message_id, c.status, c.url, c.body, \
+         c.created_at, c.attempts, c.lease_token"
+);
+
+/// The guard of every settle: the event is pending and still claimed under the
+/// caller's token (a lapsed lease claimed again has another).
+macro_rules! claimed_under_token {
+    () => {
+        " WHERE id = $1 AND state = 'pending' AND lease_token = $2"
+    };
+}
+
+/// The endpoint took the event: settled at `$3`, never claimed again.
+pub(super) const CALLBACK_DELIVERED: &str = concat!(
+    "UPDATE callbacks SET state = 'delivered', settled_at = $3, \
+     lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+/// The attempt failed: pending again, due at `$3`, with the error `$4`.
+pub(super) const CALLBACK_RETRY: &str = concat!(
+    "UPDATE callbacks SET due_at = $3, last_error = $4, lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+/// The attempt failed for good: settled at `$3` with the error `$4`.
+pub(super) const CALLBACK_FAILED: &str = concat!(
+    "UPDATE callbacks SET state = 'failed', settled_at = $3, last_error = $4, \
+     lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+pub(super) const CALLBACK_COUNTS: &str = "SELECT state, count(*) FROM callbacks GROUP BY state";
+
+/// Deletes up to `$2` settled events made before `$1`, oldest first, along the partial
+/// index `callbacks_settled`. Skipping locked rows lets two purges at once delete
+/// different events rather than one waiting for the other's.
+pub(super) const CALLBACK_PURGE: &str = "WITH old AS ( \
+         SELECT id FROM callbacks WHERE state <> 'pending' AND created_at < $1 \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+     DELETE FROM callbacks AS c USING old WHERE c.id = old.id";

@@ -25,7 +25,7 @@ impl DeliveryLog for SqliteStore {
         if sent.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, String, String, String, i64)> = sent
+        let rows: Vec<SentRow> = sent
             .iter()
             .map(|s| {
                 (
@@ -34,6 +34,7 @@ impl DeliveryLog for SqliteStore {
                     s.recipient.as_str().to_owned(),
                     s.message_id.to_string(),
                     micros(s.sent_at),
+                    s.callback_url.as_ref().map(|u| u.as_str().to_owned()),
                 )
             })
             .collect();
@@ -43,7 +44,7 @@ impl DeliveryLog for SqliteStore {
                 let mut insert = tx.prepare_cached(DELIVERY_SENT).map_err(sqlite_error)?;
                 for row in &rows {
                     insert
-                        .execute(params![row.0, row.1, row.2, row.3, row.4])
+                        .execute(params![row.0, row.1, row.2, row.3, row.4, row.5])
                         .map_err(sqlite_error)?;
                 }
             }
@@ -66,7 +67,7 @@ impl DeliveryLog for SqliteStore {
                 let mut upsert = tx.prepare_cached(DELIVERY_RECEIPT).map_err(sqlite_error)?;
                 for r in &reports {
                     let state = r.state();
-                    let recorded: Option<Option<i64>> = upsert
+                    let settled: Option<SettledRow> = upsert
                         .query_row(
                             params![
                                 r.vendor.as_str(),
@@ -79,16 +80,24 @@ impl DeliveryLog for SqliteStore {
                                 received,
                                 r.segments,
                             ],
-                            |row| row.get(0),
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                         )
                         .optional()
                         .map_err(sqlite_error)?;
-                    applied.push(match recorded {
+                    applied.push(match settled {
                         None => ReportApplied::Duplicate,
-                        Some(Some(sent_at)) => ReportApplied::Applied {
-                            sent_at: time("sent_at", sent_at)?,
-                        },
-                        Some(None) => ReportApplied::Kept,
+                        Some((Some(sent_at), Some(message_id), callback_url)) => {
+                            ReportApplied::Applied {
+                                sent_at: time("sent_at", sent_at)?,
+                                message_id: message_id_column(&message_id)?,
+                                callback_url: callback_url
+                                    .map(|u| codec::callback_url("deliveries.callback_url", &u))
+                                    .transpose()?,
+                            }
+                        }
+                        // The CHECK on `deliveries` keeps a message and its send time
+                        // together: a row with neither is a receipt kept for later.
+                        Some(_) => ReportApplied::Kept,
                     });
                 }
             }
@@ -128,12 +137,7 @@ impl DeliveryLog for SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(sqlite_error)?;
             rows.into_iter()
-                .map(|(message, columns)| {
-                    let message: MessageId = message.parse().map_err(|e| {
-                        StoreError::backend(format!("stored message_id is invalid: {e}"))
-                    })?;
-                    Ok((message, delivery(columns)?))
-                })
+                .map(|(message, columns)| Ok((message_id_column(&message)?, delivery(columns)?)))
                 .collect()
         })
         .await
@@ -155,6 +159,19 @@ impl DeliveryLog for SqliteStore {
         })
         .await
     }
+}
+
+/// A recorded send's columns as [`DELIVERY_SENT`] binds them: vendor, vendor id,
+/// recipient, message, send time and callback URL.
+type SentRow = (String, String, String, String, i64, Option<String>);
+
+/// What [`DELIVERY_RECEIPT`] returns of the row it settled: send time, message and
+/// callback URL, the first two NULL while the send is not recorded.
+type SettledRow = (Option<i64>, Option<String>, Option<String>);
+
+fn message_id_column(text: &str) -> Result<MessageId, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::backend(format!("stored message_id is invalid: {e}")))
 }
 
 /// The columns of [`DELIVERIES_OF`], as stored.

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deliveries",
         include_str!("../../migrations/sqlite/0005_deliveries.sql"),
     ),
+    (
+        6,
+        "callbacks",
+        include_str!("../../migrations/sqlite/0006_callbacks.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -97,6 +102,27 @@ mod tests {
     use crate::sqlite::row::InsertRow;
     use crate::sqlite::statements::INSERT;
 
+    /// [`INSERT`] as the builds before migration 6 ran it, without `callback_url`.
+    fn insert_before_callbacks() -> String {
+        let old = INSERT
+            .replace(", callback_url)", ")")
+            .replace(", ?19)", ")");
+        assert!(
+            !old.contains("callback_url") && !old.contains("?19"),
+            "{old}"
+        );
+        old
+    }
+
+    /// Inserts `message` through [`insert_before_callbacks`], binding every parameter
+    /// of today's insert but the last, `callback_url`.
+    fn insert_as_before_callbacks(insert: &mut rusqlite::Statement<'_>, message: &NewMessage) {
+        let stored = stored_from_new(message.clone());
+        let row = InsertRow::new(&stored).unwrap();
+        let params = row.params();
+        insert.execute(&params[..params.len() - 1]).unwrap();
+    }
+
     #[tokio::test]
     async fn opening_creates_the_directory_and_reopening_migrates_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -154,14 +180,12 @@ mod tests {
             // Written through the version-1 statement, as the previous build did.
             let conn = Connection::open(&path).unwrap();
             let mut insert = conn
-                .prepare(&INSERT.replace(" WHERE idempotency_key IS NOT NULL", ""))
+                .prepare(
+                    &insert_before_callbacks().replace(" WHERE idempotency_key IS NOT NULL", ""),
+                )
                 .unwrap();
             for message in [&keyed, &keyless] {
-                let stored = stored_from_new(message.clone());
-                InsertRow::new(&stored)
-                    .unwrap()
-                    .execute(&mut insert)
-                    .unwrap();
+                insert_as_before_callbacks(&mut insert, message);
             }
         }
         let store = SqliteStore::open(&path).await.unwrap();
@@ -261,13 +285,9 @@ mod tests {
             }
             // Rows as the previous build wrote them: the insert names no pin, so it fits
             // the version 3 table.
-            let mut insert = tx.prepare(INSERT).unwrap();
+            let mut insert = tx.prepare(&insert_before_callbacks()).unwrap();
             for message in &messages {
-                let stored = stored_from_new(message.clone());
-                InsertRow::new(&stored)
-                    .unwrap()
-                    .execute(&mut insert)
-                    .unwrap();
+                insert_as_before_callbacks(&mut insert, message);
             }
             drop(insert);
             tx.commit().unwrap();
@@ -309,7 +329,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
     /// Migrations 3 and 4 rewrote the CHECK constraints on `status` and `reason`: they

@@ -8,8 +8,10 @@
 //!
 //! The store is split by concept: opening the file here and its settings in `config`,
 //! the SQL in `statements`, the row codec in `row`, the driver's errors in `error`, the
-//! migrations in `migrate`, and the two traits in `queue` and `ledger`.
+//! migrations in `migrate`, and the traits in `queue`, `ledger`, `delivery` and
+//! `callback`.
 
+mod callback;
 mod config;
 mod delivery;
 mod error;
@@ -33,7 +35,8 @@ use crate::Error;
 
 pub use config::SqliteConfig;
 
-/// The deferred queue and usage ledger in one SQLite file. Share it behind an `Arc`.
+/// The deferred queue, usage ledger, delivery log and callback outbox in one SQLite
+/// file. Share it behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,

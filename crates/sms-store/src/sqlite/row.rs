@@ -5,7 +5,8 @@
 //! integer microseconds since the epoch, the precision the Postgres store keeps too.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Row, params};
+use rusqlite::Row;
+use rusqlite::types::ToSql;
 use sms_core::{Lease, LeaseToken, MessageId, StoreError, StoredMessage, VendorId};
 
 use crate::codec;
@@ -33,6 +34,7 @@ pub(super) struct MessageRow {
     pinned_vendor: Option<String>,
     created_at: i64,
     updated_at: i64,
+    callback_url: Option<String>,
 }
 
 impl MessageRow {
@@ -60,6 +62,7 @@ impl MessageRow {
             pinned_vendor: row.get(17)?,
             created_at: row.get(18)?,
             updated_at: row.get(19)?,
+            callback_url: row.get(20)?,
         })
     }
 
@@ -71,6 +74,7 @@ impl MessageRow {
             json_list("recipients", &self.recipients)?,
             self.idempotency_key,
             self.expires_at.map(|t| time("expires_at", t)).transpose()?,
+            self.callback_url,
         )?;
         let lease = match (self.lease_owner, self.lease_token, self.lease_expires_at) {
             (Some(owner), Some(token), Some(expires_at)) => Some(Lease {
@@ -111,7 +115,7 @@ pub(super) fn to_json(list: &[impl serde::Serialize]) -> Result<String, StoreErr
     serde_json::to_string(list).map_err(StoreError::backend)
 }
 
-fn uuid(column: &str, text: &str) -> Result<uuid::Uuid, StoreError> {
+pub(super) fn uuid(column: &str, text: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(text).map_err(|e| {
         StoreError::backend(format!(
             "stored {column} is invalid: expected a UUID, found {text:?}: {e}"
@@ -152,6 +156,7 @@ pub(super) struct InsertRow<'a> {
     last_error: Option<&'a str>,
     may_duplicate: bool,
     created_at: i64,
+    callback_url: Option<&'a str>,
 }
 
 impl<'a> InsertRow<'a> {
@@ -162,26 +167,34 @@ impl<'a> InsertRow<'a> {
         &self,
         statement: &mut rusqlite::Statement<'_>,
     ) -> rusqlite::Result<usize> {
-        statement.execute(params![
-            self.id,
-            self.key,
-            self.template,
-            self.args,
-            self.recipients,
-            self.expires_at,
-            self.status,
-            self.reason,
-            self.attempts,
-            self.max_attempts,
-            self.next_attempt_at,
-            self.lease_owner,
-            self.lease_token,
-            self.lease_expires_at,
-            self.last_vendor,
-            self.last_error,
-            self.may_duplicate,
-            self.created_at,
-        ])
+        statement.execute(&self.params()[..])
+    }
+
+    /// `?1` … `?19` of [`INSERT`], in order.
+    ///
+    /// [`INSERT`]: super::statements::INSERT
+    pub(super) fn params(&self) -> [&dyn ToSql; 19] {
+        [
+            &self.id,
+            &self.key,
+            &self.template,
+            &self.args,
+            &self.recipients,
+            &self.expires_at,
+            &self.status,
+            &self.reason,
+            &self.attempts,
+            &self.max_attempts,
+            &self.next_attempt_at,
+            &self.lease_owner,
+            &self.lease_token,
+            &self.lease_expires_at,
+            &self.last_vendor,
+            &self.last_error,
+            &self.may_duplicate,
+            &self.created_at,
+            &self.callback_url,
+        ]
     }
 
     /// The row of a message built by [`codec::stored_from_new`] (status, lease and
@@ -208,6 +221,7 @@ impl<'a> InsertRow<'a> {
             last_error: m.last_error.as_deref(),
             may_duplicate: m.may_duplicate,
             created_at: micros(m.created_at),
+            callback_url: codec::callback_url_column(request),
         })
     }
 }

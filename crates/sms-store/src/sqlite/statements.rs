@@ -12,7 +12,7 @@ macro_rules! message_columns {
         "id, idempotency_key, template, args, recipients, expires_at, \
          status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
          lease_expires_at, last_vendor, last_error, may_duplicate, pinned_vendor, created_at, \
-         updated_at"
+         updated_at, callback_url"
     };
 }
 
@@ -39,8 +39,9 @@ macro_rules! drop_lease {
 pub(super) const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
      expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
      lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
-     may_duplicate, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) \
+     may_duplicate, created_at, updated_at, callback_url) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, \
+     ?19) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 pub(super) const SELECT_BY_ID: &str = concat!(
@@ -168,14 +169,16 @@ pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE pe
 /// Records a send for one recipient; fills in a row a receipt made first, and leaves a
 /// recorded send as it is.
 pub(super) const DELIVERY_SENT: &str = "INSERT INTO deliveries \
-     (vendor, vendor_message_id, recipient, message_id, sent_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
      ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
-     SET message_id = excluded.message_id, sent_at = excluded.sent_at \
+     SET message_id = excluded.message_id, sent_at = excluded.sent_at, \
+         callback_url = excluded.callback_url \
      WHERE deliveries.message_id IS NULL";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
-/// Returns when the send was recorded (NULL: not yet); no row back means the row was
-/// settled already.
+/// Returns the recorded send it settled: when it was accepted (NULL: not recorded yet),
+/// its message and its callback URL; no row back means the row was settled already.
 pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
      (vendor, vendor_message_id, recipient, state, code, description, reported_at, \
       receipt_at, segments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -184,7 +187,7 @@ pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
          reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
          segments = excluded.segments \
      WHERE deliveries.receipt_at IS NULL \
-     RETURNING sent_at";
+     RETURNING sent_at, message_id, callback_url";
 
 /// A message's recipients, oldest send first.
 pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \
@@ -209,14 +212,72 @@ pub(super) const PURGE_DELIVERIES_UNMATCHED: &str = "DELETE FROM deliveries \
      WHERE (vendor, vendor_message_id, recipient) IN (SELECT vendor, vendor_message_id, \
      recipient FROM deliveries WHERE message_id IS NULL AND receipt_at < ?1 LIMIT ?2)";
 
+/// Stores a callback event, due at its creation; an id stored already keeps its row.
+pub(super) const CALLBACK_INSERT: &str = "INSERT INTO callbacks \
+     (id, message_id, status, url, body, created_at, due_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// The pending events due at `?1` a claim takes, oldest due first: the filter and order
+/// of the partial index `callbacks_claim`, so SQLite reads the index from its start and
+/// stops after `?2` entries. The index is named, as the message claim's is, so the plan
+/// does not depend on whether `ANALYZE` ever ran.
+pub(super) const CALLBACK_PICK: &str = "SELECT id FROM callbacks INDEXED BY callbacks_claim \
+     WHERE state = 'pending' AND due_at <= ?1 \
+     ORDER BY due_at, id LIMIT ?2";
+
+/// Claims one picked event: one more attempt, due again when the lease `?2` ends, held
+/// by owner `?3` under token `?4`. Answers the event and its attempts.
+pub(super) const CALLBACK_LEASE: &str = "UPDATE callbacks \
+     SET attempts = attempts + 1, due_at = ?2, lease_owner = ?3, lease_token = ?4 \
+     WHERE id = ?1 \
+     RETURNING id, message_id, status, url, body, created_at, attempts";
+
+/// The guard of every settle: the event is pending and still claimed under the
+/// caller's token (a lapsed lease claimed again has another).
+macro_rules! claimed_under_token {
+    () => {
+        " WHERE id = ?1 AND state = 'pending' AND lease_token = ?2"
+    };
+}
+
+/// The endpoint took the event: settled at `?3`, never claimed again.
+pub(super) const CALLBACK_DELIVERED: &str = concat!(
+    "UPDATE callbacks SET state = 'delivered', settled_at = ?3, \
+     lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+/// The attempt failed: pending again, due at `?3`, with the error `?4`.
+pub(super) const CALLBACK_RETRY: &str = concat!(
+    "UPDATE callbacks SET due_at = ?3, last_error = ?4, lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+/// The attempt failed for good: settled at `?3` with the error `?4`.
+pub(super) const CALLBACK_FAILED: &str = concat!(
+    "UPDATE callbacks SET state = 'failed', settled_at = ?3, last_error = ?4, \
+     lease_owner = NULL, lease_token = NULL",
+    claimed_under_token!()
+);
+
+pub(super) const CALLBACK_COUNTS: &str = "SELECT state, count(*) FROM callbacks GROUP BY state";
+
+/// Deletes up to `?2` settled events made before `?1`, oldest first, along the partial
+/// index `callbacks_settled`.
+pub(super) const CALLBACK_PURGE: &str = "DELETE FROM callbacks WHERE id IN ( \
+     SELECT id FROM callbacks WHERE state <> 'pending' AND created_at < ?1 \
+     ORDER BY created_at LIMIT ?2)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sqlite::SqliteStore;
     use crate::sqlite::error::sqlite_error;
 
-    /// Statements that write a message: an `IN` list of more than two constants in a
-    /// CHECK constraint made SQLite build a temporary B-tree at every execution.
+    /// Statements that write a message or a callback event: an `IN` list of more than
+    /// two constants in a CHECK constraint made SQLite build a temporary B-tree at every
+    /// execution.
     #[tokio::test]
     async fn writing_a_message_builds_no_temporary_b_tree() {
         let store = SqliteStore::in_memory().await.unwrap();
@@ -224,6 +285,9 @@ mod tests {
             INSERT,
             COMPLETE,
             NARROW,
+            CALLBACK_INSERT,
+            CALLBACK_DELIVERED,
+            CALLBACK_FAILED,
             "UPDATE messages SET status = 'queued', reason = 'manual_retry', attempts = 0 \
              WHERE id = ?1",
         ];

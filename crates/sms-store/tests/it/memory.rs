@@ -33,3 +33,16 @@ mod delivery {
 
     sms_core::delivery_contract_tests!(memory_log);
 }
+
+mod callback {
+    use std::sync::Arc;
+
+    use sms_core::testing::MemoryOutbox;
+    use sms_core::testing::callback_contract::ContractOutbox;
+
+    async fn memory_outbox() -> Option<ContractOutbox> {
+        Some(ContractOutbox::new(Arc::new(MemoryOutbox::new())))
+    }
+
+    sms_core::callback_contract_tests!(memory_outbox);
+}

@@ -165,7 +165,13 @@ async fn tables_live_in_the_configured_schema_with_their_migration_recorded() {
     let tables: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(
         tables,
-        ["deliveries", "messages", "schema_migrations", "usage"]
+        [
+            "callbacks",
+            "deliveries",
+            "messages",
+            "schema_migrations",
+            "usage"
+        ]
     );
     assert_eq!(recorded_versions(&client).await, every_version());
     // Migrating again changes nothing.

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::callback_url::CallbackUrl;
 use crate::error::StoreError;
 use crate::ids::{IdempotencyKey, MessageId};
 use crate::queue::{
@@ -212,7 +213,8 @@ pub async fn enqueue_sent_records_the_vendor_and_is_never_claimed(queue: &Arc<dy
     ));
 }
 
-/// Arguments and recipients come back exactly, whatever text they hold.
+/// Arguments and recipients come back exactly, whatever text they hold, and so does the
+/// callback URL, from a single enqueue and from a batch alike.
 pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn DeferredQueue>) {
     // Separators a joined-string encoding would break (`###`, `;`), quotes, escapes,
     // and text that looks like JSON, SQL or an array literal.
@@ -234,13 +236,39 @@ pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn Deferre
     let request = SmsRequest::new("SMS_123456", args, recipients)
         .unwrap()
         .with_idempotency_key(IdempotencyKey::new("round-trip:1").unwrap())
-        .with_expiry(at(3_600));
+        .with_expiry(at(3_600))
+        .with_callback_url(hook("https://app.example/sms-events?tenant=7&q=%E9%AA%8C"));
     let stored = enqueue(queue, queued_request(request.clone(), at(0), at(0))).await;
     assert_eq!(stored.request, request);
     assert_eq!(get(queue, stored.id).await.request, request);
     assert_eq!(get(queue, stored.id).await.request.args(), args);
+    let by_key = queue
+        .find_by_idempotency_key(request.idempotency_key().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_key.request, request);
     let claimed = claim_one(queue, 0).await;
     assert_eq!(claimed.request, request);
+
+    // A batch keeps each message's URL, or its lack of one.
+    let with_url = SmsRequest::new("login_code", ["1"], ["+8613800138000"])
+        .unwrap()
+        .with_callback_url(hook("http://127.0.0.1:9000/e"));
+    let without_url = SmsRequest::new("login_code", ["2"], ["+8613800138000"]).unwrap();
+    let batch = vec![
+        queued_request(with_url.clone(), at(0), at(0)),
+        queued_request(without_url.clone(), at(0), at(0)),
+    ];
+    let outcomes = queue.enqueue_many(batch.clone()).await.unwrap();
+    for (outcome, request) in outcomes.iter().zip([&with_url, &without_url]) {
+        let Enqueued::Created(m) = outcome else {
+            panic!("expected a new message, found {outcome:?}");
+        };
+        assert_eq!(&m.request, request);
+        assert_eq!(&get(queue, m.id).await.request, request);
+    }
+    assert_eq!(get(queue, batch[1].id).await.request.callback_url(), None);
 
     // One empty argument stays one; none stay none.
     for args in [vec![""], vec![]] {
@@ -248,4 +276,8 @@ pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn Deferre
         let stored = enqueue(queue, queued_request(request, at(0), at(0))).await;
         assert_eq!(get(queue, stored.id).await.request.args(), args);
     }
+}
+
+fn hook(url: &str) -> CallbackUrl {
+    CallbackUrl::new(url).expect("a valid callback URL")
 }

@@ -1,0 +1,248 @@
+//! Status callbacks end to end: a client endpoint that fails its first three posts and
+//! then takes every one gets each status event of its messages exactly once, signed,
+//! although the gateway is restarted while events wait for a retry.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::server::{Backends, Server};
+
+const CALLBACK_SECRET: &str = "callback-secret-0123456789abcdef-xyz";
+
+/// What the client endpoint saw: each post's event id, signature header and body, and
+/// whether it was taken.
+#[derive(Default)]
+struct Endpoint {
+    posts: Mutex<Vec<Post>>,
+}
+
+#[derive(Clone, Debug)]
+struct Post {
+    event_id: String,
+    signature: String,
+    body: String,
+    taken: bool,
+    at: Instant,
+}
+
+impl Endpoint {
+    fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+    fn taken(&self) -> Vec<Post> {
+        self.posts().into_iter().filter(|p| p.taken).collect()
+    }
+}
+
+/// Starts the endpoint: the first three posts get 503, every later one 204.
+async fn client_endpoint() -> (Arc<Endpoint>, String) {
+    let endpoint = Arc::new(Endpoint::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sms/events", listener.local_addr().unwrap());
+    let seen = endpoint.clone();
+    let app = axum::Router::new().route(
+        "/sms/events",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let mut posts = seen.posts.lock().unwrap();
+                let taken = posts.len() >= 3;
+                posts.push(Post {
+                    event_id: header("x-sms-event-id"),
+                    signature: header("x-sms-signature"),
+                    body,
+                    taken,
+                    at: Instant::now(),
+                });
+                if taken {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, url)
+}
+
+/// Verifies a post as a client would: `t=<seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
+fn signature_is_valid(post: &Post) -> bool {
+    let Some((t, v1)) = post
+        .signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(CALLBACK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", post.body).as_bytes());
+    let Ok(given) = hex::decode(v1) else {
+        return false;
+    };
+    mac.verify_slice(&given).is_ok()
+}
+
+fn config() -> String {
+    format!(
+        r#"
+[queue]
+drain_interval_ms = 100
+[vendors.aliyun]
+order = 0
+simulation = {{ latency_ms = 1, per_number_limits = false, receipt_delay_ms = 50 }}
+[receipts]
+secrets = {{ aliyun = "receipt-secret-0123456789-a" }}
+[callbacks]
+secret = "{CALLBACK_SECRET}"
+first_retry_ms = 3000
+max_retry_ms = 3000
+"#
+    )
+}
+
+async fn waits_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn each_event_arrives_once_across_a_restart(backends: &Backends) {
+    let (endpoint, url) = client_endpoint().await;
+    let mut server = Server::start(backends, &config()).await;
+    let mut ids = Vec::new();
+    for number in ["+8613800000101", "+8613800000102"] {
+        let r = server
+            .post(
+                "/v1/messages",
+                json!({"template": "SMS_LOGIN", "args": ["123456"], "recipients": [number],
+                       "callback_url": url}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let sent: Value = r.json().await.unwrap();
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+    }
+    // Two events per message: sent, then delivered when the receipt comes. The first
+    // three posts fail, and their retries are 1.5 to 3 s away: the restart comes first.
+    waits_for("four posts", Duration::from_secs(10), || {
+        endpoint.posts().len() >= 4
+    })
+    .await;
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        server.log()
+    );
+    let before_restart = endpoint.taken().len();
+    assert!(
+        before_restart < 4,
+        "events must still wait at the restart: {:?}",
+        endpoint.posts()
+    );
+    let restarted_at = Instant::now();
+    server.restart(backends).await;
+    waits_for("every event taken", Duration::from_secs(20), || {
+        endpoint.taken().len() >= 4
+    })
+    .await;
+    // Nothing more comes: a taken event is never posted again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let posts = endpoint.posts();
+    let taken = endpoint.taken();
+    assert_eq!(taken.len(), 4, "each event exactly once: {posts:#?}");
+    assert!(
+        taken.iter().any(|p| p.at > restarted_at),
+        "the restarted gateway posted what waited"
+    );
+    let mut events: Vec<(String, String, String)> = Vec::new();
+    for post in &posts {
+        assert!(signature_is_valid(post), "bad signature: {post:?}");
+        let body: Value = serde_json::from_str(&post.body).unwrap();
+        assert_eq!(body["event_id"], post.event_id.as_str());
+        if post.taken {
+            events.push((
+                body["message_id"].as_str().unwrap().to_owned(),
+                body["status"].as_str().unwrap().to_owned(),
+                post.event_id.clone(),
+            ));
+        }
+    }
+    events.sort();
+    let mut expected = Vec::new();
+    for id in &ids {
+        expected.push((id.clone(), "delivered".to_owned()));
+        expected.push((id.clone(), "sent".to_owned()));
+    }
+    expected.sort();
+    let got: Vec<(String, String)> = events
+        .iter()
+        .map(|(m, s, _)| (m.clone(), s.clone()))
+        .collect();
+    assert_eq!(got, expected);
+    let failed_then_taken = posts.iter().filter(|p| !p.taken).count();
+    assert_eq!(failed_then_taken, 3);
+    let status = server.stop();
+    assert!(status.success(), "graceful stop: {status}");
+}
+
+#[tokio::test]
+async fn each_event_arrives_once_across_a_restart_embedded() {
+    each_event_arrives_once_across_a_restart(&Backends::Embedded).await;
+}
+
+#[tokio::test]
+async fn each_event_arrives_once_across_a_restart_on_postgres() {
+    let Some(backends) = crate::server::shared_backends().await else {
+        return;
+    };
+    each_event_arrives_once_across_a_restart(&backends).await;
+    crate::server::drop_schema(&backends).await;
+}
+
+#[tokio::test]
+async fn a_callback_url_without_callbacks_configured_is_refused_and_nothing_is_sent() {
+    let server = Server::start(&Backends::Embedded, crate::api::VENDORS).await;
+    let r = server
+        .post(
+            "/v1/messages",
+            json!({"template": "SMS_LOGIN", "args": ["1"], "recipients": ["+8613800000103"],
+                   "callback_url": "https://app.example/events"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("callback_url"), "{body}");
+    let r = server
+        .post(
+            "/v1/messages",
+            json!({"template": "SMS_LOGIN", "args": ["1"], "recipients": ["+8613800000103"],
+                   "callback_url": "ftp://app.example/events"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let listed: Value = server
+        .get("/v1/messages?recipient=%2B8613800000103")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["messages"], json!([]), "nothing was sent");
+    server.stop();
+}
