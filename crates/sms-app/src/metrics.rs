@@ -95,6 +95,7 @@ pub struct Metrics {
     queued: Counter,
     dead: Counter,
     expired: Counter,
+    resends: Counter,
     broken_mappings: Family<MappingLabels, Gauge>,
     billing_mismatches: Family<VendorLabels, Counter>,
     receipts: Family<ReceiptLabels, Counter>,
@@ -170,6 +171,12 @@ impl Metrics {
             "Messages that passed their deliver-by time",
             expired.clone(),
         );
+        let resends = Counter::default();
+        registry.register(
+            "resends",
+            "Undelivered messages stored again for another vendor (templates with resend_undelivered)",
+            resends.clone(),
+        );
         let broken_mappings = Family::<MappingLabels, Gauge>::default();
         registry.register(
             "template_mapping_broken",
@@ -235,6 +242,7 @@ impl Metrics {
             queued,
             dead,
             expired,
+            resends,
             switch_log: SwitchLog::default(),
             activity: Activity::default(),
         })
@@ -405,6 +413,9 @@ impl GatewayObserver for Metrics {
             GatewayEvent::Expired { .. } => {
                 self.expired.inc();
                 this_minute(activity::Kind::Dead);
+            }
+            GatewayEvent::Resent { .. } => {
+                self.resends.inc();
             }
             GatewayEvent::RateLimited => {
                 self.limiter

@@ -95,6 +95,9 @@ pub struct StatusEvent {
     /// The vendor's words, or the last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The undelivered message this message re-sends, when it is a re-send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<MessageId>,
 }
 
 impl StatusEvent {
@@ -110,6 +113,7 @@ impl StatusEvent {
             vendor_message_id: None,
             code: None,
             description: None,
+            resend_of: None,
         }
     }
 

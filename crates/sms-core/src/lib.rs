@@ -52,7 +52,7 @@ pub use queue::{
     AttemptFailure, Completion, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken,
     MessageStatus, NewMessage, QueueReason, QueueStats, StoredMessage,
 };
-pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, SmsRequest};
+pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, Resend, SmsRequest};
 pub use segments::{billed_segments, signed_text};
 pub use template::{OutboundSms, Template, Templates, VendorTemplate};
 pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};

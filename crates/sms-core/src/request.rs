@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callback_url::CallbackUrl;
 use crate::error::ValidationError;
-use crate::ids::{IdempotencyKey, TemplateId};
+use crate::ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
 use crate::phone::{PhoneNumber, parse_recipient, truncate_for_error};
 
 /// Most recipients one request may name (Aliyun's per-call cap).
@@ -39,6 +39,17 @@ struct Content {
     idempotency_key: Option<IdempotencyKey>,
     expires_at: Option<DateTime<Utc>>,
     callback_url: Option<CallbackUrl>,
+    resend: Option<Resend>,
+}
+
+/// What makes a message a re-send: the message a vendor could not deliver, and that
+/// vendor, which the re-send avoids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resend {
+    /// The undelivered message.
+    pub of: MessageId,
+    /// The vendor that did not deliver it.
+    pub avoid: VendorId,
 }
 
 impl fmt::Debug for SmsRequest {
@@ -50,6 +61,7 @@ impl fmt::Debug for SmsRequest {
             .field("idempotency_key", &self.0.idempotency_key)
             .field("expires_at", &self.0.expires_at)
             .field("callback_url", &self.0.callback_url)
+            .field("resend", &self.0.resend)
             .finish()
     }
 }
@@ -79,6 +91,9 @@ pub struct RawSmsRequest {
     /// Optional endpoint for status events about the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Set on a re-send of an undelivered message (never by callers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<Resend>,
 }
 
 impl SmsRequest {
@@ -100,6 +115,7 @@ impl SmsRequest {
             idempotency_key: None,
             expires_at: None,
             callback_url: None,
+            resend: None,
         })
     }
 
@@ -118,6 +134,12 @@ impl SmsRequest {
     /// The same request with an endpoint for its status events.
     pub fn with_callback_url(mut self, url: CallbackUrl) -> Self {
         Arc::make_mut(&mut self.0).callback_url = Some(url);
+        self
+    }
+
+    /// The same request marked as a re-send of `resend.of`, kept from `resend.avoid`.
+    pub fn with_resend(mut self, resend: Resend) -> Self {
+        Arc::make_mut(&mut self.0).resend = Some(resend);
         self
     }
 
@@ -164,6 +186,12 @@ impl SmsRequest {
         self.0.callback_url.as_ref()
     }
 
+    /// Which undelivered message this re-sends, and the vendor it avoids; none for a
+    /// caller's message.
+    pub fn resend(&self) -> Option<&Resend> {
+        self.0.resend.as_ref()
+    }
+
     /// Whether the message is past its deliver-by time at `now`.
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.0.expires_at.is_some_and(|t| now >= t)
@@ -194,6 +222,7 @@ impl SmsRequest {
                 .map(|k| k.as_str().to_owned()),
             expires_at: self.0.expires_at,
             callback_url: self.0.callback_url.as_ref().map(|u| u.as_str().to_owned()),
+            resend: self.0.resend.clone(),
         }
     }
 }
@@ -289,6 +318,7 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             idempotency_key,
             expires_at: raw.expires_at,
             callback_url,
+            resend: raw.resend,
         })))
     }
 }

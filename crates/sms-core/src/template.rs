@@ -46,6 +46,10 @@ pub struct Template {
     /// The template at each vendor that can send it, by vendor name.
     #[serde(default)]
     pub vendors: BTreeMap<VendorId, VendorTemplate>,
+    /// A recipient whose receipt says undelivered gets the message once more, through
+    /// another vendor, while its deliver-by time has not passed (login codes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend_undelivered: bool,
 }
 
 /// A piece of a template's text.

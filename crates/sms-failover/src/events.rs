@@ -110,6 +110,16 @@ pub enum GatewayEvent {
         /// Whether it came from the deferred queue.
         drained: bool,
     },
+    /// An undelivered message was stored again for its recipient, to go through
+    /// another vendor (its template re-sends undelivered messages).
+    Resent {
+        /// The undelivered message.
+        original: MessageId,
+        /// The re-send.
+        id: MessageId,
+        /// The vendor that did not deliver it, which the re-send avoids.
+        avoided: VendorId,
+    },
     /// A queued message ran out of attempts or was refused for good.
     Dead {
         /// The message.

@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use sms_core::{
     AttemptFailure, CallbackCounts, CallbackStatus, CallbackUrl, DeliveryState, IdempotencyKey,
     InitialState, Lease, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueReason,
-    QueueStats, RawSmsRequest, SmsRequest, StoreError, StoredMessage, VendorId,
+    QueueStats, RawSmsRequest, Resend, SmsRequest, StoreError, StoredMessage, VendorId,
 };
 
 /// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
 /// failure here means the row was edited by hand or written by a broken build.
+/// `resend_of` and `avoid_vendor` are the two columns of [`resend`].
+#[allow(clippy::too_many_arguments)] // One per column, as the rows hold them.
 pub(crate) fn request_from_columns(
     template: String,
     args: Vec<String>,
@@ -19,7 +21,10 @@ pub(crate) fn request_from_columns(
     idempotency_key: Option<String>,
     expires_at: Option<DateTime<Utc>>,
     callback_url: Option<String>,
+    resend_of: Option<MessageId>,
+    avoid_vendor: Option<String>,
 ) -> Result<SmsRequest, StoreError> {
+    let resend = resend(resend_of, avoid_vendor)?;
     SmsRequest::try_from(RawSmsRequest {
         template,
         args,
@@ -27,8 +32,42 @@ pub(crate) fn request_from_columns(
         idempotency_key,
         expires_at,
         callback_url,
+        resend,
     })
     .map_err(|e| corrupt("request", e))
+}
+
+/// Rebuilds what makes a message a re-send from its `resend_of` and `avoid_vendor`
+/// columns: both set, or neither for a message that is no re-send.
+pub(crate) fn resend(
+    resend_of: Option<MessageId>,
+    avoid_vendor: Option<String>,
+) -> Result<Option<Resend>, StoreError> {
+    match (resend_of, avoid_vendor) {
+        (None, None) => Ok(None),
+        (Some(of), Some(avoid)) => Ok(Some(Resend {
+            of,
+            avoid: VendorId::new(&avoid).map_err(|e| corrupt("avoid_vendor", e))?,
+        })),
+        (Some(_), None) => Err(corrupt(
+            "avoid_vendor",
+            "expected the vendor a re-send avoids, found none",
+        )),
+        (None, Some(_)) => Err(corrupt(
+            "resend_of",
+            "expected the message a re-send re-sends, found none",
+        )),
+    }
+}
+
+/// The `resend_of` column of a request: the message it re-sends, if it is a re-send.
+pub(crate) fn resend_of_column(request: &SmsRequest) -> Option<&MessageId> {
+    request.resend().map(|r| &r.of)
+}
+
+/// The `avoid_vendor` column of a request: the vendor it avoids, if it is a re-send.
+pub(crate) fn avoid_vendor_column(request: &SmsRequest) -> Option<&str> {
+    request.resend().map(|r| r.avoid.as_str())
 }
 
 /// Parses a stored status.
@@ -241,9 +280,36 @@ mod tests {
         assert!(billed_total(-3).is_err());
         assert!(billed_increment(u64::MAX).is_err());
         assert_eq!(billed_increment(5).unwrap(), 5);
-        let e = request_from_columns("t".into(), vec![], vec!["123".into()], None, None, None)
-            .unwrap_err();
+        let e = request_from_columns(
+            "t".into(),
+            vec![],
+            vec!["123".into()],
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("stored request"), "{e}");
+        let of = MessageId::new();
+        assert_eq!(resend(None, None).unwrap(), None);
+        assert_eq!(
+            resend(Some(of), Some("aliyun".into())).unwrap(),
+            Some(Resend {
+                of,
+                avoid: VendorId::new("aliyun").unwrap()
+            })
+        );
+        for (of, avoid, column) in [
+            (Some(of), None, "stored avoid_vendor"),
+            (None, Some("aliyun".to_owned()), "stored resend_of"),
+            (Some(of), Some("Aliyun".to_owned()), "stored avoid_vendor"),
+        ] {
+            let e = resend(of, avoid).unwrap_err();
+            assert!(matches!(e, StoreError::Backend(_)));
+            assert!(e.to_string().contains(column), "{e}");
+        }
         let e = callback_url("deliveries.callback_url", "ftp://x").unwrap_err();
         assert!(
             e.to_string().contains("stored deliveries.callback_url"),

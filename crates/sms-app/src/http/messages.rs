@@ -158,6 +158,7 @@ pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, Val
         idempotency_key: parsed.idempotency_key,
         expires_at,
         callback_url: parsed.callback_url,
+        resend: None,
     })
 }
 
@@ -210,6 +211,11 @@ pub(super) struct MessageView {
     created_at: DateTime<Utc>,
     /// When it last changed.
     updated_at: DateTime<Utc>,
+    /// The undelivered message this one re-sends through another vendor, when it is a
+    /// re-send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid, nullable = false)]
+    resend_of: Option<MessageId>,
     /// Each recipient a vendor accepted it for, and what its receipt said (only in
     /// `GET /v1/messages/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -294,6 +300,7 @@ impl From<StoredMessage> for MessageView {
             next_attempt_at: m.next_attempt_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            resend_of: m.request.resend().map(|r| r.of),
             recipients: None,
         }
     }

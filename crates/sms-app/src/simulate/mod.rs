@@ -33,6 +33,12 @@ struct Recorder {
     drained: AtomicU64,
     /// When the first switch driven by delivery receipts happened.
     receipt_switch_at: Mutex<Option<f64>>,
+    /// Undelivered messages stored again for another vendor.
+    resends: AtomicU64,
+    /// The re-sends' ids, to tell their receipts from the first sends'.
+    resent_ids: Mutex<std::collections::HashSet<sms_core::MessageId>>,
+    /// Re-sends their receipts said delivered.
+    resends_delivered: AtomicU64,
 }
 
 impl Recorder {
@@ -83,6 +89,10 @@ impl GatewayObserver for Recorder {
                     switched: true,
                 };
                 lock(&self.switches).push(record);
+            }
+            GatewayEvent::Resent { id, .. } => {
+                self.resends.fetch_add(1, Ordering::Relaxed);
+                lock(&self.resent_ids).insert(*id);
             }
             GatewayEvent::AllVendorsUnavailable { .. } => {
                 let record = SwitchRecord {
@@ -151,12 +161,18 @@ pub async fn run(options: Options) -> Result<Report> {
         take_simulated_receipts(
             &send_path,
             &names,
-            Arc::new(move |reports, _| {
+            Arc::new(move |reports, applied| {
                 let mut attempts = lock(&tallies.attempts);
-                for report in reports {
+                let resent = lock(&tallies.resent_ids);
+                for (report, outcome) in reports.iter().zip(applied) {
                     let tally = attempts.entry(report.vendor.clone()).or_default();
                     if report.delivered {
                         tally.handset_delivered += 1;
+                        if let sms_core::ReportApplied::Applied { message_id, .. } = outcome
+                            && resent.contains(message_id)
+                        {
+                            tallies.resends_delivered.fetch_add(1, Ordering::Relaxed);
+                        }
                     } else {
                         tally.handset_undelivered += 1;
                     }
@@ -333,8 +349,12 @@ pub async fn run(options: Options) -> Result<Report> {
     let switch_log = lock(&recorder.switches).clone();
     let handset_delivered: u64 = vendors.values().map(|v| v.handset_delivered).sum();
     let accepted = accepted_ids.len() as u64;
-    let handset_share =
-        (scenario.receipts && accepted > 0).then(|| handset_delivered as f64 / accepted as f64);
+    let resends_delivered = recorder.resends_delivered.load(Ordering::Relaxed);
+    let share = |delivered: u64| {
+        (scenario.receipts && accepted > 0).then(|| delivered as f64 / accepted as f64)
+    };
+    let handset_share = share(handset_delivered.saturating_sub(resends_delivered));
+    let handset_share_with_resends = share(handset_delivered);
     let elapsed_s = started.elapsed().as_secs_f64();
     let without_receipt_failover = if scenario.compare_without_receipt_failover {
         let baseline = Scenario {
@@ -378,6 +398,8 @@ pub async fn run(options: Options) -> Result<Report> {
         timeline,
         handset_share,
         receipt_switch_at_s: *lock(&recorder.receipt_switch_at),
+        resends: recorder.resends.load(Ordering::Relaxed),
+        handset_share_with_resends,
         without_receipt_failover,
     };
     if let Some(path) = &options.chart {

@@ -90,12 +90,18 @@ pub struct Report {
     #[serde(skip)]
     pub(super) timeline: Vec<Sample>,
     /// With receipts: the share of accepted messages their receipts said delivered to
-    /// the handset.
+    /// the handset by their first send.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handset_share: Option<f64>,
     /// When the first switch driven by delivery receipts happened, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_switch_at_s: Option<f64>,
+    /// Undelivered login codes sent once more through another vendor.
+    pub resends: u64,
+    /// With receipts: the share of accepted messages delivered to the handset by their
+    /// first send or by a re-send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handset_share_with_resends: Option<f64>,
     /// The same scenario without receipt-aware failover, when it was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub without_receipt_failover: Option<Box<Report>>,
@@ -221,7 +227,7 @@ impl Report {
             }
             let _ = write!(
                 out,
-                "messages delivered to handsets: {:.1}% with receipt-aware failover",
+                "codes delivered to handsets by their first send: {:.1}% with receipt-aware failover",
                 share * 100.0
             );
             match self
@@ -236,7 +242,26 @@ impl Report {
                     let _ = writeln!(out);
                 }
             }
-            let _ = writeln!(out, "re-sends of undelivered messages: not built yet (0)");
+            let _ = write!(
+                out,
+                "re-sends of undelivered codes through another vendor: {}; delivered after \
+                 re-sends: {:.1}%",
+                self.resends,
+                100.0 * self.handset_share_with_resends.unwrap_or_default()
+            );
+            match &self.without_receipt_failover {
+                Some(without) => {
+                    let _ = writeln!(
+                        out,
+                        " (without receipt-aware failover: {} re-sends, {:.1}%)",
+                        without.resends,
+                        100.0 * without.handset_share_with_resends.unwrap_or_default()
+                    );
+                }
+                None => {
+                    let _ = writeln!(out);
+                }
+            }
         }
         out
     }

@@ -182,7 +182,11 @@ impl Scenario {
                     drop.rate = 0.6;
                     aliyun.schedule = vec![drop];
                 }
-                // Receipts of the last sends come half a second after them.
+                // Login codes, which a vendor that did not deliver them re-sends once
+                // through another.
+                s.templates = login_templates();
+                // Receipts of the last sends, and of their re-sends, come half a second
+                // after them.
                 s.settle_s = 3.0;
             }
             _ => return None,
@@ -280,6 +284,13 @@ impl Scenario {
     }
 }
 
+/// `login_code` at every vendor, re-sent through another when undelivered.
+fn login_templates() -> Templates {
+    let mut templates: BTreeMap<String, sms_core::Template> = mapping_templates().into();
+    templates.retain(|name, _| name == "login_code");
+    Templates::new(templates).expect("the built-in templates are valid")
+}
+
 /// `login_code` at every vendor; `notice` at all but Aliyun, the cheapest.
 fn mapping_templates() -> Templates {
     let login = |id: &str| sms_core::VendorTemplate {
@@ -306,6 +317,8 @@ fn mapping_templates() -> Templates {
             .into_iter()
             .map(|(v, t)| (VendorId::new(v).expect("a valid name"), t))
             .collect(),
+            // A code the handset did not get goes once more through another vendor.
+            resend_undelivered: true,
         },
     );
     templates.insert(
@@ -316,6 +329,7 @@ fn mapping_templates() -> Templates {
                 .into_iter()
                 .map(|(v, t)| (VendorId::new(v).expect("a valid name"), t))
                 .collect(),
+            resend_undelivered: false,
         },
     );
     Templates::new(templates).expect("the built-in templates are valid")

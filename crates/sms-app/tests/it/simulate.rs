@@ -172,4 +172,13 @@ fn the_silent_scenario_switches_on_receipts_and_delivers_more() {
         with > without + 0.1,
         "with receipt-aware failover {with}, without {without}"
     );
+    // Each undelivered code went once more through tencent, and most arrived.
+    let resends = report["resends"].as_u64().unwrap();
+    let undelivered = aliyun["handset_undelivered"].as_u64().unwrap();
+    assert!(
+        resends > 0 && resends <= undelivered,
+        "{resends} re-sends of {undelivered} undelivered: {report}"
+    );
+    let after = report["handset_share_with_resends"].as_f64().unwrap();
+    assert!(after > with, "re-sends raise {with} to {after}");
 }

@@ -289,6 +289,7 @@ impl Gateway {
                 let mut event = StatusEvent::new(sms.id, CallbackStatus::Sent, finished_at);
                 event.vendor = Some(self.ids[idx].clone());
                 event.vendor_message_id = Some(receipt.vendor_message_id.clone());
+                event.resend_of = sms.request.resend().map(|r| r.of);
                 callbacks.record(&url, [event]).await;
             }
         }

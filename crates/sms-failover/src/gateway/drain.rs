@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sms_core::sync::lock;
 use sms_core::{
-    AttemptFailure, CallbackStatus, CallbackUrl, Completion, LeaseToken, MessageId, RateDecision,
-    SmsRequest, StatusEvent, StoreError, StoredMessage, VendorError,
+    AttemptFailure, CallbackStatus, Completion, LeaseToken, MessageId, RateDecision, SmsRequest,
+    StatusEvent, StoreError, StoredMessage, VendorError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -322,7 +322,7 @@ impl Gateway {
     async fn bury(
         &self,
         id: MessageId,
-        callback_url: Option<&CallbackUrl>,
+        request: &SmsRequest,
         token: LeaseToken,
         failure: AttemptFailure,
         now: DateTime<Utc>,
@@ -334,9 +334,10 @@ impl Gateway {
             report.dead += 1;
             tracing::warn!(%id, "message is dead");
             self.emit(|| GatewayEvent::Dead { id });
-            if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
+            if let Some((callbacks, url)) = self.callbacks_for(request.callback_url()) {
                 let mut event = StatusEvent::new(id, CallbackStatus::Dead, now);
                 event.description = Some(error);
+                event.resend_of = request.resend().map(|r| r.of);
                 callbacks.record(&url, [event]).await;
             }
         }
@@ -359,7 +360,8 @@ impl Gateway {
                 report.expired += 1;
                 self.emit(|| GatewayEvent::Expired { id });
                 if let Some((callbacks, url)) = self.callbacks_for(message.request.callback_url()) {
-                    let event = StatusEvent::new(id, CallbackStatus::Expired, now);
+                    let mut event = StatusEvent::new(id, CallbackStatus::Expired, now);
+                    event.resend_of = message.request.resend().map(|r| r.of);
                     callbacks.record(&url, [event]).await;
                 }
             }
@@ -377,15 +379,8 @@ impl Gateway {
                 may_duplicate: false,
                 pinned: false,
             };
-            self.bury(
-                id,
-                message.request.callback_url(),
-                token,
-                failure,
-                now,
-                report,
-            )
-            .await;
+            self.bury(id, &message.request, token, failure, now, report)
+                .await;
             return Next::Continue;
         }
         let unavailable = self.health().unavailable(now);
@@ -402,15 +397,8 @@ impl Gateway {
                 may_duplicate: false,
                 pinned: false,
             };
-            self.bury(
-                id,
-                message.request.callback_url(),
-                token,
-                failure,
-                now,
-                report,
-            )
-            .await;
+            self.bury(id, &message.request, token, failure, now, report)
+                .await;
             return Next::Continue;
         }
         if !self.wait_for_permits(&message.request).await {
@@ -473,8 +461,7 @@ impl Gateway {
                     pinned: false,
                 };
                 if gives_up(now) {
-                    self.bury(id, request.callback_url(), token, failure, now, report)
-                        .await;
+                    self.bury(id, &request, token, failure, now, report).await;
                 } else {
                     let backoff = jittered_backoff(
                         attempts,
@@ -511,8 +498,7 @@ impl Gateway {
                 // vendor that takes it.
                 let refused = matches!(error.cause(), VendorError::Rejected { .. });
                 if refused || gives_up(now) {
-                    self.bury(id, request.callback_url(), token, failure, now, report)
-                        .await;
+                    self.bury(id, &request, token, failure, now, report).await;
                 } else {
                     let next_attempt_at = self.retry_at(&attempted, attempts);
                     self.requeue(id, token, failure, next_attempt_at, now, report)

@@ -36,6 +36,7 @@ pub(crate) mod drain;
 pub(crate) mod drainer;
 pub(crate) mod lease;
 pub(crate) mod receipts;
+pub(crate) mod resend;
 pub(crate) mod send;
 
 /// Tries to write a leased message's outcome (sent, dead) while the store is briefly
@@ -333,8 +334,13 @@ impl Gateway {
     /// is not broken, and `pinned` first while enabled.
     fn route(&self, health: &Health, request: &SmsRequest, pinned: Option<usize>) -> Route {
         let template = request.template().as_str();
+        // A re-send keeps away from the vendor that did not deliver the first.
+        let avoided = request
+            .resend()
+            .and_then(|r| self.ids.iter().position(|id| *id == r.avoid))
+            .map_or(0, |i| 1u64 << i);
         Route {
-            eligible: self.mapped(template) & !health.broken_mask(template),
+            eligible: self.mapped(template) & !health.broken_mask(template) & !avoided,
             pinned,
         }
     }

@@ -56,10 +56,12 @@ fn push_bounded<T>(window: &mut VecDeque<T>, value: T, max: usize) -> usize {
 impl Gateway {
     /// Takes receipts into account, with what applying each to the delivery log did
     /// (`applied[i]` is `reports[i]`'s): tells the clients of the messages they settled,
-    /// and demotes vendors whose delivery rate fell.
+    /// demotes vendors whose delivery rate fell, and re-sends undelivered messages whose
+    /// templates ask for it.
     pub async fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         self.notify_receipts(reports, applied).await;
         self.watch_receipts(reports, applied);
+        self.resend_undelivered(reports, applied).await;
     }
 
     /// Stores a `delivered` or `undelivered` status event for each receipt that settled

@@ -24,10 +24,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, CallbackStatus, CallbackUrl, Enqueued, InitialState, Lease, LeaseToken,
-    MessageId, NewMessage, PhoneNumber, QueueReason, RateDecision, RecipientDecision,
-    RecipientLimiter, SendError, SmsRequest, StatusEvent, StoredMessage, ValidationError,
-    VendorError, VendorId,
+    AttemptFailure, CallbackStatus, Enqueued, InitialState, Lease, LeaseToken, MessageId,
+    NewMessage, PhoneNumber, QueueReason, RateDecision, RecipientDecision, RecipientLimiter,
+    SendError, SmsRequest, StatusEvent, StoredMessage, ValidationError, VendorError, VendorId,
 };
 
 use tracing::Instrument;
@@ -409,11 +408,9 @@ impl Gateway {
     /// Stores a message that was not sent now and tells the caller so.
     async fn store_new(&self, message: NewMessage) -> Result<SendOutcome, SendError> {
         let (id, reason, may_duplicate) = (message.id, message.reason, message.may_duplicate);
-        let callback_url = message.request.callback_url().cloned();
+        let request = message.request.clone();
         match self.queue.enqueue(message).await {
-            Ok(Enqueued::Created(_)) => Ok(self
-                .queued(id, callback_url.as_ref(), reason, may_duplicate)
-                .await),
+            Ok(Enqueued::Created(_)) => Ok(self.queued(id, &request, reason, may_duplicate).await),
             Ok(Enqueued::Existing(m)) => Ok(SendOutcome::Existing(m)),
             // Never lose a message silently: the caller hears it was neither sent nor kept.
             Err(e) => Err(SendError::StorageUnavailable(e)),
@@ -448,7 +445,7 @@ impl Gateway {
         // If that failed, it is still leased to us and the drain takes it once the
         // lease lapses (logged by `settle`).
         self.settle(id, result);
-        Ok(self.queued(id, request.callback_url(), reason, false).await)
+        Ok(self.queued(id, &request, reason, false).await)
     }
 
     /// Tells the observer, the client's callback and the caller that message `id` waits
@@ -456,14 +453,15 @@ impl Gateway {
     async fn queued(
         &self,
         id: MessageId,
-        callback_url: Option<&CallbackUrl>,
+        request: &SmsRequest,
         reason: QueueReason,
         may_duplicate: bool,
     ) -> SendOutcome {
         self.emit(|| GatewayEvent::Queued { id, reason });
-        if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
+        if let Some((callbacks, url)) = self.callbacks_for(request.callback_url()) {
             let mut event = StatusEvent::new(id, CallbackStatus::Queued, self.clock.now());
             event.code = Some(reason.as_str().to_owned());
+            event.resend_of = request.resend().map(|r| r.of);
             callbacks.record(&url, [event]).await;
         }
         SendOutcome::Queued {
@@ -634,9 +632,7 @@ impl Gateway {
                     .fail(id, token, failure, next_attempt_at, now)
                     .await;
                 self.settle(id, result);
-                Ok(self
-                    .queued(id, request.callback_url(), reason, may_duplicate)
-                    .await)
+                Ok(self.queued(id, &request, reason, may_duplicate).await)
             }
         }
     }

@@ -13,6 +13,7 @@ mod outage;
 mod pitfalls;
 mod recipient_limits;
 mod record;
+mod resend;
 mod send;
 mod shared_usage;
 mod split_sends;

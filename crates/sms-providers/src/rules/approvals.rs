@@ -8,7 +8,7 @@
 //! mapping is an approved template, and each mapping's `sign_name`, or the vendor's
 //! default signature, an approved signature.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use sms_core::{Template, Templates, VendorId};
 
@@ -35,7 +35,7 @@ impl ApprovedTemplate {
     pub fn render(&self, args: &[String]) -> Option<String> {
         Template {
             text: self.text.clone(),
-            vendors: BTreeMap::new(),
+            ..Template::default()
         }
         .render(args)
     }

@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "callbacks",
         sql: include_str!("../../migrations/postgres/0005_callbacks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "resends",
+        sql: include_str!("../../migrations/postgres/0006_resends.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

@@ -22,6 +22,10 @@ pub(super) fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
         row.try_get("idempotency_key").map_err(get_err)?,
         row.try_get("expires_at").map_err(get_err)?,
         row.try_get("callback_url").map_err(get_err)?,
+        row.try_get::<_, Option<uuid::Uuid>>("resend_of")
+            .map_err(get_err)?
+            .map(MessageId::from_uuid),
+        row.try_get("avoid_vendor").map_err(get_err)?,
     )?;
     let lease_owner: Option<String> = row.try_get("lease_owner").map_err(get_err)?;
     let lease_token: Option<uuid::Uuid> = row.try_get("lease_token").map_err(get_err)?;
@@ -84,6 +88,8 @@ pub(super) struct InsertParams<'a> {
     created_at: DateTime<Utc>,
     lease_start: Option<DateTime<Utc>>,
     callback_url: Option<&'a str>,
+    resend_of: Option<uuid::Uuid>,
+    avoid_vendor: Option<&'a str>,
 }
 
 impl<'a> InsertParams<'a> {
@@ -118,11 +124,13 @@ impl<'a> InsertParams<'a> {
             created_at: m.created_at,
             lease_start: lease::start(clock, m.created_at),
             callback_url: codec::callback_url_column(request),
+            resend_of: codec::resend_of_column(request).map(|id| *id.as_uuid()),
+            avoid_vendor: codec::avoid_vendor_column(request),
         }
     }
 
-    /// `$1` … `$20` of `INSERT_MESSAGE`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+    /// `$1` … `$22` of `INSERT_MESSAGE`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
         [
             self.id,
             &self.key,
@@ -144,6 +152,8 @@ impl<'a> InsertParams<'a> {
             &self.created_at,
             &self.lease_start,
             &self.callback_url,
+            &self.resend_of,
+            &self.avoid_vendor,
         ]
     }
 }
@@ -172,6 +182,8 @@ pub(super) struct BatchColumns<'a> {
     created_at: Vec<DateTime<Utc>>,
     lease_start: Vec<Option<DateTime<Utc>>>,
     callback_url: Vec<Option<&'a str>>,
+    resend_of: Vec<Option<uuid::Uuid>>,
+    avoid_vendor: Vec<Option<&'a str>>,
 }
 
 impl<'a> BatchColumns<'a> {
@@ -206,11 +218,13 @@ impl<'a> BatchColumns<'a> {
             created_at: rows.iter().map(|r| r.created_at).collect(),
             lease_start: rows.iter().map(|r| r.lease_start).collect(),
             callback_url: rows.iter().map(|r| r.callback_url).collect(),
+            resend_of: rows.iter().map(|r| r.resend_of).collect(),
+            avoid_vendor: rows.iter().map(|r| r.avoid_vendor).collect(),
         })
     }
 
-    /// `$1` … `$20` of `INSERT_MANY`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+    /// `$1` … `$22` of `INSERT_MANY`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
         [
             &self.id,
             &self.key,
@@ -232,6 +246,8 @@ impl<'a> BatchColumns<'a> {
             &self.created_at,
             &self.lease_start,
             &self.callback_url,
+            &self.resend_of,
+            &self.avoid_vendor,
         ]
     }
 }

@@ -56,7 +56,11 @@ macro_rules! message_columns {
             $p,
             "updated_at, ",
             $p,
-            "callback_url"
+            "callback_url, ",
+            $p,
+            "resend_of, ",
+            $p,
+            "avoid_vendor"
         )
     };
 }
@@ -97,10 +101,10 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
-     callback_url) \
+     callback_url, resend_of, avoid_vendor) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ",
     lease_end!("$19", "$14"),
-    ", $15, $16, $17, $18, $18, $20) \
+    ", $15, $16, $17, $18, $18, $20, $21, $22) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"
 );
@@ -118,7 +122,7 @@ pub(super) const INSERT_MANY: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
-     callback_url) \
+     callback_url, resend_of, avoid_vendor) \
      SELECT b.id, b.idempotency_key, b.template, \
          ARRAY(SELECT a.v FROM jsonb_array_elements_text(b.args::jsonb) WITH ORDINALITY \
                AS a(v, n) ORDER BY a.n), \
@@ -128,17 +132,17 @@ pub(super) const INSERT_MANY: &str = concat!(
          b.lease_owner, b.lease_token, ",
     lease_end!("b.lease_start", "b.lease_micros"),
     ", b.last_vendor, b.last_error, b.may_duplicate, b.created_at, b.created_at, \
-         b.callback_url \
+         b.callback_url, b.resend_of, b.avoid_vendor \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
                  $11::timestamptz[], $12::text[], $13::uuid[], $14::int8[], $15::text[], \
                  $16::text[], $17::bool[], $18::timestamptz[], $19::timestamptz[], \
-                 $20::text[]) \
+                 $20::text[], $21::uuid[], $22::text[]) \
          WITH ORDINALITY \
          AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
               attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
               lease_micros, last_vendor, last_error, may_duplicate, created_at, lease_start, \
-              callback_url, ord) \
+              callback_url, resend_of, avoid_vendor, ord) \
      ORDER BY b.idempotency_key, b.ord \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "callbacks",
         include_str!("../../migrations/sqlite/0006_callbacks.sql"),
     ),
+    (
+        7,
+        "resends",
+        include_str!("../../migrations/sqlite/0007_resends.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -92,7 +97,7 @@ mod tests {
     use chrono::Utc;
     use sms_core::{
         AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, MessageId, MessageStatus,
-        NewMessage, QueueReason, SmsRequest, VendorId,
+        NewMessage, QueueReason, Resend, SmsRequest, VendorId,
     };
 
     use super::*;
@@ -102,25 +107,41 @@ mod tests {
     use crate::sqlite::row::InsertRow;
     use crate::sqlite::statements::INSERT;
 
-    /// [`INSERT`] as the builds before migration 6 ran it, without `callback_url`.
+    /// The columns today's [`INSERT`] writes that the builds before migration 6 did not
+    /// have: `callback_url` (migration 6), `resend_of` and `avoid_vendor` (migration 7).
+    const LATER_COLUMNS: usize = 3;
+
+    /// [`INSERT`] as the builds before migration 6 ran it, without the
+    /// [`LATER_COLUMNS`].
     fn insert_before_callbacks() -> String {
         let old = INSERT
-            .replace(", callback_url)", ")")
-            .replace(", ?19)", ")");
+            .replace(", callback_url, resend_of, avoid_vendor)", ")")
+            .replace(", ?19, ?20, ?21)", ")");
         assert!(
-            !old.contains("callback_url") && !old.contains("?19"),
+            [
+                "callback_url",
+                "resend_of",
+                "avoid_vendor",
+                "?19",
+                "?20",
+                "?21"
+            ]
+            .iter()
+            .all(|later| !old.contains(later)),
             "{old}"
         );
         old
     }
 
     /// Inserts `message` through [`insert_before_callbacks`], binding every parameter
-    /// of today's insert but the last, `callback_url`.
+    /// of today's insert but the last [`LATER_COLUMNS`].
     fn insert_as_before_callbacks(insert: &mut rusqlite::Statement<'_>, message: &NewMessage) {
         let stored = stored_from_new(message.clone());
         let row = InsertRow::new(&stored).unwrap();
         let params = row.params();
-        insert.execute(&params[..params.len() - 1]).unwrap();
+        insert
+            .execute(&params[..params.len() - LATER_COLUMNS])
+            .unwrap();
     }
 
     #[tokio::test]
@@ -329,7 +350,65 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// Migration 7's columns are set together or not at all, and a row the CHECK lets
+    /// through but the domain refuses (a bad vendor) reads back as an error naming the
+    /// column.
+    #[tokio::test]
+    async fn resend_columns_are_set_together_and_read_back() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let message = stored_from_new(NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["1"], ["+8613800138000"]).unwrap(),
+            QueueReason::Accepted,
+            5,
+            Utc::now(),
+        ));
+        let (id, of) = (message.id, MessageId::new());
+        let (id_text, of_text) = (id.to_string(), of.to_string());
+        let refused = store
+            .call(move |c| {
+                insert_or_find(c, message)?;
+                let set = |of: Option<&str>, avoid: Option<&str>| {
+                    c.execute(
+                        "UPDATE messages SET resend_of = ?2, avoid_vendor = ?3 WHERE id = ?1",
+                        params![id_text, of, avoid],
+                    )
+                    .is_err()
+                };
+                let refused = [
+                    set(Some(&of_text), None),
+                    set(None, Some("aliyun")),
+                    set(Some(&of_text), Some("aliyun")),
+                ];
+                Ok(refused)
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, [true, true, false]);
+        let found = store.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            found.request.resend(),
+            Some(&Resend {
+                of,
+                avoid: VendorId::new("aliyun").unwrap()
+            })
+        );
+        let id_text = id.to_string();
+        store
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET avoid_vendor = 'Aliyun' WHERE id = ?1",
+                    params![id_text],
+                )
+                .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        let e = store.get(id).await.unwrap_err();
+        assert!(e.to_string().contains("stored avoid_vendor"), "{e}");
     }
 
     /// Migrations 3 and 4 rewrote the CHECK constraints on `status` and `reason`: they

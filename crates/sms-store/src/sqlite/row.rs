@@ -35,6 +35,8 @@ pub(super) struct MessageRow {
     created_at: i64,
     updated_at: i64,
     callback_url: Option<String>,
+    resend_of: Option<String>,
+    avoid_vendor: Option<String>,
 }
 
 impl MessageRow {
@@ -63,6 +65,8 @@ impl MessageRow {
             created_at: row.get(18)?,
             updated_at: row.get(19)?,
             callback_url: row.get(20)?,
+            resend_of: row.get(21)?,
+            avoid_vendor: row.get(22)?,
         })
     }
 
@@ -75,6 +79,10 @@ impl MessageRow {
             self.idempotency_key,
             self.expires_at.map(|t| time("expires_at", t)).transpose()?,
             self.callback_url,
+            self.resend_of
+                .map(|id| uuid("resend_of", &id).map(MessageId::from_uuid))
+                .transpose()?,
+            self.avoid_vendor,
         )?;
         let lease = match (self.lease_owner, self.lease_token, self.lease_expires_at) {
             (Some(owner), Some(token), Some(expires_at)) => Some(Lease {
@@ -157,6 +165,8 @@ pub(super) struct InsertRow<'a> {
     may_duplicate: bool,
     created_at: i64,
     callback_url: Option<&'a str>,
+    resend_of: Option<String>,
+    avoid_vendor: Option<&'a str>,
 }
 
 impl<'a> InsertRow<'a> {
@@ -170,10 +180,10 @@ impl<'a> InsertRow<'a> {
         statement.execute(&self.params()[..])
     }
 
-    /// `?1` … `?19` of [`INSERT`], in order.
+    /// `?1` … `?21` of [`INSERT`], in order.
     ///
     /// [`INSERT`]: super::statements::INSERT
-    pub(super) fn params(&self) -> [&dyn ToSql; 19] {
+    pub(super) fn params(&self) -> [&dyn ToSql; 21] {
         [
             &self.id,
             &self.key,
@@ -194,6 +204,8 @@ impl<'a> InsertRow<'a> {
             &self.may_duplicate,
             &self.created_at,
             &self.callback_url,
+            &self.resend_of,
+            &self.avoid_vendor,
         ]
     }
 
@@ -222,6 +234,8 @@ impl<'a> InsertRow<'a> {
             may_duplicate: m.may_duplicate,
             created_at: micros(m.created_at),
             callback_url: codec::callback_url_column(request),
+            resend_of: codec::resend_of_column(request).map(MessageId::to_string),
+            avoid_vendor: codec::avoid_vendor_column(request),
         })
     }
 }

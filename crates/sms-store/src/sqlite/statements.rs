@@ -12,7 +12,7 @@ macro_rules! message_columns {
         "id, idempotency_key, template, args, recipients, expires_at, \
          status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
          lease_expires_at, last_vendor, last_error, may_duplicate, pinned_vendor, created_at, \
-         updated_at, callback_url"
+         updated_at, callback_url, resend_of, avoid_vendor"
     };
 }
 
@@ -39,9 +39,9 @@ macro_rules! drop_lease {
 pub(super) const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
      expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
      lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
-     may_duplicate, created_at, updated_at, callback_url) \
+     may_duplicate, created_at, updated_at, callback_url, resend_of, avoid_vendor) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, \
-     ?19) \
+     ?19, ?20, ?21) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
 
 pub(super) const SELECT_BY_ID: &str = concat!(

@@ -4,7 +4,7 @@
 //! and the callback outbox's contracts over both backends (with the plan of the
 //! Postgres callback claim), the exactly-once drain under concurrent claimers, and each
 //! backend's own concerns (migrations, schemas, plans, outages, whose clock times
-//! leases).
+//! leases, the re-send columns).
 
 mod callback;
 mod delivery;
@@ -13,6 +13,7 @@ mod group_commit;
 mod memory;
 mod postgres;
 mod postgres_lease_clock;
+mod postgres_resend;
 mod sqlite;
 mod support;
 mod traced;

@@ -9,7 +9,7 @@ use crate::ids::{IdempotencyKey, MessageId};
 use crate::queue::{
     DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus, QueueReason,
 };
-use crate::request::SmsRequest;
+use crate::request::{Resend, SmsRequest};
 
 use super::fixtures::{at, keyed_request, queued, queued_request};
 use super::support::{claim, claim_one, enqueue, get, ids, vendor};
@@ -213,8 +213,9 @@ pub async fn enqueue_sent_records_the_vendor_and_is_never_claimed(queue: &Arc<dy
     ));
 }
 
-/// Arguments and recipients come back exactly, whatever text they hold, and so does the
-/// callback URL, from a single enqueue and from a batch alike.
+/// Arguments and recipients come back exactly, whatever text they hold, and so do the
+/// callback URL and what makes a message a re-send, from a single enqueue and from a
+/// batch alike.
 pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn DeferredQueue>) {
     // Separators a joined-string encoding would break (`###`, `;`), quotes, escapes,
     // and text that looks like JSON, SQL or an array literal.
@@ -237,7 +238,11 @@ pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn Deferre
         .unwrap()
         .with_idempotency_key(IdempotencyKey::new("round-trip:1").unwrap())
         .with_expiry(at(3_600))
-        .with_callback_url(hook("https://app.example/sms-events?tenant=7&q=%E9%AA%8C"));
+        .with_callback_url(hook("https://app.example/sms-events?tenant=7&q=%E9%AA%8C"))
+        .with_resend(Resend {
+            of: MessageId::new(),
+            avoid: vendor("aliyun"),
+        });
     let stored = enqueue(queue, queued_request(request.clone(), at(0), at(0))).await;
     assert_eq!(stored.request, request);
     assert_eq!(get(queue, stored.id).await.request, request);
@@ -251,10 +256,14 @@ pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn Deferre
     let claimed = claim_one(queue, 0).await;
     assert_eq!(claimed.request, request);
 
-    // A batch keeps each message's URL, or its lack of one.
+    // A batch keeps each message's URL and re-send, or its lack of them.
     let with_url = SmsRequest::new("login_code", ["1"], ["+8613800138000"])
         .unwrap()
-        .with_callback_url(hook("http://127.0.0.1:9000/e"));
+        .with_callback_url(hook("http://127.0.0.1:9000/e"))
+        .with_resend(Resend {
+            of: stored.id,
+            avoid: vendor("tencent-cloud_2"),
+        });
     let without_url = SmsRequest::new("login_code", ["2"], ["+8613800138000"]).unwrap();
     let batch = vec![
         queued_request(with_url.clone(), at(0), at(0)),
@@ -269,6 +278,7 @@ pub async fn arguments_and_recipients_round_trip_exactly(queue: &Arc<dyn Deferre
         assert_eq!(&get(queue, m.id).await.request, request);
     }
     assert_eq!(get(queue, batch[1].id).await.request.callback_url(), None);
+    assert_eq!(get(queue, batch[1].id).await.request.resend(), None);
 
     // One empty argument stays one; none stay none.
     for args in [vec![""], vec![]] {
