@@ -8,6 +8,7 @@ mod config;
 mod http;
 mod metrics;
 mod openapi;
+mod pull;
 mod routes;
 mod sandbox;
 mod serve;

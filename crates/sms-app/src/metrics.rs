@@ -186,7 +186,7 @@ impl Metrics {
         let billing_mismatches = Family::<VendorLabels, Counter>::default();
         registry.register(
             "billing_mismatches",
-            "Accepted sends whose vendor-reported billed count differs from the count from the text",
+            "Accepted sends whose vendor-reported billed count differs from the count from the text, and receipts whose billed segments differ from the send's",
             billing_mismatches.clone(),
         );
         let receipts = Family::<ReceiptLabels, Counter>::default();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sms_core::ReceiptPull;
 use sms_providers::delivery_log::DeliveryLog as SimulatedDeliveries;
 use sms_providers::receipts::ReceiptFormat;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,8 @@ use crate::config::Config;
 use crate::http::receipts::{ReceiptEndpoint, ReceiptEndpoints};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
-use crate::wire::{Extras, Store, build_send_path, take_simulated_receipts};
+use crate::pull::Puller;
+use crate::wire::{Extras, SendPath, Store, build_send_path, take_simulated_receipts};
 
 /// Seed of the first simulated vendor under `serve`.
 const SEED: u64 = 1;
@@ -60,6 +62,7 @@ pub async fn run(config: Config) -> Result<()> {
         keep,
         keep.max(Duration::from_secs(config.receipts.unknown_after_s)),
     );
+    let pull = spawn_pull(&config, &send_path, &metrics)?;
     let stop_callbacks = CancellationToken::new();
     let callbacks = match &config.callbacks.secret {
         Some(secret) => {
@@ -113,6 +116,9 @@ pub async fn run(config: Config) -> Result<()> {
         .context("serving HTTP")?;
     tracing::info!("shutting down: finishing in-flight sends, releasing leases");
     retention.abort();
+    if let Some(pull) = pull {
+        pull.abort();
+    }
     send_path.drainer.shutdown().await;
     if let Err(e) = send_path.gateway.flush().await {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
@@ -124,6 +130,39 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Asks the real vendors without a receipt secret (so without push) for their
+/// receipts, every `receipts.pull_interval_s`; none when none is pulled.
+fn spawn_pull(
+    config: &Config,
+    send_path: &SendPath,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let pulled: HashMap<String, Arc<dyn ReceiptPull>> = send_path
+        .pullers
+        .iter()
+        .filter(|(name, _)| !config.receipts.secrets.contains_key(*name))
+        .map(|(name, vendor)| (name.clone(), Arc::clone(vendor)))
+        .collect();
+    if pulled.is_empty() || config.receipts.pull_interval_s == 0 {
+        return Ok(None);
+    }
+    let puller = Puller::new(
+        &pulled,
+        send_path.store.deliveries.clone(),
+        send_path.gateway.clone(),
+        metrics.clone(),
+        Duration::from_secs(config.receipts.pull_interval_s),
+        config.receipts.pull_batch,
+        chrono::Duration::seconds(
+            i64::try_from(config.receipts.unknown_after_s).unwrap_or(i64::MAX),
+        ),
+    )?;
+    for vendor in puller.vendors() {
+        tracing::info!(%vendor, every_s = config.receipts.pull_interval_s, "no receipt push configured: pulling this vendor's receipts");
+    }
+    Ok(Some(tokio::spawn(puller.run())))
 }
 
 /// Removes sent messages past retention, their delivery records, and the status events

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sms_core::{
-    DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, RecipientLimiter, ReportApplied,
-    UsageLedger, VendorId,
+    DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, ReceiptPull, RecipientLimiter,
+    ReportApplied, UsageLedger, VendorId,
 };
 use sms_failover::{DrainerHandle, Gateway, GatewayObserver, VendorEntry};
 use sms_limit::{InProcessLimiter, InProcessRecipientLimiter, RedisLimiter, RedisRecipientLimiter};
@@ -172,16 +172,23 @@ async fn build_limiters(
 /// Simulated vendors by name, for fault control over HTTP.
 pub type SimulatedByName = HashMap<String, Arc<SimulatedVendor>>;
 
+/// Vendors that can be asked for their delivery receipts, by name.
+pub type PullersByName = HashMap<String, Arc<dyn ReceiptPull>>;
+
+/// The vendors built from the configuration.
+struct BuiltVendors {
+    entries: Vec<VendorEntry>,
+    simulated: SimulatedByName,
+    pullers: PullersByName,
+}
+
 /// The vendors in tie-break order, and the simulated ones by name for fault control.
 /// Simulated vendors are seeded `seed`, `seed + 1`, … in that order.
-fn build_vendors(
-    config: &Config,
-    log: &DeliveryLog,
-    seed: u64,
-) -> Result<(Vec<VendorEntry>, SimulatedByName)> {
+fn build_vendors(config: &Config, log: &DeliveryLog, seed: u64) -> Result<BuiltVendors> {
     let named = config.vendors_in_order();
     let mut entries = Vec::new();
     let mut simulated = HashMap::new();
+    let mut pullers = PullersByName::new();
     for (index, (name, vendor)) in (0..).zip(named) {
         let vendor_seed = seed.wrapping_add(index);
         let id =
@@ -203,20 +210,28 @@ fn build_vendors(
                 simulated.insert(name.clone(), vendor.clone());
                 vendor
             }
-            VendorConfig::Aliyun(v) => Arc::new(
-                v.settings
-                    .clone()
-                    .with_env()
-                    .and_then(|settings| AliyunVendor::with_id(id, settings))
-                    .map_err(settings_error)?,
-            ),
-            VendorConfig::Tencent(v) => Arc::new(
-                v.settings
-                    .clone()
-                    .with_env()
-                    .and_then(|settings| TencentVendor::with_id(id, settings))
-                    .map_err(settings_error)?,
-            ),
+            VendorConfig::Aliyun(v) => {
+                let vendor = Arc::new(
+                    v.settings
+                        .clone()
+                        .with_env()
+                        .and_then(|settings| AliyunVendor::with_id(id, settings))
+                        .map_err(settings_error)?,
+                );
+                pullers.insert(name.clone(), vendor.clone());
+                vendor
+            }
+            VendorConfig::Tencent(v) => {
+                let vendor = Arc::new(
+                    v.settings
+                        .clone()
+                        .with_env()
+                        .and_then(|settings| TencentVendor::with_id(id, settings))
+                        .map_err(settings_error)?,
+                );
+                pullers.insert(name.clone(), vendor.clone());
+                vendor
+            }
             VendorConfig::Cloopen(v) => Arc::new(
                 v.settings
                     .clone()
@@ -230,7 +245,11 @@ fn build_vendors(
     if entries.is_empty() {
         anyhow::bail!("vendors: expected at least one vendor");
     }
-    Ok((entries, simulated))
+    Ok(BuiltVendors {
+        entries,
+        simulated,
+        pullers,
+    })
 }
 
 /// What the caller adds to a configuration to build the send path.
@@ -258,6 +277,8 @@ pub struct SendPath {
     pub fees: Vec<Arc<dyn FeeSchedule>>,
     /// The format of each vendor's delivery receipts, by vendor name.
     pub receipt_formats: HashMap<String, ReceiptFormat>,
+    /// The real vendors that can be asked for their receipts, by name.
+    pub pullers: PullersByName,
 }
 
 /// The receipt format vendor `name` pushes: its kind's, or for a simulated vendor the
@@ -280,7 +301,11 @@ fn receipt_format(
 pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath> {
     let store = open_store(config).await?;
     let (limiter, recipient_limiter) = build_limiters(config).await?;
-    let (vendors, simulated) = build_vendors(config, &extras.delivery_log, extras.seed)?;
+    let BuiltVendors {
+        entries: vendors,
+        simulated,
+        pullers,
+    } = build_vendors(config, &extras.delivery_log, extras.seed)?;
     let fees = vendors.iter().map(|entry| entry.fees.clone()).collect();
     let receipt_formats = config
         .vendors
@@ -324,6 +349,7 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         simulated,
         fees,
         receipt_formats,
+        pullers,
     })
 }
 

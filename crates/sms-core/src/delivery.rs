@@ -116,6 +116,10 @@ pub struct SentDelivery {
     pub sent_at: DateTime<Utc>,
     /// Where the message's status events go, if anywhere.
     pub callback_url: Option<CallbackUrl>,
+    /// Segments the gateway billed for this recipient (the vendor's count at the send,
+    /// or the count from the text), when known: a receipt that says otherwise is a
+    /// billing difference.
+    pub billed_segments: Option<u32>,
 }
 
 /// What applying one receipt did.
@@ -129,6 +133,8 @@ pub enum ReportApplied {
         message_id: MessageId,
         /// Where that message's status events go, if anywhere.
         callback_url: Option<CallbackUrl>,
+        /// Segments the gateway billed for the recipient at the send, when recorded.
+        billed_segments: Option<u32>,
     },
     /// The send was settled already (the same receipt again, or a later one): nothing
     /// changed.
@@ -163,6 +169,33 @@ pub struct RecipientDelivery {
     pub segments: Option<u32>,
 }
 
+/// A recorded send still waiting for its receipt: what a vendor that is asked for
+/// receipts, instead of pushing them, needs to be asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// The vendor's id for the send.
+    pub vendor_message_id: String,
+    /// The recipient.
+    pub recipient: PhoneNumber,
+    /// When the vendor accepted it.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// A vendor that hands out delivery receipts when asked (Tencent `PullSmsSendStatus`,
+/// Aliyun `QuerySendDetails`): for a vendor that is not set up to push them.
+#[async_trait]
+pub trait ReceiptPull: Send + Sync {
+    /// The receipts the vendor has now. `pending` lists the sends to this vendor still
+    /// without a receipt, oldest first: a vendor that is asked per send asks about
+    /// these (one query each, so the caller bounds the work by the list's length); one
+    /// that hands out its receipts as a queue (each once) takes the next batch and
+    /// ignores the list. Receipts the gateway already has may come again.
+    async fn pull_receipts(
+        &self,
+        pending: &[PendingDelivery],
+    ) -> Result<Vec<DeliveryReport>, crate::vendor::VendorError>;
+}
+
 /// Per-recipient delivery records: sends as vendors accepted them, and their receipts.
 /// Shared by every instance; each call is atomic.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -191,6 +224,17 @@ pub trait DeliveryLog: Send + Sync {
         since: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(MessageId, RecipientDelivery)>, StoreError>;
+
+    /// The sends to `vendor` still without a receipt, accepted after `after` and before
+    /// `before`, oldest first, at most `limit`: what to ask a vendor that does not push
+    /// its receipts about.
+    async fn unsettled(
+        &self,
+        vendor: &VendorId,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
 
     /// Deletes up to `limit` rows older than `before`: sends recorded before it, and
     /// kept receipts that never found their send, received before it. Returns how many.

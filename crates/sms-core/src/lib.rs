@@ -40,7 +40,8 @@ pub use callback::{
 pub use callback_url::{CallbackUrl, MAX_CALLBACK_URL};
 pub use clock::{BillingPeriod, Clock, SystemClock};
 pub use delivery::{
-    DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
+    DeliveryLog, DeliveryReport, DeliveryState, PendingDelivery, ReceiptPull, RecipientDelivery,
+    ReportApplied, SentDelivery,
 };
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError};
 pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};

@@ -148,7 +148,9 @@ pub enum GatewayEvent {
         message: String,
     },
     /// A vendor reported billing a different number of messages than the gateway
-    /// counted from the text; the vendor's count is the one recorded.
+    /// counted from the text (in its answer to the send; the count recorded is then
+    /// the vendor's), or a receipt reported other segments for a recipient than were
+    /// billed at the send (segments beyond the count are then added).
     BillingMismatch {
         /// The vendor.
         vendor: VendorId,

@@ -11,9 +11,12 @@
 //! - [`delivery_log`]: what the simulated vendors "delivered", in memory or as JSON lines
 //!   on disk, so a test or a simulation run can count duplicates across restarts.
 //! - [`http`]: the real vendors' HTTP adapters (Aliyun, Tencent Cloud, Cloopen), their
-//!   configuration and their request signers.
+//!   configuration and their request signers. The Aliyun and Tencent Cloud adapters also
+//!   pull delivery receipts ([`sms_core::ReceiptPull`]: `QuerySendDetails`,
+//!   `PullSmsSendStatus`), for an account that does not push them.
 //! - `sandbox` (feature `sandbox`): a local HTTP server speaking the three vendors'
-//!   protocols, with signature checks, a delivery log and fault controls.
+//!   protocols, with signature checks, a delivery log and fault controls; it pushes
+//!   delivery receipts and answers the receipt pulls.
 
 pub mod delivery_log;
 pub mod fees;

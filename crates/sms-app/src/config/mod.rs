@@ -44,6 +44,8 @@ pub const ENV_OPERATOR_TOKENS: &str = "SMS_OPERATOR_TOKENS";
 const MIN_TOKEN_CHARS: usize = 16;
 /// Shortest retention of sent messages, in hours.
 const MIN_RETENTION_H: u64 = 1;
+/// Most sends asked about in one pull from a vendor.
+const MAX_PULL_BATCH: u32 = 1000;
 /// Most rows one shared commit may hold.
 const MAX_GROUP_COMMIT_ROWS: usize = 4096;
 /// Longest wait of a shared commit for more sends, in microseconds.
@@ -155,6 +157,11 @@ pub struct ReceiptsConfig {
     pub secrets: BTreeMap<String, Secret>,
     /// A recipient whose receipt has not come this long after the send is `unknown`.
     pub unknown_after_s: u64,
+    /// How often a real vendor without a receipt secret (no push) is asked for its
+    /// receipts, in seconds; 0 never asks.
+    pub pull_interval_s: u64,
+    /// Most sends a vendor asked per send (Aliyun) is asked about in one pull.
+    pub pull_batch: u32,
 }
 
 impl Default for ReceiptsConfig {
@@ -163,6 +170,8 @@ impl Default for ReceiptsConfig {
             secrets: BTreeMap::new(),
             // Vendors keep pushing receipts for up to three days.
             unknown_after_s: 72 * 3600,
+            pull_interval_s: 30,
+            pull_batch: 100,
         }
     }
 }
@@ -484,6 +493,12 @@ impl Config {
         }
         if self.receipts.unknown_after_s == 0 {
             bail!("receipts.unknown_after_s: expected at least 1 second, found 0");
+        }
+        if !(1..=MAX_PULL_BATCH).contains(&self.receipts.pull_batch) {
+            bail!(
+                "receipts.pull_batch: expected 1 to {MAX_PULL_BATCH}, found {}",
+                self.receipts.pull_batch
+            );
         }
         self.callbacks.validate()?;
         self.telemetry.validate()

@@ -458,3 +458,58 @@ async fn the_sandbox_pushes_receipts_that_settle_sends_through_the_real_adapters
         );
     }
 }
+
+/// Vendors without a receipt secret (so without push) are asked for their receipts:
+/// the real Aliyun and Tencent adapters pull from the sandbox (`QuerySendDetails`,
+/// `PullSmsSendStatus`), and every send is settled once, as pushes would settle it.
+/// Cloopen offers no pull: its send stays `sent`.
+#[tokio::test]
+async fn vendors_without_push_are_pulled_and_their_sends_settled_once() {
+    use crate::real_vendors::{free_port, sandbox_vendors, start_sandbox_with};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gateway = format!(
+        "{}\n[limit]\nrecipient_windows = [{{ limit = 10, window_s = 60 }}]\n\
+         [receipts]\npull_interval_s = 1\n",
+        sandbox_vendors(&format!("http://127.0.0.1:{port}"), ["Test", "Test"])
+    );
+    let server = Server::start(&Backends::Embedded, &gateway).await;
+    let settings = "[receipts]\ndelay_ms = 50\ndelivery_rate = 1.0\n";
+    let _sandbox = start_sandbox_with(dir.path(), port, None, Some(settings)).await;
+    let mut sent = Vec::new();
+    for (i, vendor) in ["aliyun", "tencent", "cloopen"].into_iter().enumerate() {
+        let (id, _) = send_through(&server, vendor, &format!("+86138000030{i:02}")).await;
+        sent.push((vendor, id));
+    }
+    // Sends are asked about from 5 s after them, every second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (vendor, id) in &sent[..2] {
+        loop {
+            let recipient = message(&server, id).await["recipients"][0].clone();
+            if recipient["status"] == "delivered" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{vendor}: no pulled receipt settled {id}: {recipient}\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // More passes change nothing: each send was settled once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for vendor in ["aliyun", "tencent"] {
+        assert_eq!(
+            receipts_counted(&server, vendor, "applied").await,
+            1,
+            "{vendor}"
+        );
+    }
+    let (_, cloopen) = &sent[2];
+    assert_eq!(
+        message(&server, cloopen).await["recipients"][0]["status"],
+        "sent"
+    );
+}

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::callback_url::CallbackUrl;
 use crate::delivery::{
-    DeliveryLog, DeliveryReport, DeliveryState, RecipientDelivery, ReportApplied, SentDelivery,
+    DeliveryLog, DeliveryReport, DeliveryState, PendingDelivery, RecipientDelivery, ReportApplied,
+    SentDelivery,
 };
 use crate::error::StoreError;
 use crate::ids::{MessageId, VendorId};
@@ -17,10 +18,13 @@ use crate::phone::PhoneNumber;
 /// What identifies one recipient's send at a vendor.
 type Key = (VendorId, String, PhoneNumber);
 
+/// A recorded send: its message, when, where its events go, segments billed.
+type Sent = (MessageId, DateTime<Utc>, Option<CallbackUrl>, Option<u32>);
+
 /// One row: a recorded send, a receipt, or both.
 #[derive(Debug, Clone)]
 struct Row {
-    sent: Option<(MessageId, DateTime<Utc>, Option<CallbackUrl>)>,
+    sent: Option<Sent>,
     receipt: Option<(DeliveryReport, DateTime<Utc>)>,
 }
 
@@ -51,8 +55,12 @@ impl DeliveryLog for MemoryDeliveryLog {
                 sent: None,
                 receipt: None,
             });
-            row.sent
-                .get_or_insert((s.message_id, s.sent_at, s.callback_url.clone()));
+            row.sent.get_or_insert((
+                s.message_id,
+                s.sent_at,
+                s.callback_url.clone(),
+                s.billed_segments,
+            ));
         }
         Ok(())
     }
@@ -80,11 +88,14 @@ impl DeliveryLog for MemoryDeliveryLog {
                 }
                 row.receipt = Some((report.clone(), now));
                 match &row.sent {
-                    Some((message_id, sent_at, callback_url)) => ReportApplied::Applied {
-                        sent_at: *sent_at,
-                        message_id: *message_id,
-                        callback_url: callback_url.clone(),
-                    },
+                    Some((message_id, sent_at, callback_url, billed_segments)) => {
+                        ReportApplied::Applied {
+                            sent_at: *sent_at,
+                            message_id: *message_id,
+                            callback_url: callback_url.clone(),
+                            billed_segments: *billed_segments,
+                        }
+                    }
                     None => ReportApplied::Kept,
                 }
             })
@@ -122,12 +133,43 @@ impl DeliveryLog for MemoryDeliveryLog {
         Ok(found)
     }
 
+    async fn unsettled(
+        &self,
+        vendor: &VendorId,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let rows = crate::sync::lock(&self.rows);
+        let mut found: Vec<PendingDelivery> = rows
+            .iter()
+            .filter(|((v, _, _), row)| v == vendor && row.receipt.is_none())
+            .filter_map(|((_, id, recipient), row)| {
+                let (_, sent_at, _, _) = row.sent.as_ref()?;
+                (*sent_at > after && *sent_at < before).then(|| PendingDelivery {
+                    vendor_message_id: id.clone(),
+                    recipient: recipient.clone(),
+                    sent_at: *sent_at,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            (a.sent_at, &a.vendor_message_id, a.recipient.as_str()).cmp(&(
+                b.sent_at,
+                &b.vendor_message_id,
+                b.recipient.as_str(),
+            ))
+        });
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let mut rows = crate::sync::lock(&self.rows);
         let old: Vec<Key> = rows
             .iter()
             .filter(|(_, row)| match (&row.sent, &row.receipt) {
-                (Some((_, sent_at, _)), _) => *sent_at < before,
+                (Some((_, sent_at, _, _)), _) => *sent_at < before,
                 (None, Some((_, received))) => *received < before,
                 (None, None) => true,
             })
@@ -146,7 +188,7 @@ fn view(
     (vendor, vendor_message_id, recipient): &Key,
     row: &Row,
 ) -> Option<(MessageId, RecipientDelivery)> {
-    let (message_id, sent_at, _) = row.sent.clone()?;
+    let (message_id, sent_at, _, _) = row.sent.clone()?;
     let receipt = row.receipt.as_ref();
     let report = receipt.map(|(r, _)| r);
     Some((

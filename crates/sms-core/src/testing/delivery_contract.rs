@@ -73,6 +73,7 @@ fn sent(
         vendor_message_id: vendor_id.to_owned(),
         sent_at: at(secs),
         callback_url: None,
+        billed_segments: None,
     }
 }
 
@@ -120,6 +121,7 @@ pub async fn receipts_settle_each_recipient(log: &Arc<dyn DeliveryLog>) {
     log.record_sent(&[
         SentDelivery {
             callback_url: Some(hook.clone()),
+            billed_segments: Some(2),
             ..sent(id, "+8613800000001", "aliyun", "biz-1", 1)
         },
         sent(id, "+8613800000002", "aliyun", "biz-1", 1),
@@ -153,11 +155,13 @@ pub async fn receipts_settle_each_recipient(log: &Arc<dyn DeliveryLog>) {
                 sent_at,
                 message_id: id,
                 callback_url: Some(hook),
+                billed_segments: Some(2),
             },
             ReportApplied::Applied {
                 sent_at,
                 message_id: id,
                 callback_url: None,
+                billed_segments: None,
             }
         ]
     );
@@ -201,6 +205,7 @@ pub async fn the_first_receipt_wins_and_repeats_change_nothing(log: &Arc<dyn Del
             sent_at: at(1),
             message_id: id,
             callback_url: None,
+            billed_segments: None,
         }]
     );
     let before = log.deliveries(id).await.unwrap();
@@ -405,6 +410,53 @@ pub async fn purge_deletes_old_sends_and_old_unmatched_receipts(log: &Arc<dyn De
     );
 }
 
+/// The sends to one vendor without a receipt, in a time range, oldest first: settled
+/// sends, other vendors' sends and kept receipts without a send are not among them.
+pub async fn unsettled_lists_a_vendors_sends_without_a_receipt_oldest_first(
+    log: &Arc<dyn DeliveryLog>,
+) {
+    let id = message(30);
+    log.record_sent(&[
+        sent(id, "+8613800000003", "aliyun", "biz-c", 3),
+        sent(id, "+8613800000001", "aliyun", "biz-a", 1),
+        sent(id, "+8613800000002", "aliyun", "biz-b", 2),
+        sent(id, "+8613800000004", "aliyun", "biz-d", 4),
+        sent(id, "+8613800000001", "tencent", "sid-a", 2),
+        sent(id, "+8613800000009", "aliyun", "biz-old", 0),
+    ])
+    .await
+    .unwrap();
+    log.apply_reports(
+        &[
+            delivered("+8613800000002", "aliyun", "biz-b"),
+            delivered("+8613800000007", "aliyun", "biz-unknown"),
+        ],
+        at(5),
+    )
+    .await
+    .unwrap();
+    let pending = log
+        .unsettled(&vendor("aliyun"), at(0), at(4), 10)
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str)> = pending
+        .iter()
+        .map(|p| (p.vendor_message_id.as_str(), p.recipient.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [("biz-a", "+8613800000001"), ("biz-c", "+8613800000003")],
+        "after 0 and before 4 (both excluded), no receipt, aliyun only"
+    );
+    assert_eq!(pending[0].sent_at, at(1));
+    let first = log
+        .unsettled(&vendor("aliyun"), at(0), at(10), 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].vendor_message_id, "biz-a");
+}
+
 /// Expands to one `#[test]` per case of [`delivery_contract`](crate::testing::delivery_contract),
 /// each on a fresh log from `$factory` (an async fn returning `Option<ContractLog>`).
 #[macro_export]
@@ -420,6 +472,7 @@ macro_rules! delivery_contract_tests {
             concurrent_copies_of_a_receipt_settle_it_once,
             sends_to_a_number_are_listed_newest_first,
             purge_deletes_old_sends_and_old_unmatched_receipts,
+            unsettled_lists_a_vendors_sends_without_a_receipt_oldest_first,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -270,6 +270,11 @@ impl Gateway {
         };
         if let Some((receipt, recipients)) = accepted {
             let callback_url = sms.request.callback_url();
+            // Per recipient, when the vendor's count splits evenly between them.
+            let count = recipients.len() as u64;
+            let billed_segments = (count > 0 && billed % count == 0)
+                .then(|| u32::try_from(billed / count).ok())
+                .flatten();
             if let Some(deliveries) = &self.deliveries {
                 let records = recipients
                     .iter()
@@ -280,6 +285,7 @@ impl Gateway {
                         vendor_message_id: receipt.id_of(recipient).to_owned(),
                         sent_at: finished_at,
                         callback_url: callback_url.cloned(),
+                        billed_segments,
                     })
                     .collect();
                 deliveries.record(records).await;

@@ -19,6 +19,7 @@ use sms_core::sync::lock;
 use sms_core::{CallbackStatus, DeliveryReport, ReportApplied, StatusEvent};
 
 use super::Gateway;
+use crate::events::GatewayEvent;
 
 /// What a vendor's receipts have said lately.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +61,7 @@ impl Gateway {
     /// templates ask for it.
     pub async fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         self.notify_receipts(reports, applied).await;
+        self.reconcile_segments(reports, applied);
         self.watch_receipts(reports, applied);
         self.resend_undelivered(reports, applied).await;
     }
@@ -96,6 +98,43 @@ impl Gateway {
             event.code.clone_from(&report.code);
             event.description.clone_from(&report.description);
             callbacks.record(&url, [event]).await;
+        }
+    }
+
+    /// Compares the segments each receipt says the vendor billed (Aliyun's `sms_size`)
+    /// with what the gateway billed at the send. A difference is reported; segments
+    /// the vendor billed beyond the gateway's count are added to its billed volume, so
+    /// that prices and spend follow the vendor's bill. Fewer are only reported: billed
+    /// volume never goes down.
+    fn reconcile_segments(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+        let now = self.clock.now();
+        for (report, outcome) in reports.iter().zip(applied) {
+            let (
+                Some(reported),
+                ReportApplied::Applied {
+                    billed_segments: Some(counted),
+                    ..
+                },
+            ) = (report.segments, outcome)
+            else {
+                continue;
+            };
+            if reported == *counted {
+                continue;
+            }
+            self.emit(|| GatewayEvent::BillingMismatch {
+                vendor: report.vendor.clone(),
+                counted: u64::from(*counted),
+                reported: u64::from(reported),
+            });
+            let Some(idx) = self.ids.iter().position(|id| *id == report.vendor) else {
+                continue;
+            };
+            if reported > *counted {
+                self.health()
+                    .add_usage(idx, u64::from(reported - counted), now);
+                self.write_behind.usage_added();
+            }
         }
     }
 

@@ -265,3 +265,33 @@ async fn demoting_the_only_vendor_on_its_receipts_reports_that_none_is_left_at_o
     );
     assert!(h.gateway.vendors()[0].cooling_down_until.is_some());
 }
+
+/// A receipt that says the vendor billed more segments for a recipient than the gateway
+/// counted at the send is reported and added to the vendor's billed volume; one that
+/// agrees changes nothing.
+#[tokio::test]
+async fn receipts_naming_more_segments_than_billed_add_them_to_the_vendors_volume() {
+    let h = Harness::new(&[("aliyun", 40_000)], config());
+    let billed = |h: &Harness| h.gateway.vendors()[0].billed_this_period;
+    let mut reports = sends_and_receipts(&h, 2, |_| true).await;
+    assert_eq!(billed(&h), 2, "one message per recipient at the send");
+    reports[0].segments = Some(3);
+    reports[1].segments = Some(1);
+    push(&h, &reports).await;
+    assert_eq!(billed(&h), 4, "two more segments from the first receipt");
+    let mismatches: Vec<(u64, u64)> = h
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            sms_failover::GatewayEvent::BillingMismatch {
+                counted, reported, ..
+            } => Some((counted, reported)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mismatches, [(1, 3)]);
+    // The same receipts again settle nothing and add nothing.
+    push(&h, &reports).await;
+    assert_eq!(billed(&h), 4);
+}

@@ -1,7 +1,10 @@
 //! Aliyun (Alibaba Cloud) SMS `SendSms`, API version 2017-05-25, signed with the RPC
-//! signature v1 (HMAC-SHA1) and sent as a form-encoded POST.
+//! signature v1 (HMAC-SHA1) and sent as a form-encoded POST. The adapter also asks for
+//! delivery receipts with `QuerySendDetails` ([`sms_core::ReceiptPull`]), for an account
+//! without a receipt push.
 
 mod codes;
+mod query;
 
 use std::time::Duration;
 
@@ -139,9 +142,6 @@ impl AliyunVendor {
     fn signed_body(&self, sms: &OutboundSms, numbers: &[PhoneNumber]) -> String {
         let request = &sms.request;
         let mut params: Vec<(&str, String)> = vec![
-            ("AccessKeyId", self.config.access_key_id.clone()),
-            ("Action", "SendSms".to_owned()),
-            ("Format", "JSON".to_owned()),
             ("OutId", sms.id.to_string()),
             (
                 "PhoneNumbers",
@@ -151,14 +151,8 @@ impl AliyunVendor {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            ("RegionId", self.config.region.clone()),
             ("SignName", sms.signature(&self.config.sign_name).to_owned()),
-            ("SignatureMethod", "HMAC-SHA1".to_owned()),
-            ("SignatureNonce", new_nonce()),
-            ("SignatureVersion", "1.0".to_owned()),
             ("TemplateCode", sms.template.id.clone()),
-            ("Timestamp", aliyun_timestamp(Utc::now())),
-            ("Version", API_VERSION.to_owned()),
         ];
         if !request.args().is_empty() {
             params.push((
@@ -166,6 +160,23 @@ impl AliyunVendor {
                 template_param_json(&sms.template.params, request.args()),
             ));
         }
+        self.signed_form("SendSms", params)
+    }
+
+    /// The form body of one signed call of `action` with its own `params`: the common
+    /// parameters (fresh nonce, current timestamp) added, then `Signature` over all.
+    fn signed_form(&self, action: &str, mut params: Vec<(&str, String)>) -> String {
+        params.extend([
+            ("AccessKeyId", self.config.access_key_id.clone()),
+            ("Action", action.to_owned()),
+            ("Format", "JSON".to_owned()),
+            ("RegionId", self.config.region.clone()),
+            ("SignatureMethod", "HMAC-SHA1".to_owned()),
+            ("SignatureNonce", new_nonce()),
+            ("SignatureVersion", "1.0".to_owned()),
+            ("Timestamp", aliyun_timestamp(Utc::now())),
+            ("Version", API_VERSION.to_owned()),
+        ]);
         let signature = aliyun_signature("POST", &params, self.config.access_key_secret.expose());
         format!(
             "{}&Signature={}",
@@ -180,6 +191,12 @@ impl AliyunVendor {
         numbers: &[PhoneNumber],
         billing: &Billing,
     ) -> Result<Receipt, VendorError> {
+        let (status, body) = self.post(self.signed_body(sms, numbers)).await?;
+        parse_answer(status, &body, billing.of_all(numbers))
+    }
+
+    /// Posts a signed form: the answer's HTTP status and body.
+    async fn post(&self, form: String) -> Result<(u16, String), VendorError> {
         let response = self
             .client
             .post(self.url.clone())
@@ -188,12 +205,11 @@ impl AliyunVendor {
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(self.signed_body(sms, numbers))
+            .body(form)
             .send()
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
-        let (status, body) = read_answer_body(VENDOR, response).await?;
-        parse_answer(status, &body, billing.of_all(numbers))
+        read_answer_body(VENDOR, response).await
     }
 }
 

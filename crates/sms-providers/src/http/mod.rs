@@ -1,6 +1,14 @@
 //! The real vendors, over HTTP: Aliyun `SendSms`, Tencent Cloud `SendSms` (2021-01-11)
 //! and Cloopen template SMS, each an [`sms_core::Vendor`].
 //!
+//! The Aliyun and Tencent Cloud adapters are also [`sms_core::ReceiptPull`]s, for an
+//! account that does not push delivery receipts: Aliyun is asked about each pending send
+//! (`QuerySendDetails`, four queries at a time; the receipts of the queries answered are
+//! returned, and an error only when none was), Tencent hands out its queue of statuses
+//! (`PullSmsSendStatus`, up to five calls of 100; a failure after the first call keeps
+//! what was taken, which Tencent will not hand out again). Both sign as their `SendSms`
+//! does and map the vendor's codes as in the table below.
+//!
 //! Each adapter sends the vendor's own template for the message (`sms.template.id`,
 //! Aliyun's variable names from `sms.template.params`) under the template's signature
 //! when it has one, else the vendor's configured one.

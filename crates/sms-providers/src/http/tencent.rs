@@ -1,7 +1,10 @@
 //! Tencent Cloud SMS `SendSms`, API version 2021-01-11, signed with TC3-HMAC-SHA256 and
-//! sent as a JSON POST.
+//! sent as a JSON POST. The adapter also pulls delivery receipts with
+//! `PullSmsSendStatus` ([`sms_core::ReceiptPull`]), for an account without a status
+//! callback.
 
 mod codes;
+mod pull;
 
 use std::time::Duration;
 
@@ -174,7 +177,13 @@ impl TencentVendor {
         billing: &Billing,
         split: &mut SplitSend,
     ) -> Result<(), VendorError> {
-        let payload = self.body(sms, numbers);
+        let (status, text) = self.call("SendSms", self.body(sms, numbers)).await?;
+        read_answer(status, &text, numbers, billing, split)
+    }
+
+    /// Signs `payload` for `action` (TC3-HMAC-SHA256) and posts it: the answer's HTTP
+    /// status and body. Every action of the API is called this way.
+    async fn call(&self, action: &str, payload: String) -> Result<(u16, String), VendorError> {
         let timestamp = Utc::now().timestamp();
         let signed = tc3_sign(&Tc3Input {
             secret_id: &self.config.secret_id,
@@ -189,7 +198,7 @@ impl TencentVendor {
             .post(self.url.clone())
             .header(reqwest::header::AUTHORIZATION, signed.authorization)
             .header(reqwest::header::CONTENT_TYPE, TC3_CONTENT_TYPE)
-            .header("X-TC-Action", "SendSms")
+            .header("X-TC-Action", action)
             .header("X-TC-Version", API_VERSION)
             .header("X-TC-Timestamp", timestamp.to_string())
             .header("X-TC-Region", &self.config.region)
@@ -197,8 +206,7 @@ impl TencentVendor {
             .send()
             .await
             .map_err(|e| transport_error(VENDOR, &e))?;
-        let (status, text) = read_answer_body(VENDOR, response).await?;
-        read_answer(status, &text, numbers, billing, split)
+        read_answer_body(VENDOR, response).await
     }
 }
 

@@ -206,12 +206,12 @@ pub enum ReceiptError {
 }
 
 /// The format of the vendors' Beijing times with separators: `2017-05-29 00:01:05`.
-const DASHED_TIME: &str = "%Y-%m-%d %H:%M:%S";
+pub(crate) const DASHED_TIME: &str = "%Y-%m-%d %H:%M:%S";
 /// The format of Cloopen's Beijing times: `20130201155306`.
 const COMPACT_TIME: &str = "%Y%m%d%H%M%S";
 
 /// Reads a Beijing time (UTC+8) written in `format`; `None` when it cannot be read.
-fn beijing_time(text: &str, format: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn beijing_time(text: &str, format: &str) -> Option<DateTime<Utc>> {
     let naive = NaiveDateTime::parse_from_str(text.trim(), format).ok()?;
     let beijing = FixedOffset::east_opt(8 * 3600)?;
     naive

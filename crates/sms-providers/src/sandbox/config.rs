@@ -113,7 +113,8 @@ pub struct SandboxConfig {
 }
 
 /// `[receipts]`: the delivery receipts the routes push, as the real vendors push them
-/// to the address registered with them.
+/// to the address registered with them, and answer when pulled (Aliyun
+/// `QuerySendDetails`, Tencent `PullSmsSendStatus`) whether they push or not.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiptPushes {
@@ -123,9 +124,11 @@ pub struct ReceiptPushes {
     pub tencent: Option<String>,
     /// Where the Cloopen route pushes its `SMSArrived` reports.
     pub cloopen: Option<String>,
-    /// Share of accepted recipients whose receipt says delivered, from 0 to 1.
+    /// Share of accepted recipients whose receipt says delivered, from 0 to 1; pushed
+    /// and pulled receipts tell the same fate.
     pub delivery_rate: f64,
-    /// How long after the send the receipts are pushed, in milliseconds.
+    /// How long after the send the receipts are pushed, and the pulls have them, in
+    /// milliseconds.
     pub delay_ms: u64,
 }
 

@@ -1,7 +1,8 @@
 //! A local stand-in for the three vendors' HTTP APIs (feature `sandbox`).
 //!
-//! [`serve`] answers Aliyun `SendSms` (`POST /` form or `GET /?…`), Tencent Cloud
-//! `SendSms` (`POST /` with `X-TC-Action`) and Cloopen template SMS
+//! [`serve`] answers Aliyun `SendSms` and `QuerySendDetails` (`POST /` form or
+//! `GET /?…`), Tencent Cloud `SendSms` and `PullSmsSendStatus` (`POST /` with
+//! `X-TC-Action`) and Cloopen template SMS
 //! (`POST /2013-12-26/Accounts/{sid}/SMS/TemplateSMS`) on one listener. It checks
 //! signatures, timestamps and nonces the way each vendor does and answers a bad one in
 //! that vendor's own error shape, so the real adapters can be tested end to end without
@@ -58,12 +59,21 @@
 //! delay_ms = 200
 //! ```
 //!
+//! The same routes answer the receipt pulls: Aliyun `QuerySendDetails` and Tencent Cloud
+//! `PullSmsSendStatus`, behind the same signature checks and faults, refusing bad
+//! parameters in each vendor's codes. Each accepted recipient's fate is drawn once at
+//! `delivery_rate` and is due `delay_ms` after the send, for pushes and pulls alike:
+//! Tencent's queue hands each status out once when due; Aliyun answers "waiting"
+//! (`SendStatus` 1) until then. Pulls work whether or not the route also pushes. What
+//! the pulls answer from is bounded (the newest 100 000 sends per route).
+//!
 //! Which numbers the sandbox refuses: a `+86` number that is not a mobile (11 digits
 //! starting with 1), like the landline `+862012345678`, as the real vendors do.
 
 mod config;
 mod handlers;
 mod receipts;
+mod statuses;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -230,6 +240,10 @@ pub(crate) struct SandboxState {
     /// Nonces seen, with when: Aliyun refuses a nonce reused within 15 minutes.
     nonces: Mutex<HashMap<String, DateTime<Utc>>>,
     rng: Mutex<StdRng>,
+    /// Draws each accepted recipient's fate, apart from the fault draws.
+    fate_rng: Mutex<StdRng>,
+    /// Each accepted send's fate, for the pull APIs.
+    statuses: statuses::SendStatuses,
     next_id: AtomicU64,
     /// Pushes delivery receipts.
     client: reqwest::Client,
@@ -273,6 +287,8 @@ impl SandboxState {
             log: Mutex::new(log),
             nonces: Mutex::new(HashMap::new()),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed)),
+            fate_rng: Mutex::new(StdRng::seed_from_u64(!config.seed)),
+            statuses: statuses::SendStatuses::new(statuses::MAX_KEPT),
             next_id: AtomicU64::new(0),
             client: reqwest::Client::new(),
             config,
@@ -342,7 +358,9 @@ impl SandboxState {
                 }
             }
         }
-        self.push_receipts(&deliveries);
+        let fates = self.draw_fates(&deliveries);
+        self.push_receipts(&deliveries, &fates);
+        self.keep_statuses(&deliveries, &fates);
         lock(&self.deliveries).extend(deliveries);
     }
 }

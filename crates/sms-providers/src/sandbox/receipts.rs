@@ -6,8 +6,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng as _;
-use sms_core::sync::lock;
 use sms_core::{DeliveryReport, PhoneNumber};
 
 use super::{Delivery, SandboxState, SandboxVendor};
@@ -15,15 +13,15 @@ use crate::receipts::ReceiptFormat;
 
 impl SandboxState {
     /// Pushes the receipts of `deliveries` to each route's receipt address, after the
-    /// configured delay, in its vendor's format; each delivered as drawn at the
-    /// configured rate. A failed push is tried twice more, a second apart, as vendors
-    /// retry.
-    pub(super) fn push_receipts(&self, deliveries: &[Delivery]) {
+    /// configured delay, in its vendor's format; each delivered or not as its drawn
+    /// `fates` say (the same fates the pull APIs answer). A failed push is tried twice
+    /// more, a second apart, as vendors retry.
+    pub(super) fn push_receipts(&self, deliveries: &[Delivery], fates: &[bool]) {
         let pushes = &self.config.receipts;
         let now = Utc::now() + chrono::Duration::milliseconds(pushes.delay_ms as i64);
         // By address and the route that accepted them.
         let mut by_route: HashMap<(&str, SandboxVendor), Vec<DeliveryReport>> = HashMap::new();
-        for d in deliveries {
+        for (d, &delivered) in deliveries.iter().zip(fates) {
             let Ok(route) = SandboxVendor::from_str(&d.vendor) else {
                 continue;
             };
@@ -35,7 +33,6 @@ impl SandboxState {
             let (Some(url), Ok(recipient)) = (url, PhoneNumber::parse(&d.recipient)) else {
                 continue;
             };
-            let delivered = lock(&self.rng).random::<f64>() < pushes.delivery_rate;
             by_route
                 .entry((url.as_str(), route))
                 .or_default()

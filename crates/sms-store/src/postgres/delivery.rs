@@ -8,15 +8,15 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::{
-    CallbackUrl, DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery,
-    ReportApplied, SentDelivery, StoreError,
+    CallbackUrl, DeliveryLog, DeliveryReport, MessageId, PendingDelivery, PhoneNumber,
+    RecipientDelivery, ReportApplied, SentDelivery, StoreError, VendorId,
 };
 
 use super::PgStore;
 use super::error::pg_error;
 use super::statements::{
     DELIVERIES_OF, DELIVERIES_SENT, DELIVERIES_TO, DELIVERY_RECEIPT, PURGE_DELIVERIES_SENT,
-    PURGE_DELIVERIES_UNMATCHED,
+    PURGE_DELIVERIES_UNMATCHED, UNSETTLED,
 };
 use crate::codec;
 
@@ -41,6 +41,13 @@ impl DeliveryLog for PgStore {
             .iter()
             .map(|s| s.callback_url.as_ref().map(CallbackUrl::as_str))
             .collect();
+        let billed_segments: Vec<Option<i32>> = sent
+            .iter()
+            .map(|s| {
+                s.billed_segments
+                    .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+            })
+            .collect();
         self.timed(async {
             let client = self.client().await?;
             let stmt = client
@@ -57,6 +64,7 @@ impl DeliveryLog for PgStore {
                         &messages,
                         &times,
                         &callback_urls,
+                        &billed_segments,
                     ],
                 )
                 .await
@@ -152,6 +160,28 @@ impl DeliveryLog for PgStore {
         .await
     }
 
+    async fn unsettled(
+        &self,
+        vendor: &VendorId,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(UNSETTLED).await.map_err(pg_error)?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[&vendor.as_str(), &after, &before, &i64::from(limit)],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter().map(pending).collect()
+        })
+        .await
+    }
+
     async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         self.timed(async {
             let client = self.client().await?;
@@ -188,12 +218,24 @@ fn settled(row: &tokio_postgres::Row) -> Result<ReportApplied, StoreError> {
         return Ok(ReportApplied::Kept);
     };
     let callback_url: Option<&str> = row.try_get(2).map_err(pg_error)?;
+    let billed_segments: Option<i32> = row.try_get(3).map_err(pg_error)?;
     Ok(ReportApplied::Applied {
         sent_at,
         message_id: MessageId::from_uuid(message_id),
         callback_url: callback_url
             .map(|u| codec::callback_url("deliveries.callback_url", u))
             .transpose()?,
+        billed_segments: billed_segments.and_then(|n| u32::try_from(n).ok()),
+    })
+}
+
+/// A row of [`UNSETTLED`]'s columns.
+fn pending(row: &tokio_postgres::Row) -> Result<PendingDelivery, StoreError> {
+    let recipient: &str = row.try_get(1).map_err(pg_error)?;
+    Ok(PendingDelivery {
+        vendor_message_id: row.try_get(0).map_err(pg_error)?,
+        recipient: codec::recipient(recipient)?,
+        sent_at: row.try_get(2).map_err(pg_error)?,
     })
 }
 

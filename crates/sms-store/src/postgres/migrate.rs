@@ -48,6 +48,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "resends",
         sql: include_str!("../../migrations/postgres/0006_resends.sql"),
     },
+    Migration {
+        version: 7,
+        name: "unsettled",
+        sql: include_str!("../../migrations/postgres/0007_unsettled.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "billed_segments",
+        sql: include_str!("../../migrations/postgres/0008_billed_segments.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

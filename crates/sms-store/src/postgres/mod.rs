@@ -33,12 +33,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use sms_core::StoreError;
+use sms_core::{StoreError, VendorId};
 use tokio_postgres::NoTls;
 
 use self::error::{pg_error, pool_error};
 use self::lease::LeaseTiming;
-use self::statements::{CALLBACK_PICK, CLAIM};
+use self::statements::{CALLBACK_PICK, CLAIM, UNSETTLED};
 use crate::Error;
 
 pub use config::{LeaseClock, PgConfig};
@@ -169,27 +169,17 @@ impl PgStore {
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         let lease = LeaseTiming::new(self.lease_clock, now, Duration::from_secs(30))?;
-        self.timed(async {
-            let client = self.client().await?;
-            let explain = format!("EXPLAIN {CLAIM}");
-            let rows = client
-                .query(
-                    explain.as_str(),
-                    &[
-                        &lease.start,
-                        &i64::from(limit),
-                        &"explain",
-                        &uuid::Uuid::nil(),
-                        &lease.micros,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            rows.iter()
-                .map(|row| row.try_get::<_, String>(0).map_err(pg_error))
-                .collect()
-        })
+        self.explain(
+            CLAIM,
+            &[
+                &lease.start,
+                &i64::from(limit),
+                &"explain",
+                &uuid::Uuid::nil(),
+                &lease.micros,
+                &now,
+            ],
+        )
         .await
     }
 
@@ -202,11 +192,42 @@ impl PgStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
+        self.explain(CALLBACK_PICK, &[&now, &i64::from(limit)])
+            .await
+    }
+
+    /// The plan Postgres chooses for [`DeliveryLog::unsettled`] of `vendor` between
+    /// `after` and `before`, one line per `EXPLAIN` row, for operators and tests. A
+    /// healthy plan walks the partial index `deliveries_unsettled` with no sort: the
+    /// query's filter and order are the index's predicate and key. When the range holds
+    /// few more sends than `limit`, Postgres may instead fetch them all through the same
+    /// index and sort that handful, which costs as little.
+    ///
+    /// [`DeliveryLog::unsettled`]: sms_core::DeliveryLog::unsettled
+    pub async fn explain_unsettled(
+        &self,
+        vendor: &VendorId,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.explain(
+            UNSETTLED,
+            &[&vendor.as_str(), &after, &before, &i64::from(limit)],
+        )
+        .await
+    }
+
+    /// `EXPLAIN` of `statement` with `params`, one line per row of the plan.
+    async fn explain(
+        &self,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<String>, StoreError> {
         self.timed(async {
             let client = self.client().await?;
-            let explain = format!("EXPLAIN {CALLBACK_PICK}");
             let rows = client
-                .query(explain.as_str(), &[&now, &i64::from(limit)])
+                .query(format!("EXPLAIN {statement}").as_str(), params)
                 .await
                 .map_err(pg_error)?;
             rows.iter()

@@ -339,12 +339,13 @@ pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE pe
 /// Records sends, one row per recipient; fills in a row a receipt made first, and leaves
 /// a recorded send as it is.
 pub(super) const DELIVERIES_SENT: &str = "INSERT INTO deliveries \
-     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url) \
+     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url, \
+      billed_segments) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], \
-                          $6::text[]) \
+                          $6::text[], $7::integer[]) \
      ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
      SET message_id = excluded.message_id, sent_at = excluded.sent_at, \
-         callback_url = excluded.callback_url \
+         callback_url = excluded.callback_url, billed_segments = excluded.billed_segments \
      WHERE deliveries.message_id IS NULL";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
@@ -358,7 +359,7 @@ pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
          reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
          segments = excluded.segments \
      WHERE deliveries.receipt_at IS NULL \
-     RETURNING sent_at, message_id, callback_url";
+     RETURNING sent_at, message_id, callback_url, billed_segments";
 
 /// A message's recipients, oldest send first.
 pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \
@@ -371,6 +372,18 @@ pub(super) const DELIVERIES_TO: &str = "SELECT recipient, vendor, vendor_message
      code, description, sent_at, reported_at, receipt_at, segments, message_id \
      FROM deliveries WHERE recipient = $1 AND message_id IS NOT NULL AND sent_at >= $2 \
      ORDER BY sent_at DESC LIMIT $3";
+
+/// The sends to vendor `$1` still without a receipt, accepted after `$2` and before
+/// `$3`, oldest first, at most `$4`. Its filter is the predicate of the partial index
+/// `deliveries_unsettled` and its order the index's key after the vendor (the ids
+/// compared byte by byte, as the index has them), so Postgres walks the vendor's range
+/// of the index and stops after `$4` rows, however many settled sends the table holds.
+/// `tests/it/delivery.rs` checks the plan with EXPLAIN.
+pub(super) const UNSETTLED: &str = "SELECT vendor_message_id, recipient, sent_at \
+     FROM deliveries \
+     WHERE vendor = $1 AND state = 'sent' AND message_id IS NOT NULL \
+       AND sent_at > $2 AND sent_at < $3 \
+     ORDER BY sent_at, vendor_message_id COLLATE \"C\", recipient COLLATE \"C\" LIMIT $4";
 
 /// Deletes up to a number of recorded sends older than a time.
 pub(super) const PURGE_DELIVERIES_SENT: &str = "DELETE FROM deliveries \

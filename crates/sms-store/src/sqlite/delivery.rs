@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use sms_core::{
-    DeliveryLog, DeliveryReport, MessageId, PhoneNumber, RecipientDelivery, ReportApplied,
-    SentDelivery, StoreError,
+    DeliveryLog, DeliveryReport, MessageId, PendingDelivery, PhoneNumber, RecipientDelivery,
+    ReportApplied, SentDelivery, StoreError, VendorId,
 };
 
 use super::SqliteStore;
@@ -15,7 +15,7 @@ use super::error::sqlite_error;
 use super::row::{micros, time};
 use super::statements::{
     DELIVERIES_OF, DELIVERIES_TO, DELIVERY_RECEIPT, DELIVERY_SENT, PURGE_DELIVERIES_SENT,
-    PURGE_DELIVERIES_UNMATCHED,
+    PURGE_DELIVERIES_UNMATCHED, UNSETTLED,
 };
 use crate::codec;
 
@@ -35,6 +35,7 @@ impl DeliveryLog for SqliteStore {
                     s.message_id.to_string(),
                     micros(s.sent_at),
                     s.callback_url.as_ref().map(|u| u.as_str().to_owned()),
+                    s.billed_segments,
                 )
             })
             .collect();
@@ -44,7 +45,7 @@ impl DeliveryLog for SqliteStore {
                 let mut insert = tx.prepare_cached(DELIVERY_SENT).map_err(sqlite_error)?;
                 for row in &rows {
                     insert
-                        .execute(params![row.0, row.1, row.2, row.3, row.4, row.5])
+                        .execute(params![row.0, row.1, row.2, row.3, row.4, row.5, row.6])
                         .map_err(sqlite_error)?;
                 }
             }
@@ -80,19 +81,20 @@ impl DeliveryLog for SqliteStore {
                                 received,
                                 r.segments,
                             ],
-                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                         )
                         .optional()
                         .map_err(sqlite_error)?;
                     applied.push(match settled {
                         None => ReportApplied::Duplicate,
-                        Some((Some(sent_at), Some(message_id), callback_url)) => {
+                        Some((Some(sent_at), Some(message_id), callback_url, billed_segments)) => {
                             ReportApplied::Applied {
                                 sent_at: time("sent_at", sent_at)?,
                                 message_id: message_id_column(&message_id)?,
                                 callback_url: callback_url
                                     .map(|u| codec::callback_url("deliveries.callback_url", &u))
                                     .transpose()?,
+                                billed_segments,
                             }
                         }
                         // The CHECK on `deliveries` keeps a message and its send time
@@ -143,6 +145,36 @@ impl DeliveryLog for SqliteStore {
         .await
     }
 
+    async fn unsettled(
+        &self,
+        vendor: &VendorId,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let vendor = vendor.as_str().to_owned();
+        let (after, before) = (micros(after), micros(before));
+        self.call(move |conn| {
+            let mut select = conn.prepare_cached(UNSETTLED).map_err(sqlite_error)?;
+            let rows = select
+                .query_map(params![vendor, after, before, limit], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<PendingRow>>>())
+                .map_err(sqlite_error)?;
+            rows.into_iter()
+                .map(|(vendor_message_id, recipient, sent_at)| {
+                    Ok(PendingDelivery {
+                        vendor_message_id,
+                        recipient: codec::recipient(&recipient)?,
+                        sent_at: time("sent_at", sent_at)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let before = micros(before);
         self.call(move |conn| {
@@ -163,11 +195,22 @@ impl DeliveryLog for SqliteStore {
 
 /// A recorded send's columns as [`DELIVERY_SENT`] binds them: vendor, vendor id,
 /// recipient, message, send time and callback URL.
-type SentRow = (String, String, String, String, i64, Option<String>);
+type SentRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<u32>,
+);
 
 /// What [`DELIVERY_RECEIPT`] returns of the row it settled: send time, message and
 /// callback URL, the first two NULL while the send is not recorded.
-type SettledRow = (Option<i64>, Option<String>, Option<String>);
+type SettledRow = (Option<i64>, Option<String>, Option<String>, Option<u32>);
+
+/// The columns of [`UNSETTLED`], as stored: vendor id, recipient and send time.
+type PendingRow = (String, String, i64);
 
 fn message_id_column(text: &str) -> Result<MessageId, StoreError> {
     text.parse()

@@ -47,6 +47,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "resends",
         include_str!("../../migrations/sqlite/0007_resends.sql"),
     ),
+    (
+        8,
+        "unsettled",
+        include_str!("../../migrations/sqlite/0008_unsettled.sql"),
+    ),
+    (
+        9,
+        "billed_segments",
+        include_str!("../../migrations/sqlite/0009_billed_segments.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -350,7 +360,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 
     /// Migration 7's columns are set together or not at all, and a row the CHECK lets

@@ -169,11 +169,12 @@ pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE pe
 /// Records a send for one recipient; fills in a row a receipt made first, and leaves a
 /// recorded send as it is.
 pub(super) const DELIVERY_SENT: &str = "INSERT INTO deliveries \
-     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url, \
+      billed_segments) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
      SET message_id = excluded.message_id, sent_at = excluded.sent_at, \
-         callback_url = excluded.callback_url \
+         callback_url = excluded.callback_url, billed_segments = excluded.billed_segments \
      WHERE deliveries.message_id IS NULL";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
@@ -187,7 +188,7 @@ pub(super) const DELIVERY_RECEIPT: &str = "INSERT INTO deliveries \
          reported_at = excluded.reported_at, receipt_at = excluded.receipt_at, \
          segments = excluded.segments \
      WHERE deliveries.receipt_at IS NULL \
-     RETURNING sent_at, message_id, callback_url";
+     RETURNING sent_at, message_id, callback_url, billed_segments";
 
 /// A message's recipients, oldest send first.
 pub(super) const DELIVERIES_OF: &str = "SELECT recipient, vendor, vendor_message_id, state, \
@@ -200,6 +201,17 @@ pub(super) const DELIVERIES_TO: &str = "SELECT recipient, vendor, vendor_message
      code, description, sent_at, reported_at, receipt_at, segments, message_id \
      FROM deliveries WHERE recipient = ?1 AND message_id IS NOT NULL AND sent_at >= ?2 \
      ORDER BY sent_at DESC LIMIT ?3";
+
+/// The sends to vendor `?1` still without a receipt, accepted after `?2` and before
+/// `?3`, oldest first, at most `?4`. Its filter is the predicate of the partial index
+/// `deliveries_unsettled` and its order the index's key after the vendor, so SQLite
+/// searches the vendor's range of the index and stops after `?4` entries, reading no
+/// settled row and sorting nothing.
+pub(super) const UNSETTLED: &str = "SELECT vendor_message_id, recipient, sent_at \
+     FROM deliveries \
+     WHERE vendor = ?1 AND state = 'sent' AND message_id IS NOT NULL \
+       AND sent_at > ?2 AND sent_at < ?3 \
+     ORDER BY sent_at, vendor_message_id, recipient LIMIT ?4";
 
 /// Deletes up to a number of recorded sends older than a time.
 pub(super) const PURGE_DELIVERIES_SENT: &str = "DELETE FROM deliveries \
@@ -271,6 +283,8 @@ pub(super) const CALLBACK_PURGE: &str = "DELETE FROM callbacks WHERE id IN ( \
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::params;
+
     use super::*;
     use crate::sqlite::SqliteStore;
     use crate::sqlite::error::sqlite_error;
@@ -313,5 +327,33 @@ mod tests {
             .await
             .unwrap();
         assert!(temporary.is_empty(), "{temporary:#?}");
+    }
+
+    /// [`UNSETTLED`] searches the vendor's range of `deliveries_unsettled`, which holds
+    /// no settled row, in the index's order: no temporary B-tree sorts it.
+    #[tokio::test]
+    async fn unsettled_searches_its_partial_index_without_sorting() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let plan = store
+            .call(|c| {
+                c.prepare(&["EXPLAIN QUERY PLAN ", UNSETTLED].concat())
+                    .and_then(|mut s| {
+                        s.query_map(params!["aliyun", 0_i64, 1_i64, 50_i64], |r| {
+                            r.get::<_, String>("detail")
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap()
+            .join("\n");
+        assert!(
+            plan.contains(
+                "USING INDEX deliveries_unsettled (vendor=? AND sent_at>? AND sent_at<?)"
+            ),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }

@@ -1,4 +1,7 @@
-//! Aliyun's SendSms: RPC-style form or query, HMAC-SHA1 signature, JSON answer.
+//! Aliyun's RPC API on one route: form or query, HMAC-SHA1 signature, JSON answer.
+//! `SendSms` here; `QuerySendDetails` in [`query`], behind the same checks.
+
+mod query;
 
 use std::time::Duration;
 
@@ -7,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
+use sms_core::PhoneNumber;
 
 use super::{after_latency, deliverable, outage, parse_form, within};
 use crate::http::sign::aliyun_signature;
@@ -27,6 +31,20 @@ fn aliyun_error(status: StatusCode, code: &str, message: &str, request_id: &str)
         })),
     )
         .into_response()
+}
+
+/// A number as Aliyun takes it, if deliverable: mainland mobiles as 11 national digits,
+/// others with their country code, digits only.
+fn aliyun_recipient(number: &str) -> Option<PhoneNumber> {
+    if !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let e164 = if number.len() == 11 && number.starts_with('1') {
+        format!("+86{number}")
+    } else {
+        format!("+{number}")
+    };
+    deliverable(&e164)
 }
 
 pub(super) async fn aliyun_send(state: &SandboxState, method: &str, raw: &str) -> Response {
@@ -111,7 +129,10 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
             rid,
         );
     }
-    if get("Action") != Some("SendSms") || get("Version") != Some("2017-05-25") {
+    let action = get("Action");
+    if !matches!(action, Some("SendSms" | "QuerySendDetails"))
+        || get("Version") != Some("2017-05-25")
+    {
         return aliyun_error(
             StatusCode::BAD_REQUEST,
             "InvalidAction.NotFound",
@@ -127,6 +148,9 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
             rid,
         );
     }
+    if action == Some("QuerySendDetails") {
+        return query::query_answer(state, &params, rid);
+    }
     let ok_business = |code: &str, message: &str| aliyun_error(StatusCode::OK, code, message, rid);
     let numbers: Vec<&str> = get("PhoneNumbers")
         .unwrap_or_default()
@@ -141,15 +165,9 @@ fn aliyun_answer(state: &SandboxState, method: &str, raw: &str) -> Response {
     }
     let mut recipients = Vec::with_capacity(numbers.len());
     for n in numbers {
-        // Mainland mobiles come as 11 national digits, others with their country code.
-        let e164 = if n.len() == 11 && n.starts_with('1') {
-            format!("+86{n}")
-        } else {
-            format!("+{n}")
-        };
-        match deliverable(&e164) {
-            Some(p) if n.bytes().all(|b| b.is_ascii_digit()) => recipients.push(p),
-            _ => return ok_business("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
+        match aliyun_recipient(n) {
+            Some(p) => recipients.push(p),
+            None => return ok_business("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
         }
     }
     let sign_name = get("SignName").unwrap_or_default();

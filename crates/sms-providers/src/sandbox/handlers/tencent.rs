@@ -1,4 +1,7 @@
-//! Tencent Cloud's SendSms: JSON body, TC3-HMAC-SHA256 authorization, JSON answer.
+//! Tencent Cloud's API 3.0 on one route: JSON body, TC3-HMAC-SHA256 authorization, JSON
+//! answer. `SendSms` here; `PullSmsSendStatus` in [`pull`], behind the same checks.
+
+mod pull;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
@@ -150,7 +153,8 @@ fn tencent_answer(state: &SandboxState, headers: &HeaderMap, body: &str) -> Resp
             rid,
         );
     }
-    if header("x-tc-action") != "SendSms" {
+    let action = header("x-tc-action");
+    if !matches!(action, "SendSms" | "PullSmsSendStatus") {
         return tencent_error("InvalidAction", "The action is not found.", rid);
     }
     if header("x-tc-version") != "2021-01-11" {
@@ -165,6 +169,9 @@ fn tencent_answer(state: &SandboxState, headers: &HeaderMap, body: &str) -> Resp
     }
     if state.draw(SandboxVendor::Tencent) == Fate::Error {
         return tencent_error("InternalError.Timeout", "Internal error: timeout.", rid);
+    }
+    if action == "PullSmsSendStatus" {
+        return pull::pull_answer(state, body, rid);
     }
     let Ok(request) = serde_json::from_str::<TencentBody>(body) else {
         return tencent_error(
