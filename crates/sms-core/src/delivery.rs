@@ -201,9 +201,15 @@ pub trait ReceiptPull: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait DeliveryLog: Send + Sync {
-    /// Records accepted sends. A receipt kept for one of them is applied now; recording
-    /// the same send again changes nothing.
-    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError>;
+    /// Records accepted sends. A receipt kept for one of them is applied now, and
+    /// returned with what applying it did (as [`apply_reports`](DeliveryLog::apply_reports)
+    /// would have answered, had the send been recorded first), so that the gateway
+    /// takes it into account as it does any receipt. Recording the same send again
+    /// changes nothing and returns nothing.
+    async fn record_sent(
+        &self,
+        sent: &[SentDelivery],
+    ) -> Result<Vec<(DeliveryReport, ReportApplied)>, StoreError>;
 
     /// Applies receipts received at `now`, one answer per receipt, in order. The first
     /// receipt that settles a send wins; later ones change nothing.

@@ -6,11 +6,15 @@
 //! waits for room: memory stays bounded and intake slows to what the store can write. A
 //! batch the store refuses after a few tries is dropped with a warning.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sms_core::{CallbackEvent, CallbackOutbox, DeliveryLog, SentDelivery, StoreError};
+use sms_core::sync::lock;
+use sms_core::{
+    CallbackEvent, CallbackOutbox, DeliveryLog, DeliveryReport, ReportApplied, SentDelivery,
+    StoreError,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::retry_while_unavailable;
@@ -37,8 +41,20 @@ pub(crate) trait BatchSink: Send + Sync + 'static {
     async fn write(&self, batch: &[Self::Record]) -> Result<(), StoreError>;
 }
 
-/// Sends as vendors accepted them, into the delivery log.
-pub(crate) struct Deliveries(pub(crate) Arc<dyn DeliveryLog>);
+/// Receipts kept before their sends, settled when the sends were recorded, waiting
+/// for the gateway to take them into account.
+pub(crate) type LateReceipts = Arc<Mutex<Vec<(DeliveryReport, ReportApplied)>>>;
+
+/// Most late receipts kept for the gateway; beyond, they settle their sends but are
+/// not taken into account (no event, no re-send), with a warning.
+const LATE_MAX: usize = 65_536;
+
+/// Sends as vendors accepted them, into the delivery log; the kept receipts a record
+/// settles go to `late`.
+pub(crate) struct Deliveries {
+    pub(crate) log: Arc<dyn DeliveryLog>,
+    pub(crate) late: LateReceipts,
+}
 
 #[async_trait]
 impl BatchSink for Deliveries {
@@ -46,7 +62,19 @@ impl BatchSink for Deliveries {
     const DOING: &'static str = "recording which recipients vendors accepted";
     const IF_LOST: &'static str = "their receipts will be kept as unmatched";
     async fn write(&self, batch: &[SentDelivery]) -> Result<(), StoreError> {
-        self.0.record_sent(batch).await
+        let settled = self.log.record_sent(batch).await?;
+        if !settled.is_empty() {
+            let mut late = lock(&self.late);
+            let room = LATE_MAX.saturating_sub(late.len());
+            if settled.len() > room {
+                tracing::warn!(
+                    dropped = settled.len() - room,
+                    "receipts that came before their sends are settled but not acted on: too many wait"
+                );
+            }
+            late.extend(settled.into_iter().take(room));
+        }
+        Ok(())
     }
 }
 

@@ -86,6 +86,35 @@ pub(crate) fn delivery_state(value: &str) -> Result<DeliveryState, StoreError> {
 }
 
 /// Parses a stored recipient.
+/// A receipt kept before its send, as read back when recording the send settled it:
+/// the report it was, and what applying it did.
+pub(crate) fn kept_receipt_settled(
+    send: &sms_core::SentDelivery,
+    state: &str,
+    code: Option<String>,
+    description: Option<String>,
+    reported_at: Option<chrono::DateTime<chrono::Utc>>,
+    segments: Option<u32>,
+) -> Result<(sms_core::DeliveryReport, sms_core::ReportApplied), StoreError> {
+    let report = sms_core::DeliveryReport {
+        vendor: send.vendor.clone(),
+        vendor_message_id: send.vendor_message_id.clone(),
+        recipient: send.recipient.clone(),
+        delivered: delivery_state(state)? == DeliveryState::Delivered,
+        code,
+        description,
+        reported_at,
+        segments,
+    };
+    let applied = sms_core::ReportApplied::Applied {
+        sent_at: send.sent_at,
+        message_id: send.message_id,
+        callback_url: send.callback_url.clone(),
+        billed_segments: send.billed_segments,
+    };
+    Ok((report, applied))
+}
+
 pub(crate) fn recipient(value: &str) -> Result<PhoneNumber, StoreError> {
     PhoneNumber::parse(value).map_err(|e| corrupt("recipient", e))
 }

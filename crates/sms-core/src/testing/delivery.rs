@@ -43,8 +43,12 @@ impl MemoryDeliveryLog {
 
 #[async_trait]
 impl DeliveryLog for MemoryDeliveryLog {
-    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError> {
+    async fn record_sent(
+        &self,
+        sent: &[SentDelivery],
+    ) -> Result<Vec<(DeliveryReport, ReportApplied)>, StoreError> {
         let mut rows = crate::sync::lock(&self.rows);
+        let mut settled = Vec::new();
         for s in sent {
             let key = (
                 s.vendor.clone(),
@@ -55,14 +59,28 @@ impl DeliveryLog for MemoryDeliveryLog {
                 sent: None,
                 receipt: None,
             });
-            row.sent.get_or_insert((
+            if row.sent.is_some() {
+                continue;
+            }
+            row.sent = Some((
                 s.message_id,
                 s.sent_at,
                 s.callback_url.clone(),
                 s.billed_segments,
             ));
+            if let Some((report, _)) = &row.receipt {
+                settled.push((
+                    report.clone(),
+                    ReportApplied::Applied {
+                        sent_at: s.sent_at,
+                        message_id: s.message_id,
+                        callback_url: s.callback_url.clone(),
+                        billed_segments: s.billed_segments,
+                    },
+                ));
+            }
         }
-        Ok(())
+        Ok(settled)
     }
 
     async fn apply_reports(

@@ -234,9 +234,28 @@ pub async fn a_receipt_before_its_send_is_applied_when_the_send_is_recorded(
         [ReportApplied::Kept]
     );
     assert!(log.deliveries(id).await.unwrap().is_empty());
-    log.record_sent(&[sent(id, "+8613800000001", "cloopen", "sid-9", 1)])
+    let record = sent(id, "+8613800000001", "cloopen", "sid-9", 1);
+    let settled = log
+        .record_sent(std::slice::from_ref(&record))
         .await
         .unwrap();
+    assert_eq!(
+        settled,
+        [(
+            report.clone(),
+            ReportApplied::Applied {
+                sent_at: at(1),
+                message_id: id,
+                callback_url: None,
+                billed_segments: None,
+            }
+        )],
+        "the kept receipt comes back, settled by the record"
+    );
+    assert!(
+        log.record_sent(&[record]).await.unwrap().is_empty(),
+        "recording it again settles nothing"
+    );
     let found = log.deliveries(id).await.unwrap();
     assert_eq!(
         states(&found),

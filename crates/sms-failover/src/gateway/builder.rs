@@ -12,7 +12,7 @@ use sms_core::{
 use tokio::sync::Notify;
 
 use super::{Gateway, VendorEntry};
-use crate::batch::{BatchWriter, Deliveries};
+use crate::batch::{BatchWriter, Deliveries, LateReceipts};
 use crate::callbacks::StatusCallbacks;
 use crate::config::FailoverConfig;
 use crate::error::FailoverError;
@@ -187,6 +187,7 @@ impl GatewayBuilder {
             billing_offset,
             clock.now(),
         )));
+        let late_receipts = LateReceipts::default();
         let write_behind = Arc::new(WriteBehind::new(
             health.clone(),
             ids.clone(),
@@ -205,7 +206,13 @@ impl GatewayBuilder {
             clock,
             config,
             observer,
-            deliveries: deliveries.map(|log| BatchWriter::new(Deliveries(log))),
+            deliveries: deliveries.map(|log| {
+                BatchWriter::new(Deliveries {
+                    log,
+                    late: late_receipts.clone(),
+                })
+            }),
+            late_receipts,
             callbacks: callbacks.map(|(outbox, url)| StatusCallbacks::new(outbox, url)),
             receipt_windows: Mutex::new(vec![Default::default(); vendor_count]),
             templates,

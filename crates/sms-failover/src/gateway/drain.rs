@@ -112,6 +112,7 @@ impl Gateway {
     /// The pass of [`drain`](Self::drain).
     async fn drain_pass(&self, stop: &CancellationToken) -> Result<DrainReport, StoreError> {
         let _one_at_a_time = self.drain_running.lock().await;
+        self.late_receipts_applied().await;
         let mut report = DrainReport::default();
         // A batch claimed while the previous one was being marked sent.
         let mut claimed_ahead: Option<Vec<StoredMessage>> = None;

@@ -22,7 +22,7 @@ use sms_core::{
 use tokio::sync::Notify;
 
 use crate::backoff::retry_while_unavailable;
-use crate::batch::{BatchWriter, Deliveries};
+use crate::batch::{BatchWriter, Deliveries, LateReceipts};
 use crate::callbacks::StatusCallbacks;
 use crate::config::FailoverConfig;
 use crate::error::FailoverError;
@@ -119,6 +119,9 @@ pub struct Gateway {
     observer: Option<Arc<dyn GatewayObserver>>,
     /// Which recipients each vendor accepted, under its id, for delivery receipts.
     deliveries: Option<BatchWriter<Deliveries>>,
+    /// Receipts that came before their sends, settled when the sends were recorded;
+    /// taken into account at the next drain pass or flush.
+    late_receipts: LateReceipts,
     /// Status events for the clients' callbacks, into the outbox.
     callbacks: Option<StatusCallbacks>,
     /// Each vendor's last delivery receipts, for receipt-aware failover.
@@ -171,6 +174,7 @@ impl Gateway {
         if let Some(deliveries) = &self.deliveries {
             deliveries.flush().await;
         }
+        self.late_receipts_applied().await;
         if let Some(callbacks) = &self.callbacks {
             callbacks.flush().await;
         }

@@ -66,6 +66,18 @@ impl Gateway {
         self.resend_undelivered(reports, applied).await;
     }
 
+    /// Takes into account the receipts that came before their sends and were settled
+    /// when the sends were recorded, as if they had come after.
+    pub(crate) async fn late_receipts_applied(&self) {
+        let late = std::mem::take(&mut *lock(&self.late_receipts));
+        if late.is_empty() {
+            return;
+        }
+        let (reports, applied): (Vec<DeliveryReport>, Vec<ReportApplied>) =
+            late.into_iter().unzip();
+        self.receipts_applied(&reports, &applied).await;
+    }
+
     /// Stores a `delivered` or `undelivered` status event for each receipt that settled
     /// a recorded send.
     async fn notify_receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {

@@ -165,3 +165,47 @@ async fn a_message_without_a_callback_url_makes_no_event() {
     h.gateway.drain_once().await.unwrap();
     assert!(events(&h).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_receipt_that_came_before_its_send_tells_the_client_once_the_send_is_recorded() {
+    let h = Harness::new(&[("aliyun", 40_000)], config());
+    let request = with_hook(request());
+    h.vendor("aliyun").then(Step::Receipt(sms_core::Receipt {
+        vendor_message_id: "biz-early".into(),
+        billed_messages: 1,
+        reported_billed: None,
+        recipient_ids: Vec::new(),
+    }));
+    let report = DeliveryReport {
+        vendor: sms_core::VendorId::new("aliyun").unwrap(),
+        vendor_message_id: "biz-early".into(),
+        recipient: request.recipients()[0].clone(),
+        delivered: true,
+        code: Some("DELIVERED".into()),
+        description: None,
+        reported_at: None,
+        segments: None,
+    };
+    let now = sms_core::Clock::now(h.clock.as_ref());
+    let kept = h
+        .deliveries
+        .apply_reports(std::slice::from_ref(&report), now)
+        .await
+        .unwrap();
+    assert_eq!(kept, [sms_core::ReportApplied::Kept]);
+    h.gateway.receipts_applied(&[report], &kept).await;
+    let SendOutcome::Sent { id, .. } = h.gateway.send(request).await.unwrap() else {
+        panic!("expected sent");
+    };
+    let events = events(&h).await;
+    assert_eq!(
+        statuses(&events),
+        [CallbackStatus::Sent, CallbackStatus::Delivered],
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e.message_id == id));
+    // Taken into account once: another flush and a drain pass add nothing.
+    h.gateway.flush().await.unwrap();
+    h.gateway.drain_once().await.unwrap();
+    assert!(super::callbacks::events(&h).await.is_empty());
+}

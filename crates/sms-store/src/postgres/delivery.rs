@@ -22,7 +22,10 @@ use crate::codec;
 
 #[async_trait]
 impl DeliveryLog for PgStore {
-    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError> {
+    async fn record_sent(
+        &self,
+        sent: &[SentDelivery],
+    ) -> Result<Vec<(DeliveryReport, ReportApplied)>, StoreError> {
         // One statement may not touch a row twice: a repeated send goes once.
         let mut seen = HashSet::new();
         let sent: Vec<&SentDelivery> = sent
@@ -30,7 +33,7 @@ impl DeliveryLog for PgStore {
             .filter(|s| seen.insert((&s.vendor, &s.vendor_message_id, &s.recipient)))
             .collect();
         if sent.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let vendors: Vec<&str> = sent.iter().map(|s| s.vendor.as_str()).collect();
         let ids: Vec<&str> = sent.iter().map(|s| s.vendor_message_id.as_str()).collect();
@@ -54,8 +57,8 @@ impl DeliveryLog for PgStore {
                 .prepare_cached(DELIVERIES_SENT)
                 .await
                 .map_err(pg_error)?;
-            client
-                .execute(
+            let written = client
+                .query(
                     &stmt,
                     &[
                         &vendors,
@@ -69,7 +72,39 @@ impl DeliveryLog for PgStore {
                 )
                 .await
                 .map_err(pg_error)?;
-            Ok(())
+            // Rows written with a receipt already on them were kept receipts.
+            let mut settled = Vec::new();
+            for row in &written {
+                let receipt_at: Option<DateTime<Utc>> = row.try_get(8).map_err(pg_error)?;
+                if receipt_at.is_none() {
+                    continue;
+                }
+                let key: (&str, &str, &str) = (
+                    row.try_get(0).map_err(pg_error)?,
+                    row.try_get(1).map_err(pg_error)?,
+                    row.try_get(2).map_err(pg_error)?,
+                );
+                let Some(send) = sent.iter().find(|s| {
+                    (
+                        s.vendor.as_str(),
+                        s.vendor_message_id.as_str(),
+                        s.recipient.as_str(),
+                    ) == key
+                }) else {
+                    continue;
+                };
+                let state: &str = row.try_get(3).map_err(pg_error)?;
+                let segments: Option<i32> = row.try_get(7).map_err(pg_error)?;
+                settled.push(codec::kept_receipt_settled(
+                    send,
+                    state,
+                    row.try_get(4).map_err(pg_error)?,
+                    row.try_get(5).map_err(pg_error)?,
+                    row.try_get(6).map_err(pg_error)?,
+                    segments.and_then(|n| u32::try_from(n).ok()),
+                )?);
+            }
+            Ok(settled)
         })
         .await
     }

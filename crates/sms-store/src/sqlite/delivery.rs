@@ -21,35 +21,63 @@ use crate::codec;
 
 #[async_trait]
 impl DeliveryLog for SqliteStore {
-    async fn record_sent(&self, sent: &[SentDelivery]) -> Result<(), StoreError> {
+    async fn record_sent(
+        &self,
+        sent: &[SentDelivery],
+    ) -> Result<Vec<(DeliveryReport, ReportApplied)>, StoreError> {
         if sent.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let rows: Vec<SentRow> = sent
-            .iter()
-            .map(|s| {
-                (
-                    s.vendor.as_str().to_owned(),
-                    s.vendor_message_id.clone(),
-                    s.recipient.as_str().to_owned(),
-                    s.message_id.to_string(),
-                    micros(s.sent_at),
-                    s.callback_url.as_ref().map(|u| u.as_str().to_owned()),
-                    s.billed_segments,
-                )
-            })
-            .collect();
+        let sent = sent.to_vec();
         self.call(move |conn| {
             let tx = conn.transaction().map_err(sqlite_error)?;
+            let mut settled = Vec::new();
             {
                 let mut insert = tx.prepare_cached(DELIVERY_SENT).map_err(sqlite_error)?;
-                for row in &rows {
-                    insert
-                        .execute(params![row.0, row.1, row.2, row.3, row.4, row.5, row.6])
+                for s in &sent {
+                    let written: Option<WrittenRow> = insert
+                        .query_row(
+                            params![
+                                s.vendor.as_str(),
+                                s.vendor_message_id,
+                                s.recipient.as_str(),
+                                s.message_id.to_string(),
+                                micros(s.sent_at),
+                                s.callback_url.as_ref().map(|u| u.as_str()),
+                                s.billed_segments,
+                            ],
+                            |row| {
+                                Ok((
+                                    row.get(0)?,
+                                    row.get(1)?,
+                                    row.get(2)?,
+                                    row.get(3)?,
+                                    row.get(4)?,
+                                    row.get(5)?,
+                                ))
+                            },
+                        )
+                        .optional()
                         .map_err(sqlite_error)?;
+                    // A row written with a receipt already on it was a kept receipt.
+                    if let Some((Some(_), state, code, description, reported_at, segments)) =
+                        written
+                    {
+                        let reported_at =
+                            reported_at.map(|t| time("reported_at", t)).transpose()?;
+                        settled.push(codec::kept_receipt_settled(
+                            s,
+                            &state,
+                            code,
+                            description,
+                            reported_at,
+                            segments,
+                        )?);
+                    }
                 }
             }
-            tx.commit().map_err(sqlite_error)
+            tx.commit().map_err(sqlite_error)?;
+            Ok(settled)
         })
         .await
     }
@@ -193,15 +221,14 @@ impl DeliveryLog for SqliteStore {
     }
 }
 
-/// A recorded send's columns as [`DELIVERY_SENT`] binds them: vendor, vendor id,
-/// recipient, message, send time and callback URL.
-type SentRow = (
+/// What [`DELIVERY_SENT`] returns of the row it wrote: receipt time (set when a kept
+/// receipt was waiting), state, code, description, reported time and segments.
+type WrittenRow = (
+    Option<i64>,
     String,
-    String,
-    String,
-    String,
-    i64,
     Option<String>,
+    Option<String>,
+    Option<i64>,
     Option<u32>,
 );
 

@@ -167,7 +167,8 @@ pub(super) const USAGE_ADD: &str = "INSERT INTO usage (vendor, period, billed) V
 pub(super) const USAGE_TOTALS: &str = "SELECT vendor, billed FROM usage WHERE period = ?1";
 
 /// Records a send for one recipient; fills in a row a receipt made first, and leaves a
-/// recorded send as it is.
+/// recorded send as it is. Returns the row it wrote: with a receipt (`receipt_at` set)
+/// when a kept receipt was waiting for this send.
 pub(super) const DELIVERY_SENT: &str = "INSERT INTO deliveries \
      (vendor, vendor_message_id, recipient, message_id, sent_at, callback_url, \
       billed_segments) \
@@ -175,7 +176,8 @@ pub(super) const DELIVERY_SENT: &str = "INSERT INTO deliveries \
      ON CONFLICT (vendor, vendor_message_id, recipient) DO UPDATE \
      SET message_id = excluded.message_id, sent_at = excluded.sent_at, \
          callback_url = excluded.callback_url, billed_segments = excluded.billed_segments \
-     WHERE deliveries.message_id IS NULL";
+     WHERE deliveries.message_id IS NULL \
+     RETURNING receipt_at, state, code, description, reported_at, segments";
 
 /// Applies a receipt to a row no receipt has settled, making the row if there is none.
 /// Returns the recorded send it settled: when it was accepted (NULL: not recorded yet),
