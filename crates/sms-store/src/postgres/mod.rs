@@ -218,16 +218,17 @@ impl PgStore {
         .await
     }
 
-    /// `EXPLAIN` of `statement` with `params`, one line per row of the plan.
+    /// `EXPLAIN` of `statement` (one of the store's constant statements) with `params`,
+    /// one line per row of the plan.
     async fn explain(
         &self,
-        statement: &str,
+        statement: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<String>, StoreError> {
         self.timed(async {
             let client = self.client().await?;
             let rows = client
-                .query(format!("EXPLAIN {statement}").as_str(), params)
+                .query(["EXPLAIN ", statement].concat().as_str(), params)
                 .await
                 .map_err(pg_error)?;
             rows.iter()
