@@ -117,15 +117,17 @@ impl StatusEvent {
         }
     }
 
-    /// The event ready for the outbox, addressed to `url`.
-    pub fn to_callback(&self, url: &CallbackUrl) -> CallbackEvent {
+    /// The event ready for the outbox, addressed to `url`, stored at `stored_at`: its
+    /// first post is due then, and its retries are timed from then (not from `at`,
+    /// which for a receipt is the vendor's clock).
+    pub fn to_callback(&self, url: &CallbackUrl, stored_at: DateTime<Utc>) -> CallbackEvent {
         CallbackEvent {
             id: self.event_id,
             message_id: self.message_id,
             status: self.status,
             url: url.clone(),
             body: serde_json::to_string(self).expect("a status event always serialises"),
-            created_at: self.at,
+            created_at: stored_at,
         }
     }
 }
@@ -143,7 +145,8 @@ pub struct CallbackEvent {
     pub url: CallbackUrl,
     /// The JSON body, as signed and posted.
     pub body: String,
-    /// When it was made; retries stop a configured time after it.
+    /// When it was stored; its first post is due then, and retries stop a configured
+    /// time after it.
     pub created_at: DateTime<Utc>,
 }
 
@@ -249,7 +252,7 @@ mod tests {
         delivered.vendor = Some(VendorId::new("aliyun").unwrap());
         delivered.code = Some("DELIVRD".into());
         let url = CallbackUrl::new("https://app.example/e").unwrap();
-        let stored = delivered.to_callback(&url);
+        let stored = delivered.to_callback(&url, at);
         assert_eq!(stored.id, delivered.event_id);
         assert_ne!(stored.id, queued.event_id, "every event has its own id");
         let back: StatusEvent = serde_json::from_str(&stored.body).unwrap();

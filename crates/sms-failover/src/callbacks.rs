@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use sms_core::{CallbackOutbox, CallbackUrl, StatusEvent};
+use sms_core::{CallbackOutbox, CallbackUrl, Clock, StatusEvent};
 
 use crate::batch::{BatchWriter, Outbox};
 
@@ -14,13 +14,19 @@ use crate::batch::{BatchWriter, Outbox};
 pub(crate) struct StatusCallbacks {
     writer: BatchWriter<Outbox>,
     default_url: Option<CallbackUrl>,
+    clock: Arc<dyn Clock>,
 }
 
 impl StatusCallbacks {
-    pub(crate) fn new(outbox: Arc<dyn CallbackOutbox>, default_url: Option<CallbackUrl>) -> Self {
+    pub(crate) fn new(
+        outbox: Arc<dyn CallbackOutbox>,
+        default_url: Option<CallbackUrl>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             writer: BatchWriter::new(Outbox(outbox)),
             default_url,
+            clock,
         }
     }
 
@@ -36,9 +42,10 @@ impl StatusCallbacks {
         url: &CallbackUrl,
         events: impl IntoIterator<Item = StatusEvent>,
     ) {
+        let now = self.clock.now();
         let events = events
             .into_iter()
-            .map(|event| event.to_callback(url))
+            .map(|event| event.to_callback(url, now))
             .collect();
         self.writer.record(events).await;
     }

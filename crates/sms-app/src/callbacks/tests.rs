@@ -74,7 +74,10 @@ async fn a_failing_endpoint_gets_the_same_signed_event_until_it_takes_it_once() 
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let outbox = Arc::new(MemoryOutbox::new());
     let event = StatusEvent::new(MessageId::new(), CallbackStatus::Sent, clock.now());
-    outbox.enqueue(&[event.to_callback(&url)]).await.unwrap();
+    outbox
+        .enqueue(&[event.to_callback(&url, clock.now())])
+        .await
+        .unwrap();
     let dispatcher = dispatcher(outbox.clone(), clock.clone());
 
     for _ in 0..6 {
@@ -119,7 +122,10 @@ async fn an_event_past_its_retry_horizon_is_kept_as_failed() {
     let outbox = Arc::new(MemoryOutbox::new());
     let made = clock.now() - chrono::Duration::seconds(24 * 3600);
     let event = StatusEvent::new(MessageId::new(), CallbackStatus::Delivered, made);
-    outbox.enqueue(&[event.to_callback(&url)]).await.unwrap();
+    outbox
+        .enqueue(&[event.to_callback(&url, made)])
+        .await
+        .unwrap();
     let dispatcher = dispatcher(outbox.clone(), clock.clone());
     dispatcher.pass().await.unwrap();
     clock.advance(Duration::from_secs(3600));

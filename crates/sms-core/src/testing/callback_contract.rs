@@ -55,7 +55,7 @@ const LEASE: Duration = Duration::from_secs(30);
 /// An event made `secs` after the fixtures' start.
 fn event(status: CallbackStatus, secs: i64) -> CallbackEvent {
     let url = CallbackUrl::new("https://app.example/sms-events").expect("a valid URL");
-    StatusEvent::new(MessageId::new(), status, at(secs)).to_callback(&url)
+    StatusEvent::new(MessageId::new(), status, at(secs)).to_callback(&url, at(secs))
 }
 
 /// Events come out as they went in, due ones only, oldest first, each claim counting

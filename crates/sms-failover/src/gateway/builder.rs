@@ -188,6 +188,8 @@ impl GatewayBuilder {
             clock.now(),
         )));
         let late_receipts = LateReceipts::default();
+        let callbacks =
+            callbacks.map(|(outbox, url)| StatusCallbacks::new(outbox, url, clock.clone()));
         let write_behind = Arc::new(WriteBehind::new(
             health.clone(),
             ids.clone(),
@@ -213,7 +215,7 @@ impl GatewayBuilder {
                 })
             }),
             late_receipts,
-            callbacks: callbacks.map(|(outbox, url)| StatusCallbacks::new(outbox, url)),
+            callbacks,
             receipt_windows: Mutex::new(vec![Default::default(); vendor_count]),
             templates,
             template_routes,

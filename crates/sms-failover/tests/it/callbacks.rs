@@ -209,3 +209,41 @@ async fn a_receipt_that_came_before_its_send_tells_the_client_once_the_send_is_r
     h.gateway.drain_once().await.unwrap();
     assert!(super::callbacks::events(&h).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_receipt_event_is_due_when_stored_whatever_the_vendors_clock_says() {
+    let h = Harness::new(&[("aliyun", 40_000)], config());
+    let request = with_hook(request());
+    let SendOutcome::Sent { id, .. } = h.gateway.send(request.clone()).await.unwrap() else {
+        panic!("expected sent");
+    };
+    h.gateway.flush().await.unwrap();
+    let now = sms_core::Clock::now(h.clock.as_ref());
+    // A vendor whose clock is eight hours ahead.
+    let report = DeliveryReport {
+        vendor: sms_core::VendorId::new("aliyun").unwrap(),
+        vendor_message_id: format!("aliyun-{id}"),
+        recipient: request.recipients()[0].clone(),
+        delivered: true,
+        code: None,
+        description: None,
+        reported_at: Some(now + chrono::Duration::hours(8)),
+        segments: None,
+    };
+    let applied = h
+        .deliveries
+        .apply_reports(std::slice::from_ref(&report), now)
+        .await
+        .unwrap();
+    h.gateway.receipts_applied(&[report], &applied).await;
+    h.gateway.flush().await.unwrap();
+    let due: Vec<CallbackStatus> = h
+        .outbox
+        .claim("test", now, Duration::from_secs(60), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.event.status)
+        .collect();
+    assert_eq!(due, [CallbackStatus::Sent, CallbackStatus::Delivered]);
+}
