@@ -4,7 +4,8 @@
 //! vendor that failed, and the drain sends it through another vendor. It happens once:
 //! the new message's idempotency key is made from the message and the recipient, and a
 //! re-send is never re-sent. A message past its deliver-by time is not re-sent, nor one
-//! no other vendor can take.
+//! without a deliver-by time made more than 10 minutes ago, nor one no other vendor can
+//! take.
 
 use sms_core::{
     CallbackStatus, DeliveryReport, Enqueued, IdempotencyKey, MessageId, NewMessage, QueueReason,
@@ -13,6 +14,9 @@ use sms_core::{
 
 use super::Gateway;
 use crate::events::GatewayEvent;
+
+/// How long after it was made a message without a deliver-by time may be re-sent.
+const RESEND_WITHOUT_DEADLINE: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Gateway {
     /// Re-sends, where their templates ask for it, the messages whose receipts in
@@ -52,7 +56,13 @@ impl Gateway {
             .get(name)
             .is_some_and(|t| t.resend_undelivered);
         let now = self.clock.now();
-        if !wanted || request.resend().is_some() || request.is_expired_at(now) {
+        // A code without a deliver-by time is still re-sent only soon after it was
+        // made: one that comes hours later is of no use and confuses the user.
+        let too_late = request.expires_at().map_or_else(
+            || now - original.created_at > RESEND_WITHOUT_DEADLINE,
+            |deadline| now >= deadline,
+        );
+        if !wanted || request.resend().is_some() || too_late {
             return Ok(());
         }
         let Some(avoid) = self.ids.iter().position(|v| *v == report.vendor) else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sms_core::{
     CallbackOutbox, CallbackStatus, CallbackUrl, DeferredQueue, DeliveryLog, DeliveryReport,
-    MessageId, SmsRequest, StatusEvent, Templates, VendorId,
+    MessageId, ReportApplied, SmsRequest, StatusEvent, Templates, VendorId,
 };
 use sms_failover::{GatewayEvent, SendOutcome};
 
@@ -46,7 +46,11 @@ async fn undelivered(h: &Harness, request: SmsRequest, recipient: usize) -> Mess
     };
     assert_eq!(vendor.as_str(), "aliyun");
     h.gateway.flush().await.unwrap();
-    push_undelivered(h, id, "aliyun", &request, recipient).await;
+    let applied = push_undelivered(h, id, "aliyun", &request, recipient).await;
+    assert!(
+        matches!(applied, ReportApplied::Applied { .. }),
+        "the receipt settles the recorded send: {applied:?}"
+    );
     id
 }
 
@@ -56,7 +60,7 @@ async fn push_undelivered(
     vendor: &str,
     request: &SmsRequest,
     recipient: usize,
-) {
+) -> ReportApplied {
     let report = DeliveryReport {
         vendor: VendorId::new(vendor).unwrap(),
         vendor_message_id: format!("{vendor}-{id}"),
@@ -76,6 +80,7 @@ async fn push_undelivered(
     h.gateway
         .receipts_applied(std::slice::from_ref(&report), &applied)
         .await;
+    applied[0].clone()
 }
 
 fn resends(h: &Harness) -> Vec<(MessageId, MessageId, String)> {
@@ -163,6 +168,19 @@ async fn no_resend_without_the_flag_past_the_deadline_or_without_another_vendor(
     };
     h.gateway.flush().await.unwrap();
     h.clock.advance(Duration::from_secs(60));
-    push_undelivered(&h, id, "aliyun", &request, 0).await;
+    let applied = push_undelivered(&h, id, "aliyun", &request, 0).await;
+    assert!(matches!(applied, ReportApplied::Applied { .. }));
     assert!(resends(&h).is_empty(), "past its deadline");
+
+    // Without a deadline: re-sent soon after it was made, not an hour later.
+    let h = harness(true);
+    let request = code("login_code", &["+8613800000001"]);
+    let SendOutcome::Sent { id, .. } = h.gateway.send(request.clone()).await.unwrap() else {
+        panic!("expected sent");
+    };
+    h.gateway.flush().await.unwrap();
+    h.clock.advance(Duration::from_secs(3600));
+    let applied = push_undelivered(&h, id, "aliyun", &request, 0).await;
+    assert!(matches!(applied, ReportApplied::Applied { .. }));
+    assert!(resends(&h).is_empty(), "an hour late, without a deadline");
 }
