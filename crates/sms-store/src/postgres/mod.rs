@@ -185,8 +185,9 @@ impl PgStore {
 
     /// The plan Postgres chooses for the pick of a callback claim at `now` (the query
     /// that selects and locks the events the claim leases), one line per `EXPLAIN`
-    /// row, for operators and tests. A healthy plan walks the partial index `callbacks_claim` with no
-    /// sort: the pick's filter and order are the index's predicate and key.
+    /// row, for operators and tests. A healthy plan walks the partial index
+    /// `callbacks_claim` with no sort: the pick's filter and order are the index's
+    /// predicate and key.
     pub async fn explain_callback_claim(
         &self,
         now: DateTime<Utc>,

@@ -431,10 +431,10 @@ pub(super) const CALLBACK_PICK: &str = callback_pick!();
 
 /// The callback claim, one statement. The CTE is the pick; the UPDATE leases exactly
 /// the events it picked: one more attempt, due again when the lease `$3` ends, held by
-/// owner `$4` under a token of each event's own. A CTE with `FOR UPDATE` is never inlined, so its `LIMIT`
-/// holds (an `id IN (subquery)` form can be re-evaluated under concurrent updates and
-/// lease more rows than asked for); it also hands back each event's due time before the
-/// claim, by which the answer is put oldest due first.
+/// owner `$4` under a token of each event's own. A CTE with `FOR UPDATE` is never
+/// inlined, so its `LIMIT` holds (an `id IN (subquery)` form can be re-evaluated under
+/// concurrent updates and lease more rows than asked for); it also hands back each
+/// event's due time before the claim, by which the answer is put oldest due first.
 pub(super) const CALLBACK_CLAIM: &str = concat!(
     "WITH due AS (",
     callback_pick!(),
