@@ -14,13 +14,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sms_core::{DeliveryLog, ReceiptPull, VendorId};
+use sms_core::{DeliveryLog, ReceiptPull, StoreError, VendorId};
 use sms_failover::Gateway;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
 /// Sends younger than this are not asked about yet: their receipts take seconds.
 const MIN_AGE: chrono::Duration = chrono::Duration::seconds(5);
+/// Tries to store pulled receipts while the store is unreachable: 200 ms doubling,
+/// about 6 s in all.
+const STORE_TRIES: u32 = 6;
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 
 /// One vendor that is pulled, and where its last pass stopped.
 struct Pulled {
@@ -80,12 +85,16 @@ impl Puller {
         self.vendors.iter().map(|v| &v.id)
     }
 
-    /// Runs a pass every interval, for ever (abort the task to stop it).
-    pub async fn run(mut self) {
+    /// Runs a pass every interval until `stop`; a pass under way finishes first, so
+    /// that receipts a vendor handed out are stored.
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             self.pass().await;
         }
     }
@@ -131,7 +140,19 @@ impl Puller {
         if reports.is_empty() {
             return 0;
         }
-        match self.deliveries.apply_reports(&reports, Utc::now()).await {
+        // Tencent hands each receipt out once: keep trying while the store is briefly
+        // unreachable rather than lose them.
+        let mut result = self.deliveries.apply_reports(&reports, Utc::now()).await;
+        let mut wait = STORE_RETRY_FIRST;
+        for _ in 1..STORE_TRIES {
+            if !matches!(result, Err(StoreError::Unavailable(_))) {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            result = self.deliveries.apply_reports(&reports, Utc::now()).await;
+        }
+        match result {
             Ok(applied) => {
                 self.metrics.receipts(&reports, &applied);
                 self.gateway.receipts_applied(&reports, &applied).await;

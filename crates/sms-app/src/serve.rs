@@ -19,6 +19,9 @@ use crate::metrics::Metrics;
 use crate::pull::Puller;
 use crate::wire::{Extras, SendPath, Store, build_send_path, take_simulated_receipts};
 
+/// How long a stop waits for a receipt pull under way.
+const PULL_STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// Seed of the first simulated vendor under `serve`.
 const SEED: u64 = 1;
 
@@ -62,7 +65,8 @@ pub async fn run(config: Config) -> Result<()> {
         keep,
         keep.max(Duration::from_secs(config.receipts.unknown_after_s)),
     );
-    let pull = spawn_pull(&config, &send_path, &metrics)?;
+    let stop_pull = CancellationToken::new();
+    let pull = spawn_pull(&config, &send_path, &metrics, stop_pull.clone())?;
     let stop_callbacks = CancellationToken::new();
     let callbacks = match &config.callbacks.secret {
         Some(secret) => {
@@ -116,8 +120,16 @@ pub async fn run(config: Config) -> Result<()> {
         .context("serving HTTP")?;
     tracing::info!("shutting down: finishing in-flight sends, releasing leases");
     retention.abort();
-    if let Some(pull) = pull {
-        pull.abort();
+    // A pull under way stores what it was handed before it ends, within reason.
+    stop_pull.cancel();
+    if let Some(mut pull) = pull {
+        if tokio::time::timeout(PULL_STOP_WAIT, &mut pull)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a receipt pull did not finish in time; stopping it");
+            pull.abort();
+        }
     }
     send_path.drainer.shutdown().await;
     if let Err(e) = send_path.gateway.flush().await {
@@ -138,6 +150,7 @@ fn spawn_pull(
     config: &Config,
     send_path: &SendPath,
     metrics: &Arc<Metrics>,
+    stop: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let pulled: HashMap<String, Arc<dyn ReceiptPull>> = send_path
         .pullers
@@ -162,7 +175,7 @@ fn spawn_pull(
     for vendor in puller.vendors() {
         tracing::info!(%vendor, every_s = config.receipts.pull_interval_s, "no receipt push configured: pulling this vendor's receipts");
     }
-    Ok(Some(tokio::spawn(puller.run())))
+    Ok(Some(tokio::spawn(puller.run(stop))))
 }
 
 /// Removes sent messages past retention, their delivery records, and the status events
