@@ -23,10 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sms_core::{CallbackOutbox, CallbackOutcome, ClaimedCallback, Clock, StoreError};
+use sms_core::{CallbackOutbox, CallbackOutcome, ClaimedCallback, Clock};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CallbacksConfig;
@@ -96,32 +95,63 @@ impl Dispatcher {
     }
 
     /// Runs until `stop`; posts in flight then finish and are recorded before it ends.
+    ///
+    /// Up to `concurrency` posts are in flight, and a slot that frees is filled at once
+    /// with the next due event: an endpoint that answers slowly holds only its own
+    /// posts' slots, not the others' events.
     pub async fn run(self, stop: CancellationToken) {
+        let this = Arc::new(self);
+        let slots = this.config.concurrency as usize;
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut counted_at: Option<tokio::time::Instant> = None;
         while !stop.is_cancelled() {
             if counted_at.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
                 counted_at = Some(tokio::time::Instant::now());
-                if let (Some(metrics), Ok(counts)) = (&self.metrics, self.outbox.counts().await) {
+                if let (Some(metrics), Ok(counts)) = (&this.metrics, this.outbox.counts().await) {
                     metrics.callbacks(counts);
                 }
             }
-            let rest = match self.pass().await {
-                Ok(0) => IDLE,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not claim status events to post");
-                    STORE_RETRY
+            let room = slots.saturating_sub(in_flight.len());
+            let mut rest = IDLE;
+            if room > 0 {
+                let limit = u32::try_from(room).unwrap_or(u32::MAX);
+                match this
+                    .outbox
+                    .claim(&this.owner, this.clock.now(), this.lease(), limit)
+                    .await
+                {
+                    Ok(claimed) => {
+                        let full = claimed.len() == room;
+                        for claim in claimed {
+                            let dispatcher = Arc::clone(&this);
+                            in_flight.spawn(async move { dispatcher.deliver(claim).await });
+                        }
+                        if full {
+                            // More may be due: claim again once a slot frees.
+                            rest = Duration::ZERO;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not claim status events to post");
+                        rest = STORE_RETRY;
+                    }
                 }
-            };
+            }
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(rest) => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                () = tokio::time::sleep(rest), if in_flight.len() < slots => {}
             }
         }
+        // Posts in flight finish and are recorded; the rest wait in the outbox.
+        while in_flight.join_next().await.is_some() {}
     }
 
-    /// Claims one batch of due events and posts them; returns how many it claimed.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
+    /// Claims one batch of due events and posts them all; returns how many it claimed.
+    /// (`run` keeps its slots full instead; this is the same work, one batch at a time.)
+    #[cfg(test)]
+    pub async fn pass(&self) -> Result<usize, sms_core::StoreError> {
+        use futures_util::StreamExt;
         let concurrency = self.config.concurrency as usize;
         let claimed = self
             .outbox

@@ -184,3 +184,74 @@ fn configuration_errors_name_their_key() {
         assert!(e.starts_with(key), "{key}: {e}");
     }
 }
+
+/// An endpoint that takes every post after `delay`, keeping when each arrived.
+async fn serve_slow(delay: Duration, seen: Arc<Mutex<Vec<std::time::Instant>>>) -> CallbackUrl {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move || {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(std::time::Instant::now());
+                tokio::time::sleep(delay).await;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    CallbackUrl::new(&format!("http://{addr}/events")).unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_holds_only_its_own_slots() {
+    let (slow_seen, fast_seen) = (Arc::default(), Arc::default());
+    let slow = serve_slow(Duration::from_secs(3), Arc::clone(&slow_seen)).await;
+    let fast = serve_slow(Duration::ZERO, Arc::clone(&fast_seen)).await;
+    let clock: Arc<dyn Clock> = Arc::new(sms_core::SystemClock);
+    let outbox = Arc::new(MemoryOutbox::new());
+    let made = clock.now() - chrono::Duration::seconds(1);
+    let event = |url: &CallbackUrl| {
+        StatusEvent::new(MessageId::new(), CallbackStatus::Sent, made).to_callback(url, made)
+    };
+    // The slow endpoint's events are the oldest, so they are claimed first.
+    let mut events: Vec<_> = (0..2).map(|_| event(&slow)).collect();
+    events.extend((0..6).map(|_| event(&fast)));
+    outbox.enqueue(&events).await.unwrap();
+    let config = CallbacksConfig {
+        secret: Some(crate::config::Secret::new(SECRET)),
+        concurrency: 4,
+        ..CallbacksConfig::default()
+    };
+    let dispatcher =
+        Dispatcher::new(outbox.clone(), SECRET, config, "t".into(), clock, None).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(dispatcher.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fast_posts = fast_seen.lock().unwrap().clone();
+    assert_eq!(
+        fast_posts.len(),
+        6,
+        "the fast endpoint got all its events meanwhile"
+    );
+    assert!(
+        fast_posts
+            .iter()
+            .all(|at| at.duration_since(started) < Duration::from_secs(1))
+    );
+    assert_eq!(slow_seen.lock().unwrap().len(), 2);
+    assert_eq!(
+        outbox.counts().await.unwrap().delivered,
+        6,
+        "the slow posts are still out"
+    );
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        outbox.counts().await.unwrap().delivered,
+        8,
+        "a stop lets the posts in flight finish and records them"
+    );
+}
