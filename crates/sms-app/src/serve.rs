@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> Result<()> {
         unknown_after: chrono::Duration::seconds(
             i64::try_from(config.receipts.unknown_after_s).unwrap_or(i64::MAX),
         ),
-        callbacks: config.callbacks.enabled(),
+        callbacks: config.callbacks.enabled().then(|| config.callbacks.clone()),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -28,6 +28,7 @@ use sha2::Sha256;
 use sms_core::{CallbackOutbox, CallbackOutcome, ClaimedCallback, Clock};
 use tokio_util::sync::CancellationToken;
 
+use crate::callback_guard as guard;
 use crate::config::CallbacksConfig;
 use crate::metrics::Metrics;
 
@@ -76,7 +77,11 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         metrics: Option<Arc<Metrics>>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if !config.allow_private_hosts {
+            client = client.dns_resolver(Arc::new(guard::PublicOnly));
+        }
+        let client = client
             .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("sms-gateway/", env!("CARGO_PKG_VERSION")))
             // A client's endpoint answers itself: following a redirect would post a
@@ -216,6 +221,12 @@ impl Dispatcher {
     /// One post of the event; the error says what went wrong.
     async fn post(&self, claim: &ClaimedCallback) -> Result<(), String> {
         let event = &claim.event;
+        // An address in the URL itself is not resolved: check it here.
+        if !self.config.allow_private_hosts
+            && let Some(refusal) = guard::refusal(&event.url)
+        {
+            return Err(refusal);
+        }
         let signature = sign(&self.secret, self.clock.now().timestamp(), &event.body);
         let answer = self
             .client

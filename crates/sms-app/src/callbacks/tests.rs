@@ -59,6 +59,7 @@ fn dispatcher(outbox: Arc<MemoryOutbox>, clock: Arc<ManualClock>) -> Dispatcher 
         secret: Some(crate::config::Secret::new(SECRET)),
         first_retry_ms: 1_000,
         max_retry_ms: 1_000,
+        allow_private_hosts: true,
         ..CallbacksConfig::default()
     };
     Dispatcher::new(outbox, SECRET, config, "test".into(), clock, None).unwrap()
@@ -166,6 +167,13 @@ fn configuration_errors_name_their_key() {
         ),
         (
             CallbacksConfig {
+                default_url: Some("http://127.0.0.1:9000/e".into()),
+                ..ok.clone()
+            },
+            "callbacks.default_url",
+        ),
+        (
+            CallbacksConfig {
                 retry_for_s: 3600,
                 ..ok.clone()
             },
@@ -222,6 +230,7 @@ async fn a_slow_endpoint_holds_only_its_own_slots() {
     let config = CallbacksConfig {
         secret: Some(crate::config::Secret::new(SECRET)),
         concurrency: 4,
+        allow_private_hosts: true,
         ..CallbacksConfig::default()
     };
     let dispatcher =
@@ -253,5 +262,34 @@ async fn a_slow_endpoint_holds_only_its_own_slots() {
         outbox.counts().await.unwrap().delivered,
         8,
         "a stop lets the posts in flight finish and records them"
+    );
+}
+
+#[tokio::test]
+async fn without_allow_private_hosts_a_loopback_endpoint_gets_no_post() {
+    let endpoint = Arc::new(Endpoint::default());
+    let url = serve(endpoint.clone()).await;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let outbox = Arc::new(MemoryOutbox::new());
+    let event = StatusEvent::new(MessageId::new(), CallbackStatus::Sent, clock.now());
+    outbox
+        .enqueue(&[event.to_callback(&url, clock.now())])
+        .await
+        .unwrap();
+    let config = CallbacksConfig {
+        secret: Some(crate::config::Secret::new(SECRET)),
+        ..CallbacksConfig::default()
+    };
+    let dispatcher =
+        Dispatcher::new(outbox.clone(), SECRET, config, "t".into(), clock, None).unwrap();
+    dispatcher.pass().await.unwrap();
+    assert!(
+        endpoint.posts.lock().unwrap().is_empty(),
+        "nothing reached 127.0.0.1"
+    );
+    assert_eq!(
+        outbox.counts().await.unwrap().pending,
+        1,
+        "kept for a retry"
     );
 }

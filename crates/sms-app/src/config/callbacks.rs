@@ -40,6 +40,10 @@ pub struct CallbacksConfig {
     pub max_attempts: u32,
     /// Posts in flight at once, across endpoints.
     pub concurrency: u32,
+    /// Whether callback URLs may name loopback, private or link-local hosts (the
+    /// gateway's own network); off, such URLs are refused and host names are posted
+    /// to only at their public addresses.
+    pub allow_private_hosts: bool,
 }
 
 impl Default for CallbacksConfig {
@@ -54,6 +58,7 @@ impl Default for CallbacksConfig {
             // 5 s doubling to an hour reaches a day after about 33 posts.
             max_attempts: 100,
             concurrency: 32,
+            allow_private_hosts: false,
         }
     }
 }
@@ -92,7 +97,12 @@ impl CallbacksConfig {
                  events are only sent signed"
             );
         }
-        self.default_url()?;
+        if let Some(url) = self.default_url()?
+            && !self.allow_private_hosts
+            && let Some(refusal) = crate::callback_guard::refusal(&url)
+        {
+            bail!("callbacks.default_url: {refusal}");
+        }
         for (key, value) in [
             ("timeout_ms", self.timeout_ms),
             ("first_retry_ms", self.first_retry_ms),

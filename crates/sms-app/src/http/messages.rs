@@ -384,12 +384,20 @@ pub(super) async fn post_message(
         return Err(ApiError::UnsupportedMediaType);
     }
     let request = decode_message(&body, Utc::now())?;
-    if request.callback_url().is_some() && !state.callbacks {
-        return Err(ValidationError::new(
-            "callback_url",
-            "this gateway sends no status callbacks (callbacks.secret is not configured)",
-        )
-        .into());
+    if let Some(url) = request.callback_url() {
+        let refusal = match &state.callbacks {
+            None => Some(
+                "this gateway sends no status callbacks (callbacks.secret is not configured)"
+                    .to_owned(),
+            ),
+            Some(callbacks) if !callbacks.allow_private_hosts => {
+                crate::callback_guard::refusal(url)
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = refusal {
+            return Err(ValidationError::new("callback_url", problem).into());
+        }
     }
     // Kept only to tell a retry from a different message under the same key.
     let asked = request.idempotency_key().is_some().then(|| request.clone());

@@ -56,9 +56,9 @@ pub struct AppState {
     pub receipts: Arc<receipts::ReceiptEndpoints>,
     /// How long after a send a recipient without a receipt is `unknown`.
     pub unknown_after: chrono::Duration,
-    /// Whether status callbacks are configured: without them a request naming a
-    /// `callback_url` is refused.
-    pub callbacks: bool,
+    /// The status callbacks' settings, when they are configured: without them a request
+    /// naming a `callback_url` is refused.
+    pub callbacks: Option<crate::config::CallbacksConfig>,
 }
 
 /// The routes anyone may call, on the document's base (title, bearer scheme).

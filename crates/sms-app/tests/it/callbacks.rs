@@ -109,6 +109,7 @@ secrets = {{ aliyun = "receipt-secret-0123456789-a" }}
 secret = "{CALLBACK_SECRET}"
 first_retry_ms = 3000
 max_retry_ms = 3000
+allow_private_hosts = true
 "#
     )
 }
@@ -244,5 +245,40 @@ async fn a_callback_url_without_callbacks_configured_is_refused_and_nothing_is_s
         .await
         .unwrap();
     assert_eq!(listed["messages"], json!([]), "nothing was sent");
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_callback_url_on_the_gateways_own_network_is_refused() {
+    let config = format!(
+        "{}\n[callbacks]\nsecret = \"{CALLBACK_SECRET}\"\n",
+        crate::api::VENDORS
+    );
+    let server = Server::start(&Backends::Embedded, &config).await;
+    for url in [
+        "http://127.0.0.1:9/events",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost/events",
+        "http://[::1]/events",
+    ] {
+        let r = server
+            .post(
+                "/v1/messages",
+                json!({"template": "SMS_LOGIN", "args": ["1"], "recipients": ["+8613800000104"],
+                       "callback_url": url}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{url}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body.to_string().contains("callback_url"), "{url}: {body}");
+    }
+    let r = server
+        .post(
+            "/v1/messages",
+            json!({"template": "SMS_LOGIN", "args": ["1"], "recipients": ["+8613800000104"],
+                   "callback_url": "https://app.example/events"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "a public host is accepted");
     server.stop();
 }
