@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{DeliveryLog, PendingDelivery, ReceiptPull, StoreError, VendorId};
-use sms_failover::Gateway;
+use sms_failover::{Gateway, retry_while_unavailable};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -27,6 +27,7 @@ const MIN_AGE: chrono::Duration = chrono::Duration::seconds(5);
 /// about 6 s in all.
 const STORE_TRIES: u32 = 6;
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const STORE_RETRY_MAX: Duration = Duration::from_millis(3200);
 
 /// Where a round of a vendor's pulls has got to: the send time of the last batch's
 /// last send, and the sends at exactly that time already asked about (the sends of
@@ -217,16 +218,14 @@ impl Puller {
         }
         // Tencent hands each receipt out once: keep trying while the store is briefly
         // unreachable rather than lose them.
-        let mut result = self.deliveries.apply_reports(&reports, Utc::now()).await;
-        let mut wait = STORE_RETRY_FIRST;
-        for _ in 1..STORE_TRIES {
-            if !matches!(result, Err(StoreError::Unavailable(_))) {
-                break;
-            }
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-            result = self.deliveries.apply_reports(&reports, Utc::now()).await;
-        }
+        let result = retry_while_unavailable(
+            STORE_TRIES,
+            STORE_RETRY_FIRST,
+            STORE_RETRY_MAX,
+            "storing pulled receipts",
+            || self.deliveries.apply_reports(&reports, Utc::now()),
+        )
+        .await;
         match result {
             Ok(applied) => {
                 self.metrics.receipts(&reports, &applied);

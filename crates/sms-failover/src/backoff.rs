@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sms_core::StoreError;
 
 /// The instant `delay` after `now`; the end of time for a delay too long to represent.
-pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+pub fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(delay)
         .ok()
         .and_then(|delay| now.checked_add_signed(delay))
@@ -39,7 +39,7 @@ pub fn jittered_backoff(attempt: u32, base: Duration, max: Duration) -> Duration
 /// Runs `op` until it succeeds, fails with anything but [`StoreError::Unavailable`], or
 /// has been tried `tries` times, waiting `first`, doubling up to `max`, between tries.
 /// Returns the last answer.
-pub(crate) async fn retry_while_unavailable<T, F, Fut>(
+pub async fn retry_while_unavailable<T, F, Fut>(
     tries: u32,
     first: Duration,
     max: Duration,

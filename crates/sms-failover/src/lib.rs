@@ -43,7 +43,7 @@ mod test_support;
 mod usage;
 mod write_behind;
 
-pub use backoff::{backoff_delay, jittered_backoff};
+pub use backoff::{after, backoff_delay, jittered_backoff, retry_while_unavailable};
 pub use config::{FailoverConfig, TimeoutPolicy};
 pub use error::FailoverError;
 pub use events::{AttemptOutcome, GatewayEvent, GatewayObserver};

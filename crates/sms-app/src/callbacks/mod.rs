@@ -22,7 +22,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sms_core::{CallbackOutbox, CallbackOutcome, ClaimedCallback, Clock};
@@ -256,21 +255,16 @@ impl Dispatcher {
         );
         let delay = sms_failover::backoff_delay(claim.attempts, first, max, 1.0) / 2
             + sms_failover::jittered_backoff(claim.attempts, first, max) / 2;
-        let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        if claim.attempts >= self.config.max_attempts || at > self.deadline(claim.event.created_at)
-        {
+        let at = sms_failover::after(self.clock.now(), delay);
+        let deadline = sms_failover::after(
+            claim.event.created_at,
+            Duration::from_secs(self.config.retry_for_s),
+        );
+        if claim.attempts >= self.config.max_attempts || at > deadline {
             CallbackOutcome::Failed { error }
         } else {
             CallbackOutcome::Retry { at, error }
         }
-    }
-
-    /// When retries of an event made at `created_at` stop.
-    fn deadline(&self, created_at: DateTime<Utc>) -> DateTime<Utc> {
-        let horizon = i64::try_from(self.config.retry_for_s).unwrap_or(i64::MAX);
-        created_at
-            .checked_add_signed(chrono::Duration::seconds(horizon))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
