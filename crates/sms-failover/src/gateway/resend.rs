@@ -65,17 +65,17 @@ impl Gateway {
         if !wanted || request.resend().is_some() || too_late {
             return Ok(());
         }
-        let Some(avoid) = self.ids.iter().position(|v| *v == report.vendor) else {
-            return Ok(());
-        };
-        let others = self.mapped(name) & !self.health().broken_mask(name) & !(1u64 << avoid);
-        if others == 0 {
-            tracing::info!(message = %id, vendor = %report.vendor, "undelivered, but no other vendor has its template; not re-sent");
+        if !self.ids.contains(&report.vendor) {
             return Ok(());
         }
         let Some(resend) = resend_request(id, request, report) else {
             return Ok(());
         };
+        // The route the drain will give it, which keeps away from that vendor.
+        if self.route(&self.health(), &resend, None).eligible == 0 {
+            tracing::info!(message = %id, vendor = %report.vendor, "undelivered, but no other vendor has its template; not re-sent");
+            return Ok(());
+        }
         let new_id = MessageId::at(now);
         let message = NewMessage::queued(
             new_id,
