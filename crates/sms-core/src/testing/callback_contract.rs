@@ -17,38 +17,11 @@ use crate::callback::{
 };
 use crate::callback_url::CallbackUrl;
 use crate::ids::MessageId;
+use crate::testing::ContractBackend;
 use crate::testing::store_contract::fixtures::at;
 
-/// A backend under test, and whatever must live as long as it does.
-pub struct ContractOutbox {
-    /// The outbox the cases drive.
-    pub outbox: Arc<dyn CallbackOutbox>,
-    /// Dropped after the outbox: a temporary directory or a database schema.
-    keep: Option<Box<dyn Send>>,
-}
-
-impl ContractOutbox {
-    /// A backend.
-    pub fn new(outbox: Arc<dyn CallbackOutbox>) -> Self {
-        Self { outbox, keep: None }
-    }
-
-    /// Keeps `resource` alive until the outbox is dropped, and drops it after.
-    pub fn keeping(self, resource: impl Send + 'static) -> Self {
-        Self {
-            keep: Some(Box::new(resource)),
-            ..self
-        }
-    }
-}
-
-impl std::fmt::Debug for ContractOutbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContractOutbox")
-            .field("keeps_a_resource", &self.keep.is_some())
-            .finish_non_exhaustive()
-    }
-}
+/// An outbox under test, and whatever must live as long as it does.
+pub type ContractOutbox = ContractBackend<dyn CallbackOutbox>;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -313,7 +286,7 @@ macro_rules! callback_contract_tests {
                     let Some(store) = $factory().await else {
                         return;
                     };
-                    $crate::testing::callback_contract::$case(&store.outbox).await;
+                    $crate::testing::callback_contract::$case(&store.backend).await;
                 });
             }
         )*

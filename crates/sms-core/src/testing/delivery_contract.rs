@@ -18,38 +18,11 @@ use crate::delivery::{
 };
 use crate::ids::{MessageId, VendorId};
 use crate::phone::PhoneNumber;
+use crate::testing::ContractBackend;
 use crate::testing::store_contract::fixtures::at;
 
-/// A backend under test, and whatever must live as long as it does.
-pub struct ContractLog {
-    /// The log the cases drive.
-    pub log: Arc<dyn DeliveryLog>,
-    /// Dropped after the log: a temporary directory or a database schema.
-    keep: Option<Box<dyn Send>>,
-}
-
-impl ContractLog {
-    /// A backend.
-    pub fn new(log: Arc<dyn DeliveryLog>) -> Self {
-        Self { log, keep: None }
-    }
-
-    /// Keeps `resource` alive until the log is dropped, and drops it after the log.
-    pub fn keeping(self, resource: impl Send + 'static) -> Self {
-        Self {
-            keep: Some(Box::new(resource)),
-            ..self
-        }
-    }
-}
-
-impl std::fmt::Debug for ContractLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContractLog")
-            .field("keeps_a_resource", &self.keep.is_some())
-            .finish_non_exhaustive()
-    }
-}
+/// A delivery log under test, and whatever must live as long as it does.
+pub type ContractLog = ContractBackend<dyn DeliveryLog>;
 
 fn vendor(name: &str) -> VendorId {
     VendorId::new(name).expect("a valid vendor id")
@@ -502,7 +475,7 @@ macro_rules! delivery_contract_tests {
                     let Some(store) = $factory().await else {
                         return;
                     };
-                    $crate::testing::delivery_contract::$case(&store.log).await;
+                    $crate::testing::delivery_contract::$case(&store.backend).await;
                 });
             }
         )*
