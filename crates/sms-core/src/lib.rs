@@ -4,7 +4,7 @@
 //! ([`SmsRequest`], [`PhoneNumber`], [`Money`]), what can go wrong ([`VendorError`],
 //! [`SendError`], [`StoreError`]), and the traits the other crates implement:
 //! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
-//! [`UsageLedger`], [`DeliveryLog`], [`CallbackOutbox`] and [`Clock`].
+//! [`UsageLedger`], [`DeliveryLog`], [`CallbackOutbox`], [`SharedBoard`] and [`Clock`].
 //!
 //! [`sync`] holds the poison-tolerant lock helpers every crate of the gateway shares.
 //!
@@ -13,6 +13,7 @@
 //! suites every store and limiter backend runs (`testing::store_contract`,
 //! `testing::limiter_contract`).
 
+mod board;
 mod callback;
 mod callback_url;
 mod clock;
@@ -33,6 +34,7 @@ mod vendor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use board::{BoardRead, BoardUnavailable, BoardWrite, SharedBoard};
 pub use callback::{
     CallbackCounts, CallbackEvent, CallbackOutbox, CallbackOutcome, CallbackStatus,
     ClaimedCallback, StatusEvent,
@@ -61,6 +63,7 @@ pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
 /// mockall mocks of every trait (feature `mocks`).
 #[cfg(any(test, feature = "mocks"))]
 pub mod mocks {
+    pub use crate::board::MockSharedBoard;
     pub use crate::callback::MockCallbackOutbox;
     pub use crate::clock::MockClock;
     pub use crate::delivery::MockDeliveryLog;

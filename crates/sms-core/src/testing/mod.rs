@@ -2,17 +2,19 @@
 //! contract suites every backend runs.
 //!
 //! The fakes ([`MemoryQueue`], [`MemoryLedger`], [`MemoryDeliveryLog`], [`MemoryOutbox`],
-//! [`ManualClock`]) keep nothing across restarts but otherwise follow the same contracts
+//! [`MemoryBoard`], [`ManualClock`]) keep nothing across restarts but otherwise follow the same contracts
 //! as the real backends: the store contract runs against [`MemoryQueue`] as it does
 //! against SQLite and Postgres.
 //!
 //! The contract suites are what a backend must do, written once: [`store_contract`] for
 //! a `DeferredQueue` and `UsageLedger`, [`delivery_contract`] for a `DeliveryLog`,
-//! [`callback_contract`] for a `CallbackOutbox`, [`limiter_contract`] for a
+//! [`callback_contract`] for a `CallbackOutbox`, [`board_contract`] for a `SharedBoard`, [`limiter_contract`] for a
 //! `RateLimiter` and `RecipientLimiter`. A backend outside this workspace adds `sms-core` with the
 //! `testing` feature to its dev-dependencies and invokes the suite's macro in its
 //! tests, as the workspace's own backends do.
 
+mod board;
+pub mod board_contract;
 mod callback;
 pub mod callback_contract;
 mod clock;
@@ -23,6 +25,7 @@ pub mod limiter_contract;
 mod queue;
 pub mod store_contract;
 
+pub use board::MemoryBoard;
 pub use callback::MemoryOutbox;
 
 pub use clock::ManualClock;
