@@ -51,4 +51,5 @@ pub use gateway::builder::GatewayBuilder;
 pub use gateway::drain::DrainReport;
 pub use gateway::drainer::DrainerHandle;
 pub use gateway::send::SendOutcome;
+pub use gateway::shared::{BOARD_POLL, Deployment, InstanceBelief, SharingHandle, VendorBelief};
 pub use gateway::{Gateway, TOTALS_REFRESH, VendorEntry, VendorSnapshot};

@@ -177,7 +177,7 @@ pub(super) async fn disable_vendor(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<VendorToggled>, ApiError> {
-    toggle(&state, &name, Rotation::Out)
+    toggle(&state, &name, Rotation::Out).await
 }
 
 /// Put a vendor back
@@ -195,7 +195,7 @@ pub(super) async fn enable_vendor(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<VendorToggled>, ApiError> {
-    toggle(&state, &name, Rotation::In)
+    toggle(&state, &name, Rotation::In).await
 }
 
 /// Whether an operator puts a vendor in rotation or takes it out.
@@ -206,15 +206,15 @@ enum Rotation {
 }
 
 /// Puts the vendor `name` in or out of rotation, logs it, and answers with its state.
-fn toggle(
+async fn toggle(
     state: &AppState,
     name: &str,
     rotation: Rotation,
 ) -> Result<Json<VendorToggled>, ApiError> {
     let id = vendor_id(name)?;
     let changed = match rotation {
-        Rotation::In => state.gateway.enable(&id),
-        Rotation::Out => state.gateway.disable(&id),
+        Rotation::In => state.gateway.enable(&id).await,
+        Rotation::Out => state.gateway.disable(&id).await,
     };
     changed.map_err(|e| ApiError::UnknownVendor(e.to_string()))?;
     let disabled = rotation == Rotation::Out;

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::Gateway;
 use crate::backoff::{after, jittered_backoff};
 use crate::events::{AttemptOutcome, GatewayEvent};
-use crate::health::{Blocked, Health, Notice, Ticket, Verdict};
+use crate::health::{Blocked, Health, HealthOp, Notice, Ticket, Verdict};
 
 /// Time a split send gets beyond its vendor's own bound, so the vendor's per-call
 /// timeout fires first and its answer says which recipients were sent.
@@ -152,19 +152,17 @@ impl Gateway {
         // Each refusal of the template marks that vendor's mapping broken, which takes
         // it off the route (a pin to it included).
         for _ in 0..self.vendors.len() {
-            let (woke, ticket) = {
+            // While every vendor rests, the first whose rest ended takes over.
+            self.change_health(&[HealthOp::Wake]).await;
+            let ticket = {
                 let mut health = self.health();
-                let now = self.clock.now();
-                let woke = health.wake(now);
                 let route = self.route(&health, request, pinned);
-                let ticket = health.begin_on(&route, now);
-                (
-                    woke,
-                    ticket.map_err(|blocked| self.no_route(&health, request, blocked)),
-                )
-            };
-            self.announce(woke);
-            let ticket = ticket?;
+                health
+                    .begin_on(&route, self.clock.now())
+                    .map_err(|blocked| self.no_route(&health, request, blocked))
+            }?;
+            // One probe of a vendor at a time across the deployment.
+            let ticket = self.claim_probe(ticket).await;
             let sms = self
                 .templates
                 .outbound(id, request, &self.ids[ticket.idx])
@@ -289,7 +287,7 @@ impl Gateway {
                     })
                     .collect();
                 deliveries.record(records).await;
-                self.note_accepted(idx, finished_at);
+                self.note_accepted(idx, finished_at).await;
             }
             if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
                 let mut event = StatusEvent::new(sms.id, CallbackStatus::Sent, finished_at);
@@ -299,18 +297,30 @@ impl Gateway {
                 callbacks.record(&url, [event]).await;
             }
         }
-        let (cost, switch, newly_broken, notice) = {
+        let template = sms.request.template().as_str();
+        let refused_template = matches!(result, Err(VendorError::Misconfigured { .. }));
+        let (cost, newly_broken) = {
             let mut health = self.health();
             let cost = if billed > 0 {
                 health.add_usage(idx, billed, finished_at)
             } else {
                 Money::ZERO
             };
-            let newly_broken = matches!(result, Err(VendorError::Misconfigured { .. }))
-                && health.mark_broken(sms.request.template().as_str(), idx);
-            let switch = health.record(ticket, verdict, finished_at);
-            (cost, switch, newly_broken, health.take_notice())
+            (
+                cost,
+                refused_template && health.broken_mask(template) & (1 << idx) == 0,
+            )
         };
+        let mut ops = Vec::with_capacity(2);
+        if refused_template {
+            ops.push(HealthOp::MarkBroken {
+                template: template.to_owned(),
+                idx,
+            });
+        }
+        ops.push(HealthOp::Record { ticket, verdict });
+        let switched = self.change_health(&ops).await;
+        self.release_probe(ticket).await;
         if billed > 0 {
             self.write_behind.usage_added();
         }
@@ -332,8 +342,6 @@ impl Gateway {
                 message: message.clone(),
             });
         }
-        let switched = self.announce(switch);
-        self.report(notice);
         Attempted {
             idx,
             result,

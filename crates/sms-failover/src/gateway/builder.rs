@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use chrono::FixedOffset;
 use sms_core::{
     CallbackOutbox, CallbackUrl, Clock, DeferredQueue, DeliveryLog, RateLimiter, RecipientLimiter,
-    SystemClock, Templates, UsageLedger, VendorId,
+    SharedBoard, SystemClock, Templates, UsageLedger, VendorId,
 };
 use tokio::sync::Notify;
 
@@ -38,6 +38,7 @@ pub struct GatewayBuilder {
     deliveries: Option<Arc<dyn DeliveryLog>>,
     callbacks: Option<(Arc<dyn CallbackOutbox>, Option<CallbackUrl>)>,
     templates: Templates,
+    board: Option<Arc<dyn SharedBoard>>,
 }
 
 impl Gateway {
@@ -62,6 +63,7 @@ impl Gateway {
             deliveries: None,
             callbacks: None,
             templates: Templates::default(),
+            board: None,
         }
     }
 }
@@ -70,6 +72,15 @@ impl GatewayBuilder {
     /// Limits how often each recipient is sent to (default: no per-recipient limit).
     pub fn recipient_limiter(mut self, limiter: Arc<dyn RecipientLimiter>) -> Self {
         self.recipient_limiter = Some(limiter);
+        self
+    }
+
+    /// Shares vendor health on `board` with the deployment's other instances, under
+    /// the configuration's `instance_id` (which must be unique in the deployment).
+    /// Default: this instance decides alone. Start the task that keeps it in step with
+    /// [`Gateway::start_sharing`].
+    pub fn board(mut self, board: Arc<dyn SharedBoard>) -> Self {
+        self.board = Some(board);
         self
     }
 
@@ -136,6 +147,7 @@ impl GatewayBuilder {
             deliveries,
             callbacks,
             templates,
+            board,
         } = self;
         config.validate()?;
         if vendors.is_empty() {
@@ -200,6 +212,8 @@ impl GatewayBuilder {
             vendors: vendors.into_iter().map(|v| v.vendor).collect(),
             ids,
             health,
+            shared: board
+                .map(|board| super::shared::Shared::new(board, config.instance_id.clone())),
             write_behind,
             limiter,
             recipient_limiter,

@@ -27,7 +27,7 @@ use crate::callbacks::StatusCallbacks;
 use crate::config::FailoverConfig;
 use crate::error::FailoverError;
 use crate::events::{GatewayEvent, GatewayObserver};
-use crate::health::{Health, Route, Switch};
+use crate::health::{Health, HealthOp, Route, Switch};
 use crate::write_behind::WriteBehind;
 
 pub(crate) mod attempt;
@@ -38,6 +38,7 @@ pub(crate) mod lease;
 pub(crate) mod receipts;
 pub(crate) mod resend;
 pub(crate) mod send;
+pub(crate) mod shared;
 
 /// Tries to write a leased message's outcome (sent, dead) while the store is briefly
 /// unreachable: 50, 100 and 200 ms apart. A write that still fails leaves the message
@@ -108,6 +109,8 @@ pub struct Gateway {
     ids: Vec<VendorId>,
     /// Who is current, failure counts and billed usage, behind one short lock.
     health: Arc<Mutex<Health>>,
+    /// The board this instance shares vendor health on with the deployment's others.
+    shared: Option<shared::Shared>,
     /// Ledger writes of billed usage and records of sent messages, behind the send.
     write_behind: Arc<WriteBehind>,
     limiter: Arc<dyn RateLimiter>,
@@ -425,19 +428,18 @@ impl Gateway {
     }
 
     /// Takes a vendor out of use (operator action); the gateway leaves it if current.
-    pub fn disable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+    /// With a board, every instance does.
+    pub async fn disable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
         let idx = self.index_of(vendor)?;
-        let switch = self.health().disable(idx, self.clock.now());
-        self.announce(switch);
+        self.change_health(&[HealthOp::Disable { idx }]).await;
         Ok(())
     }
 
     /// Puts a vendor back in use (operator action). It becomes current when it is the
     /// only enabled one; otherwise it is probed like a rested vendor when it is cheaper.
-    pub fn enable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
+    pub async fn enable(&self, vendor: &VendorId) -> Result<(), FailoverError> {
         let idx = self.index_of(vendor)?;
-        let switch = self.health().enable(idx);
-        self.announce(switch);
+        self.change_health(&[HealthOp::Enable { idx }]).await;
         Ok(())
     }
 

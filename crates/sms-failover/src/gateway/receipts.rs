@@ -20,6 +20,7 @@ use sms_core::{CallbackStatus, DeliveryReport, ReportApplied, StatusEvent};
 
 use super::Gateway;
 use crate::events::GatewayEvent;
+use crate::health::HealthOp;
 
 /// What a vendor's receipts have said lately.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +63,7 @@ impl Gateway {
     pub async fn receipts_applied(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         self.notify_receipts(reports, applied).await;
         self.reconcile_segments(reports, applied);
-        self.watch_receipts(reports, applied);
+        self.watch_receipts(reports, applied).await;
         self.resend_undelivered(reports, applied).await;
     }
 
@@ -152,7 +153,7 @@ impl Gateway {
 
     /// Adds the receipts that settled a send to their vendors' windows, and demotes
     /// vendors whose delivery rate fell.
-    fn watch_receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
+    async fn watch_receipts(&self, reports: &[DeliveryReport], applied: &[ReportApplied]) {
         let window = self.config.receipt_window as usize;
         if window == 0 {
             return;
@@ -190,13 +191,13 @@ impl Gateway {
                 100.0 * delivered as f64 / window as f64,
                 100.0 * self.config.min_delivery_rate
             );
-            self.demote_on_receipts(idx, reason);
+            self.demote_on_receipts(idx, reason).await;
         }
     }
 
     /// Notes that vendor `idx` accepted a message at `at`; demotes it when it sends
     /// receipts but none came for the sends of the last `receipt_silence`.
-    pub(crate) fn note_accepted(&self, idx: usize, at: DateTime<Utc>) {
+    pub(crate) async fn note_accepted(&self, idx: usize, at: DateTime<Utc>) {
         let window = self.config.receipt_window as usize;
         let Ok(silence) = chrono::Duration::from_std(self.config.receipt_silence) else {
             return;
@@ -228,20 +229,15 @@ impl Gateway {
                 "no delivery receipt for its last {sends} accepted sends over {} s",
                 waited.num_seconds()
             );
-            self.demote_on_receipts(idx, reason);
+            self.demote_on_receipts(idx, reason).await;
         }
     }
 
-    fn demote_on_receipts(&self, idx: usize, reason: String) {
+    async fn demote_on_receipts(&self, idx: usize, reason: String) {
         tracing::warn!(vendor = %self.ids[idx], %reason, "vendor demoted on its delivery receipts");
-        let (switch, notice) = {
-            let mut health = self.health();
-            let switch = health.demote_for(idx, reason, self.clock.now());
-            (switch, health.take_notice())
-        };
-        self.announce(switch);
-        // Demoting it may have left no vendor to send with.
-        self.report(notice);
+        // Demoting it may switch, or leave no vendor to send with: both are reported.
+        self.change_health(&[HealthOp::DemoteFor { idx, reason }])
+            .await;
     }
 
     /// Each vendor's delivery rate over the receipts in its window, how many there are,

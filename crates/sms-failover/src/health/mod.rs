@@ -53,6 +53,10 @@ use crate::config::FailoverConfig;
 use crate::selection::{Candidate, cheaper, choose_vendor, price_rank};
 use crate::usage::Usage;
 
+mod board;
+
+pub(crate) use board::{HealthDoc, HealthOp, SwitchDoc};
+
 /// The vendors one message may go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
@@ -134,7 +138,7 @@ pub(crate) enum Notice {
 }
 
 /// One vendor's health.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct VendorState {
     pub consecutive_failures: u32,
     pub cooling_until: Option<DateTime<Utc>>,

@@ -260,7 +260,7 @@ async fn many_concurrent_failures_switch_exactly_once_per_episode_and_never_skip
 async fn the_operator_can_disable_and_enable_vendors() {
     let h = Harness::new(&[("aliyun", 40_000), ("tencent", 45_000)], config());
     let aliyun = VendorId::new("aliyun").unwrap();
-    h.gateway.disable(&aliyun).unwrap();
+    h.gateway.disable(&aliyun).await.unwrap();
     assert_eq!(h.current(), "tencent");
     assert!(h.gateway.vendors()[0].disabled);
     // A disabled vendor is never chosen, even when the current one fails.
@@ -268,8 +268,8 @@ async fn the_operator_can_disable_and_enable_vendors() {
     fail_once(&h).await;
     assert_eq!(h.current(), "tencent");
     let unknown = VendorId::new("nobody").unwrap();
-    assert!(h.gateway.disable(&unknown).is_err());
-    h.gateway.enable(&aliyun).unwrap();
+    assert!(h.gateway.disable(&unknown).await.is_err());
+    h.gateway.enable(&aliyun).await.unwrap();
     assert!(!h.gateway.vendors()[0].disabled);
 }
 
@@ -358,6 +358,7 @@ async fn a_no_vendor_error_is_not_a_failure() {
     let h = Harness::new(&[("aliyun", 40_000)], config());
     h.gateway
         .disable(&VendorId::new("aliyun").unwrap())
+        .await
         .unwrap();
     assert!(matches!(
         h.gateway.send(request()).await,

@@ -15,6 +15,7 @@ mod recipient_limits;
 mod record;
 mod resend;
 mod send;
+mod shared_health;
 mod shared_usage;
 mod split_sends;
 mod support;

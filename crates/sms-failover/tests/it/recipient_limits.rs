@@ -89,11 +89,11 @@ async fn a_request_refused_because_every_vendor_is_disabled_gives_its_counts_bac
     let limiter = one_a_minute();
     let (gateway, _vendor) = gateway(limiter, Arc::new(MemoryQueue::new()));
     let aliyun = VendorId::new("aliyun").unwrap();
-    gateway.disable(&aliyun).unwrap();
+    gateway.disable(&aliyun).await.unwrap();
     let e = gateway.send(request()).await.unwrap_err();
     assert!(matches!(e, SendError::NoVendor(_)), "{e:?}");
 
-    gateway.enable(&aliyun).unwrap();
+    gateway.enable(&aliyun).await.unwrap();
     gateway
         .send(request())
         .await
@@ -197,7 +197,10 @@ async fn a_keyed_retry_while_no_vendor_can_send_gets_the_first_message() {
     let sms_failover::SendOutcome::Sent { id, .. } = first else {
         panic!("expected Sent, found {first:?}");
     };
-    gateway.disable(&VendorId::new("aliyun").unwrap()).unwrap();
+    gateway
+        .disable(&VendorId::new("aliyun").unwrap())
+        .await
+        .unwrap();
 
     let again = gateway.send(keyed).await.unwrap();
     assert!(

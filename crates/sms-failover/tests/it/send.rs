@@ -625,6 +625,7 @@ async fn with_every_vendor_disabled_requests_are_refused() {
     let h = Harness::new(&[("aliyun", 45_000)], config());
     h.gateway
         .disable(&sms_core::VendorId::new("aliyun").unwrap())
+        .await
         .unwrap();
     assert!(matches!(
         h.gateway.send(request()).await,
@@ -632,6 +633,7 @@ async fn with_every_vendor_disabled_requests_are_refused() {
     ));
     h.gateway
         .enable(&sms_core::VendorId::new("aliyun").unwrap())
+        .await
         .unwrap();
     assert!(h.gateway.send(request()).await.is_ok());
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sms_core::testing::{ManualClock, MemoryDeliveryLog, MemoryLedger, MemoryOutbox, MemoryQueue};
+use sms_core::testing::{
+    ManualClock, MemoryBoard, MemoryDeliveryLog, MemoryLedger, MemoryOutbox, MemoryQueue,
+};
 use sms_core::{
     FeeSchedule, LimitError, Money, OutboundSms, RateDecision, RateLimiter, Receipt, SmsRequest,
     Templates, Vendor, VendorError, VendorId,
@@ -258,7 +260,14 @@ impl Harness {
     ) -> Self {
         let fakes: Vec<Arc<FakeVendor>> = vendors.iter().map(|(n, _)| FakeVendor::new(n)).collect();
         let fees = vendors.iter().map(|(_, p)| flat(*p)).collect();
-        Self::build(fakes, fees, config, Arc::new(MemoryQueue::new()), templates)
+        Self::build(
+            fakes,
+            fees,
+            config,
+            Arc::new(MemoryQueue::new()),
+            templates,
+            None,
+        )
     }
 
     pub fn with_fees(
@@ -267,7 +276,28 @@ impl Harness {
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
     ) -> Self {
-        Self::build(fakes, fees, config, queue, Templates::default())
+        Self::build(fakes, fees, config, queue, Templates::default(), None)
+    }
+
+    /// One instance of a deployment: vendors with these price lists, sharing vendor
+    /// health on `board` and billed volumes in `ledger` with the other instances.
+    pub fn on_board(
+        vendors: &[&str],
+        fees: Vec<Arc<dyn FeeSchedule>>,
+        config: FailoverConfig,
+        board: Arc<MemoryBoard>,
+        ledger: Arc<MemoryLedger>,
+    ) -> Self {
+        let fakes = vendors.iter().map(|n| FakeVendor::new(n)).collect();
+        let queue = Arc::new(MemoryQueue::new());
+        Self::build(
+            fakes,
+            fees,
+            config,
+            queue,
+            Templates::default(),
+            Some((board, ledger)),
+        )
     }
 
     fn build(
@@ -276,10 +306,14 @@ impl Harness {
         config: FailoverConfig,
         queue: Arc<MemoryQueue>,
         templates: Templates,
+        shared: Option<(Arc<MemoryBoard>, Arc<MemoryLedger>)>,
     ) -> Self {
         let events = Arc::new(Recorder::default());
         let clock = Arc::new(ManualClock::new(start()));
-        let ledger = Arc::new(MemoryLedger::new());
+        let (board, ledger) = match shared {
+            Some((board, ledger)) => (Some(board), ledger),
+            None => (None, Arc::new(MemoryLedger::new())),
+        };
         let deliveries = Arc::new(MemoryDeliveryLog::new());
         let outbox = Arc::new(MemoryOutbox::new());
         let limiter = Arc::new(AllowAll::default());
@@ -291,15 +325,17 @@ impl Harness {
                 fees,
             })
             .collect();
-        let gateway = Gateway::builder(entries, limiter.clone(), queue.clone(), ledger.clone())
+        let mut builder = Gateway::builder(entries, limiter.clone(), queue.clone(), ledger.clone())
             .clock(clock.clone())
             .config(config)
             .observer(events.clone())
             .templates(templates)
             .deliveries(deliveries.clone())
-            .callbacks(outbox.clone(), None)
-            .build()
-            .unwrap();
+            .callbacks(outbox.clone(), None);
+        if let Some(board) = board {
+            builder = builder.board(board);
+        }
+        let gateway = builder.build().unwrap();
         Self {
             gateway: Arc::new(gateway),
             queue,

@@ -84,7 +84,7 @@ async fn each_vendor_gets_its_own_template_id_parameters_and_signature() {
     assert_eq!(sent[0].template.params, ["code"]);
     assert_eq!(sent[0].text.as_deref(), Some("您的验证码是1234。"));
 
-    h.gateway.disable(&vendor("aliyun")).unwrap();
+    h.gateway.disable(&vendor("aliyun")).await.unwrap();
     h.gateway
         .send(login("5678", "+8613800138001"))
         .await
@@ -178,7 +178,7 @@ async fn a_refused_template_goes_to_the_next_vendor_at_once_and_the_mapping_is_m
     assert_eq!(h.queue.stats().await.unwrap().dead, 0);
 
     // Enabling the vendor again says the operator fixed it.
-    h.gateway.enable(&vendor("aliyun")).unwrap();
+    h.gateway.enable(&vendor("aliyun")).await.unwrap();
     assert!(h.gateway.vendors()[0].broken_templates.is_empty());
 }
 
