@@ -51,14 +51,23 @@
 //! listed recipient's newest message in every window (during an outage under
 //! `FailOpen`, in the in-process fallback, which counted it). A caller that sends to
 //! the allowed recipients only can use the decisions as they are.
+//!
+//! # The shared board
+//!
+//! [`RedisBoard`] implements [`sms_core::SharedBoard`] on the same Redis: the versioned
+//! document, claims and reports every instance of a deployment shares, with each write
+//! announced on a channel so that other instances read it again at once.
 
+mod board;
 mod config;
 mod error;
 mod in_process;
 mod redis;
+mod script;
 mod time;
 mod window;
 
+pub use board::RedisBoard;
 pub use config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
 pub use error::{ConfigError, Error};
 pub use in_process::{InProcessLimiter, InProcessRecipientLimiter, RECIPIENT_SHARDS};

@@ -21,11 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{
-    Builder, Client, ClientLike, Config, ErrorKind, LuaInterface, Options, ReconnectPolicy, Value,
-};
+use fred::prelude::{Builder, Client, ClientLike, Config, Options, ReconnectPolicy, Value};
 use fred::types::InfoKind;
-use fred::types::scripts::Script;
 use sms_core::{
     LimitError, PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter,
 };
@@ -33,6 +30,7 @@ use sms_core::{
 use crate::config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
 use crate::error::Error;
 use crate::in_process::{InProcessLimiter, InProcessRecipientLimiter};
+use crate::script::ScriptRunner;
 use crate::window::validate_windows;
 
 /// Sliding-window log for the global limit.
@@ -144,6 +142,18 @@ return {removed}
 /// Redis Cluster (a `redis-cluster://` URL, or a server reporting cluster mode): see
 /// [`Error::RedisCluster`].
 pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, Error> {
+    // Backoff capped at 5 s: the limiter must pick Redis up again without a restart.
+    connect_client_with_backoff(url, config, 5_000, "limiter").await
+}
+
+/// [`connect_client`] with the reconnect backoff capped at `max_delay_ms`; `what` names
+/// the client's user in logs.
+pub(crate) async fn connect_client_with_backoff(
+    url: &str,
+    config: &LimitConfig,
+    max_delay_ms: u32,
+    what: &str,
+) -> Result<Client, Error> {
     config.validate()?;
     let mut redis_config = Config::from_url(url).map_err(Error::Redis)?;
     if redis_config.server.is_clustered() {
@@ -160,9 +170,8 @@ pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, E
             connection.connection_timeout = connect_timeout;
             connection.internal_command_timeout = connect_timeout;
         })
-        // Unlimited attempts (0) with backoff capped at 5 s: the limiter must pick
-        // Redis up again without a restart.
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        // Unlimited attempts (0), from 100 ms doubling up to `max_delay_ms`.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, max_delay_ms, 2))
         .build()
         .map_err(Error::Redis)?;
     // The connection task runs until the client quits; dropping its handle detaches it.
@@ -170,11 +179,11 @@ pub async fn connect_client(url: &str, config: &LimitConfig) -> Result<Client, E
     match tokio::time::timeout(connect_timeout, client.wait_for_connect()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
-            tracing::warn!(%error, "redis limiter could not connect; starting degraded")
+            tracing::warn!(%error, "redis {what} could not connect; starting degraded")
         }
         Err(_) => tracing::warn!(
             timeout_ms = config.connect_timeout_ms,
-            "redis limiter did not connect in time; starting degraded"
+            "redis {what} did not connect in time; starting degraded"
         ),
     }
     if let Err(error) = refuse_cluster(&client, connect_timeout).await {
@@ -303,90 +312,6 @@ impl Health {
     }
 }
 
-/// A Lua script run with `EVALSHA` under a timeout, reloaded on `NOSCRIPT`.
-#[derive(Debug)]
-struct ScriptRunner {
-    client: Client,
-    script: Script,
-    options: Options,
-}
-
-impl ScriptRunner {
-    async fn new(client: Client, lua: &'static str, timeout: Duration) -> Self {
-        let runner = Self {
-            client,
-            script: Script::from_lua(lua),
-            options: Options {
-                timeout: Some(timeout),
-                // While disconnected, fail now rather than queue behind the reconnect:
-                // the fallback answers at once.
-                fail_fast: true,
-                ..Options::default()
-            },
-        };
-        // Load eagerly when Redis is up; if it is down, the first call loads it.
-        if runner.client.is_connected() {
-            if let Err(error) = runner.load().await {
-                tracing::debug!(%error, "could not load limiter script yet");
-            }
-        }
-        runner
-    }
-
-    async fn load(&self) -> Result<(), fred::error::Error> {
-        let lua = self.script.lua().cloned().unwrap_or_default();
-        self.client
-            .with_options(&self.options)
-            .script_load::<(), _>(lua)
-            .await
-    }
-
-    async fn run(
-        &self,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Vec<i64>, fred::error::Error> {
-        // While the client is reconnecting, fred may hold commands until the
-        // connection is back; answer now instead, the fallback is ready.
-        if !self.client.is_connected() {
-            return Err(fred::error::Error::new(
-                ErrorKind::IO,
-                format!("not connected (client state {:?})", self.client.state()),
-            ));
-        }
-        let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
-        // fred applies the timeout to the reply; this outer one also bounds the time a
-        // command can wait to be written, so a call never outlives the configured limit
-        // by more than a scheduling delay.
-        match tokio::time::timeout(timeout, self.run_reloading(keys, args)).await {
-            Ok(result) => result,
-            Err(_) => Err(fred::error::Error::new(
-                ErrorKind::Timeout,
-                format!("no reply within {timeout:?}"),
-            )),
-        }
-    }
-
-    async fn run_reloading(
-        &self,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Vec<i64>, fred::error::Error> {
-        let client = self.client.with_options(&self.options);
-        let sha = self.script.sha1().clone();
-        match client
-            .evalsha(sha.clone(), keys.clone(), args.clone())
-            .await
-        {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                self.load().await?;
-                client.evalsha(sha, keys, args).await
-            }
-            result => result,
-        }
-    }
-}
-
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
@@ -471,7 +396,7 @@ impl RateLimiter for RedisLimiter {
             Value::from(micros(self.window)),
             Value::from(i64::from(permits)),
         ];
-        match self.runner.run(self.keys.clone(), args).await {
+        match self.runner.run::<Vec<i64>>(self.keys.clone(), args).await {
             Ok(reply) => {
                 self.health.succeeded();
                 match reply.as_slice() {
@@ -586,7 +511,7 @@ impl RecipientLimiter for RedisRecipientLimiter {
         }
         let mut keys: Vec<String> = recipients.iter().map(|r| self.key_for(r)).collect();
         keys.push(self.sequence_key.clone());
-        let reply = match self.runner.run(keys, self.args.clone()).await {
+        let reply: Vec<i64> = match self.runner.run(keys, self.args.clone()).await {
             Ok(reply) => reply,
             Err(error) => {
                 self.health.failed(&error, self.policy);
@@ -631,7 +556,11 @@ impl RecipientLimiter for RedisRecipientLimiter {
             return Ok(());
         }
         let keys: Vec<String> = recipients.iter().map(|r| self.key_for(r)).collect();
-        match self.give_back_runner.run(keys, Vec::new()).await {
+        match self
+            .give_back_runner
+            .run::<Vec<i64>>(keys, Vec::new())
+            .await
+        {
             Ok(reply) => {
                 self.health.succeeded();
                 match reply[..] {
@@ -657,6 +586,8 @@ impl RecipientLimiter for RedisRecipientLimiter {
 
 #[cfg(test)]
 mod tests {
+    use fred::prelude::ErrorKind;
+
     use super::*;
 
     #[test]

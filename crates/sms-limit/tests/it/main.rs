@@ -1,7 +1,9 @@
 //! Integration tests of `sms-limit`: the limiter contract of `sms_core::testing` run
 //! against the in-process and the Redis limiters, then Redis-only behaviour (sharing,
-//! outages, script reload), and a Redis Cluster refused at start.
+//! outages, script reload), and a Redis Cluster refused at start; the board contract
+//! run against the Redis board, and its outages.
 
+mod board;
 mod cluster;
 mod in_process;
 mod redis;
