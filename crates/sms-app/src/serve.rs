@@ -132,6 +132,9 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     send_path.drainer.shutdown().await;
+    if let Some(sharing) = send_path.sharing {
+        sharing.shutdown().await;
+    }
     if let Err(e) = send_path.gateway.flush().await {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
     }

@@ -10,7 +10,7 @@ use sms_core::{
     DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, ReceiptPull, RecipientLimiter,
     ReportApplied, UsageLedger, VendorId,
 };
-use sms_failover::{DrainerHandle, Gateway, GatewayObserver, VendorEntry};
+use sms_failover::{DrainerHandle, Gateway, GatewayObserver, SharingHandle, VendorEntry};
 use sms_limit::{InProcessLimiter, InProcessRecipientLimiter, RedisLimiter, RedisRecipientLimiter};
 use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
@@ -169,6 +169,9 @@ async fn build_limiters(
     }
 }
 
+/// The name of the board vendor health is shared on, under the limiter's key prefix.
+const HEALTH_BOARD: &str = "health";
+
 /// Simulated vendors by name, for fault control over HTTP.
 pub type SimulatedByName = HashMap<String, Arc<SimulatedVendor>>;
 
@@ -269,6 +272,9 @@ pub struct SendPath {
     pub gateway: Arc<Gateway>,
     /// Its drainer; shut it down before the process ends.
     pub drainer: DrainerHandle,
+    /// The task that keeps its vendor health in step with the deployment's (with Redis);
+    /// shut it down before the process ends.
+    pub sharing: Option<SharingHandle>,
     /// The queue and ledger it writes to.
     pub store: Store,
     /// The simulated vendors by name, for fault control.
@@ -333,9 +339,17 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     if config.callbacks.enabled() {
         builder = builder.callbacks(store.callbacks.clone(), config.callbacks.default_url()?);
     }
+    if let Some(url) = &config.redis_url {
+        // Instances sharing Redis share vendor health too: one switch for all.
+        let board = sms_limit::RedisBoard::connect(url.expose(), &config.limit, HEALTH_BOARD)
+            .await
+            .context("connecting the shared vendor health to Redis")?;
+        builder = builder.board(Arc::new(board));
+    }
     let gateway = Arc::new(builder.build().map_err(|e| anyhow::anyhow!("{e}"))?);
     gateway.init().await.context("reading billed volumes")?;
     let drainer = gateway.start_drainer();
+    let sharing = gateway.start_sharing();
     tracing::info!(
         store = store.kind,
         limiter = if config.redis_url.is_some() { "redis" } else { "in-process" },
@@ -345,6 +359,7 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
     Ok(SendPath {
         gateway,
         drainer,
+        sharing,
         store,
         simulated,
         fees,

@@ -25,6 +25,14 @@ pub(super) struct VendorsView {
     current: VendorId,
     /// Every configured vendor, in failover order.
     vendors: Vec<VendorView>,
+    /// With Redis: the vendor health the deployment's instances share (`board`: the
+    /// current vendor, epoch, each vendor's failures, rest and switch-off, the last
+    /// switch and who made it), whether this instance shares it now (`shared`: false
+    /// while Redis is unreachable and it decides alone), and what each instance
+    /// reported believing in the last seconds (`instances`, this one first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    deployment: Option<sms_failover::Deployment>,
 }
 
 /// One vendor's health, volume, price and spend.
@@ -154,6 +162,7 @@ pub(super) async fn get_vendors(State(state): State<Arc<AppState>>) -> Json<Vend
     Json(VendorsView {
         current: state.gateway.current_vendor(),
         vendors,
+        deployment: state.gateway.deployment().await,
     })
 }
 
