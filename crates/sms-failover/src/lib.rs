@@ -8,6 +8,10 @@
 //! flapping). A send takes it to pick its vendor and again to record the answer: a
 //! few hundred nanoseconds beside a vendor call of tens of milliseconds.
 //!
+//! Instances of one deployment can share that state on a board ([`GatewayBuilder::board`],
+//! a Redis one in `sms-limit`): each keeps a copy to send by, and changes it on the board
+//! by compare-and-set, so they switch as one (see [`Gateway::start_sharing`]).
+//!
 //! This crate knows nothing about Postgres, Redis or any vendor's API: it uses the
 //! traits of `sms-core` only.
 //!
@@ -28,6 +32,7 @@
 //! | never treats a gap in a price list as free | `a_price_list_gap_does_not_make_a_vendor_free_and_always_win`, `a_zero_price_from_a_tier_gap_never_wins` |
 //! | bills at least one message per recipient, in a ledger shared by every instance, per billing month | `a_fast_success_is_billed_per_recipient_and_recorded_for_look_ups`, `start_up_loads_this_periods_volumes_and_picks_the_cheapest`, `billed_volumes_restart_each_billing_month` |
 //! | passes template arguments to the vendor as a list, whatever characters they hold | `arguments_with_separators_reach_the_vendor_unchanged_live_and_drained` |
+//! | with a board, switches the whole deployment once, on the N-th failure on any instance; an operator's switch-off reaches every instance; a cut board leaves each instance on its own health until it rejoins; one probe per vendor at a time; prices follow the deployment's volume within a second | `four_instances_switch_once_on_the_nth_failure_anywhere`, `a_success_anywhere_resets_the_count_for_everyone`, `a_disable_through_one_instance_takes_effect_on_all_within_a_second`, `a_cut_board_leaves_each_instance_on_its_own_health_and_they_rejoin`, `one_probe_at_a_time_across_the_deployment`, `every_instance_prices_with_the_deployments_volume_within_a_second` |
 
 mod backoff;
 mod batch;

@@ -34,6 +34,9 @@
 //! Prices come from the billed volumes ([`Usage`]), kept under the same lock so that a
 //! switch compares the prices of every message billed so far.
 //!
+//! With a board, this state (all but the billed usage and the probe counter) is a copy
+//! of the deployment's: see the gateway's `shared` module and [`board`].
+//!
 //! Not every vendor can send every message: a vendor without an approved template for
 //! it, or whose mapping for it was found broken, is left out by the message's [`Route`].
 //! When the current vendor cannot send a message, the cheapest healthy vendor that can
