@@ -175,7 +175,13 @@ impl Gateway {
                 let latency = (now - *sent_at).to_std().unwrap_or_default();
                 push_bounded(&mut watch.latencies, latency, window);
                 let receipts = &mut watch.recent;
-                if push_bounded(receipts, report.delivered, window) < window {
+                let full = push_bounded(receipts, report.delivered, window) >= window;
+                if let Some(shared) = &self.shared {
+                    // The deployment's tally judges the rate, on the board.
+                    shared.tally(idx, report.delivered);
+                    continue;
+                }
+                if !full {
                     continue;
                 }
                 let delivered = receipts.iter().filter(|d| **d).count();

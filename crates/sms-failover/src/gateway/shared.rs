@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     /// One change to the board at a time from this instance.
     one_change: tokio::sync::Mutex<()>,
     link: Mutex<Link>,
+    /// Receipts that reached this instance since its last tally on the board, by vendor:
+    /// (delivered, total).
+    receipts: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
 }
 
 /// What an instance believes, as it reports it on the board.
@@ -173,7 +176,16 @@ impl Shared {
                 replay: Vec::new(),
                 last_switch: None,
             }),
+            receipts: Mutex::default(),
         }
+    }
+
+    /// Counts a receipt of vendor `idx` for the next tally.
+    pub fn tally(&self, idx: usize, delivered: bool) {
+        let mut receipts = lock(&self.receipts);
+        let (d, t) = receipts.entry(idx).or_default();
+        *d += u32::from(delivered);
+        *t += 1;
     }
 
     /// Whether this instance shares the board's health now.
@@ -530,6 +542,7 @@ impl Gateway {
             self.sync_with_board(shared).await;
             if Instant::now() >= next_report {
                 next_report = Instant::now() + REPORT_EVERY;
+                self.tally_receipts(shared).await;
                 if let Err(e) = self.refresh_totals().await {
                     tracing::debug!(error = %e, "could not read the billed totals");
                 }
@@ -548,6 +561,27 @@ impl Gateway {
                 _ = poll.tick() => {}
                 () = shared.board.changed() => {}
                 () = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Adds the receipts counted since the last tally to the deployment's, vendor by
+    /// vendor; a vendor whose tally fills a window with too few delivered is demoted.
+    async fn tally_receipts(&self, shared: &Shared) {
+        let tallies = std::mem::take(&mut *lock(&shared.receipts));
+        for (idx, (delivered, total)) in tallies {
+            let rested_before = self.health().vendors[idx].cooling_until;
+            self.change_health(&[HealthOp::Receipts {
+                idx,
+                delivered,
+                total,
+            }])
+            .await;
+            let rests_now = self.health().vendors[idx].cooling_until;
+            if rests_now != rested_before {
+                tracing::warn!(vendor = %self.ids[idx], "vendor demoted on the deployment's delivery receipts");
             }
         }
     }

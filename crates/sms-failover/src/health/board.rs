@@ -36,6 +36,14 @@ pub(crate) enum HealthOp {
     Enable { idx: usize },
     /// A rest ended while every vendor rested.
     Wake,
+    /// An instance's tally of a vendor's receipts: `total` receipts, `delivered` of
+    /// them delivered. Once the deployment's tally holds a window of receipts, the
+    /// vendor is demoted if too few were delivered, and the tally starts over.
+    Receipts {
+        idx: usize,
+        delivered: u32,
+        total: u32,
+    },
 }
 
 /// The shared part of [`Health`], to compare before and after a change.
@@ -59,6 +67,8 @@ pub(crate) struct VendorDoc {
     pub rests: u64,
     pub last_demoted_at: Option<DateTime<Utc>>,
     pub probe_successes: u32,
+    pub receipts_total: u32,
+    pub receipts_delivered: u32,
 }
 
 /// The last change of current vendor, for the instances that follow it.
@@ -103,7 +113,43 @@ impl Health {
             HealthOp::Disable { idx } => self.disable(*idx, now),
             HealthOp::Enable { idx } => self.enable(*idx),
             HealthOp::Wake => self.wake(now),
+            HealthOp::Receipts {
+                idx,
+                delivered,
+                total,
+            } => self.tally_receipts(*idx, *delivered, *total, now),
         }
+    }
+
+    fn tally_receipts(
+        &mut self,
+        idx: usize,
+        delivered: u32,
+        total: u32,
+        now: DateTime<Utc>,
+    ) -> Option<Switch> {
+        if self.receipt_window == 0 {
+            return None;
+        }
+        let v = &mut self.vendors[idx];
+        v.receipts_total = v.receipts_total.saturating_add(total);
+        v.receipts_delivered = v.receipts_delivered.saturating_add(delivered);
+        if v.receipts_total < self.receipt_window {
+            return None;
+        }
+        let (total, delivered) = (v.receipts_total, v.receipts_delivered);
+        v.receipts_total = 0;
+        v.receipts_delivered = 0;
+        let rate = f64::from(delivered) / f64::from(total);
+        if rate >= self.min_delivery_rate {
+            return None;
+        }
+        let reason = format!(
+            "delivery rate {:.1}% over the deployment's last {total} receipts, under {:.1}%",
+            100.0 * rate,
+            100.0 * self.min_delivery_rate
+        );
+        self.demote_for(idx, reason, now)
     }
 
     /// Applies `ops` in order; returns the last switch they caused.
@@ -159,6 +205,8 @@ impl Health {
                     rests: v.rests,
                     last_demoted_at: shift(v.last_demoted_at, to_board),
                     probe_successes: v.probe_successes,
+                    receipts_total: v.receipts_total,
+                    receipts_delivered: v.receipts_delivered,
                 };
                 (name(idx), doc)
             })
@@ -207,6 +255,8 @@ impl Health {
                 rests: d.rests,
                 last_demoted_at: shift(d.last_demoted_at, back),
                 probe_successes: d.probe_successes,
+                receipts_total: d.receipts_total,
+                receipts_delivered: d.receipts_delivered,
             };
         }
         self.broken = doc

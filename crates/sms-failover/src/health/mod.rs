@@ -152,6 +152,10 @@ pub(crate) struct VendorState {
     rests: u64,
     last_demoted_at: Option<DateTime<Utc>>,
     probe_successes: u32,
+    /// With a board: receipts the deployment's instances have tallied for it since its
+    /// last full window, and how many of them said delivered.
+    receipts_total: u32,
+    receipts_delivered: u32,
 }
 
 /// The health of every vendor, which one is current, and the billed usage that prices
@@ -172,6 +176,10 @@ pub(crate) struct Health {
     flap_window: Duration,
     probe_successes: u32,
     probe_every: u64,
+    /// Receipts a deployment's delivery rate is judged over, and the rate under which
+    /// the vendor is demoted (see [`HealthOp::Receipts`]).
+    receipt_window: u32,
+    min_delivery_rate: f64,
     /// Since when, and from which epoch on, every vendor has been unavailable, until an
     /// attempt begun since then delivers.
     unavailable_since: Option<(DateTime<Utc>, u64)>,
@@ -200,6 +208,8 @@ impl Health {
             flap_window: config.flap_window,
             probe_successes: config.probe_successes.max(1),
             probe_every: u64::from(config.probe_every.max(1)),
+            receipt_window: config.receipt_window,
+            min_delivery_rate: config.min_delivery_rate,
             unavailable_since: None,
             notice: None,
         };

@@ -104,7 +104,7 @@ async fn a_split_send_records_the_taken_now_and_the_others_when_retried() {
 
 /// Sends `n` messages through the current vendor; each message's receipt, delivered
 /// when `delivered(i)`, as the vendor would push it.
-async fn sends_and_receipts(
+pub async fn sends_and_receipts(
     h: &Harness,
     n: usize,
     delivered: impl Fn(usize) -> bool,
@@ -132,7 +132,7 @@ async fn sends_and_receipts(
 }
 
 /// Applies `reports` to the log and tells the gateway, as the receipt endpoint does.
-async fn push(h: &Harness, reports: &[sms_core::DeliveryReport]) {
+pub async fn push(h: &Harness, reports: &[sms_core::DeliveryReport]) {
     let applied = h.deliveries.apply_reports(reports, start()).await.unwrap();
     h.gateway.receipts_applied(reports, &applied).await;
 }

@@ -303,3 +303,39 @@ async fn every_instance_prices_with_the_deployments_volume_within_a_second() {
         handle.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_reaching_different_instances_are_judged_together() {
+    let d = Deployment::start(2, |i| FailoverConfig {
+        receipt_window: 50,
+        min_delivery_rate: 0.9,
+        ..shared_config(i)
+    })
+    .await;
+    // 30 undelivered receipts reach each instance: neither sees a full window of 50,
+    // the deployment sees 60.
+    for h in &d.instances {
+        let reports = crate::deliveries::sends_and_receipts(h, 30, |_| false).await;
+        crate::deliveries::push(h, &reports).await;
+    }
+    d.wait_for("the deployment to leave aliyun on its receipts", |d| {
+        d.currents().iter().all(|c| c == "tencent")
+    })
+    .await;
+    let reasons: Vec<String> = d
+        .instances
+        .iter()
+        .flat_map(|h| h.events.events())
+        .filter_map(|e| match e {
+            GatewayEvent::Switched { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("delivery rate 0.0% over the deployment's last")),
+        "{reasons:?}"
+    );
+    d.stop().await;
+}
