@@ -531,3 +531,5 @@ async fn two_instances_share_the_global_limit_and_never_send_twice() {
     drop((a, b));
     drop_schema(&backends).await;
 }
+
+mod health;
