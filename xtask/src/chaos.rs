@@ -3,7 +3,8 @@
 //! The scenarios are the `chaos::` tests of `sms-app`'s end-to-end suite, ignored by the
 //! plain test run because each takes seconds to tens of seconds and loads the machine:
 //! `kill -9` during a drain (SQLite, and Postgres + Redis), Redis and Postgres cut off
-//! behind a proxy, two instances on one schema. They run one at a time here. Each prints
+//! behind a proxy, two instances on one schema, four instances sharing vendor health.
+//! They run one at a time here. Each prints
 //! a `chaos-figures {json}` line; the figures are collected into
 //! `target/chaos-figures.jsonl` and summed up at the end (docs/RELIABILITY.md quotes
 //! them).
