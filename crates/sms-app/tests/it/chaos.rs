@@ -241,7 +241,7 @@ async fn redis_and_postgres_outages_keep_sending_and_lose_nothing() {
     let first = load(&server, vec![message(&remembered)], 1).await;
     assert_eq!(first.sent, 1, "{first:?}");
     accepted.extend(first.accepted);
-    let keys_before = redis_keys(&redis_addr, &format!("{key_prefix}*")).await;
+    let keys_before = redis_keys(&redis_addr, &format!("{key_prefix}limit:*")).await;
     assert!(keys_before > 0, "the limiters keep their state in Redis");
 
     eprintln!("outage scenario: redis down");
@@ -263,7 +263,7 @@ async fn redis_and_postgres_outages_keep_sending_and_lose_nothing() {
     loop {
         let r = load(&server, vec![message(&next())], 1).await;
         accepted.extend(r.accepted);
-        if redis_keys(&redis_addr, &format!("{key_prefix}*")).await > keys_before {
+        if redis_keys(&redis_addr, &format!("{key_prefix}limit:*")).await > keys_before {
             break;
         }
         assert!(
