@@ -205,6 +205,16 @@ impl Shared {
         }
     }
 
+    /// Notes that this instance shares the board's health again; says so after an
+    /// outage.
+    fn joined_now(&self, link: &mut Link, now: DateTime<Utc>) {
+        let was = std::mem::replace(&mut link.standing, Standing::Joined);
+        if let Standing::Apart { since } = was {
+            let apart_for = (now - since).to_std().unwrap_or_default();
+            tracing::warn!(?apart_for, instance = %self.instance, "the shared board answers again: vendor health is the deployment's again");
+        }
+    }
+
     /// The offset from the board's clock, measured by a read begun at `sent` and answered
     /// at `got` (both this instance's clock).
     fn measure(&self, read: &BoardRead, sent: DateTime<Utc>, got: DateTime<Utc>) {
@@ -391,6 +401,11 @@ impl Gateway {
             }
             health.apply_all(&ops, now);
             let after = health.current;
+            let switch = (after != before).then(|| Switch {
+                from: before,
+                to: after,
+                reason: "rejoined the shared board".into(),
+            });
             let mut link = lock(&shared.link);
             let mut doc = health.to_doc(&self.ids, link.to_board.unwrap_or_default());
             doc.last_switch = link.last_switch.clone();
@@ -400,14 +415,12 @@ impl Gateway {
                 .and_then(|t| serde_json::from_str(t).ok());
             if theirs.as_ref() == Some(&doc) {
                 // Nothing to add to the board's document.
-                link.standing = Standing::Joined;
+                drop(health);
+                shared.joined_now(&mut link, now);
+                drop(link);
+                self.announce(switch);
                 return;
             }
-            let switch = (after != before).then(|| Switch {
-                from: before,
-                to: after,
-                reason: "rejoined the shared board".into(),
-            });
             (read.version, encode(&doc), switch)
         };
         match shared.board.write(expected, &text).await {
@@ -415,11 +428,7 @@ impl Gateway {
                 let mut link = lock(&shared.link);
                 link.version = version;
                 link.text = Some(text);
-                let was = std::mem::replace(&mut link.standing, Standing::Joined);
-                if let Standing::Apart { since } = was {
-                    let apart_for = (now - since).to_std().unwrap_or_default();
-                    tracing::warn!(?apart_for, instance = %shared.instance, "the shared board answers again: vendor health is the deployment's again");
-                }
+                shared.joined_now(&mut link, now);
                 drop(link);
                 self.announce(switch);
             }

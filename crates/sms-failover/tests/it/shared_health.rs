@@ -67,6 +67,18 @@ impl Deployment {
         self.instances.iter().map(Harness::current).collect()
     }
 
+    /// Why each instance switched, every switch of every instance.
+    fn switch_reasons(&self) -> Vec<String> {
+        self.instances
+            .iter()
+            .flat_map(|h| h.events.events())
+            .filter_map(|e| match e {
+                GatewayEvent::Switched { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn calls_to(&self, vendor: &str) -> usize {
         self.instances
             .iter()
@@ -122,15 +134,7 @@ async fn four_instances_switch_once_on_the_nth_failure_anywhere() {
         d.currents().iter().all(|c| c == "tencent")
     })
     .await;
-    let reasons: Vec<String> = d
-        .instances
-        .iter()
-        .flat_map(|h| h.events.events())
-        .filter_map(|e| match e {
-            GatewayEvent::Switched { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = d.switch_reasons();
     assert_eq!(reasons.len(), 4, "each instance switched once: {reasons:?}");
     let deciding = reasons.iter().filter(|r| !r.contains("decided by")).count();
     assert_eq!(
@@ -322,15 +326,7 @@ async fn receipts_reaching_different_instances_are_judged_together() {
         d.currents().iter().all(|c| c == "tencent")
     })
     .await;
-    let reasons: Vec<String> = d
-        .instances
-        .iter()
-        .flat_map(|h| h.events.events())
-        .filter_map(|e| match e {
-            GatewayEvent::Switched { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = d.switch_reasons();
     assert!(
         reasons
             .iter()
