@@ -55,8 +55,9 @@ pub trait SharedBoard: Send + Sync {
     /// Writes `doc` if the version is still `expected` (0: nothing written yet).
     async fn write(&self, expected: u64, doc: &str) -> Result<BoardWrite, BoardUnavailable>;
 
-    /// Takes the claim `name` for `holder` for `ttl`, unless someone holds it; returns
-    /// whether `holder` has it now.
+    /// Takes the claim `name` for `holder` for `ttl`, unless another holder has it;
+    /// returns whether `holder` has it now (a holder that claims again keeps it,
+    /// without a longer ttl).
     async fn claim(
         &self,
         name: &str,
@@ -78,7 +79,8 @@ pub trait SharedBoard: Send + Sync {
     /// Every instance's report that has not expired, by instance, in no set order.
     async fn reports(&self) -> Result<Vec<(String, String)>, BoardUnavailable>;
 
-    /// Returns when the document may have changed since the last call (a writer
-    /// announced a write), or never, on a board that cannot announce; readers poll too.
+    /// Returns after the next write announced from now on (or a reconnect, after which
+    /// writes may have gone unannounced), or never, on a board that cannot announce:
+    /// readers poll too.
     async fn changed(&self);
 }

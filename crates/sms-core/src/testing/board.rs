@@ -43,6 +43,17 @@ impl MemoryBoard {
         lock(&self.state).cut = cut;
     }
 
+    /// Forgets everything, as a Redis restarted without persistence does: version 0,
+    /// no document, no claims, no reports.
+    pub fn clear(&self) {
+        let mut state = lock(&self.state);
+        let cut = state.cut;
+        *state = State {
+            cut,
+            ..State::default()
+        };
+    }
+
     /// The document and its version, whether or not the board is cut.
     pub fn peek(&self) -> (u64, Option<String>) {
         let state = lock(&self.state);
@@ -95,11 +106,14 @@ impl SharedBoard for MemoryBoard {
         let mut state = self.open()?;
         let now = Instant::now();
         match state.claims.get(name) {
-            Some((_, until)) if *until > now => Ok(false),
+            Some((held_by, until)) if *until > now => Ok(held_by == holder),
             _ => {
+                let until = now
+                    .checked_add(ttl)
+                    .unwrap_or(now + Duration::from_secs(1 << 32));
                 state
                     .claims
-                    .insert(name.to_owned(), (holder.to_owned(), now + ttl));
+                    .insert(name.to_owned(), (holder.to_owned(), until));
                 Ok(true)
             }
         }
@@ -120,10 +134,13 @@ impl SharedBoard for MemoryBoard {
         ttl: Duration,
     ) -> Result<(), BoardUnavailable> {
         let mut state = self.open()?;
-        state.reports.insert(
-            instance.to_owned(),
-            (report.to_owned(), Instant::now() + ttl),
-        );
+        let now = Instant::now();
+        let until = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(1 << 32));
+        state
+            .reports
+            .insert(instance.to_owned(), (report.to_owned(), until));
         Ok(())
     }
 

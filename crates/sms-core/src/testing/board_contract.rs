@@ -82,6 +82,10 @@ pub async fn a_claim_has_one_holder_until_released_or_expired(board: &Arc<dyn Sh
     assert!(board.claim("probe:a", "one", ttl).await.unwrap());
     assert!(!board.claim("probe:a", "two", ttl).await.unwrap());
     assert!(
+        board.claim("probe:a", "one", ttl).await.unwrap(),
+        "the holder still has it"
+    );
+    assert!(
         board.claim("probe:b", "two", ttl).await.unwrap(),
         "claims are by name"
     );
