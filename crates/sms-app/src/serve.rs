@@ -132,11 +132,12 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     send_path.drainer.shutdown().await;
-    if let Some(sharing) = send_path.sharing {
-        sharing.shutdown().await;
-    }
     if let Err(e) = send_path.gateway.flush().await {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
+    }
+    // After the flush: the receipts it took into account join the board's tally.
+    if let Some(sharing) = send_path.sharing {
+        sharing.shutdown().await;
     }
     // Posts in flight finish and are recorded; the rest wait in the outbox.
     stop_callbacks.cancel();

@@ -26,6 +26,7 @@
 //! rejoins: it takes the board's document, puts the vendors it rested meanwhile to rest
 //! there too, replays what operators changed through it, and writes that.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +50,9 @@ const REPORT_TTL: Duration = Duration::from_secs(5);
 /// A measured offset from the board's clock replaces the one in use only when it
 /// differs by more than this: rests do not move with every read's jitter.
 const CLOCK_STEP: TimeDelta = TimeDelta::milliseconds(100);
-/// A change that keeps losing the race gives up after this many tries and stays on
-/// this instance (it is made again by the next failure, if it still matters).
+/// A change that keeps losing the race is dropped after this many tries in a row,
+/// with a warning (a failure's change is made again by the next failure, if it still
+/// matters).
 const WRITE_TRIES: u32 = 32;
 
 /// How this instance stands with the board.
@@ -93,6 +95,8 @@ pub(crate) struct Shared {
     /// Receipts that reached this instance since its last tally on the board, by vendor:
     /// (delivered, total).
     receipts: Mutex<std::collections::HashMap<usize, (u32, u32)>>,
+    /// Numbers this instance's probe claims.
+    next_claim: AtomicU64,
 }
 
 /// What an instance believes, as it reports it on the board.
@@ -177,7 +181,13 @@ impl Shared {
                 last_switch: None,
             }),
             receipts: Mutex::default(),
+            next_claim: AtomicU64::new(0),
         }
+    }
+
+    /// The holder of claim number `claim` of this instance.
+    fn holder(&self, claim: u64) -> String {
+        format!("{}#{claim}", self.instance)
     }
 
     /// Counts a receipt of vendor `idx` for the next tally.
@@ -251,18 +261,27 @@ impl Gateway {
         shared: &Shared,
         ops: &[HealthOp],
     ) -> (Option<Switch>, Option<Notice>) {
-        if !self.health().would_change(ops, self.clock.now()) {
+        // An operator's change is always taken to the board: this copy may not have
+        // seen the opposite change another instance just made.
+        let operator = ops.iter().any(replayed);
+        if !operator && !self.health().would_change(ops, self.clock.now()) {
             return (None, None);
         }
         let _one = shared.one_change.lock().await;
+        if operator && shared.joined() {
+            if let Ok(read) = shared.board.read().await {
+                self.follow(shared, &read);
+            }
+        }
         for _ in 0..WRITE_TRIES {
             let now = self.clock.now();
-            let (expected, text, switch) = {
+            let (expected, text, switch, before) = {
                 let mut health = self.health();
                 if !health.would_change(ops, now) {
-                    // Another instance's document already holds it (or makes it stale).
+                    // The board's document already holds it (or makes it stale).
                     return (None, health.take_notice());
                 }
+                let before = health.shared_part();
                 let switch = health.apply_all(ops, now);
                 let mut link = lock(&shared.link);
                 if link.standing != Standing::Joined {
@@ -270,7 +289,6 @@ impl Gateway {
                         .extend(ops.iter().filter(|op| replayed(op)).cloned());
                     return (switch, health.take_notice());
                 }
-                let mut doc = health.to_doc(&self.ids, link.to_board.unwrap_or_default());
                 if let Some(s) = &switch {
                     link.last_switch = Some(SwitchDoc {
                         from: self.ids[s.from].to_string(),
@@ -280,8 +298,8 @@ impl Gateway {
                         at: now + link.to_board.unwrap_or_default(),
                     });
                 }
-                doc.last_switch = link.last_switch.clone();
-                (link.version, encode(&doc), switch)
+                let doc = self.doc_to_write(&health, &link, switch.is_some());
+                (link.version, encode(&doc), switch, before)
             };
             match shared.board.write(expected, &text).await {
                 Ok(BoardWrite::Written { version }) => {
@@ -292,10 +310,16 @@ impl Gateway {
                     return (switch, self.health().take_notice());
                 }
                 Ok(BoardWrite::Conflict(read)) => {
-                    // Someone wrote first: take theirs (announcing a switch they made) and
-                    // apply the change again on it.
-                    let followed = self.adopt(shared, &read);
-                    self.announce(followed);
+                    // Someone wrote first. This copy holds the change unwritten: back to
+                    // what it held before, then take theirs (announcing a switch they
+                    // made) and apply the change again on it. A board with nothing this
+                    // instance can read is written over by the next try.
+                    self.health().restore(before);
+                    if !self.follow(shared, &read) {
+                        let mut link = lock(&shared.link);
+                        link.version = read.version;
+                        link.text = read.doc.clone();
+                    }
                 }
                 Err(e) => {
                     shared.part(self.clock.now(), &e);
@@ -308,17 +332,48 @@ impl Gateway {
         }
         tracing::warn!(
             instance = %shared.instance,
-            "a vendor health change lost the race on the board {WRITE_TRIES} times; it stays on this instance"
+            "a vendor health change lost the race on the board {WRITE_TRIES} times in a row; it was dropped"
         );
         (None, self.health().take_notice())
     }
 
+    /// The document to write from this copy: what it holds, the last switch, and what
+    /// the board said of vendors this instance does not have.
+    fn doc_to_write(
+        &self,
+        health: &crate::health::Health,
+        link: &Link,
+        switched: bool,
+    ) -> HealthDoc {
+        let mut doc = health.to_doc(&self.ids, link.to_board.unwrap_or_default());
+        doc.last_switch = link.last_switch.clone();
+        if let Some(previous) = link
+            .text
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<HealthDoc>(t).ok())
+        {
+            doc.keep_unknown(&previous, &self.ids, switched);
+        }
+        doc
+    }
+
+    /// Adopts the board's document and announces the switch that makes here; returns
+    /// false when the board holds nothing this instance can read.
+    fn follow(&self, shared: &Shared, read: &BoardRead) -> bool {
+        match self.adopt(shared, read) {
+            Some(followed) => {
+                self.announce(followed);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Takes the board's document into the mirror; returns the switch that makes here,
-    /// to be announced as followed.
-    fn adopt(&self, shared: &Shared, read: &BoardRead) -> Option<Switch> {
-        let Some(text) = &read.doc else {
-            return None;
-        };
+    /// to be announced as followed, or `None` when the board holds no document this
+    /// instance can read (and nothing was taken).
+    fn adopt(&self, shared: &Shared, read: &BoardRead) -> Option<Option<Switch>> {
+        let text = read.doc.as_ref()?;
         let doc: HealthDoc = match serde_json::from_str(text) {
             Ok(doc) => doc,
             Err(error) => {
@@ -335,7 +390,7 @@ impl Gateway {
         link.text = Some(text.clone());
         link.last_switch = doc.last_switch.clone();
         let after = health.current;
-        (after != before).then(|| Switch {
+        Some((after != before).then(|| Switch {
             from: before,
             to: after,
             reason: match &doc.last_switch {
@@ -344,7 +399,7 @@ impl Gateway {
                 }
                 _ => "the deployment's current vendor".to_owned(),
             },
-        })
+        }))
     }
 
     /// Reads the board and brings the mirror up to date: adopts a newer document, writes
@@ -372,8 +427,7 @@ impl Gateway {
             return;
         }
         if newer {
-            let followed = self.adopt(shared, &read);
-            self.announce(followed);
+            self.follow(shared, &read);
         }
     }
 
@@ -381,13 +435,12 @@ impl Gateway {
     /// changes made while apart, written back.
     async fn rejoin(&self, shared: &Shared, read: BoardRead, standing: Standing) {
         let now = self.clock.now();
-        let (expected, text, switch) = {
+        let (expected, text, switch, replay) = {
             let mut health = self.health();
             let resting = health.resting(now);
             let before = health.current;
-            let mut link = lock(&shared.link);
-            let mut ops = std::mem::take(&mut link.replay);
-            drop(link);
+            let replay = std::mem::take(&mut lock(&shared.link).replay);
+            let mut ops = replay.clone();
             if read.doc.is_some() {
                 drop(health);
                 self.adopt(shared, &read);
@@ -407,8 +460,7 @@ impl Gateway {
                 reason: "rejoined the shared board".into(),
             });
             let mut link = lock(&shared.link);
-            let mut doc = health.to_doc(&self.ids, link.to_board.unwrap_or_default());
-            doc.last_switch = link.last_switch.clone();
+            let doc = self.doc_to_write(&health, &link, false);
             let theirs: Option<HealthDoc> = read
                 .doc
                 .as_deref()
@@ -421,7 +473,7 @@ impl Gateway {
                 self.announce(switch);
                 return;
             }
-            (read.version, encode(&doc), switch)
+            (read.version, encode(&doc), switch, replay)
         };
         match shared.board.write(expected, &text).await {
             Ok(BoardWrite::Written { version }) => {
@@ -432,26 +484,36 @@ impl Gateway {
                 drop(link);
                 self.announce(switch);
             }
-            // Somebody wrote meanwhile: the next read joins again on theirs.
-            Ok(BoardWrite::Conflict(_)) => {}
-            Err(e) => shared.part(self.clock.now(), &e),
+            // Somebody wrote meanwhile, or the board failed: the next read joins again,
+            // with the operators' changes still to replay.
+            Ok(BoardWrite::Conflict(_)) => restore_replay(shared, replay),
+            Err(e) => {
+                shared.part(self.clock.now(), &e);
+                restore_replay(shared, replay);
+            }
         }
     }
 
-    /// Claims the probe `ticket` stands for on the board; when another instance probes
-    /// that vendor now, the attempt goes to the current vendor instead. Without a board,
-    /// or apart from it, every probe goes ahead.
-    pub(crate) async fn claim_probe(&self, ticket: Ticket) -> Ticket {
-        let Some(shared) = self.shared.as_ref().filter(|s| s.joined()) else {
-            return ticket;
-        };
+    /// Claims the probe `ticket` stands for on the board; when another probe of that
+    /// vendor runs now, anywhere in the deployment, the attempt goes to the current
+    /// vendor instead. Without a board, or apart from it, every probe goes ahead.
+    pub(crate) async fn claim_probe(&self, mut ticket: Ticket) -> Ticket {
         if !ticket.probe {
             return ticket;
         }
+        let Some(shared) = self.shared.as_ref().filter(|s| s.joined()) else {
+            return ticket;
+        };
+        // Each probe claims under a holder of its own, so that two probes of one
+        // instance never share a claim.
+        let claim = shared.next_claim.fetch_add(1, Ordering::Relaxed) + 1;
         let name = format!("probe:{}", self.ids[ticket.idx]);
         let ttl = self.config.attempt_timeout * 2;
-        match shared.board.claim(&name, &shared.instance, ttl).await {
-            Ok(true) => ticket,
+        match shared.board.claim(&name, &shared.holder(claim), ttl).await {
+            Ok(true) => {
+                ticket.claim = claim;
+                ticket
+            }
             Ok(false) => self.health().instead_of_probe(),
             Err(e) => {
                 shared.part(self.clock.now(), &e);
@@ -462,12 +524,13 @@ impl Gateway {
 
     /// Gives back the probe claim of `ticket`, once its answer is recorded.
     pub(crate) async fn release_probe(&self, ticket: Ticket) {
-        let Some(shared) = self.shared.as_ref().filter(|s| s.joined()) else {
+        let Some(shared) = self.shared.as_ref() else {
             return;
         };
-        if ticket.probe {
+        if ticket.claim != 0 {
             let name = format!("probe:{}", self.ids[ticket.idx]);
-            if let Err(e) = shared.board.release(&name, &shared.instance).await {
+            let holder = shared.holder(ticket.claim);
+            if let Err(e) = shared.board.release(&name, &holder).await {
                 tracing::debug!(error = %e, "could not give the probe claim back; it expires");
             }
         }
@@ -572,6 +635,8 @@ impl Gateway {
                 () = stop.cancelled() => {}
             }
         }
+        // Receipts taken since the last tally are the deployment's too.
+        self.tally_receipts(shared).await;
     }
 }
 
@@ -594,6 +659,13 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Puts `replay` back before what was added since it was taken.
+fn restore_replay(shared: &Shared, mut replay: Vec<HealthOp>) {
+    let mut link = lock(&shared.link);
+    replay.append(&mut link.replay);
+    link.replay = replay;
 }
 
 /// Whether `op` is an operator's change, replayed on rejoining the board.

@@ -96,6 +96,30 @@ pub(crate) struct HealthDoc {
     pub last_switch: Option<SwitchDoc>,
 }
 
+impl HealthDoc {
+    /// Keeps what `previous` says of vendors this instance does not have (`ids`): their
+    /// entries, their refused templates, and the current vendor unless this instance's
+    /// change `switched`. Instances with different vendor lists (a rolling deploy) then
+    /// never erase each other's vendors.
+    pub fn keep_unknown(&mut self, previous: &HealthDoc, ids: &[VendorId], switched: bool) {
+        let known = |name: &str| ids.iter().any(|id| id.as_str() == name);
+        for (name, vendor) in &previous.vendors {
+            if !known(name) {
+                self.vendors.insert(name.clone(), vendor.clone());
+            }
+        }
+        for (template, names) in &previous.broken {
+            let unknown = names.iter().filter(|n| !known(n)).cloned();
+            let entry = self.broken.entry(template.clone()).or_default();
+            entry.extend(unknown);
+        }
+        self.broken.retain(|_, names| !names.is_empty());
+        if !switched && !known(&previous.current) {
+            self.current = previous.current.clone();
+        }
+    }
+}
+
 fn shift(t: Option<DateTime<Utc>>, by: TimeDelta) -> Option<DateTime<Utc>> {
     t.map(|t| t + by)
 }
@@ -180,7 +204,8 @@ impl Health {
         changed
     }
 
-    fn restore(&mut self, part: SharedPart) {
+    /// Puts back the shared part `part` (taken by [`Self::shared_part`]).
+    pub fn restore(&mut self, part: SharedPart) {
         self.vendors = part.vendors;
         self.current = part.current;
         self.epoch = part.epoch;

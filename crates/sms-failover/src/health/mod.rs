@@ -98,6 +98,9 @@ pub(crate) struct Ticket {
     /// answer counts only for the rest it probed, so many probes in flight at once end
     /// one rest, once.
     pub rests: u64,
+    /// With a board: the number of this probe's claim on it (0: none), given back when
+    /// its answer is recorded.
+    pub claim: u64,
 }
 
 /// What an attempt says about its vendor's health.
@@ -413,6 +416,7 @@ impl Health {
             probe,
             detour: !probe && idx != self.current,
             rests: self.vendors[idx].rests,
+            claim: 0,
         }
     }
 

@@ -250,16 +250,20 @@ async fn one_probe_at_a_time_across_the_deployment() {
         d.instances.iter().all(|h| !h.gateway.vendors()[0].disabled)
     })
     .await;
-    let sends = d.instances.iter().map(|h| h.gateway.send(request()));
+    // Two sends at once on each instance: each would probe alone.
+    let sends = d
+        .instances
+        .iter()
+        .flat_map(|h| [h.gateway.send(request()), h.gateway.send(request_to(1))]);
     for outcome in futures_util::future::join_all(sends).await {
         outcome.unwrap();
     }
     assert_eq!(
         d.calls_to("aliyun"),
         1,
-        "one instance probed aliyun; the others sent to tencent"
+        "one probe of aliyun ran; every other send went to tencent"
     );
-    assert_eq!(d.calls_to("tencent"), 3);
+    assert_eq!(d.calls_to("tencent"), 7);
     d.stop().await;
 }
 
@@ -334,4 +338,61 @@ async fn receipts_reaching_different_instances_are_judged_together() {
         "{reasons:?}"
     );
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_that_lost_its_data_counts_a_failure_once() {
+    let d = Deployment::start(2, shared_config).await;
+    let a = &d.instances[0];
+    // Redis restarted empty: the instances' copies say version n, the board 0.
+    d.board.clear();
+    a.vendor("aliyun").then(transient());
+    a.gateway.send(request()).await.unwrap();
+    assert_eq!(a.current(), "aliyun", "one failure does not switch");
+    assert_eq!(a.failures_of("aliyun"), 1);
+    d.wait_for("the board to hold the count again", |d| {
+        d.board.peek().1.is_some_and(|doc| {
+            let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            doc["vendors"]["aliyun"]["consecutive_failures"] == 1
+        })
+    })
+    .await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_a_vendor_keeps_what_the_board_says_of_it() {
+    let board = Arc::new(MemoryBoard::new());
+    let ledger = Arc::new(MemoryLedger::new());
+    let three = Harness::on_board(
+        &["aliyun", "tencent", "cloopen"],
+        vec![flat(40_000), flat(45_000), flat(50_000)],
+        shared_config(0),
+        board.clone(),
+        ledger.clone(),
+    );
+    let two = Harness::on_board(
+        &["aliyun", "tencent"],
+        vec![flat(40_000), flat(45_000)],
+        shared_config(1),
+        board.clone(),
+        ledger,
+    );
+    let mut sharing = Vec::new();
+    for h in [&three, &two] {
+        h.gateway.init().await.unwrap();
+        sharing.push(h.gateway.start_sharing().unwrap());
+    }
+    let cloopen = VendorId::new("cloopen").unwrap();
+    three.gateway.disable(&cloopen).await.unwrap();
+    // The instance without cloopen writes the board (a failure counted).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    two.vendor("aliyun").then(transient());
+    two.gateway.send(request()).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&board.peek().1.unwrap()).unwrap();
+    assert_eq!(doc["vendors"]["aliyun"]["consecutive_failures"], 1, "{doc}");
+    assert_eq!(doc["vendors"]["cloopen"]["disabled"], true, "{doc}");
+    for handle in sharing {
+        handle.shutdown().await;
+    }
 }
