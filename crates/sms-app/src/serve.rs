@@ -27,9 +27,9 @@ const SEED: u64 = 1;
 
 /// `sms-app serve`: until SIGTERM or Ctrl-C, then a graceful stop.
 pub async fn run(config: Config) -> Result<()> {
-    if config.api_tokens.is_empty() {
+    if config.api_tokens.is_empty() && config.clients.is_empty() {
         tracing::warn!(
-            "no API tokens configured (SMS_API_TOKENS): every /v1 request will be refused"
+            "no API tokens configured (SMS_API_TOKENS or [clients]): every /v1 request will be refused"
         );
     }
     // Nothing in `serve` reads deliveries back from memory, and a list of every one
@@ -86,13 +86,13 @@ pub async fn run(config: Config) -> Result<()> {
     let exposed = |tokens: &[crate::config::Secret]| -> Vec<String> {
         tokens.iter().map(|t| t.expose().to_owned()).collect()
     };
-    let tokens = exposed(&config.api_tokens);
+    let clients = crate::config::clients::by_digest(&config.clients, &config.api_tokens);
     let operator_tokens = exposed(&config.operator_tokens);
     let state = AppState {
         gateway: send_path.gateway.clone(),
         queue: send_path.store.queue.clone(),
         metrics,
-        tokens: Arc::new(tokens),
+        clients: Arc::new(clients),
         operator_tokens: Arc::new(operator_tokens),
         simulated: Arc::new(send_path.simulated),
         deliveries: send_path.store.deliveries.clone(),

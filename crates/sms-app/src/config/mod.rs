@@ -26,8 +26,10 @@ use sms_store::postgres::PgConfig;
 use crate::telemetry::{ENV_OTLP_ENDPOINT, TelemetryConfig};
 
 pub mod callbacks;
+pub mod clients;
 
 pub use self::callbacks::{CallbacksConfig, ENV_CALLBACK_SECRET};
+pub use self::clients::ClientConfig;
 
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "SMS_DATABASE_URL";
@@ -96,6 +98,9 @@ pub struct Config {
     /// Read-only bearer tokens (`SMS_OPERATOR_TOKENS`, comma-separated): `GET` routes
     /// only, such as the status page's data; anything else is refused with 403.
     pub operator_tokens: Vec<Secret>,
+    /// `[clients.<name>]`: named callers, each with its tokens (as SHA-256 digests, or
+    /// from `SMS_CLIENT_<NAME>_TOKENS`) and the templates it may send.
+    pub clients: BTreeMap<String, ClientConfig>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Where simulated vendors append their deliveries (JSON lines); absent keeps them in memory.
@@ -131,6 +136,7 @@ impl Default for Config {
             redis_url: None,
             api_tokens: Vec::new(),
             operator_tokens: Vec::new(),
+            clients: BTreeMap::new(),
             max_body_bytes: 256 * 1024,
             simulation_log: None,
             failover: FailoverConfig::default(),
@@ -357,6 +363,11 @@ impl Config {
         if let Some(tokens) = var(ENV_OPERATOR_TOKENS) {
             self.operator_tokens = token_list(&tokens);
         }
+        for (name, client) in &mut self.clients {
+            if let Some(tokens) = var(&clients::tokens_env(name)) {
+                client.tokens = token_list(&tokens);
+            }
+        }
         let names: Vec<String> = self.vendors.keys().cloned().collect();
         for name in names {
             if let Some(secret) = var(&receipt_secret_env(&name)).filter(|v| !v.is_empty()) {
@@ -468,6 +479,12 @@ impl Config {
         self.templates
             .check_vendors(&ids)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        clients::validate(
+            &self.clients,
+            &self.api_tokens,
+            &self.operator_tokens,
+            &self.templates,
+        )?;
         for (name, secret) in &self.receipts.secrets {
             let env = receipt_secret_env(name);
             if !self.vendors.contains_key(name) {

@@ -390,3 +390,54 @@ fn receipt_secrets_name_a_vendor_fit_in_a_url_and_come_from_the_environment() {
     );
     assert!(!c.to_redacted_toml().unwrap().contains("tencent-receipts"));
 }
+
+#[test]
+fn bad_client_configuration_is_an_error_naming_the_key() {
+    let shop = "a".repeat(64);
+    let templates = r#"
+[templates.login_code]
+text = "{1}"
+vendors.aliyun = { id = "SMS_1" }
+"#;
+    for (toml, key) in [
+        (
+            format!(
+                "{templates}[clients.shop]\ntoken_sha256 = [\"{shop}\"]\ntemplates = [\"login_code\", \"order_shipped\"]\n"
+            ),
+            "clients.shop.templates[1]: unknown template \"order_shipped\"",
+        ),
+        (
+            format!(
+                "[clients.shop]\ntoken_sha256 = [\"{shop}\"]\n[clients.app]\ntoken_sha256 = [\"{shop}\"]\n"
+            ),
+            "clients.shop.token_sha256[0]: the same token as clients.app.token_sha256[0]",
+        ),
+        (
+            "[clients.shop]\ntoken_sha256 = [\"not-hex\"]\n".to_owned(),
+            "clients.shop.token_sha256[0]: expected a SHA-256",
+        ),
+        (
+            "[clients.shop]\n".to_owned(),
+            "clients.shop.token_sha256: expected at least one token digest",
+        ),
+        (
+            format!("[clients.Shop]\ntoken_sha256 = [\"{shop}\"]\n"),
+            "clients.Shop: expected a name of lower-case letters",
+        ),
+    ] {
+        let e = Config::from_toml(&format!("{toml}\n[vendors.aliyun]\norder = 0\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(key), "{toml}: {e}");
+    }
+    let e = Config::from_toml("[clients.shop]\nper_second = 200\n").unwrap_err();
+    assert!(e.to_string().contains("per_second"), "{e}");
+    let mut c = Config::from_toml("[clients.shop-eu]\n[vendors.aliyun]\norder = 0\n").unwrap();
+    c.apply_env(|name| {
+        (name == "SMS_CLIENT_SHOP_EU_TOKENS").then(|| "shop-eu-token-0123456789".into())
+    });
+    c.validate().unwrap();
+    assert!(!c.to_redacted_toml().unwrap().contains("shop-eu-token"));
+}

@@ -1,5 +1,6 @@
-//! The bearer-token check in front of every `/v1` route: API tokens may do anything,
-//! operator tokens only read (`GET`).
+//! The bearer-token check in front of every `/v1` route: clients' tokens (named clients
+//! and `api_tokens`) may do anything, operator tokens only read (`GET`). A client's
+//! request carries its `Client` on, for the checks that depend on who sends.
 
 use std::sync::Arc;
 
@@ -11,9 +12,10 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::config::clients::digest;
 
 /// Lets the request through when it carries `Authorization: Bearer <token>` with a
-/// configured API token, or with an operator token on a `GET`; refuses a change asked
+/// client's token, or with an operator token on a `GET`; refuses a change asked
 /// with an operator token with 403, and anything else with 401. The token is never
 /// logged.
 pub(super) async fn require_token(
@@ -27,17 +29,21 @@ pub(super) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Every configured token is compared, in constant time, so timing tells nothing.
-    let known = |tokens: &[String]| {
-        presented.is_some_and(|p| {
-            tokens.iter().fold(false, |found, t| {
-                found | bool::from(t.as_bytes().ct_eq(p.as_bytes()))
-            })
+    // Clients are looked up by the SHA-256 of the token: the lookup's timing can tell
+    // nothing about a token without a preimage of its digest.
+    let client = presented.and_then(|p| state.clients.get(&digest(p)).cloned());
+    // Every operator token is compared, in constant time, so timing tells nothing.
+    let operator = presented.is_some_and(|p| {
+        state.operator_tokens.iter().fold(false, |found, t| {
+            found | bool::from(t.as_bytes().ct_eq(p.as_bytes()))
         })
-    };
-    let api = known(&state.tokens);
-    let operator = known(&state.operator_tokens);
-    if api || (operator && request.method() == Method::GET) {
+    });
+    let had_token = presented.is_some();
+    let mut request = request;
+    if let Some(client) = client {
+        request.extensions_mut().insert(client);
+        Ok(next.run(request).await)
+    } else if operator && request.method() == Method::GET {
         Ok(next.run(request).await)
     } else if operator {
         tracing::warn!(
@@ -49,7 +55,7 @@ pub(super) async fn require_token(
     } else {
         tracing::warn!(
             path = %request.uri().path(),
-            had_token = presented.is_some(),
+            had_token,
             "request refused: missing or unknown bearer token"
         );
         Err(ApiError::Unauthorized)

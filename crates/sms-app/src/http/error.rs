@@ -24,6 +24,13 @@ pub enum ApiError {
     Unauthorized,
     /// 403: a read-only operator token asked for a change.
     ReadOnlyToken,
+    /// 403: the client's allow-list does not hold the template.
+    TemplateNotAllowed {
+        /// The client, by name.
+        client: String,
+        /// The template it asked for.
+        template: String,
+    },
     /// 404: no message has this id.
     MessageNotFound(MessageId),
     /// 404: the vendor named in the path does not exist (or is not simulated).
@@ -124,6 +131,15 @@ impl ApiError {
                 "read_only_token",
                 "this token may only read (GET); changes need an API token".to_owned(),
                 None,
+            ),
+            Self::TemplateNotAllowed { client, template } => (
+                StatusCode::FORBIDDEN,
+                "template_not_allowed",
+                format!(
+                    "client {client} may not send template {template:?}: it is not in the \
+                     client's templates"
+                ),
+                Some("template"),
             ),
             Self::MessageNotFound(id) => (
                 StatusCode::NOT_FOUND,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sms_core::{
@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use crate::config::clients::Client;
 use crate::openapi::{message_status_schema, queue_reason_schema};
 
 /// Longest deliver-by window a caller may ask for: a week.
@@ -361,6 +362,7 @@ pub(super) enum PostAnswer {
         (status = 202, description = "Queued (or queued earlier under the same idempotency key)", body = PostAnswer),
         (status = 400, description = "Invalid request; `field` names the problem", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "The client may not send this template (`template_not_allowed`), or a read-only token asked for a change", body = ErrorBody),
         (status = 409, description = "Idempotency key reused for a different message", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
         (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
@@ -373,6 +375,7 @@ pub(super) enum PostAnswer {
 )]
 pub(super) async fn post_message(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<Arc<Client>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PostAnswer>), ApiError> {
@@ -384,6 +387,19 @@ pub(super) async fn post_message(
         return Err(ApiError::UnsupportedMediaType);
     }
     let request = decode_message(&body, Utc::now())?;
+    if let Some(Extension(client)) = &client
+        && !client.may_send(request.template().as_str())
+    {
+        tracing::warn!(
+            client = client.label(),
+            template = request.template().as_str(),
+            "request refused: the client may not send this template"
+        );
+        return Err(ApiError::TemplateNotAllowed {
+            client: client.label().to_owned(),
+            template: request.template().as_str().to_owned(),
+        });
+    }
     if let Some(url) = request.callback_url() {
         let refusal = match &state.callbacks {
             None => Some(

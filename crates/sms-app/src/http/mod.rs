@@ -32,6 +32,7 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::config::clients::Client;
 use crate::metrics::Metrics;
 use crate::openapi;
 
@@ -44,8 +45,8 @@ pub struct AppState {
     pub queue: Arc<dyn DeferredQueue>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Accepted bearer tokens.
-    pub tokens: Arc<Vec<String>>,
+    /// The clients, by the SHA-256 of each of their tokens.
+    pub clients: Arc<HashMap<[u8; 32], Arc<Client>>>,
     /// Accepted read-only bearer tokens: `GET` routes only.
     pub operator_tokens: Arc<Vec<String>>,
     /// Simulated vendors by name, for fault control.

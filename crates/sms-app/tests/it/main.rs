@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod callbacks;
 mod chaos;
+mod clients;
 mod deployment;
 mod fuzz_smoke;
 // The fuzz target bodies (fuzz/ is not a workspace member), run here on stable.
