@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sms_core::Templates;
 
-use super::{ENV_API_TOKENS, ENV_OPERATOR_TOKENS, MIN_TOKEN_CHARS, Secret};
+use super::{ENV_API_TOKENS, ENV_OPERATOR_TOKENS, Secret, check_token_length};
 
 /// One client.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -163,13 +163,7 @@ pub fn validate(
         }
         for (i, token) in client.tokens.iter().enumerate() {
             let key = format!("clients.{name} ({}[{i}])", tokens_env(name));
-            let length = token.expose().trim().chars().count();
-            if length < MIN_TOKEN_CHARS {
-                bail!(
-                    "{key}: expected at least {MIN_TOKEN_CHARS} characters, found {length}; a \
-                     short token can be guessed"
-                );
-            }
+            check_token_length(&key, token)?;
             note(digest(token.expose().trim()), key)?;
         }
         if let (Some(allowed), false) = (&client.templates, templates.is_pass_through()) {

@@ -394,14 +394,7 @@ impl Config {
         ];
         for (key, env, tokens) in lists {
             for (i, token) in tokens.iter().enumerate() {
-                let length = token.expose().trim().chars().count();
-                if length < MIN_TOKEN_CHARS {
-                    bail!(
-                        "{key}[{i}] ({env}): expected at least {MIN_TOKEN_CHARS} \
-                         characters, found {length}; a short token can be guessed, and an \
-                         empty one would let no request in while looking configured"
-                    );
-                }
+                check_token_length(&format!("{key}[{i}] ({env})"), token)?;
             }
         }
         if let Some(i) = self
@@ -530,6 +523,19 @@ impl Config {
 }
 
 /// Tokens from a comma-separated environment variable, blanks dropped.
+/// Fails, naming `key`, when `token` is shorter than [`MIN_TOKEN_CHARS`].
+fn check_token_length(key: &str, token: &Secret) -> Result<()> {
+    let length = token.expose().trim().chars().count();
+    if length < MIN_TOKEN_CHARS {
+        bail!(
+            "{key}: expected at least {MIN_TOKEN_CHARS} characters, found {length}; a short \
+             token can be guessed, and an empty one would let no request in while looking \
+             configured"
+        );
+    }
+    Ok(())
+}
+
 fn token_list(text: &str) -> Vec<Secret> {
     text.split(',')
         .map(str::trim)

@@ -308,7 +308,8 @@ impl Health {
         };
     }
 
-    /// The vendors this instance put to rest that still rest at `now`.
+    /// The vendors that rest at `now`, as this copy says (on rejoining, those this
+    /// instance put to rest while apart are among them).
     pub fn resting(&self, now: DateTime<Utc>) -> Vec<usize> {
         (0..self.vendors.len())
             .filter(|&i| {
