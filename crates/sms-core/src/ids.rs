@@ -238,6 +238,73 @@ impl From<TemplateId> for String {
     }
 }
 
+/// A named client of the gateway (`shop`, `auth-service`): lower-case letters, digits,
+/// `_` and `-`, at most 64 characters. Messages record it; quotas and spend caps are
+/// kept per client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Longest client name accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates a client name.
+    pub fn new(value: &str) -> Result<Self, ValidationError> {
+        const FIELD: &str = "client";
+        if value.is_empty() {
+            return Err(ValidationError::new(FIELD, "must not be empty"));
+        }
+        if value.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                FIELD,
+                format!(
+                    "expected at most {} characters, found {}",
+                    Self::MAX_LEN,
+                    value.len()
+                ),
+            ));
+        }
+        if let Some(c) = value
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')))
+        {
+            return Err(ValidationError::new(
+                FIELD,
+                format!(
+                    "unexpected character {c:?} in {:?}; use lower-case letters, digits, '_' and '-'",
+                    truncate_for_error(value)
+                ),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ClientId {
+    type Error = ValidationError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(value: ClientId) -> Self {
+        value.0
+    }
+}
+
 /// A caller's idempotency key: the same key means the same message, sent at most once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

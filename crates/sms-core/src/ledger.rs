@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use crate::clock::BillingPeriod;
 use crate::error::StoreError;
-use crate::ids::VendorId;
+use crate::ids::{ClientId, VendorId};
+use crate::money::Money;
 
 /// Billed volume per vendor and period. Shared by every instance; increments are atomic.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -22,4 +23,26 @@ pub trait UsageLedger: Send + Sync {
 
     /// Every vendor's total for `period` (vendors with none are absent).
     async fn totals(&self, period: &BillingPeriod) -> Result<BTreeMap<VendorId, u64>, StoreError>;
+}
+
+/// Money spent per client and billing period, kept durably for spend caps: every
+/// delivered message adds its billed segments at the price tier in force.
+///
+/// Messages of the unnamed client (`api_tokens`) are kept under `None`. Shared by every
+/// instance; additions are atomic.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait SpendLedger: Send + Sync {
+    /// Adds each `(client, amount)` to that client's spend in `period`, in one write.
+    async fn add_spend(
+        &self,
+        period: &BillingPeriod,
+        amounts: &[(Option<ClientId>, Money)],
+    ) -> Result<(), StoreError>;
+
+    /// Every client's spend in `period` (clients with none are absent).
+    async fn spend(
+        &self,
+        period: &BillingPeriod,
+    ) -> Result<BTreeMap<Option<ClientId>, Money>, StoreError>;
 }

@@ -3,8 +3,8 @@
 //! This crate does no I/O and depends on no driver: it defines what a message is
 //! ([`SmsRequest`], [`PhoneNumber`], [`Money`]), what can go wrong ([`VendorError`],
 //! [`SendError`], [`StoreError`]), and the traits the other crates implement:
-//! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`DeferredQueue`],
-//! [`UsageLedger`], [`DeliveryLog`], [`CallbackOutbox`], [`SharedBoard`] and [`Clock`].
+//! [`Vendor`], [`FeeSchedule`], [`RateLimiter`], [`RecipientLimiter`], [`ClientLimiter`], [`DeferredQueue`],
+//! [`UsageLedger`], [`SpendLedger`], [`Blocklist`], [`DeliveryLog`], [`CallbackOutbox`], [`SharedBoard`] and [`Clock`].
 //!
 //! [`sync`] holds the poison-tolerant lock helpers every crate of the gateway shares.
 //!
@@ -13,6 +13,7 @@
 //! suites every store and limiter backend runs (`testing::store_contract`,
 //! `testing::limiter_contract`).
 
+mod blocklist;
 mod board;
 mod callback;
 mod callback_url;
@@ -34,6 +35,7 @@ mod vendor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use blocklist::{BlockReason, BlockedNumber, Blocklist};
 pub use board::{BoardRead, BoardUnavailable, BoardWrite, SharedBoard};
 pub use callback::{
     CallbackCounts, CallbackEvent, CallbackOutbox, CallbackOutcome, CallbackStatus,
@@ -46,16 +48,22 @@ pub use delivery::{
     ReportApplied, SentDelivery,
 };
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError};
-pub use ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
-pub use ledger::UsageLedger;
-pub use limit::{RateDecision, RateLimiter, RecipientDecision, RecipientLimiter, RecipientWindow};
+pub use ids::{ClientId, IdempotencyKey, MessageId, TemplateId, VendorId};
+pub use ledger::{SpendLedger, UsageLedger};
+pub use limit::{
+    ClientLimiter, ClientQuota, QuotaDecision, QuotaWindow, RateDecision, RateLimiter,
+    RecipientDecision, RecipientLimiter, RecipientWindow,
+};
 pub use money::{Money, MoneyParseError};
 pub use phone::{PhoneNumber, PhoneNumberError};
 pub use queue::{
     AttemptFailure, Completion, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken,
     MessageStatus, NewMessage, QueueReason, QueueStats, StoredMessage,
 };
-pub use request::{MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, RawSmsRequest, Resend, SmsRequest};
+pub use request::{
+    MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MAX_SCHEDULE_AHEAD, Priority, RawSmsRequest, Resend,
+    SmsRequest,
+};
 pub use segments::{billed_segments, signed_text};
 pub use template::{OutboundSms, Template, Templates, VendorTemplate};
 pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
@@ -63,12 +71,13 @@ pub use vendor::{FeeSchedule, NextTier, Receipt, Vendor, VendorError};
 /// mockall mocks of every trait (feature `mocks`).
 #[cfg(any(test, feature = "mocks"))]
 pub mod mocks {
+    pub use crate::blocklist::MockBlocklist;
     pub use crate::board::MockSharedBoard;
     pub use crate::callback::MockCallbackOutbox;
     pub use crate::clock::MockClock;
     pub use crate::delivery::MockDeliveryLog;
-    pub use crate::ledger::MockUsageLedger;
-    pub use crate::limit::{MockRateLimiter, MockRecipientLimiter};
+    pub use crate::ledger::{MockSpendLedger, MockUsageLedger};
+    pub use crate::limit::{MockClientLimiter, MockRateLimiter, MockRecipientLimiter};
     pub use crate::queue::MockDeferredQueue;
     pub use crate::vendor::{MockFeeSchedule, MockVendor};
 }

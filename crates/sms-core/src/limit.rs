@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::LimitError;
+use crate::ids::ClientId;
 use crate::phone::PhoneNumber;
+use crate::request::Priority;
 
 /// A limiter's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,22 @@ impl RateDecision {
 pub trait RateLimiter: Send + Sync {
     /// Takes `permits` permits (one per recipient) if all fit in the window now, else none.
     async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError>;
+
+    /// Takes `permits` permits for a message of lane `priority`. High-priority messages
+    /// may use the whole window; normal ones only what leaves the high lane its headroom
+    /// (a configured share of the window), so that a login code finds room however much
+    /// bulk is being sent. A normal request larger than that share still goes, alone, in
+    /// an empty window.
+    ///
+    /// The default takes no lane into account.
+    async fn acquire_lane(
+        &self,
+        permits: u32,
+        priority: Priority,
+    ) -> Result<RateDecision, LimitError> {
+        let _ = priority;
+        self.acquire(permits).await
+    }
 
     /// The most permits one `acquire` can ever get (the limit per window), when known.
     /// The gateway refuses a request with more recipients than this: waiting would never
@@ -120,6 +138,84 @@ pub trait RecipientLimiter: Send + Sync {
     /// windows, which errs on the side of fewer messages to each number.
     async fn give_back(&self, recipients: &[PhoneNumber]) -> Result<(), LimitError> {
         let _ = recipients;
+        Ok(())
+    }
+}
+
+/// A client's own limits, on top of the global one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientQuota {
+    /// Most recipients per second (sliding window), when limited.
+    pub per_second: Option<u32>,
+    /// Most recipients per calendar day (UTC), when limited.
+    pub per_day: Option<u32>,
+}
+
+impl ClientQuota {
+    /// Whether the quota limits anything.
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second.is_none() && self.per_day.is_none()
+    }
+}
+
+/// Which of a client's limits refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaWindow {
+    /// `per_second`.
+    Second,
+    /// `per_day`.
+    Day,
+}
+
+impl QuotaWindow {
+    /// The configuration key of the limit.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Second => "per_second",
+            Self::Day => "per_day",
+        }
+    }
+}
+
+/// A client limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaDecision {
+    /// Go ahead: the permits were counted in every window.
+    Allowed,
+    /// Over one of the client's limits: nothing was counted.
+    Limited {
+        /// The limit that is full.
+        window: QuotaWindow,
+        /// What it allows.
+        limit: u32,
+        /// When it allows the request (for `Day`, the next UTC midnight).
+        retry_after: Duration,
+    },
+}
+
+/// Per-client limits, exact across instances when shared.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ClientLimiter: Send + Sync {
+    /// Counts `permits` (one per recipient) against each of `client`'s limits in
+    /// `quota`, all or none: when one limit has no room, nothing is counted.
+    async fn acquire(
+        &self,
+        client: &ClientId,
+        quota: ClientQuota,
+        permits: u32,
+    ) -> Result<QuotaDecision, LimitError>;
+
+    /// Gives back `permits` counted by an earlier `acquire` whose request was then
+    /// refused, in every window of `quota`. The default gives nothing back.
+    async fn give_back(
+        &self,
+        client: &ClientId,
+        quota: ClientQuota,
+        permits: u32,
+    ) -> Result<(), LimitError> {
+        let _ = (client, quota, permits);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::ids::{ClientId, IdempotencyKey, MessageId, VendorId};
 use crate::phone::PhoneNumber;
 use crate::request::SmsRequest;
 
@@ -27,16 +27,19 @@ pub enum MessageStatus {
     Dead,
     /// Past its deliver-by time; not sent.
     Expired,
+    /// Cancelled by its client before it was sent; never sent.
+    Cancelled,
 }
 
 impl MessageStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [MessageStatus; 5] = [
+    pub const ALL: [MessageStatus; 6] = [
         Self::Queued,
         Self::Leased,
         Self::Sent,
         Self::Dead,
         Self::Expired,
+        Self::Cancelled,
     ];
 
     /// The lower-case name used in storage and APIs.
@@ -47,12 +50,16 @@ impl MessageStatus {
             Self::Sent => "sent",
             Self::Dead => "dead",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// Whether nothing more will happen to the message by itself.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Sent | Self::Dead | Self::Expired)
+        matches!(
+            self,
+            Self::Sent | Self::Dead | Self::Expired | Self::Cancelled
+        )
     }
 }
 
@@ -71,7 +78,9 @@ impl std::str::FromStr for MessageStatus {
             .ok_or_else(|| {
                 crate::ValidationError::new(
                     "status",
-                    format!("expected one of queued, leased, sent, dead, expired, found {s:?}"),
+                    format!(
+                        "expected one of queued, leased, sent, dead, expired, cancelled, found {s:?}"
+                    ),
                 )
             })
     }
@@ -97,6 +106,8 @@ pub enum QueueReason {
     /// The vendor's per-number limit refused the recipient: it waits for the vendor's
     /// window, and goes to that vendor again.
     RecipientRefused,
+    /// Scheduled by its client for a later time (`send_at`).
+    Scheduled,
 }
 
 impl QueueReason {
@@ -110,11 +121,12 @@ impl QueueReason {
             Self::Accepted => "accepted",
             Self::ManualRetry => "manual_retry",
             Self::RecipientRefused => "recipient_refused",
+            Self::Scheduled => "scheduled",
         }
     }
 
     /// Every reason.
-    pub const ALL: [QueueReason; 7] = [
+    pub const ALL: [QueueReason; 8] = [
         Self::RateLimited,
         Self::VendorThrottled,
         Self::VendorFailed,
@@ -122,6 +134,7 @@ impl QueueReason {
         Self::Accepted,
         Self::ManualRetry,
         Self::RecipientRefused,
+        Self::Scheduled,
     ];
 }
 
@@ -332,6 +345,9 @@ pub struct QueueStats {
     pub dead: u64,
     /// Past their deliver-by time.
     pub expired: u64,
+    /// Cancelled before they were sent.
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 impl QueueStats {
@@ -343,6 +359,7 @@ impl QueueStats {
             MessageStatus::Sent => self.sent,
             MessageStatus::Dead => self.dead,
             MessageStatus::Expired => self.expired,
+            MessageStatus::Cancelled => self.cancelled,
         }
     }
 }
@@ -372,9 +389,11 @@ pub trait DeferredQueue: Send + Sync {
     }
 
     /// Claims up to `limit` due messages: queued ones whose `next_attempt_at` has come,
-    /// and leased ones whose lease lapsed at `now`. Oldest due first. Each claimed
-    /// message's `attempts` grows by one and it is leased to `owner` until
-    /// `now + lease_for` under one fresh token.
+    /// and leased ones whose lease lapsed at `now`. High-priority ones first, then
+    /// normal ones; oldest due first within each lane. Each claimed message's `attempts`
+    /// grows by one and it is leased to `owner` until `now + lease_for` under one fresh
+    /// token. The same as [`DeferredQueue::claim_lanes`] with no share kept for normal
+    /// messages.
     async fn claim(
         &self,
         owner: &str,
@@ -382,6 +401,50 @@ pub trait DeferredQueue: Send + Sync {
         lease_for: Duration,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Claims like [`DeferredQueue::claim`], keeping room for normal messages: of the
+    /// `limit`, at most `limit - normal_min` go to high-priority messages, so that at
+    /// least `normal_min` (when that many are due) go to normal ones. High-priority
+    /// messages beyond that wait for the next claim; normal ones fill whatever the high
+    /// lane leaves. The answer lists the high-priority messages first.
+    ///
+    /// The default ignores `normal_min`: it is there so wrappers written before the
+    /// method existed still build, and the contract suite fails for a store that keeps it.
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let _ = normal_min;
+        self.claim(owner, now, lease_for, limit).await
+    }
+
+    /// The earliest time a queued message falls due or a lease lapses, if any message is
+    /// queued or leased: the drain sleeps until then at most, so a scheduled message
+    /// goes out when due rather than at the next tick.
+    ///
+    /// The default knows nothing (`None`): the drain then keeps to its tick.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Cancels a queued message (scheduled, or waiting for a retry): it becomes
+    /// `cancelled`, is never claimed again, and is returned as it is now. Refused with
+    /// [`StoreError::WrongStatus`] when it is not queued (a sender holds it, or it is
+    /// final), and [`StoreError::NotFound`] when it is not stored.
+    ///
+    /// The default refuses with [`StoreError::Backend`]: it is there so wrappers written
+    /// before the method existed still build, and the contract suite fails for a store
+    /// that keeps it.
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        let _ = now;
+        Err(StoreError::backend(format!(
+            "this queue cannot cancel messages (message {id})"
+        )))
+    }
 
     /// Marks a leased message sent by `vendor`.
     async fn complete(
@@ -550,6 +613,23 @@ pub trait DeferredQueue: Send + Sync {
         status: MessageStatus,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` messages of `client` in `status`, oldest first.
+    ///
+    /// The default refuses with [`StoreError::Backend`]: it is there so wrappers written
+    /// before the method existed still build, and the contract suite fails for a store
+    /// that keeps it.
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let _ = (status, limit);
+        Err(StoreError::backend(format!(
+            "this queue cannot list messages by client ({client})"
+        )))
+    }
 
     /// Counts by status.
     async fn stats(&self) -> Result<QueueStats, StoreError>;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callback_url::CallbackUrl;
 use crate::error::ValidationError;
-use crate::ids::{IdempotencyKey, MessageId, TemplateId, VendorId};
+use crate::ids::{ClientId, IdempotencyKey, MessageId, TemplateId, VendorId};
 use crate::phone::{PhoneNumber, parse_recipient, truncate_for_error};
 
 /// Most recipients one request may name (Aliyun's per-call cap).
@@ -18,6 +18,64 @@ pub const MAX_RECIPIENTS: usize = 1000;
 pub const MAX_ARGS: usize = 32;
 /// Longest template argument, in characters.
 pub const MAX_ARG_CHARS: usize = 500;
+/// Furthest ahead a message may be scheduled (`send_at`): 35 days.
+pub const MAX_SCHEDULE_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(35);
+
+/// A message's lane. High-priority messages (login codes) take the global limit first
+/// and are claimed from the queue before normal ones; normal messages (notices, bulk)
+/// get what is left, and a configurable minimum share of it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Served first.
+    High,
+    /// Everything else.
+    #[default]
+    Normal,
+}
+
+impl Priority {
+    /// Both lanes, in the order they are served.
+    pub const ALL: [Priority; 2] = [Self::High, Self::Normal];
+
+    /// The lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+        }
+    }
+
+    fn is_normal(&self) -> bool {
+        *self == Self::Normal
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "priority",
+                    format!(
+                        "expected \"high\" or \"normal\", found {:?}",
+                        truncate_for_error(s)
+                    ),
+                )
+            })
+    }
+}
 
 /// A validated request: template, ordered arguments, distinct E.164 recipients, and the
 /// optional idempotency key, deliver-by time and status callback endpoint.
@@ -40,6 +98,9 @@ struct Content {
     expires_at: Option<DateTime<Utc>>,
     callback_url: Option<CallbackUrl>,
     resend: Option<Resend>,
+    client: Option<ClientId>,
+    priority: Priority,
+    send_at: Option<DateTime<Utc>>,
 }
 
 /// What makes a message a re-send: the message a vendor could not deliver, and that
@@ -62,6 +123,9 @@ impl fmt::Debug for SmsRequest {
             .field("expires_at", &self.0.expires_at)
             .field("callback_url", &self.0.callback_url)
             .field("resend", &self.0.resend)
+            .field("client", &self.0.client)
+            .field("priority", &self.0.priority)
+            .field("send_at", &self.0.send_at)
             .finish()
     }
 }
@@ -94,6 +158,15 @@ pub struct RawSmsRequest {
     /// Set on a re-send of an undelivered message (never by callers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend: Option<Resend>,
+    /// The client that sent it (set from its token, never by the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Its lane.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+    /// When it is to be sent, when scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 impl SmsRequest {
@@ -116,6 +189,9 @@ impl SmsRequest {
             expires_at: None,
             callback_url: None,
             resend: None,
+            client: None,
+            priority: Priority::Normal,
+            send_at: None,
         })
     }
 
@@ -140,6 +216,25 @@ impl SmsRequest {
     /// The same request marked as a re-send of `resend.of`, kept from `resend.avoid`.
     pub fn with_resend(mut self, resend: Resend) -> Self {
         Arc::make_mut(&mut self.0).resend = Some(resend);
+        self
+    }
+
+    /// The same request recorded as `client`'s.
+    pub fn with_client(mut self, client: ClientId) -> Self {
+        Arc::make_mut(&mut self.0).client = Some(client);
+        self
+    }
+
+    /// The same request in lane `priority`.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        Arc::make_mut(&mut self.0).priority = priority;
+        self
+    }
+
+    /// The same request scheduled for `send_at`: stored, and sent when due. How far
+    /// ahead it may be is checked where the request enters (see [`MAX_SCHEDULE_AHEAD`]).
+    pub fn with_send_at(mut self, send_at: DateTime<Utc>) -> Self {
+        Arc::make_mut(&mut self.0).send_at = Some(send_at);
         self
     }
 
@@ -192,6 +287,21 @@ impl SmsRequest {
         self.0.resend.as_ref()
     }
 
+    /// The client that sent it, when it was a named one.
+    pub fn client(&self) -> Option<&ClientId> {
+        self.0.client.as_ref()
+    }
+
+    /// Its lane.
+    pub fn priority(&self) -> Priority {
+        self.0.priority
+    }
+
+    /// When it is to be sent, when scheduled.
+    pub fn send_at(&self) -> Option<DateTime<Utc>> {
+        self.0.send_at
+    }
+
     /// Whether the message is past its deliver-by time at `now`.
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.0.expires_at.is_some_and(|t| now >= t)
@@ -223,6 +333,9 @@ impl SmsRequest {
             expires_at: self.0.expires_at,
             callback_url: self.0.callback_url.as_ref().map(|u| u.as_str().to_owned()),
             resend: self.0.resend.clone(),
+            client: self.0.client.as_ref().map(|c| c.as_str().to_owned()),
+            priority: self.0.priority,
+            send_at: self.0.send_at,
         }
     }
 }
@@ -311,6 +424,7 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             .as_deref()
             .map(CallbackUrl::new)
             .transpose()?;
+        let client = raw.client.as_deref().map(ClientId::new).transpose()?;
         Ok(Self(Arc::new(Content {
             template,
             args: raw.args,
@@ -319,6 +433,9 @@ impl TryFrom<RawSmsRequest> for SmsRequest {
             expires_at: raw.expires_at,
             callback_url,
             resend: raw.resend,
+            client,
+            priority: raw.priority,
+            send_at: raw.send_at,
         })))
     }
 }

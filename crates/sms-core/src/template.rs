@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 use crate::ids::{MessageId, VendorId};
-use crate::request::SmsRequest;
+use crate::request::{Priority, SmsRequest};
 use crate::segments::{billed_segments, signed_text};
 
 /// How one vendor sends a logical template.
@@ -50,6 +50,14 @@ pub struct Template {
     /// another vendor, while its deliver-by time has not passed (login codes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend_undelivered: bool,
+    /// The lane of its messages when the request names none: `"high"` for login
+    /// codes, which take the global limit and the queue first.
+    #[serde(default, skip_serializing_if = "is_normal")]
+    pub priority: Priority,
+}
+
+fn is_normal(priority: &Priority) -> bool {
+    *priority == Priority::Normal
 }
 
 /// A piece of a template's text.

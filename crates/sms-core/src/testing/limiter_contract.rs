@@ -1,5 +1,7 @@
 //! The limiter contract: what every [`RateLimiter`] and [`RecipientLimiter`] backend
-//! does, written once (feature `testing`).
+//! does, written once (feature `testing`); the global limiter's two lanes included.
+//! Client limiters have their own suite,
+//! [`client_limiter_contract`](crate::testing::client_limiter_contract).
 //!
 //! `sms-limit` runs it against its in-process and Redis limiters; a third-party
 //! backend runs the same cases by implementing [`Backend`] and invoking
@@ -18,7 +20,15 @@
 //! #[async_trait]
 //! impl Backend for MyBackend {
 //!     async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter> {
-//!         Arc::new(my_crate::GlobalLimiter::new(limit, window))
+//!         self.global_with_headroom(limit, window, 0.0).await
+//!     }
+//!     async fn global_with_headroom(
+//!         &self,
+//!         limit: u32,
+//!         window: Duration,
+//!         high_priority_headroom: f64,
+//!     ) -> Arc<dyn RateLimiter> {
+//!         Arc::new(my_crate::GlobalLimiter::new(limit, window, high_priority_headroom))
 //!     }
 //!     async fn recipients(&self, windows: Vec<RecipientWindow>) -> Arc<dyn RecipientLimiter> {
 //!         Arc::new(my_crate::RecipientLimiter::new(windows))
@@ -54,14 +64,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter, RecipientWindow,
+    PhoneNumber, Priority, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter,
+    RecipientWindow,
 };
 
 /// What the contract needs from a backend.
 #[async_trait]
 pub trait Backend: Send + Sync {
-    /// A new global limiter of `limit` permits per `window`, with nothing counted yet.
+    /// A new global limiter of `limit` permits per `window`, with nothing counted yet,
+    /// keeping no headroom for the high lane (both lanes share the whole window).
     async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter>;
+    /// As [`Backend::global`], keeping `high_priority_headroom` (a share of `limit`,
+    /// from 0.0 up to 1.0) for high-priority requests: normal ones stop at `limit`
+    /// less that share. The cases pick shares whose product with `limit` is a whole
+    /// number, so how a backend rounds does not matter.
+    async fn global_with_headroom(
+        &self,
+        limit: u32,
+        window: Duration,
+        high_priority_headroom: f64,
+    ) -> Arc<dyn RateLimiter>;
     /// A new recipient limiter enforcing `windows`, with nothing counted yet.
     async fn recipients(&self, windows: Vec<RecipientWindow>) -> Arc<dyn RecipientLimiter>;
     /// Lets `by` pass on the limiters' clock.
@@ -80,6 +102,26 @@ async fn count_allowed(limiter: &dyn RateLimiter, requests: u32, permits: u32) -
     let mut allowed = 0;
     for _ in 0..requests {
         if limiter.acquire(permits).await.unwrap().is_allowed() {
+            allowed += 1;
+        }
+    }
+    allowed
+}
+
+async fn count_allowed_in(
+    limiter: &dyn RateLimiter,
+    priority: Priority,
+    requests: u32,
+    permits: u32,
+) -> u32 {
+    let mut allowed = 0;
+    for _ in 0..requests {
+        if limiter
+            .acquire_lane(permits, priority)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
             allowed += 1;
         }
     }
@@ -161,6 +203,128 @@ pub async fn the_window_slides(backend: &dyn Backend) {
     backend.advance(Duration::from_millis(1100)).await;
     assert_eq!(count_allowed(&*limiter, 1, 2).await, 1);
     assert_limited_within(limiter.acquire(1).await.unwrap(), window);
+}
+
+/// Normal requests stop at the ceiling (the limit less the high lane's headroom)
+/// while high-priority ones still get permits, up to the whole window; `acquire` is
+/// the high lane.
+pub async fn the_normal_lane_leaves_the_high_lane_its_headroom(backend: &dyn Backend) {
+    // 20 per window, a quarter of it (5 permits) kept for the high lane.
+    let limiter = backend.global_with_headroom(20, MINUTE, 0.25).await;
+    assert_eq!(
+        count_allowed_in(&*limiter, Priority::Normal, 20, 1).await,
+        15
+    );
+    assert_limited_within(
+        limiter.acquire_lane(1, Priority::Normal).await.unwrap(),
+        MINUTE,
+    );
+    assert_eq!(count_allowed_in(&*limiter, Priority::High, 3, 1).await, 3);
+    assert!(limiter.acquire(2).await.unwrap().is_allowed());
+    assert_limited_within(
+        limiter.acquire_lane(1, Priority::High).await.unwrap(),
+        MINUTE,
+    );
+    assert_limited_within(limiter.acquire(1).await.unwrap(), MINUTE);
+    assert_limited_within(
+        limiter.acquire_lane(1, Priority::Normal).await.unwrap(),
+        MINUTE,
+    );
+}
+
+/// High-priority permits count against the normal ceiling too: after a high burst,
+/// normal requests get only what is left under the ceiling.
+pub async fn high_priority_permits_count_against_the_normal_ceiling(backend: &dyn Backend) {
+    let limiter = backend.global_with_headroom(20, MINUTE, 0.25).await;
+    assert!(
+        limiter
+            .acquire_lane(12, Priority::High)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    // 12 + 4 would pass the ceiling of 15.
+    assert_limited_within(
+        limiter.acquire_lane(4, Priority::Normal).await.unwrap(),
+        MINUTE,
+    );
+    assert!(
+        limiter
+            .acquire_lane(3, Priority::Normal)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert!(
+        limiter
+            .acquire_lane(5, Priority::High)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert!(!limiter.acquire(1).await.unwrap().is_allowed());
+}
+
+/// A normal request larger than the ceiling goes alone in an empty window, leaving
+/// the rest to the high lane; in a window that holds anything it waits.
+pub async fn a_normal_request_above_the_ceiling_goes_alone_in_an_empty_window(
+    backend: &dyn Backend,
+) {
+    let limiter = backend.global_with_headroom(20, MINUTE, 0.25).await;
+    assert!(
+        limiter
+            .acquire_lane(18, Priority::Normal)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert_limited_within(
+        limiter.acquire_lane(1, Priority::Normal).await.unwrap(),
+        MINUTE,
+    );
+    assert!(
+        limiter
+            .acquire_lane(2, Priority::High)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert_limited_within(
+        limiter.acquire_lane(1, Priority::High).await.unwrap(),
+        MINUTE,
+    );
+
+    let limiter = backend.global_with_headroom(20, MINUTE, 0.25).await;
+    assert!(limiter.acquire(1).await.unwrap().is_allowed());
+    assert_limited_within(
+        limiter.acquire_lane(16, Priority::Normal).await.unwrap(),
+        MINUTE,
+    );
+    assert!(
+        limiter
+            .acquire_lane(14, Priority::Normal)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    // More than the whole window never fits, in either lane.
+    assert!(
+        !limiter
+            .acquire_lane(21, Priority::Normal)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+}
+
+/// Without headroom both lanes share the whole window.
+pub async fn without_headroom_the_normal_lane_gets_the_whole_window(backend: &dyn Backend) {
+    let limiter = backend.global_with_headroom(10, MINUTE, 0.0).await;
+    assert_eq!(
+        count_allowed_in(&*limiter, Priority::Normal, 12, 1).await,
+        10
+    );
+    assert_limited_within(limiter.acquire(1).await.unwrap(), MINUTE);
 }
 
 /// A recipient gets one message per window, then is limited naming that window;
@@ -390,6 +554,10 @@ macro_rules! limiter_contract_tests {
             a_concurrent_burst_gets_exactly_the_limit,
             several_permits_are_taken_all_or_nothing,
             the_window_slides,
+            the_normal_lane_leaves_the_high_lane_its_headroom,
+            high_priority_permits_count_against_the_normal_ceiling,
+            a_normal_request_above_the_ceiling_goes_alone_in_an_empty_window,
+            without_headroom_the_normal_lane_gets_the_whole_window,
             one_message_per_window_then_limited_others_unaffected,
             each_recipient_of_a_request_is_decided_on_its_own,
             every_window_applies_and_a_limited_message_is_not_counted,

@@ -1,30 +1,39 @@
 //! Test support (feature `testing`): in-memory fakes of the core seams, and the
 //! contract suites every backend runs.
 //!
-//! The fakes ([`MemoryQueue`], [`MemoryLedger`], [`MemoryDeliveryLog`], [`MemoryOutbox`],
-//! [`MemoryBoard`], [`ManualClock`]) keep nothing across restarts but otherwise follow the same contracts
+//! The fakes ([`MemoryQueue`], [`MemoryLedger`], [`MemorySpendLedger`],
+//! [`MemoryBlocklist`], [`MemoryDeliveryLog`], [`MemoryOutbox`], [`MemoryBoard`],
+//! [`ManualClock`]) keep nothing across restarts but otherwise follow the same contracts
 //! as the real backends: the store contract runs against [`MemoryQueue`] as it does
 //! against SQLite and Postgres.
 //!
 //! The contract suites are what a backend must do, written once: [`store_contract`] for
 //! a `DeferredQueue` and `UsageLedger`, [`delivery_contract`] for a `DeliveryLog`,
-//! [`callback_contract`] for a `CallbackOutbox`, [`board_contract`] for a `SharedBoard`, [`limiter_contract`] for a
-//! `RateLimiter` and `RecipientLimiter`. A backend outside this workspace adds `sms-core` with the
-//! `testing` feature to its dev-dependencies and invokes the suite's macro in its
-//! tests, as the workspace's own backends do.
+//! [`callback_contract`] for a `CallbackOutbox`, [`blocklist_contract`] for a
+//! `Blocklist`, [`spend_contract`] for a `SpendLedger`, [`board_contract`] for a
+//! `SharedBoard`, [`limiter_contract`] for a `RateLimiter` and `RecipientLimiter`. A
+//! backend outside this workspace adds `sms-core` with the `testing` feature to its
+//! dev-dependencies and invokes the suite's macro in its tests, as the workspace's own
+//! backends do.
 
+mod blocklist;
+pub mod blocklist_contract;
 mod board;
 pub mod board_contract;
 mod callback;
 pub mod callback_contract;
+pub mod client_limiter_contract;
 mod clock;
 mod delivery;
 pub mod delivery_contract;
 mod ledger;
 pub mod limiter_contract;
 mod queue;
+mod spend;
+pub mod spend_contract;
 pub mod store_contract;
 
+pub use blocklist::MemoryBlocklist;
 pub use board::MemoryBoard;
 pub use callback::MemoryOutbox;
 
@@ -32,6 +41,7 @@ pub use clock::ManualClock;
 pub use delivery::MemoryDeliveryLog;
 pub use ledger::MemoryLedger;
 pub use queue::MemoryQueue;
+pub use spend::MemorySpendLedger;
 
 use std::sync::Arc;
 

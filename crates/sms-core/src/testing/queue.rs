@@ -8,20 +8,24 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
-use crate::ids::{IdempotencyKey, MessageId, VendorId};
+use crate::ids::{ClientId, IdempotencyKey, MessageId, VendorId};
 use crate::phone::PhoneNumber;
 use crate::queue::{
     AttemptFailure, DeferredQueue, Enqueued, InitialState, Lease, LeaseToken, MessageStatus,
     NewMessage, QueueReason, QueueStats, StoredMessage,
 };
+use crate::request::Priority;
+
+/// Claimable messages by the time they become claimable (`next_attempt_at` for queued
+/// ones, lease expiry for leased ones), then id: the order a lane is claimed in.
+type DueIndex = BTreeSet<(DateTime<Utc>, MessageId)>;
 
 #[derive(Debug, Default)]
 struct State {
     messages: HashMap<MessageId, StoredMessage>,
     by_key: HashMap<IdempotencyKey, MessageId>,
-    /// Claimable messages by the time they become claimable: `next_attempt_at` for
-    /// queued ones, lease expiry for leased ones.
-    due: BTreeSet<(DateTime<Utc>, MessageId)>,
+    /// The claimable messages of each lane. A message's lane never changes.
+    due: HashMap<Priority, DueIndex>,
 }
 
 fn claimable_at(m: &StoredMessage) -> Option<DateTime<Utc>> {
@@ -33,6 +37,11 @@ fn claimable_at(m: &StoredMessage) -> Option<DateTime<Utc>> {
 }
 
 impl State {
+    /// The due index of `lane`.
+    fn lane(&mut self, lane: Priority) -> &mut DueIndex {
+        self.due.entry(lane).or_default()
+    }
+
     /// Applies `change` to a message, keeping the due index right.
     fn update<T>(
         &mut self,
@@ -43,12 +52,13 @@ impl State {
         let before = claimable_at(m);
         let out = change(m)?;
         let after = claimable_at(m);
+        let lane = m.request.priority();
         if before != after {
             if let Some(t) = before {
-                self.due.remove(&(t, id));
+                self.lane(lane).remove(&(t, id));
             }
             if let Some(t) = after {
-                self.due.insert((t, id));
+                self.lane(lane).insert((t, id));
             }
         }
         Ok(out)
@@ -145,12 +155,13 @@ impl DeferredQueue for MemoryQueue {
             state.by_key.insert(key.clone(), m.id);
         }
         if let Some(t) = claimable_at(&m) {
-            state.due.insert((t, m.id));
+            state.lane(m.request.priority()).insert((t, m.id));
         }
         state.messages.insert(m.id, m.clone());
         Ok(Enqueued::Created(m))
     }
 
+    /// A claim with no room kept for normal messages.
     async fn claim(
         &self,
         owner: &str,
@@ -158,17 +169,34 @@ impl DeferredQueue for MemoryQueue {
         lease_for: Duration,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.claim_lanes(owner, now, lease_for, limit, 0).await
+    }
+
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut state = self.state();
         let token = LeaseToken::new();
         let expires_at =
             now + chrono::Duration::from_std(lease_for).map_err(StoreError::backend)?;
-        let ids: Vec<MessageId> = state
-            .due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(limit as usize)
-            .map(|(_, id)| *id)
-            .collect();
+        let mut ids: Vec<MessageId> = Vec::new();
+        let high_limit = limit.saturating_sub(normal_min);
+        for (lane, lane_limit) in [(Priority::High, high_limit), (Priority::Normal, limit)] {
+            let left = (lane_limit as usize).saturating_sub(ids.len());
+            let due: Vec<MessageId> = state
+                .lane(lane)
+                .iter()
+                .take_while(|(t, _)| *t <= now)
+                .take(left)
+                .map(|(_, id)| *id)
+                .collect();
+            ids.extend(due);
+        }
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let m = state.update(id, |m| {
@@ -187,6 +215,29 @@ impl DeferredQueue for MemoryQueue {
             claimed.push(m);
         }
         Ok(claimed)
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .due
+            .values()
+            .filter_map(|lane| lane.first().map(|(t, _)| *t))
+            .min())
+    }
+
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        self.state().update(id, |m| {
+            if m.status != MessageStatus::Queued {
+                return Err(StoreError::WrongStatus {
+                    id,
+                    status: m.status,
+                    expected: "queued",
+                });
+            }
+            finish(m, MessageStatus::Cancelled, now);
+            Ok(m.clone())
+        })
     }
 
     async fn complete(
@@ -365,6 +416,24 @@ impl DeferredQueue for MemoryQueue {
         Ok(found)
     }
 
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let state = self.state();
+        let mut found: Vec<StoredMessage> = state
+            .messages
+            .values()
+            .filter(|m| m.status == status && m.request.client() == Some(client))
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_at, m.id));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let mut stats = QueueStats::default();
         for m in self.state().messages.values() {
@@ -374,6 +443,7 @@ impl DeferredQueue for MemoryQueue {
                 MessageStatus::Sent => &mut stats.sent,
                 MessageStatus::Dead => &mut stats.dead,
                 MessageStatus::Expired => &mut stats.expired,
+                MessageStatus::Cancelled => &mut stats.cancelled,
             };
             *slot += 1;
         }

@@ -5,7 +5,7 @@
 //! Each case is a `pub async fn` taking the queue (`&Arc<dyn DeferredQueue>`) or the
 //! ledger (`&Arc<dyn UsageLedger>`) to drive, grouped by concept: [`enqueue`],
 //! [`claim`], [`renew`], [`outcome`], [`defer`], [`narrow`], [`pinning`], [`operator`],
-//! [`batch`] and [`ledger`]. The cases guard what the gateway relies on:
+//! [`lanes`], [`batch`] and [`ledger`]. The cases guard what the gateway relies on:
 //!
 //! - concurrent drainers never lease one message twice
 //!   ([`claim::concurrent_claimers_never_share_a_message`] and the lease cases);
@@ -24,6 +24,9 @@
 //!   ([`outcome::expire_marks_the_message_expired`]);
 //! - a message a vendor's per-number limit refused goes back to that vendor, until a
 //!   failure without a pin or an operator's retry frees it ([`pinning`]);
+//! - a login code is claimed before the bulk backlog, yet a claim can keep room for
+//!   normal messages so they are never starved; a client's scheduled message can be
+//!   cancelled until a sender takes it, and never goes out after ([`lanes`]);
 //! - usage is counted per billed message and period, exactly under concurrency
 //!   ([`ledger`]);
 //! - arguments and recipients are lists, so any text survives, separators included
@@ -67,6 +70,7 @@ pub mod claim;
 pub mod defer;
 pub mod enqueue;
 pub mod fixtures;
+pub mod lanes;
 pub mod ledger;
 pub mod narrow;
 pub mod operator;
@@ -200,6 +204,15 @@ macro_rules! store_contract_tests {
             operator::stats_count_every_status,
             operator::purge_sent_removes_only_old_sent_messages,
             operator::purge_sent_works_through_more_than_one_batch,
+            lanes::high_priority_messages_are_claimed_before_older_normal_ones,
+            lanes::normal_min_keeps_room_for_normal_messages,
+            lanes::next_due_is_the_earliest_due_message_or_lapsing_lease,
+            lanes::cancel_takes_a_queued_message_out_for_good,
+            lanes::cancel_refuses_leased_and_final_messages,
+            lanes::a_message_waiting_for_a_retry_can_be_cancelled,
+            lanes::list_for_client_returns_one_clients_messages_of_one_status_oldest_first,
+            lanes::client_priority_and_schedule_round_trip_through_enqueue_and_get,
+            lanes::client_priority_and_schedule_round_trip_through_enqueue_many,
             batch::enqueue_many_stores_every_message_and_answers_created_in_order,
             batch::enqueue_many_answers_existing_for_known_and_repeated_keys,
             batch::enqueue_many_of_nothing_stores_nothing,
