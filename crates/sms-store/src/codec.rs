@@ -5,36 +5,52 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, CallbackCounts, CallbackStatus, CallbackUrl, DeliveryState, IdempotencyKey,
-    InitialState, Lease, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueReason,
-    QueueStats, RawSmsRequest, Resend, SmsRequest, StoreError, StoredMessage, VendorId,
+    AttemptFailure, CallbackCounts, CallbackStatus, CallbackUrl, ClientId, DeliveryState,
+    IdempotencyKey, InitialState, Lease, MessageId, MessageStatus, NewMessage, PhoneNumber,
+    Priority, QueueReason, QueueStats, RawSmsRequest, Resend, SmsRequest, StoreError,
+    StoredMessage, VendorId,
 };
 
-/// Rebuilds a request from its columns. Stored rows were validated on the way in, so a
-/// failure here means the row was edited by hand or written by a broken build.
-/// `resend_of` and `avoid_vendor` are the two columns of [`resend`].
-#[allow(clippy::too_many_arguments)] // One per column, as the rows hold them.
-pub(crate) fn request_from_columns(
-    template: String,
-    args: Vec<String>,
-    recipients: Vec<String>,
-    idempotency_key: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
-    callback_url: Option<String>,
-    resend_of: Option<MessageId>,
-    avoid_vendor: Option<String>,
-) -> Result<SmsRequest, StoreError> {
-    let resend = resend(resend_of, avoid_vendor)?;
-    SmsRequest::try_from(RawSmsRequest {
-        template,
-        args,
-        recipients,
-        idempotency_key,
-        expires_at,
-        callback_url,
-        resend,
-    })
-    .map_err(|e| corrupt("request", e))
+/// The columns a request is stored in, as a row holds them.
+pub(crate) struct RequestColumns {
+    pub(crate) template: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) recipients: Vec<String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) callback_url: Option<String>,
+    /// With `avoid_vendor`, the two columns of [`resend`].
+    pub(crate) resend_of: Option<MessageId>,
+    pub(crate) avoid_vendor: Option<String>,
+    pub(crate) client: Option<String>,
+    /// The lane's name, as [`priority_column`] writes it.
+    pub(crate) priority: String,
+    pub(crate) send_at: Option<DateTime<Utc>>,
+}
+
+impl RequestColumns {
+    /// Rebuilds the request. Stored rows were validated on the way in, so a failure
+    /// here means the row was edited by hand or written by a broken build.
+    pub(crate) fn into_request(self) -> Result<SmsRequest, StoreError> {
+        let resend = resend(self.resend_of, self.avoid_vendor)?;
+        let priority = self
+            .priority
+            .parse::<Priority>()
+            .map_err(|e| corrupt("priority", e))?;
+        SmsRequest::try_from(RawSmsRequest {
+            template: self.template,
+            args: self.args,
+            recipients: self.recipients,
+            idempotency_key: self.idempotency_key,
+            expires_at: self.expires_at,
+            callback_url: self.callback_url,
+            resend,
+            client: self.client,
+            priority,
+            send_at: self.send_at,
+        })
+        .map_err(|e| corrupt("request", e))
+    }
 }
 
 /// Rebuilds what makes a message a re-send from its `resend_of` and `avoid_vendor`
@@ -68,6 +84,16 @@ pub(crate) fn resend_of_column(request: &SmsRequest) -> Option<&MessageId> {
 /// The `avoid_vendor` column of a request: the vendor it avoids, if it is a re-send.
 pub(crate) fn avoid_vendor_column(request: &SmsRequest) -> Option<&str> {
     request.resend().map(|r| r.avoid.as_str())
+}
+
+/// The `client` column of a request: the client that sent it, when it was a named one.
+pub(crate) fn client_column(request: &SmsRequest) -> Option<&str> {
+    request.client().map(ClientId::as_str)
+}
+
+/// The `priority` column of a request: its lane's name, `high` or `normal`.
+pub(crate) fn priority_column(request: &SmsRequest) -> &'static str {
+    request.priority().as_str()
 }
 
 /// Parses a stored status.
@@ -231,6 +257,7 @@ pub(crate) fn queue_stats<S: AsRef<str>>(
             MessageStatus::Sent => stats.sent = count,
             MessageStatus::Dead => stats.dead = count,
             MessageStatus::Expired => stats.expired = count,
+            MessageStatus::Cancelled => stats.cancelled = count,
         }
     }
     Ok(stats)
@@ -248,7 +275,8 @@ pub(crate) fn key_column(request: &SmsRequest) -> Option<&str> {
 }
 
 /// The message `new` stores, exactly as reading its row back returns it: the initial
-/// state resolved as the insert writes it, and every time cut to the whole microseconds
+/// state resolved as the insert writes it, and every time (the request's deliver-by and
+/// scheduled times too) cut to the whole microseconds
 /// both databases keep ([`whole_micros`]). The insert writes this message, not `new`, so
 /// the database holds exactly these times and an insert can answer with it instead of
 /// reading the row back and validating it again.
@@ -261,6 +289,10 @@ pub(crate) fn stored_from_new(new: NewMessage) -> StoredMessage {
     let request = match new.request.expires_at() {
         Some(t) => new.request.with_expiry(whole_micros(t)),
         None => new.request,
+    };
+    let request = match request.send_at() {
+        Some(t) => request.with_send_at(whole_micros(t)),
+        None => request,
     };
     let created_at = whole_micros(new.created_at);
     StoredMessage {
@@ -309,16 +341,39 @@ mod tests {
         assert!(billed_total(-3).is_err());
         assert!(billed_increment(u64::MAX).is_err());
         assert_eq!(billed_increment(5).unwrap(), 5);
-        let e = request_from_columns(
-            "t".into(),
-            vec![],
-            vec!["123".into()],
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        let columns = || RequestColumns {
+            template: "t".into(),
+            args: vec![],
+            recipients: vec!["+8613800138000".into()],
+            idempotency_key: None,
+            expires_at: None,
+            callback_url: None,
+            resend_of: None,
+            avoid_vendor: None,
+            client: None,
+            priority: "normal".into(),
+            send_at: None,
+        };
+        assert!(columns().into_request().is_ok());
+        let e = RequestColumns {
+            recipients: vec!["123".into()],
+            ..columns()
+        }
+        .into_request()
+        .unwrap_err();
+        assert!(e.to_string().contains("stored request"), "{e}");
+        let e = RequestColumns {
+            priority: "urgent".into(),
+            ..columns()
+        }
+        .into_request()
+        .unwrap_err();
+        assert!(e.to_string().contains("stored priority"), "{e}");
+        let e = RequestColumns {
+            client: Some("Shop".into()),
+            ..columns()
+        }
+        .into_request()
         .unwrap_err();
         assert!(e.to_string().contains("stored request"), "{e}");
         let of = MessageId::new();

@@ -31,9 +31,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
-    VendorId,
+    AttemptFailure, ClientId, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError,
+    StoredMessage, VendorId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -262,6 +262,27 @@ impl DeferredQueue for GroupCommit {
         self.inner.claim(owner, now, lease_for, limit).await
     }
 
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner
+            .claim_lanes(owner, now, lease_for, limit, normal_min)
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.next_due().await
+    }
+
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        self.inner.cancel(id, now).await
+    }
+
     async fn complete(
         &self,
         id: MessageId,
@@ -377,6 +398,15 @@ impl DeferredQueue for GroupCommit {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.list(status, limit).await
+    }
+
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.list_for_client(client, status, limit).await
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {

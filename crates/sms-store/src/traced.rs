@@ -15,9 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
-    VendorId,
+    AttemptFailure, ClientId, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError,
+    StoredMessage, VendorId,
 };
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span, debug_span};
@@ -91,6 +91,43 @@ impl DeferredQueue for TracedQueue {
             span.record("rows", messages.len());
         }
         claimed
+    }
+
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let span = debug_span!(
+            "queue_write",
+            // One operation for dashboards, with or without a share kept for normal ones.
+            op = "claim",
+            limit,
+            normal_min,
+            rows = Empty,
+            error = Empty
+        );
+        let claimed = traced(
+            span.clone(),
+            self.inner
+                .claim_lanes(owner, now, lease_for, limit, normal_min),
+        )
+        .await;
+        if let Ok(messages) = &claimed {
+            span.record("rows", messages.len());
+        }
+        claimed
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        traced(read("next_due"), self.inner.next_due()).await
+    }
+
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        traced(write("cancel", id), self.inner.cancel(id, now)).await
     }
 
     async fn complete(
@@ -223,6 +260,19 @@ impl DeferredQueue for TracedQueue {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         traced(read("list"), self.inner.list(status, limit)).await
+    }
+
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        traced(
+            read("list_for_client"),
+            self.inner.list_for_client(client, status, limit),
+        )
+        .await
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {

@@ -58,6 +58,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "billed_segments",
         sql: include_str!("../../migrations/postgres/0008_billed_segments.sql"),
     },
+    Migration {
+        version: 9,
+        name: "clients_lanes_schedules",
+        sql: include_str!("../../migrations/postgres/0009_clients_lanes_schedules.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "blocklist_spend",
+        sql: include_str!("../../migrations/postgres/0010_blocklist_spend.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

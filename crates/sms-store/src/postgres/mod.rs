@@ -1,5 +1,5 @@
-//! The Postgres store: the deferred queue, the usage ledger, the delivery log and the
-//! callback outbox shared by every gateway instance.
+//! The Postgres store: the deferred queue, the usage and spend ledgers, the delivery log,
+//! the callback outbox and the blocklist shared by every gateway instance.
 //!
 //! Connections come from a deadpool pool whose connections all start with
 //! `search_path` set to the configured schema, so the statements name no schema and
@@ -14,10 +14,16 @@
 //!
 //! The store is split by concept: the pool and its settings here and in `config`, the
 //! SQL in `statements`, the row codec in `row`, the lease parameters in `lease`, the
-//! driver's errors in `error`, the migrations in `migrate`, and the traits in `queue`,
-//! `ledger`, `delivery` and `callback`.
+//! driver's errors in `error`, the migrations in `migrate`, and the traits in `queue`
+//! (with the claim in `claim`, a client's own operations in `by_client`, and the status
+//! that tells why a guarded update changed nothing in `status`), `ledger`, `delivery`
+//! and `callback`, and in `blocklist` and `spend`, which keep their few statements
+//! beside their code.
 
+mod blocklist;
+mod by_client;
 mod callback;
+mod claim;
 mod config;
 mod delivery;
 mod error;
@@ -26,7 +32,9 @@ mod ledger;
 mod migrate;
 mod queue;
 mod row;
+mod spend;
 mod statements;
+mod status;
 
 use std::future::Future;
 use std::time::Duration;
@@ -43,7 +51,8 @@ use crate::Error;
 
 pub use config::{LeaseClock, PgConfig};
 
-/// The deferred queue, usage ledger, delivery log and callback outbox in Postgres.
+/// The deferred queue, usage and spend ledgers, delivery log, callback outbox and
+/// blocklist in Postgres.
 /// Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct PgStore {
     pool: Pool,
@@ -158,26 +167,30 @@ impl PgStore {
         .await
     }
 
-    /// The plan Postgres chooses for the claim at `now` (or at the database's time, as
-    /// the store's [`LeaseClock`] has it), one line per `EXPLAIN` row, for
-    /// operators and tests. A healthy plan walks the partial index `messages_claim`
-    /// (`Index Scan using messages_claim`) with no sort: the claim's filter and order are
-    /// the index's predicate and key.
+    /// The plan Postgres chooses for a claim of up to `limit` messages, at most
+    /// `limit - normal_min` of them high-priority, at `now` (or at the database's time,
+    /// as the store's [`LeaseClock`] has it), one line per `EXPLAIN` row, for operators
+    /// and tests. A healthy plan walks the lanes' ranges of the partial index
+    /// `messages_claim_by_lane` (`Index Scan using messages_claim_by_lane`, once per
+    /// lane) with no sort: each lane's filter and order are the index's predicate and
+    /// key after the lane.
     pub async fn explain_claim(
         &self,
         now: DateTime<Utc>,
         limit: u32,
+        normal_min: u32,
     ) -> Result<Vec<String>, StoreError> {
         let lease = LeaseTiming::new(self.lease_clock, now, Duration::from_secs(30))?;
         self.explain(
             CLAIM,
             &[
                 &lease.start,
-                &i64::from(limit),
+                &i64::from(limit.saturating_sub(normal_min)),
                 &"explain",
                 &uuid::Uuid::nil(),
                 &lease.micros,
                 &now,
+                &i64::from(limit),
             ],
         )
         .await

@@ -19,23 +19,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::GenericClient;
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
-    VendorId,
+    AttemptFailure, ClientId, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError,
+    StoredMessage, VendorId,
 };
 use tokio_postgres::types::ToSql;
 
-use super::PgStore;
 use super::error::pg_error;
 use super::lease::LeaseTiming;
 use super::row::{BatchColumns, InsertParams, message_from_row};
 use super::statements::{
-    CLAIM, COMPLETE, COMPLETE_MANY, DEAD, DEFER, EXISTING_IDS, EXPIRE, FAIL, HELD_UNDER_TOKEN,
+    COMPLETE, COMPLETE_MANY, DEAD, DEFER, EXISTING_IDS, EXPIRE, FAIL, HELD_UNDER_TOKEN,
     INSERT_MANY, INSERT_MESSAGE, LIST, NARROW, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID,
-    SELECT_BY_KEY, SELECT_BY_KEYS, STATS, STATUS_OF,
+    SELECT_BY_KEY, SELECT_BY_KEYS, STATS,
 };
+use super::status::current_status;
+use super::{PgStore, by_client, claim};
 use crate::codec;
 
 /// Largest batch `purge_sent` deletes in one statement: small enough that each delete
@@ -198,6 +199,7 @@ impl DeferredQueue for PgStore {
             .collect())
     }
 
+    /// A claim with no room kept for normal messages.
     async fn claim(
         &self,
         owner: &str,
@@ -205,43 +207,26 @@ impl DeferredQueue for PgStore {
         lease_for: Duration,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let lease = LeaseTiming::new(self.lease_clock, now, lease_for)?;
-        let token = LeaseToken::new();
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(CLAIM).await.map_err(pg_error)?;
-            let rows = client
-                .query(
-                    &stmt,
-                    &[
-                        &lease.start,
-                        &i64::from(limit),
-                        &owner,
-                        &token.0,
-                        &lease.micros,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            let mut claimed = rows
-                .iter()
-                .map(|row| {
-                    let was_due: DateTime<Utc> = row.try_get("claimed_due_at").map_err(pg_error)?;
-                    Ok((was_due, message_from_row(row)?))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            // RETURNING has no order of its own.
-            claimed.sort_by_key(|(was_due, m)| (*was_due, m.id));
-            Ok(claimed
-                .into_iter()
-                .map(|(_, m)| lease.for_caller(m))
-                .collect())
-        })
-        .await
+        claim::claim_lanes(self, owner, now, lease_for, limit, 0).await
+    }
+
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        claim::claim_lanes(self, owner, now, lease_for, limit, normal_min).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        claim::next_due(self).await
+    }
+
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        by_client::cancel(self, id, now).await
     }
 
     async fn complete(
@@ -536,6 +521,15 @@ impl DeferredQueue for PgStore {
         .await
     }
 
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        by_client::list_for_client(self, client, status, limit).await
+    }
+
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         self.timed(async {
             let client = self.client().await?;
@@ -604,19 +598,6 @@ impl PgStore {
         })
         .await
     }
-}
-
-async fn current_status(
-    client: &Object,
-    id: MessageId,
-) -> Result<Option<MessageStatus>, StoreError> {
-    let stmt = client.prepare_cached(STATUS_OF).await.map_err(pg_error)?;
-    let row = client
-        .query_opt(&stmt, &[id.as_uuid()])
-        .await
-        .map_err(pg_error)?;
-    row.map(|r| codec::status(r.try_get::<_, &str>(0).map_err(pg_error)?))
-        .transpose()
 }
 
 /// Runs [`COMPLETE_MANY`] once per round (see `complete_many`) on `client`, then tells

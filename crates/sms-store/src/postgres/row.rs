@@ -15,18 +15,23 @@ use crate::codec;
 /// name, validating every value as the domain types require.
 pub(super) fn message_from_row(row: &Row) -> Result<StoredMessage, StoreError> {
     let get_err = pg_error;
-    let request = codec::request_from_columns(
-        row.try_get("template").map_err(get_err)?,
-        row.try_get("args").map_err(get_err)?,
-        row.try_get("recipients").map_err(get_err)?,
-        row.try_get("idempotency_key").map_err(get_err)?,
-        row.try_get("expires_at").map_err(get_err)?,
-        row.try_get("callback_url").map_err(get_err)?,
-        row.try_get::<_, Option<uuid::Uuid>>("resend_of")
+    let request = codec::RequestColumns {
+        template: row.try_get("template").map_err(get_err)?,
+        args: row.try_get("args").map_err(get_err)?,
+        recipients: row.try_get("recipients").map_err(get_err)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(get_err)?,
+        expires_at: row.try_get("expires_at").map_err(get_err)?,
+        callback_url: row.try_get("callback_url").map_err(get_err)?,
+        resend_of: row
+            .try_get::<_, Option<uuid::Uuid>>("resend_of")
             .map_err(get_err)?
             .map(MessageId::from_uuid),
-        row.try_get("avoid_vendor").map_err(get_err)?,
-    )?;
+        avoid_vendor: row.try_get("avoid_vendor").map_err(get_err)?,
+        client: row.try_get("client").map_err(get_err)?,
+        priority: row.try_get("priority").map_err(get_err)?,
+        send_at: row.try_get("send_at").map_err(get_err)?,
+    }
+    .into_request()?;
     let lease_owner: Option<String> = row.try_get("lease_owner").map_err(get_err)?;
     let lease_token: Option<uuid::Uuid> = row.try_get("lease_token").map_err(get_err)?;
     let lease_expires_at: Option<DateTime<Utc>> =
@@ -90,6 +95,9 @@ pub(super) struct InsertParams<'a> {
     callback_url: Option<&'a str>,
     resend_of: Option<uuid::Uuid>,
     avoid_vendor: Option<&'a str>,
+    client: Option<&'a str>,
+    priority: &'static str,
+    send_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> InsertParams<'a> {
@@ -126,11 +134,14 @@ impl<'a> InsertParams<'a> {
             callback_url: codec::callback_url_column(request),
             resend_of: codec::resend_of_column(request).map(|id| *id.as_uuid()),
             avoid_vendor: codec::avoid_vendor_column(request),
+            client: codec::client_column(request),
+            priority: codec::priority_column(request),
+            send_at: request.send_at(),
         }
     }
 
-    /// `$1` … `$22` of `INSERT_MESSAGE`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+    /// `$1` … `$25` of `INSERT_MESSAGE`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 25] {
         [
             self.id,
             &self.key,
@@ -154,6 +165,9 @@ impl<'a> InsertParams<'a> {
             &self.callback_url,
             &self.resend_of,
             &self.avoid_vendor,
+            &self.client,
+            &self.priority,
+            &self.send_at,
         ]
     }
 }
@@ -184,6 +198,9 @@ pub(super) struct BatchColumns<'a> {
     callback_url: Vec<Option<&'a str>>,
     resend_of: Vec<Option<uuid::Uuid>>,
     avoid_vendor: Vec<Option<&'a str>>,
+    client: Vec<Option<&'a str>>,
+    priority: Vec<&'static str>,
+    send_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> BatchColumns<'a> {
@@ -220,11 +237,14 @@ impl<'a> BatchColumns<'a> {
             callback_url: rows.iter().map(|r| r.callback_url).collect(),
             resend_of: rows.iter().map(|r| r.resend_of).collect(),
             avoid_vendor: rows.iter().map(|r| r.avoid_vendor).collect(),
+            client: rows.iter().map(|r| r.client).collect(),
+            priority: rows.iter().map(|r| r.priority).collect(),
+            send_at: rows.iter().map(|r| r.send_at).collect(),
         })
     }
 
-    /// `$1` … `$22` of `INSERT_MANY`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 22] {
+    /// `$1` … `$25` of `INSERT_MANY`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 25] {
         [
             &self.id,
             &self.key,
@@ -248,6 +268,9 @@ impl<'a> BatchColumns<'a> {
             &self.callback_url,
             &self.resend_of,
             &self.avoid_vendor,
+            &self.client,
+            &self.priority,
+            &self.send_at,
         ]
     }
 }

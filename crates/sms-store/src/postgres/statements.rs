@@ -60,7 +60,13 @@ macro_rules! message_columns {
             $p,
             "resend_of, ",
             $p,
-            "avoid_vendor"
+            "avoid_vendor, ",
+            $p,
+            "client, ",
+            $p,
+            "priority, ",
+            $p,
+            "send_at"
         )
     };
 }
@@ -101,10 +107,10 @@ pub(super) const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
-     callback_url, resend_of, avoid_vendor) \
+     callback_url, resend_of, avoid_vendor, client, priority, send_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ",
     lease_end!("$19", "$14"),
-    ", $15, $16, $17, $18, $18, $20, $21, $22) \
+    ", $15, $16, $17, $18, $18, $20, $21, $22, $23, $24, $25) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"
 );
@@ -122,7 +128,7 @@ pub(super) const INSERT_MANY: &str = concat!(
     "INSERT INTO messages (id, idempotency_key, template, args, recipients, expires_at, \
      status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
      lease_expires_at, last_vendor, last_error, may_duplicate, created_at, updated_at, \
-     callback_url, resend_of, avoid_vendor) \
+     callback_url, resend_of, avoid_vendor, client, priority, send_at) \
      SELECT b.id, b.idempotency_key, b.template, \
          ARRAY(SELECT a.v FROM jsonb_array_elements_text(b.args::jsonb) WITH ORDINALITY \
                AS a(v, n) ORDER BY a.n), \
@@ -132,17 +138,18 @@ pub(super) const INSERT_MANY: &str = concat!(
          b.lease_owner, b.lease_token, ",
     lease_end!("b.lease_start", "b.lease_micros"),
     ", b.last_vendor, b.last_error, b.may_duplicate, b.created_at, b.created_at, \
-         b.callback_url, b.resend_of, b.avoid_vendor \
+         b.callback_url, b.resend_of, b.avoid_vendor, b.client, b.priority, b.send_at \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::timestamptz[], $7::text[], $8::text[], $9::int8[], $10::int8[], \
                  $11::timestamptz[], $12::text[], $13::uuid[], $14::int8[], $15::text[], \
                  $16::text[], $17::bool[], $18::timestamptz[], $19::timestamptz[], \
-                 $20::text[], $21::uuid[], $22::text[]) \
+                 $20::text[], $21::uuid[], $22::text[], $23::text[], $24::text[], \
+                 $25::timestamptz[]) \
          WITH ORDINALITY \
          AS b(id, idempotency_key, template, args, recipients, expires_at, status, reason, \
               attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
               lease_micros, last_vendor, last_error, may_duplicate, created_at, lease_start, \
-              callback_url, resend_of, avoid_vendor, ord) \
+              callback_url, resend_of, avoid_vendor, client, priority, send_at, ord) \
      ORDER BY b.idempotency_key, b.ord \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
      RETURNING id"
@@ -167,28 +174,48 @@ pub(super) const SELECT_BY_KEY: &str = concat!(
     " FROM messages WHERE idempotency_key = $1"
 );
 
-/// The claim, one statement. The CTE picks and locks the due rows in claim order,
-/// skipping rows another claimer has locked; the UPDATE leases exactly those rows.
-/// A CTE with `FOR UPDATE` is never inlined by the planner, so its `LIMIT` is applied
-/// once (an `id IN (subquery)` form may be re-planned as a join); it also hands back each
-/// row's previous due time, so the claimed rows are returned oldest due first.
-///
-/// The pick is `status IN (…) AND due_at <= <time> ORDER BY due_at, id`, exactly the
-/// predicate and key of the partial index `messages_claim`, so Postgres walks the index
-/// from the oldest due row and stops after `limit` rows, however many final rows the
-/// table holds. `tests/it/postgres.rs` checks the plan with EXPLAIN.
+/// The pick of one lane of a claim: the lane's due messages at `lease_clock!($1)`,
+/// oldest due first, at most `$limit`, locked, skipping rows another claimer has
+/// locked. Its filter and order are the predicate of the partial index
+/// `messages_claim_by_lane` and its key after the lane, so Postgres reads the lane's
+/// range of the index from the oldest due row and stops after `$limit` rows, however
+/// many final rows (or rows of the other lane) the table holds. `tests/it/postgres.rs`
+/// checks the plan with EXPLAIN.
+macro_rules! lane_pick {
+    ($priority:literal, $limit:literal) => {
+        concat!(
+            "SELECT id, due_at FROM messages \
+             WHERE status IN ('queued', 'leased') AND priority = '",
+            $priority,
+            "' AND due_at <= ",
+            lease_clock!("$1"),
+            " ORDER BY due_at, id LIMIT ",
+            $limit,
+            " FOR UPDATE SKIP LOCKED"
+        )
+    };
+}
+
+/// The claim, one statement. The CTE `high` picks and locks up to `$2` due
+/// high-priority rows (the claim's limit less the room kept for normal ones); `normal`
+/// then picks and locks normal rows up to the claim's limit `$7`, less what `high`
+/// took; the UPDATE leases exactly those rows. A CTE with `FOR UPDATE` is never inlined
+/// by the planner, so each `LIMIT` is applied once (an `id IN (subquery)` form may be
+/// re-planned as a join) and `high` is run once though `normal` counts it. The rows
+/// come back with their lane and previous due time, by which the answer is put in
+/// claim order: high-priority first, each lane oldest due first.
 ///
 /// `<time>` is `lease_clock!($1)`: due messages and lapsed leases are those of the
 /// caller's `now`, or of the database's time when `$1` is NULL; the new lease runs `$5`
 /// microseconds from the same time. `$6` dates the change.
 pub(super) const CLAIM: &str = concat!(
-    "WITH due AS ( \
-         SELECT id, due_at FROM messages \
-         WHERE status IN ('queued', 'leased') AND due_at <= ",
-    lease_clock!("$1"),
-    " ORDER BY due_at, id \
-         LIMIT $2 \
-         FOR UPDATE SKIP LOCKED \
+    "WITH high AS (",
+    lane_pick!("high", "$2"),
+    "), normal AS (",
+    lane_pick!("normal", "$7 - (SELECT count(*) FROM high)"),
+    "), due AS ( \
+         SELECT id, due_at, 0 AS lane FROM high \
+         UNION ALL SELECT id, due_at, 1 AS lane FROM normal \
      ) \
      UPDATE messages AS m \
      SET status = 'leased', attempts = m.attempts + 1, lease_owner = $3, lease_token = $4, \
@@ -197,8 +224,41 @@ pub(super) const CLAIM: &str = concat!(
     ", updated_at = $6, \
          may_duplicate = (m.may_duplicate OR m.status = 'leased') \
      FROM due WHERE m.id = due.id \
-     RETURNING due.due_at AS claimed_due_at, ",
+     RETURNING due.lane AS claimed_lane, due.due_at AS claimed_due_at, ",
     message_columns!("m.")
+);
+
+/// The first due time of one lane: the first entry of its range of
+/// `messages_claim_by_lane`.
+macro_rules! lane_first_due {
+    ($priority:literal) => {
+        concat!(
+            "(SELECT due_at FROM messages \
+              WHERE status IN ('queued', 'leased') AND priority = '",
+            $priority,
+            "' ORDER BY due_at LIMIT 1)"
+        )
+    };
+}
+
+/// The earliest time a queued message falls due or a lease lapses: the earlier of the
+/// two lanes' first due times (`least` ignores a lane with none; NULL when both are
+/// empty). Two reads of one index entry each, however long the backlog.
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT least(",
+    lane_first_due!("high"),
+    ", ",
+    lane_first_due!("normal"),
+    ")"
+);
+
+/// Cancels a queued message at `$2`. Only a queued message changes: a leased one is a
+/// sender's, a final one is settled. As it leaves 'queued', its `due_at` becomes NULL
+/// and it drops out of the claim's index.
+pub(super) const CANCEL: &str = concat!(
+    "UPDATE messages SET status = 'cancelled', updated_at = $2 \
+     WHERE id = $1 AND status = 'queued' RETURNING ",
+    message_columns!("")
 );
 
 /// The guard every change of a leased message carries: the row must still be leased
@@ -322,6 +382,14 @@ pub(super) const LIST: &str = concat!(
     "SELECT ",
     message_columns!(""),
     " FROM messages WHERE status = $1 ORDER BY created_at, id LIMIT $2"
+);
+
+/// The messages of client `$1` in status `$2`, oldest first, at most `$3`: one range of
+/// the partial index `messages_client_status_created`, in its order.
+pub(super) const LIST_FOR_CLIENT: &str = concat!(
+    "SELECT ",
+    message_columns!(""),
+    " FROM messages WHERE client = $1 AND status = $2 ORDER BY created_at, id LIMIT $3"
 );
 
 pub(super) const STATS: &str = "SELECT status, count(*) FROM messages GROUP BY status";

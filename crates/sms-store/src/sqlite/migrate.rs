@@ -57,6 +57,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "billed_segments",
         include_str!("../../migrations/sqlite/0009_billed_segments.sql"),
     ),
+    (
+        10,
+        "clients_lanes_schedules",
+        include_str!("../../migrations/sqlite/0010_clients_lanes_schedules.sql"),
+    ),
+    (
+        11,
+        "blocklist_spend",
+        include_str!("../../migrations/sqlite/0011_blocklist_spend.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
@@ -107,7 +117,7 @@ mod tests {
     use chrono::Utc;
     use sms_core::{
         AttemptFailure, DeferredQueue, Enqueued, IdempotencyKey, MessageId, MessageStatus,
-        NewMessage, QueueReason, Resend, SmsRequest, VendorId,
+        NewMessage, Priority, QueueReason, Resend, SmsRequest, StoredMessage, VendorId,
     };
 
     use super::*;
@@ -118,40 +128,80 @@ mod tests {
     use crate::sqlite::statements::INSERT;
 
     /// The columns today's [`INSERT`] writes that the builds before migration 6 did not
-    /// have: `callback_url` (migration 6), `resend_of` and `avoid_vendor` (migration 7).
-    const LATER_COLUMNS: usize = 3;
+    /// have: `callback_url` (migration 6), `resend_of` and `avoid_vendor` (migration 7),
+    /// and [`LANE_COLUMNS`].
+    const LATER_COLUMNS: usize = 3 + LANE_COLUMNS;
+
+    /// The columns today's [`INSERT`] writes that the builds before migration 10 did
+    /// not have: `client`, `priority` and `send_at`.
+    const LANE_COLUMNS: usize = 3;
+
+    /// [`INSERT`] without its last `later` columns and their parameters, as the builds
+    /// before those columns ran it.
+    fn insert_without_last(later: usize) -> String {
+        let (head, rest) = INSERT.split_once(" VALUES (").unwrap();
+        let (values, tail) = rest.split_once(')').unwrap();
+        let (into, columns) = head.split_once('(').unwrap();
+        let columns: Vec<&str> = columns.trim_end_matches(')').split(", ").collect();
+        let values: Vec<&str> = values.split(", ").collect();
+        assert_eq!(columns.len(), values.len(), "{INSERT}");
+        let old = format!(
+            "{into}({}) VALUES ({}){tail}",
+            columns[..columns.len() - later].join(", "),
+            values[..values.len() - later].join(", ")
+        );
+        for dropped in &columns[columns.len() - later..] {
+            assert!(!old.contains(dropped), "{old}");
+        }
+        old
+    }
 
     /// [`INSERT`] as the builds before migration 6 ran it, without the
     /// [`LATER_COLUMNS`].
     fn insert_before_callbacks() -> String {
-        let old = INSERT
-            .replace(", callback_url, resend_of, avoid_vendor)", ")")
-            .replace(", ?19, ?20, ?21)", ")");
+        let old = insert_without_last(LATER_COLUMNS);
         assert!(
-            [
-                "callback_url",
-                "resend_of",
-                "avoid_vendor",
-                "?19",
-                "?20",
-                "?21"
-            ]
-            .iter()
-            .all(|later| !old.contains(later)),
+            ["callback_url", "resend_of", "avoid_vendor", "?19"]
+                .iter()
+                .all(|later| !old.contains(later)),
             "{old}"
         );
         old
     }
 
-    /// Inserts `message` through [`insert_before_callbacks`], binding every parameter
-    /// of today's insert but the last [`LATER_COLUMNS`].
-    fn insert_as_before_callbacks(insert: &mut rusqlite::Statement<'_>, message: &NewMessage) {
+    /// Inserts `message` through `insert` (an [`insert_without_last`] of `later`),
+    /// binding every parameter of today's insert but the last `later`.
+    fn insert_as_before(insert: &mut rusqlite::Statement<'_>, message: &NewMessage, later: usize) {
         let stored = stored_from_new(message.clone());
         let row = InsertRow::new(&stored).unwrap();
         let params = row.params();
-        insert
-            .execute(&params[..params.len() - LATER_COLUMNS])
+        insert.execute(&params[..params.len() - later]).unwrap();
+    }
+
+    /// Inserts `message` through [`insert_before_callbacks`].
+    fn insert_as_before_callbacks(insert: &mut rusqlite::Statement<'_>, message: &NewMessage) {
+        insert_as_before(insert, message, LATER_COLUMNS);
+    }
+
+    /// A database at `version`, as the build that migrated it that far left it.
+    fn database_at(path: &std::path::Path, version: usize) -> Connection {
+        let mut conn = Connection::open(path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        )
+        .unwrap();
+        for (version, name, sql) in &MIGRATIONS[..version] {
+            tx.execute_batch(sql).unwrap();
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                params![version, name],
+            )
             .unwrap();
+        }
+        tx.commit().unwrap();
+        conn
     }
 
     #[tokio::test]
@@ -299,29 +349,13 @@ mod tests {
             })
             .collect();
         {
-            let mut conn = Connection::open(&path).unwrap();
-            let tx = conn.transaction().unwrap();
-            tx.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
-                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-            )
-            .unwrap();
-            for (version, name, sql) in &MIGRATIONS[..3] {
-                tx.execute_batch(sql).unwrap();
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
-                    params![version, name],
-                )
-                .unwrap();
-            }
+            let conn = database_at(&path, 3);
             // Rows as the previous build wrote them: the insert names no pin, so it fits
             // the version 3 table.
-            let mut insert = tx.prepare(&insert_before_callbacks()).unwrap();
+            let mut insert = conn.prepare(&insert_before_callbacks()).unwrap();
             for message in &messages {
                 insert_as_before_callbacks(&mut insert, message);
             }
-            drop(insert);
-            tx.commit().unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
         for message in &messages {
@@ -360,7 +394,139 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let every_version: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(versions, every_version);
+    }
+
+    /// A database migrated to version 9 by the previous build: migration 10 rebuilds the
+    /// table with every row and column it had (keys, callback URLs, re-sends, pins,
+    /// leases), the rows read back as an unnamed client's, in the normal lane and
+    /// unscheduled, and the indexes are the ones the table has today.
+    #[tokio::test]
+    async fn a_version_9_database_keeps_its_rows_and_gains_lanes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let now = Utc::now();
+        let keyed = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["1"], ["+8613800138000"])
+                .unwrap()
+                .with_idempotency_key(IdempotencyKey::new("order-7").unwrap())
+                .with_callback_url(sms_core::CallbackUrl::new("https://example.com/cb").unwrap())
+                .with_expiry(now + chrono::Duration::hours(1)),
+            QueueReason::VendorFailed,
+            5,
+            now,
+        );
+        let resend = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["2"], ["+8613800138001"])
+                .unwrap()
+                .with_resend(Resend {
+                    of: keyed.id,
+                    avoid: VendorId::new("aliyun").unwrap(),
+                }),
+            QueueReason::Accepted,
+            5,
+            now,
+        );
+        let mut leased = NewMessage::queued(
+            MessageId::new(),
+            SmsRequest::new("login", ["3"], ["+8613800138002"]).unwrap(),
+            QueueReason::Accepted,
+            5,
+            now,
+        );
+        leased.attempts = 1;
+        leased.initial = sms_core::InitialState::Leased(sms_core::Lease {
+            owner: "api-1".to_owned(),
+            token: sms_core::LeaseToken::new(),
+            expires_at: now + chrono::Duration::seconds(30),
+        });
+        let messages = [keyed, resend, leased];
+        {
+            let conn = database_at(&path, 9);
+            let mut insert = conn.prepare(&insert_without_last(LANE_COLUMNS)).unwrap();
+            for message in &messages {
+                insert_as_before(&mut insert, message, LANE_COLUMNS);
+            }
+            conn.execute(
+                "UPDATE messages SET pinned_vendor = 'tencent' WHERE id = ?1",
+                [messages[0].id.to_string()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        for message in &messages {
+            let found = store.get(message.id).await.unwrap().unwrap();
+            let pinned = (message.id == messages[0].id).then(|| VendorId::new("tencent").unwrap());
+            assert_eq!(
+                found,
+                StoredMessage {
+                    pinned_vendor: pinned,
+                    ..stored_from_new(message.clone())
+                }
+            );
+            assert_eq!(
+                (
+                    found.request.client(),
+                    found.request.priority(),
+                    found.request.send_at()
+                ),
+                (None, Priority::Normal, None)
+            );
+        }
+        let again = NewMessage::queued(
+            MessageId::new(),
+            messages[0].request.clone(),
+            QueueReason::Accepted,
+            5,
+            now,
+        );
+        assert!(matches!(
+            store.enqueue(again).await.unwrap(),
+            Enqueued::Existing(m) if m.id == messages[0].id
+        ));
+        assert_eq!(
+            store.next_due().await.unwrap(),
+            Some(stored_from_new(messages[0].clone()).next_attempt_at)
+        );
+        let (indexes, columns) = store
+            .call(|c| {
+                let names = |sql: &str| {
+                    c.prepare(sql)
+                        .and_then(|mut s| {
+                            s.query_map([], |r| r.get::<_, String>(0))?
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .map_err(sqlite_error)
+                };
+                Ok((
+                    names(
+                        "SELECT name FROM sqlite_schema WHERE type = 'index' \
+                         AND tbl_name = 'messages' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                    )?,
+                    names("SELECT name FROM pragma_table_xinfo('messages') ORDER BY name")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "messages_claim_by_lane",
+                "messages_client_status_created",
+                "messages_idempotency_key",
+                "messages_sent_updated",
+                "messages_status_created",
+            ]
+        );
+        let mut expected: Vec<&str> = crate::sqlite::statements::MESSAGE_COLUMNS
+            .split(", ")
+            .chain(["due_at"])
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(columns, expected);
     }
 
     /// Migration 7's columns are set together or not at all, and a row the CHECK lets

@@ -9,8 +9,10 @@
 //! The store is split by concept: opening the file here and its settings in `config`,
 //! the SQL in `statements`, the row codec in `row`, the driver's errors in `error`, the
 //! migrations in `migrate`, and the traits in `queue`, `ledger`, `delivery` and
-//! `callback`.
+//! `callback`, and in `blocklist` and `spend`, which keep their few statements beside
+//! their code.
 
+mod blocklist;
 mod callback;
 mod config;
 mod delivery;
@@ -19,6 +21,7 @@ mod ledger;
 mod migrate;
 mod queue;
 mod row;
+mod spend;
 mod statements;
 
 use std::path::Path;
@@ -26,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use sms_core::StoreError;
 use sms_core::sync::lock;
+use sms_core::{Priority, StoreError};
 
 use self::error::sqlite_error;
 use self::statements::CLAIM_PICK;
@@ -35,8 +38,8 @@ use crate::Error;
 
 pub use config::SqliteConfig;
 
-/// The deferred queue, usage ledger, delivery log and callback outbox in one SQLite
-/// file. Share it behind an `Arc`.
+/// The deferred queue, usage and spend ledgers, delivery log, callback outbox and
+/// blocklist in one SQLite file. Share it behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -61,15 +64,17 @@ impl SqliteStore {
             .map_err(|e| Error::Store(StoreError::backend(e)))?
     }
 
-    /// SQLite's plan for the claim's pick (`EXPLAIN QUERY PLAN` details), for operators
-    /// and tests. A healthy plan searches `messages_claim` and builds no temporary
-    /// B-tree for the order.
-    pub async fn explain_claim(&self) -> Result<Vec<String>, StoreError> {
-        self.call(|conn| {
+    /// SQLite's plan for the claim's pick of one lane (`EXPLAIN QUERY PLAN` details),
+    /// for operators and tests. A healthy plan searches the lane's range of
+    /// `messages_claim_by_lane` and builds no temporary B-tree for the order.
+    pub async fn explain_claim(&self, lane: Priority) -> Result<Vec<String>, StoreError> {
+        self.call(move |conn| {
             conn.prepare(&format!("EXPLAIN QUERY PLAN {CLAIM_PICK}"))
                 .and_then(|mut s| {
-                    s.query_map(params![0_i64, 1_i64], |r| r.get::<_, String>("detail"))?
-                        .collect::<rusqlite::Result<Vec<_>>>()
+                    s.query_map(params![lane.as_str(), 0_i64, 1_i64], |r| {
+                        r.get::<_, String>("detail")
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(sqlite_error)
         })

@@ -11,17 +11,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sms_core::{
-    AttemptFailure, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease, LeaseToken,
-    MessageId, MessageStatus, NewMessage, PhoneNumber, QueueStats, StoreError, StoredMessage,
-    VendorId,
+    AttemptFailure, ClientId, Completion, DeferredQueue, Enqueued, IdempotencyKey, Lease,
+    LeaseToken, MessageId, MessageStatus, NewMessage, PhoneNumber, Priority, QueueStats,
+    StoreError, StoredMessage, VendorId,
 };
 
 use super::SqliteStore;
 use super::error::sqlite_error;
-use super::row::{InsertRow, MessageRow, json_list, micros, to_json};
+use super::row::{InsertRow, MessageRow, json_list, micros, time, to_json};
 use super::statements::{
-    CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, DEFER, EXPIRE, FAIL, INSERT, LEASED_RECIPIENTS, LIST,
-    NARROW, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
+    CANCEL, CLAIM_LEASE, CLAIM_PICK, COMPLETE, DEAD, DEFER, EXPIRE, FAIL, INSERT,
+    LEASED_RECIPIENTS, LIST, LIST_FOR_CLIENT, NARROW, NEXT_DUE, PURGE_SENT, RENEW, RETRY,
+    SELECT_BY_ID, SELECT_BY_KEY, STATS, STATUS_OF,
 };
 use crate::codec;
 
@@ -67,12 +68,27 @@ impl DeferredQueue for SqliteStore {
         .await
     }
 
+    /// A claim with no room kept for normal messages.
     async fn claim(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_for: Duration,
         limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.claim_lanes(owner, now, lease_for, limit, 0).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: `CLAIM_PICK` of up to `limit - normal_min`
+    /// high-priority messages, then of normal ones up to `limit`, and each picked
+    /// message leased in that order.
+    async fn claim_lanes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        limit: u32,
+        normal_min: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -82,7 +98,7 @@ impl DeferredQueue for SqliteStore {
         let owner = owner.to_owned();
         let token = LeaseToken::new().0.to_string();
         self.call(move |conn| {
-            // The pick and the leasing happen under one write lock, so no other
+            // The picks and the leasing happen under one write lock, so no other
             // connection can claim the same rows in between.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -90,10 +106,25 @@ impl DeferredQueue for SqliteStore {
             let mut claimed = Vec::new();
             {
                 let mut pick = tx.prepare_cached(CLAIM_PICK).map_err(sqlite_error)?;
-                let ids = pick
-                    .query_map(params![now, i64::from(limit)], |r| r.get::<_, String>(0))
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(sqlite_error)?;
+                let mut ids = Vec::new();
+                // Each lane's limit counts what the high lane took: at most
+                // `limit - normal_min` high-priority messages, normal ones up to `limit`.
+                let high_limit = limit.saturating_sub(normal_min);
+                for (priority, lane_limit) in
+                    [(Priority::High, high_limit), (Priority::Normal, limit)]
+                {
+                    let left = i64::from(lane_limit) - ids.len() as i64;
+                    if left <= 0 {
+                        continue;
+                    }
+                    let lane = pick
+                        .query_map(params![priority.as_str(), now, left], |r| {
+                            r.get::<_, String>(0)
+                        })
+                        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                        .map_err(sqlite_error)?;
+                    ids.extend(lane);
+                }
                 let mut lease = tx.prepare_cached(CLAIM_LEASE).map_err(sqlite_error)?;
                 for id in ids {
                     let row = lease
@@ -106,6 +137,24 @@ impl DeferredQueue for SqliteStore {
             Ok(claimed)
         })
         .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.call(|conn| {
+            let first_due: Option<i64> = conn
+                .prepare_cached(NEXT_DUE)
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(sqlite_error)?;
+            first_due.map(|t| time("due_at", t)).transpose()
+        })
+        .await
+    }
+
+    /// One guarded statement, `CANCEL`; when it changes nothing, the message's
+    /// status tells why.
+    async fn cancel(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
+        self.call(move |conn| change_status(conn, CANCEL, id, now, "queued"))
+            .await
     }
 
     async fn complete(
@@ -339,28 +388,8 @@ impl DeferredQueue for SqliteStore {
     }
 
     async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
-        self.call(move |conn| {
-            let id_text = id.to_string();
-            let row = conn
-                .prepare_cached(RETRY)
-                .and_then(|mut s| {
-                    s.query_row(params![id_text, micros(now)], MessageRow::read)
-                        .optional()
-                })
-                .map_err(sqlite_error)?;
-            if let Some(row) = row {
-                return row.into_message();
-            }
-            match current_status(conn, &id_text)? {
-                None => Err(StoreError::NotFound(id)),
-                Some(status) => Err(StoreError::WrongStatus {
-                    id,
-                    status,
-                    expected: "dead or expired",
-                }),
-            }
-        })
-        .await
+        self.call(move |conn| change_status(conn, RETRY, id, now, "dead or expired"))
+            .await
     }
 
     async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
@@ -388,6 +417,29 @@ impl DeferredQueue for SqliteStore {
                 .and_then(|mut s| {
                     s.query_map(params![status.as_str(), i64::from(limit)], MessageRow::read)?
                         .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(sqlite_error)?;
+            rows.into_iter().map(MessageRow::into_message).collect()
+        })
+        .await
+    }
+
+    async fn list_for_client(
+        &self,
+        client: &ClientId,
+        status: MessageStatus,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let client = client.as_str().to_owned();
+        self.call(move |conn| {
+            let rows = conn
+                .prepare_cached(LIST_FOR_CLIENT)
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![client, status.as_str(), i64::from(limit)],
+                        MessageRow::read,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(sqlite_error)?;
             rows.into_iter().map(MessageRow::into_message).collect()
@@ -486,6 +538,37 @@ pub(super) fn insert_or_find(
 }
 
 /// The status of message `id`, or `None` when it is not stored.
+/// Runs `sql`, a status change guarded by the status it needs (`?1` the id, `?2` now,
+/// returning the row); when it changes nothing, the message's status tells why:
+/// missing, or not `expected`.
+fn change_status(
+    conn: &Connection,
+    sql: &str,
+    id: MessageId,
+    now: DateTime<Utc>,
+    expected: &'static str,
+) -> Result<StoredMessage, StoreError> {
+    let id_text = id.to_string();
+    let row = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_row(params![id_text, micros(now)], MessageRow::read)
+                .optional()
+        })
+        .map_err(sqlite_error)?;
+    if let Some(row) = row {
+        return row.into_message();
+    }
+    match current_status(conn, &id_text)? {
+        None => Err(StoreError::NotFound(id)),
+        Some(status) => Err(StoreError::WrongStatus {
+            id,
+            status,
+            expected,
+        }),
+    }
+}
+
 fn current_status(conn: &Connection, id: &str) -> Result<Option<MessageStatus>, StoreError> {
     let status: Option<String> = conn
         .prepare_cached(STATUS_OF)

@@ -37,6 +37,9 @@ pub(super) struct MessageRow {
     callback_url: Option<String>,
     resend_of: Option<String>,
     avoid_vendor: Option<String>,
+    client: Option<String>,
+    priority: String,
+    send_at: Option<i64>,
 }
 
 impl MessageRow {
@@ -67,23 +70,31 @@ impl MessageRow {
             callback_url: row.get(20)?,
             resend_of: row.get(21)?,
             avoid_vendor: row.get(22)?,
+            client: row.get(23)?,
+            priority: row.get(24)?,
+            send_at: row.get(25)?,
         })
     }
 
     /// Validates the columns as the domain types require.
     pub(super) fn into_message(self) -> Result<StoredMessage, StoreError> {
-        let request = codec::request_from_columns(
-            self.template,
-            json_list("args", &self.args)?,
-            json_list("recipients", &self.recipients)?,
-            self.idempotency_key,
-            self.expires_at.map(|t| time("expires_at", t)).transpose()?,
-            self.callback_url,
-            self.resend_of
+        let request = codec::RequestColumns {
+            template: self.template,
+            args: json_list("args", &self.args)?,
+            recipients: json_list("recipients", &self.recipients)?,
+            idempotency_key: self.idempotency_key,
+            expires_at: self.expires_at.map(|t| time("expires_at", t)).transpose()?,
+            callback_url: self.callback_url,
+            resend_of: self
+                .resend_of
                 .map(|id| uuid("resend_of", &id).map(MessageId::from_uuid))
                 .transpose()?,
-            self.avoid_vendor,
-        )?;
+            avoid_vendor: self.avoid_vendor,
+            client: self.client,
+            priority: self.priority,
+            send_at: self.send_at.map(|t| time("send_at", t)).transpose()?,
+        }
+        .into_request()?;
         let lease = match (self.lease_owner, self.lease_token, self.lease_expires_at) {
             (Some(owner), Some(token), Some(expires_at)) => Some(Lease {
                 owner,
@@ -167,6 +178,9 @@ pub(super) struct InsertRow<'a> {
     callback_url: Option<&'a str>,
     resend_of: Option<String>,
     avoid_vendor: Option<&'a str>,
+    client: Option<&'a str>,
+    priority: &'static str,
+    send_at: Option<i64>,
 }
 
 impl<'a> InsertRow<'a> {
@@ -180,10 +194,10 @@ impl<'a> InsertRow<'a> {
         statement.execute(&self.params()[..])
     }
 
-    /// `?1` … `?21` of [`INSERT`], in order.
+    /// `?1` … `?24` of [`INSERT`], in order.
     ///
     /// [`INSERT`]: super::statements::INSERT
-    pub(super) fn params(&self) -> [&dyn ToSql; 21] {
+    pub(super) fn params(&self) -> [&dyn ToSql; 24] {
         [
             &self.id,
             &self.key,
@@ -206,6 +220,9 @@ impl<'a> InsertRow<'a> {
             &self.callback_url,
             &self.resend_of,
             &self.avoid_vendor,
+            &self.client,
+            &self.priority,
+            &self.send_at,
         ]
     }
 
@@ -236,6 +253,9 @@ impl<'a> InsertRow<'a> {
             callback_url: codec::callback_url_column(request),
             resend_of: codec::resend_of_column(request).map(MessageId::to_string),
             avoid_vendor: codec::avoid_vendor_column(request),
+            client: codec::client_column(request),
+            priority: codec::priority_column(request),
+            send_at: request.send_at().map(micros),
         })
     }
 }

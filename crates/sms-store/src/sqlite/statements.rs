@@ -12,7 +12,7 @@ macro_rules! message_columns {
         "id, idempotency_key, template, args, recipients, expires_at, \
          status, reason, attempts, max_attempts, next_attempt_at, lease_owner, lease_token, \
          lease_expires_at, last_vendor, last_error, may_duplicate, pinned_vendor, created_at, \
-         updated_at, callback_url, resend_of, avoid_vendor"
+         updated_at, callback_url, resend_of, avoid_vendor, client, priority, send_at"
     };
 }
 
@@ -39,10 +39,17 @@ macro_rules! drop_lease {
 pub(super) const INSERT: &str = "INSERT INTO messages (id, idempotency_key, template, args, recipients, \
      expires_at, status, reason, attempts, max_attempts, next_attempt_at, \
      lease_owner, lease_token, lease_expires_at, last_vendor, last_error, \
-     may_duplicate, created_at, updated_at, callback_url, resend_of, avoid_vendor) \
+     may_duplicate, created_at, updated_at, callback_url, resend_of, avoid_vendor, \
+     client, priority, send_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, \
-     ?19, ?20, ?21) \
+     ?19, ?20, ?21, ?22, ?23, ?24) \
      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+
+/// The columns of a message row, as [`MessageRow::read`] reads them.
+///
+/// [`MessageRow::read`]: super::row::MessageRow::read
+#[cfg(test)]
+pub(super) const MESSAGE_COLUMNS: &str = message_columns!();
 
 pub(super) const SELECT_BY_ID: &str = concat!(
     "SELECT ",
@@ -56,14 +63,48 @@ pub(super) const SELECT_BY_KEY: &str = concat!(
     " FROM messages WHERE idempotency_key = ?1"
 );
 
-/// The due messages a claim takes, oldest due first: the filter and order of the
-/// partial index `messages_claim`, so SQLite reads the index from its start and stops
-/// after `limit` entries. The index is named because without table statistics SQLite
-/// prefers `messages_status_created` for the `status IN (…)` term and then sorts every
-/// due row; the claim must not depend on whether `ANALYZE` ever ran.
-pub(super) const CLAIM_PICK: &str = "SELECT id FROM messages INDEXED BY messages_claim \
-     WHERE status IN ('queued', 'leased') AND due_at <= ?1 \
-     ORDER BY due_at, id LIMIT ?2";
+/// The due messages of lane `?1` (`high` or `normal`) a claim takes at `?2`, oldest
+/// due first, at most `?3`: the filter of the partial index `messages_claim_by_lane`
+/// and its order after the lane, so SQLite searches the lane's range of the index from
+/// its start and stops after `?3` entries. The index is named because without table
+/// statistics SQLite may prefer `messages_status_created` for the `status IN (…)` term
+/// and then sort every due row; the claim must not depend on whether `ANALYZE` ever ran.
+pub(super) const CLAIM_PICK: &str = "SELECT id FROM messages INDEXED BY messages_claim_by_lane \
+     WHERE status IN ('queued', 'leased') AND priority = ?1 AND due_at <= ?2 \
+     ORDER BY due_at, id LIMIT ?3";
+
+/// The first due time of one lane: the first entry of its range of
+/// `messages_claim_by_lane`.
+macro_rules! lane_first_due {
+    ($priority:literal) => {
+        concat!(
+            "(SELECT due_at FROM messages INDEXED BY messages_claim_by_lane \
+              WHERE status IN ('queued', 'leased') AND priority = '",
+            $priority,
+            "' ORDER BY due_at LIMIT 1)"
+        )
+    };
+}
+
+/// The earliest time a queued message falls due or a lease lapses: the earlier of the
+/// two lanes' first due times, NULL when both are empty. The aggregate `min` skips a
+/// lane with none (the two-argument `min` would answer NULL).
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT min(first_due) FROM (SELECT ",
+    lane_first_due!("high"),
+    " AS first_due UNION ALL SELECT ",
+    lane_first_due!("normal"),
+    ")"
+);
+
+/// Cancels a queued message at `?2`. Only a queued message changes: a leased one is a
+/// sender's, a final one is settled. As it leaves 'queued', its `due_at` becomes NULL
+/// and it drops out of the claim's index.
+pub(super) const CANCEL: &str = concat!(
+    "UPDATE messages SET status = 'cancelled', updated_at = ?2 \
+     WHERE id = ?1 AND status = 'queued' RETURNING ",
+    message_columns!()
+);
 
 /// Leases one picked message under the claim's owner, token and expiry.
 pub(super) const CLAIM_LEASE: &str = concat!(
@@ -152,6 +193,14 @@ pub(super) const LIST: &str = concat!(
     "SELECT ",
     message_columns!(),
     " FROM messages WHERE status = ?1 ORDER BY created_at, id LIMIT ?2"
+);
+
+/// The messages of client `?1` in status `?2`, oldest first, at most `?3`: one range
+/// of the partial index `messages_client_status_created`, in its order.
+pub(super) const LIST_FOR_CLIENT: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE client = ?1 AND status = ?2 ORDER BY created_at, id LIMIT ?3"
 );
 
 pub(super) const STATS: &str = "SELECT status, count(*) FROM messages GROUP BY status";
@@ -306,6 +355,10 @@ mod tests {
             CALLBACK_FAILED,
             "UPDATE messages SET status = 'queued', reason = 'manual_retry', attempts = 0 \
              WHERE id = ?1",
+            // [`CANCEL`]'s change without its RETURNING, which SQLite buffers in a
+            // temporary table of its own.
+            "UPDATE messages SET status = 'cancelled', updated_at = ?2 \
+             WHERE id = ?1 AND status = 'queued'",
         ];
         let temporary = store
             .call(move |c| {
@@ -357,5 +410,123 @@ mod tests {
             "{plan}"
         );
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// The plan details of `sql` with `params`.
+    async fn plan_of(
+        store: &SqliteStore,
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    ) -> String {
+        store
+            .call(move |c| {
+                c.prepare(&["EXPLAIN QUERY PLAN ", sql].concat())
+                    .and_then(|mut s| {
+                        s.query_map(rusqlite::params_from_iter(params), |r| {
+                            r.get::<_, String>("detail")
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap()
+            .join("\n")
+    }
+
+    /// Fills the table with 20 000 messages (a tenth queued, in both lanes, and some
+    /// of named clients) and analyzes it, so the planner chooses by real statistics.
+    async fn fill_and_analyze(store: &SqliteStore) {
+        store
+            .call(|c| {
+                c.execute_batch(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+                     INSERT INTO messages (id, template, args, recipients, status, reason, \
+                         attempts, max_attempts, next_attempt_at, created_at, updated_at, \
+                         client, priority) \
+                     SELECT printf('%036d', i), 'login_code', '[\"1\"]', '[\"+8613800138000\"]', \
+                         CASE WHEN i % 10 = 0 THEN 'queued' ELSE 'sent' END, 'rate_limited', \
+                         1, 5, i, i, i, \
+                         CASE i % 7 WHEN 0 THEN 'shop' WHEN 1 THEN 'auth' END, \
+                         CASE WHEN i % 3 = 0 THEN 'high' ELSE 'normal' END \
+                     FROM n; \
+                     ANALYZE;",
+                )
+                .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+    }
+
+    /// [`NEXT_DUE`] reads the first entry of each lane's range of
+    /// `messages_claim_by_lane`, sorting nothing.
+    #[tokio::test]
+    async fn next_due_reads_the_first_entry_of_each_lane() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        fill_and_analyze(&store).await;
+        let plan = plan_of(&store, NEXT_DUE, vec![]).await;
+        assert_eq!(
+            plan.matches("USING INDEX messages_claim_by_lane (priority=?)")
+                .count(),
+            2,
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// [`LIST_FOR_CLIENT`] searches one range of `messages_client_status_created` in
+    /// its order, with and without table statistics.
+    #[tokio::test]
+    async fn listing_by_client_searches_its_partial_index_without_sorting() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        for analyzed in [false, true] {
+            if analyzed {
+                fill_and_analyze(&store).await;
+            }
+            let plan = plan_of(
+                &store,
+                LIST_FOR_CLIENT,
+                vec![
+                    "shop".to_owned().into(),
+                    "queued".to_owned().into(),
+                    50_i64.into(),
+                ],
+            )
+            .await;
+            assert!(
+                plan.contains("USING INDEX messages_client_status_created (client=? AND status=?)"),
+                "analyzed: {analyzed}\n{plan}"
+            );
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "analyzed: {analyzed}\n{plan}"
+            );
+        }
+    }
+
+    /// Each lane's [`CLAIM_PICK`] searches its range of `messages_claim_by_lane` in the
+    /// index's order, on a table with statistics too.
+    #[tokio::test]
+    async fn each_lane_of_the_claim_searches_its_range_without_sorting() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        fill_and_analyze(&store).await;
+        for lane in ["high", "normal"] {
+            let plan = plan_of(
+                &store,
+                CLAIM_PICK,
+                vec![lane.to_owned().into(), 10_000_i64.into(), 100_i64.into()],
+            )
+            .await;
+            assert!(
+                plan.contains(
+                    "SEARCH messages USING INDEX messages_claim_by_lane (priority=? AND due_at<?)"
+                ),
+                "{lane}: {plan}"
+            );
+            assert!(
+                !plan.contains("USE TEMP B-TREE FOR ORDER BY"),
+                "{lane}: {plan}"
+            );
+        }
     }
 }

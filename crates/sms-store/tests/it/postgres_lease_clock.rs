@@ -343,8 +343,9 @@ async fn a_message_stored_leased_is_held_for_its_lease_in_database_time() {
     assert_eq!(taken, [batch[1].id], "only the queued message is due");
 }
 
-/// The claim in database time still walks the partial index `messages_claim` without
-/// sorting: the database's time is a bound of the index scan, not a filter on each row.
+/// The claim in database time still walks the partial index `messages_claim_by_lane`
+/// without sorting: the database's time is a bound of the index scan, not a filter on
+/// each row.
 #[tokio::test]
 async fn a_claim_in_database_time_walks_the_partial_index() {
     let Some((store, _, _guard)) = two_instances(LeaseClock::Database).await else {
@@ -363,10 +364,11 @@ async fn a_claim_in_database_time_walks_the_partial_index() {
         )
         .await
         .unwrap();
-    let plan = store.explain_claim(Utc::now(), 100).await.unwrap();
+    let plan = store.explain_claim(Utc::now(), 100, 0).await.unwrap();
     let plan = plan.join("\n");
     assert!(
-        plan.contains("Index Scan using messages_claim") && plan.contains("Index Cond"),
+        plan.contains("Index Scan using messages_claim_by_lane")
+            && plan.contains("(due_at <= COALESCE(statement_timestamp()))"),
         "plan does not bound the claim index scan:\n{plan}"
     );
     assert!(!plan.contains("Sort"), "plan sorts:\n{plan}");

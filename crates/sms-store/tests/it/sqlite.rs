@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sms_core::testing::store_contract::ContractStore;
 use sms_core::{
-    BillingPeriod, Completion, DeferredQueue, MessageStatus, SmsRequest, StoreError, UsageLedger,
-    VendorId,
+    BillingPeriod, Completion, DeferredQueue, MessageStatus, Priority, SmsRequest, StoreError,
+    UsageLedger, VendorId,
 };
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -53,18 +53,24 @@ async fn eight_claimers_on_two_connections_drain_10_000_messages_exactly_once() 
     crate::drain::drain_exactly_once(&[first, second], 10_000).await;
 }
 
+/// Each lane's pick searches its range of `messages_claim_by_lane`, bounded by the
+/// lane and the time, in the index's order: no temporary B-tree sorts it.
 #[tokio::test]
-async fn claim_walks_the_partial_index_without_sorting() {
+async fn each_lane_of_the_claim_searches_the_lane_index_without_sorting() {
     let store = SqliteStore::in_memory().await.unwrap();
-    let plan = store.explain_claim().await.unwrap().join("\n");
-    assert!(
-        plan.contains("messages_claim"),
-        "plan does not use the claim index:\n{plan}"
-    );
-    assert!(
-        !plan.contains("TEMP B-TREE"),
-        "plan sorts instead of walking the index:\n{plan}"
-    );
+    for lane in Priority::ALL {
+        let plan = store.explain_claim(lane).await.unwrap().join("\n");
+        assert!(
+            plan.contains(
+                "SEARCH messages USING INDEX messages_claim_by_lane (priority=? AND due_at<?)"
+            ),
+            "plan does not search the claim index:\n{plan}"
+        );
+        assert!(
+            !plan.contains("USE TEMP B-TREE FOR ORDER BY"),
+            "plan sorts instead of walking the index:\n{plan}"
+        );
+    }
 }
 
 #[tokio::test]
