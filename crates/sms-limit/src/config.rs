@@ -1,25 +1,32 @@
 //! Limiter settings, as read from the application's configuration file.
 //!
 //! Every field has a default, so an empty `[limit]` table gives the documented
-//! behaviour: 3000 messages per 1 s for the whole fleet, at most 1 message per
-//! recipient per 60 s and 10 per 24 h, fail open to an in-process limiter when
-//! Redis is unreachable.
+//! behaviour: 3000 messages per 1 s for the whole fleet, of which normal-priority
+//! messages may use 2700 (a tenth is kept for high-priority ones), at most 1 message
+//! per recipient per 60 s, 5 per hour and 10 per 24 h, fail open to in-process limiters
+//! when Redis is unreachable.
+//!
+//! A client's own limits (`per_second`, `per_day`) are not set here: they belong to
+//! the client's settings and are passed with each request to a client limiter, which
+//! takes its Redis keys, timeouts and outage policy from this table.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::lane::{normal_ceiling, validate_headroom};
 use crate::window::validate_window;
 
 /// Re-exported from `sms-core`, where the limiter contract suite can name it too.
 pub use sms_core::RecipientWindow;
 
-/// Settings of the global and per-recipient limiters.
+/// Settings of the global, per-recipient and per-client limiters.
 ///
 /// ```toml
 /// global_per_second = 3000       # permits per window, shared by every instance
 /// global_window_ms = 1000        # length of the sliding window
+/// high_priority_headroom = 0.1   # share of the window normal messages leave to high ones
 /// recipient_windows = [{ limit = 1, window_s = 60 }, { limit = 5, window_s = 3600 }, { limit = 10, window_s = 86400 }]
 /// on_redis_error = "fail_open"   # or "fail_closed"
 /// key_prefix = "sms:"
@@ -27,7 +34,7 @@ pub use sms_core::RecipientWindow;
 /// connect_timeout_ms = 2000
 /// instances = 1                  # used to size the fail-open fallback
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitConfig {
     /// Permits per global window for the whole fleet. Default 3000.
@@ -35,13 +42,21 @@ pub struct LimitConfig {
     /// Length of the global sliding window, in milliseconds. Default 1000; the
     /// field is named after the default so `global_per_second` reads naturally.
     pub global_window_ms: u64,
+    /// Share of the global window kept for high-priority messages, from 0.0 up to (not
+    /// including) 1.0. Normal ones stop at `global_per_second` minus that share
+    /// (rounded to a whole permit), so a login code finds room however much bulk is
+    /// being sent; a normal request larger than that still goes, alone, in an empty
+    /// window. High-priority messages may use the whole window. Default 0.1; 0.0 lets
+    /// both lanes share the whole window.
+    pub high_priority_headroom: f64,
     /// Per-recipient windows, all enforced at once. Default 1 per 60 s, 5 per hour and
     /// 10 per 24 h: the strictest vendor defaults (Aliyun's), so that the gateway
     /// answers before a vendor's per-number limit does.
     pub recipient_windows: Vec<RecipientWindow>,
     /// What to do when Redis cannot be reached. Default `fail_open`.
     pub on_redis_error: RedisErrorPolicy,
-    /// Prefix of every Redis key the limiters write. Default `sms:`.
+    /// Prefix of every Redis key the limiters write (a client's under
+    /// `{key_prefix}client:{name}:`). Default `sms:`.
     pub key_prefix: String,
     /// Upper bound on one Redis round trip, in milliseconds. Default 200.
     pub command_timeout_ms: u64,
@@ -49,7 +64,8 @@ pub struct LimitConfig {
     /// in milliseconds. Default 2000.
     pub connect_timeout_ms: u64,
     /// How many gateway instances share the global limit. A fail-open fallback
-    /// allows this instance `global_per_second / instances` (at least 1). Default 1.
+    /// allows this instance `global_per_second / instances` (at least 1), and each
+    /// client the same share of its own limits. Default 1.
     pub instances: u32,
 }
 
@@ -58,6 +74,7 @@ impl Default for LimitConfig {
         Self {
             global_per_second: 3000,
             global_window_ms: 1000,
+            high_priority_headroom: 0.1,
             recipient_windows: vec![
                 RecipientWindow::per_seconds(1, 60),
                 RecipientWindow::per_seconds(5, 3_600),
@@ -87,6 +104,7 @@ impl LimitConfig {
                 "expected at least 1 ms, found 0",
             ));
         }
+        validate_headroom(self.high_priority_headroom, "high_priority_headroom")?;
         for (index, window) in self.recipient_windows.iter().enumerate() {
             validate_window(window, &format!("recipient_windows[{index}]"))?;
         }
@@ -114,6 +132,12 @@ impl LimitConfig {
     /// The global window as a duration.
     pub fn global_window(&self) -> Duration {
         Duration::from_millis(self.global_window_ms)
+    }
+
+    /// The most permits normal-priority messages may hold in one global window: the
+    /// limit less the high lane's headroom. 2700 by default.
+    pub fn normal_ceiling(&self) -> u32 {
+        normal_ceiling(self.global_per_second, self.high_priority_headroom)
     }
 
     /// The per-command Redis timeout as a duration.
@@ -160,6 +184,8 @@ mod tests {
         assert_eq!(config, LimitConfig::default());
         assert_eq!(config.global_per_second, 3000);
         assert_eq!(config.global_window(), Duration::from_secs(1));
+        assert_eq!(config.high_priority_headroom, 0.1);
+        assert_eq!(config.normal_ceiling(), 2700);
         assert_eq!(
             config.recipient_windows,
             vec![
@@ -181,6 +207,7 @@ mod tests {
             r#"
             global_per_second = 100
             global_window_ms = 500
+            high_priority_headroom = 0.25
             recipient_windows = [{ limit = 2, window_s = 30 }]
             on_redis_error = "fail_closed"
             key_prefix = "test:"
@@ -192,6 +219,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.global_per_second, 100);
         assert_eq!(config.global_window_ms, 500);
+        assert_eq!(config.high_priority_headroom, 0.25);
+        assert_eq!(config.normal_ceiling(), 75);
         assert_eq!(
             config.recipient_windows,
             vec![RecipientWindow::per_seconds(2, 30)]
@@ -242,6 +271,20 @@ mod tests {
                     ..LimitConfig::default()
                 },
                 "recipient_windows[0].window_s",
+            ),
+            (
+                LimitConfig {
+                    high_priority_headroom: 1.0,
+                    ..LimitConfig::default()
+                },
+                "high_priority_headroom",
+            ),
+            (
+                LimitConfig {
+                    high_priority_headroom: -0.1,
+                    ..LimitConfig::default()
+                },
+                "high_priority_headroom",
             ),
             (
                 LimitConfig {

@@ -1,17 +1,44 @@
-//! Global and per-recipient rate limits: Redis, and in-process.
+//! Global, per-recipient and per-client rate limits: Redis, and in-process.
 //!
-//! Two seams of `sms-core` are implemented twice each:
+//! Three seams of `sms-core` are implemented twice each:
 //!
 //! | seam | shared by all instances | this process only |
 //! |------|-------------------------|-------------------|
 //! | [`sms_core::RateLimiter`] (global send rate) | [`RedisLimiter`] | [`InProcessLimiter`] |
 //! | [`sms_core::RecipientLimiter`] (SMS bombing) | [`RedisRecipientLimiter`] | [`InProcessRecipientLimiter`] |
+//! | [`sms_core::ClientLimiter`] (a caller's own quota) | [`RedisClientLimiter`] | [`InProcessClientLimiter`] |
 //!
-//! All four are sliding windows: at most `limit` permits in *any* window of the
-//! configured length, whatever the spacing of the requests. All four are exact:
-//! they refuse only what would break that. [`LimitConfig`] holds the
-//! settings and their defaults (3000 per 1 s globally; 1 per 60 s and 10 per 24 h per
-//! recipient; fail open).
+//! The global and recipient limits, and a client's `per_second`, are sliding windows:
+//! at most `limit` permits in *any* window of the configured length, whatever the
+//! spacing of the requests. A client's `per_day` counts the UTC calendar day. All six
+//! are exact: they refuse only what would break that. [`LimitConfig`] holds the
+//! settings and their defaults (3000 per 1 s globally, a tenth of it kept for
+//! high-priority messages; 1 per 60 s, 5 per hour and 10 per 24 h per recipient; fail
+//! open).
+//!
+//! # Two lanes in the global limit
+//!
+//! `acquire_lane` takes the message's priority. High-priority messages may use the
+//! whole window; normal ones stop at the normal ceiling, the limit less
+//! `high_priority_headroom` of it (2700 of 3000 by default), so that a login code
+//! finds room however much bulk is being sent. Both lanes count in one window: a
+//! high-priority permit also counts against the normal ceiling. A normal request
+//! larger than the ceiling still goes, alone, in an empty window, so every request
+//! within the limit can go eventually. `acquire` is the high lane. The Redis limiter
+//! decides both lanes in the same one-round-trip script, the ceiling passed as an
+//! argument; its fail-open fallback keeps the same share of its smaller window.
+//!
+//! # Client limits
+//!
+//! A client limiter takes the client's quota with each request (`per_second`,
+//! `per_day`, either or both; clients' settings live with the clients, not in
+//! [`LimitConfig`]) and counts the request's permits in every limit of the quota or,
+//! when one is full, in none, naming the full limit (the one that frees last, when both
+//! are) and when it allows the request: within a second for `per_second`, at the next
+//! UTC midnight for `per_day`. A quota without limits counts nothing. `give_back`
+//! returns the permits of a request refused later on, never more than are counted.
+//! [`RedisClientLimiter`] decides both limits in one script, on the server's clock, so
+//! instances sharing a client share its counts exactly.
 //!
 //! # Redis Cluster is not supported
 //!
@@ -25,11 +52,14 @@
 //! # When Redis is unreachable
 //!
 //! Every Redis call has a timeout. On failure the [`RedisErrorPolicy`] decides:
-//! `FailOpen` (default) answers from an in-process limiter sized to this instance's
-//! share of the global limit (`global_per_second / instances`) and from in-process
-//! per-recipient windows; `FailClosed` answers `Limited` for the global limit (so the
-//! gateway queues everything) and an `Unavailable` error for recipients. The switch
-//! is logged once each way, and `degraded()` and `stats()` show it. The client
+//! `FailOpen` (default) answers from in-process limiters: a global one sized to this
+//! instance's share of the global limit (`global_per_second / instances`, with the
+//! same lanes), per-recipient windows as configured, and client limits at this
+//! instance's share of each (`limit / instances`; a refusal still names the client's
+//! configured limit). `FailClosed` answers `Limited` for the global limit (so the
+//! gateway queues everything) and an `Unavailable` error for recipients and clients:
+//! a `Limited` answer there would blame the caller for an outage. The switch is
+//! logged once each way, and `degraded()` and `stats()` show it. The client
 //! reconnects by itself; the next successful call restores normal operation.
 //!
 //! # Multi-recipient requests
@@ -62,6 +92,7 @@ mod board;
 mod config;
 mod error;
 mod in_process;
+mod lane;
 mod redis;
 mod script;
 mod time;
@@ -70,8 +101,12 @@ mod window;
 pub use board::RedisBoard;
 pub use config::{LimitConfig, RecipientWindow, RedisErrorPolicy};
 pub use error::{ConfigError, Error};
-pub use in_process::{InProcessLimiter, InProcessRecipientLimiter, RECIPIENT_SHARDS};
-pub use redis::{LimiterStats, RedisLimiter, RedisRecipientLimiter, connect_client};
+pub use in_process::{
+    InProcessClientLimiter, InProcessLimiter, InProcessRecipientLimiter, RECIPIENT_SHARDS,
+};
+pub use redis::{
+    LimiterStats, RedisClientLimiter, RedisLimiter, RedisRecipientLimiter, connect_client,
+};
 pub use time::{InstantClock, ManualMonotonicClock, MonotonicClock};
 
 /// The Redis client type the limiters use, for callers that share one client.

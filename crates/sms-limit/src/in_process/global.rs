@@ -15,6 +15,10 @@
 //! A request that does not fit is told when it will: the `n - free` oldest entries
 //! must leave first, so `retry_after` is when the newest of those becomes a window
 //! old. A retry at that moment fits, unless other requests took the room meanwhile.
+//!
+//! Both lanes share the log (see [`crate::lane`]): a high-priority request may fill it
+//! up to `limit`, a normal one only up to the normal ceiling, so "free" depends on the
+//! lane and so does `retry_after`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -22,18 +26,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sms_core::sync::lock;
-use sms_core::{LimitError, RateDecision, RateLimiter};
+use sms_core::{LimitError, Priority, RateDecision, RateLimiter};
 
+use crate::config::LimitConfig;
 use crate::error::ConfigError;
+use crate::lane::{cap_for, normal_ceiling, validate_headroom};
 use crate::time::{InstantClock, MonotonicClock};
 
 /// A sliding-window limit for one process: at most `limit` permits in any `window`.
 ///
 /// Exact: the permits allowed in any interval of length `window` never exceed
 /// `limit`, and a request is refused only when allowing it would break that.
+///
+/// Normal-priority requests stop at a lower ceiling when the limiter keeps headroom for
+/// the high lane ([`InProcessLimiter::with_high_priority_headroom`], or
+/// [`InProcessLimiter::from_config`]); without it both lanes share the whole window.
 #[derive(Debug)]
 pub struct InProcessLimiter {
     limit: u32,
+    /// The most permits normal-priority requests may hold in the window.
+    normal_ceiling: u32,
     window: Duration,
     clock: Arc<dyn MonotonicClock>,
     /// When each permit taken within the last window was taken, oldest first.
@@ -41,7 +53,17 @@ pub struct InProcessLimiter {
 }
 
 impl InProcessLimiter {
-    /// At most `limit` permits in any `window`, on the process's monotonic clock.
+    /// At most `config.global_per_second` permits in any `config.global_window_ms`,
+    /// keeping `config.high_priority_headroom` of them for high-priority requests, on
+    /// the process's monotonic clock: the global limit of a single instance.
+    pub fn from_config(config: &LimitConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Self::new(config.global_per_second, config.global_window())?
+            .with_high_priority_headroom(config.high_priority_headroom)
+    }
+
+    /// At most `limit` permits in any `window`, on the process's monotonic clock. Both
+    /// lanes share the whole window.
     pub fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
         Self::with_clock(limit, window, Arc::new(InstantClock::new()))
     }
@@ -63,10 +85,20 @@ impl InProcessLimiter {
         }
         Ok(Self {
             limit,
+            normal_ceiling: limit,
             window,
             clock,
             log: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Keeps `headroom` (a share from 0.0 up to, not including, 1.0) of the window for
+    /// high-priority requests: normal ones stop at the limit less that share, rounded
+    /// to a whole permit.
+    pub fn with_high_priority_headroom(mut self, headroom: f64) -> Result<Self, ConfigError> {
+        validate_headroom(headroom, "high_priority_headroom")?;
+        self.normal_ceiling = normal_ceiling(self.limit, headroom);
+        Ok(self)
     }
 
     /// Permits allowed per window.
@@ -74,18 +106,31 @@ impl InProcessLimiter {
         self.limit
     }
 
+    /// The most permits normal-priority requests may hold in one window.
+    pub fn normal_ceiling(&self) -> u32 {
+        self.normal_ceiling
+    }
+
     /// The window length.
     pub fn window(&self) -> Duration {
         self.window
     }
 
-    /// Takes `permits` permits if they all fit now, else none. Never blocks on I/O.
+    /// Takes `permits` permits in the high lane (the whole window) if they all fit
+    /// now, else none. Never blocks on I/O.
     ///
     /// A request for more permits than `limit` can never fit; it is answered
     /// `Limited` with `retry_after` equal to the window, and the caller should split it.
     /// Otherwise `retry_after` is when enough logged permits will have left the
     /// window, never more than the window.
     pub fn try_acquire(&self, permits: u32) -> RateDecision {
+        self.try_acquire_lane(permits, Priority::High)
+    }
+
+    /// Takes `permits` permits in lane `priority` if they all fit now, else none:
+    /// a normal request only while the window stays within the normal ceiling (or, when
+    /// it is larger than the ceiling, in an empty window).
+    pub fn try_acquire_lane(&self, permits: u32, priority: Priority) -> RateDecision {
         if permits == 0 {
             return RateDecision::Allowed;
         }
@@ -94,6 +139,7 @@ impl InProcessLimiter {
                 retry_after: self.window,
             };
         }
+        let cap = cap_for(self.limit, self.normal_ceiling, permits, priority) as usize;
         let permits = permits as usize;
         let mut log = lock(&self.log);
         let now = self.clock.elapsed();
@@ -102,13 +148,15 @@ impl InProcessLimiter {
         while log.front().is_some_and(|&taken| now - taken >= self.window) {
             log.pop_front();
         }
-        let free = self.limit as usize - log.len();
+        // High-priority permits may have filled the log past a normal request's cap.
+        let free = cap.saturating_sub(log.len());
         if permits <= free {
             log.extend(std::iter::repeat_n(now, permits));
             return RateDecision::Allowed;
         }
-        // The request fits once the `permits - free` oldest entries have left.
-        let last_to_leave = log[permits - free - 1];
+        // The request fits once the `log.len() + permits - cap` oldest entries have
+        // left; `permits <= cap`, so they are all in the log.
+        let last_to_leave = log[log.len() + permits - cap - 1];
         RateDecision::Limited {
             retry_after: self.window - (now - last_to_leave),
         }
@@ -119,6 +167,14 @@ impl InProcessLimiter {
 impl RateLimiter for InProcessLimiter {
     async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError> {
         Ok(self.try_acquire(permits))
+    }
+
+    async fn acquire_lane(
+        &self,
+        permits: u32,
+        priority: Priority,
+    ) -> Result<RateDecision, LimitError> {
+        Ok(self.try_acquire_lane(permits, priority))
     }
 
     fn capacity(&self) -> Option<u32> {
@@ -210,6 +266,86 @@ mod tests {
         );
         assert!(limiter.try_acquire(0).is_allowed());
         assert!(limiter.try_acquire(3).is_allowed());
+    }
+
+    #[test]
+    fn normal_requests_stop_at_the_ceiling_and_high_ones_take_the_rest() {
+        let (limiter, clock) = limiter(10, SECOND);
+        let limiter = limiter.with_high_priority_headroom(0.3).unwrap();
+        assert_eq!(limiter.normal_ceiling(), 7);
+        assert!(limiter.try_acquire_lane(5, Priority::Normal).is_allowed());
+        clock.advance(Duration::from_millis(100));
+        assert!(limiter.try_acquire_lane(2, Priority::Normal).is_allowed());
+        clock.advance(Duration::from_millis(100));
+        // At the ceiling: one more normal permit needs the first 5 (taken at 0) gone.
+        assert_eq!(
+            limiter.try_acquire_lane(1, Priority::Normal),
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(800)
+            }
+        );
+        assert!(limiter.try_acquire_lane(3, Priority::High).is_allowed());
+        assert!(!limiter.try_acquire(1).is_allowed());
+        // 10 held, cap 7: four must leave for one normal permit, and they are of the
+        // first request, which leaves at 1000 ms.
+        assert_eq!(
+            limiter.try_acquire_lane(1, Priority::Normal),
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(800)
+            }
+        );
+        // Six leave only when the second request's permits do, at 1100 ms.
+        assert_eq!(
+            limiter.try_acquire_lane(3, Priority::Normal),
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(900)
+            }
+        );
+    }
+
+    #[test]
+    fn a_normal_request_above_the_ceiling_goes_alone_in_an_empty_window() {
+        let (limiter, clock) = limiter(10, SECOND);
+        let limiter = limiter.with_high_priority_headroom(0.3).unwrap();
+        assert!(limiter.try_acquire(1).is_allowed());
+        clock.advance(Duration::from_millis(300));
+        // Not alone: it waits for the one permit to leave.
+        assert_eq!(
+            limiter.try_acquire_lane(9, Priority::Normal),
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(700)
+            }
+        );
+        clock.advance(Duration::from_millis(700));
+        assert!(limiter.try_acquire_lane(9, Priority::Normal).is_allowed());
+        assert!(!limiter.try_acquire_lane(1, Priority::Normal).is_allowed());
+        assert!(limiter.try_acquire(1).is_allowed());
+        assert!(!limiter.try_acquire_lane(11, Priority::Normal).is_allowed());
+    }
+
+    #[test]
+    fn without_headroom_both_lanes_share_the_whole_window() {
+        let (limiter, _clock) = limiter(4, SECOND);
+        assert_eq!(limiter.normal_ceiling(), 4);
+        assert!(limiter.try_acquire_lane(4, Priority::Normal).is_allowed());
+        assert!(!limiter.try_acquire(1).is_allowed());
+    }
+
+    #[test]
+    fn from_config_keeps_the_configured_headroom() {
+        let limiter = InProcessLimiter::from_config(&LimitConfig::default()).unwrap();
+        assert_eq!(
+            (limiter.limit(), limiter.normal_ceiling(), limiter.window()),
+            (3000, 2700, SECOND)
+        );
+        let invalid = LimitConfig {
+            high_priority_headroom: 1.0,
+            ..LimitConfig::default()
+        };
+        assert_eq!(
+            InProcessLimiter::from_config(&invalid).unwrap_err().field,
+            "high_priority_headroom"
+        );
     }
 
     /// The permits of a random request: mostly one, sometimes up to 128.

@@ -1,15 +1,17 @@
-//! The contract run against the in-process limiters, on a manual clock, then the
+//! The contracts run against the in-process limiters, on manual clocks, then the
 //! global limiter under several threads.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
 use sms_core::testing::limiter_contract::Backend;
-use sms_core::{RateLimiter, RecipientLimiter};
+use sms_core::testing::{ManualClock, client_limiter_contract};
+use sms_core::{ClientLimiter, RateLimiter, RecipientLimiter};
 use sms_limit::{
-    InProcessLimiter, InProcessRecipientLimiter, InstantClock, ManualMonotonicClock,
-    MonotonicClock, RecipientWindow,
+    InProcessClientLimiter, InProcessLimiter, InProcessRecipientLimiter, InstantClock,
+    ManualMonotonicClock, MonotonicClock, RecipientWindow,
 };
 
 /// In-process limiters sharing one manual clock.
@@ -21,6 +23,20 @@ struct InProcess {
 impl Backend for InProcess {
     async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter> {
         Arc::new(InProcessLimiter::with_clock(limit, window, Arc::new(self.clock.clone())).unwrap())
+    }
+
+    async fn global_with_headroom(
+        &self,
+        limit: u32,
+        window: Duration,
+        high_priority_headroom: f64,
+    ) -> Arc<dyn RateLimiter> {
+        Arc::new(
+            InProcessLimiter::with_clock(limit, window, Arc::new(self.clock.clone()))
+                .unwrap()
+                .with_high_priority_headroom(high_priority_headroom)
+                .unwrap(),
+        )
     }
 
     async fn recipients(&self, windows: Vec<RecipientWindow>) -> Arc<dyn RecipientLimiter> {
@@ -43,6 +59,49 @@ async fn in_process(_test: &str) -> Option<InProcess> {
 }
 
 sms_core::limiter_contract_tests!(in_process);
+
+/// A client limiter on a manual monotonic clock and a manual wall clock, moved together.
+struct InProcessClients {
+    clock: ManualMonotonicClock,
+    wall: Arc<ManualClock>,
+}
+
+#[async_trait]
+impl client_limiter_contract::Backend for InProcessClients {
+    async fn limiter(&self) -> Arc<dyn ClientLimiter> {
+        Arc::new(InProcessClientLimiter::with_clocks(
+            Arc::new(self.clock.clone()),
+            self.wall.clone(),
+        ))
+    }
+
+    async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.wall.advance(by);
+    }
+
+    async fn utc_now(&self) -> DateTime<Utc> {
+        sms_core::Clock::now(&*self.wall)
+    }
+
+    async fn cleanup(&self) {}
+}
+
+/// The client contract's cases, under `clients::` in test names.
+mod clients {
+    use super::*;
+
+    async fn in_process_clients(_test: &str) -> Option<InProcessClients> {
+        Some(InProcessClients {
+            clock: ManualMonotonicClock::new(),
+            wall: Arc::new(ManualClock::new(
+                Utc.with_ymd_and_hms(2026, 3, 14, 15, 9, 26).unwrap(),
+            )),
+        })
+    }
+
+    sms_core::client_limiter_contract_tests!(in_process_clients);
+}
 
 #[tokio::test]
 async fn the_real_clock_limits_too() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::LuaInterface;
 use sms_core::testing::limiter_contract::Backend;
-use sms_core::{PhoneNumber, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter};
+use sms_core::{
+    PhoneNumber, Priority, RateDecision, RateLimiter, RecipientDecision, RecipientLimiter,
+};
 use sms_limit::{
     LimitConfig, RecipientWindow, RedisClient, RedisErrorPolicy, RedisLimiter,
     RedisRecipientLimiter, connect_client,
@@ -28,10 +30,20 @@ struct Redis {
 #[async_trait]
 impl Backend for Redis {
     async fn global(&self, limit: u32, window: Duration) -> Arc<dyn RateLimiter> {
+        self.global_with_headroom(limit, window, 0.0).await
+    }
+
+    async fn global_with_headroom(
+        &self,
+        limit: u32,
+        window: Duration,
+        high_priority_headroom: f64,
+    ) -> Arc<dyn RateLimiter> {
         // A fresh limiter gets a fresh sub-prefix, so it starts with nothing counted.
         let config = LimitConfig {
             global_per_second: limit,
             global_window_ms: window.as_millis() as u64,
+            high_priority_headroom,
             ..test_config(&format!("{}{}:", self.prefix, random_prefix()))
         };
         Arc::new(
@@ -186,7 +198,7 @@ async fn a_flushed_script_is_loaded_again() {
 }
 
 /// Settings pointing at a port where nothing listens.
-fn unreachable_config(policy: RedisErrorPolicy) -> LimitConfig {
+pub(crate) fn unreachable_config(policy: RedisErrorPolicy) -> LimitConfig {
     LimitConfig {
         global_per_second: 40,
         global_window_ms: 60_000,
@@ -198,7 +210,7 @@ fn unreachable_config(policy: RedisErrorPolicy) -> LimitConfig {
     }
 }
 
-const CLOSED_PORT: &str = "redis://127.0.0.1:1";
+pub(crate) const CLOSED_PORT: &str = "redis://127.0.0.1:1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fail_open_allows_this_instances_share() {
@@ -232,6 +244,39 @@ async fn redis_down_fail_open_allows_this_instances_share() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fail_open_keeps_the_lanes() {
+    let config = LimitConfig {
+        high_priority_headroom: 0.2,
+        ..unreachable_config(RedisErrorPolicy::FailOpen)
+    };
+    let limiter = RedisLimiter::connect(CLOSED_PORT, &config).await.unwrap();
+    assert_eq!(limiter.normal_ceiling(), 32);
+    // This instance's share is 10, of which normal messages may use 8.
+    assert_eq!(limiter.fallback().normal_ceiling(), 8);
+    let mut normal = 0;
+    for _ in 0..10 {
+        if limiter
+            .acquire_lane(1, Priority::Normal)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
+            normal += 1;
+        }
+    }
+    assert_eq!(normal, 8);
+    assert!(
+        limiter
+            .acquire_lane(2, Priority::High)
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    assert!(!limiter.acquire(1).await.unwrap().is_allowed());
+    assert!(limiter.degraded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fail_closed_limits_everything() {
     let config = unreachable_config(RedisErrorPolicy::FailClosed);
     let limiter = RedisLimiter::connect(CLOSED_PORT, &config).await.unwrap();
@@ -243,8 +288,14 @@ async fn redis_down_fail_closed_limits_everything() {
             }
         );
     }
+    assert_eq!(
+        limiter.acquire_lane(1, Priority::Normal).await.unwrap(),
+        RateDecision::Limited {
+            retry_after: Duration::from_secs(60)
+        }
+    );
     assert!(limiter.degraded());
-    assert_eq!(limiter.stats().fallback, 3);
+    assert_eq!(limiter.stats().fallback, 4);
 
     let recipients = RedisRecipientLimiter::connect(CLOSED_PORT, &config)
         .await
