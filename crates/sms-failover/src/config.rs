@@ -101,7 +101,12 @@ pub struct FailoverConfig {
     /// Most batches one drain pass claims, so a pass ends even when messages keep
     /// becoming due. Default 50.
     pub drain_max_batches: u32,
-    /// Period of the drainer's tick. Key `drain_interval_ms`, default 1000.
+    /// Share of each drain claim kept for normal-priority messages while high-priority
+    /// ones are due, from 0 to 1, so that bulk is never starved by a flood of codes.
+    /// Default 0.1.
+    pub normal_min_share: f64,
+    /// Period of the drainer's tick. Key `drain_interval_ms`, default 1000. The drainer
+    /// also wakes when the earliest queued message falls due (a scheduled send).
     #[serde(rename = "drain_interval_ms", with = "millis")]
     pub drain_interval: Duration,
     /// UTC offset of the billing calendar in hours; a billing period is a calendar
@@ -148,6 +153,7 @@ impl Default for FailoverConfig {
             drain_concurrency: 8,
             drain_concurrency_max: 512,
             drain_max_batches: 50,
+            normal_min_share: 0.1,
             drain_interval: Duration::from_secs(1),
             billing_utc_offset_hours: 8,
             instance_id: default_instance_id(),
@@ -210,6 +216,15 @@ impl FailoverConfig {
         }
         if self.max_attempts == 0 {
             return bad("max_attempts", "expected at least 1, found 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.normal_min_share) {
+            return bad(
+                "normal_min_share",
+                format!(
+                    "expected a share from 0 to 1, found {}",
+                    self.normal_min_share
+                ),
+            );
         }
         if self.drain_batch == 0 {
             return bad("drain_batch", "expected at least 1, found 0".into());

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sms_core::{MessageId, Money, QueueReason, VendorId};
+use sms_core::{ClientId, MessageId, Money, QueueReason, VendorId};
 
 /// How one vendor call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +65,9 @@ pub enum GatewayEvent {
         cost: Money,
         /// Whether the message came from the deferred queue.
         drained: bool,
+        /// The client that sent the message, when it was a named one: spend caps count
+        /// `cost` against it.
+        client: Option<ClientId>,
     },
     /// The current vendor changed.
     Switched {

@@ -331,6 +331,7 @@ impl Gateway {
             billed_messages: billed,
             cost,
             drained: origin == Origin::Drained,
+            client: sms.request.client().cloned(),
         });
         if let (true, Err(VendorError::Misconfigured { code, message })) = (newly_broken, &result) {
             let (template, vendor) = (sms.request.template().as_str(), &self.ids[idx]);

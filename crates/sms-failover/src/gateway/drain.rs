@@ -161,12 +161,14 @@ impl Gateway {
 
     /// Claims the next batch of due messages for this instance.
     async fn claim_batch(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = self.batch_size();
         self.queue
-            .claim(
+            .claim_lanes(
                 &self.config.instance_id,
                 self.clock.now(),
                 self.config.lease,
-                self.batch_size(),
+                limit,
+                normal_min(limit, self.config.normal_min_share),
             )
             .await
     }
@@ -430,7 +432,9 @@ impl Gateway {
             created_at,
             ..
         } = message;
-        let gives_up = |now| attempts >= max_attempts && self.past_horizon(created_at, now);
+        // A scheduled message's retries run from the time it was due, not stored.
+        let since = request.send_at().map_or(created_at, |t| t.max(created_at));
+        let gives_up = |now| attempts >= max_attempts && self.past_horizon(since, now);
         let pinned = pinned_vendor.and_then(|v| self.ids.iter().position(|id| *id == v));
         let attempted = match self.attempt(id, &request, pinned, Origin::Drained).await {
             Ok(attempted) => attempted,
@@ -517,7 +521,10 @@ impl Gateway {
     async fn wait_for_permits(&self, request: &SmsRequest) -> bool {
         let mut waited = Duration::ZERO;
         loop {
-            match self.limiter.acquire(permits(request)).await {
+            let lane = self
+                .limiter
+                .acquire_lane(permits(request), request.priority());
+            match lane.await {
                 Ok(RateDecision::Allowed) => return true,
                 Ok(RateDecision::Limited { retry_after }) if waited < LIMIT_WAIT_MAX => {
                     let pause = retry_after
@@ -559,8 +566,8 @@ impl Gateway {
 
     /// Whether a message accepted at `created_at` has been retried for the whole retry
     /// horizon at `now`.
-    fn past_horizon(&self, created_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        now >= after(created_at, self.config.retry_horizon)
+    fn past_horizon(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now >= after(since, self.config.retry_horizon)
     }
 
     /// Marks the deliveries waiting in `delivered` sent, in one write. A store that is
@@ -606,3 +613,10 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests;
+
+/// The part of a claim of `limit` messages kept for normal ones: `share` of it, rounded
+/// up, so that any share above 0 keeps at least one.
+fn normal_min(limit: u32, share: f64) -> u32 {
+    // A share is between 0 and 1 (validated), so the product fits a u32.
+    ((f64::from(limit) * share).ceil() as u32).min(limit)
+}

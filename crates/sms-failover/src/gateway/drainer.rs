@@ -1,5 +1,6 @@
 //! The drainer: a task of its own that drains the deferred queue at start-up, on every
-//! tick and when asked (after a fast success), one pass at a time.
+//! tick, when the earliest stored message falls due, and when asked (after a fast
+//! success, or when a message is scheduled), one pass at a time.
 //!
 //! Between passes it reads the deployment's billed totals from the ledger, every
 //! [`TOTALS_REFRESH`](super::TOTALS_REFRESH) and soon after a switch, so that an
@@ -40,7 +41,33 @@ impl DrainerHandle {
     }
 }
 
+/// Sleeps `wait`, or for ever without one.
+async fn sleep_or_never(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Gateway {
+    /// How long until the earliest stored message falls due, when that is ahead: the
+    /// drainer wakes then rather than at its next tick, so a scheduled message goes out
+    /// on time. A message due already (claimed by another instance, or left by a pass
+    /// that ended early) waits for the tick, as before, rather than spin the drainer.
+    async fn next_due_in(&self) -> Option<Duration> {
+        match self.queue.next_due().await {
+            Ok(Some(due)) => (due - self.clock.now())
+                .to_std()
+                .ok()
+                .filter(|d| !d.is_zero()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the next due time; waiting for the tick");
+                None
+            }
+        }
+    }
+
     /// Starts the drainer task (one per gateway). It drains at once (messages left by a
     /// previous run), then on every `drain_interval` tick and on every trigger.
     pub fn start_drainer(self: &Arc<Self>) -> DrainerHandle {
@@ -77,8 +104,10 @@ impl Gateway {
                     false
                 }
             };
+            let due = self.next_due_in().await;
             let asked = tokio::select! {
                 _ = tick.tick() => false,
+                () = sleep_or_never(due) => false,
                 _ = self.drain_wanted.notified() => true,
                 _ = stop.cancelled() => false,
             };

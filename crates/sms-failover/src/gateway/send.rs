@@ -1,5 +1,6 @@
 //! A live request: expiry and template checks → per-recipient limits → a vendor that
-//! can send its template → global rate limit (limited: stored, caller told "queued") →
+//! can send its template → scheduled for later (`send_at`): stored, due then → global
+//! rate limit, taken in the request's lane (limited: stored, caller told "queued") →
 //! with an idempotency key, stored leased before the attempt → one attempt on the
 //! vendor picked by the health state → usage, health, and either "sent", "queued" (for a
 //! later attempt by the drain) or an error the caller can act on.
@@ -196,6 +197,24 @@ impl Gateway {
         }
 
         let id = MessageId::at(now);
+        if let Some(send_at) = request.send_at().filter(|t| *t > now) {
+            // Scheduled: stored now, sent by the drain when due, with the queue's
+            // leases, backoff and attempt cap. The global limit is taken then.
+            let message = NewMessage {
+                next_attempt_at: send_at,
+                ..NewMessage::queued(
+                    id,
+                    request,
+                    QueueReason::Scheduled,
+                    self.config.max_attempts,
+                    now,
+                )
+            };
+            let stored = Box::pin(self.store_new(message)).await;
+            // The drainer may sleep past the new due time: it looks again.
+            self.trigger_drain();
+            return stored;
+        }
         if let RateCheck::Limited { retry_after } = self.check_rate(&request).await {
             self.emit(|| GatewayEvent::RateLimited);
             let message = NewMessage {
@@ -351,7 +370,7 @@ impl Gateway {
         );
         let decision = self
             .limiter
-            .acquire(permits(request))
+            .acquire_lane(permits(request), request.priority())
             .instrument(span.clone())
             .await;
         span.record("allowed", matches!(decision, Ok(RateDecision::Allowed)));

@@ -249,7 +249,7 @@ async fn a_rate_limited_drain_gives_messages_back_without_counting_an_attempt() 
         .expect_window()
         .return_const(None::<std::time::Duration>);
     // Limited for longer than a drained message waits for it (1 s in all).
-    limiter.expect_acquire().times(1..).returning(|_| {
+    limiter.expect_acquire_lane().times(1..).returning(|_, _| {
         Ok(sms_core::RateDecision::Limited {
             retry_after: Duration::from_millis(400),
         })
@@ -321,7 +321,7 @@ async fn a_lost_lease_is_counted_and_not_retried() {
     let token = LeaseToken::new();
     let mut queue = MockDeferredQueue::new();
     let mut first = true;
-    queue.expect_claim().returning(move |_, _, _, _| {
+    queue.expect_claim_lanes().returning(move |_, _, _, _, _| {
         let batch = if first {
             vec![leased(id, token)]
         } else {
@@ -359,8 +359,8 @@ async fn a_lost_lease_is_counted_and_not_retried() {
 async fn a_claim_failure_is_reported_to_the_caller() {
     let mut queue = MockDeferredQueue::new();
     queue
-        .expect_claim()
-        .returning(|_, _, _, _| Err(StoreError::unavailable("down")));
+        .expect_claim_lanes()
+        .returning(|_, _, _, _, _| Err(StoreError::unavailable("down")));
     let gateway = Gateway::builder(
         vec![VendorEntry {
             vendor: FakeVendor::new("aliyun"),

@@ -44,7 +44,7 @@ fn limited() -> MockRateLimiter {
     limiter
         .expect_window()
         .return_const(None::<std::time::Duration>);
-    limiter.expect_acquire().returning(|_| {
+    limiter.expect_acquire_lane().returning(|_, _| {
         Ok(RateDecision::Limited {
             retry_after: Duration::from_millis(300),
         })
@@ -79,7 +79,7 @@ async fn a_recipient_over_its_limit_is_refused_masked_and_nothing_is_queued_or_s
     limiter
         .expect_window()
         .return_const(None::<std::time::Duration>);
-    limiter.expect_acquire().never();
+    limiter.expect_acquire_lane().never();
     let queue = Arc::new(MemoryQueue::new());
     let gateway = gateway_with(vendor.clone(), limiter, Some(recipients), queue.clone());
     let err = gateway.send(request_to(2)).await.unwrap_err();
@@ -138,10 +138,10 @@ async fn the_global_limiter_is_asked_for_one_permit_per_recipient() {
         .expect_window()
         .return_const(None::<std::time::Duration>);
     limiter
-        .expect_acquire()
-        .withf(|permits| *permits == 3)
+        .expect_acquire_lane()
+        .withf(|permits, lane| *permits == 3 && *lane == sms_core::Priority::Normal)
         .times(1)
-        .returning(|_| Ok(RateDecision::Allowed));
+        .returning(|_, _| Ok(RateDecision::Allowed));
     let gateway = gateway_with(vendor, limiter, None, Arc::new(MemoryQueue::new()));
     assert!(matches!(
         gateway.send(request_to(3)).await.unwrap(),
@@ -171,8 +171,8 @@ async fn a_limiter_error_queues_the_message_instead_of_sending_or_failing() {
         .expect_window()
         .return_const(None::<std::time::Duration>);
     limiter
-        .expect_acquire()
-        .returning(|_| Err(LimitError::Unavailable("redis down".into())));
+        .expect_acquire_lane()
+        .returning(|_, _| Err(LimitError::Unavailable("redis down".into())));
     let queue = Arc::new(MemoryQueue::new());
     let gateway = gateway_with(vendor.clone(), limiter, None, queue.clone());
     let outcome = gateway.send(request()).await.unwrap();
@@ -587,8 +587,8 @@ async fn a_keyed_request_that_cannot_be_reserved_is_not_sent() {
         .expect_window()
         .return_const(None::<std::time::Duration>);
     limiter
-        .expect_acquire()
-        .returning(|_| Ok(RateDecision::Allowed));
+        .expect_acquire_lane()
+        .returning(|_, _| Ok(RateDecision::Allowed));
     let gateway = gateway_with(vendor.clone(), limiter, None, Arc::new(queue));
     let key = IdempotencyKey::new("k").unwrap();
     let err = gateway
@@ -611,8 +611,8 @@ async fn a_failed_look_up_record_does_not_fail_a_delivered_send() {
         .expect_window()
         .return_const(None::<std::time::Duration>);
     limiter
-        .expect_acquire()
-        .returning(|_| Ok(RateDecision::Allowed));
+        .expect_acquire_lane()
+        .returning(|_, _| Ok(RateDecision::Allowed));
     let gateway = gateway_with(FakeVendor::new("aliyun"), limiter, None, Arc::new(queue));
     let outcome = gateway.send(request()).await.unwrap();
     assert!(matches!(outcome, SendOutcome::Sent { .. }));

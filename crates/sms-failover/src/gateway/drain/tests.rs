@@ -62,13 +62,16 @@ async fn a_batch_claimed_ahead_is_released_when_the_drainer_stops() {
     let claims = AtomicUsize::new(0);
     let batches = Mutex::new(vec![ahead, first]);
     let stopper = stop.clone();
-    queue.expect_claim().times(2).returning(move |_, _, _, _| {
-        if claims.fetch_add(1, Ordering::SeqCst) == 1 {
-            // The claim ahead: the drainer is told to stop while it runs.
-            stopper.cancel();
-        }
-        Ok(lock(&batches).pop().expect("two batches"))
-    });
+    queue
+        .expect_claim_lanes()
+        .times(2)
+        .returning(move |_, _, _, _, _| {
+            if claims.fetch_add(1, Ordering::SeqCst) == 1 {
+                // The claim ahead: the drainer is told to stop while it runs.
+                stopper.cancel();
+            }
+            Ok(lock(&batches).pop().expect("two batches"))
+        });
     let expected = first_ids.clone();
     queue
         .expect_complete_many()
@@ -104,8 +107,8 @@ async fn a_batch_claimed_ahead_is_released_when_the_drainer_stops() {
         .expect_window()
         .return_const(None::<std::time::Duration>);
     limiter
-        .expect_acquire()
-        .returning(|_| Ok(RateDecision::Allowed));
+        .expect_acquire_lane()
+        .returning(|_, _| Ok(RateDecision::Allowed));
     let config = FailoverConfig {
         drain_batch: 2,
         drain_concurrency: 1,
