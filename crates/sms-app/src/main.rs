@@ -14,6 +14,7 @@ mod routes;
 mod sandbox;
 mod serve;
 mod simulate;
+mod spend;
 mod switch_log;
 mod telemetry;
 mod wire;

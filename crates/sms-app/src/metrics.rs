@@ -1,6 +1,6 @@
 //! Prometheus metrics, fed by the gateway's events and by reads at scrape time.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +15,7 @@ use sms_core::{
 use sms_failover::{AttemptOutcome, Gateway, GatewayEvent, GatewayObserver};
 
 use crate::activity::{self, Activity};
+use crate::spend::Spend;
 use crate::switch_log::{Switch, SwitchLog};
 
 /// A vendor's name as a label value: looking a metric up by it copies nothing (the
@@ -50,6 +51,17 @@ struct VendorLabels {
 struct MappingLabels {
     vendor: VendorLabel,
     template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientSendLabels {
+    client: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabels {
+    client: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +115,12 @@ pub struct Metrics {
     receipt_latency: Family<VendorLabels, Histogram, fn() -> Histogram>,
     callback_attempts: Family<OutcomeLabels, Counter>,
     callbacks: Family<StateLabels, Gauge>,
+    client_sends: Family<ClientSendLabels, Counter>,
+    client_spend: Family<ClientLabels, Gauge>,
+    client_spend_cap: Family<ClientLabels, Gauge>,
+    spend_warnings: Family<ClientLabels, Gauge>,
+    /// The spend against the caps, read at scrape time.
+    spend: OnceLock<Arc<Spend>>,
     /// The last switches, for the status page.
     switch_log: SwitchLog,
     /// Sends and outcomes per minute of the last hour, for the status page.
@@ -144,6 +162,30 @@ impl Metrics {
             "spend_micros",
             "Spend this billing period, in millionths of the currency",
             spend_micros.clone(),
+        );
+        let client_sends = Family::<ClientSendLabels, Counter>::default();
+        registry.register(
+            "client_sends",
+            "Send attempts by client (`(api_tokens)` for the unnamed one) and outcome",
+            client_sends.clone(),
+        );
+        let client_spend = Family::<ClientLabels, Gauge>::default();
+        registry.register(
+            "client_spend_micros",
+            "Spend this billing month by client, and `(deployment)` for all, in millionths",
+            client_spend.clone(),
+        );
+        let client_spend_cap = Family::<ClientLabels, Gauge>::default();
+        registry.register(
+            "client_spend_cap_micros",
+            "The monthly spend cap by client, and `(deployment)`'s, in millionths",
+            client_spend_cap.clone(),
+        );
+        let spend_warnings = Family::<ClientLabels, Gauge>::default();
+        registry.register(
+            "spend_warnings",
+            "Spend caps past their warning share (spend.warn_at), by client, since start",
+            spend_warnings.clone(),
         );
         let billed = Family::<VendorLabels, Gauge>::default();
         registry.register(
@@ -243,9 +285,44 @@ impl Metrics {
             dead,
             expired,
             resends,
+            client_sends,
+            client_spend,
+            client_spend_cap,
+            spend_warnings,
+            spend: OnceLock::new(),
             switch_log: SwitchLog::default(),
             activity: Activity::default(),
         })
+    }
+
+    /// Shows `spend` at every scrape.
+    pub fn watch_spend(&self, spend: Arc<Spend>) {
+        let _ = self.spend.set(spend);
+    }
+
+    /// Each client's and the deployment's spend and cap, as the last scrape read them.
+    fn render_spend(&self) {
+        let Some(spend) = self.spend.get() else {
+            return;
+        };
+        for line in spend.lines(chrono::Utc::now()) {
+            let labels = ClientLabels {
+                client: line.scope.label(),
+            };
+            self.client_spend
+                .get_or_create(&labels)
+                .set(line.spent.micros());
+            if let Some(cap) = line.cap {
+                self.client_spend_cap
+                    .get_or_create(&labels)
+                    .set(cap.micros());
+            }
+        }
+        for (client, count) in spend.warnings() {
+            self.spend_warnings
+                .get_or_create(&ClientLabels { client })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts delivery receipts, `applied[i]` being what applying `reports[i]` did.
@@ -355,6 +432,7 @@ impl Metrics {
                 self.delivery_rate.get_or_create(&labels).set(rate);
             }
         }
+        self.render_spend();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -371,8 +449,18 @@ impl GatewayObserver for Metrics {
                 vendor,
                 outcome,
                 latency,
+                client,
                 ..
             } => {
+                self.client_sends
+                    .get_or_create(&ClientSendLabels {
+                        client: client
+                            .as_ref()
+                            .map_or("(api_tokens)", |c| c.as_str())
+                            .to_owned(),
+                        outcome: outcome.as_str(),
+                    })
+                    .inc();
                 self.sends
                     .get_or_create(&SendLabels {
                         vendor: VendorLabel(vendor.clone()),

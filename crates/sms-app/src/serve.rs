@@ -17,6 +17,7 @@ use crate::http::receipts::{ReceiptEndpoint, ReceiptEndpoints};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::pull::Puller;
+use crate::spend::{Observers, Spend};
 use crate::wire::{Extras, SendPath, Store, build_send_path, take_simulated_receipts};
 
 /// How long a stop waits for a receipt pull under way.
@@ -40,15 +41,27 @@ pub async fn run(config: Config) -> Result<()> {
         None => SimulatedDeliveries::discarding(),
     };
     let metrics = Metrics::new();
+    let clients = crate::config::clients::by_digest(&config.clients, &config.api_tokens);
+    let spend = Arc::new(Spend::new(
+        clients.values().map(AsRef::as_ref),
+        config.spend.cap(),
+        config.spend.warn_at,
+        billing_offset(&config)?,
+    ));
+    metrics.watch_spend(spend.clone());
     let send_path = build_send_path(
         &config,
         Extras {
             delivery_log,
-            observer: metrics.clone(),
+            observer: Arc::new(Observers(vec![metrics.clone(), spend.clone()])),
             seed: SEED,
         },
     )
     .await?;
+    spend.attach(send_path.store.spend.clone());
+    spend.sync(chrono::Utc::now()).await;
+    let stop_spend = CancellationToken::new();
+    let spend_task = tokio::spawn(spend.clone().run(stop_spend.clone()));
     // A simulated vendor given a receipt secret pushes its receipts in-process.
     let receipting: Vec<&str> = config.receipts.secrets.keys().map(String::as_str).collect();
     let counter = metrics.clone();
@@ -86,7 +99,6 @@ pub async fn run(config: Config) -> Result<()> {
     let exposed = |tokens: &[crate::config::Secret]| -> Vec<String> {
         tokens.iter().map(|t| t.expose().to_owned()).collect()
     };
-    let clients = crate::config::clients::by_digest(&config.clients, &config.api_tokens);
     let operator_tokens = exposed(&config.operator_tokens);
     let state = AppState {
         gateway: send_path.gateway.clone(),
@@ -101,6 +113,9 @@ pub async fn run(config: Config) -> Result<()> {
             i64::try_from(config.receipts.unknown_after_s).unwrap_or(i64::MAX),
         ),
         callbacks: config.callbacks.enabled().then(|| config.callbacks.clone()),
+        blocklist: send_path.store.blocklist.clone(),
+        client_limiter: send_path.client_limiter.clone(),
+        spend,
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -135,6 +150,9 @@ pub async fn run(config: Config) -> Result<()> {
     if let Err(e) = send_path.gateway.flush().await {
         tracing::warn!(error = %e, "could not write the last billed usage to the ledger");
     }
+    // The spend of the last sends is written before the process ends.
+    stop_spend.cancel();
+    let _ = spend_task.await;
     // After the flush: the receipts it took into account join the board's tally.
     if let Some(sharing) = send_path.sharing {
         sharing.shutdown().await;
@@ -146,6 +164,14 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The zone of the billing calendar, in which spend months begin.
+fn billing_offset(config: &Config) -> Result<chrono::FixedOffset> {
+    let hours = config.failover.billing_utc_offset_hours;
+    chrono::FixedOffset::east_opt(hours * 3600).with_context(|| {
+        format!("failover.billing_utc_offset_hours: expected -23 to 23, found {hours}")
+    })
 }
 
 /// Asks the real vendors without a receipt secret (so without push) for their

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sms_core::{
-    DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, ReceiptPull, RecipientLimiter,
-    ReportApplied, UsageLedger, VendorId,
+    ClientLimiter, DeferredQueue, DeliveryReport, FeeSchedule, RateLimiter, ReceiptPull,
+    RecipientLimiter, ReportApplied, UsageLedger, VendorId,
 };
 use sms_failover::{DrainerHandle, Gateway, GatewayObserver, SharingHandle, VendorEntry};
-use sms_limit::{InProcessLimiter, InProcessRecipientLimiter, RedisLimiter, RedisRecipientLimiter};
+use sms_limit::{
+    InProcessClientLimiter, InProcessLimiter, InProcessRecipientLimiter, RedisClientLimiter,
+    RedisLimiter, RedisRecipientLimiter,
+};
 use sms_providers::delivery_log::DeliveryLog;
 use sms_providers::fees;
 use sms_providers::http::{AliyunVendor, CloopenVendor, TencentVendor};
@@ -34,6 +37,10 @@ pub struct Store {
     pub deliveries: Arc<dyn sms_core::DeliveryLog>,
     /// Status events waiting to be posted to the clients.
     pub callbacks: Arc<dyn sms_core::CallbackOutbox>,
+    /// Numbers no message may go to.
+    pub blocklist: Arc<dyn sms_core::Blocklist>,
+    /// What each client spent per month.
+    pub spend: Arc<dyn sms_core::SpendLedger>,
     /// Which backend, for logs.
     pub kind: &'static str,
 }
@@ -75,7 +82,9 @@ async fn open_backend(config: &Config) -> Result<Store> {
                 queue: store.clone(),
                 ledger: store.clone(),
                 deliveries: store.clone(),
-                callbacks: store,
+                callbacks: store.clone(),
+                blocklist: store.clone(),
+                spend: store,
                 kind: "postgres",
             })
         }
@@ -89,7 +98,9 @@ async fn open_backend(config: &Config) -> Result<Store> {
                 queue: store.clone(),
                 ledger: store.clone(),
                 deliveries: store.clone(),
-                callbacks: store,
+                callbacks: store.clone(),
+                blocklist: store.clone(),
+                spend: store,
                 kind: "sqlite",
             })
         }
@@ -126,11 +137,17 @@ pub async fn migrate(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The global limiter and the per-recipient limiter (none when no windows are configured),
-/// on Redis when a URL is configured, else in this process.
-async fn build_limiters(
-    config: &Config,
-) -> Result<(Arc<dyn RateLimiter>, Option<Arc<dyn RecipientLimiter>>)> {
+/// The limiters of the send path.
+struct Limiters {
+    global: Arc<dyn RateLimiter>,
+    /// None when no windows are configured.
+    recipient: Option<Arc<dyn RecipientLimiter>>,
+    client: Arc<dyn ClientLimiter>,
+}
+
+/// The global limiter, the per-recipient limiter and the clients' limiter, on Redis
+/// when a URL is configured, else in this process.
+async fn build_limiters(config: &Config) -> Result<Limiters> {
     let limit = &config.limit;
     limit.validate().map_err(|e| anyhow::anyhow!("limit.{e}"))?;
     let windows = !limit.recipient_windows.is_empty();
@@ -144,18 +161,25 @@ async fn build_limiters(
                 .context("loading the Redis limiter")?;
             let recipient: Option<Arc<dyn RecipientLimiter>> = if windows {
                 Some(Arc::new(
-                    RedisRecipientLimiter::from_client(client, limit)
+                    RedisRecipientLimiter::from_client(client.clone(), limit)
                         .await
                         .context("loading the Redis limiter")?,
                 ))
             } else {
                 None
             };
-            Ok((Arc::new(global), recipient))
+            let clients = RedisClientLimiter::from_client(client, limit)
+                .await
+                .context("loading the Redis limiter")?;
+            Ok(Limiters {
+                global: Arc::new(global),
+                recipient,
+                client: Arc::new(clients),
+            })
         }
         None => {
-            let global = InProcessLimiter::new(limit.global_per_second, limit.global_window())
-                .map_err(|e| anyhow::anyhow!("limit.{e}"))?;
+            let global =
+                InProcessLimiter::from_config(limit).map_err(|e| anyhow::anyhow!("limit.{e}"))?;
             let recipient: Option<Arc<dyn RecipientLimiter>> = if windows {
                 Some(Arc::new(
                     InProcessRecipientLimiter::new(limit.recipient_windows.clone())
@@ -164,7 +188,11 @@ async fn build_limiters(
             } else {
                 None
             };
-            Ok((Arc::new(global), recipient))
+            Ok(Limiters {
+                global: Arc::new(global),
+                recipient,
+                client: Arc::new(InProcessClientLimiter::new()),
+            })
         }
     }
 }
@@ -285,6 +313,8 @@ pub struct SendPath {
     pub receipt_formats: HashMap<String, ReceiptFormat>,
     /// The real vendors that can be asked for their receipts, by name.
     pub pullers: PullersByName,
+    /// The named clients' own limits.
+    pub client_limiter: Arc<dyn ClientLimiter>,
 }
 
 /// The receipt format vendor `name` pushes: its kind's, or for a simulated vendor the
@@ -306,7 +336,11 @@ fn receipt_format(
 /// billed volumes and starts the drainer.
 pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath> {
     let store = open_store(config).await?;
-    let (limiter, recipient_limiter) = build_limiters(config).await?;
+    let Limiters {
+        global: limiter,
+        recipient: recipient_limiter,
+        client: client_limiter,
+    } = build_limiters(config).await?;
     let BuiltVendors {
         entries: vendors,
         simulated,
@@ -365,6 +399,7 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         fees,
         receipt_formats,
         pullers,
+        client_limiter,
     })
 }
 

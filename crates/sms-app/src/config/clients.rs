@@ -1,5 +1,6 @@
-//! `[clients.<name>]`: the applications that call the API, each with its own tokens and
-//! the templates it may send.
+//! `[clients.<name>]`: the applications that call the API, each with its own tokens,
+//! the templates it may send, its own rate limits and its monthly spend cap; and
+//! `[spend]`, the cap of the whole deployment.
 //!
 //! A client's tokens are kept as SHA-256 digests (`token_sha256`), so the file never
 //! holds one in plain text; tokens can also come from the environment
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sms_core::Templates;
+use sms_core::{ClientId, ClientQuota, Money, Templates};
 
 use super::{ENV_API_TOKENS, ENV_OPERATOR_TOKENS, Secret, check_token_length};
 
@@ -27,6 +28,63 @@ pub struct ClientConfig {
     pub tokens: Vec<Secret>,
     /// The logical templates it may send; absent: every template.
     pub templates: Option<Vec<String>>,
+    /// Most recipients per second, across instances; the global limit still applies.
+    pub per_second: Option<u32>,
+    /// Most recipients per calendar day (UTC), across instances.
+    pub per_day: Option<u32>,
+    /// Most it may spend per billing month, in the vendors' currency (`"5000.00"`):
+    /// billed segments at the price tier in force. Sends are refused once reached.
+    pub monthly_spend_cap: Option<String>,
+}
+
+/// `[spend]`: the deployment's own cap and when caps warn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpendConfig {
+    /// Most the whole deployment may spend per billing month (`"20000.00"`); none: no
+    /// cap.
+    pub monthly_cap: Option<String>,
+    /// The share of a cap at which it warns (a log line, a metric), from 0 to 1.
+    /// Default 0.8.
+    pub warn_at: f64,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        Self {
+            monthly_cap: None,
+            warn_at: 0.8,
+        }
+    }
+}
+
+impl SpendConfig {
+    /// The deployment's cap, when set (validated by [`validate`]).
+    pub fn cap(&self) -> Option<Money> {
+        self.monthly_cap.as_deref().and_then(|c| c.parse().ok())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.warn_at > 0.0 && self.warn_at <= 1.0) {
+            bail!(
+                "spend.warn_at: expected a share above 0 and at most 1, found {}",
+                self.warn_at
+            );
+        }
+        if let Some(cap) = &self.monthly_cap {
+            parse_cap("spend.monthly_cap", cap)?;
+        }
+        Ok(())
+    }
+}
+
+/// A spend cap: an amount of money above zero.
+fn parse_cap(key: &str, cap: &str) -> Result<Money> {
+    match cap.parse::<Money>() {
+        Ok(money) if money > Money::ZERO => Ok(money),
+        Ok(money) => bail!("{key}: expected an amount above zero, found {money}"),
+        Err(e) => bail!("{key}: expected an amount of money like \"5000.00\", found {cap:?} ({e})"),
+    }
 }
 
 /// The environment variable holding client `name`'s tokens: `SMS_CLIENT_<NAME>_TOKENS`,
@@ -44,12 +102,16 @@ pub fn digest(token: &str) -> [u8; 32] {
 }
 
 /// A caller the API knows, as a request carries it once its token was checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Client {
     /// Its name; none for the tokens of `api_tokens`.
-    pub name: Option<String>,
+    pub name: Option<ClientId>,
     /// The templates it may send; none: every template.
     pub templates: Option<HashSet<String>>,
+    /// Its own rate limits.
+    pub quota: ClientQuota,
+    /// Its monthly spend cap.
+    pub spend_cap: Option<Money>,
 }
 
 impl Client {
@@ -60,7 +122,7 @@ impl Client {
 
     /// Its name for answers and logs.
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or("(api_tokens)")
+        self.name.as_ref().map_or("(api_tokens)", ClientId::as_str)
     }
 }
 
@@ -71,21 +133,30 @@ pub fn by_digest(
 ) -> HashMap<[u8; 32], std::sync::Arc<Client>> {
     let mut map = HashMap::new();
     if !api_tokens.is_empty() {
-        let unnamed = std::sync::Arc::new(Client {
-            name: None,
-            templates: None,
-        });
+        let unnamed = std::sync::Arc::new(Client::default());
         for token in api_tokens {
             map.insert(digest(token.expose().trim()), unnamed.clone());
         }
     }
     for (name, config) in clients {
+        // Names and caps were validated; an invalid one never gets this far.
+        let Ok(id) = ClientId::new(name) else {
+            continue;
+        };
         let client = std::sync::Arc::new(Client {
-            name: Some(name.clone()),
+            name: Some(id),
             templates: config
                 .templates
                 .as_ref()
                 .map(|t| t.iter().cloned().collect()),
+            quota: ClientQuota {
+                per_second: config.per_second,
+                per_day: config.per_day,
+            },
+            spend_cap: config
+                .monthly_spend_cap
+                .as_deref()
+                .and_then(|c| c.parse().ok()),
         });
         for hex in &config.token_sha256 {
             if let Some(d) = parse_digest(hex) {
@@ -110,10 +181,12 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 /// Each error names its key.
 pub fn validate(
     clients: &BTreeMap<String, ClientConfig>,
+    spend: &SpendConfig,
     api_tokens: &[Secret],
     operator_tokens: &[Secret],
     templates: &Templates,
 ) -> Result<()> {
+    spend.validate()?;
     // Where each token digest was first seen, to name both places of a duplicate.
     let mut seen: HashMap<[u8; 32], String> = HashMap::new();
     let mut note = |d: [u8; 32], key: String| -> Result<()> {
@@ -138,12 +211,19 @@ pub fn validate(
         )?;
     }
     for (name, client) in clients {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !valid_name {
-            bail!("clients.{name}: expected a name of lower-case letters, digits, '_' and '-'");
+        if let Err(e) = ClientId::new(name) {
+            bail!("clients.{name}: {}", e.problem);
+        }
+        for (key, limit) in [
+            ("per_second", client.per_second),
+            ("per_day", client.per_day),
+        ] {
+            if limit == Some(0) {
+                bail!("clients.{name}.{key}: expected at least 1, found 0");
+            }
+        }
+        if let Some(cap) = &client.monthly_spend_cap {
+            parse_cap(&format!("clients.{name}.monthly_spend_cap"), cap)?;
         }
         if client.token_sha256.is_empty() && client.tokens.is_empty() {
             bail!(
@@ -206,7 +286,14 @@ mod tests {
                 client(&["token-of-the-shop-001", "token-of-the-app-0001"]),
             ),
         ]);
-        let e = validate(&clients, &[], &[], &Templates::default()).unwrap_err();
+        let e = validate(
+            &clients,
+            &SpendConfig::default(),
+            &[],
+            &[],
+            &Templates::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "clients.shop.token_sha256[1]: the same token as clients.app.token_sha256[0]; \
@@ -214,7 +301,14 @@ mod tests {
         );
         let only_app = BTreeMap::from([("app".to_owned(), client(&["token-of-the-app-0001"]))]);
         let api = [Secret::new("token-of-the-app-0001")];
-        let e = validate(&only_app, &api, &[], &Templates::default()).unwrap_err();
+        let e = validate(
+            &only_app,
+            &SpendConfig::default(),
+            &api,
+            &[],
+            &Templates::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "clients.app.token_sha256[0]: the same token as api_tokens[0] (SMS_API_TOKENS); \
@@ -231,7 +325,14 @@ mod tests {
                 ..ClientConfig::default()
             },
         )]);
-        let e = validate(&clients, &[], &[], &Templates::default()).unwrap_err();
+        let e = validate(
+            &clients,
+            &SpendConfig::default(),
+            &[],
+            &[],
+            &Templates::default(),
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("clients.shop.token_sha256[0]: expected a SHA-256"),

@@ -29,7 +29,7 @@ pub mod callbacks;
 pub mod clients;
 
 pub use self::callbacks::{CallbacksConfig, ENV_CALLBACK_SECRET};
-pub use self::clients::ClientConfig;
+pub use self::clients::{ClientConfig, SpendConfig};
 
 /// Environment variables that override the file.
 pub const ENV_DATABASE_URL: &str = "SMS_DATABASE_URL";
@@ -101,6 +101,8 @@ pub struct Config {
     /// `[clients.<name>]`: named callers, each with its tokens (as SHA-256 digests, or
     /// from `SMS_CLIENT_<NAME>_TOKENS`) and the templates it may send.
     pub clients: BTreeMap<String, ClientConfig>,
+    /// `[spend]`: the deployment's monthly spend cap and when caps warn.
+    pub spend: SpendConfig,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Where simulated vendors append their deliveries (JSON lines); absent keeps them in memory.
@@ -138,6 +140,7 @@ impl Default for Config {
             operator_tokens: Vec::new(),
             clients: BTreeMap::new(),
             max_body_bytes: 256 * 1024,
+            spend: SpendConfig::default(),
             simulation_log: None,
             failover: FailoverConfig::default(),
             queue: QueueStorage::default(),
@@ -474,6 +477,7 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         clients::validate(
             &self.clients,
+            &self.spend,
             &self.api_tokens,
             &self.operator_tokens,
             &self.templates,
@@ -559,7 +563,7 @@ mod layout {
     use toml::de::{DeTable, DeValue};
 
     /// `FailoverConfig` keys written in `[queue]`.
-    pub(super) const QUEUE_KEYS: [&str; 10] = [
+    pub(super) const QUEUE_KEYS: [&str; 11] = [
         "max_attempts",
         "retry_horizon_h",
         "backoff_base_ms",
@@ -570,6 +574,7 @@ mod layout {
         "drain_concurrency_max",
         "drain_max_batches",
         "drain_interval_ms",
+        "normal_min_share",
     ];
 
     /// `QueueStorage` keys, the rest of `[queue]`.

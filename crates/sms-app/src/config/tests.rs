@@ -422,7 +422,27 @@ vendors.aliyun = { id = "SMS_1" }
         ),
         (
             format!("[clients.Shop]\ntoken_sha256 = [\"{shop}\"]\n"),
-            "clients.Shop: expected a name of lower-case letters",
+            "clients.Shop: unexpected character 'S'",
+        ),
+        (
+            format!("[clients.shop]\ntoken_sha256 = [\"{shop}\"]\nmonthly_spend_cap = \"lots\"\n"),
+            "clients.shop.monthly_spend_cap: expected an amount of money like \"5000.00\", found \"lots\"",
+        ),
+        (
+            format!("[clients.shop]\ntoken_sha256 = [\"{shop}\"]\nmonthly_spend_cap = \"-5\"\n"),
+            "clients.shop.monthly_spend_cap: expected an amount above zero",
+        ),
+        (
+            format!("[clients.shop]\ntoken_sha256 = [\"{shop}\"]\nper_second = 0\n"),
+            "clients.shop.per_second: expected at least 1, found 0",
+        ),
+        (
+            "[spend]\nmonthly_cap = \"12,000\"\n".to_owned(),
+            "spend.monthly_cap: expected an amount of money",
+        ),
+        (
+            "[spend]\nwarn_at = 1.5\n".to_owned(),
+            "spend.warn_at: expected a share above 0 and at most 1",
         ),
     ] {
         let e = Config::from_toml(&format!("{toml}\n[vendors.aliyun]\norder = 0\n"))
@@ -432,8 +452,10 @@ vendors.aliyun = { id = "SMS_1" }
             .to_string();
         assert!(e.starts_with(key), "{toml}: {e}");
     }
-    let e = Config::from_toml("[clients.shop]\nper_second = 200\n").unwrap_err();
-    assert!(e.to_string().contains("per_second"), "{e}");
+    let e = Config::from_toml("[clients.shop]\nper_minute = 200\n").unwrap_err();
+    assert!(e.to_string().contains("per_minute"), "{e}");
+    let e = Config::from_toml("[clients.shop]\nmonthly_spend_cap = 5000\n").unwrap_err();
+    assert!(e.to_string().contains("monthly_spend_cap"), "{e}");
     let mut c = Config::from_toml("[clients.shop-eu]\n[vendors.aliyun]\norder = 0\n").unwrap();
     c.apply_env(|name| {
         (name == "SMS_CLIENT_SHOP_EU_TOKENS").then(|| "shop-eu-token-0123456789".into())

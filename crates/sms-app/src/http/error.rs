@@ -31,8 +31,12 @@ pub enum ApiError {
         /// The template it asked for.
         template: String,
     },
+    /// 402: a monthly spend cap (the client's or the deployment's) is reached.
+    SpendCapReached(String),
     /// 404: no message has this id.
     MessageNotFound(MessageId),
+    /// 404: the number is not on the blocklist.
+    NotBlocked(String),
     /// 404: the vendor named in the path does not exist (or is not simulated).
     UnknownVendor(String),
     /// 404: no receipt endpoint at this address (no such vendor, none configured for
@@ -51,6 +55,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 422: a vendor refused the message for good.
     Rejected(String),
+    /// 422: a recipient is on the blocklist.
+    RecipientBlocked {
+        /// The recipient's field (`recipients[2]`).
+        field: String,
+        /// Which number (masked) and why it is blocked.
+        message: String,
+    },
     /// 422: the message's deliver-by time passed before it could go out.
     Expired(String),
     /// 422: a message stored earlier under the same idempotency key is dead or expired:
@@ -69,6 +80,13 @@ pub enum ApiError {
         /// Which vendor, its code and its words.
         message: String,
         /// When the vendor's window lets the next message through.
+        retry_after: Duration,
+    },
+    /// 429: the client is over its own `per_second` or `per_day` limit.
+    ClientLimited {
+        /// Which client and which limit.
+        message: String,
+        /// When the limit lets the request through.
         retry_after: Duration,
     },
     /// 503: the message could neither be sent nor stored, or no vendor can take it.
@@ -140,6 +158,30 @@ impl ApiError {
                      client's templates"
                 ),
                 Some("template"),
+            ),
+            Self::SpendCapReached(message) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "spend_cap_reached",
+                message.clone(),
+                None,
+            ),
+            Self::NotBlocked(message) => (
+                StatusCode::NOT_FOUND,
+                "not_blocked",
+                message.clone(),
+                Some("number"),
+            ),
+            Self::RecipientBlocked { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "recipient_blocked",
+                message.clone(),
+                Some(field.as_str()),
+            ),
+            Self::ClientLimited { message, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "client_limited",
+                message.clone(),
+                None,
             ),
             Self::MessageNotFound(id) => (
                 StatusCode::NOT_FOUND,
@@ -255,7 +297,8 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::RecipientLimited { retry_after, .. }
-            | Self::RecipientRefused { retry_after, .. } => {
+            | Self::RecipientRefused { retry_after, .. }
+            | Self::ClientLimited { retry_after, .. } => {
                 // Whole seconds, rounded up and at least 1: a client that waits exactly
                 // this long must not be refused again.
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

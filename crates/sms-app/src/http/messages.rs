@@ -4,29 +4,29 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sms_core::{
-    DeliveryState, IdempotencyKey, MAX_ARG_CHARS, MAX_ARGS, MAX_RECIPIENTS, MessageId,
-    MessageStatus, PhoneNumber, QueueReason, RawSmsRequest, RecipientDelivery, SendError,
-    SmsRequest, StoredMessage, TemplateId, ValidationError, VendorId,
+    ClientId, DeliveryState, MAX_SCHEDULE_AHEAD, MessageId, MessageStatus, Priority, QueueReason,
+    RawSmsRequest, RecipientDelivery, SendError, SmsRequest, StoredMessage, Templates,
+    ValidationError, VendorId,
 };
 use sms_failover::SendOutcome;
 use tracing::field::{Empty, display};
 use tracing::{Instrument, Span};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::schemas::{
+    MAX_EXPIRES_IN_S, args_schema, callback_url_schema, expires_in_s_schema,
+    idempotency_key_schema, priority_schema, recipients_schema, send_at_schema, template_schema,
+};
+use super::{AppState, admission};
 use crate::config::clients::Client;
 use crate::openapi::{message_status_schema, queue_reason_schema};
-
-/// Longest deliver-by window a caller may ask for: a week.
-const MAX_EXPIRES_IN_S: u64 = 7 * 24 * 3600;
 
 /// The body of `POST /v1/messages`.
 // The fields are described by their schema functions below, which take their bounds
@@ -51,85 +51,72 @@ pub(super) struct PostMessage {
     #[serde(default)]
     #[schema(schema_with = callback_url_schema)]
     callback_url: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = priority_schema)]
+    priority: Option<Priority>,
+    #[serde(default)]
+    #[schema(schema_with = send_at_schema)]
+    send_at: Option<String>,
 }
 
-fn string_schema() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(SchemaType::new(Type::String))
-}
+/// How far in the past a `send_at` may be and still mean "now": clocks differ a little.
+const SEND_AT_SLACK_S: i64 = 60;
 
-fn template_schema() -> Schema {
-    Schema::Object(
-        string_schema()
-            .description(Some("The vendor's template id"))
-            .min_length(Some(1))
-            .max_length(Some(TemplateId::MAX_LEN))
-            .pattern(Some("^[A-Za-z0-9_.-]+$"))
-            .build(),
-    )
-}
-
-fn args_schema() -> Schema {
-    Schema::Array(
-        ArrayBuilder::new()
-            .description(Some("Template arguments, in order; any text"))
-            .items(string_schema().max_length(Some(MAX_ARG_CHARS)))
-            .max_items(Some(MAX_ARGS))
-            .build(),
-    )
-}
-
-fn recipients_schema() -> Schema {
-    Schema::Array(
-        ArrayBuilder::new()
-            .description(Some(
-                "Distinct recipients; common spellings such as +86 138 0013 8000 are accepted",
-            ))
-            .items(string_schema().description(Some("E.164, e.g. +8613800138000")))
-            .min_items(Some(1))
-            .max_items(Some(MAX_RECIPIENTS))
-            .unique_items(true)
-            .build(),
-    )
-}
-
-fn idempotency_key_schema() -> Schema {
-    Schema::Object(
-        string_schema()
-            .description(Some(
-                "The same key with the same content is the same message, sent at most once",
-            ))
-            .min_length(Some(1))
-            .max_length(Some(IdempotencyKey::MAX_LEN))
-            .build(),
-    )
-}
-
-fn expires_in_s_schema() -> Schema {
-    Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(SchemaType::new(Type::Integer))
-            .description(Some("Deliver within this many seconds or not at all"))
-            .minimum(Some(1))
-            .maximum(Some(MAX_EXPIRES_IN_S))
-            .build(),
-    )
-}
-
-fn callback_url_schema() -> Schema {
-    Schema::Object(
-        string_schema()
-            .description(Some(
-                "Where to POST signed status events about this message (queued, sent, \
-                 delivered, undelivered, dead, expired); absolute http(s) URL",
-            ))
-            .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".into())))
-            .max_length(Some(sms_core::MAX_CALLBACK_URL))
-            .build(),
-    )
+/// `send_at`: an RFC 3339 time no further ahead than 35 days, and before the deliver-by
+/// time; one up to a minute past means now.
+fn parse_send_at(
+    raw: &str,
+    now: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<DateTime<Utc>, ValidationError> {
+    const FIELD: &str = "send_at";
+    let at = DateTime::parse_from_rfc3339(raw)
+        .map_err(|e| {
+            ValidationError::new(
+                FIELD,
+                format!("expected an RFC 3339 time such as 2026-12-24T08:00:00+08:00: {e}"),
+            )
+        })?
+        .with_timezone(&Utc);
+    if at > now + MAX_SCHEDULE_AHEAD {
+        return Err(ValidationError::new(
+            FIELD,
+            format!(
+                "expected at most {} days ahead, found {at}",
+                MAX_SCHEDULE_AHEAD.num_days()
+            ),
+        ));
+    }
+    if at < now - chrono::Duration::seconds(SEND_AT_SLACK_S) {
+        return Err(ValidationError::new(
+            FIELD,
+            format!("expected a time ahead, found {at}, which has passed"),
+        ));
+    }
+    if let Some(expires_at) = expires_at
+        && at >= expires_at
+    {
+        return Err(ValidationError::new(
+            FIELD,
+            format!("expected a time before the deliver-by time {expires_at}, found {at}"),
+        ));
+    }
+    Ok(at)
 }
 
 /// Decodes and validates a request body; every error names the field.
-pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, ValidationError> {
+#[cfg(test)]
+fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, ValidationError> {
+    decode_for(body, now, &Templates::default())
+}
+
+/// Decodes and validates a request body; a request that names no priority takes its
+/// template's from `templates`.
+pub fn decode_for(
+    body: &[u8],
+    now: DateTime<Utc>,
+    templates: &Templates,
+) -> Result<SmsRequest, ValidationError> {
     // Tracking the path of every value costs time on each request; only a body that
     // fails is decoded again with it, to name the field.
     let parsed: PostMessage = match serde_json::from_slice(body) {
@@ -152,14 +139,28 @@ pub fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, Val
         }
         Some(s) => Some(now + chrono::Duration::seconds(s as i64)),
     };
+    let send_at = parsed
+        .send_at
+        .as_deref()
+        .map(|raw| parse_send_at(raw, now, expires_at))
+        .transpose()?;
+    let template = parsed.template;
     SmsRequest::try_from(RawSmsRequest {
-        template: parsed.template,
+        template: template.clone(),
         args: parsed.args,
         recipients: parsed.recipients,
         idempotency_key: parsed.idempotency_key,
         expires_at,
         callback_url: parsed.callback_url,
         resend: None,
+        client: None,
+        priority: parsed.priority.unwrap_or_else(|| {
+            templates
+                .get(&template)
+                .map(|t| t.priority)
+                .unwrap_or_default()
+        }),
+        send_at,
     })
 }
 
@@ -208,6 +209,17 @@ pub(super) struct MessageView {
     next_attempt_at: DateTime<Utc>,
     /// The deliver-by time, if the caller gave one.
     expires_at: Option<DateTime<Utc>>,
+    /// When it is to be sent, when scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    send_at: Option<DateTime<Utc>>,
+    /// Its lane: `high` or `normal`.
+    #[schema(value_type = String)]
+    priority: Priority,
+    /// The client that sent it, when a named one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
+    client: Option<ClientId>,
     /// When it was stored.
     created_at: DateTime<Utc>,
     /// When it last changed.
@@ -260,7 +272,7 @@ pub(super) struct RecipientView {
 impl RecipientView {
     /// `delivery` as shown at `now`: still without a receipt `unknown_after` after the
     /// send, it is `unknown`.
-    fn new(
+    pub(super) fn new(
         delivery: RecipientDelivery,
         now: DateTime<Utc>,
         unknown_after: chrono::Duration,
@@ -290,6 +302,9 @@ impl From<StoredMessage> for MessageView {
     fn from(m: StoredMessage) -> Self {
         Self {
             expires_at: m.request.expires_at(),
+            send_at: m.request.send_at(),
+            priority: m.request.priority(),
+            client: m.request.client().cloned(),
             id: m.id,
             status: m.status,
             reason: m.reason,
@@ -362,13 +377,14 @@ pub(super) enum PostAnswer {
         (status = 202, description = "Queued (or queued earlier under the same idempotency key)", body = PostAnswer),
         (status = 400, description = "Invalid request; `field` names the problem", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 402, description = "A monthly spend cap, the client's or the deployment's, is reached (`spend_cap_reached`)", body = ErrorBody),
         (status = 403, description = "The client may not send this template (`template_not_allowed`), or a read-only token asked for a change", body = ErrorBody),
         (status = 409, description = "Idempotency key reused for a different message", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes", body = ErrorBody),
         (status = 415, description = "Body declared as something other than JSON", body = ErrorBody),
-        (status = 422, description = "Rejected by the vendor, already expired, or stored earlier under the same idempotency key and dead or expired (`previously_failed`)", body = ErrorBody),
-        (status = 429, description = "A recipient is over its per-recipient limit", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds until the recipient may receive again"))),
+        (status = 422, description = "Rejected by the vendor, already expired, a recipient on the blocklist (`recipient_blocked`), or stored earlier under the same idempotency key and dead, expired or cancelled (`previously_failed`)", body = ErrorBody),
+        (status = 429, description = "A recipient is over its per-recipient limit, or the client over its own `per_second` or `per_day` limit (`client_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the request may go through"))),
         (status = 503, description = "Could neither send nor queue", body = ErrorBody),
         (status = 504, description = "Timed out and the policy is to report it", body = ErrorBody),
     )
@@ -386,7 +402,7 @@ pub(super) async fn post_message(
     {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let request = decode_message(&body, Utc::now())?;
+    let request = decode_for(&body, Utc::now(), state.gateway.templates())?;
     if let Some(Extension(client)) = &client
         && !client.may_send(request.template().as_str())
     {
@@ -415,6 +431,12 @@ pub(super) async fn post_message(
             return Err(ValidationError::new("callback_url", problem).into());
         }
     }
+    let client = client.map(|Extension(c)| c);
+    let taken = admission::admit(&state, client.as_deref(), &request).await?;
+    let request = match client.as_ref().and_then(|c| c.name.clone()) {
+        Some(name) => request.with_client(name),
+        None => request,
+    };
     // Kept only to tell a retry from a different message under the same key.
     let asked = request.idempotency_key().is_some().then(|| request.clone());
     // The send runs on its own task: a client that hangs up drops this handler, and a
@@ -433,6 +455,13 @@ pub(super) async fn post_message(
         .await
         .map_err(|e| ApiError::Unavailable(format!("the send task failed: {e}")))?;
     record_intake(&intake, &sent);
+    if !matches!(
+        sent,
+        Ok(SendOutcome::Sent { .. } | SendOutcome::Queued { .. })
+    ) {
+        // Refused, or answered by an earlier message: this request took nothing.
+        taken.give_back(&state).await;
+    }
     let (status, answer) = match sent? {
         SendOutcome::Sent { id, vendor, .. } => (
             StatusCode::OK,
@@ -468,7 +497,7 @@ pub(super) async fn post_message(
                 MessageStatus::Queued | MessageStatus::Leased => StatusCode::ACCEPTED,
                 MessageStatus::Sent => StatusCode::OK,
                 // A client that reads only status codes must not take these for sent.
-                MessageStatus::Dead | MessageStatus::Expired => {
+                MessageStatus::Dead | MessageStatus::Expired | MessageStatus::Cancelled => {
                     return Err(ApiError::PreviouslyFailed(format!(
                         "message {} stored earlier under this idempotency key is {}{}; \
                          send it again with a new key, or retry it with POST \
@@ -539,94 +568,6 @@ pub(super) async fn get_message(
             .collect(),
     );
     Ok(Json(view))
-}
-
-/// `GET /v1/messages`'s query.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(super) struct SentToQuery {
-    /// The number, in E.164 (`+8613800138000`).
-    recipient: Option<String>,
-    /// The earliest send listed, RFC 3339; default 24 hours ago.
-    since: Option<String>,
-    /// The most sends listed, 1 to 500; default 50.
-    limit: Option<u32>,
-}
-
-/// One send to the number asked about.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct SentToView {
-    /// The message.
-    #[schema(value_type = String, format = Uuid)]
-    id: MessageId,
-    /// The recipient's part of it.
-    #[serde(flatten)]
-    delivery: RecipientView,
-}
-
-/// The sends to one number.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct SentToList {
-    /// Newest first.
-    messages: Vec<SentToView>,
-}
-
-/// Most sends one look-up lists.
-const MAX_LISTED: u32 = 500;
-
-/// The messages sent to one number
-#[utoipa::path(
-    get,
-    path = "/v1/messages",
-    params(SentToQuery),
-    responses(
-        (status = 200, description = "The sends to the number since the time, newest first, numbers masked", body = SentToList),
-        (status = 400, description = "A missing or malformed number, time or limit; `field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 503, description = "Storage unavailable", body = ErrorBody),
-    )
-)]
-pub(super) async fn list_messages(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<SentToQuery>,
-) -> Result<Json<SentToList>, ApiError> {
-    let now = Utc::now();
-    let raw = query.recipient.ok_or_else(|| {
-        ApiError::invalid(
-            "recipient",
-            "expected the number to look up, in E.164 (+8613800138000)",
-        )
-    })?;
-    let recipient =
-        PhoneNumber::parse(&raw).map_err(|e| ApiError::invalid("recipient", e.to_string()))?;
-    let since = match query.since {
-        None => now - chrono::Duration::hours(24),
-        Some(since) => DateTime::parse_from_rfc3339(&since)
-            .map_err(|e| {
-                ApiError::invalid(
-                    "since",
-                    format!("expected an RFC 3339 time such as 2026-12-05T08:00:00Z: {e}"),
-                )
-            })?
-            .with_timezone(&Utc),
-    };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_LISTED).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("expected 1 to {MAX_LISTED}, found {limit}"),
-        ));
-    }
-    let sends = state.deliveries.sent_to(&recipient, since, limit).await?;
-    Ok(Json(SentToList {
-        messages: sends
-            .into_iter()
-            .map(|(id, d)| SentToView {
-                id,
-                delivery: RecipientView::new(d, now, state.unknown_after),
-            })
-            .collect(),
-    }))
 }
 
 #[cfg(test)]

@@ -7,12 +7,17 @@
 //! differ. Handlers return `Result<_, ApiError>`, and [`ApiError`] is the one place
 //! that writes a refusal.
 
+mod admission;
 mod auth;
+mod blocklist;
+mod cancel;
 mod error;
+mod listing;
 mod messages;
 mod public;
 mod queue;
 pub mod receipts;
+mod schemas;
 mod status;
 mod vendors;
 
@@ -60,6 +65,12 @@ pub struct AppState {
     /// The status callbacks' settings, when they are configured: without them a request
     /// naming a `callback_url` is refused.
     pub callbacks: Option<crate::config::CallbacksConfig>,
+    /// Numbers no message may go to.
+    pub blocklist: Arc<dyn sms_core::Blocklist>,
+    /// Each named client's own limits.
+    pub client_limiter: Arc<dyn sms_core::ClientLimiter>,
+    /// What each client and the deployment spent, against their caps.
+    pub spend: Arc<crate::spend::Spend>,
 }
 
 /// The routes anyone may call, on the document's base (title, bearer scheme).
@@ -77,8 +88,13 @@ fn open_routes() -> OpenApiRouter<Arc<AppState>> {
 fn protected_routes() -> OpenApiRouter<Arc<AppState>> {
     let mut routes = OpenApiRouter::default()
         .routes(routes!(messages::post_message))
-        .routes(routes!(messages::get_message))
-        .routes(routes!(messages::list_messages))
+        .routes(routes!(messages::get_message, cancel::cancel_message))
+        .routes(routes!(listing::list_messages))
+        .routes(routes!(
+            blocklist::block_number,
+            blocklist::get_blocked,
+            blocklist::unblock_number
+        ))
         .routes(routes!(vendors::get_vendors))
         .routes(routes!(vendors::disable_vendor))
         .routes(routes!(vendors::enable_vendor))
@@ -190,7 +206,7 @@ mod tests {
             json!({ "type": "http", "scheme": "bearer" })
         );
         let operations = operations(&document);
-        assert_eq!(operations.len(), 17, "{operations:?}");
+        assert_eq!(operations.len(), 21, "{operations:?}");
         for (method, path, operation) in operations {
             let security = &operation["security"];
             // Vendors cannot send a bearer token: the secret in the address stands in.

@@ -319,6 +319,8 @@ fn mapping_templates() -> Templates {
             .collect(),
             // A code the handset did not get goes once more through another vendor.
             resend_undelivered: true,
+            // Codes take the global limit and the queue before notices.
+            priority: sms_core::Priority::High,
         },
     );
     templates.insert(
@@ -330,6 +332,7 @@ fn mapping_templates() -> Templates {
                 .map(|(v, t)| (VendorId::new(v).expect("a valid name"), t))
                 .collect(),
             resend_undelivered: false,
+            priority: sms_core::Priority::Normal,
         },
     );
     Templates::new(templates).expect("the built-in templates are valid")

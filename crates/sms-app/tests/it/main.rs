@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod blocklist;
 mod callbacks;
 mod chaos;
 mod clients;
@@ -11,10 +12,12 @@ mod fuzz_smoke;
 // The fuzz target bodies (fuzz/ is not a workspace member), run here on stable.
 #[path = "../../../../fuzz/src/lib.rs"]
 mod fuzz_targets;
+mod lanes;
 mod outcomes;
 mod proxy;
 mod real_vendors;
 mod receipts;
+mod scheduled;
 mod security;
 mod server;
 mod simulate;

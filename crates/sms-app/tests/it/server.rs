@@ -119,6 +119,19 @@ max_body_bytes = 8192
         self.dir.path().join("deliveries.jsonl")
     }
 
+    /// When the simulated vendors accepted message `id`, once per recipient.
+    pub fn delivered_at(&self, id: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+        std::fs::read_to_string(self.deliveries_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(id))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                v["at"].as_str().expect("at").parse().expect("a time")
+            })
+            .collect()
+    }
+
     /// Deliveries recorded for message `id`.
     pub fn deliveries_of(&self, id: &str) -> usize {
         std::fs::read_to_string(self.deliveries_path())

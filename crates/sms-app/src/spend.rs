@@ -1,0 +1,352 @@
+//! Spend caps: what each client, and the whole deployment, spent this billing month,
+//! and whether a cap is reached.
+//!
+//! Every accepted vendor call reports its cost (billed segments at the price tier in
+//! force) with the client that sent the message. This instance adds it to its counts at
+//! once, so its own next request already sees it, and writes it to the store's spend
+//! ledger every [`SYNC_EVERY`], reading back what every instance spent. A cap is
+//! therefore exact for one instance and, across instances, behind by at most what the
+//! others spent in the last second or so.
+//!
+//! A cap is checked before a send: a request is refused once the spend has reached it,
+//! so the request that crosses it is the last one sent. At `warn_at` of a cap the
+//! gateway warns once per month and cap: a log line and `sms_spend_warnings_total`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use sms_core::sync::lock;
+use sms_core::{BillingPeriod, ClientId, Money, SpendLedger};
+use sms_failover::{GatewayEvent, GatewayObserver};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::clients::Client;
+
+/// How often the counts are written to the store and read back.
+pub const SYNC_EVERY: Duration = Duration::from_millis(1000);
+
+/// Whose cap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One client's `monthly_spend_cap`.
+    Client(Option<ClientId>),
+    /// The deployment's `spend.monthly_cap`.
+    Deployment,
+}
+
+impl Scope {
+    /// The label of the scope in metrics and answers.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Client(Some(c)) => c.to_string(),
+            Self::Client(None) => "(api_tokens)".to_owned(),
+            Self::Deployment => "(deployment)".to_owned(),
+        }
+    }
+}
+
+/// A cap that is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapReached {
+    /// Whose.
+    pub scope: Scope,
+    /// The cap.
+    pub cap: Money,
+    /// What was spent this month.
+    pub spent: Money,
+}
+
+/// One client's or the deployment's spend and cap, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendLine {
+    /// Whose.
+    pub scope: Scope,
+    /// Spent this month.
+    pub spent: Money,
+    /// The cap, when one is set.
+    pub cap: Option<Money>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The month now (in the billing calendar).
+    period: Option<BillingPeriod>,
+    /// Every client's spend this month, as the ledger last said.
+    stored: BTreeMap<Option<ClientId>, Money>,
+    /// Being written now: part of the spend until the ledger is read back.
+    writing: BTreeMap<(BillingPeriod, Option<ClientId>), Money>,
+    /// Spent here and not yet written.
+    pending: BTreeMap<(BillingPeriod, Option<ClientId>), Money>,
+    /// The caps that warned this month.
+    warned: HashSet<Scope>,
+}
+
+impl State {
+    fn spent(&self, client: &Option<ClientId>) -> Money {
+        let Some(period) = &self.period else {
+            return Money::ZERO;
+        };
+        let key = (period.clone(), client.clone());
+        self.stored.get(client).copied().unwrap_or_default()
+            + self.writing.get(&key).copied().unwrap_or_default()
+            + self.pending.get(&key).copied().unwrap_or_default()
+    }
+
+    fn total(&self) -> Money {
+        let Some(period) = &self.period else {
+            return Money::ZERO;
+        };
+        let this_month = |m: &BTreeMap<(BillingPeriod, Option<ClientId>), Money>| -> Money {
+            m.iter()
+                .filter(|((p, _), _)| p == period)
+                .map(|(_, v)| *v)
+                .sum()
+        };
+        self.stored.values().copied().sum::<Money>()
+            + this_month(&self.writing)
+            + this_month(&self.pending)
+    }
+
+    /// Moves to the month of `at`, forgetting last month's counts and warnings.
+    fn roll(&mut self, period: BillingPeriod) {
+        if self.period.as_ref() != Some(&period) {
+            self.period = Some(period);
+            self.stored.clear();
+            self.warned.clear();
+        }
+    }
+}
+
+/// The spend of every client and of the deployment, against their caps.
+pub struct Spend {
+    ledger: OnceLock<Arc<dyn SpendLedger>>,
+    offset: FixedOffset,
+    caps: BTreeMap<Option<ClientId>, Money>,
+    deployment_cap: Option<Money>,
+    warn_at: f64,
+    state: Mutex<State>,
+    warnings: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Spend {
+    /// Caps of `clients` and the deployment's `deployment_cap`, warning at `warn_at` of
+    /// each; months in the zone `offset`.
+    pub fn new<'a>(
+        clients: impl IntoIterator<Item = &'a Client>,
+        deployment_cap: Option<Money>,
+        warn_at: f64,
+        offset: FixedOffset,
+    ) -> Self {
+        let caps = clients
+            .into_iter()
+            .filter_map(|c| c.spend_cap.map(|cap| (c.name.clone(), cap)))
+            .collect();
+        Self {
+            ledger: OnceLock::new(),
+            offset,
+            caps,
+            deployment_cap,
+            warn_at,
+            state: Mutex::new(State::default()),
+            warnings: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether any cap is set (without one, nothing needs counting).
+    pub fn has_caps(&self) -> bool {
+        !self.caps.is_empty() || self.deployment_cap.is_some()
+    }
+
+    /// Where the counts are kept; set once, when the store is open.
+    pub fn attach(&self, ledger: Arc<dyn SpendLedger>) {
+        let _ = self.ledger.set(ledger);
+    }
+
+    fn period(&self, at: DateTime<Utc>) -> BillingPeriod {
+        BillingPeriod::containing(at, self.offset)
+    }
+
+    /// Whether `client` may send now: `Err` names the first cap reached (its own, then
+    /// the deployment's).
+    pub fn check(&self, client: &Option<ClientId>, now: DateTime<Utc>) -> Result<(), CapReached> {
+        if !self.has_caps() {
+            return Ok(());
+        }
+        let mut state = lock(&self.state);
+        state.roll(self.period(now));
+        if let Some(cap) = self.caps.get(client) {
+            let spent = state.spent(client);
+            if spent >= *cap {
+                return Err(CapReached {
+                    scope: Scope::Client(client.clone()),
+                    cap: *cap,
+                    spent,
+                });
+            }
+        }
+        if let Some(cap) = self.deployment_cap {
+            let spent = state.total();
+            if spent >= cap {
+                return Err(CapReached {
+                    scope: Scope::Deployment,
+                    cap,
+                    spent,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `cost`, spent by `client` at `at`.
+    pub fn add(&self, client: Option<ClientId>, cost: Money, at: DateTime<Utc>) {
+        if cost == Money::ZERO || !self.has_caps() {
+            return;
+        }
+        let period = self.period(at);
+        let mut state = lock(&self.state);
+        state.roll(period.clone());
+        *state.pending.entry((period, client)).or_default() += cost;
+        self.warn(&mut state);
+    }
+
+    /// Warns, once a month, of every cap past its `warn_at` share.
+    fn warn(&self, state: &mut State) {
+        let near =
+            |spent: Money, cap: Money| spent.micros() as f64 >= cap.micros() as f64 * self.warn_at;
+        let mut crossed = Vec::new();
+        for (client, cap) in &self.caps {
+            let spent = state.spent(client);
+            if near(spent, *cap) {
+                crossed.push((Scope::Client(client.clone()), spent, *cap));
+            }
+        }
+        if let Some(cap) = self.deployment_cap {
+            let spent = state.total();
+            if near(spent, cap) {
+                crossed.push((Scope::Deployment, spent, cap));
+            }
+        }
+        for (scope, spent, cap) in crossed {
+            if state.warned.insert(scope.clone()) {
+                let share = (self.warn_at * 100.0).round();
+                tracing::warn!(scope = %scope.label(), %spent, %cap, "spend passed {share}% of its monthly cap");
+                *lock(&self.warnings).entry(scope.label()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Writes what was spent here and reads back every instance's spend.
+    pub async fn sync(&self, now: DateTime<Utc>) {
+        let Some(ledger) = self.ledger.get() else {
+            return;
+        };
+        let batch = {
+            let mut state = lock(&self.state);
+            state.roll(self.period(now));
+            let batch = std::mem::take(&mut state.pending);
+            for (key, amount) in &batch {
+                *state.writing.entry(key.clone()).or_default() += *amount;
+            }
+            batch
+        };
+        let mut by_period: BTreeMap<BillingPeriod, Vec<(Option<ClientId>, Money)>> =
+            BTreeMap::new();
+        for ((period, client), amount) in &batch {
+            by_period
+                .entry(period.clone())
+                .or_default()
+                .push((client.clone(), *amount));
+        }
+        let mut unwritten = Vec::new();
+        for (period, amounts) in by_period {
+            if let Err(e) = ledger.add_spend(&period, &amounts).await {
+                tracing::warn!(error = %e, "could not write the spend; kept for the next try");
+                unwritten.extend(amounts.into_iter().map(|(c, m)| ((period.clone(), c), m)));
+            }
+        }
+        let period = self.period(now);
+        let read = ledger.spend(&period).await;
+        let mut state = lock(&self.state);
+        for (key, amount) in &batch {
+            if let Some(w) = state.writing.get_mut(key) {
+                *w = Money::from_micros(w.micros() - amount.micros());
+            }
+        }
+        state.writing.retain(|_, m| *m != Money::ZERO);
+        for (key, amount) in unwritten {
+            *state.pending.entry(key).or_default() += amount;
+        }
+        match read {
+            Ok(stored) if state.period.as_ref() == Some(&period) => {
+                state.stored = stored;
+                self.warn(&mut state);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the spend"),
+        }
+    }
+
+    /// Syncs every [`SYNC_EVERY`] until `stop`, then once more.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SYNC_EVERY) => {}
+                () = stop.cancelled() => break,
+            }
+            self.sync(Utc::now()).await;
+        }
+        self.sync(Utc::now()).await;
+    }
+
+    /// Every capped scope's spend this month, and the spend of clients without a cap.
+    pub fn lines(&self, now: DateTime<Utc>) -> Vec<SpendLine> {
+        let mut state = lock(&self.state);
+        state.roll(self.period(now));
+        let mut clients: Vec<Option<ClientId>> = self.caps.keys().cloned().collect();
+        for c in state.stored.keys() {
+            if !self.caps.contains_key(c) {
+                clients.push(c.clone());
+            }
+        }
+        let mut lines: Vec<SpendLine> = clients
+            .into_iter()
+            .map(|c| SpendLine {
+                spent: state.spent(&c),
+                cap: self.caps.get(&c).copied(),
+                scope: Scope::Client(c),
+            })
+            .collect();
+        lines.push(SpendLine {
+            scope: Scope::Deployment,
+            spent: state.total(),
+            cap: self.deployment_cap,
+        });
+        lines
+    }
+
+    /// Warnings given so far, by scope label.
+    pub fn warnings(&self) -> BTreeMap<String, u64> {
+        lock(&self.warnings).clone()
+    }
+}
+
+impl GatewayObserver for Spend {
+    fn on_event(&self, event: &GatewayEvent) {
+        if let GatewayEvent::Attempt { cost, client, .. } = event {
+            self.add(client.clone(), *cost, Utc::now());
+        }
+    }
+}
+
+/// Hands every event to each observer in turn.
+pub struct Observers(pub Vec<Arc<dyn GatewayObserver>>);
+
+impl GatewayObserver for Observers {
+    fn on_event(&self, event: &GatewayEvent) {
+        for observer in &self.0 {
+            observer.on_event(event);
+        }
+    }
+}
