@@ -366,7 +366,8 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         .config(config.failover.clone())
         .templates(config.templates.clone())
         .observer(extras.observer)
-        .deliveries(store.deliveries.clone());
+        .deliveries(store.deliveries.clone())
+        .blocklist(store.blocklist.clone());
     if let Some(recipient_limiter) = recipient_limiter {
         builder = builder.recipient_limiter(recipient_limiter);
     }

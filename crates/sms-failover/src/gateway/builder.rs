@@ -32,6 +32,7 @@ pub struct GatewayBuilder {
     queue: Arc<dyn DeferredQueue>,
     ledger: Arc<dyn UsageLedger>,
     recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    blocklist: Option<Arc<dyn sms_core::Blocklist>>,
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
@@ -57,6 +58,7 @@ impl Gateway {
             queue,
             ledger,
             recipient_limiter: None,
+            blocklist: None,
             clock: Arc::new(SystemClock),
             config: FailoverConfig::default(),
             observer: None,
@@ -72,6 +74,14 @@ impl GatewayBuilder {
     /// Limits how often each recipient is sent to (default: no per-recipient limit).
     pub fn recipient_limiter(mut self, limiter: Arc<dyn RecipientLimiter>) -> Self {
         self.recipient_limiter = Some(limiter);
+        self
+    }
+
+    /// Checks each drained message against `blocklist` before its attempt: recipients
+    /// blocked since it was accepted are left out (a message left with none is dead).
+    /// Default: no check in the drain (the caller checks requests as they come).
+    pub fn blocklist(mut self, blocklist: Arc<dyn sms_core::Blocklist>) -> Self {
+        self.blocklist = Some(blocklist);
         self
     }
 
@@ -141,6 +151,7 @@ impl GatewayBuilder {
             queue,
             ledger,
             recipient_limiter,
+            blocklist,
             clock,
             config,
             observer,
@@ -217,6 +228,7 @@ impl GatewayBuilder {
             write_behind,
             limiter,
             recipient_limiter,
+            blocklist,
             queue,
             ledger,
             clock,

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use super::attempt::{NoRoute, Origin};
 use super::lease::Outcome;
+use super::screen::Screened;
 use super::send::permits;
 use super::{Gateway, Settled, due_after_rest};
 use crate::backoff::{after, jittered_backoff};
@@ -127,7 +128,11 @@ impl Gateway {
             if batch.is_empty() {
                 break;
             }
-            let full = batch.len() >= self.batch_size() as usize;
+            // A claim keeps part of its size for normal messages; one that filled the
+            // rest may have left more high-priority messages due.
+            let limit = self.batch_size();
+            let full =
+                batch.len() >= (limit - normal_min(limit, self.config.normal_min_share)) as usize;
             report.claimed += batch.len();
             // Cancelled by a lane that ends the pass, or with `stop`.
             let halt = stop.child_token();
@@ -271,7 +276,7 @@ impl Gateway {
 
     /// Settles an update of a claimed message, counting a lost lease in `report`;
     /// returns whether the update was made.
-    fn updated(
+    pub(super) fn updated(
         &self,
         id: MessageId,
         result: Result<(), StoreError>,
@@ -288,7 +293,7 @@ impl Gateway {
     }
 
     /// Gives a claimed message back unattempted.
-    async fn release(&self, message: &StoredMessage, report: &mut DrainReport) {
+    pub(super) async fn release(&self, message: &StoredMessage, report: &mut DrainReport) {
         let Some(lease) = &message.lease else {
             return;
         };
@@ -322,7 +327,7 @@ impl Gateway {
     }
 
     /// Marks a claimed message dead: out of attempts or refused for good.
-    async fn bury(
+    pub(super) async fn bury(
         &self,
         id: MessageId,
         request: &SmsRequest,
@@ -403,6 +408,12 @@ impl Gateway {
             self.bury(id, &message.request, token, failure, now, report)
                 .await;
             return Next::Continue;
+        }
+        let mut message = message;
+        match self.screen(&mut message, token, now, report).await {
+            Screened::Send => {}
+            Screened::Settled => return Next::Continue,
+            Screened::Halt => return Next::Halt,
         }
         if !self.wait_for_permits(&message.request).await {
             // The limit stays reached (or the limiter cannot tell): give the message
@@ -540,7 +551,7 @@ impl Gateway {
 
     /// Puts a claimed message back unattempted, due when the first rest ends (see
     /// [`due_after_rest`]).
-    async fn defer(
+    pub(super) async fn defer(
         &self,
         id: MessageId,
         token: LeaseToken,
@@ -615,8 +626,9 @@ impl Gateway {
 mod tests;
 
 /// The part of a claim of `limit` messages kept for normal ones: `share` of it, rounded
-/// up, so that any share above 0 keeps at least one.
+/// up, so that any share above 0 keeps at least one, and never the whole claim, so that
+/// high-priority messages always get a place.
 fn normal_min(limit: u32, share: f64) -> u32 {
     // A share is between 0 and 1 (validated), so the product fits a u32.
-    ((f64::from(limit) * share).ceil() as u32).min(limit)
+    ((f64::from(limit) * share).ceil() as u32).min(limit.saturating_sub(1))
 }

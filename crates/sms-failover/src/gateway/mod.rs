@@ -37,6 +37,7 @@ pub(crate) mod drainer;
 pub(crate) mod lease;
 pub(crate) mod receipts;
 pub(crate) mod resend;
+pub(crate) mod screen;
 pub(crate) mod send;
 pub(crate) mod shared;
 
@@ -115,6 +116,8 @@ pub struct Gateway {
     write_behind: Arc<WriteBehind>,
     limiter: Arc<dyn RateLimiter>,
     recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
+    /// Numbers no drained message may go to.
+    blocklist: Option<Arc<dyn sms_core::Blocklist>>,
     queue: Arc<dyn DeferredQueue>,
     ledger: Arc<dyn UsageLedger>,
     clock: Arc<dyn Clock>,

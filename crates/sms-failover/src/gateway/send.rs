@@ -142,7 +142,9 @@ impl Gateway {
         if let Some(problem) = self.over_capacity(&request) {
             return Err(ValidationError::new("recipients", problem).into());
         }
-        let Some(limiter) = &self.recipient_limiter else {
+        // A scheduled message is counted in its recipients' limits when it goes out.
+        let scheduled = request.send_at().is_some_and(|t| t > now);
+        let Some(limiter) = self.recipient_limiter.as_ref().filter(|_| !scheduled) else {
             return self.send_checked(request, now, &mut Reached::Nobody).await;
         };
         if let Err(refusal) = self.check_recipients(limiter.as_ref(), &request).await {

@@ -6,6 +6,7 @@ mod deliveries;
 mod drain;
 mod drain_rate;
 mod failover;
+mod lanes;
 mod leases;
 mod limiter_time;
 mod limits;
