@@ -75,7 +75,7 @@ struct State {
     period: Option<BillingPeriod>,
     /// Every client's spend this month, as the ledger last said.
     stored: BTreeMap<Option<ClientId>, Money>,
-    /// Being written now: part of the spend until the ledger is read back.
+    /// Taken for writing: part of the spend until a read of the ledger includes it.
     writing: BTreeMap<(BillingPeriod, Option<ClientId>), Money>,
     /// Spent here and not yet written.
     pending: BTreeMap<(BillingPeriod, Option<ClientId>), Money>,
@@ -201,7 +201,8 @@ impl Spend {
 
     /// Counts `cost`, spent by `client` at `at`.
     pub fn add(&self, client: Option<ClientId>, cost: Money, at: DateTime<Utc>) {
-        if cost == Money::ZERO || !self.has_caps() {
+        // Counted with caps or without, so that a cap set later starts from the truth.
+        if cost == Money::ZERO {
             return;
         }
         let period = self.period(at);
@@ -269,21 +270,23 @@ impl Spend {
         let period = self.period(now);
         let read = ledger.spend(&period).await;
         let mut state = lock(&self.state);
-        for (key, amount) in &batch {
-            if let Some(w) = state.writing.get_mut(key) {
+        // What could not be written goes back to wait for the next try.
+        for (key, amount) in unwritten {
+            if let Some(w) = state.writing.get_mut(&key) {
                 *w = Money::from_micros(w.micros() - amount.micros());
             }
-        }
-        state.writing.retain(|_, m| *m != Money::ZERO);
-        for (key, amount) in unwritten {
             *state.pending.entry(key).or_default() += amount;
         }
+        state.writing.retain(|_, m| *m != Money::ZERO);
         match read {
             Ok(stored) if state.period.as_ref() == Some(&period) => {
+                // The read includes everything written so far.
                 state.stored = stored;
+                state.writing.clear();
                 self.warn(&mut state);
             }
-            Ok(_) => {}
+            Ok(_) => state.writing.clear(),
+            // Written but not read back: it stays counted until a read includes it.
             Err(e) => tracing::warn!(error = %e, "could not read the spend"),
         }
     }
@@ -348,5 +351,113 @@ impl GatewayObserver for Observers {
         for observer in &self.0 {
             observer.on_event(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use chrono::TimeZone;
+    use sms_core::StoreError;
+    use sms_core::testing::MemorySpendLedger;
+
+    use super::*;
+
+    fn shop() -> Option<ClientId> {
+        Some(ClientId::new("shop").unwrap())
+    }
+
+    fn capped(cap: &str) -> Spend {
+        let client = Client {
+            name: shop(),
+            spend_cap: Some(cap.parse().unwrap()),
+            ..Client::default()
+        };
+        Spend::new(
+            [&client],
+            None,
+            0.8,
+            FixedOffset::east_opt(8 * 3600).unwrap(),
+        )
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 6, 4, 0, 0).unwrap()
+    }
+
+    fn money(text: &str) -> Money {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cap_is_reached_by_this_instances_sends_and_by_what_others_wrote() {
+        let ledger = Arc::new(MemorySpendLedger::new());
+        let spend = capped("1.00");
+        spend.attach(ledger.clone());
+        spend.add(shop(), money("0.60"), now());
+        assert!(spend.check(&shop(), now()).is_ok());
+        // Another instance spent 0.40 for the shop this month.
+        let period = BillingPeriod::containing(now(), FixedOffset::east_opt(8 * 3600).unwrap());
+        ledger
+            .add_spend(&period, &[(shop(), money("0.40"))])
+            .await
+            .unwrap();
+        spend.sync(now()).await;
+        let reached = spend.check(&shop(), now()).unwrap_err();
+        assert_eq!((reached.spent, reached.cap), (money("1.00"), money("1.00")));
+        assert_eq!(spend.warnings().get("shop"), Some(&1), "warned once at 80%");
+        // Other clients are not held back by the shop's cap.
+        assert!(spend.check(&None, now()).is_ok());
+        // Next month starts again.
+        assert!(
+            spend
+                .check(&shop(), now() + chrono::Duration::days(31))
+                .is_ok()
+        );
+    }
+
+    /// Writes but cannot read back.
+    struct WriteOnly(MemorySpendLedger);
+
+    #[async_trait]
+    impl SpendLedger for WriteOnly {
+        async fn add_spend(
+            &self,
+            period: &BillingPeriod,
+            amounts: &[(Option<ClientId>, Money)],
+        ) -> Result<(), StoreError> {
+            self.0.add_spend(period, amounts).await
+        }
+        async fn spend(
+            &self,
+            _: &BillingPeriod,
+        ) -> Result<BTreeMap<Option<ClientId>, Money>, StoreError> {
+            Err(StoreError::unavailable("read refused"))
+        }
+    }
+
+    #[tokio::test]
+    async fn spend_written_but_not_read_back_stays_counted() {
+        let spend = capped("1.00");
+        spend.attach(Arc::new(WriteOnly(MemorySpendLedger::new())));
+        spend.add(shop(), money("1.00"), now());
+        spend.sync(now()).await;
+        assert!(
+            spend.check(&shop(), now()).is_err(),
+            "the written spend still counts"
+        );
+    }
+
+    #[tokio::test]
+    async fn spend_is_counted_without_caps_so_a_cap_set_later_sees_it() {
+        let ledger = Arc::new(MemorySpendLedger::new());
+        let uncapped = Spend::new([], None, 0.8, FixedOffset::east_opt(8 * 3600).unwrap());
+        uncapped.attach(ledger.clone());
+        uncapped.add(shop(), money("2.00"), now());
+        uncapped.sync(now()).await;
+        let spend = capped("1.00");
+        spend.attach(ledger);
+        spend.sync(now()).await;
+        assert!(spend.check(&shop(), now()).is_err());
     }
 }

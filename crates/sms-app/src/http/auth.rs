@@ -47,17 +47,51 @@ pub(super) async fn require_token(
         Ok(next.run(request).await)
     } else if operator {
         tracing::warn!(
-            path = %request.uri().path(),
+            path = %masked_path(request.uri().path()),
             method = %request.method(),
             "request refused: a read-only operator token asked for a change"
         );
         Err(ApiError::ReadOnlyToken)
     } else {
         tracing::warn!(
-            path = %request.uri().path(),
+            path = %masked_path(request.uri().path()),
             had_token,
             "request refused: missing or unknown bearer token"
         );
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// `path` with every segment that reads as a phone number masked
+/// (`/v1/blocklist/+8613800138000` → `/v1/blocklist/+86138****8000`), for logs.
+fn masked_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+            match sms_core::PhoneNumber::parse(segment) {
+                Ok(number) if digits >= 7 && !segment.contains('-') => number.masked(),
+                _ if digits >= 7 && segment.starts_with('+') => "+***".to_owned(),
+                _ => segment.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_path;
+
+    #[test]
+    fn numbers_in_a_logged_path_are_masked_and_ids_are_not() {
+        let masked = masked_path("/v1/blocklist/+8613800138000");
+        assert!(masked.starts_with("/v1/blocklist/+86"), "{masked}");
+        assert!(!masked.contains("13800138000"), "{masked}");
+        let id = "/v1/messages/0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(masked_path(id), id);
+        assert_eq!(
+            masked_path("/v1/vendors/aliyun/disable"),
+            "/v1/vendors/aliyun/disable"
+        );
     }
 }

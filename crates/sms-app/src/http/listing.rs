@@ -117,6 +117,15 @@ pub(super) async fn list_messages(
             messages: messages.into_iter().map(MessageView::from).collect(),
         })));
     }
+    if let Some(Extension(caller)) = &caller
+        && let Some(own) = &caller.name
+    {
+        // The sends to a number cross clients: a named client lists its own messages.
+        return Err(ApiError::invalid(
+            "recipient",
+            format!("client {own} lists its own messages with ?client={own}&status=…"),
+        ));
+    }
     let raw = query.recipient.ok_or_else(|| {
         ApiError::invalid(
             "recipient",

@@ -488,8 +488,10 @@ pub(super) async fn post_message(
             },
         ),
         SendOutcome::Existing(m) => {
+            // A key names one message of one client: another client's message, or
+            // other content, under it is a conflict.
             if let Some(asked) = &asked
-                && !m.request.same_content(asked)
+                && (!m.request.same_content(asked) || m.request.client() != asked.client())
             {
                 return Err(ApiError::IdempotencyConflict);
             }
@@ -500,8 +502,8 @@ pub(super) async fn post_message(
                 MessageStatus::Dead | MessageStatus::Expired | MessageStatus::Cancelled => {
                     return Err(ApiError::PreviouslyFailed(format!(
                         "message {} stored earlier under this idempotency key is {}{}; \
-                         send it again with a new key, or retry it with POST \
-                         /v1/queue/{}/retry",
+                         send it again with a new key (or, unless it was cancelled, retry \
+                         it with POST /v1/queue/{}/retry)",
                         m.id,
                         m.status,
                         m.last_error
@@ -552,12 +554,20 @@ pub(super) fn parse_id(raw: &str) -> Result<MessageId, ApiError> {
 )]
 pub(super) async fn get_message(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Arc<Client>>>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
     let Some(message) = state.gateway.message(id).await? else {
         return Err(ApiError::MessageNotFound(id));
     };
+    // A named client sees only its own messages; another's is as if absent.
+    if let Some(Extension(caller)) = &caller
+        && caller.name.is_some()
+        && message.request.client() != caller.name.as_ref()
+    {
+        return Err(ApiError::MessageNotFound(id));
+    }
     let deliveries = state.deliveries.deliveries(id).await?;
     let now = Utc::now();
     let mut view = MessageView::from(message);

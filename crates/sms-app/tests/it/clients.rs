@@ -68,3 +68,61 @@ async fn a_client_sends_only_its_templates_and_api_tokens_still_work() {
         "a token one character off is unknown"
     );
 }
+
+#[tokio::test]
+async fn a_named_client_sees_only_its_own_messages_and_keys() {
+    let crm = "crm-token-0123456789";
+    let config = format!(
+        "{}[clients.crm]\ntoken_sha256 = [\"{}\"]\n",
+        config(),
+        hex::encode(Sha256::digest(crm.as_bytes()))
+    );
+    let server = Server::start(&Backends::Embedded, &config).await;
+    let body = json!({ "template": "SMS_ORDER", "args": ["1"],
+                       "recipients": ["+8613800000011"], "idempotency_key": "order-7" });
+    let r = server
+        .client
+        .post(server.url("/v1/messages"))
+        .bearer_auth(SHOP_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get_as = |token: &'static str| {
+        server
+            .client
+            .get(server.url(&format!("/v1/messages/{id}")))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(get_as(SHOP_TOKEN).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get_as(TOKEN).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get_as(crm).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "another client's message is as if absent"
+    );
+    // The same key and content from another client is not the shop's message.
+    let r = server
+        .client
+        .post(server.url("/v1/messages"))
+        .bearer_auth(crm)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let listed = server
+        .client
+        .get(server.url("/v1/messages?client=shop&status=sent"))
+        .bearer_auth(crm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::BAD_REQUEST);
+}
