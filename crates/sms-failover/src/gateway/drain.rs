@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use super::attempt::{NoRoute, Origin};
 use super::lease::Outcome;
+use super::report::DrainReport;
 use super::screen::Screened;
 use super::send::permits;
 use super::{Gateway, Settled, due_after_rest};
@@ -48,41 +49,6 @@ const DRAIN_SHARE: f64 = 0.9;
 /// Longest a drained message waits, in all, for the global limit to let it through
 /// before it is given back and the pass ends.
 const LIMIT_WAIT_MAX: Duration = Duration::from_secs(1);
-
-/// What one drain pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Messages claimed.
-    pub claimed: usize,
-    /// Delivered.
-    pub sent: usize,
-    /// Failed and put back with a backoff.
-    pub requeued: usize,
-    /// Out of attempts or refused for good.
-    pub dead: usize,
-    /// Past their deliver-by time.
-    pub expired: usize,
-    /// Updates refused because another claimer holds the message now.
-    pub lease_lost: usize,
-    /// Given back unattempted (rate limit reached, every vendor disabled, shutdown).
-    pub released: usize,
-    /// Put back unattempted, due when the first of its vendors' rests ends.
-    pub deferred: usize,
-}
-
-impl DrainReport {
-    /// Adds another report's counts to this one.
-    fn add(&mut self, other: &DrainReport) {
-        self.claimed += other.claimed;
-        self.sent += other.sent;
-        self.requeued += other.requeued;
-        self.dead += other.dead;
-        self.expired += other.expired;
-        self.lease_lost += other.lease_lost;
-        self.released += other.released;
-        self.deferred += other.deferred;
-    }
-}
 
 /// What the drain should do after one message.
 enum Next {

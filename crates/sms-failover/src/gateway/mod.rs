@@ -36,6 +36,7 @@ pub(crate) mod drain;
 pub(crate) mod drainer;
 pub(crate) mod lease;
 pub(crate) mod receipts;
+pub(crate) mod report;
 pub(crate) mod resend;
 pub(crate) mod screen;
 pub(crate) mod send;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sms_core::{AttemptFailure, LeaseToken, QueueReason, RecipientDecision, StoredMessage};
 
 use super::Gateway;
-use super::drain::DrainReport;
+use super::report::DrainReport;
 
 /// What the screen left of a message.
 pub(super) enum Screened {
