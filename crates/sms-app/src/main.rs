@@ -2,6 +2,7 @@
 //! send path, and serves the HTTP API, or runs one of the operator commands.
 
 mod activity;
+mod blocked;
 mod callback_guard;
 mod callbacks;
 mod chart;

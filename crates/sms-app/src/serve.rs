@@ -62,6 +62,8 @@ pub async fn run(config: Config) -> Result<()> {
     spend.sync(chrono::Utc::now()).await;
     let stop_spend = CancellationToken::new();
     let spend_task = tokio::spawn(spend.clone().run(stop_spend.clone()));
+    // Blocks made through other instances reach this one's copy of the blocklist.
+    tokio::spawn(send_path.store.blocklist.clone().run(stop_spend.clone()));
     // A simulated vendor given a receipt secret pushes its receipts in-process.
     let receipting: Vec<&str> = config.receipts.secrets.keys().map(String::as_str).collect();
     let counter = metrics.clone();

@@ -24,6 +24,7 @@ use sms_store::postgres::{PgConfig, PgStore};
 use sms_store::sqlite::{SqliteConfig, SqliteStore};
 use sms_store::{GroupCommit, TracedQueue};
 
+use crate::blocked::BlockedNumbers;
 use crate::config::{Config, VendorConfig};
 use crate::routes;
 
@@ -37,8 +38,8 @@ pub struct Store {
     pub deliveries: Arc<dyn sms_core::DeliveryLog>,
     /// Status events waiting to be posted to the clients.
     pub callbacks: Arc<dyn sms_core::CallbackOutbox>,
-    /// Numbers no message may go to.
-    pub blocklist: Arc<dyn sms_core::Blocklist>,
+    /// Numbers no message may go to, answered from a copy in memory.
+    pub blocklist: Arc<BlockedNumbers>,
     /// What each client spent per month.
     pub spend: Arc<dyn sms_core::SpendLedger>,
     /// Which backend, for logs.
@@ -83,7 +84,7 @@ async fn open_backend(config: &Config) -> Result<Store> {
                 ledger: store.clone(),
                 deliveries: store.clone(),
                 callbacks: store.clone(),
-                blocklist: store.clone(),
+                blocklist: Arc::new(BlockedNumbers::load(store.clone()).await),
                 spend: store,
                 kind: "postgres",
             })
@@ -99,7 +100,7 @@ async fn open_backend(config: &Config) -> Result<Store> {
                 ledger: store.clone(),
                 deliveries: store.clone(),
                 callbacks: store.clone(),
-                blocklist: store.clone(),
+                blocklist: Arc::new(BlockedNumbers::load(store.clone()).await),
                 spend: store,
                 kind: "sqlite",
             })

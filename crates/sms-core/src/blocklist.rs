@@ -91,4 +91,8 @@ pub trait Blocklist: Send + Sync {
 
     /// How many numbers are blocked.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Every blocked number, in no particular order: for a copy in memory that answers
+    /// requests without a look-up each.
+    async fn numbers(&self) -> Result<Vec<PhoneNumber>, StoreError>;
 }

@@ -35,6 +35,11 @@ pub(crate) fn reason(value: &str) -> Result<BlockReason, StoreError> {
     value.parse().map_err(|e| corrupt("reason", e))
 }
 
+/// A stored number back as the number it was.
+pub(crate) fn number(value: &str) -> Result<PhoneNumber, StoreError> {
+    PhoneNumber::parse(value).map_err(|e| corrupt("number", e))
+}
+
 fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::backend(format!("stored {column} is invalid: {problem}"))
 }

@@ -3,10 +3,8 @@
 //! `per_second` and `per_day` limits. Each refusal names what stopped it, and changes
 //! nothing: a request refused here is neither counted nor stored.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use chrono::Utc;
-use sms_core::{ClientId, ClientQuota, QuotaDecision, SmsRequest, StoreError};
+use sms_core::{ClientId, ClientQuota, QuotaDecision, SmsRequest};
 
 use super::AppState;
 use super::error::ApiError;
@@ -93,20 +91,10 @@ pub(super) async fn admit(
 }
 
 /// Refuses a request with a recipient on the blocklist, naming the first one (masked)
-/// and why it is blocked.
-///
-/// A store that cannot answer lets the request through unchecked, with a warning (at
-/// most one per [`UNCHECKED_WARN_EVERY`]): sends without a key need no database, and an
-/// outage of it must not stop them. The drain checks stored messages again before
-/// every attempt.
+/// and why it is blocked. The blocklist answers from its copy in memory, so this needs
+/// no database.
 async fn check_blocklist(state: &AppState, request: &SmsRequest) -> Result<(), ApiError> {
-    let blocked = match state.blocklist.blocked_among(request.recipients()).await {
-        Ok(blocked) => blocked,
-        Err(e) => {
-            warn_unchecked(&e);
-            return Ok(());
-        }
-    };
+    let blocked = state.blocklist.blocked_among(request.recipients()).await?;
     let Some(first) = blocked.first() else {
         return Ok(());
     };
@@ -129,22 +117,4 @@ async fn check_blocklist(state: &AppState, request: &SmsRequest) -> Result<(), A
             blocked.len()
         ),
     })
-}
-
-/// At most one warning per this many seconds that requests go unchecked.
-const UNCHECKED_WARN_EVERY: i64 = 10;
-
-/// When the last warning of unchecked requests was given, in seconds since the epoch.
-static LAST_UNCHECKED_WARNING: AtomicI64 = AtomicI64::new(0);
-
-fn warn_unchecked(error: &StoreError) {
-    let now = Utc::now().timestamp();
-    let last = LAST_UNCHECKED_WARNING.load(Ordering::Relaxed);
-    if now - last >= UNCHECKED_WARN_EVERY
-        && LAST_UNCHECKED_WARNING
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(%error, "the blocklist cannot be read; requests go out unchecked against it until it can (the drain checks stored messages)");
-    }
 }

@@ -70,4 +70,8 @@ impl Blocklist for MemoryBlocklist {
     async fn count(&self) -> Result<u64, StoreError> {
         Ok(crate::sync::lock(&self.entries).len() as u64)
     }
+
+    async fn numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        Ok(crate::sync::lock(&self.entries).keys().cloned().collect())
+    }
 }

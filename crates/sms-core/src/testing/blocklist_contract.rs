@@ -153,7 +153,7 @@ pub async fn blocked_among_answers_in_the_given_order(blocklist: &Arc<dyn Blockl
     );
 }
 
-/// The count follows blocks and unblocks, repeats included.
+/// The count and the list of numbers follow blocks and unblocks, repeats included.
 pub async fn count_follows_blocks_and_unblocks(blocklist: &Arc<dyn Blocklist>) {
     assert_eq!(blocklist.count().await.unwrap(), 0);
     let numbers: Vec<PhoneNumber> = (0..5)
@@ -173,6 +173,16 @@ pub async fn count_follows_blocks_and_unblocks(blocklist: &Arc<dyn Blocklist>) {
     blocklist.unblock(&numbers[3]).await.unwrap();
     blocklist.unblock(&numbers[3]).await.unwrap();
     assert_eq!(blocklist.count().await.unwrap(), 4);
+    let mut listed = blocklist.numbers().await.unwrap();
+    listed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut expected: Vec<PhoneNumber> = numbers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, n)| n.clone())
+        .collect();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(listed, expected, "numbers lists exactly the blocked ones");
 }
 
 /// An entry reads back as written: number, each reason, and its time to the

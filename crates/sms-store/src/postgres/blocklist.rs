@@ -23,6 +23,7 @@ const BLOCKED_AMONG: &str = "SELECT number FROM blocklist WHERE number = ANY($1)
 const ENTRY: &str = "SELECT reason, since FROM blocklist WHERE number = $1";
 
 const COUNT: &str = "SELECT count(*) FROM blocklist";
+const NUMBERS: &str = "SELECT number FROM blocklist";
 
 #[async_trait]
 impl Blocklist for PgStore {
@@ -108,6 +109,21 @@ impl Blocklist for PgStore {
             let count: i64 = row.try_get(0).map_err(pg_error)?;
             u64::try_from(count)
                 .map_err(|_| StoreError::backend(format!("expected a count, found {count}")))
+        })
+        .await
+    }
+
+    async fn numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        self.timed(async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(NUMBERS).await.map_err(pg_error)?;
+            let rows = client.query(&stmt, &[]).await.map_err(pg_error)?;
+            rows.iter()
+                .map(|row| {
+                    let stored: &str = row.try_get(0).map_err(pg_error)?;
+                    blocklist_codec::number(stored)
+                })
+                .collect()
         })
         .await
     }

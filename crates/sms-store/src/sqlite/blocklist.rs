@@ -28,6 +28,7 @@ const BLOCKED_AMONG: &str = "SELECT number FROM blocklist \
 const ENTRY: &str = "SELECT reason, since FROM blocklist WHERE number = ?1";
 
 const COUNT: &str = "SELECT count(*) FROM blocklist";
+const NUMBERS: &str = "SELECT number FROM blocklist";
 
 #[async_trait]
 impl Blocklist for SqliteStore {
@@ -112,5 +113,19 @@ impl Blocklist for SqliteStore {
             .await?;
         u64::try_from(count)
             .map_err(|_| StoreError::backend(format!("expected a count, found {count}")))
+    }
+
+    async fn numbers(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        let stored: Vec<String> = self
+            .call(|conn| {
+                conn.prepare_cached(NUMBERS)
+                    .and_then(|mut s| {
+                        s.query_map([], |r| r.get::<_, String>(0))?
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .map_err(sqlite_error)
+            })
+            .await?;
+        stored.iter().map(|n| blocklist_codec::number(n)).collect()
     }
 }
