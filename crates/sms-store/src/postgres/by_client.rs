@@ -8,7 +8,7 @@ use super::PgStore;
 use super::error::pg_error;
 use super::row::message_from_row;
 use super::statements::{CANCEL, LIST_FOR_CLIENT};
-use super::status::current_status;
+use super::status::change_status;
 
 /// [`DeferredQueue::cancel`]: one guarded statement, [`CANCEL`]; when it changes
 /// nothing, the message's status tells why.
@@ -19,27 +19,7 @@ pub(super) async fn cancel(
     id: MessageId,
     now: DateTime<Utc>,
 ) -> Result<StoredMessage, StoreError> {
-    store
-        .timed(async {
-            let client = store.client().await?;
-            let stmt = client.prepare_cached(CANCEL).await.map_err(pg_error)?;
-            if let Some(row) = client
-                .query_opt(&stmt, &[id.as_uuid(), &now])
-                .await
-                .map_err(pg_error)?
-            {
-                return message_from_row(&row);
-            }
-            match current_status(&client, id).await? {
-                None => Err(StoreError::NotFound(id)),
-                Some(status) => Err(StoreError::WrongStatus {
-                    id,
-                    status,
-                    expected: "queued",
-                }),
-            }
-        })
-        .await
+    change_status(store, CANCEL, id, now, "queued").await
 }
 
 /// [`DeferredQueue::list_for_client`]: one range of `messages_client_status_created`.

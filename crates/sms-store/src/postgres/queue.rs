@@ -35,7 +35,7 @@ use super::statements::{
     INSERT_MANY, INSERT_MESSAGE, LIST, NARROW, PURGE_SENT, RENEW, RETRY, SELECT_BY_ID,
     SELECT_BY_KEY, SELECT_BY_KEYS, STATS,
 };
-use super::status::current_status;
+use super::status::{change_status, current_status};
 use super::{PgStore, by_client, claim};
 use crate::codec;
 
@@ -447,26 +447,7 @@ impl DeferredQueue for PgStore {
     }
 
     async fn retry(&self, id: MessageId, now: DateTime<Utc>) -> Result<StoredMessage, StoreError> {
-        self.timed(async {
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(RETRY).await.map_err(pg_error)?;
-            if let Some(row) = client
-                .query_opt(&stmt, &[id.as_uuid(), &now])
-                .await
-                .map_err(pg_error)?
-            {
-                return message_from_row(&row);
-            }
-            match current_status(&client, id).await? {
-                None => Err(StoreError::NotFound(id)),
-                Some(status) => Err(StoreError::WrongStatus {
-                    id,
-                    status,
-                    expected: "dead or expired",
-                }),
-            }
-        })
-        .await
+        change_status(self, RETRY, id, now, "dead or expired").await
     }
 
     async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
