@@ -50,6 +50,14 @@ const DRAIN_SHARE: f64 = 0.9;
 /// before it is given back and the pass ends.
 const LIMIT_WAIT_MAX: Duration = Duration::from_secs(1);
 
+/// A claimed batch, and the size at which it counts as full: a claim keeps part of its
+/// size for normal messages, so one that filled the rest may have left more
+/// high-priority messages due.
+struct Claimed {
+    batch: Vec<StoredMessage>,
+    full_at: usize,
+}
+
 /// What the drain should do after one message.
 enum Next {
     Continue,
@@ -82,23 +90,19 @@ impl Gateway {
         self.late_receipts_applied().await;
         let mut report = DrainReport::default();
         // A batch claimed while the previous one was being marked sent.
-        let mut claimed_ahead: Option<Vec<StoredMessage>> = None;
+        let mut claimed_ahead: Option<Claimed> = None;
         for pass_batch in 0..self.config.drain_max_batches {
             if stop.is_cancelled() {
                 break;
             }
-            let batch = match claimed_ahead.take() {
+            let Claimed { batch, full_at } = match claimed_ahead.take() {
                 Some(batch) => batch,
                 None => self.claim_batch().await?,
             };
             if batch.is_empty() {
                 break;
             }
-            // A claim keeps part of its size for normal messages; one that filled the
-            // rest may have left more high-priority messages due.
-            let limit = self.batch_size();
-            let full =
-                batch.len() >= (limit - normal_min(limit, self.config.normal_min_share)) as usize;
+            let full = batch.len() >= full_at;
             report.claimed += batch.len();
             // Cancelled by a lane that ends the pass, or with `stop`.
             let halt = stop.child_token();
@@ -120,7 +124,7 @@ impl Gateway {
                 break;
             }
         }
-        if let Some(batch) = claimed_ahead {
+        if let Some(Claimed { batch, .. }) = claimed_ahead {
             // Stopped with a batch claimed ahead: it goes back unattempted.
             report.claimed += batch.len();
             for message in &batch {
@@ -131,17 +135,23 @@ impl Gateway {
     }
 
     /// Claims the next batch of due messages for this instance.
-    async fn claim_batch(&self) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn claim_batch(&self) -> Result<Claimed, StoreError> {
         let limit = self.batch_size();
-        self.queue
+        let normal_min = normal_min(limit, self.config.normal_min_share);
+        let batch = self
+            .queue
             .claim_lanes(
                 &self.config.instance_id,
                 self.clock.now(),
                 self.config.lease,
                 limit,
-                normal_min(limit, self.config.normal_min_share),
+                normal_min,
             )
-            .await
+            .await?;
+        Ok(Claimed {
+            batch,
+            full_at: (limit - normal_min) as usize,
+        })
     }
 
     /// Messages sent at the same time: enough for the drain's share of the global limit
