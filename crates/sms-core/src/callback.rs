@@ -2,9 +2,10 @@
 //! outbox they wait in until the client's endpoint has taken them.
 //!
 //! Every change of a message's status (queued, sent, delivered or undelivered per
-//! recipient, dead, expired) becomes one [`StatusEvent`]. Its JSON body is fixed when it
-//! is stored, so every attempt sends the same bytes under the same event id, and a
-//! client can drop a repeat by that id. The outbox hands events out under leases, like
+//! recipient, dead, expired, cancelled) becomes one [`StatusEvent`]. A spend that passes
+//! its warning share of a monthly cap becomes one [`SpendWarning`], which is about no
+//! message. An event's JSON body is fixed when it is stored, so every attempt sends the
+//! same bytes under the same event id, and a client can drop a repeat by that id. The outbox hands events out under leases, like
 //! the deferred queue, so two dispatchers never post one event at the same time.
 
 use std::fmt;
@@ -36,17 +37,24 @@ pub enum CallbackStatus {
     Dead,
     /// Past its deliver-by time, unsent.
     Expired,
+    /// Cancelled before it was sent: it never will be.
+    Cancelled,
+    /// Not a message's status: a spend passed its warning share of a monthly cap
+    /// (a [`SpendWarning`]).
+    SpendWarning,
 }
 
 impl CallbackStatus {
     /// Every status.
-    pub const ALL: [CallbackStatus; 6] = [
+    pub const ALL: [CallbackStatus; 8] = [
         Self::Queued,
         Self::Sent,
         Self::Delivered,
         Self::Undelivered,
         Self::Dead,
         Self::Expired,
+        Self::Cancelled,
+        Self::SpendWarning,
     ];
 
     /// The lower-case name, as sent and counted.
@@ -58,6 +66,8 @@ impl CallbackStatus {
             Self::Undelivered => "undelivered",
             Self::Dead => "dead",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::SpendWarning => "spend_warning",
         }
     }
 }
@@ -123,7 +133,7 @@ impl StatusEvent {
     pub fn to_callback(&self, url: &CallbackUrl, stored_at: DateTime<Utc>) -> CallbackEvent {
         CallbackEvent {
             id: self.event_id,
-            message_id: self.message_id,
+            message_id: Some(self.message_id),
             status: self.status,
             url: url.clone(),
             body: serde_json::to_string(self).expect("a status event always serialises"),
@@ -132,13 +142,88 @@ impl StatusEvent {
     }
 }
 
+/// A spend that passed its warning share of a monthly cap (the JSON body of a
+/// `spend_warning` callback). It goes to the deployment's default callback address, as
+/// it is about no one message.
+///
+/// Its event id follows from the cap and the month, so every instance that sees the
+/// spend pass the share, and every restart that sees it again, stores the same event:
+/// the outbox keeps one, and the client is told once a month per cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendWarning {
+    /// The event's own id: one per cap and month.
+    pub event_id: uuid::Uuid,
+    /// Always [`CallbackStatus::SpendWarning`]: the field every event is told apart by.
+    pub status: CallbackStatus,
+    /// When this gateway saw the spend pass the share.
+    pub at: DateTime<Utc>,
+    /// Whose cap: a client's name, `(api_tokens)` for the unnamed client, or
+    /// `(deployment)` for the deployment's own.
+    pub scope: String,
+    /// The billing month, `YYYY-MM`.
+    pub period: String,
+    /// What was spent this month when it passed, in the vendors' currency (`"4000.00"`).
+    pub spent: String,
+    /// The cap, in the same currency.
+    pub cap: String,
+    /// The share of the cap that warns (`0.8`).
+    pub warn_at: f64,
+}
+
+impl SpendWarning {
+    /// The warning for `scope`'s cap in `period`, seen at `at`.
+    pub fn new(
+        scope: &str,
+        period: &str,
+        spent: String,
+        cap: String,
+        warn_at: f64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id: Self::event_id(scope, period),
+            status: CallbackStatus::SpendWarning,
+            at,
+            scope: scope.to_owned(),
+            period: period.to_owned(),
+            spent,
+            cap,
+            warn_at,
+        }
+    }
+
+    /// The one event id of `scope`'s warning in `period`.
+    pub fn event_id(scope: &str, period: &str) -> uuid::Uuid {
+        uuid::Uuid::new_v5(
+            &SPEND_WARNING_NAMESPACE,
+            format!("{scope}\n{period}").as_bytes(),
+        )
+    }
+
+    /// The event ready for the outbox, addressed to `url`, stored at `stored_at`.
+    pub fn to_callback(&self, url: &CallbackUrl, stored_at: DateTime<Utc>) -> CallbackEvent {
+        CallbackEvent {
+            id: self.event_id,
+            message_id: None,
+            status: CallbackStatus::SpendWarning,
+            url: url.clone(),
+            body: serde_json::to_string(self).expect("a spend warning always serialises"),
+            created_at: stored_at,
+        }
+    }
+}
+
+/// The name space of spend warnings' event ids (a fixed random UUID).
+const SPEND_WARNING_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c1f_93a2_5d4e_4b8f_9a07_3e21_c8d4_f105);
+
 /// An event in the outbox: where it goes and the exact body it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackEvent {
     /// The event id (the body's `event_id`).
     pub id: uuid::Uuid,
-    /// The message it is about.
-    pub message_id: MessageId,
+    /// The message it is about; none for a [`SpendWarning`].
+    pub message_id: Option<MessageId>,
     /// Its status, for counting.
     pub status: CallbackStatus,
     /// The client's endpoint.
@@ -257,5 +342,36 @@ mod tests {
         assert_ne!(stored.id, queued.event_id, "every event has its own id");
         let back: StatusEvent = serde_json::from_str(&stored.body).unwrap();
         assert_eq!(back, delivered);
+    }
+
+    #[test]
+    fn a_spend_warning_has_one_id_per_cap_and_month_and_round_trips() {
+        let at = DateTime::parse_from_rfc3339("2026-05-10T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let warning = SpendWarning::new("shop", "2026-05", "4.00".into(), "5.00".into(), 0.8, at);
+        let later = SpendWarning::new("shop", "2026-05", "4.10".into(), "5.00".into(), 0.8, at);
+        assert_eq!(warning.event_id, later.event_id, "seen twice, told once");
+        for (scope, period) in [
+            ("shop", "2026-06"),
+            ("crm", "2026-05"),
+            ("(deployment)", "2026-05"),
+        ] {
+            assert_ne!(
+                SpendWarning::event_id(scope, period),
+                warning.event_id,
+                "{scope} {period}"
+            );
+        }
+        let url = CallbackUrl::new("https://ops.example/e").unwrap();
+        let stored = warning.to_callback(&url, at);
+        assert_eq!(stored.message_id, None);
+        assert_eq!(stored.status, CallbackStatus::SpendWarning);
+        let json: serde_json::Value = serde_json::from_str(&stored.body).unwrap();
+        assert_eq!(json["status"], "spend_warning");
+        assert_eq!(json["scope"], "shop");
+        assert_eq!(json["spent"], "4.00");
+        let back: SpendWarning = serde_json::from_str(&stored.body).unwrap();
+        assert_eq!(back, warning);
     }
 }

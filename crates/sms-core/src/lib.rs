@@ -39,7 +39,7 @@ pub use blocklist::{BlockReason, BlockedNumber, Blocklist};
 pub use board::{BoardRead, BoardUnavailable, BoardWrite, SharedBoard};
 pub use callback::{
     CallbackCounts, CallbackEvent, CallbackOutbox, CallbackOutcome, CallbackStatus,
-    ClaimedCallback, StatusEvent,
+    ClaimedCallback, SpendWarning, StatusEvent,
 };
 pub use callback_url::{CallbackUrl, MAX_CALLBACK_URL};
 pub use clock::{BillingPeriod, Clock, SystemClock};

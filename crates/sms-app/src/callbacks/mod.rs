@@ -189,7 +189,8 @@ impl Dispatcher {
         }
         match &outcome {
             CallbackOutcome::Failed { error } => tracing::warn!(
-                event = %claim.event.id, message = %claim.event.message_id,
+                event = %claim.event.id, status = %claim.event.status,
+                message = claim.event.message_id.map(tracing::field::display),
                 attempts = claim.attempts, %error,
                 "giving up on a status event: its endpoint kept failing"
             ),

@@ -64,6 +64,36 @@ pub async fn claims_hand_out_due_events_oldest_first(outbox: &Arc<dyn CallbackOu
     assert_eq!(more[0].event, future);
 }
 
+/// Events of every status, a cancel and a spend warning (about no message) among them,
+/// are stored and claimed exactly as they went in; a spend warning stored again, as
+/// another instance would store it, is kept once.
+pub async fn every_kind_of_event_comes_back_as_stored(outbox: &Arc<dyn CallbackOutbox>) {
+    let url = CallbackUrl::new("https://ops.example/sms-events").expect("a valid URL");
+    let mut events: Vec<CallbackEvent> = CallbackStatus::ALL
+        .into_iter()
+        .filter(|s| *s != CallbackStatus::SpendWarning)
+        .map(|s| event(s, 1))
+        .collect();
+    let warning = |spent: &str| {
+        crate::SpendWarning::new("shop", "2026-05", spent.into(), "5.00".into(), 0.8, at(2))
+            .to_callback(&url, at(2))
+    };
+    events.push(warning("4.00"));
+    outbox.enqueue(&events).await.unwrap();
+    outbox.enqueue(&[warning("4.20")]).await.unwrap();
+    let claimed = outbox.claim("a", at(10), LEASE, 20).await.unwrap();
+    let mut got: Vec<CallbackEvent> = claimed.into_iter().map(|c| c.event).collect();
+    got.sort_by_key(|e| e.status.as_str());
+    events.sort_by_key(|e| e.status.as_str());
+    assert_eq!(got, events, "one of each, the first warning kept");
+    let warning = got
+        .iter()
+        .find(|e| e.status == CallbackStatus::SpendWarning)
+        .expect("the warning");
+    assert_eq!(warning.message_id, None);
+    assert!(warning.body.contains("\"4.00\""), "{}", warning.body);
+}
+
 /// Storing an event id again keeps the first.
 pub async fn enqueueing_an_event_again_keeps_one(outbox: &Arc<dyn CallbackOutbox>) {
     let first = event(CallbackStatus::Queued, 1);
@@ -271,6 +301,7 @@ macro_rules! callback_contract_tests {
         $crate::callback_contract_tests!(@cases $factory;
             claims_hand_out_due_events_oldest_first,
             enqueueing_an_event_again_keeps_one,
+            every_kind_of_event_comes_back_as_stored,
             a_lapsed_lease_is_claimed_again_and_the_old_claim_refused,
             settled_events_are_never_claimed_again,
             a_retry_waits_for_its_time,

@@ -32,7 +32,10 @@ impl CallbackOutbox for PgStore {
             return Ok(());
         }
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        let messages: Vec<uuid::Uuid> = events.iter().map(|e| *e.message_id.as_uuid()).collect();
+        let messages: Vec<Option<uuid::Uuid>> = events
+            .iter()
+            .map(|e| e.message_id.map(|m| *m.as_uuid()))
+            .collect();
         let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
         let urls: Vec<&str> = events.iter().map(|e| e.url.as_str()).collect();
         let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
@@ -174,7 +177,10 @@ fn claimed_callback(row: &tokio_postgres::Row) -> Result<ClaimedCallback, StoreE
     Ok(ClaimedCallback {
         event: CallbackEvent {
             id: row.try_get("id").map_err(pg_error)?,
-            message_id: MessageId::from_uuid(row.try_get("message_id").map_err(pg_error)?),
+            message_id: row
+                .try_get::<_, Option<uuid::Uuid>>("message_id")
+                .map_err(pg_error)?
+                .map(MessageId::from_uuid),
             status: codec::callback_status(status)?,
             url: codec::callback_url("callbacks.url", url)?,
             body: row.try_get("body").map_err(pg_error)?,

@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "blocklist_spend",
         sql: include_str!("../../migrations/postgres/0010_blocklist_spend.sql"),
     },
+    Migration {
+        version: 11,
+        name: "callback_kinds",
+        sql: include_str!("../../migrations/postgres/0011_callback_kinds.sql"),
+    },
 ];
 
 pub(super) fn latest_version() -> i64 {

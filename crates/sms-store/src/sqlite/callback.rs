@@ -35,7 +35,7 @@ impl CallbackOutbox for SqliteStore {
             .map(|e| {
                 (
                     e.id.to_string(),
-                    e.message_id.to_string(),
+                    e.message_id.map(|m| m.to_string()),
                     e.status.as_str(),
                     e.url.as_str().to_owned(),
                     e.body.clone(),
@@ -158,10 +158,10 @@ impl CallbackOutbox for SqliteStore {
 
 /// An event's columns as [`CALLBACK_INSERT`] binds them: id, message, status, URL, body
 /// and creation time.
-type EventRow = (String, String, &'static str, String, String, i64);
+type EventRow = (String, Option<String>, &'static str, String, String, i64);
 
 /// The columns [`CALLBACK_LEASE`] returns, as stored.
-type ClaimedColumns = (String, String, String, String, String, i64, i64);
+type ClaimedColumns = (String, Option<String>, String, String, String, i64, i64);
 
 fn claimed_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedColumns> {
     Ok((
@@ -181,7 +181,9 @@ fn claimed_callback(r: ClaimedColumns, token: LeaseToken) -> Result<ClaimedCallb
     Ok(ClaimedCallback {
         event: CallbackEvent {
             id: uuid("callbacks.id", &id)?,
-            message_id: MessageId::from_uuid(uuid("callbacks.message_id", &message_id)?),
+            message_id: message_id
+                .map(|m| uuid("callbacks.message_id", &m).map(MessageId::from_uuid))
+                .transpose()?,
             status: codec::callback_status(&status)?,
             url: codec::callback_url("callbacks.url", &url)?,
             body,

@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "blocklist_spend",
         include_str!("../../migrations/sqlite/0011_blocklist_spend.sql"),
     ),
+    (
+        12,
+        "callback_kinds",
+        include_str!("../../migrations/sqlite/0012_callback_kinds.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, in order, in one `BEGIN IMMEDIATE`
