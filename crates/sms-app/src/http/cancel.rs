@@ -1,5 +1,6 @@
 //! `DELETE /v1/messages/{id}`: cancels a message that has not gone out yet (scheduled,
-//! or waiting in the queue for a retry).
+//! or waiting in the queue for a retry). With status callbacks on, its endpoint gets a
+//! `cancelled` event.
 
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub(super) async fn cancel_message(
             return Err(ApiError::MessageNotFound(id));
         }
     }
-    match state.queue.cancel(id, chrono::Utc::now()).await {
+    match state.gateway.cancel(id).await {
         Ok(m) => {
             tracing::info!(%id, "message cancelled");
             Ok(Json(m.into()))

@@ -74,7 +74,7 @@ pub(super) fn callback_url_schema() -> Schema {
         string_schema()
             .description(Some(
                 "Where to POST signed status events about this message (queued, sent, \
-                 delivered, undelivered, dead, expired); absolute http(s) URL",
+                 delivered, undelivered, dead, expired, cancelled); absolute http(s) URL",
             ))
             .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".into())))
             .max_length(Some(sms_core::MAX_CALLBACK_URL))

@@ -15,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    CallbackUrl, Clock, DeferredQueue, FeeSchedule, MessageId, Money, NextTier, PhoneNumber,
-    RateLimiter, RecipientLimiter, SmsRequest, StoreError, StoredMessage, Templates, UsageLedger,
-    Vendor, VendorId,
+    CallbackStatus, CallbackUrl, Clock, DeferredQueue, FeeSchedule, MessageId, Money, NextTier,
+    PhoneNumber, RateLimiter, RecipientLimiter, SmsRequest, StatusEvent, StoreError, StoredMessage,
+    Templates, UsageLedger, Vendor, VendorId,
 };
 use tokio::sync::Notify;
 
@@ -287,6 +287,20 @@ impl Gateway {
             return Ok(Some(m));
         }
         self.queue.get(id).await
+    }
+
+    /// Cancels a message not yet sent (scheduled, or queued for a retry), as
+    /// [`DeferredQueue::cancel`] does, and tells its callback endpoint: a client that
+    /// follows its messages by their events sees this one end too.
+    pub async fn cancel(&self, id: MessageId) -> Result<StoredMessage, StoreError> {
+        let now = self.clock.now();
+        let cancelled = self.queue.cancel(id, now).await?;
+        if let Some((callbacks, url)) = self.callbacks_for(cancelled.request.callback_url()) {
+            let mut event = StatusEvent::new(id, CallbackStatus::Cancelled, now);
+            event.resend_of = cancelled.request.resend().map(|r| r.of);
+            callbacks.record(&url, [event]).await;
+        }
+        Ok(cancelled)
     }
 
     /// Loads this period's billed volumes from the ledger and makes the cheapest vendor

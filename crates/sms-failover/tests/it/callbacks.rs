@@ -247,3 +247,30 @@ async fn a_receipt_event_is_due_when_stored_whatever_the_vendors_clock_says() {
         .collect();
     assert_eq!(due, [CallbackStatus::Sent, CallbackStatus::Delivered]);
 }
+
+/// A message cancelled before its retry tells its endpoint it was cancelled, and the
+/// drain then neither sends it nor tells anything more. A cancel refused (the message
+/// is final already) tells nothing.
+#[tokio::test]
+async fn a_cancelled_message_makes_a_cancelled_event_and_nothing_after() {
+    let h = Harness::new(&[("aliyun", 40_000)], config());
+    h.vendor("aliyun").then(transient());
+    let SendOutcome::Queued { id, .. } = h.gateway.send(with_hook(request())).await.unwrap()
+    else {
+        panic!("expected queued");
+    };
+    let cancelled = h.gateway.cancel(id).await.unwrap();
+    assert_eq!(cancelled.status, sms_core::MessageStatus::Cancelled);
+    assert!(matches!(
+        h.gateway.cancel(id).await,
+        Err(sms_core::StoreError::WrongStatus { .. })
+    ));
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(h.gateway.drain_once().await.unwrap().sent, 0);
+    let events = events(&h).await;
+    assert_eq!(
+        statuses(&events),
+        [CallbackStatus::Queued, CallbackStatus::Cancelled]
+    );
+    assert_eq!(events[1].message_id, id);
+}
