@@ -59,6 +59,11 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await?;
     spend.attach(send_path.store.spend.clone());
+    if config.callbacks.enabled()
+        && let Some(url) = config.callbacks.default_url()?
+    {
+        spend.tell_warnings(send_path.store.callbacks.clone(), url);
+    }
     spend.sync(chrono::Utc::now()).await;
     let stop_spend = CancellationToken::new();
     let spend_task = tokio::spawn(spend.clone().run(stop_spend.clone()));

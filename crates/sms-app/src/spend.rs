@@ -10,7 +10,10 @@
 //!
 //! A cap is checked before a send: a request is refused once the spend has reached it,
 //! so the request that crosses it is the last one sent. At `warn_at` of a cap the
-//! gateway warns once per month and cap: a log line and `sms_spend_warnings_total`.
+//! gateway warns once per month and cap: a log line, `sms_spend_warnings_total` and,
+//! when status callbacks have a default address, a `spend_warning` event posted there
+//! (stored with the next sync). The event's id is the cap's and the month's, so the
+//! instances that each see the spend pass the share store one event between them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,7 +21,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use sms_core::sync::lock;
-use sms_core::{BillingPeriod, ClientId, Money, SpendLedger};
+use sms_core::{
+    BillingPeriod, CallbackOutbox, CallbackUrl, ClientId, Money, SpendLedger, SpendWarning,
+};
 use sms_failover::{GatewayEvent, GatewayObserver};
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +86,8 @@ struct State {
     pending: BTreeMap<(BillingPeriod, Option<ClientId>), Money>,
     /// The caps that warned this month.
     warned: HashSet<Scope>,
+    /// Warnings to store as callback events at the next sync.
+    untold: Vec<SpendWarning>,
 }
 
 impl State {
@@ -122,6 +129,8 @@ impl State {
 /// The spend of every client and of the deployment, against their caps.
 pub struct Spend {
     ledger: OnceLock<Arc<dyn SpendLedger>>,
+    /// Where warnings are told: the outbox and the default callback address.
+    tell: OnceLock<(Arc<dyn CallbackOutbox>, CallbackUrl)>,
     offset: FixedOffset,
     caps: BTreeMap<Option<ClientId>, Money>,
     deployment_cap: Option<Money>,
@@ -145,6 +154,7 @@ impl Spend {
             .collect();
         Self {
             ledger: OnceLock::new(),
+            tell: OnceLock::new(),
             offset,
             caps,
             deployment_cap,
@@ -162,6 +172,12 @@ impl Spend {
     /// Where the counts are kept; set once, when the store is open.
     pub fn attach(&self, ledger: Arc<dyn SpendLedger>) {
         let _ = self.ledger.set(ledger);
+    }
+
+    /// Tells warnings to `url` through `outbox` from now on; set once, when the store is
+    /// open and callbacks have a default address.
+    pub fn tell_warnings(&self, outbox: Arc<dyn CallbackOutbox>, url: CallbackUrl) {
+        let _ = self.tell.set((outbox, url));
     }
 
     fn period(&self, at: DateTime<Utc>) -> BillingPeriod {
@@ -209,11 +225,11 @@ impl Spend {
         let mut state = lock(&self.state);
         state.roll(period.clone());
         *state.pending.entry((period, client)).or_default() += cost;
-        self.warn(&mut state);
+        self.warn(&mut state, at);
     }
 
-    /// Warns, once a month, of every cap past its `warn_at` share.
-    fn warn(&self, state: &mut State) {
+    /// Warns, once a month, of every cap past its `warn_at` share, seen at `at`.
+    fn warn(&self, state: &mut State, at: DateTime<Utc>) {
         let near =
             |spent: Money, cap: Money| spent.micros() as f64 >= cap.micros() as f64 * self.warn_at;
         let mut crossed = Vec::new();
@@ -232,8 +248,22 @@ impl Spend {
         for (scope, spent, cap) in crossed {
             if state.warned.insert(scope.clone()) {
                 let share = (self.warn_at * 100.0).round();
-                tracing::warn!(scope = %scope.label(), %spent, %cap, "spend passed {share}% of its monthly cap");
-                *lock(&self.warnings).entry(scope.label()).or_default() += 1;
+                let label = scope.label();
+                tracing::warn!(scope = %label, %spent, %cap, "spend passed {share}% of its monthly cap");
+                *lock(&self.warnings).entry(label.clone()).or_default() += 1;
+                if self.tell.get().is_some()
+                    && let Some(period) = &state.period
+                {
+                    let warning = SpendWarning::new(
+                        &label,
+                        &period.to_string(),
+                        spent.to_string(),
+                        cap.to_string(),
+                        self.warn_at,
+                        at,
+                    );
+                    state.untold.push(warning);
+                }
             }
         }
     }
@@ -269,25 +299,45 @@ impl Spend {
         }
         let period = self.period(now);
         let read = ledger.spend(&period).await;
-        let mut state = lock(&self.state);
-        // What could not be written goes back to wait for the next try.
-        for (key, amount) in unwritten {
-            if let Some(w) = state.writing.get_mut(&key) {
-                *w = Money::from_micros(w.micros() - amount.micros());
+        let untold = {
+            let mut state = lock(&self.state);
+            // What could not be written goes back to wait for the next try.
+            for (key, amount) in unwritten {
+                if let Some(w) = state.writing.get_mut(&key) {
+                    *w = Money::from_micros(w.micros() - amount.micros());
+                }
+                *state.pending.entry(key).or_default() += amount;
             }
-            *state.pending.entry(key).or_default() += amount;
+            state.writing.retain(|_, m| *m != Money::ZERO);
+            match read {
+                Ok(stored) if state.period.as_ref() == Some(&period) => {
+                    // The read includes everything written so far.
+                    state.stored = stored;
+                    state.writing.clear();
+                    self.warn(&mut state, now);
+                }
+                Ok(_) => state.writing.clear(),
+                // Written but not read back: it stays counted until a read includes it.
+                Err(e) => tracing::warn!(error = %e, "could not read the spend"),
+            }
+            std::mem::take(&mut state.untold)
+        };
+        self.tell(untold, now).await;
+    }
+
+    /// Stores `warnings` as callback events; what cannot be stored waits for the next
+    /// sync.
+    async fn tell(&self, warnings: Vec<SpendWarning>, now: DateTime<Utc>) {
+        let Some((outbox, url)) = self.tell.get() else {
+            return;
+        };
+        if warnings.is_empty() {
+            return;
         }
-        state.writing.retain(|_, m| *m != Money::ZERO);
-        match read {
-            Ok(stored) if state.period.as_ref() == Some(&period) => {
-                // The read includes everything written so far.
-                state.stored = stored;
-                state.writing.clear();
-                self.warn(&mut state);
-            }
-            Ok(_) => state.writing.clear(),
-            // Written but not read back: it stays counted until a read includes it.
-            Err(e) => tracing::warn!(error = %e, "could not read the spend"),
+        let events: Vec<_> = warnings.iter().map(|w| w.to_callback(url, now)).collect();
+        if let Err(e) = outbox.enqueue(&events).await {
+            tracing::warn!(error = %e, "could not store a spend warning's callback event; kept for the next try");
+            lock(&self.state).untold.extend(warnings);
         }
     }
 
@@ -459,5 +509,89 @@ mod tests {
         spend.attach(ledger);
         spend.sync(now()).await;
         assert!(spend.check(&shop(), now()).is_err());
+    }
+
+    /// Lets the first `fail` enqueues fail, then stores.
+    struct Flaky {
+        fail: std::sync::atomic::AtomicU32,
+        outbox: sms_core::testing::MemoryOutbox,
+    }
+
+    #[async_trait]
+    impl CallbackOutbox for Flaky {
+        async fn enqueue(&self, events: &[sms_core::CallbackEvent]) -> Result<(), StoreError> {
+            let left = self.fail.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.fail.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(StoreError::unavailable("outbox down"));
+            }
+            self.outbox.enqueue(events).await
+        }
+        async fn claim(
+            &self,
+            owner: &str,
+            now: DateTime<Utc>,
+            lease: Duration,
+            limit: u32,
+        ) -> Result<Vec<sms_core::ClaimedCallback>, StoreError> {
+            self.outbox.claim(owner, now, lease, limit).await
+        }
+        async fn settle(
+            &self,
+            id: uuid::Uuid,
+            token: sms_core::LeaseToken,
+            outcome: sms_core::CallbackOutcome,
+            now: DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            self.outbox.settle(id, token, outcome, now).await
+        }
+        async fn counts(&self) -> Result<sms_core::CallbackCounts, StoreError> {
+            self.outbox.counts().await
+        }
+        async fn purge(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+            self.outbox.purge(before, limit).await
+        }
+    }
+
+    /// Two instances each see the shop pass 80% of its cap; the outbox, down at the
+    /// first try, gets the warning at the next sync, and holds one event between the
+    /// two instances, addressed to the default URL and saying whose cap and how much.
+    #[tokio::test]
+    async fn a_warning_is_one_callback_event_across_instances_and_outages() {
+        let ledger = Arc::new(MemorySpendLedger::new());
+        let outbox = Arc::new(Flaky {
+            fail: 1.into(),
+            outbox: sms_core::testing::MemoryOutbox::new(),
+        });
+        let url = CallbackUrl::new("https://ops.example/sms-events").unwrap();
+        let instances = [capped("1.00"), capped("1.00")];
+        for spend in &instances {
+            spend.attach(ledger.clone());
+            spend.tell_warnings(outbox.clone(), url.clone());
+        }
+        instances[0].add(shop(), money("0.79"), now());
+        instances[0].sync(now()).await;
+        assert_eq!(outbox.counts().await.unwrap().pending, 0, "not yet at 80%");
+        instances[0].add(shop(), money("0.02"), now());
+        instances[0].sync(now()).await;
+        assert_eq!(outbox.counts().await.unwrap().pending, 0, "the outbox was down");
+        instances[0].sync(now()).await;
+        assert_eq!(outbox.counts().await.unwrap().pending, 1, "stored at the next try");
+        // The other instance reads the spend back and warns too: the same event.
+        instances[1].sync(now()).await;
+        assert_eq!(instances[1].warnings().get("shop"), Some(&1));
+        let claimed = outbox
+            .claim("a", now(), Duration::from_secs(30), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "one event for the cap this month");
+        let event = &claimed[0].event;
+        assert_eq!((&event.url, event.message_id), (&url, None));
+        let body: SpendWarning = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(
+            (body.scope.as_str(), body.spent.as_str(), body.cap.as_str()),
+            ("shop", "0.81", "1.00")
+        );
+        assert_eq!(body.period, "2026-12");
     }
 }

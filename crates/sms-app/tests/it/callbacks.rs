@@ -1,6 +1,7 @@
 //! Status callbacks end to end: a client endpoint that fails its first three posts and
 //! then takes every one gets each status event of its messages exactly once, signed,
-//! although the gateway is restarted while events wait for a retry.
+//! although the gateway is restarted while events wait for a retry. A cancel and a
+//! spend warning reach the deployment's default endpoint too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,8 +40,8 @@ impl Endpoint {
     }
 }
 
-/// Starts the endpoint: the first three posts get 503, every later one 204.
-async fn client_endpoint() -> (Arc<Endpoint>, String) {
+/// Starts the endpoint: the first `refused` posts get 503, every later one 204.
+async fn client_endpoint(refused: usize) -> (Arc<Endpoint>, String) {
     let endpoint = Arc::new(Endpoint::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sms/events", listener.local_addr().unwrap());
@@ -58,7 +59,7 @@ async fn client_endpoint() -> (Arc<Endpoint>, String) {
                         .to_owned()
                 };
                 let mut posts = seen.posts.lock().unwrap();
-                let taken = posts.len() >= 3;
+                let taken = posts.len() >= refused;
                 posts.push(Post {
                     event_id: header("x-sms-event-id"),
                     signature: header("x-sms-signature"),
@@ -123,7 +124,7 @@ async fn waits_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool
 }
 
 async fn each_event_arrives_once_across_a_restart(backends: &Backends) {
-    let (endpoint, url) = client_endpoint().await;
+    let (endpoint, url) = client_endpoint(3).await;
     let mut server = Server::start(backends, &config()).await;
     let mut ids = Vec::new();
     for number in ["+8613800000101", "+8613800000102"] {
@@ -280,5 +281,109 @@ async fn a_callback_url_on_the_gateways_own_network_is_refused() {
         )
         .await;
     assert_eq!(r.status(), 200, "a public host is accepted");
+    server.stop();
+}
+
+/// With callbacks posted to a default address: a client's scheduled message that it
+/// cancels tells `queued` then `cancelled`, and its spend passing half its cap tells one
+/// `spend_warning` naming the client, the cap and the spend, however many sends follow.
+#[tokio::test]
+async fn a_cancel_and_a_spend_warning_reach_the_default_endpoint() {
+    use sha2::Digest;
+    const SHOP_TOKEN: &str = "shop-token-0123456789";
+    let (endpoint, url) = client_endpoint(0).await;
+    let config = format!(
+        r#"
+[clients.shop]
+token_sha256 = ["{shop}"]
+monthly_spend_cap = "0.50"
+[spend]
+warn_at = 0.5
+[vendors.aliyun]
+order = 0
+simulation = {{ latency_ms = 1, per_number_limits = false }}
+[limit]
+recipient_windows = []
+[callbacks]
+secret = "{CALLBACK_SECRET}"
+default_url = "{url}"
+allow_private_hosts = true
+"#,
+        shop = hex::encode(Sha256::digest(SHOP_TOKEN.as_bytes())),
+    );
+    let server = Server::start(&Backends::Embedded, &config).await;
+    let send = |body: Value| {
+        server
+            .client
+            .post(server.url("/v1/messages"))
+            .bearer_auth(SHOP_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let send_at = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let r = send(json!({"template": "SMS_NOTICE", "args": ["sale"],
+                        "recipients": ["+8613800000105"], "send_at": send_at}))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let scheduled: Value = r.json().await.unwrap();
+    let id = scheduled["id"].as_str().unwrap().to_owned();
+    let r = server
+        .client
+        .delete(server.url(&format!("/v1/messages/{id}")))
+        .bearer_auth(SHOP_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Sends until the cap refuses one: past half the cap on the way.
+    let mut sent = 0;
+    for i in 0..100 {
+        let r = send(json!({"template": "SMS_NOTICE", "args": ["sale"],
+                            "recipients": [format!("+86138001{i:05}")]}))
+        .await
+        .unwrap();
+        if r.status() == 402 {
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        sent += 1;
+    }
+    assert!(sent >= 2, "the cap refused too soon: {sent}");
+    let events = || -> Vec<Value> {
+        endpoint
+            .taken()
+            .iter()
+            .map(|p| serde_json::from_str(&p.body).unwrap())
+            .collect()
+    };
+    let status_of = |e: &Value| e["status"].as_str().unwrap_or_default().to_owned();
+    waits_for("the cancel and the warning", Duration::from_secs(10), || {
+        let events = events();
+        events.iter().any(|e| status_of(e) == "cancelled")
+            && events.iter().any(|e| status_of(e) == "spend_warning")
+    })
+    .await;
+    // A few more syncs change nothing: one warning for the cap this month.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(endpoint.posts().iter().all(signature_is_valid));
+    let events = events();
+    let of_scheduled: Vec<String> = events
+        .iter()
+        .filter(|e| e["message_id"] == id.as_str())
+        .map(status_of)
+        .collect();
+    assert_eq!(of_scheduled, ["queued", "cancelled"]);
+    let warnings: Vec<&Value> = events
+        .iter()
+        .filter(|e| status_of(e) == "spend_warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = warnings[0];
+    assert_eq!(warning["scope"], "shop");
+    assert_eq!(warning["cap"], "0.50");
+    assert!(warning.get("message_id").is_none(), "{warning}");
+    let spent: f64 = warning["spent"].as_str().unwrap().parse().unwrap();
+    assert!((0.25..0.50).contains(&spent), "{warning}");
     server.stop();
 }
