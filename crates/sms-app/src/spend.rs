@@ -522,7 +522,8 @@ mod tests {
         async fn enqueue(&self, events: &[sms_core::CallbackEvent]) -> Result<(), StoreError> {
             let left = self.fail.load(std::sync::atomic::Ordering::SeqCst);
             if left > 0 {
-                self.fail.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                self.fail
+                    .store(left - 1, std::sync::atomic::Ordering::SeqCst);
                 return Err(StoreError::unavailable("outbox down"));
             }
             self.outbox.enqueue(events).await
@@ -574,9 +575,17 @@ mod tests {
         assert_eq!(outbox.counts().await.unwrap().pending, 0, "not yet at 80%");
         instances[0].add(shop(), money("0.02"), now());
         instances[0].sync(now()).await;
-        assert_eq!(outbox.counts().await.unwrap().pending, 0, "the outbox was down");
+        assert_eq!(
+            outbox.counts().await.unwrap().pending,
+            0,
+            "the outbox was down"
+        );
         instances[0].sync(now()).await;
-        assert_eq!(outbox.counts().await.unwrap().pending, 1, "stored at the next try");
+        assert_eq!(
+            outbox.counts().await.unwrap().pending,
+            1,
+            "stored at the next try"
+        );
         // The other instance reads the spend back and warns too: the same event.
         instances[1].sync(now()).await;
         assert_eq!(instances[1].warnings().get("shop"), Some(&1));

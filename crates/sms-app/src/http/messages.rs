@@ -68,6 +68,7 @@ fn parse_send_at(
     raw: &str,
     now: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
+    past: Past,
 ) -> Result<DateTime<Utc>, ValidationError> {
     const FIELD: &str = "send_at";
     let at = DateTime::parse_from_rfc3339(raw)
@@ -87,7 +88,7 @@ fn parse_send_at(
             ),
         ));
     }
-    if at < now - chrono::Duration::seconds(SEND_AT_SLACK_S) {
+    if past == Past::Refused && at < now - chrono::Duration::seconds(SEND_AT_SLACK_S) {
         return Err(ValidationError::new(
             FIELD,
             format!("expected a time ahead, found {at}, which has passed"),
@@ -110,12 +111,30 @@ fn decode_message(body: &[u8], now: DateTime<Utc>) -> Result<SmsRequest, Validat
     decode_for(body, now, &Templates::default())
 }
 
+/// Whether a `send_at` that has passed is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Past {
+    /// A new message cannot be scheduled in the past.
+    Refused,
+    /// The retry of a keyed message accepted while its `send_at` was ahead.
+    Allowed,
+}
+
 /// Decodes and validates a request body; a request that names no priority takes its
 /// template's from `templates`.
 pub fn decode_for(
     body: &[u8],
     now: DateTime<Utc>,
     templates: &Templates,
+) -> Result<SmsRequest, ValidationError> {
+    decode_with(body, now, templates, Past::Refused)
+}
+
+fn decode_with(
+    body: &[u8],
+    now: DateTime<Utc>,
+    templates: &Templates,
+    past: Past,
 ) -> Result<SmsRequest, ValidationError> {
     // Tracking the path of every value costs time on each request; only a body that
     // fails is decoded again with it, to name the field.
@@ -142,7 +161,7 @@ pub fn decode_for(
     let send_at = parsed
         .send_at
         .as_deref()
-        .map(|raw| parse_send_at(raw, now, expires_at))
+        .map(|raw| parse_send_at(raw, now, expires_at, past))
         .transpose()?;
     let template = parsed.template;
     SmsRequest::try_from(RawSmsRequest {
@@ -402,7 +421,18 @@ pub(super) async fn post_message(
     {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let request = decode_for(&body, Utc::now(), state.gateway.templates())?;
+    let now = Utc::now();
+    let templates = state.gateway.templates();
+    let request = match decode_for(&body, now, templates) {
+        Ok(request) => request,
+        // A keyed request whose `send_at` has passed since it was first accepted is a
+        // retry: the message stored under its key answers it, as for any keyed retry.
+        Err(e) if e.field == "send_at" => match decode_with(&body, now, templates, Past::Allowed) {
+            Ok(late) if stored_under_key(&state, &late).await? => late,
+            _ => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     if let Some(Extension(client)) = &client
         && !client.may_send(request.template().as_str())
     {
@@ -518,6 +548,14 @@ pub(super) async fn post_message(
         }
     };
     Ok((status, Json(PostAnswer::New(answer))))
+}
+
+/// Whether a message is stored under `request`'s idempotency key.
+async fn stored_under_key(state: &AppState, request: &SmsRequest) -> Result<bool, ApiError> {
+    let Some(key) = request.idempotency_key() else {
+        return Ok(false);
+    };
+    Ok(state.queue.find_by_idempotency_key(key).await?.is_some())
 }
 
 /// Notes on the intake span which message the request became and how it went.

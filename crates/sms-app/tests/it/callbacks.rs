@@ -358,11 +358,15 @@ allow_private_hosts = true
             .collect()
     };
     let status_of = |e: &Value| e["status"].as_str().unwrap_or_default().to_owned();
-    waits_for("the cancel and the warning", Duration::from_secs(10), || {
-        let events = events();
-        events.iter().any(|e| status_of(e) == "cancelled")
-            && events.iter().any(|e| status_of(e) == "spend_warning")
-    })
+    waits_for(
+        "the cancel and the warning",
+        Duration::from_secs(10),
+        || {
+            let events = events();
+            events.iter().any(|e| status_of(e) == "cancelled")
+                && events.iter().any(|e| status_of(e) == "spend_warning")
+        },
+    )
     .await;
     // A few more syncs change nothing: one warning for the cap this month.
     tokio::time::sleep(Duration::from_millis(2500)).await;

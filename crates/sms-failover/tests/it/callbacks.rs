@@ -255,8 +255,7 @@ async fn a_receipt_event_is_due_when_stored_whatever_the_vendors_clock_says() {
 async fn a_cancelled_message_makes_a_cancelled_event_and_nothing_after() {
     let h = Harness::new(&[("aliyun", 40_000)], config());
     h.vendor("aliyun").then(transient());
-    let SendOutcome::Queued { id, .. } = h.gateway.send(with_hook(request())).await.unwrap()
-    else {
+    let SendOutcome::Queued { id, .. } = h.gateway.send(with_hook(request())).await.unwrap() else {
         panic!("expected queued");
     };
     let cancelled = h.gateway.cancel(id).await.unwrap();
