@@ -5,8 +5,9 @@
 //! recipient, dead, expired, cancelled) becomes one [`StatusEvent`]. A spend that passes
 //! its warning share of a monthly cap becomes one [`SpendWarning`], which is about no
 //! message. An event's JSON body is fixed when it is stored, so every attempt sends the
-//! same bytes under the same event id, and a client can drop a repeat by that id. The outbox hands events out under leases, like
-//! the deferred queue, so two dispatchers never post one event at the same time.
+//! same bytes under the same event id, and a client can drop a repeat by that id. The
+//! outbox hands events out under leases, like the deferred queue, so two dispatchers
+//! never post one event at the same time.
 
 use std::fmt;
 use std::time::Duration;
