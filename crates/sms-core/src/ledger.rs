@@ -1,8 +1,11 @@
-//! The usage ledger: billed messages per vendor per billing period, kept durably.
+//! The usage ledger: billed messages per vendor per billing period, kept durably; the
+//! spend ledger per client; and the gate that holds a client's stored messages back
+//! once its spend cap is reached.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::clock::BillingPeriod;
 use crate::error::StoreError;
@@ -45,4 +48,24 @@ pub trait SpendLedger: Send + Sync {
         &self,
         period: &BillingPeriod,
     ) -> Result<BTreeMap<Option<ClientId>, Money>, StoreError>;
+}
+
+/// Holds back a stored message (scheduled, or queued for a retry) whose client, or the
+/// deployment, has reached a monthly spend cap since the message was accepted: a cap
+/// checked only when requests arrive would let a client's backlog spend past it.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait SpendGate: Send + Sync {
+    /// `None` when `client`'s message may go out at `now`; otherwise until when it
+    /// waits and why (the cap, whose, and what was spent).
+    fn hold(&self, client: Option<ClientId>, now: DateTime<Utc>) -> Option<SpendHold>;
+}
+
+/// Why a message waits for a spend cap, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendHold {
+    /// When to look again: the next billing month at the latest, sooner so that a cap
+    /// raised meanwhile lets the message go.
+    pub until: DateTime<Utc>,
+    /// Whose cap is reached, and how far.
+    pub why: String,
 }

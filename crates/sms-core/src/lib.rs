@@ -49,7 +49,7 @@ pub use delivery::{
 };
 pub use error::{BoxError, LimitError, SendError, StoreError, ValidationError};
 pub use ids::{ClientId, IdempotencyKey, MessageId, TemplateId, VendorId};
-pub use ledger::{SpendLedger, UsageLedger};
+pub use ledger::{SpendGate, SpendHold, SpendLedger, UsageLedger};
 pub use limit::{
     ClientLimiter, ClientQuota, QuotaDecision, QuotaWindow, RateDecision, RateLimiter,
     RecipientDecision, RecipientLimiter, RecipientWindow,
@@ -76,7 +76,7 @@ pub mod mocks {
     pub use crate::callback::MockCallbackOutbox;
     pub use crate::clock::MockClock;
     pub use crate::delivery::MockDeliveryLog;
-    pub use crate::ledger::{MockSpendLedger, MockUsageLedger};
+    pub use crate::ledger::{MockSpendGate, MockSpendLedger, MockUsageLedger};
     pub use crate::limit::{MockClientLimiter, MockRateLimiter, MockRecipientLimiter};
     pub use crate::queue::MockDeferredQueue;
     pub use crate::vendor::{MockFeeSchedule, MockVendor};

@@ -33,6 +33,7 @@ pub struct GatewayBuilder {
     ledger: Arc<dyn UsageLedger>,
     recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
     blocklist: Option<Arc<dyn sms_core::Blocklist>>,
+    spend_gate: Option<Arc<dyn sms_core::SpendGate>>,
     clock: Arc<dyn Clock>,
     config: FailoverConfig,
     observer: Option<Arc<dyn GatewayObserver>>,
@@ -59,6 +60,7 @@ impl Gateway {
             ledger,
             recipient_limiter: None,
             blocklist: None,
+            spend_gate: None,
             clock: Arc::new(SystemClock),
             config: FailoverConfig::default(),
             observer: None,
@@ -82,6 +84,16 @@ impl GatewayBuilder {
     /// Default: no check in the drain (the caller checks requests as they come).
     pub fn blocklist(mut self, blocklist: Arc<dyn sms_core::Blocklist>) -> Self {
         self.blocklist = Some(blocklist);
+        self
+    }
+
+    /// Asks `gate` before each drained message's attempt whether its client may spend:
+    /// a message whose client (or the deployment) reached a monthly spend cap after the
+    /// message was accepted waits, its attempt not counted, until the gate says when to
+    /// look again (or its deadline, when that comes first). Default: the drain sends
+    /// whatever was accepted.
+    pub fn spend_gate(mut self, gate: Arc<dyn sms_core::SpendGate>) -> Self {
+        self.spend_gate = Some(gate);
         self
     }
 
@@ -152,6 +164,7 @@ impl GatewayBuilder {
             ledger,
             recipient_limiter,
             blocklist,
+            spend_gate,
             clock,
             config,
             observer,
@@ -229,6 +242,7 @@ impl GatewayBuilder {
             limiter,
             recipient_limiter,
             blocklist,
+            spend_gate,
             queue,
             ledger,
             clock,

@@ -119,6 +119,8 @@ pub struct Gateway {
     recipient_limiter: Option<Arc<dyn RecipientLimiter>>,
     /// Numbers no drained message may go to.
     blocklist: Option<Arc<dyn sms_core::Blocklist>>,
+    /// Holds drained messages back once their client's spend cap is reached.
+    spend_gate: Option<Arc<dyn sms_core::SpendGate>>,
     queue: Arc<dyn DeferredQueue>,
     ledger: Arc<dyn UsageLedger>,
     clock: Arc<dyn Clock>,

@@ -17,7 +17,8 @@ pub struct DrainReport {
     pub lease_lost: usize,
     /// Given back unattempted (rate limit reached, every vendor disabled, shutdown).
     pub released: usize,
-    /// Put back unattempted, due when the first of its vendors' rests ends.
+    /// Put back unattempted: due when the first of its vendors' rests ends, when its
+    /// recipients' windows have room, or when its client's spend cap is looked at again.
     pub deferred: usize,
 }
 

@@ -1,8 +1,9 @@
 //! What a drained message is checked for before its attempt, beyond what its first
 //! acceptance checked: the blocklist, which may have gained a recipient since (a number
-//! that opted out after the message was scheduled or queued must not get it), and, for
-//! a scheduled message's first attempt, the per-recipient limits, counted when it goes
-//! out rather than when it was accepted.
+//! that opted out after the message was scheduled or queued must not get it); the spend
+//! caps, which its client may have reached since; and, for a scheduled message's first
+//! attempt, the per-recipient limits, counted when it goes out rather than when it was
+//! accepted.
 
 use chrono::{DateTime, Utc};
 use sms_core::{AttemptFailure, LeaseToken, QueueReason, RecipientDecision, StoredMessage};
@@ -21,9 +22,10 @@ pub(super) enum Screened {
 }
 
 impl Gateway {
-    /// Takes blocked recipients off `message` (a message left with none is dead), and
-    /// counts a scheduled message's recipients in their limits (a limited one waits for
-    /// the recipient's window, its attempt not counted).
+    /// Takes blocked recipients off `message` (a message left with none is dead), holds
+    /// it back while its client's spend cap is reached, and counts a scheduled message's
+    /// recipients in their limits (a limited one waits for the recipient's window). A
+    /// message held back or limited waits with its attempt not counted.
     pub(super) async fn screen(
         &self,
         message: &mut StoredMessage,
@@ -66,6 +68,14 @@ impl Gateway {
                     }
                 }
             }
+        }
+        if let Some(gate) = &self.spend_gate
+            && let Some(hold) = gate.hold(message.request.client().cloned(), now)
+        {
+            tracing::info!(%id, why = %hold.why, until = %hold.until, "the message waits: a spend cap is reached");
+            let request = message.request.clone();
+            self.defer(id, token, &request, hold.until, report).await;
+            return Screened::Settled;
         }
         let first_of_schedule = message.reason == QueueReason::Scheduled && message.attempts == 1;
         if let (true, Some(limiter)) = (first_of_schedule, &self.recipient_limiter) {

@@ -103,8 +103,8 @@ async fn a_scheduled_message_waits_for_its_time_and_then_goes_once() {
     assert_eq!(m.request.send_at(), Some(send_at));
 }
 
-/// One vendor over the in-memory queue, with a manual clock and optionally a blocklist
-/// and per-recipient limits.
+/// One vendor over the in-memory queue, with a manual clock and optionally a blocklist,
+/// per-recipient limits and a spend gate.
 struct Scheduling {
     gateway: sms_failover::Gateway,
     vendor: std::sync::Arc<FakeVendor>,
@@ -115,6 +115,7 @@ struct Scheduling {
 fn scheduling(
     blocklist: Option<std::sync::Arc<sms_core::testing::MemoryBlocklist>>,
     recipients: Option<std::sync::Arc<sms_limit::InProcessRecipientLimiter>>,
+    spend_gate: Option<std::sync::Arc<dyn sms_core::SpendGate>>,
 ) -> Scheduling {
     use std::sync::Arc;
     let vendor = FakeVendor::new("aliyun");
@@ -137,6 +138,9 @@ fn scheduling(
     if let Some(recipients) = recipients {
         builder = builder.recipient_limiter(recipients);
     }
+    if let Some(gate) = spend_gate {
+        builder = builder.spend_gate(gate);
+    }
     Scheduling {
         gateway: builder.build().unwrap(),
         vendor,
@@ -149,7 +153,7 @@ fn scheduling(
 async fn a_number_blocked_after_scheduling_is_left_out_and_a_message_left_with_none_dies() {
     use sms_core::{BlockReason, Blocklist, PhoneNumber};
     let blocklist = std::sync::Arc::new(sms_core::testing::MemoryBlocklist::new());
-    let s = scheduling(Some(blocklist.clone()), None);
+    let s = scheduling(Some(blocklist.clone()), None, None);
     let send_at = start() + chrono::Duration::minutes(5);
     let both = SmsRequest::new("notice", ["x"], ["+8613900000001", "+8613900000002"])
         .unwrap()
@@ -197,7 +201,7 @@ async fn a_scheduled_message_counts_in_the_recipients_limit_when_it_goes_out() {
         )])
         .unwrap(),
     );
-    let s = scheduling(None, Some(limiter));
+    let s = scheduling(None, Some(limiter), None);
     let later = SmsRequest::new("notice", ["x"], ["+8613900000003"])
         .unwrap()
         .with_send_at(start() + chrono::Duration::minutes(5));
@@ -220,4 +224,80 @@ async fn a_scheduled_message_counts_in_the_recipients_limit_when_it_goes_out() {
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].attempts, 0);
     assert!(waiting[0].next_attempt_at > start() + chrono::Duration::minutes(5));
+}
+
+/// Holds the shop's messages back while `reached` is set, for 10 minutes at a time.
+struct ShopCap {
+    reached: std::sync::atomic::AtomicBool,
+}
+
+impl sms_core::SpendGate for ShopCap {
+    fn hold(
+        &self,
+        client: Option<sms_core::ClientId>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<sms_core::SpendHold> {
+        let shop = client.is_some_and(|c| c.as_str() == "shop");
+        (shop && self.reached.load(std::sync::atomic::Ordering::SeqCst)).then(|| {
+            sms_core::SpendHold {
+                until: now + chrono::Duration::minutes(10),
+                why: "the shop's cap is reached".to_owned(),
+            }
+        })
+    }
+}
+
+/// A client that reached its spend cap after scheduling does not send its scheduled
+/// message: it waits, its attempt not counted, while another client's goes; once the
+/// cap lets it (raised, or a new month), it goes at the next look.
+#[tokio::test]
+async fn a_scheduled_message_waits_while_its_clients_spend_cap_is_reached() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let gate = Arc::new(ShopCap {
+        reached: true.into(),
+    });
+    let s = scheduling(None, None, Some(gate.clone()));
+    let send_at = start() + chrono::Duration::minutes(5);
+    let of = |client: &str, to: &str| {
+        SmsRequest::new("notice", ["x"], [to])
+            .unwrap()
+            .with_send_at(send_at)
+            .with_client(sms_core::ClientId::new(client).unwrap())
+    };
+    let SendOutcome::Queued { id: shop, .. } =
+        s.gateway.send(of("shop", "+8613900000011")).await.unwrap()
+    else {
+        panic!("scheduled");
+    };
+    let SendOutcome::Queued { id: other, .. } =
+        s.gateway.send(of("crm", "+8613900000012")).await.unwrap()
+    else {
+        panic!("scheduled");
+    };
+    s.clock.advance(std::time::Duration::from_secs(300));
+    let report = s.gateway.drain_once().await.unwrap();
+    assert_eq!((report.sent, report.deferred), (1, 1), "{report:?}");
+    assert_eq!(
+        s.queue.get(other).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+    let held = s.queue.get(shop).await.unwrap().unwrap();
+    assert_eq!(held.status, MessageStatus::Queued);
+    assert_eq!(held.attempts, 0, "waiting for the cap is no attempt");
+    assert_eq!(
+        held.next_attempt_at,
+        send_at + chrono::Duration::minutes(10)
+    );
+    // Still reached at the next look: it waits again.
+    s.clock.advance(std::time::Duration::from_secs(600));
+    assert_eq!(s.gateway.drain_once().await.unwrap().deferred, 1);
+    gate.reached.store(false, Ordering::SeqCst);
+    s.clock.advance(std::time::Duration::from_secs(600));
+    assert_eq!(s.gateway.drain_once().await.unwrap().sent, 1);
+    assert_eq!(s.vendor.received().len(), 2);
+    assert_eq!(
+        s.queue.get(shop).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
 }
