@@ -149,8 +149,8 @@ async fn a_bad_send_at_is_refused_naming_the_field() {
 async fn a_keyed_retry_after_send_at_passed_gets_the_stored_message() {
     let server = Server::start(&Backends::Embedded, CONFIG).await;
     // 5 s of margin on each side of the minute, for a slow machine.
-    let send_at = (Utc::now() - chrono::Duration::seconds(55))
-        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let send_at =
+        (Utc::now() - chrono::Duration::seconds(55)).to_rfc3339_opts(SecondsFormat::Millis, true);
     let body = |key: &str| {
         json!({ "template": "SMS_NOTICE", "args": ["x"], "recipients": ["+8613500000004"],
                 "send_at": send_at, "idempotency_key": key })
