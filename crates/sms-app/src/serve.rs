@@ -55,6 +55,9 @@ pub async fn run(config: Config) -> Result<()> {
             delivery_log,
             observer: Arc::new(Observers(vec![metrics.clone(), spend.clone()])),
             seed: SEED,
+            spend_gate: spend
+                .has_caps()
+                .then(|| spend.clone() as Arc<dyn sms_core::SpendGate>),
         },
     )
     .await?;

@@ -9,20 +9,26 @@
 //! others spent in the last second or so.
 //!
 //! A cap is checked before a send: a request is refused once the spend has reached it,
-//! so the request that crosses it is the last one sent. At `warn_at` of a cap the
-//! gateway warns once per month and cap: a log line, `sms_spend_warnings_total` and,
-//! when status callbacks have a default address, a `spend_warning` event posted there
-//! (stored with the next sync). The event's id is the cap's and the month's, so the
-//! instances that each see the spend pass the share store one event between them.
+//! so the request that crosses it is the last one sent. It is checked again before a
+//! stored message (scheduled, or queued for a retry) goes out: a message whose client
+//! reached its cap after accepting it waits, looked at again every [`HOLD_RECHECK`] and
+//! at the turn of the month, until the cap lets it go or its deliver-by time passes.
+//!
+//! At `warn_at` of a cap the gateway warns once per month and cap: a log line,
+//! `sms_spend_warnings_total` and, when status callbacks have a default address, a
+//! `spend_warning` event posted there (stored with the next sync). The event's id is
+//! the cap's and the month's, so the instances that each see the spend pass the share
+//! store one event between them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
 use sms_core::sync::lock;
 use sms_core::{
-    BillingPeriod, CallbackOutbox, CallbackUrl, ClientId, Money, SpendLedger, SpendWarning,
+    BillingPeriod, CallbackOutbox, CallbackUrl, ClientId, Money, SpendGate, SpendHold, SpendLedger,
+    SpendWarning,
 };
 use sms_failover::{GatewayEvent, GatewayObserver};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +37,11 @@ use crate::config::clients::Client;
 
 /// How often the counts are written to the store and read back.
 pub const SYNC_EVERY: Duration = Duration::from_millis(1000);
+
+/// How long a stored message held back by a reached cap waits before it is looked at
+/// again (at most until the next billing month): a cap raised meanwhile lets it go
+/// within this time.
+pub const HOLD_RECHECK: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Whose cap.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -182,6 +193,19 @@ impl Spend {
 
     fn period(&self, at: DateTime<Utc>) -> BillingPeriod {
         BillingPeriod::containing(at, self.offset)
+    }
+
+    /// The start of the billing month after the one of `at`.
+    fn next_month(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let local = at.with_timezone(&self.offset);
+        let (year, month) = match local.month() {
+            12 => (local.year() + 1, 1),
+            m => (local.year(), m + 1),
+        };
+        self.offset
+            .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+            .single()
+            .map_or(at + chrono::Duration::days(1), |t| t.with_timezone(&Utc))
     }
 
     /// Whether `client` may send now: `Err` names the first cap reached (its own, then
@@ -382,6 +406,21 @@ impl Spend {
     /// Warnings given so far, by scope label.
     pub fn warnings(&self) -> BTreeMap<String, u64> {
         lock(&self.warnings).clone()
+    }
+}
+
+impl SpendGate for Spend {
+    fn hold(&self, client: Option<ClientId>, now: DateTime<Utc>) -> Option<SpendHold> {
+        let reached = self.check(&client, now).err()?;
+        Some(SpendHold {
+            until: self.next_month(now).min(now + HOLD_RECHECK),
+            why: format!(
+                "the monthly spend cap of {} ({}) is reached: {} spent",
+                reached.scope.label(),
+                reached.cap,
+                reached.spent
+            ),
+        })
     }
 }
 
@@ -602,5 +641,30 @@ mod tests {
             ("shop", "0.81", "1.00")
         );
         assert_eq!(body.period, "2026-12");
+    }
+
+    /// Under its cap a client's stored message may go; at it, the message waits ten
+    /// minutes, or until the billing month turns when that comes first, and is told why.
+    #[test]
+    fn a_reached_cap_holds_stored_messages_until_the_next_look_or_month() {
+        let spend = capped("1.00");
+        assert_eq!(spend.hold(shop(), now()), None);
+        spend.add(shop(), money("1.00"), now());
+        let hold = spend.hold(shop(), now()).expect("held at the cap");
+        assert_eq!(hold.until, now() + HOLD_RECHECK);
+        assert!(
+            hold.why.contains("shop") && hold.why.contains("1.00"),
+            "{}",
+            hold.why
+        );
+        assert_eq!(spend.hold(None, now()), None, "other clients go");
+        // 23:55 on the last day of the month in UTC+8: the new month comes first.
+        let late = Utc.with_ymd_and_hms(2026, 12, 31, 15, 55, 0).unwrap();
+        spend.add(shop(), money("1.00"), late);
+        let hold = spend.hold(shop(), late).expect("held at the cap");
+        assert_eq!(
+            hold.until,
+            Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap()
+        );
     }
 }

@@ -293,6 +293,8 @@ pub struct Extras {
     /// Seed of the first simulated vendor (in tie-break order); the next take the
     /// following numbers.
     pub seed: u64,
+    /// Holds drained messages back while their client's spend cap is reached.
+    pub spend_gate: Option<Arc<dyn sms_core::SpendGate>>,
 }
 
 /// The send path, initialised, its drainer running.
@@ -369,6 +371,9 @@ pub async fn build_send_path(config: &Config, extras: Extras) -> Result<SendPath
         .observer(extras.observer)
         .deliveries(store.deliveries.clone())
         .blocklist(store.blocklist.clone());
+    if let Some(gate) = extras.spend_gate {
+        builder = builder.spend_gate(gate);
+    }
     if let Some(recipient_limiter) = recipient_limiter {
         builder = builder.recipient_limiter(recipient_limiter);
     }

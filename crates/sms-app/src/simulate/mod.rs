@@ -152,6 +152,7 @@ pub async fn run(options: Options) -> Result<Report> {
             delivery_log: log.clone(),
             observer: recorder.clone(),
             seed: scenario.seed,
+            spend_gate: None,
         },
     )
     .await?;

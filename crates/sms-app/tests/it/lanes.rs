@@ -258,3 +258,71 @@ async fn a_code_passes_a_thousand_queued_recipients_on_postgres() {
     a_code_passes_queued_bulk(&backends).await;
     drop_schema(&backends).await;
 }
+
+/// A message the shop scheduled before it reached its spend cap does not go out at its
+/// `send_at` once the cap is reached: it stays queued, unattempted, while the shop's
+/// live sends are refused with 402.
+#[tokio::test]
+async fn a_scheduled_message_waits_once_its_clients_spend_cap_is_reached() {
+    let config = format!(
+        r#"
+[clients.shop]
+token_sha256 = ["{shop}"]
+monthly_spend_cap = "0.20"
+[vendors.aliyun]
+order = 0
+simulation = {{ latency_ms = 1, per_number_limits = false }}
+[limit]
+recipient_windows = []
+[queue]
+drain_interval_ms = 100
+"#,
+        shop = digest(SHOP_TOKEN),
+    );
+    let server = Server::start(&Backends::Embedded, &config).await;
+    let send_at = Utc::now() + chrono::Duration::seconds(2);
+    let (status, scheduled, _) = post_as(
+        &server,
+        SHOP_TOKEN,
+        json!({"template": "SMS_NOTICE", "args": ["sale"], "recipients": ["+8613700000001"],
+               "send_at": send_at.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{scheduled}");
+    let id = scheduled["id"].as_str().unwrap().to_owned();
+    let mut sent = 0;
+    for i in 0..100u32 {
+        let (status, _, _) = post_as(
+            &server,
+            SHOP_TOKEN,
+            json!({"template": "SMS_NOTICE", "args": ["sale"],
+                   "recipients": [format!("+86137001{i:05}")]}),
+        )
+        .await;
+        if status == StatusCode::PAYMENT_REQUIRED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        sent += 1;
+    }
+    assert!(sent > 0 && sent < 100, "the cap was reached after {sent}");
+    // Past its send_at, through several drain ticks.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let held: Value = server
+        .client
+        .get(server.url(&format!("/v1/messages/{id}")))
+        .bearer_auth(SHOP_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["status"], "queued", "{held}");
+    assert_eq!(held["attempts"], 0, "{held}");
+    assert!(
+        server.log().contains("a spend cap is reached"),
+        "the wait is logged"
+    );
+    server.stop();
+}
