@@ -372,12 +372,16 @@ allow_private_hosts = true
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(endpoint.posts().iter().all(signature_is_valid));
     let events = events();
-    let of_scheduled: Vec<String> = events
+    // Posts run concurrently and may arrive in any order: a client orders by `at`.
+    let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    let mut of_scheduled: Vec<_> = events
         .iter()
         .filter(|e| e["message_id"] == id.as_str())
-        .map(status_of)
+        .map(|e| (at(e), status_of(e)))
         .collect();
-    assert_eq!(of_scheduled, ["queued", "cancelled"]);
+    of_scheduled.sort();
+    let statuses: Vec<&str> = of_scheduled.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(statuses, ["queued", "cancelled"]);
     let warnings: Vec<&Value> = events
         .iter()
         .filter(|e| status_of(e) == "spend_warning")
