@@ -280,7 +280,8 @@ drain_interval_ms = 100
         shop = digest(SHOP_TOKEN),
     );
     let server = Server::start(&Backends::Embedded, &config).await;
-    let send_at = Utc::now() + chrono::Duration::seconds(2);
+    // Far enough ahead for the sends below to reach the cap first on a slow machine.
+    let send_at = Utc::now() + chrono::Duration::seconds(4);
     let (status, scheduled, _) = post_as(
         &server,
         SHOP_TOKEN,
@@ -306,8 +307,13 @@ drain_interval_ms = 100
         sent += 1;
     }
     assert!(sent > 0 && sent < 100, "the cap was reached after {sent}");
-    // Past its send_at, through several drain ticks.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        Utc::now() < send_at,
+        "the cap must be reached before the send_at"
+    );
+    // 1.5 s past its send_at, through several drain ticks.
+    let past = (send_at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1500);
+    tokio::time::sleep(past).await;
     let held: Value = server
         .client
         .get(server.url(&format!("/v1/messages/{id}")))
