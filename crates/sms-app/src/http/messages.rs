@@ -163,9 +163,14 @@ fn decode_with(
         .as_deref()
         .map(|raw| parse_send_at(raw, now, expires_at, past))
         .transpose()?;
-    let template = parsed.template;
+    let priority = parsed.priority.unwrap_or_else(|| {
+        templates
+            .get(&parsed.template)
+            .map(|t| t.priority)
+            .unwrap_or_default()
+    });
     SmsRequest::try_from(RawSmsRequest {
-        template: template.clone(),
+        template: parsed.template,
         args: parsed.args,
         recipients: parsed.recipients,
         idempotency_key: parsed.idempotency_key,
@@ -173,12 +178,7 @@ fn decode_with(
         callback_url: parsed.callback_url,
         resend: None,
         client: None,
-        priority: parsed.priority.unwrap_or_else(|| {
-            templates
-                .get(&template)
-                .map(|t| t.priority)
-                .unwrap_or_default()
-        }),
+        priority,
         send_at,
     })
 }
