@@ -156,7 +156,18 @@ impl LimitConfig {
     /// an instance that may send nothing at all would be a worse outage than a
     /// slight overshoot.
     pub fn instance_share(&self) -> u32 {
-        (self.global_per_second / self.instances.max(1)).max(1)
+        share_of(self.global_per_second, self.instances)
+    }
+}
+
+/// One instance's share of `limit` among `instances` while Redis is unreachable:
+/// rounded down so that the instances together stay within it, but at least 1 unless
+/// the limit is 0.
+pub(crate) fn share_of(limit: u32, instances: u32) -> u32 {
+    if limit == 0 {
+        0
+    } else {
+        (limit / instances.max(1)).max(1)
     }
 }
 
@@ -177,6 +188,15 @@ pub enum RedisErrorPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_shares_each_limit_rounded_down_but_never_to_zero() {
+        assert_eq!(share_of(100, 4), 25);
+        assert_eq!(share_of(10, 3), 3);
+        assert_eq!(share_of(2, 4), 1);
+        assert_eq!(share_of(0, 4), 0);
+        assert_eq!(share_of(7, 0), 7);
+    }
 
     #[test]
     fn empty_table_gives_the_documented_defaults() {

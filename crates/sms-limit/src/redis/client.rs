@@ -18,7 +18,7 @@ use fred::prelude::{Client, Value};
 use sms_core::{ClientId, ClientLimiter, ClientQuota, LimitError, QuotaDecision, QuotaWindow};
 
 use super::{Health, LimiterStats, connect_client, from_micros, malformed, micros, refuse_cluster};
-use crate::config::{LimitConfig, RedisErrorPolicy};
+use crate::config::{LimitConfig, RedisErrorPolicy, share_of};
 use crate::error::Error;
 use crate::in_process::{InProcessClientLimiter, SECOND};
 use crate::script::ScriptRunner;
@@ -164,16 +164,6 @@ fn limit_arg(limit: Option<u32>) -> Value {
     Value::from(limit.map_or(-1, i64::from))
 }
 
-/// This instance's share of `limit` while Redis is unreachable: rounded down so that
-/// the instances together stay within it, but at least 1 unless the limit is 0.
-fn instance_share(limit: u32, instances: u32) -> u32 {
-    if limit == 0 {
-        0
-    } else {
-        (limit / instances.max(1)).max(1)
-    }
-}
-
 /// Per-client limits shared through Redis; both limits of a request in one call.
 ///
 /// Under `FailOpen`, while Redis is unreachable, an in-process client limiter decides
@@ -250,8 +240,8 @@ impl RedisClientLimiter {
     /// This instance's share of each limit of `quota`, for the fallback.
     fn fallback_quota(&self, quota: ClientQuota) -> ClientQuota {
         ClientQuota {
-            per_second: quota.per_second.map(|l| instance_share(l, self.instances)),
-            per_day: quota.per_day.map(|l| instance_share(l, self.instances)),
+            per_second: quota.per_second.map(|l| share_of(l, self.instances)),
+            per_day: quota.per_day.map(|l| share_of(l, self.instances)),
         }
     }
 
@@ -435,15 +425,6 @@ mod tests {
             );
         }
         let _ = client.quit().await;
-    }
-
-    #[test]
-    fn an_instance_shares_each_limit_rounded_down_but_never_to_zero() {
-        assert_eq!(instance_share(100, 4), 25);
-        assert_eq!(instance_share(10, 3), 3);
-        assert_eq!(instance_share(2, 4), 1);
-        assert_eq!(instance_share(0, 4), 0);
-        assert_eq!(instance_share(7, 0), 7);
     }
 
     #[test]
