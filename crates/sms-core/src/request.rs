@@ -48,7 +48,8 @@ impl Priority {
         }
     }
 
-    fn is_normal(&self) -> bool {
+    /// Whether this is the normal lane (left out when serialised).
+    pub(crate) fn is_normal(&self) -> bool {
         *self == Self::Normal
     }
 }

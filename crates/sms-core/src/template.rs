@@ -52,12 +52,8 @@ pub struct Template {
     pub resend_undelivered: bool,
     /// The lane of its messages when the request names none: `"high"` for login
     /// codes, which take the global limit and the queue first.
-    #[serde(default, skip_serializing_if = "is_normal")]
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
-}
-
-fn is_normal(priority: &Priority) -> bool {
-    *priority == Priority::Normal
 }
 
 /// A piece of a template's text.

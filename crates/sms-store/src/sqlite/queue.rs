@@ -537,7 +537,6 @@ pub(super) fn insert_or_find(
     Ok(Enqueued::Existing(existing))
 }
 
-/// The status of message `id`, or `None` when it is not stored.
 /// Runs `sql`, a status change guarded by the status it needs (`?1` the id, `?2` now,
 /// returning the row); when it changes nothing, the message's status tells why:
 /// missing, or not `expected`.
@@ -569,6 +568,7 @@ fn change_status(
     }
 }
 
+/// The status of message `id`, or `None` when it is not stored.
 fn current_status(conn: &Connection, id: &str) -> Result<Option<MessageStatus>, StoreError> {
     let status: Option<String> = conn
         .prepare_cached(STATUS_OF)
