@@ -5,6 +5,8 @@ use std::collections::HashSet;
 
 use sms_core::{BlockReason, PhoneNumber, StoreError};
 
+use crate::codec::corrupt;
+
 /// The distinct numbers of a look-up, as the `number` column holds them: the query
 /// asks about each once.
 pub(crate) fn lookup_columns(numbers: &[PhoneNumber]) -> Vec<&str> {
@@ -38,10 +40,6 @@ pub(crate) fn reason(value: &str) -> Result<BlockReason, StoreError> {
 /// A stored number back as the number it was.
 pub(crate) fn number(value: &str) -> Result<PhoneNumber, StoreError> {
     PhoneNumber::parse(value).map_err(|e| corrupt("number", e))
-}
-
-fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
-    StoreError::backend(format!("stored {column} is invalid: {problem}"))
 }
 
 #[cfg(test)]

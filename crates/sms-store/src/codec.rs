@@ -323,7 +323,8 @@ pub(crate) fn whole_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
+/// A stored value that is not what its column must hold, naming the column.
+pub(crate) fn corrupt(column: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::backend(format!("stored {column} is invalid: {problem}"))
 }
 

@@ -21,7 +21,7 @@ pub(crate) fn client(value: String) -> Result<Option<ClientId>, StoreError> {
     }
     ClientId::try_from(value)
         .map(Some)
-        .map_err(|e| StoreError::backend(format!("stored client is invalid: {e}")))
+        .map_err(|e| crate::codec::corrupt("client", e))
 }
 
 /// The increments of one `add_spend`: one per client, its amounts summed, ordered by
