@@ -54,8 +54,8 @@ impl Gateway {
                             may_duplicate: false,
                             pinned: false,
                         };
-                        let request = message.request.clone();
-                        self.bury(id, &request, token, failure, now, report).await;
+                        self.bury(id, &message.request, token, failure, now, report)
+                            .await;
                         return Screened::Settled;
                     }
                     Some(rest) => {
@@ -73,8 +73,8 @@ impl Gateway {
             && let Some(hold) = gate.hold(message.request.client().cloned(), now)
         {
             tracing::info!(%id, why = %hold.why, until = %hold.until, "the message waits: a spend cap is reached");
-            let request = message.request.clone();
-            self.defer(id, token, &request, hold.until, report).await;
+            self.defer(id, token, &message.request, hold.until, report)
+                .await;
             return Screened::Settled;
         }
         let first_of_schedule = message.reason == QueueReason::Scheduled && message.attempts == 1;
@@ -103,12 +103,9 @@ impl Gateway {
                     .filter(|(_, d)| matches!(d, RecipientDecision::Allowed))
                     .map(|(r, _)| r.clone())
                     .collect();
-                if let Err(e) = limiter.give_back(&counted).await {
-                    tracing::warn!(error = %e, "could not give recipient limit counts back");
-                }
+                super::send::give_back(limiter.as_ref(), &counted).await;
                 let until = crate::backoff::after(now, wait);
-                let request = message.request.clone();
-                self.defer(id, token, &request, until, report).await;
+                self.defer(id, token, &message.request, until, report).await;
                 return Screened::Settled;
             }
         }

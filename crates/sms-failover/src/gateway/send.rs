@@ -117,7 +117,7 @@ impl Reached {
 
 /// Gives `recipients`' counts back to the limiter; a failure only costs the recipients
 /// part of their allowance, so it is logged.
-async fn give_back(limiter: &dyn RecipientLimiter, recipients: &[PhoneNumber]) {
+pub(super) async fn give_back(limiter: &dyn RecipientLimiter, recipients: &[PhoneNumber]) {
     if recipients.is_empty() {
         return;
     }
