@@ -120,6 +120,12 @@ impl Client {
         self.templates.as_ref().is_none_or(|t| t.contains(template))
     }
 
+    /// Whether it may see, list or cancel messages of `owner`: a named client only its
+    /// own, the unnamed one every client's.
+    pub fn may_see(&self, owner: Option<&ClientId>) -> bool {
+        self.name.as_ref().is_none_or(|own| owner == Some(own))
+    }
+
     /// Its name for answers and logs.
     pub fn label(&self) -> &str {
         self.name.as_ref().map_or("(api_tokens)", ClientId::as_str)

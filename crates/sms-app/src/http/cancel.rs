@@ -36,10 +36,10 @@ pub(super) async fn cancel_message(
     let id = parse_id(&id)?;
     // A named client cancels only its own messages; another's is as if absent.
     if let Some(Extension(client)) = &client
-        && let Some(name) = &client.name
+        && client.name.is_some()
     {
-        let owner = state.queue.get(id).await?;
-        if owner.is_none_or(|m| m.request.client() != Some(name)) {
+        let message = state.gateway.message(id).await?;
+        if message.is_none_or(|m| !client.may_see(m.request.client())) {
             return Err(ApiError::MessageNotFound(id));
         }
     }

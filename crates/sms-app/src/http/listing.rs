@@ -98,8 +98,8 @@ pub(super) async fn list_messages(
     if let (None, Some(client)) = (&query.recipient, &query.client) {
         let client = ClientId::new(client).map_err(ApiError::from)?;
         if let Some(Extension(caller)) = &caller
+            && !caller.may_see(Some(&client))
             && let Some(own) = &caller.name
-            && *own != client
         {
             return Err(ApiError::invalid(
                 "client",

@@ -601,8 +601,7 @@ pub(super) async fn get_message(
     };
     // A named client sees only its own messages; another's is as if absent.
     if let Some(Extension(caller)) = &caller
-        && caller.name.is_some()
-        && message.request.client() != caller.name.as_ref()
+        && !caller.may_see(message.request.client())
     {
         return Err(ApiError::MessageNotFound(id));
     }
