@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sms_core::{
     AttemptFailure, CallbackStatus, MessageId, Money, OutboundSms, QueueReason, Receipt, SendError,
-    SentDelivery, SmsRequest, StatusEvent, VendorError,
+    SentDelivery, SmsRequest, VendorError,
 };
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -289,13 +289,17 @@ impl Gateway {
                 deliveries.record(records).await;
                 self.note_accepted(idx, finished_at).await;
             }
-            if let Some((callbacks, url)) = self.callbacks_for(callback_url) {
-                let mut event = StatusEvent::new(sms.id, CallbackStatus::Sent, finished_at);
-                event.vendor = Some(self.ids[idx].clone());
-                event.vendor_message_id = Some(receipt.vendor_message_id.clone());
-                event.resend_of = sms.request.resend().map(|r| r.of);
-                callbacks.record(&url, [event]).await;
-            }
+            self.tell(
+                &sms.request,
+                sms.id,
+                CallbackStatus::Sent,
+                finished_at,
+                |event| {
+                    event.vendor = Some(self.ids[idx].clone());
+                    event.vendor_message_id = Some(receipt.vendor_message_id.clone());
+                },
+            )
+            .await;
         }
         let template = sms.request.template().as_str();
         let refused_template = matches!(result, Err(VendorError::Misconfigured { .. }));

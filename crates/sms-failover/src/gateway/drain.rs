@@ -22,7 +22,7 @@ use futures_util::future::join_all;
 use sms_core::sync::lock;
 use sms_core::{
     AttemptFailure, CallbackStatus, Completion, LeaseToken, MessageId, RateDecision, SmsRequest,
-    StatusEvent, StoreError, StoredMessage, VendorError,
+    StoreError, StoredMessage, VendorError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -318,12 +318,10 @@ impl Gateway {
             report.dead += 1;
             tracing::warn!(%id, "message is dead");
             self.emit(|| GatewayEvent::Dead { id });
-            if let Some((callbacks, url)) = self.callbacks_for(request.callback_url()) {
-                let mut event = StatusEvent::new(id, CallbackStatus::Dead, now);
+            self.tell(request, id, CallbackStatus::Dead, now, |event| {
                 event.description = Some(error);
-                event.resend_of = request.resend().map(|r| r.of);
-                callbacks.record(&url, [event]).await;
-            }
+            })
+            .await;
         }
     }
 
@@ -343,11 +341,8 @@ impl Gateway {
             if self.updated(id, result, report) {
                 report.expired += 1;
                 self.emit(|| GatewayEvent::Expired { id });
-                if let Some((callbacks, url)) = self.callbacks_for(message.request.callback_url()) {
-                    let mut event = StatusEvent::new(id, CallbackStatus::Expired, now);
-                    event.resend_of = message.request.resend().map(|r| r.of);
-                    callbacks.record(&url, [event]).await;
-                }
+                self.tell(&message.request, id, CallbackStatus::Expired, now, |_| {})
+                    .await;
             }
             return Next::Continue;
         }

@@ -198,6 +198,26 @@ impl Gateway {
         Some((callbacks, callbacks.target(url)?))
     }
 
+    /// Tells the callback endpoint of `request` (its own, or the default) that message
+    /// `id` changed to `status` at `at`, a re-send's event naming the message it
+    /// re-sends; `fill` adds what the status carries. Makes nothing without callbacks
+    /// or an endpoint.
+    async fn tell(
+        &self,
+        request: &SmsRequest,
+        id: MessageId,
+        status: CallbackStatus,
+        at: DateTime<Utc>,
+        fill: impl FnOnce(&mut StatusEvent),
+    ) {
+        if let Some((callbacks, url)) = self.callbacks_for(request.callback_url()) {
+            let mut event = StatusEvent::new(id, status, at);
+            event.resend_of = request.resend().map(|r| r.of);
+            fill(&mut event);
+            callbacks.record(&url, [event]).await;
+        }
+    }
+
     /// Sends the event `make` builds to the observer; builds nothing without one.
     fn emit(&self, make: impl FnOnce() -> GatewayEvent) {
         if let Some(observer) = &self.observer {
@@ -297,11 +317,14 @@ impl Gateway {
     pub async fn cancel(&self, id: MessageId) -> Result<StoredMessage, StoreError> {
         let now = self.clock.now();
         let cancelled = self.queue.cancel(id, now).await?;
-        if let Some((callbacks, url)) = self.callbacks_for(cancelled.request.callback_url()) {
-            let mut event = StatusEvent::new(id, CallbackStatus::Cancelled, now);
-            event.resend_of = cancelled.request.resend().map(|r| r.of);
-            callbacks.record(&url, [event]).await;
-        }
+        self.tell(
+            &cancelled.request,
+            id,
+            CallbackStatus::Cancelled,
+            now,
+            |_| {},
+        )
+        .await;
         Ok(cancelled)
     }
 

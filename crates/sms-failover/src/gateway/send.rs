@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use sms_core::{
     AttemptFailure, CallbackStatus, Enqueued, InitialState, Lease, LeaseToken, MessageId,
     NewMessage, PhoneNumber, QueueReason, RateDecision, RecipientDecision, RecipientLimiter,
-    SendError, SmsRequest, StatusEvent, StoredMessage, ValidationError, VendorError, VendorId,
+    SendError, SmsRequest, StoredMessage, ValidationError, VendorError, VendorId,
 };
 
 use tracing::Instrument;
@@ -479,12 +479,16 @@ impl Gateway {
         may_duplicate: bool,
     ) -> SendOutcome {
         self.emit(|| GatewayEvent::Queued { id, reason });
-        if let Some((callbacks, url)) = self.callbacks_for(request.callback_url()) {
-            let mut event = StatusEvent::new(id, CallbackStatus::Queued, self.clock.now());
-            event.code = Some(reason.as_str().to_owned());
-            event.resend_of = request.resend().map(|r| r.of);
-            callbacks.record(&url, [event]).await;
-        }
+        self.tell(
+            request,
+            id,
+            CallbackStatus::Queued,
+            self.clock.now(),
+            |event| {
+                event.code = Some(reason.as_str().to_owned());
+            },
+        )
+        .await;
         SendOutcome::Queued {
             id,
             reason,
