@@ -454,10 +454,7 @@ impl GatewayObserver for Metrics {
             } => {
                 self.client_sends
                     .get_or_create(&ClientSendLabels {
-                        client: client
-                            .as_ref()
-                            .map_or("(api_tokens)", |c| c.as_str())
-                            .to_owned(),
+                        client: crate::config::clients::label(client.as_ref()).to_owned(),
                         outcome: outcome.as_str(),
                     })
                     .inc();

@@ -56,8 +56,7 @@ impl Scope {
     /// The label of the scope in metrics and answers.
     pub fn label(&self) -> String {
         match self {
-            Self::Client(Some(c)) => c.to_string(),
-            Self::Client(None) => "(api_tokens)".to_owned(),
+            Self::Client(client) => crate::config::clients::label(client.as_ref()).to_owned(),
             Self::Deployment => "(deployment)".to_owned(),
         }
     }

@@ -128,8 +128,14 @@ impl Client {
 
     /// Its name for answers and logs.
     pub fn label(&self) -> &str {
-        self.name.as_ref().map_or("(api_tokens)", ClientId::as_str)
+        label(self.name.as_ref())
     }
+}
+
+/// The label of a client's name in answers, logs and metrics: `(api_tokens)` for the
+/// unnamed client of `api_tokens`.
+pub fn label(name: Option<&ClientId>) -> &str {
+    name.map_or("(api_tokens)", ClientId::as_str)
 }
 
 /// Every client by the digest of each of its tokens.

@@ -89,7 +89,9 @@ pub(super) fn priority_schema() -> Schema {
                 "The message's lane: `high` (login codes) takes the global limit and the \
                  queue first; default: the template's lane, else `normal`",
             ))
-            .enum_values(Some(["high", "normal"]))
+            .enum_values(Some(
+                sms_core::Priority::ALL.map(sms_core::Priority::as_str),
+            ))
             .build(),
     )
 }
