@@ -12,18 +12,19 @@ use super::{Health, LimiterStats, connect_client, from_micros, malformed, micros
 use crate::config::{LimitConfig, RedisErrorPolicy};
 use crate::error::Error;
 use crate::in_process::InProcessLimiter;
+use crate::lane::cap_for;
 use crate::script::ScriptRunner;
 
 /// Sliding-window log for the global limit, both lanes.
 ///
 /// KEYS[1]: the log (sorted set); KEYS[2]: its member sequence.
-/// ARGV: limit, window in µs, permits, the lane's ceiling (the limit for the high
-/// lane, the normal ceiling for the normal one).
+/// ARGV: limit, window in µs, permits, the request's cap in its lane
+/// (`crate::lane::cap_for`: the limit for the high lane; for the normal lane its
+/// ceiling, or the permits of a request larger than the ceiling, which then fits an
+/// empty window only).
 /// Returns `{1, 0}` when allowed, `{0, retry_after_µs}` when limited.
 ///
-/// A request fits when the log plus its permits stays within `max(ceiling, permits)`:
-/// the ceiling for a request within it, an empty window for a normal request larger
-/// than the ceiling (see `crate::lane`).
+/// A request fits when the log plus its permits stays within its cap.
 const GLOBAL_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -33,7 +34,7 @@ local permits = tonumber(ARGV[3])
 if permits > limit then
   return {0, window}
 end
-local cap = math.max(tonumber(ARGV[4]), permits)
+local cap = tonumber(ARGV[4])
 -- Scores are ~1.7e15: format them as integers, Lua's default would round them.
 local function int(x) return string.format('%.0f', x) end
 -- An entry exactly one window old has left the window.
@@ -126,23 +127,22 @@ impl RedisLimiter {
         &self.keys
     }
 
-    /// Takes `permits` if the log plus them stays within `ceiling` (or, for a request
-    /// larger than the ceiling, if the window is empty); `priority` picks the lane of
-    /// the fallback.
+    /// Takes `permits` in `priority`'s lane if the log plus them stays within the
+    /// lane's cap for them (see `crate::lane`).
     async fn acquire_within(
         &self,
         permits: u32,
-        ceiling: u32,
         priority: Priority,
     ) -> Result<RateDecision, LimitError> {
         if permits == 0 {
             return Ok(RateDecision::Allowed);
         }
+        let cap = cap_for(self.limit, self.normal_ceiling, permits, priority);
         let args = vec![
             Value::from(i64::from(self.limit)),
             Value::from(micros(self.window)),
             Value::from(i64::from(permits)),
-            Value::from(i64::from(ceiling)),
+            Value::from(i64::from(cap)),
         ];
         match self.runner.run::<Vec<i64>>(self.keys.clone(), args).await {
             Ok(reply) => {
@@ -178,8 +178,7 @@ impl RedisLimiter {
 impl RateLimiter for RedisLimiter {
     /// The high lane: the whole window.
     async fn acquire(&self, permits: u32) -> Result<RateDecision, LimitError> {
-        self.acquire_within(permits, self.limit, Priority::High)
-            .await
+        self.acquire_within(permits, Priority::High).await
     }
 
     async fn acquire_lane(
@@ -187,11 +186,7 @@ impl RateLimiter for RedisLimiter {
         permits: u32,
         priority: Priority,
     ) -> Result<RateDecision, LimitError> {
-        let ceiling = match priority {
-            Priority::High => self.limit,
-            Priority::Normal => self.normal_ceiling,
-        };
-        self.acquire_within(permits, ceiling, priority).await
+        self.acquire_within(permits, priority).await
     }
 
     fn capacity(&self) -> Option<u32> {
