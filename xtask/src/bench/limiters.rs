@@ -79,7 +79,7 @@ fn redis_benchmark_evalsha(url: &str, limiter: &BenchResult) -> Result<f64> {
             bail!("{tool} not installed (apt-get install redis-tools)");
         }
     }
-    let source = fs::read_to_string(root().join("crates/sms-limit/src/redis.rs"))?;
+    let source = fs::read_to_string(root().join("crates/sms-limit/src/redis/global.rs"))?;
     let start = "const GLOBAL_SCRIPT: &str = r\"";
     let begin = source.find(start).context("GLOBAL_SCRIPT not found")? + start.len();
     let len = source[begin..]
@@ -102,10 +102,13 @@ fn redis_benchmark_evalsha(url: &str, limiter: &BenchResult) -> Result<f64> {
         .args(["-h", &host, "-p", &port, "-c", &CONCURRENCY.to_string()])
         .args(["-n", &format!("{}", requests.max(10_000.0) as u64)])
         .args(["--csv", "evalsha", &sha, "2", &key, &format!("{key}:seq")])
+        // Limit, window, one permit, and the high lane's cap: the whole limit, as the
+        // limiter's `acquire` passes it.
         .args([
             format!("{limit:.0}"),
             format!("{window:.0}"),
             "1".to_owned(),
+            format!("{limit:.0}"),
         ])
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
